@@ -1,0 +1,43 @@
+"""What a handler sees of the broker for one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from strom.protocol.messages import RequestHeader
+
+if TYPE_CHECKING:
+    from strom.clock import Clock
+    from strom.cluster.controller import Controller
+    from strom.cluster.metadata_cache import MetadataCache
+    from strom.config import BrokerConfig
+    from strom.coordinator.producer_ids import ProducerIdManager
+    from strom.log.manager import LogManager
+    from strom.replication.replica_manager import ReplicaManager
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerServices:
+    """The broker's domain objects, shared by every handler (built by server/broker.py)."""
+
+    broker_id: int
+    config: BrokerConfig
+    clock: Clock
+    cache: MetadataCache
+    controller: Controller
+    replicas: ReplicaManager
+    logs: LogManager
+    producer_ids: ProducerIdManager
+    listener: str  # the listener name clients connect through, for advertised endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    header: RequestHeader
+    broker: BrokerServices
+    client_host: str
+
+    @property
+    def version(self) -> int:
+        return self.header.api_version

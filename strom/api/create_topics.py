@@ -1,0 +1,60 @@
+"""CreateTopics (key 19), versions 2-7.
+
+Behaviour: validates each topic (name rules and collisions, partitions, replication factor
+against live brokers, explicit replica assignments, configs: unknown names and bad values
+are INVALID_CONFIG) and, unless validate_only, creates it through the controller. A name
+with both '.' and '_' succeeds with a warning in error_message. Duplicate names in one
+request are INVALID_REQUEST for each.
+Version notes: v5+ returns partitions, replication factor and configs; v7 the topic id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from strom.api.context import RequestContext
+from strom.api.registry import register
+from strom.cluster.controller import NewTopic
+from strom.config import TOPIC_KEYS, TopicConfig, render, validate_topic_configs
+from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.messages import make, response_module, response_schema
+
+API_KEY = 19
+
+
+def config_entities(ctx: RequestContext, cls, overrides: dict[str, str]):
+    config = TopicConfig(ctx.broker.config, validate_topic_configs(overrides))
+    return tuple(make(cls, name=name, value=render(config.get(name)), read_only=False,
+                      config_source=int(config.source(name)), is_sensitive=False)
+                 for name in sorted(TOPIC_KEYS))
+
+
+@register(API_KEY, "create_topics", 2, 7)
+async def handle(ctx: RequestContext, request):
+    mod = response_module(API_KEY, ctx.version)
+    counts = Counter(t.name for t in request.topics)
+    results = []
+    for t in request.topics:
+        fields = dict(name=t.name, topic_id=None, error_code=ErrorCode.none, error_message=None,
+                      num_partitions=-1, replication_factor=-1, configs=None)
+        try:
+            if counts[t.name] > 1:
+                raise KafkaError(f"Create topics request from client contains multiple entries "
+                                 f"for topic {t.name}", ErrorCode.invalid_request)
+            assignment = {a.partition_index: tuple(a.broker_ids) for a in t.assignments}
+            configs = {c.name: c.value for c in t.configs}
+            created = await ctx.broker.controller.create_topic(
+                NewTopic(t.name, t.num_partitions, t.replication_factor, assignment or None,
+                         configs), validate_only=request.validate_only)
+            fields.update(topic_id=created.topic_id, num_partitions=created.num_partitions,
+                          replication_factor=created.replication_factor,
+                          error_message=created.warning,
+                          configs=config_entities(ctx, mod.CreatableTopicConfigs,
+                                                  created.configs)
+                          if hasattr(mod, "CreatableTopicConfigs") else None)
+        except KafkaError as e:
+            fields.update(error_code=e.code, error_message=e.message)
+        results.append(make(mod.CreatableTopicResult, **fields))
+    if not request.validate_only:
+        await ctx.broker.cache.refresh_now()
+    return make(response_schema(API_KEY, ctx.version), topics=tuple(results))

@@ -1,0 +1,43 @@
+"""DescribeCluster (key 60), versions 0-1.
+
+Behaviour: cluster id, controller id and every live broker with the endpoint of the
+listener the client came through. endpoint_type 2 (controllers, v1) is answered with
+UNSUPPORTED_ENDPOINT_TYPE as a broker does. Authorized operations are INT32_MIN unless asked.
+"""
+
+from __future__ import annotations
+
+from strom.api.context import RequestContext
+from strom.api.metadata import brokers_entities
+from strom.api.registry import register
+from strom.protocol.errors import ErrorCode
+from strom.protocol.messages import make, response_module, response_schema
+
+API_KEY = 60
+
+
+@register(API_KEY, "describe_cluster", 0, 1)
+async def handle(ctx: RequestContext, request):
+    mod = response_module(API_KEY, ctx.version)
+    cls = response_schema(API_KEY, ctx.version)
+    cache = ctx.broker.cache
+    if getattr(request, "endpoint_type", 1) != 1:
+        return make(cls, error_code=ErrorCode.unsupported_endpoint_type,
+                    error_message="The broker does not list controllers", cluster_id="",
+                    brokers=())
+    brokers = tuple(make(mod.DescribeClusterBroker, broker_id=b.node_id, host=b.host,
+                         port=b.port, rack=b.rack)
+                    for b in brokers_entities(ctx, _Broker))
+    ops = -2147483648
+    if request.include_cluster_authorized_operations:
+        ops = 0b1111111110  # every cluster operation: no authorizer is configured
+    return make(cls, error_code=ErrorCode.none, cluster_id=cache.cluster_id or "",
+                controller_id=cache.controller_id, brokers=brokers,
+                cluster_authorized_operations=ops)
+
+
+class _Broker:
+    """A plain holder so brokers_entities can be shared with Metadata."""
+
+    def __init__(self, node_id: int, host: str, port: int, rack: str | None) -> None:
+        self.node_id, self.host, self.port, self.rack = node_id, host, port, rack

@@ -1,0 +1,93 @@
+"""Fetch (key 1), versions 4-17.
+
+Behaviour: reads whole batches from each requested partition, starting with the batch that
+holds fetch_offset, up to the high watermark (followers: the log end offset). max_bytes
+bounds the response and partition_max_bytes each partition, but the first non-empty
+partition always returns at least one whole batch, as Kafka does. If fewer than min_bytes
+are available the request parks (without blocking the loop) until an append to one of its
+partitions or max_wait_ms. Records are sent as file slices (zero-copy where the loop allows).
+Fetch sessions (KIP-227) are not kept: session_id is always 0, so every request is a full
+fetch, which clients accept. isolation_level is accepted; with no transactions yet the last
+stable offset equals the high watermark and no aborted transactions are listed.
+Errors per partition: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID
+(v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
+Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1.
+"""
+
+from __future__ import annotations
+
+from strom.api.context import RequestContext
+from strom.api.registry import register
+from strom.protocol import fetch_response
+from strom.protocol.errors import ErrorCode
+from strom.replication.replica_manager import FetchPartitionRequest
+
+API_KEY = 1
+
+
+class RawResponse:
+    """A response already framed as parts (bytes and file slices)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list, size: int) -> None:
+        self.parts = parts
+        self.size = size
+
+
+@register(API_KEY, "fetch", 4, 17)
+async def handle(ctx: RequestContext, request):
+    cache = ctx.broker.cache
+    replica_id = request.replica_id if hasattr(request, "replica_id") else \
+        request.replica_state.replica_id
+    if getattr(request, "session_id", 0) != 0:
+        parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
+                                            ErrorCode.fetch_session_id_not_found, 0, [])
+        return RawResponse(parts, size)
+    wanted: list[FetchPartitionRequest] = []
+    order: list[tuple[str, object, list[int]]] = []
+    unknown_ids: list[tuple[object, list[int]]] = []
+    for t in request.topics:
+        if ctx.version >= 13:
+            info = cache.topic_by_id(t.topic_id)
+            if info is None:
+                unknown_ids.append((t.topic_id, [p.partition for p in t.partitions]))
+                continue
+            name = info.name
+        else:
+            name = t.topic
+        order.append((name, t, [p.partition for p in t.partitions]))
+        for p in t.partitions:
+            wanted.append(FetchPartitionRequest(name, p.partition, p.fetch_offset,
+                                                p.partition_max_bytes,
+                                                getattr(p, "current_leader_epoch", -1)))
+    results = await ctx.broker.replicas.fetch(
+        wanted, request.max_bytes if hasattr(request, "max_bytes") else 0x7FFFFFFF,
+        request.min_bytes, int(request.max_wait.total_seconds() * 1000), replica_id)
+    by_tp = {(r.topic, r.partition): r for r in results}
+    topics = []
+    for name, _t, partitions in order:
+        info = cache.topic(name)
+        parts = []
+        for index in partitions:
+            r = by_tp[(name, index)]
+            code = r.error.code if r.error else ErrorCode.none
+            leader = None
+            if code in (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch):
+                pinfo = cache.partition(name, index)
+                if pinfo is not None:
+                    leader = (pinfo.leader, pinfo.leader_epoch)
+            parts.append(fetch_response.FetchPartitionData(
+                index, code, r.high_watermark, r.last_stable_offset, r.log_start_offset,
+                r.read.slice if r.read and r.read.slice else b"",
+                aborted_transactions=None if r.error or not request.isolation_level else (),
+                current_leader=leader))
+        topics.append(fetch_response.FetchTopicData(
+            name, info.topic_id if info else None, parts))
+    for topic_id, partitions in unknown_ids:
+        topics.append(fetch_response.FetchTopicData("", topic_id, [
+            fetch_response.FetchPartitionData(i, ErrorCode.unknown_topic_id, -1, -1, -1, None)
+            for i in partitions]))
+    parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
+                                        ErrorCode.none, 0, topics)
+    return RawResponse(parts, size)

@@ -1,0 +1,113 @@
+"""Metadata (key 3), versions 0-12.
+
+Behaviour: brokers with the endpoint of the listener the client came through, cluster id,
+controller id, and each requested topic (all topics when the list is null; none when it is
+empty). An unknown topic is created when `allow_auto_topic_creation` (v4+, always for
+v0-3) and `auto.create.topics.enable` both say so, with num.partitions and
+default.replication.factor: the response then says LEADER_NOT_AVAILABLE for it, as Kafka
+does, and the client asks again. Invalid names get INVALID_TOPIC_EXCEPTION.
+Version notes: v10+ topic ids (v12 may ask by id), v8-10 authorized operations are
+INT32_MIN unless asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from strom.api.context import RequestContext
+from strom.api.registry import register
+from strom.cluster import topic_names
+from strom.cluster.controller import NewTopic
+from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.messages import make, response_module, response_schema
+
+log = logging.getLogger(__name__)
+
+API_KEY = 3
+
+
+def brokers_entities(ctx: RequestContext, cls):
+    out = []
+    for b in sorted(ctx.broker.cache.brokers.values(), key=lambda b: b.broker_id):
+        e = ctx.broker.cache.endpoint(b.broker_id, ctx.broker.listener)
+        if e is not None:
+            out.append(make(cls, node_id=b.broker_id, host=e.host, port=e.port, rack=b.rack))
+    return tuple(out)
+
+
+def partition_entities(ctx: RequestContext, info, cls):
+    live = ctx.broker.cache.brokers
+    parts = []
+    for p in sorted(info.partitions.values(), key=lambda p: p.partition):
+        offline = tuple(b for b in p.replicas if b not in live)
+        leader_ok = p.leader >= 0 and p.leader in live
+        parts.append(make(
+            cls,
+            error_code=ErrorCode.none if leader_ok else ErrorCode.leader_not_available,
+            partition_index=p.partition, leader_id=p.leader if leader_ok else -1,
+            leader_epoch=p.leader_epoch, replica_nodes=tuple(p.replicas),
+            isr_nodes=tuple(p.isr), offline_replicas=offline))
+    return tuple(parts)
+
+
+async def auto_create(ctx: RequestContext, name: str) -> ErrorCode:
+    try:
+        await ctx.broker.controller.create_topic(NewTopic(name, -1, -1))
+        await ctx.broker.cache.refresh_now()
+        return ErrorCode.leader_not_available if ctx.broker.cache.topic(name) is None \
+            else ErrorCode.none
+    except KafkaError as e:
+        if e.code == ErrorCode.topic_already_exists:
+            return ErrorCode.none
+        return e.code
+
+
+@register(API_KEY, "metadata", 0, 12)
+async def handle(ctx: RequestContext, request):
+    mod = response_module(API_KEY, ctx.version)
+    cache = ctx.broker.cache
+    allow_auto = getattr(request, "allow_auto_topic_creation", True) and \
+        ctx.broker.config.get("auto.create.topics.enable")
+    if request.topics is None or (ctx.version == 0 and not request.topics):
+        wanted = [(name, None) for name in sorted(cache.topics)]
+    else:
+        wanted = []
+        for t in request.topics:
+            name = t.name
+            tid = getattr(t, "topic_id", None)
+            if name is None and tid is not None:
+                info = cache.topic_by_id(tid)
+                name = info.name if info else None
+            wanted.append((name, tid))
+    topics = []
+    for name, tid in wanted:
+        if name is None:
+            topics.append(make(mod.MetadataResponseTopic, error_code=ErrorCode.unknown_topic_id,
+                               name=None, topic_id=tid, partitions=()))
+            continue
+        info = cache.topic(name)
+        error = ErrorCode.none
+        if info is None:
+            try:
+                topic_names.validate(name)
+                error = ErrorCode.unknown_topic_or_partition
+            except KafkaError as e:
+                error = e.code
+            if error == ErrorCode.unknown_topic_or_partition and allow_auto \
+                    and request.topics is not None and not topic_names.is_internal(name):
+                error = await auto_create(ctx, name)
+                info = cache.topic(name)
+                if info is not None and error == ErrorCode.none:
+                    error = ErrorCode.none
+        if info is None:
+            topics.append(make(mod.MetadataResponseTopic, error_code=error, name=name,
+                               topic_id=None, is_internal=False, partitions=()))
+            continue
+        topics.append(make(
+            mod.MetadataResponseTopic, error_code=error, name=info.name,
+            topic_id=info.topic_id, is_internal=info.is_internal,
+            partitions=partition_entities(ctx, info, mod.MetadataResponsePartition)))
+    return make(response_schema(API_KEY, ctx.version),
+                brokers=brokers_entities(ctx, mod.MetadataResponseBroker),
+                cluster_id=cache.cluster_id, controller_id=cache.controller_id,
+                topics=tuple(topics))

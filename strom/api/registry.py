@@ -1,0 +1,70 @@
+"""The registry of API handlers: each API module registers the versions it serves.
+
+ApiVersions is answered from these registrations, so there is no second list. A handler is
+`async def handle(ctx, request) -> response`, where the response is a kio entity of the
+request's version, or a `RawResponse` (Fetch frames its own bytes for zero-copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from strom.protocol.messages import kio_versions
+
+if TYPE_CHECKING:
+    from strom.api.context import RequestContext
+
+Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSpec:
+    api_key: int
+    name: str
+    min_version: int  # advertised
+    max_version: int
+    min_parsed: int  # the lowest version actually served (Produce advertises 0, serves 3+)
+    handler: Handler
+
+
+HANDLERS: dict[int, ApiSpec] = {}
+
+
+def register(api_key: int, name: str, min_version: int, max_version: int,
+             advertised_min: int | None = None) -> Callable[[Handler], Handler]:
+    """Register a handler for versions min..max (clamped to what kio parses)."""
+    kio_min, kio_max = kio_versions(name)
+    served_min = max(min_version, kio_min)
+    served_max = min(max_version, kio_max)
+
+    def decorate(handler: Handler) -> Handler:
+        if api_key in HANDLERS:
+            raise ValueError(f"API {api_key} ({name}) is registered twice")
+        HANDLERS[api_key] = ApiSpec(
+            api_key, name, served_min if advertised_min is None else advertised_min,
+            served_max, served_min, handler)
+        return handler
+
+    return decorate
+
+
+def load_all() -> dict[int, ApiSpec]:
+    """Import every API module so each registers itself."""
+    from strom.api import (  # noqa: F401
+        admin_configs,
+        api_versions,
+        create_partitions,
+        create_topics,
+        delete_topics,
+        describe_cluster,
+        describe_topic_partitions,
+        fetch,
+        init_producer_id,
+        list_offsets,
+        metadata,
+        produce,
+    )
+
+    return HANDLERS

@@ -1,0 +1,447 @@
+"""Print the contents of segment and index files, like Kafka's kafka-dump-log.sh.
+
+  strom dump-log --files 00000000000000000000.log,00000000000000000000.index
+  strom dump-log --files 00000000000000000000.log --print-data-log
+  strom dump-log --files 00000000000000000000.index --index-sanity-check
+
+Reads the files directly (no broker needed); the output follows Kafka's tool line by line.
+Findings that compare an index with its log (mismatches, offsets not in the log, out of
+order timestamps, non-consecutive offsets) go to stderr at the end, as Kafka prints them.
+Exit status: 0 when every file could be read (whatever was found in it), 1 when a file is
+missing or unreadable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import mmap
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RECORD_INDENT = "|"
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+TXN_INDEX_SUFFIX = ".txnindex"
+
+_INDEX_ENTRY = struct.Struct(">ii")  # relative offset, position
+_TIME_INDEX_ENTRY = struct.Struct(">qi")  # timestamp, relative offset
+_TXN_INDEX_ENTRY = struct.Struct(">hqqqq")  # version, producerId, first, last, lastStable
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--files", required=True, metavar="FILE1,FILE2,...",
+                        help="REQUIRED: comma separated list of .log, .index, .timeindex and "
+                             ".txnindex files to dump")
+    parser.add_argument("--print-data-log", action="store_true",
+                        help="print each record's key and value (implies --deep-iteration)")
+    parser.add_argument("--deep-iteration", action="store_true",
+                        help="print every record, not only batch headers")
+    parser.add_argument("--skip-record-metadata", action="store_true",
+                        help="with deep iteration, do not print each record's metadata")
+    parser.add_argument("--index-sanity-check", action="store_true",
+                        help="only check that index files are sane (increasing offsets, "
+                             "positions inside the log), without printing their entries")
+    parser.add_argument("--verify-index-only", action="store_true",
+                        help="check index entries against the log without printing them")
+    parser.add_argument("--max-bytes", type=int, default=None, metavar="N",
+                        help="read at most N bytes of each .log file")
+
+
+@dataclass
+class _Findings:
+    """What Kafka's tool prints to stderr after all files: keyed by absolute path."""
+
+    index_mismatches: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    time_mismatches: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    time_out_of_order: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    time_not_found: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    non_consecutive: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def print(self) -> None:
+        err = sys.stderr
+        for name, rows in self.index_mismatches.items():
+            print(f"Mismatches in :{name}", file=err)
+            for index_offset, log_offset, note in rows:
+                print(f"  Index offset: {index_offset}, log offset: {log_offset}{note}", file=err)
+        for name, rows in self.time_mismatches.items():
+            print(f"Found timestamp mismatch in :{name}", file=err)
+            for index_ts, log_ts in rows:
+                print(f"  Index timestamp: {index_ts}, log timestamp: {log_ts}", file=err)
+        for name, rows in self.time_out_of_order.items():
+            print(f"Found out of order timestamp in :{name}", file=err)
+            for index_ts, prev_ts in rows:
+                print(f"  Index timestamp: {index_ts}, Previously indexed timestamp: {prev_ts}",
+                      file=err)
+        for rows in self.time_not_found.values():
+            print("The following indexed offsets are not found in the log.", file=err)
+            for index_offset, log_offset in rows:
+                print(f"Indexed offset: {index_offset}, found log offset: {log_offset}", file=err)
+        for name, rows in self.non_consecutive.items():
+            print(f"Non-consecutive offsets in {name}", file=err)
+            for first, second in rows:
+                print(f"  {first} is followed by {second}", file=err)
+
+
+def run(args: argparse.Namespace) -> int:
+    files = [f.strip() for f in args.files.split(",") if f.strip()]
+    if not files:
+        print("strom dump-log: --files names no file", file=sys.stderr)
+        return 1
+    deep = args.deep_iteration or args.print_data_log
+    findings = _Findings()
+    status = 0
+    for name in files:
+        path = Path(name)
+        print(f"Dumping {name}")
+        suffix = path.suffix
+        try:
+            if suffix == LOG_SUFFIX:
+                _dump_log(path, deep, args.print_data_log, args.skip_record_metadata,
+                          args.max_bytes, findings)
+            elif suffix == INDEX_SUFFIX:
+                _dump_index(path, args.index_sanity_check, args.verify_index_only, findings)
+            elif suffix == TIME_INDEX_SUFFIX:
+                _dump_time_index(path, args.index_sanity_check, args.verify_index_only,
+                                 findings)
+            elif suffix == TXN_INDEX_SUFFIX:
+                _dump_txn_index(path)
+            else:
+                print(f"Ignoring unknown file {name}", file=sys.stderr)
+        except OSError as exc:
+            print(f"strom dump-log: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
+            status = 1
+    findings.print()
+    return status
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def _base_offset(path: Path) -> int | None:
+    """The segment's base offset from its 20-digit name, None if the name is not one."""
+    stem = path.name.split(".", 1)[0]
+    return int(stem) if stem.isdigit() else None
+
+
+def _segment_base(path: Path) -> int:
+    base = _base_offset(path)
+    if base is None:
+        print(f"strom dump-log: cannot read a base offset from the name {path.name}; "
+              "assuming 0", file=sys.stderr)
+        return 0
+    return base
+
+
+@contextlib.contextmanager
+def _mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
+    """The file's bytes, memory-mapped (segments can be large); b"" for an empty file."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            yield mm
+
+
+def _lower(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def _text(data: bytes) -> str:
+    """Kafka's StringDecoder: UTF-8, invalid bytes replaced."""
+    return data.decode("utf-8", errors="replace")
+
+
+# --- .log ---------------------------------------------------------------------------------
+
+
+def _dump_log(path: Path, deep: bool, print_data: bool, skip_metadata: bool,
+              max_bytes: int | None, findings: _Findings) -> None:
+    from strom.log import records as rec
+
+    base = _base_offset(path)
+    if base is not None:
+        print(f"Log starting offset: {base}")
+    with _mapped(path) as data:
+        size = len(data)
+        limit = size if max_bytes is None else min(size, max(max_bytes, 0))
+        valid_bytes = 0
+        last_offset: int | None = None
+        gaps: list[tuple[int, int]] = []
+        for pos, header in rec.iter_batches(data, 0, limit):
+            _print_batch(rec, data, pos, header)
+            if deep:
+                last_offset = _print_records(rec, data, pos, header, print_data, skip_metadata,
+                                             last_offset, gaps)
+            valid_bytes = pos + header.size
+        if gaps:
+            findings.non_consecutive.setdefault(str(path.absolute()), []).extend(gaps)
+        trailing = limit - valid_bytes
+        if trailing > 0 and max_bytes is None:
+            print(f"Found {trailing} invalid bytes at the end of {path.name}")
+            print(f"  at position {valid_bytes}: {_why_invalid(rec, data, valid_bytes, limit)}",
+                  file=sys.stderr)
+
+
+def _why_invalid(rec, data, pos: int, limit: int) -> str:
+    left = limit - pos
+    try:
+        header = rec.read_batch_header(data[pos:min(limit, pos + rec.BATCH_HEADER_SIZE)])
+    except rec.CorruptRecordError as exc:
+        return str(exc)
+    return f"a batch of {header.size} bytes starts here but only {left} bytes are left"
+
+
+def _print_batch(rec, data, pos: int, header) -> None:
+    try:
+        codec = str(header.compression)
+    except rec.CorruptRecordError:
+        codec = f"unknown({header.compression_id})"
+    horizon = header.delete_horizon_ms
+    horizon_text = "OptionalLong.empty" if horizon is None else f"OptionalLong[{horizon}]"
+    is_valid = rec.batch_crc(data, pos, header.size) == header.crc
+    print(f"baseOffset: {header.base_offset} lastOffset: {header.last_offset} "
+          f"count: {header.records_count} baseSequence: {header.base_sequence} "
+          f"lastSequence: {header.last_sequence} producerId: {header.producer_id} "
+          f"producerEpoch: {header.producer_epoch} "
+          f"partitionLeaderEpoch: {header.partition_leader_epoch} "
+          f"isTransactional: {_lower(header.is_transactional)} "
+          f"isControl: {_lower(header.is_control)} deleteHorizonMs: {horizon_text} "
+          f"position: {pos} {header.timestamp_type}: {header.max_timestamp} "
+          f"size: {header.size} magic: {header.magic} compresscodec: {codec} "
+          f"crc: {header.crc} isvalid: {_lower(is_valid)}")
+
+
+def _print_records(rec, data, pos: int, header, print_data: bool, skip_metadata: bool,
+                   last_offset: int | None, gaps: list[tuple[int, int]]) -> int | None:
+    try:
+        records = rec.decode_records(data, pos, header, verify_crc=False)
+    except rec.CorruptRecordError as exc:
+        print(f"{RECORD_INDENT} cannot read the records of this batch: {exc}")
+        return last_offset
+    ts_type = header.timestamp_type
+    for record in records:
+        if last_offset is not None and record.offset != last_offset + 1:
+            gaps.append((last_offset, record.offset))
+        last_offset = record.offset
+        line = []
+        prefix = f"{RECORD_INDENT} "
+        if not skip_metadata:
+            key_size = -1 if record.key is None else len(record.key)
+            value_size = -1 if record.value is None else len(record.value)
+            header_keys = ",".join(k for k, _ in record.headers)
+            line.append(f"{prefix}offset: {record.offset} {ts_type}: {record.timestamp} "
+                        f"keySize: {key_size} valueSize: {value_size} "
+                        f"sequence: {header.sequence_of(record.offset)} "
+                        f"headerKeys: [{header_keys}]")
+            prefix = " "
+            if header.is_control:
+                line.append(_control_text(rec, record))
+        if print_data and not header.is_control:
+            if record.key is not None:
+                line.append(f"{prefix}key: {_text(record.key)}")
+                prefix = " "
+            if record.value is not None:
+                line.append(f"{prefix}payload: {_text(record.value)}")
+        print("".join(line))
+    return last_offset
+
+
+def _control_text(rec, record) -> str:
+    try:
+        kind, coordinator_epoch = rec.decode_control_record(record)
+    except rec.CorruptRecordError as exc:
+        return f" controlType: invalid ({exc})"
+    if coordinator_epoch is not None:
+        return f" endTxnMarker: {kind.name} coordinatorEpoch: {coordinator_epoch}"
+    if isinstance(kind, rec.ControlRecordType):
+        return f" controlType: {kind.name}({int(kind)})"
+    return f" controlType: UNKNOWN({kind})"
+
+
+def _log_batches(log_path: Path) -> tuple[int, list[tuple[int, int, int]]] | None:
+    """(log size, [(position, lastOffset, maxTimestamp)]) of the segment's log, or None."""
+    from strom.log import records as rec
+
+    try:
+        with _mapped(log_path) as data:
+            batches = [(pos, h.last_offset, h.max_timestamp)
+                       for pos, h in rec.iter_batches(data)]
+            return len(data), batches
+    except FileNotFoundError:
+        return None
+
+
+# --- .index -------------------------------------------------------------------------------
+
+
+def _read_entries(data: bytes, entry: struct.Struct, offset_field: int) -> list[tuple]:
+    """Whole entries up to the preallocated zeros: an entry after the first with relative
+    offset 0 ends the index (as in Kafka, which preallocates index files)."""
+    entries = []
+    for i in range(len(data) // entry.size):
+        values = entry.unpack_from(data, i * entry.size)
+        if i > 0 and values[offset_field] == 0:
+            break
+        entries.append(values)
+    return entries
+
+
+def _dump_index(path: Path, sanity_only: bool, verify_only: bool, findings: _Findings) -> None:
+    data = path.read_bytes()
+    base = _segment_base(path)
+    entries = _read_entries(data, _INDEX_ENTRY, 0)
+    if not entries:
+        print(f"{path} is empty.")
+        return
+    log = _log_batches(path.with_suffix(LOG_SUFFIX))
+    if sanity_only:
+        problems = _index_problems(path, len(data), base, entries, log)
+        _print_sanity(path, problems)
+        return
+    by_position: dict[int, int] = {}
+    if log is None:
+        print(f"strom dump-log: {path.with_suffix(LOG_SUFFIX)} not found; index entries are "
+              "not checked against the log", file=sys.stderr)
+    else:
+        by_position = {pos: last for pos, last, _ in log[1]}
+    mismatches = []
+    for relative, position in entries:
+        offset = base + relative
+        if log is not None:
+            log_offset = by_position.get(position)
+            if log_offset is None:
+                mismatches.append((offset, -1, f" (no batch starts at position {position})"))
+            elif log_offset != offset:
+                mismatches.append((offset, log_offset, ""))
+        if not verify_only:
+            print(f"offset: {offset} position: {position}")
+    if mismatches:
+        findings.index_mismatches[str(path.absolute())] = mismatches
+
+
+def _index_problems(path: Path, length: int, base: int, entries: list[tuple[int, int]],
+                    log: tuple[int, list] | None) -> list[str]:
+    problems = []
+    if length % _INDEX_ENTRY.size:
+        problems.append(f"Index file {path.name} is corrupt, found {length} bytes which is "
+                        f"not a multiple of {_INDEX_ENTRY.size}")
+    log_size = None if log is None else log[0]
+    if log is None:
+        problems.append(f"Cannot check positions: {path.with_suffix(LOG_SUFFIX).name} not found")
+    prev_offset = prev_position = None
+    for i, (relative, position) in enumerate(entries):
+        offset = base + relative
+        if relative < 0:
+            problems.append(f"Index offset {offset} (entry {i}) is smaller than the base "
+                            f"offset {base}")
+        if prev_offset is not None and offset <= prev_offset:
+            problems.append(f"Index offset {offset} (entry {i}) is not larger than the "
+                            f"previous offset {prev_offset}")
+        if prev_position is not None and position < prev_position:
+            problems.append(f"Index position {position} (entry {i}) is smaller than the "
+                            f"previous position {prev_position}")
+        if position < 0 or (log_size is not None and position >= log_size):
+            problems.append(f"Index position {position} (entry {i}, offset {offset}) is "
+                            f"beyond the end of the log ({log_size} bytes)")
+        prev_offset, prev_position = offset, position
+    return problems
+
+
+def _print_sanity(path: Path, problems: list[str]) -> None:
+    if not problems:
+        print(f"{path} passed sanity check.")
+        return
+    print(f"{path} failed sanity check:")
+    for problem in problems:
+        print(f"  {problem}")
+
+
+# --- .timeindex ---------------------------------------------------------------------------
+
+
+def _dump_time_index(path: Path, sanity_only: bool, verify_only: bool,
+                     findings: _Findings) -> None:
+    data = path.read_bytes()
+    base = _segment_base(path)
+    entries = _read_entries(data, _TIME_INDEX_ENTRY, 1)
+    if not entries:
+        print(f"{path} is empty.")
+        return
+    if sanity_only:
+        _print_sanity(path, _time_index_problems(path, len(data), base, entries))
+        return
+    log = _log_batches(path.with_suffix(LOG_SUFFIX))
+    if log is None:
+        print(f"strom dump-log: {path.with_suffix(LOG_SUFFIX)} not found; time index entries "
+              "are not checked against the log", file=sys.stderr)
+        last_offsets: list[int] = []
+    else:
+        last_offsets = [last for _, last, _ in log[1]]
+    key = str(path.absolute())
+    prev_ts = None
+    for timestamp, relative in entries:
+        offset = base + relative
+        if log is not None:
+            i = bisect.bisect_left(last_offsets, offset)
+            if i == len(last_offsets):
+                findings.time_not_found.setdefault(key, []).append((offset, -1))
+            elif last_offsets[i] != offset:
+                findings.time_not_found.setdefault(key, []).append((offset, last_offsets[i]))
+            else:
+                log_ts = log[1][i][2]
+                if log_ts != timestamp:
+                    findings.time_mismatches.setdefault(key, []).append((timestamp, log_ts))
+                if prev_ts is not None and prev_ts >= timestamp:
+                    findings.time_out_of_order.setdefault(key, []).append((timestamp, prev_ts))
+        if not verify_only:
+            print(f"timestamp: {timestamp} offset: {offset}")
+        prev_ts = timestamp
+
+
+def _time_index_problems(path: Path, length: int, base: int,
+                         entries: list[tuple[int, int]]) -> list[str]:
+    problems = []
+    if length % _TIME_INDEX_ENTRY.size:
+        problems.append(f"Time index file {path.name} is corrupt, found {length} bytes which "
+                        f"is not a multiple of {_TIME_INDEX_ENTRY.size}")
+    prev_ts = prev_offset = None
+    for i, (timestamp, relative) in enumerate(entries):
+        offset = base + relative
+        if relative < 0:
+            problems.append(f"Time index offset {offset} (entry {i}) is smaller than the base "
+                            f"offset {base}")
+        if prev_ts is not None and timestamp <= prev_ts:
+            problems.append(f"Time index timestamp {timestamp} (entry {i}) is not larger than "
+                            f"the previous timestamp {prev_ts}")
+        if prev_offset is not None and offset < prev_offset:
+            problems.append(f"Time index offset {offset} (entry {i}) is smaller than the "
+                            f"previous offset {prev_offset}")
+        prev_ts, prev_offset = timestamp, offset
+    return problems
+
+
+# --- .txnindex ----------------------------------------------------------------------------
+
+
+def _dump_txn_index(path: Path) -> None:
+    data = path.read_bytes()
+    size = _TXN_INDEX_ENTRY.size
+    whole = len(data) - len(data) % size
+    for pos in range(0, whole, size):
+        version, producer_id, first, last, last_stable = _TXN_INDEX_ENTRY.unpack_from(data, pos)
+        if version != 0:
+            print(f"Unexpected aborted transaction version {version} at position {pos}; "
+                  f"{len(data) - pos} bytes not read")
+            return
+        print(f"version: {version} producerId: {producer_id} firstOffset: {first} "
+              f"lastOffset: {last} lastStableOffset: {last_stable}")
+    if whole < len(data):
+        print(f"Found {len(data) - whole} invalid bytes at the end of {path.name}")

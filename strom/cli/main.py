@@ -1,0 +1,52 @@
+"""The `strom` command: one sub-command per tool, each in its own module.
+
+Every sub-command module exposes `add_arguments(parser)` and `run(args) -> int`.
+Client tools (topics, produce, consume, get-offsets, ...) are Kafka clients built on
+confluent-kafka; only `server` and `dump-log` touch broker internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "server": ("strom.cli.server", "start a broker (Kafka's server.properties names)"),
+    "topics": ("strom.cli.topics", "create, list, describe, alter and delete topics"),
+    "produce": ("strom.cli.produce", "console producer: one record per line of stdin"),
+    "consume": ("strom.cli.consume", "console consumer: print records to stdout"),
+    "get-offsets": ("strom.cli.get_offsets", "print partition offsets (earliest, latest, by time)"),
+    "dump-log": ("strom.cli.dump_log", "print the contents of segment and index files"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="strom",
+        description="strom: a Kafka-compatible event streaming platform.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Start a strom broker.
+
+With no arguments the broker listens on PLAINTEXT://127.0.0.1:9092 and keeps its data in
+./strom-data: no config file, no ZooKeeper, no JVM. A Kafka `server.properties` file and
+`--override key=value` pairs take Kafka's own config names and defaults (see
+docs/configuration.md). Unknown keys are warned about; invalid values stop the start-up
+with a clear message. SIGTERM or Ctrl-C shuts down cleanly (flush, checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="a server.properties file")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a config, e.g. --override log.dirs=/tmp/strom "
+                             "(repeatable; wins over the file)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="broker log level (default INFO)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr,
+        format="[%(asctime)s] %(levelname)s %(message)s (%(name)s)")
+    from strom.config import BrokerConfig, ConfigError
+
+    try:
+        config = BrokerConfig.load(args.config, args.override)
+    except ConfigError as e:
+        print(f"strom server: {e}", file=sys.stderr)
+        return 2
+    from strom.server.broker import run as run_broker
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        uvloop = None
+    try:
+        if uvloop is not None:
+            uvloop.run(run_broker(config))
+        else:
+            asyncio.run(run_broker(config))
+    except OSError as e:
+        logging.getLogger("strom").error("Cannot start: %s", e)
+        return 1
+    return 0

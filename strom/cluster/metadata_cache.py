@@ -1,0 +1,155 @@
+"""MetadataCache: each broker's read-only view of the cluster, kept current by watches.
+
+Readers (API handlers, the replica manager) see immutable TopicInfo/BrokerInfo snapshots.
+Listeners registered with `on_change` are called with the names of topics whose
+assignment, partition state or configs changed (or that were deleted) after the cache
+was updated. Owned by the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from strom.cluster import model
+from strom.cluster.store import MetadataStore
+
+log = logging.getLogger(__name__)
+
+TopicsListener = Callable[[set[str]], None]
+
+
+class MetadataCache:
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+        self.brokers: dict[int, model.BrokerInfo] = {}
+        self.topics: dict[str, model.TopicInfo] = {}
+        self.controller_id: int = -1
+        self.cluster_id: str | None = None
+        self._listeners: list[TopicsListener] = []
+        self._dirty: set[str] = set()
+        self._refresh_task: asyncio.Task | None = None
+        self._watched_topics: set[str] = set()
+        self._watched_states: set[tuple[str, int]] = set()
+
+    def on_change(self, listener: TopicsListener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        self.store.watch_children(model.TOPICS, lambda _: self._schedule(None))
+        self.store.watch_children(model.BROKER_IDS, lambda _: self._schedule_brokers())
+        self.store.watch_data(model.CONTROLLER, lambda _: self._schedule_brokers())
+        await self._load_brokers()
+        await self._load_all_topics()
+
+    # --- refresh ------------------------------------------------------------------------
+    def _schedule(self, topic: str | None) -> None:
+        self._dirty.add(topic if topic is not None else "*")
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
+            self._refresh_task.add_done_callback(_log_failure)
+
+    def _schedule_brokers(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._load_brokers())
+        task.add_done_callback(_log_failure)
+
+    async def _refresh(self) -> None:
+        while self._dirty:
+            dirty, self._dirty = self._dirty, set()
+            if "*" in dirty:
+                changed = await self._load_all_topics(notify=False)
+            else:
+                changed = set()
+                for name in dirty:
+                    await self._load_topic(name)
+                    changed.add(name)
+            self._notify(changed)
+
+    async def refresh_now(self) -> None:
+        """Load everything pending at once (after this broker's own controller wrote)."""
+        await self._refresh()
+
+    def _notify(self, changed: set[str]) -> None:
+        if changed:
+            for listener in self._listeners:
+                listener(changed)
+
+    async def _load_brokers(self) -> None:
+        brokers = {}
+        for child in await self.store.get_children(model.BROKER_IDS):
+            node = await self.store.get(f"{model.BROKER_IDS}/{child}")
+            if node is not None:
+                brokers[int(child)] = model.BrokerInfo.from_json(int(child), node[0])
+        self.brokers = brokers
+        node = await self.store.get(model.CONTROLLER)
+        self.controller_id = json.loads(node[0])["brokerid"] if node and node[0] else -1
+        node = await self.store.get(model.CLUSTER_ID)
+        if node is not None:
+            self.cluster_id = json.loads(node[0])["id"]
+
+    async def _load_all_topics(self, notify: bool = True) -> set[str]:
+        names = set(await self.store.get_children(model.TOPICS))
+        changed = set(self.topics) - names
+        for gone in changed:
+            del self.topics[gone]
+        for name in names:
+            await self._load_topic(name)
+        changed |= names
+        if notify:
+            self._notify(changed)
+        return changed
+
+    async def _load_topic(self, name: str) -> None:
+        node = await self.store.get(model.topic_path(name))
+        if node is None:
+            self.topics.pop(name, None)
+            return
+        if name not in self._watched_topics:
+            self._watched_topics.add(name)
+            self.store.watch_data(model.topic_path(name), lambda _, n=name: self._schedule(n))
+            self.store.watch_data(model.topic_config_path(name),
+                                  lambda _, n=name: self._schedule(n))
+        assignment = model.TopicAssignment.from_json(name, node[0], node[1])
+        partitions = {}
+        for p, replicas in assignment.replicas.items():
+            path = model.partition_state_path(name, p)
+            if (name, p) not in self._watched_states:
+                self._watched_states.add((name, p))
+                self.store.watch_data(path, lambda _, n=name: self._schedule(n))
+            st = await self.store.get(path)
+            state = model.PartitionState.from_json(st[0], st[1]) if st else \
+                model.PartitionState(model.NO_LEADER, -1, ())
+            partitions[p] = model.PartitionInfo(p, replicas, state)
+        cfg = await self.store.get(model.topic_config_path(name))
+        configs = model.decode_topic_config(cfg[0]) if cfg and cfg[0] else {}
+        self.topics[name] = model.TopicInfo(name, assignment.topic_id, partitions, configs)
+
+    # --- queries ------------------------------------------------------------------------
+    def topic(self, name: str) -> model.TopicInfo | None:
+        return self.topics.get(name)
+
+    def topic_by_id(self, topic_id) -> model.TopicInfo | None:
+        for t in self.topics.values():
+            if t.topic_id == topic_id:
+                return t
+        return None
+
+    def partition(self, topic: str, partition: int) -> model.PartitionInfo | None:
+        t = self.topics.get(topic)
+        return t.partitions.get(partition) if t else None
+
+    def endpoint(self, broker_id: int, listener: str) -> model.Endpoint | None:
+        b = self.brokers.get(broker_id)
+        if b is None:
+            return None
+        for e in b.endpoints:
+            if e.listener == listener:
+                return e
+        return b.endpoints[0] if b.endpoints else None
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Metadata refresh failed", exc_info=task.exception())

@@ -1,0 +1,80 @@
+"""MetadataStore: the one interface cluster metadata is read and written through.
+
+Two backends give the same semantics: `LocalMetadataStore` (a single broker, files in its
+first log dir) and a ZooKeeper store (kazoo, Kafka's znode layout). Methods are grouped by
+the guarantee they give, as in Patroni's DCS:
+
+  read          get, get_children, exists
+  create        create (fails with NodeExistsError if present), optionally ephemeral
+  compare-and-set  set(path, data, version) (BadVersionError if the version moved), delete
+  watch         watch_data / watch_children: the callback runs on the event loop after a
+                change (at least once per change; re-read state in it)
+
+Paths and payloads follow cluster/model.py.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+
+class StoreError(Exception):
+    pass
+
+
+class NodeExistsError(StoreError):
+    pass
+
+
+class NoNodeError(StoreError):
+    pass
+
+
+class BadVersionError(StoreError):
+    pass
+
+
+WatchCallback = Callable[[str], None]
+
+
+class MetadataStore(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # read
+    @abc.abstractmethod
+    async def get(self, path: str) -> tuple[bytes, int] | None:
+        """(data, version), or None if the node does not exist."""
+
+    @abc.abstractmethod
+    async def get_children(self, path: str) -> list[str]:
+        """Child names (not paths); empty if the node does not exist."""
+
+    async def exists(self, path: str) -> bool:
+        return await self.get(path) is not None
+
+    # create
+    @abc.abstractmethod
+    async def create(self, path: str, data: bytes = b"", ephemeral: bool = False,
+                     make_parents: bool = True) -> None:
+        """Create a node; NodeExistsError if it exists."""
+
+    # compare-and-set
+    @abc.abstractmethod
+    async def set(self, path: str, data: bytes, version: int = -1) -> int:
+        """Write if the node's version is `version` (-1: any); returns the new version."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str, version: int = -1, recursive: bool = False) -> None:
+        """Delete a node (and its children when recursive); NoNodeError if absent."""
+
+    # watch
+    @abc.abstractmethod
+    def watch_children(self, path: str, callback: WatchCallback) -> None: ...
+
+    @abc.abstractmethod
+    def watch_data(self, path: str, callback: WatchCallback) -> None: ...

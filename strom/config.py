@@ -1,0 +1,413 @@
+"""Broker and topic configuration with Kafka's names, defaults and validation.
+
+`BrokerConfig.load(path, overrides)` reads a `server.properties` file (Java properties
+syntax) and `--override key=value` pairs. Unknown keys are logged as warnings and kept (so
+DescribeConfigs can show them); invalid values raise `ConfigError` with the key and reason.
+
+Topic configs (`retention.ms`, `segment.bytes`, ...) default to their broker synonyms
+(`log.retention.ms`, `log.segment.bytes`, ...), as in Kafka. `TopicConfig` resolves a topic's
+effective values and says where each came from (DescribeConfigs' `config_source`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value."""
+
+
+class ConfigType(IntEnum):
+    """DescribeConfigs' config_type values."""
+
+    BOOLEAN = 1
+    STRING = 2
+    INT = 3
+    SHORT = 4
+    LONG = 5
+    DOUBLE = 6
+    LIST = 7
+    CLASS = 8
+    PASSWORD = 9
+
+
+class ConfigSource(IntEnum):
+    """DescribeConfigs' config_source values."""
+
+    UNKNOWN = 0
+    DYNAMIC_TOPIC_CONFIG = 1
+    DYNAMIC_BROKER_CONFIG = 2
+    DYNAMIC_DEFAULT_BROKER_CONFIG = 3
+    STATIC_BROKER_CONFIG = 4
+    DEFAULT_CONFIG = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    name: str
+    type: ConfigType
+    default: Any
+    doc: str = ""
+    validator: Callable[[Any], str | None] | None = None  # returns an error text or None
+    read_only: bool = True
+
+
+def at_least(n: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None or v >= n else f"must be at least {n}"
+
+
+def one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        values = v if isinstance(v, list) else [v]
+        bad = [x for x in values if x not in choices]
+        return f"must be one of {', '.join(choices)}" if bad else None
+
+    return check
+
+
+def parse_value(key: ConfigKey, raw: Any) -> Any:
+    """Turn a string (or already typed) value into the key's type; raise ConfigError."""
+    if raw is None:
+        return None
+    try:
+        if key.type == ConfigType.BOOLEAN:
+            if isinstance(raw, bool):
+                value: Any = raw
+            elif str(raw).strip().lower() in ("true", "false"):
+                value = str(raw).strip().lower() == "true"
+            else:
+                raise ValueError("expected true or false")
+        elif key.type in (ConfigType.INT, ConfigType.SHORT, ConfigType.LONG):
+            value = int(str(raw).strip())
+            limit = {ConfigType.SHORT: 15, ConfigType.INT: 31, ConfigType.LONG: 63}[key.type]
+            if not -(1 << limit) <= value < (1 << limit):
+                raise ValueError("out of range")
+        elif key.type == ConfigType.DOUBLE:
+            value = float(str(raw).strip())
+        elif key.type == ConfigType.LIST:
+            value = raw if isinstance(raw, list) else [
+                s.strip() for s in str(raw).split(",") if s.strip()
+            ]
+        else:
+            value = str(raw).strip()
+    except ValueError as e:
+        raise ConfigError(f"Invalid value {raw!r} for configuration {key.name}: {e}") from None
+    if key.validator is not None:
+        problem = key.validator(value)
+        if problem:
+            raise ConfigError(f"Invalid value {raw!r} for configuration {key.name}: {problem}")
+    return value
+
+
+def render(value: Any) -> str | None:
+    """A config value as DescribeConfigs shows it."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+B, S, I, L, D, LST = (  # noqa: E741
+    ConfigType.BOOLEAN, ConfigType.STRING, ConfigType.INT, ConfigType.LONG,
+                      ConfigType.DOUBLE, ConfigType.LIST)
+_DAY_MS = 24 * 3600 * 1000
+_TIMESTAMP_TYPES = one_of("CreateTime", "LogAppendTime")
+_COMPRESSION = one_of("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
+
+BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
+    ConfigKey("node.id", I, -1, "The broker's id", at_least(-1)),
+    ConfigKey("broker.id", I, -1, "Synonym of node.id", at_least(-1)),
+    ConfigKey("listeners", LST, ["PLAINTEXT://127.0.0.1:9092"], "Addresses to listen on"),
+    ConfigKey("advertised.listeners", LST, None, "Addresses given to clients"),
+    ConfigKey("log.dirs", LST, None, "Directories for partition data"),
+    ConfigKey("log.dir", S, "strom-data", "Data directory when log.dirs is not set"),
+    ConfigKey("num.partitions", I, 1, "Default partitions of new topics", at_least(1)),
+    ConfigKey("default.replication.factor", I, 1, "Default replication factor", at_least(1)),
+    ConfigKey("auto.create.topics.enable", B, True, "Create topics on first use"),
+    ConfigKey("delete.topic.enable", B, True, "Allow topic deletion"),
+    ConfigKey("log.segment.bytes", I, 1073741824, "Segment size", at_least(14)),
+    ConfigKey("log.roll.ms", L, None, "Segment roll time (ms)", at_least(1)),
+    ConfigKey("log.roll.hours", I, 168, "Segment roll time (hours)", at_least(1)),
+    ConfigKey("log.retention.ms", L, None, "Retention time (ms), -1 for none"),
+    ConfigKey("log.retention.minutes", I, None, "Retention time (minutes)"),
+    ConfigKey("log.retention.hours", I, 168, "Retention time (hours)"),
+    ConfigKey("log.retention.bytes", L, -1, "Retention size per partition, -1 for none"),
+    ConfigKey("log.retention.check.interval.ms", L, 300000, "Retention check period",
+              at_least(1)),
+    ConfigKey("log.index.interval.bytes", I, 4096, "Bytes between index entries", at_least(0)),
+    ConfigKey("log.index.size.max.bytes", I, 10485760, "Index file size", at_least(4)),
+    ConfigKey("log.flush.interval.messages", L, (1 << 63) - 1, "Fsync every N messages",
+              at_least(1)),
+    ConfigKey("log.flush.interval.ms", L, None, "Fsync every N ms", at_least(0)),
+    ConfigKey("log.flush.scheduler.interval.ms", L, (1 << 63) - 1, "Flush check period"),
+    ConfigKey("log.flush.offset.checkpoint.interval.ms", I, 60000, "Checkpoint period",
+              at_least(0)),
+    ConfigKey("log.segment.delete.delay.ms", L, 60000, "Delay before deleting a segment",
+              at_least(0)),
+    ConfigKey("log.cleanup.policy", LST, ["delete"], "delete or compact",
+              one_of("delete", "compact")),
+    ConfigKey("log.message.timestamp.type", S, "CreateTime", "CreateTime or LogAppendTime",
+              _TIMESTAMP_TYPES),
+    ConfigKey("log.message.timestamp.before.max.ms", L, (1 << 63) - 1, "", at_least(0)),
+    ConfigKey("log.message.timestamp.after.max.ms", L, 3600000, "", at_least(0)),
+    ConfigKey("log.cleaner.delete.retention.ms", L, _DAY_MS, "", at_least(0)),
+    ConfigKey("log.cleaner.min.compaction.lag.ms", L, 0, "", at_least(0)),
+    ConfigKey("log.cleaner.max.compaction.lag.ms", L, (1 << 63) - 1, "", at_least(1)),
+    ConfigKey("log.cleaner.min.cleanable.ratio", D, 0.5, "", at_least(0)),
+    ConfigKey("log.preallocate", B, False, ""),
+    ConfigKey("message.max.bytes", I, 1048588, "Largest record batch", at_least(0)),
+    ConfigKey("socket.request.max.bytes", I, 104857600, "Largest request", at_least(1)),
+    ConfigKey("socket.send.buffer.bytes", I, 102400, ""),
+    ConfigKey("socket.receive.buffer.bytes", I, 102400, ""),
+    ConfigKey("compression.type", S, "producer", "", _COMPRESSION),
+    ConfigKey("min.insync.replicas", I, 1, "", at_least(1)),
+    ConfigKey("unclean.leader.election.enable", B, False, ""),
+    ConfigKey("replica.lag.time.max.ms", L, 30000, "", at_least(0)),
+    ConfigKey("num.network.threads", I, 3, "Accepted for compatibility", at_least(1)),
+    ConfigKey("num.io.threads", I, 8, "Accepted for compatibility", at_least(1)),
+    ConfigKey("num.recovery.threads.per.data.dir", I, 2, "", at_least(1)),
+    ConfigKey("offsets.topic.num.partitions", I, 50, "", at_least(1)),
+    ConfigKey("offsets.topic.replication.factor", ConfigType.SHORT, 3, "", at_least(1)),
+    ConfigKey("transaction.state.log.num.partitions", I, 50, "", at_least(1)),
+    ConfigKey("transaction.state.log.replication.factor", ConfigType.SHORT, 3, "",
+              at_least(1)),
+    ConfigKey("transactional.id.expiration.ms", I, 604800000, "", at_least(1)),
+    ConfigKey("producer.id.expiration.ms", I, _DAY_MS, "", at_least(1)),
+    ConfigKey("zookeeper.connect", S, None, "ZooKeeper connection string"),
+    ConfigKey("broker.rack", S, None, "Rack of this broker"),
+    ConfigKey("cluster.id", S, None, "Cluster id (generated when absent)"),
+    ConfigKey("controlled.shutdown.enable", B, True, ""),
+    ConfigKey("group.initial.rebalance.delay.ms", I, 3000, "", at_least(0)),
+    ConfigKey("connections.max.idle.ms", L, 600000, "", at_least(1)),
+]}
+
+# topic config -> (broker synonym(s), in precedence order)
+TOPIC_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "cleanup.policy": ("log.cleanup.policy",),
+    "compression.type": ("compression.type",),
+    "delete.retention.ms": ("log.cleaner.delete.retention.ms",),
+    "file.delete.delay.ms": ("log.segment.delete.delay.ms",),
+    "flush.messages": ("log.flush.interval.messages",),
+    "flush.ms": ("log.flush.interval.ms", "log.flush.scheduler.interval.ms"),
+    "index.interval.bytes": ("log.index.interval.bytes",),
+    "max.compaction.lag.ms": ("log.cleaner.max.compaction.lag.ms",),
+    "max.message.bytes": ("message.max.bytes",),
+    "message.timestamp.type": ("log.message.timestamp.type",),
+    "message.timestamp.before.max.ms": ("log.message.timestamp.before.max.ms",),
+    "message.timestamp.after.max.ms": ("log.message.timestamp.after.max.ms",),
+    "min.cleanable.dirty.ratio": ("log.cleaner.min.cleanable.ratio",),
+    "min.compaction.lag.ms": ("log.cleaner.min.compaction.lag.ms",),
+    "min.insync.replicas": ("min.insync.replicas",),
+    "preallocate": ("log.preallocate",),
+    "retention.bytes": ("log.retention.bytes",),
+    "retention.ms": ("log.retention.ms", "log.retention.minutes", "log.retention.hours"),
+    "segment.bytes": ("log.segment.bytes",),
+    "segment.index.bytes": ("log.index.size.max.bytes",),
+    "segment.jitter.ms": ("log.roll.jitter.ms", "log.roll.jitter.hours"),
+    "segment.ms": ("log.roll.ms", "log.roll.hours"),
+    "unclean.leader.election.enable": ("unclean.leader.election.enable",),
+}
+
+TOPIC_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
+    ConfigKey("cleanup.policy", LST, ["delete"], "", one_of("delete", "compact")),
+    ConfigKey("compression.type", S, "producer", "", _COMPRESSION),
+    ConfigKey("delete.retention.ms", L, _DAY_MS, "", at_least(0)),
+    ConfigKey("file.delete.delay.ms", L, 60000, "", at_least(0)),
+    ConfigKey("flush.messages", L, (1 << 63) - 1, "", at_least(1)),
+    ConfigKey("flush.ms", L, (1 << 63) - 1, "", at_least(0)),
+    ConfigKey("index.interval.bytes", I, 4096, "", at_least(0)),
+    ConfigKey("max.compaction.lag.ms", L, (1 << 63) - 1, "", at_least(1)),
+    ConfigKey("max.message.bytes", I, 1048588, "", at_least(0)),
+    ConfigKey("message.timestamp.type", S, "CreateTime", "", _TIMESTAMP_TYPES),
+    ConfigKey("message.timestamp.before.max.ms", L, (1 << 63) - 1, "", at_least(0)),
+    ConfigKey("message.timestamp.after.max.ms", L, 3600000, "", at_least(0)),
+    ConfigKey("min.cleanable.dirty.ratio", D, 0.5, "",
+              lambda v: None if 0 <= v <= 1 else "must be between 0 and 1"),
+    ConfigKey("min.compaction.lag.ms", L, 0, "", at_least(0)),
+    ConfigKey("min.insync.replicas", I, 1, "", at_least(1)),
+    ConfigKey("preallocate", B, False, ""),
+    ConfigKey("retention.bytes", L, -1, ""),
+    ConfigKey("retention.ms", L, 7 * _DAY_MS, "", at_least(-1)),
+    ConfigKey("segment.bytes", I, 1073741824, "", at_least(14)),
+    ConfigKey("segment.index.bytes", I, 10485760, "", at_least(4)),
+    ConfigKey("segment.jitter.ms", L, 0, "", at_least(0)),
+    ConfigKey("segment.ms", L, 7 * _DAY_MS, "", at_least(1)),
+    ConfigKey("unclean.leader.election.enable", B, False, ""),
+]}
+for _k in TOPIC_KEYS.values():
+    object.__setattr__(_k, "read_only", False)
+
+
+def read_properties(text: str) -> dict[str, str]:
+    """Parse Java properties text: `key=value` or `key: value`, `#`/`!` comments, `\\`
+    line continuations."""
+    props: dict[str, str] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        if not line or line[0] in "#!":
+            continue
+        while line.endswith("\\") and i < len(lines):
+            line = line[:-1] + lines[i].strip()
+            i += 1
+        m = re.match(r"([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
+        if m:
+            props[m.group(1)] = m.group(2).strip()
+        else:
+            props[line] = ""
+    return props
+
+
+class BrokerConfig:
+    """The broker's static configuration. `values` holds only keys that were set."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values: dict[str, Any] = {}
+        self.unknown: dict[str, str] = {}
+        for name, raw in values.items():
+            key = BROKER_KEYS.get(name)
+            if key is None:
+                self.unknown[name] = str(raw)
+                continue
+            self.values[name] = parse_value(key, raw)
+        self._validate()
+
+    @classmethod
+    def load(cls, path: str | None = None, overrides: Iterable[str] = ()) -> BrokerConfig:
+        values: dict[str, str] = {}
+        if path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    values.update(read_properties(f.read()))
+            except OSError as e:
+                raise ConfigError(f"Cannot read {path}: {e.strerror}") from None
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"--override takes key=value, got {item!r}")
+            k, v = item.split("=", 1)
+            values[k.strip()] = v.strip()
+        config = cls(values)
+        for name in config.unknown:
+            log.warning("Unknown configuration %r is ignored", name)
+        return config
+
+    def get(self, name: str) -> Any:
+        if name in self.values:
+            return self.values[name]
+        return BROKER_KEYS[name].default
+
+    def source(self, name: str) -> ConfigSource:
+        return ConfigSource.STATIC_BROKER_CONFIG if name in self.values else \
+            ConfigSource.DEFAULT_CONFIG
+
+    def _validate(self) -> None:
+        nid, bid = self.values.get("node.id"), self.values.get("broker.id")
+        if nid is not None and bid is not None and nid != bid and min(nid, bid) >= 0:
+            raise ConfigError(f"node.id ({nid}) and broker.id ({bid}) disagree")
+        for listener in self.get("listeners") + (self.get("advertised.listeners") or []):
+            parse_listener(listener)
+        if self.get("message.max.bytes") > self.get("socket.request.max.bytes"):
+            log.warning("message.max.bytes is larger than socket.request.max.bytes")
+
+    # --- derived values -------------------------------------------------------------
+    @property
+    def node_id(self) -> int:
+        nid = self.values.get("node.id", self.values.get("broker.id", -1))
+        return nid if nid >= 0 else 1
+
+    @property
+    def log_dirs(self) -> list[str]:
+        return self.get("log.dirs") or [self.get("log.dir")]
+
+    def listeners(self) -> list[tuple[str, str, int]]:
+        return [parse_listener(x) for x in self.get("listeners")]
+
+    def advertised(self) -> list[tuple[str, str, int]]:
+        return [parse_listener(x) for x in (self.get("advertised.listeners")
+                                             or self.get("listeners"))]
+
+    def broker_default(self, topic_key: str) -> tuple[Any, ConfigSource, str | None]:
+        """A topic key's default from its broker synonyms: (value, source, synonym)."""
+        for synonym in TOPIC_SYNONYMS.get(topic_key, ()):
+            if synonym in self.values and self.values[synonym] is not None:
+                return (_from_synonym(synonym, self.values[synonym]),
+                        ConfigSource.STATIC_BROKER_CONFIG, synonym)
+        return TOPIC_KEYS[topic_key].default, ConfigSource.DEFAULT_CONFIG, None
+
+
+def _from_synonym(synonym: str, value: Any) -> Any:
+    if synonym.endswith(".hours"):
+        return value * 3600 * 1000
+    if synonym.endswith(".minutes"):
+        return value * 60 * 1000
+    if synonym == "log.retention.ms" and value is not None and value < 0:
+        return -1
+    return value
+
+
+def parse_listener(text: str) -> tuple[str, str, int]:
+    """'PLAINTEXT://host:port' -> ('PLAINTEXT', host, port); an empty host is 0.0.0.0."""
+    m = re.fullmatch(r"([A-Za-z0-9_]+)://\[?([^\]]*?)\]?:(\d+)", text.strip())
+    if not m:
+        raise ConfigError(f"Invalid listener {text!r}: expected NAME://host:port")
+    port = int(m.group(3))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"Invalid listener {text!r}: port out of range")
+    return m.group(1).upper(), m.group(2), port
+
+
+def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, Any]:
+    """Parse topic config overrides; unknown keys and bad values raise ConfigError."""
+    parsed: dict[str, Any] = {}
+    for name, raw in configs.items():
+        key = TOPIC_KEYS.get(name)
+        if key is None:
+            raise ConfigError(f"Unknown topic config name: {name}")
+        if raw is None:
+            raise ConfigError(f"Null value not supported for topic configs: {name}")
+        parsed[name] = parse_value(key, raw)
+    return parsed
+
+
+class TopicConfig:
+    """A topic's effective configuration: its overrides over the broker's defaults."""
+
+    def __init__(self, broker: BrokerConfig, overrides: Mapping[str, Any] | None = None) -> None:
+        self.broker = broker
+        self.overrides: dict[str, Any] = dict(overrides or {})
+        for name in TOPIC_KEYS:
+            setattr(self, name.replace(".", "_"), self.get(name))
+
+    def get(self, name: str) -> Any:
+        if name in self.overrides:
+            return self.overrides[name]
+        return self.broker_value(name)
+
+    def broker_value(self, name: str) -> Any:
+        return self.broker.broker_default(name)[0]
+
+    def source(self, name: str) -> ConfigSource:
+        if name in self.overrides:
+            return ConfigSource.DYNAMIC_TOPIC_CONFIG
+        return self.broker.broker_default(name)[1]
+
+    @property
+    def compact(self) -> bool:
+        return "compact" in self.get("cleanup.policy")
+
+    @property
+    def log_append_time(self) -> bool:
+        return self.get("message.timestamp.type") == "LogAppendTime"

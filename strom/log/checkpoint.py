@@ -1,0 +1,127 @@
+"""Kafka's small text checkpoint files, written atomically (temp file, fsync, rename).
+
+Offset checkpoints (recovery-point-offset-checkpoint, replication-offset-checkpoint,
+log-start-offset-checkpoint):
+    0                  version
+    2                  number of entries
+    my-topic 0 1234    topic partition offset
+    my-topic 1 99
+
+leader-epoch-checkpoint:
+    0                  version
+    2                  number of entries
+    0 0                leader epoch, start offset
+    3 1200
+
+partition.metadata:
+    version: 0
+    topic_id: <22-character URL-safe base64 topic id>
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import uuid
+
+log = logging.getLogger(__name__)
+
+
+def write_atomically(path: str, text: str, fsync: bool = True) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_versioned_lines(path: str) -> list[list[str]] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.split() for line in f.read().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return None
+    if len(lines) < 2 or lines[0] != ["0"] or not lines[1][0].isdigit():
+        raise ValueError(f"{path}: malformed checkpoint header")
+    entries = lines[2:]
+    if len(entries) != int(lines[1][0]):
+        raise ValueError(f"{path}: expected {lines[1][0]} entries, found {len(entries)}")
+    return entries
+
+
+def read_offsets(path: str) -> dict[tuple[str, int], int]:
+    """An offset checkpoint as {(topic, partition): offset}; empty if absent or malformed."""
+    try:
+        entries = _read_versioned_lines(path) or []
+        return {(e[0], int(e[1])): int(e[2]) for e in entries}
+    except (ValueError, IndexError) as e:
+        log.warning("Ignoring malformed checkpoint %s: %s", path, e)
+        return {}
+
+
+def write_offsets(path: str, offsets: dict[tuple[str, int], int]) -> None:
+    lines = ["0", str(len(offsets))]
+    lines += [f"{t} {p} {o}" for (t, p), o in sorted(offsets.items())]
+    write_atomically(path, "\n".join(lines) + "\n")
+
+
+def read_leader_epochs(path: str) -> list[tuple[int, int]]:
+    try:
+        entries = _read_versioned_lines(path) or []
+        return [(int(e[0]), int(e[1])) for e in entries]
+    except (ValueError, IndexError) as e:
+        log.warning("Ignoring malformed leader epoch checkpoint %s: %s", path, e)
+        return []
+
+
+def write_leader_epochs(path: str, epochs: list[tuple[int, int]]) -> None:
+    lines = ["0", str(len(epochs))] + [f"{e} {o}" for e, o in epochs]
+    write_atomically(path, "\n".join(lines) + "\n")
+
+
+def topic_id_to_str(topic_id: uuid.UUID) -> str:
+    """Kafka's Uuid.toString: URL-safe base64 of the 16 bytes, without padding."""
+    return base64.urlsafe_b64encode(topic_id.bytes).decode().rstrip("=")
+
+
+def topic_id_from_str(text: str) -> uuid.UUID:
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+def read_partition_metadata(path: str) -> uuid.UUID | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        return topic_id_from_str(fields["topic_id"].strip())
+    except FileNotFoundError:
+        return None
+    except (KeyError, ValueError) as e:
+        log.warning("Ignoring malformed %s: %s", path, e)
+        return None
+
+
+def write_partition_metadata(path: str, topic_id: uuid.UUID) -> None:
+    write_atomically(path, f"version: 0\ntopic_id: {topic_id_to_str(topic_id)}\n")
+
+
+def read_properties_file(path: str) -> dict[str, str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def write_properties_file(path: str, values: dict[str, str]) -> None:
+    body = "".join(f"{k}={v}\n" for k, v in values.items())
+    write_atomically(path, "#\n#Written by strom\n" + body)

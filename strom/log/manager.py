@@ -1,0 +1,198 @@
+"""LogManager: the log directories, every PartitionLog in them, and their checkpoints.
+
+On start it reads `meta.properties` (creating it on first start), the checkpoint files and
+the clean-shutdown marker, then opens each `<topic>-<partition>` directory: after a clean
+shutdown indexes are trusted (and rebuilt only if they fail the sanity check); after a crash
+every segment past the recovery point is scanned and a torn tail is truncated. The marker is
+removed once the broker runs, and written again by a clean `shutdown()`.
+
+Periodic work (run by the broker's tasks, blocking parts in an executor): flushing logs
+whose `flush.messages`/`flush.ms` ask for it, writing checkpoints, retention.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+
+from strom.clock import Clock
+from strom.config import TopicConfig
+from strom.log import checkpoint, files
+from strom.log.partition_log import PartitionLog
+from strom.log.segment import LogSegment
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+
+
+class LogDirError(Exception):
+    pass
+
+
+class LogManager:
+    def __init__(self, log_dirs: list[str], clock: Clock, node_id: int,
+                 cluster_id: str | None = None) -> None:
+        self.log_dirs = [os.path.abspath(d) for d in log_dirs]
+        self.clock = clock
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.logs: dict[TopicPartition, PartitionLog] = {}
+        self._dir_of: dict[TopicPartition, str] = {}
+        self._retired: list[tuple[float, LogSegment]] = []
+        self.had_clean_shutdown = True
+        self.recovered_partitions = 0
+
+    # --- start-up ---------------------------------------------------------------------
+    def startup(self, config_for: Callable[[str], TopicConfig],
+                topic_id_for: Callable[[str], uuid.UUID | None]) -> None:
+        """Prepare the directories and open every partition log found in them."""
+        for d in self.log_dirs:
+            os.makedirs(d, exist_ok=True)
+            self._check_meta_properties(d)
+        for d in self.log_dirs:
+            clean = os.path.exists(os.path.join(d, files.CLEAN_SHUTDOWN_FILE))
+            self.had_clean_shutdown &= clean
+            recovery = checkpoint.read_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT))
+            starts = checkpoint.read_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT))
+            hws = checkpoint.read_offsets(os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT))
+            for name in sorted(os.listdir(d)):
+                path = os.path.join(d, name)
+                if not os.path.isdir(path):
+                    continue
+                if name.endswith(files.DELETE_DIR_SUFFIX):
+                    shutil.rmtree(path, ignore_errors=True)
+                    continue
+                tp = files.parse_partition_dir(name)
+                if tp is None:
+                    continue
+                topic_id = topic_id_for(tp[0])
+                stored = checkpoint.read_partition_metadata(
+                    os.path.join(path, files.PARTITION_METADATA))
+                if topic_id is None or (stored is not None and stored != topic_id):
+                    log.warning("Removing %s: its topic no longer exists", path)
+                    shutil.rmtree(path, ignore_errors=True)
+                    continue
+                needs_recovery = not clean and recovery.get(tp, 0) >= 0
+                started = time.monotonic()
+                plog = PartitionLog.open(
+                    path, tp[0], tp[1], config_for(tp[0]), self.clock, topic_id,
+                    recovery_point=recovery.get(tp, 0), log_start_offset=starts.get(tp, 0),
+                    high_watermark=hws.get(tp, 0), needs_recovery=needs_recovery)
+                if needs_recovery:
+                    self.recovered_partitions += 1
+                    log.info("Recovered %s in %.1f ms (log end offset %d)", name,
+                             (time.monotonic() - started) * 1000, plog.log_end_offset)
+                self.logs[tp] = plog
+                self._dir_of[tp] = d
+            try:
+                os.unlink(os.path.join(d, files.CLEAN_SHUTDOWN_FILE))
+            except FileNotFoundError:
+                pass
+        if self.had_clean_shutdown or not self.recovered_partitions:
+            log.info("Loaded %d partition logs; recovery not needed", len(self.logs))
+        else:
+            log.info("Loaded %d partition logs after an unclean shutdown; recovered %d",
+                     len(self.logs), self.recovered_partitions)
+
+    def _check_meta_properties(self, d: str) -> None:
+        path = os.path.join(d, files.META_PROPERTIES)
+        props = checkpoint.read_properties_file(path)
+        if props:
+            stored_node = props.get("node.id", props.get("broker.id"))
+            if stored_node is not None and int(stored_node) != self.node_id:
+                raise LogDirError(f"{path} belongs to node {stored_node}, not {self.node_id}")
+            stored_cluster = props.get("cluster.id")
+            if self.cluster_id is None:
+                self.cluster_id = stored_cluster
+            elif stored_cluster and stored_cluster != self.cluster_id:
+                raise LogDirError(f"{path} belongs to cluster {stored_cluster}, not "
+                                  f"{self.cluster_id}")
+            return
+        if self.cluster_id is None:
+            self.cluster_id = checkpoint.topic_id_to_str(uuid.uuid4())
+        checkpoint.write_properties_file(path, {
+            "cluster.id": self.cluster_id,
+            "directory.id": checkpoint.topic_id_to_str(uuid.uuid4()),
+            "node.id": str(self.node_id),
+            "version": "1",
+        })
+
+    # --- partitions -------------------------------------------------------------------
+    def get(self, topic: str, partition: int) -> PartitionLog | None:
+        return self.logs.get((topic, partition))
+
+    def get_or_create(self, topic: str, partition: int, config: TopicConfig,
+                      topic_id: uuid.UUID | None) -> PartitionLog:
+        tp = (topic, partition)
+        plog = self.logs.get(tp)
+        if plog is None:
+            d = min(self.log_dirs,
+                    key=lambda x: sum(1 for v in self._dir_of.values() if v == x))
+            path = os.path.join(d, files.partition_dir_name(topic, partition))
+            plog = PartitionLog.open(path, topic, partition, config, self.clock, topic_id)
+            self.logs[tp] = plog
+            self._dir_of[tp] = d
+        return plog
+
+    def delete(self, topic: str, partition: int) -> None:
+        plog = self.logs.pop((topic, partition), None)
+        self._dir_of.pop((topic, partition), None)
+        if plog is not None:
+            plog.delete()
+
+    def dir_of(self, topic: str, partition: int) -> str | None:
+        return self._dir_of.get((topic, partition))
+
+    # --- periodic work ----------------------------------------------------------------
+    def logs_needing_flush(self) -> list[PartitionLog]:
+        return [p for p in self.logs.values() if p.needs_flush()]
+
+    def run_retention(self, file_delete_delay_ms: int) -> int:
+        deleted = 0
+        now = time.monotonic()
+        for plog in list(self.logs.values()):
+            plog.maybe_roll_on_time()
+            deleted += plog.delete_segments_for_retention()
+            for seg in plog.take_retired():
+                self._retired.append((now + plog.config.get("file.delete.delay.ms") / 1000,
+                                      seg))
+        self.delete_retired(force=False)
+        return deleted
+
+    def delete_retired(self, force: bool) -> None:
+        now = time.monotonic()
+        keep = []
+        for due, seg in self._retired:
+            if force or due <= now:
+                seg.delete()
+            else:
+                keep.append((due, seg))
+        self._retired = keep
+
+    def write_checkpoints(self) -> None:
+        for d in self.log_dirs:
+            mine = {tp: plog for tp, plog in self.logs.items() if self._dir_of[tp] == d}
+            checkpoint.write_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT),
+                                     {tp: p.recovery_point for tp, p in mine.items()})
+            checkpoint.write_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT),
+                                     {tp: p.log_start_offset for tp, p in mine.items()})
+            checkpoint.write_offsets(os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT),
+                                     {tp: p.high_watermark for tp, p in mine.items()})
+
+    # --- shutdown ---------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Flush everything to disk, write checkpoints and the clean-shutdown marker."""
+        for plog in self.logs.values():
+            plog.fsync()
+        self.write_checkpoints()
+        for plog in self.logs.values():
+            plog.close()
+        self.delete_retired(force=True)
+        for d in self.log_dirs:
+            checkpoint.write_atomically(os.path.join(d, files.CLEAN_SHUTDOWN_FILE), "")
+        log.info("Log manager shut down cleanly")

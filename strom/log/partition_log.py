@@ -1,0 +1,468 @@
+"""PartitionLog: the segments of one partition replica, and everything offsets mean there.
+
+    log start offset <= high watermark <= log end offset
+    |-- closed segments --|-- active segment --|
+
+Appends go to the active segment, which rolls on `segment.bytes`, `segment.ms`, a full
+index, or a relative offset that would overflow. Retention deletes whole closed segments
+and moves the log start offset. The leader epoch cache maps each leader epoch to its first
+offset (leader-epoch-checkpoint). Owned by the broker's event loop; blocking fsyncs are
+handed to an executor by the LogManager.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+
+from strom.clock import Clock
+from strom.config import TopicConfig
+from strom.log import checkpoint, files
+from strom.log.producer_state import BatchMetadata, ProducerStateManager
+from strom.log.segment import FileSlice, LogSegment
+from strom.protocol.batch import BatchHeader, InvalidBatch, assign_offsets, set_log_append_time
+from strom.protocol.errors import OffsetOutOfRange
+
+log = logging.getLogger(__name__)
+
+INT32_MAX = (1 << 31) - 1
+# how many closed segments' batch headers are read on load to rebuild producer state
+PRODUCER_STATE_SEGMENTS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_append_time: int  # -1 for CreateTime
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    slice: FileSlice | None
+    log_start_offset: int
+    log_end_offset: int
+
+
+class PartitionLog:
+    def __init__(self, dir_: str, topic: str, partition: int, config: TopicConfig,
+                 clock: Clock, topic_id: uuid.UUID | None = None) -> None:
+        self.dir = dir_
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.clock = clock
+        self.topic_id = topic_id
+        self.segments: list[LogSegment] = []
+        self._base_offsets: list[int] = []
+        self.log_start_offset = 0
+        self.high_watermark = 0
+        self.recovery_point = 0
+        self.leader_epochs: list[tuple[int, int]] = []  # (epoch, start offset), increasing
+        self.producer_state = ProducerStateManager()
+        self.unflushed_messages = 0
+        self.last_flush_ms = clock.now_ms()
+        self.deleted = False
+        self._retired: list[LogSegment] = []
+
+    # --- loading --------------------------------------------------------------------
+    @classmethod
+    def open(cls, dir_: str, topic: str, partition: int, config: TopicConfig, clock: Clock,
+             topic_id: uuid.UUID | None = None, recovery_point: int = 0,
+             log_start_offset: int = 0, high_watermark: int = 0,
+             needs_recovery: bool = False) -> PartitionLog:
+        os.makedirs(dir_, exist_ok=True)
+        self = cls(dir_, topic, partition, config, clock, topic_id)
+        stored_id = checkpoint.read_partition_metadata(
+            os.path.join(dir_, files.PARTITION_METADATA))
+        if topic_id is not None and stored_id != topic_id:
+            checkpoint.write_partition_metadata(
+                os.path.join(dir_, files.PARTITION_METADATA), topic_id)
+        elif topic_id is None:
+            self.topic_id = stored_id
+        self._load_segments(recovery_point, needs_recovery)
+        self.leader_epochs = checkpoint.read_leader_epochs(
+            os.path.join(dir_, files.LEADER_EPOCH_CHECKPOINT))
+        self.log_start_offset = max(log_start_offset, self.segments[0].base_offset)
+        if self.log_start_offset > self.log_end_offset:
+            self.log_start_offset = self.segments[0].base_offset
+        self.recovery_point = self.log_end_offset
+        self.high_watermark = min(max(high_watermark, self.log_start_offset),
+                                  self.log_end_offset)
+        self._truncate_leader_epochs_after(self.log_end_offset)
+        self._load_producer_state()
+        return self
+
+    def _load_segments(self, recovery_point: int, needs_recovery: bool) -> None:
+        base_offsets = []
+        for name in os.listdir(self.dir):
+            path = os.path.join(self.dir, name)
+            if name.endswith((files.DELETED_SUFFIX, files.CLEANED_SUFFIX, ".tmp")):
+                os.unlink(path)
+            elif name.endswith(files.SWAP_SUFFIX):
+                log.warning("Removing leftover swap file %s", path)
+                os.unlink(path)
+            elif name.endswith(files.LOG_SUFFIX):
+                try:
+                    base_offsets.append(files.offset_from_filename(name))
+                except ValueError:
+                    log.warning("Ignoring unexpected file %s", path)
+        for name in os.listdir(self.dir):  # index files without a log file are stale
+            if name.endswith((files.INDEX_SUFFIX, files.TIME_INDEX_SUFFIX,
+                              files.TXN_INDEX_SUFFIX)):
+                try:
+                    base = files.offset_from_filename(name)
+                except ValueError:
+                    continue
+                if base not in base_offsets:
+                    os.unlink(os.path.join(self.dir, name))
+        base_offsets.sort()
+        now = self.clock.now_ms()
+        truncated_at: int | None = None
+        for i, base in enumerate(base_offsets):
+            if truncated_at is not None:  # everything after a corrupt segment goes
+                seg = self._new_segment(base, now, create=False)
+                log.warning("Deleting segment %s after a corrupt one", seg.log_path)
+                seg.delete()
+                continue
+            seg = self._new_segment(base, now, create=False)
+            is_last = i == len(base_offsets) - 1
+            next_base = base_offsets[i + 1] if not is_last else None
+            if needs_recovery and (is_last or next_base is None or next_base > recovery_point):
+                truncated = seg.recover(max_batch_size=self._max_batch_on_disk())
+                if truncated:
+                    log.warning("Recovered %s: truncated %d invalid bytes", seg.log_path,
+                                truncated)
+                    truncated_at = seg.next_offset
+            else:
+                seg.load_indexes()
+            if seg.size == 0 and not is_last and truncated_at is None:
+                # an empty closed segment holds nothing; keep offsets contiguous anyway
+                pass
+            self.segments.append(seg)
+        if not self.segments:
+            self.segments.append(self._new_segment(0, now, create=True))
+        self._base_offsets = [s.base_offset for s in self.segments]
+        # Consecutive segments must not overlap: if a segment is empty its next offset is
+        # its base offset.
+        for seg in self.segments:
+            if seg.next_offset < seg.base_offset:
+                seg.next_offset = seg.base_offset
+
+    def _max_batch_on_disk(self) -> int:
+        return max(self.config.get("max.message.bytes"), 1 << 20) * 2 + 1024
+
+    def _new_segment(self, base_offset: int, now_ms: int, create: bool) -> LogSegment:
+        return LogSegment(self.dir, base_offset, self.config.get("index.interval.bytes"),
+                          self.config.get("segment.index.bytes"), now_ms, create=create)
+
+    def _load_producer_state(self) -> None:
+        self.producer_state.clear()
+        for seg in self.segments[-PRODUCER_STATE_SEGMENTS - 1:]:
+            try:
+                for bp in seg.batches():
+                    if bp.header.producer_id >= 0:
+                        self.producer_state.update(bp.header, bp.header.max_timestamp)
+            except InvalidBatch as e:
+                log.warning("%s: stopped reading producer state: %s", seg.log_path, e)
+
+    # --- offsets ----------------------------------------------------------------------
+    @property
+    def active_segment(self) -> LogSegment:
+        return self.segments[-1]
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.segments[-1].next_offset
+
+    @property
+    def size_in_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def _segment_for(self, offset: int) -> int:
+        return max(0, bisect.bisect_right(self._base_offsets, offset) - 1)
+
+    # --- appending --------------------------------------------------------------------
+    def append_as_leader(self, batch: bytearray, header: BatchHeader, leader_epoch: int
+                         ) -> AppendResult:
+        """Assign offsets to one validated batch and append it.
+
+        Duplicate idempotent batches are not written again; the earlier offsets come back.
+        """
+        duplicate: BatchMetadata | None = None
+        if header.producer_id >= 0 and header.base_sequence >= 0:
+            duplicate = self.producer_state.check(header)
+        if duplicate is not None:
+            return AppendResult(duplicate.first_offset, duplicate.last_offset, -1, True)
+        base_offset = self.log_end_offset
+        assign_offsets(batch, base_offset, leader_epoch)
+        log_append_time = -1
+        if self.config.log_append_time:
+            log_append_time = self.clock.now_ms()
+            set_log_append_time(batch, log_append_time)
+        header = BatchHeader(
+            base_offset, header.batch_length, leader_epoch, header.magic, header.crc,
+            header.attributes | (0x08 if log_append_time >= 0 else 0),
+            header.last_offset_delta, header.base_timestamp,
+            log_append_time if log_append_time >= 0 else header.max_timestamp,
+            header.producer_id, header.producer_epoch, header.base_sequence,
+            header.records_count)
+        self._maybe_assign_epoch(leader_epoch, base_offset)
+        self._append(batch, header)
+        return AppendResult(base_offset, header.last_offset, log_append_time)
+
+    def append_as_follower(self, data: bytes, headers: list[BatchHeader]) -> None:
+        """Append batches fetched from the leader, with their offsets as they are."""
+        pos = 0
+        for header in headers:
+            if header.base_offset < self.log_end_offset:
+                raise InvalidBatch(f"offset {header.base_offset} is below the log end "
+                                   f"offset {self.log_end_offset}")
+            self._maybe_assign_epoch(header.partition_leader_epoch, header.base_offset)
+            self._append(data[pos:pos + header.size], header)
+            pos += header.size
+
+    def _append(self, data: bytes | bytearray, header: BatchHeader) -> None:
+        segment = self._maybe_roll(len(data), header)
+        segment.append(data, header)
+        self.producer_state.update(header, header.max_timestamp)
+        self.unflushed_messages += header.records_count
+
+    def _maybe_roll(self, size: int, header: BatchHeader) -> LogSegment:
+        seg = self.active_segment
+        now = self.clock.now_ms()
+        if seg.size == 0:
+            return seg
+        segment_ms = self.config.get("segment.ms")
+        rolled_at = seg.first_batch_timestamp if seg.first_batch_timestamp and \
+            seg.first_batch_timestamp > 0 else seg.created_ms
+        reason = None
+        if seg.size + size > self.config.get("segment.bytes"):
+            reason = "segment.bytes"
+        elif now - min(rolled_at, now) > segment_ms and now - seg.created_ms > segment_ms:
+            reason = "segment.ms"
+        elif seg.index.is_full or seg.time_index.is_full:
+            reason = "index full"
+        elif header.last_offset - seg.base_offset > INT32_MAX:
+            reason = "offset overflow"
+        if reason is None:
+            return seg
+        return self.roll(reason)
+
+    def roll(self, reason: str = "requested") -> LogSegment:
+        old = self.active_segment
+        if old.size == 0:
+            return old
+        old.on_roll()
+        new = self._new_segment(self.log_end_offset, self.clock.now_ms(), create=True)
+        new.next_offset = new.base_offset
+        self.segments.append(new)
+        self._base_offsets.append(new.base_offset)
+        log.debug("Rolled %s-%d at offset %d (%s)", self.topic, self.partition,
+                  new.base_offset, reason)
+        return new
+
+    def maybe_roll_on_time(self) -> None:
+        """Roll an idle active segment whose segment.ms has passed (checked periodically)."""
+        seg = self.active_segment
+        if seg.size and self.clock.now_ms() - seg.created_ms > self.config.get("segment.ms"):
+            self.roll("segment.ms")
+
+    # --- leader epochs ----------------------------------------------------------------
+    def _maybe_assign_epoch(self, epoch: int, start_offset: int) -> None:
+        if epoch < 0:
+            return
+        if self.leader_epochs and self.leader_epochs[-1][0] >= epoch:
+            return
+        self.leader_epochs.append((epoch, start_offset))
+        self._write_leader_epochs()
+
+    def _write_leader_epochs(self) -> None:
+        checkpoint.write_leader_epochs(
+            os.path.join(self.dir, files.LEADER_EPOCH_CHECKPOINT), self.leader_epochs)
+
+    def _truncate_leader_epochs_after(self, end_offset: int) -> None:
+        kept = [(e, o) for e, o in self.leader_epochs if o < end_offset or o == 0]
+        if kept != self.leader_epochs:
+            self.leader_epochs = kept
+            self._write_leader_epochs()
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch: (largest epoch <= `epoch`, its end offset)."""
+        if not self.leader_epochs or epoch < self.leader_epochs[0][0]:
+            return -1, -1
+        for i, (e, _) in enumerate(self.leader_epochs):
+            if e > epoch:
+                return self.leader_epochs[i - 1][0], self.leader_epochs[i][1]
+        return self.leader_epochs[-1][0], self.log_end_offset
+
+    @property
+    def latest_epoch(self) -> int:
+        return self.leader_epochs[-1][0] if self.leader_epochs else -1
+
+    # --- reading ----------------------------------------------------------------------
+    def read(self, offset: int, max_bytes: int, max_offset: int, min_one: bool) -> ReadResult:
+        """Batches from `offset` up to `max_offset` (exclusive: the high watermark for
+        consumers, the log end offset for followers)."""
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRange(
+                f"Offset {offset} is out of range for {self.topic}-{self.partition}: "
+                f"[{self.log_start_offset}, {self.log_end_offset}]")
+        slice_ = None
+        if offset < max_offset:
+            i = self._segment_for(offset)
+            while i < len(self.segments) and slice_ is None:
+                slice_ = self.segments[i].read(offset, max_bytes, max_offset, min_one)
+                i += 1
+        return ReadResult(slice_, self.log_start_offset, self.log_end_offset)
+
+    def batches_from(self, offset: int, max_offset: int | None = None):
+        """(segment, BatchPosition) for each batch holding offsets >= `offset`."""
+        i = self._segment_for(offset)
+        for seg in self.segments[i:]:
+            bp = seg.find_batch(offset)
+            if bp is None:
+                continue
+            for b in seg.batches(bp.position):
+                if max_offset is not None and b.header.base_offset >= max_offset:
+                    return
+                yield seg, b
+
+    def offset_for_timestamp(self, timestamp: int, max_offset: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp >= `timestamp`, below
+        `max_offset`; None if there is none."""
+        from strom.log.records import decode_batch  # records are decoded only here
+
+        for seg in self.segments:
+            if seg.max_timestamp < timestamp or seg.next_offset <= self.log_start_offset:
+                continue
+            start = max(seg.time_index.lookup(timestamp), self.log_start_offset)
+            bp0 = seg.find_batch(start)
+            if bp0 is None:
+                continue
+            for bp in seg.batches(bp0.position):
+                h = bp.header
+                if h.base_offset >= max_offset:
+                    return None
+                if h.max_timestamp < timestamp:
+                    continue
+                if h.is_log_append_time:
+                    return max(h.base_offset, self.log_start_offset), h.max_timestamp
+                for rec in decode_batch(seg.read_bytes(bp.position, h.size)).records:
+                    if rec.timestamp >= timestamp and rec.offset >= self.log_start_offset:
+                        if rec.offset >= max_offset:
+                            return None
+                        return rec.offset, rec.timestamp
+        return None
+
+    def max_timestamp_offset(self, max_offset: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the largest timestamp below `max_offset`."""
+        best: tuple[int, int] | None = None
+        for seg in self.segments:
+            if seg.next_offset <= self.log_start_offset:
+                continue
+            if seg.next_offset <= max_offset:
+                if seg.max_timestamp >= 0 and (best is None or seg.max_timestamp > best[1]):
+                    best = (seg.offset_of_max_timestamp, seg.max_timestamp)
+                continue
+            for bp in seg.batches():
+                h = bp.header
+                if h.last_offset >= max_offset:
+                    break
+                if best is None or h.max_timestamp > best[1]:
+                    best = (h.last_offset, h.max_timestamp)
+        return best
+
+    # --- truncation, retention, deletion ------------------------------------------------
+    def truncate_to(self, offset: int) -> None:
+        """Remove everything at and after `offset` (a follower after a leader change)."""
+        if offset >= self.log_end_offset:
+            return
+        while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
+            seg = self.segments.pop()
+            self._base_offsets.pop()
+            seg.delete()
+        self.active_segment.truncate_to(offset)
+        if self.active_segment.next_offset < offset:
+            self.active_segment.next_offset = max(offset, self.active_segment.base_offset) \
+                if self.active_segment.size == 0 else self.active_segment.next_offset
+        self.high_watermark = min(self.high_watermark, self.log_end_offset)
+        self.recovery_point = min(self.recovery_point, self.log_end_offset)
+        self._truncate_leader_epochs_after(self.log_end_offset)
+        self._load_producer_state()
+
+    def delete_segments_for_retention(self) -> int:
+        """Delete closed segments past retention.ms or retention.bytes; returns how many."""
+        retention_ms = self.config.get("retention.ms")
+        retention_bytes = self.config.get("retention.bytes")
+        if self.config.compact and "delete" not in self.config.get("cleanup.policy"):
+            return 0
+        now = self.clock.now_ms()
+        deletable: list[LogSegment] = []
+        excess = self.size_in_bytes - retention_bytes if retention_bytes >= 0 else 0
+        for seg in self.segments[:-1]:
+            if seg.next_offset > self.high_watermark:
+                break  # never delete what consumers cannot see yet
+            expired = retention_ms >= 0 and seg.max_timestamp >= 0 and \
+                now - seg.max_timestamp > retention_ms
+            too_big = excess > 0 and excess - seg.size >= 0
+            below_start = seg.next_offset <= self.log_start_offset
+            if not (expired or too_big or below_start):
+                break
+            excess -= seg.size
+            deletable.append(seg)
+        for seg in deletable:
+            self.segments.remove(seg)
+            seg.rename_to_deleted()
+            log.info("Deleting segment %s (retention)", seg.log_path)
+        if deletable:
+            self._base_offsets = [s.base_offset for s in self.segments]
+            self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+            self._retired.extend(deletable)
+        return len(deletable)
+
+    def take_retired(self) -> list[LogSegment]:
+        """Segments renamed `.deleted`, for the LogManager to remove after a delay."""
+        out, self._retired = self._retired, []
+        return out
+
+    # --- flushing and closing ---------------------------------------------------------
+    def needs_flush(self) -> bool:
+        if self.unflushed_messages == 0:
+            return False
+        if self.unflushed_messages >= self.config.get("flush.messages"):
+            return True
+        return self.clock.now_ms() - self.last_flush_ms >= self.config.get("flush.ms")
+
+    def flush_to_os(self) -> None:
+        for seg in self.segments[-2:]:
+            seg.flush()
+
+    def fsync(self) -> None:
+        """Blocking: fsync what was appended since the recovery point (run off the loop)."""
+        end = self.log_end_offset
+        for seg in self.segments[self._segment_for(self.recovery_point):]:
+            seg.flush()
+            seg.fsync()
+        self.recovery_point = end
+        self.unflushed_messages = 0
+        self.last_flush_ms = self.clock.now_ms()
+
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.close()
+        for seg in self.take_retired():
+            seg.close()
+
+    def delete(self) -> None:
+        """Remove every file of this partition (topic deletion)."""
+        self.deleted = True
+        for seg in self.segments + self.take_retired():
+            seg.delete()
+        for name in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        os.rmdir(self.dir)

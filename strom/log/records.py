@@ -1,0 +1,705 @@
+"""Record batches (magic v2): decode the records inside a batch, and build batches.
+
+The broker keeps batches opaque on the hot path (see DESIGN.md, decision 2). This module is
+for the places that need record contents: the dump tool, compaction, validation a config
+asks for, and tests that need valid batches.
+
+Batch layout (all integers big-endian; offsets are byte positions in the batch)::
+
+     0 +-----------------------------+
+       | baseOffset            int64 |  offset of the first record
+     8 | batchLength           int32 |  bytes after this field (= size - 12)
+    12 | partitionLeaderEpoch  int32 |
+    16 | magic                 int8  |  2
+    17 | crc                  uint32 |  CRC-32C of bytes 21 .. end
+    21 +-----------------------------+ <- CRC starts here
+       | attributes            int16 |  see below
+    23 | lastOffsetDelta       int32 |  lastOffset - baseOffset
+    27 | baseTimestamp         int64 |  or deleteHorizonMs when bit 6 is set
+    35 | maxTimestamp          int64 |  (the append time for LogAppendTime)
+    43 | producerId            int64 |  -1: not idempotent
+    51 | producerEpoch         int16 |
+    53 | baseSequence          int32 |  -1: no sequence
+    57 | recordsCount          int32 |
+    61 +-----------------------------+
+       | records ...                 |  compressed as one block when codec != 0
+       +-----------------------------+
+
+    attributes (int16):
+       bits 0-2  compression: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd
+       bit  3    timestampType: 0 CreateTime, 1 LogAppendTime
+       bit  4    isTransactional
+       bit  5    isControlBatch
+       bit  6    hasDeleteHorizonMs
+       bits 7-15 unused (0)
+
+Record layout (varint = zigzag LEB128 int32, varlong = zigzag LEB128 int64)::
+
+    +-------------------------------+
+    | length           varint       |  bytes after this field
+    | attributes       int8         |  unused (0)
+    | timestampDelta   varlong      |  timestamp - baseTimestamp
+    | offsetDelta      varint       |  offset - baseOffset
+    | keyLength        varint       |  -1: null key
+    | key              bytes        |
+    | valueLength      varint       |  -1: null value
+    | value            bytes        |
+    | headersCount     varint       |
+    | headers ...                   |  each: keyLength varint, key (UTF-8),
+    +-------------------------------+        valueLength varint (-1: null), value
+
+Compressed batches compress the whole records area as one stream: gzip; snappy (Java clients
+write the xerial framing: b"\\x82SNAPPY\\x00", version int32, compatible version int32, then
+chunks of int32 length + raw snappy block; librdkafka writes raw snappy; both are read, and
+xerial is written); lz4 in the LZ4 *frame* format; zstd frames.
+
+Record timestamps: CreateTime batches give baseTimestamp + timestampDelta; LogAppendTime
+batches give every record the batch's maxTimestamp.
+
+Every malformed input raises `CorruptRecordError` (a ValueError), never IndexError or a codec's
+own exception.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import crc32c
+
+__all__ = [
+    "BATCH_HEADER_SIZE",
+    "LOG_OVERHEAD",
+    "MAGIC_V2",
+    "NO_PRODUCER_EPOCH",
+    "NO_PRODUCER_ID",
+    "NO_SEQUENCE",
+    "NO_TIMESTAMP",
+    "Batch",
+    "BatchHeader",
+    "Compression",
+    "ControlRecordType",
+    "CorruptRecordError",
+    "NewRecord",
+    "Record",
+    "RecordHeader",
+    "TimestampType",
+    "batch_crc",
+    "build_batch",
+    "decode_batch",
+    "decode_control_record",
+    "decode_records",
+    "end_txn_marker",
+    "iter_batches",
+    "read_batch_header",
+]
+
+# --- constants, named once --------------------------------------------------------------
+
+MAGIC_V2 = 2
+LOG_OVERHEAD = 12  # baseOffset int64 + batchLength int32
+BATCH_HEADER_SIZE = 61  # everything up to the first record
+MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - LOG_OVERHEAD  # smallest valid batchLength (no records)
+BATCH_LENGTH_POSITION = 8
+PARTITION_LEADER_EPOCH_POSITION = 12
+MAGIC_POSITION = 16
+CRC_POSITION = 17
+CRC_START = 21  # the CRC covers attributes .. end of batch (attributes start here)
+
+NO_TIMESTAMP = -1
+NO_PRODUCER_ID = -1
+NO_PRODUCER_EPOCH = -1
+NO_SEQUENCE = -1
+NO_PARTITION_LEADER_EPOCH = -1
+
+_COMPRESSION_MASK = 0x07
+_TIMESTAMP_TYPE_BIT = 0x08
+_TRANSACTIONAL_BIT = 0x10
+_CONTROL_BIT = 0x20
+_DELETE_HORIZON_BIT = 0x40
+
+_INT32_MAX = 2**31 - 1
+_INT32_MIN = -(2**31)
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)  # version 1, compatible version 1
+_XERIAL_BLOCK_SIZE = 32 * 1024  # what snappy-java writes by default
+_SNAPPY_FRAMED_MAGIC = b"\xff\x06\x00\x00sNaPpY"  # Google's framing format (read only)
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_AFTER_CRC = struct.Struct(">hiqqqhii")  # attributes .. recordsCount
+_INT32 = struct.Struct(">i")
+_CONTROL_KEY = struct.Struct(">hh")  # version, type
+_END_TXN_VALUE = struct.Struct(">hi")  # version, coordinatorEpoch
+
+assert _HEADER.size == BATCH_HEADER_SIZE
+
+
+class CorruptRecordError(ValueError):
+    """Bytes that are not a valid v2 record batch (Kafka's CORRUPT_MESSAGE)."""
+
+
+class Compression(IntEnum):
+    """The codec in attribute bits 0-2; `str()` gives Kafka's lower-case name."""
+
+    NONE = 0
+    GZIP = 1
+    SNAPPY = 2
+    LZ4 = 3
+    ZSTD = 4
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class TimestampType(IntEnum):
+    """Attribute bit 3; `str()` gives Kafka's name (`CreateTime`, `LogAppendTime`)."""
+
+    CREATE_TIME = 0
+    LOG_APPEND_TIME = 1
+
+    def __str__(self) -> str:
+        return "CreateTime" if self is TimestampType.CREATE_TIME else "LogAppendTime"
+
+
+class ControlRecordType(IntEnum):
+    """The type in a control record's key (version int16, type int16)."""
+
+    ABORT = 0
+    COMMIT = 1
+    LEADER_CHANGE = 2
+    SNAPSHOT_HEADER = 3
+    SNAPSHOT_FOOTER = 4
+    KRAFT_VERSION = 5
+    KRAFT_VOTERS = 6
+
+
+def _increment_sequence(sequence: int, increment: int) -> int:
+    """Kafka's sequence arithmetic: wraps from INT32_MAX to 0."""
+    if sequence > _INT32_MAX - increment:
+        return increment - (_INT32_MAX - sequence) - 1
+    return sequence + increment
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The 61-byte header of one batch, field by field (see the module docstring)."""
+
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole batch takes in a file (batchLength + 12)."""
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.last_offset + 1
+
+    @property
+    def compression_id(self) -> int:
+        return self.attributes & _COMPRESSION_MASK
+
+    @property
+    def compression(self) -> Compression:
+        """The codec; raises CorruptRecordError for ids 5-7."""
+        try:
+            return Compression(self.compression_id)
+        except ValueError:
+            raise CorruptRecordError(
+                f"unknown compression type id {self.compression_id}") from None
+
+    @property
+    def timestamp_type(self) -> TimestampType:
+        return (TimestampType.LOG_APPEND_TIME if self.attributes & _TIMESTAMP_TYPE_BIT
+                else TimestampType.CREATE_TIME)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & _TRANSACTIONAL_BIT)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & _CONTROL_BIT)
+
+    @property
+    def has_delete_horizon(self) -> bool:
+        return bool(self.attributes & _DELETE_HORIZON_BIT)
+
+    @property
+    def delete_horizon_ms(self) -> int | None:
+        """Set by the log cleaner; kept in the baseTimestamp field."""
+        return self.base_timestamp if self.has_delete_horizon else None
+
+    @property
+    def last_sequence(self) -> int:
+        if self.base_sequence == NO_SEQUENCE:
+            return NO_SEQUENCE
+        return _increment_sequence(self.base_sequence, self.last_offset_delta)
+
+    def sequence_of(self, offset: int) -> int:
+        """The producer sequence of the record at `offset` (-1 without idempotence)."""
+        if self.base_sequence < 0:
+            return NO_SEQUENCE
+        return _increment_sequence(self.base_sequence, offset - self.base_offset)
+
+
+RecordHeader = tuple[str, bytes | None]  # (key, value); value None is null
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One decoded record. `key`/`value` None mean null (length -1)."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[RecordHeader, ...] = ()
+    attributes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record to write with `build_batch`; its offset is its place in the batch.
+
+    timestamp None takes `build_batch(default_timestamp=...)`.
+    """
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[RecordHeader, ...] = ()
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    header: BatchHeader
+    records: tuple[Record, ...]
+
+
+# --- varints ------------------------------------------------------------------------------
+
+
+def _read_varint(data: bytes, pos: int, end: int, max_bytes: int) -> tuple[int, int]:
+    """Zigzag LEB128 at `pos`, not reading at or past `end` -> (value, next position).
+
+    max_bytes is 5 for a varint (int32), 10 for a varlong (int64).
+    """
+    raw = 0
+    shift = 0
+    for _ in range(max_bytes):
+        if pos >= end:
+            raise CorruptRecordError("truncated varint")
+        b = data[pos]
+        pos += 1
+        raw |= (b & 0x7F) << shift
+        if b < 0x80:
+            value = (raw >> 1) ^ -(raw & 1)
+            if max_bytes == 5:
+                if not _INT32_MIN <= value <= _INT32_MAX:
+                    raise CorruptRecordError("varint out of int32 range")
+            elif not _INT64_MIN <= value <= _INT64_MAX:
+                raise CorruptRecordError("varlong out of int64 range")
+            return value, pos
+        shift += 7
+    raise CorruptRecordError(f"varint longer than {max_bytes} bytes")
+
+
+def _write_varint(out: bytearray, value: int) -> None:
+    """Append zigzag LEB128 of an int64 (int32 values encode identically)."""
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"{value} does not fit in a varlong")
+    z = ((value << 1) ^ (value >> 63)) & 0xFFFFFFFFFFFFFFFF
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+
+
+# --- compression --------------------------------------------------------------------------
+
+
+def _decompress(codec: Compression, data: bytes) -> bytes:
+    import cramjam
+
+    try:
+        if codec is Compression.GZIP:
+            return bytes(cramjam.gzip.decompress(data))
+        if codec is Compression.SNAPPY:
+            return _snappy_decompress(data, cramjam)
+        if codec is Compression.LZ4:
+            return bytes(cramjam.lz4.decompress(data))
+        if codec is Compression.ZSTD:
+            return bytes(cramjam.zstd.decompress(data))
+    except CorruptRecordError:
+        raise
+    except Exception as exc:  # cramjam.DecompressionError and friends
+        raise CorruptRecordError(f"cannot decompress {codec} records: {exc}") from exc
+    raise AssertionError(codec)
+
+
+def _snappy_decompress(data: bytes, cramjam) -> bytes:
+    if data.startswith(_XERIAL_MAGIC):
+        if len(data) < len(_XERIAL_HEADER):
+            raise CorruptRecordError("truncated xerial snappy header")
+        parts = []
+        pos = len(_XERIAL_HEADER)
+        end = len(data)
+        while pos < end:
+            if pos + 4 > end:
+                raise CorruptRecordError("truncated xerial snappy block length")
+            (length,) = _INT32.unpack_from(data, pos)
+            pos += 4
+            if length < 0 or pos + length > end:
+                raise CorruptRecordError("truncated xerial snappy block")
+            parts.append(bytes(cramjam.snappy.decompress_raw(data[pos:pos + length])))
+            pos += length
+        return b"".join(parts)
+    if data.startswith(_SNAPPY_FRAMED_MAGIC):
+        return bytes(cramjam.snappy.decompress(data))
+    return bytes(cramjam.snappy.decompress_raw(data))
+
+
+def _compress(codec: Compression, data: bytes, snappy_xerial: bool) -> bytes:
+    import cramjam
+
+    if codec is Compression.GZIP:
+        return bytes(cramjam.gzip.compress(data))
+    if codec is Compression.SNAPPY:
+        if not snappy_xerial:
+            return bytes(cramjam.snappy.compress_raw(data))
+        out = bytearray(_XERIAL_HEADER)
+        for start in range(0, len(data), _XERIAL_BLOCK_SIZE):
+            block = bytes(cramjam.snappy.compress_raw(data[start:start + _XERIAL_BLOCK_SIZE]))
+            out += _INT32.pack(len(block))
+            out += block
+        return bytes(out)
+    if codec is Compression.LZ4:
+        return bytes(cramjam.lz4.compress(data))
+    if codec is Compression.ZSTD:
+        return bytes(cramjam.zstd.compress(data))
+    raise AssertionError(codec)
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+def read_batch_header(buf, pos: int = 0) -> BatchHeader:
+    """Parse the batch header at `pos` of any buffer (bytes, memoryview, mmap).
+
+    Checks that the header is complete, that magic is 2 and that batchLength is at least
+    49; does not check that the rest of the batch is present (see `iter_batches`) or the CRC.
+    """
+    if pos < 0 or len(buf) - pos < BATCH_HEADER_SIZE:
+        raise CorruptRecordError(
+            f"batch header needs {BATCH_HEADER_SIZE} bytes, {max(len(buf) - pos, 0)} available")
+    header = BatchHeader(*_HEADER.unpack_from(buf, pos))
+    if header.magic != MAGIC_V2:
+        raise CorruptRecordError(f"unsupported magic {header.magic} (only v2 batches)")
+    if header.batch_length < MIN_BATCH_LENGTH:
+        raise CorruptRecordError(
+            f"batch length {header.batch_length} is smaller than the minimum {MIN_BATCH_LENGTH}")
+    return header
+
+
+def batch_crc(buf, pos: int = 0, size: int | None = None) -> int:
+    """CRC-32C of a batch's attributes .. end (what the crc field must hold).
+
+    `size` defaults to the batch's own batchLength + 12.
+    """
+    if size is None:
+        if len(buf) - pos < LOG_OVERHEAD:
+            raise CorruptRecordError("batch too short to hold its length")
+        size = _INT32.unpack_from(buf, pos + 8)[0] + LOG_OVERHEAD
+    if size < BATCH_HEADER_SIZE or pos + size > len(buf):
+        raise CorruptRecordError(f"batch of {size} bytes does not fit the buffer")
+    with memoryview(buf) as view, view[pos + CRC_START:pos + size] as covered:
+        return crc32c.crc32c(covered)
+
+
+def iter_batches(buf, start: int = 0, end: int | None = None) -> Iterator[tuple[int, BatchHeader]]:
+    """Yield (position, header) for each complete batch from `start`, shallowly.
+
+    Stops quietly at the first position that does not hold a complete, plausible batch (a torn
+    tail, preallocated zeros, another magic): the caller sees where by the last position +
+    size it got. CRCs are not checked here.
+    """
+    end = len(buf) if end is None else min(end, len(buf))
+    pos = start
+    while end - pos >= BATCH_HEADER_SIZE:
+        try:
+            header = read_batch_header(buf, pos)
+        except CorruptRecordError:
+            return
+        if pos + header.size > end:
+            return
+        yield pos, header
+        pos += header.size
+
+
+def decode_records(buf, pos: int = 0, header: BatchHeader | None = None,
+                   verify_crc: bool = True) -> tuple[Record, ...]:
+    """Decode (and decompress) the records of the batch at `pos`."""
+    if header is None:
+        header = read_batch_header(buf, pos)
+    end = pos + header.size
+    if end > len(buf):
+        raise CorruptRecordError(
+            f"batch of {header.size} bytes at position {pos} is truncated "
+            f"({len(buf) - pos} bytes available)")
+    if verify_crc:
+        actual = batch_crc(buf, pos, header.size)
+        if actual != header.crc:
+            raise CorruptRecordError(
+                f"batch at offset {header.base_offset} has CRC {header.crc}, computed {actual}")
+    count = header.records_count
+    if count < 0:
+        raise CorruptRecordError(f"invalid record count {count}")
+    body = bytes(buf[pos + BATCH_HEADER_SIZE:end])
+    codec = header.compression
+    if codec is not Compression.NONE:
+        body = _decompress(codec, body)
+    # Each record takes at least 7 bytes; refuse counts that cannot fit before allocating.
+    if count * 7 > len(body):
+        raise CorruptRecordError(
+            f"record count {count} does not fit in {len(body)} bytes of records")
+    return _parse_records(body, header, count)
+
+
+def decode_batch(buf, pos: int = 0, verify_crc: bool = True) -> Batch:
+    """Header and records of the batch at `pos`."""
+    header = read_batch_header(buf, pos)
+    return Batch(header, decode_records(buf, pos, header, verify_crc=verify_crc))
+
+
+def _parse_records(data: bytes, header: BatchHeader, count: int) -> tuple[Record, ...]:
+    read_varint = _read_varint
+    base_offset = header.base_offset
+    base_timestamp = header.base_timestamp
+    append_time = (header.max_timestamp
+                   if header.timestamp_type is TimestampType.LOG_APPEND_TIME else None)
+    end = len(data)
+    pos = 0
+    records = []
+    for _ in range(count):
+        length, pos = read_varint(data, pos, end, 5)
+        record_start = pos
+        record_end = pos + length
+        if length <= 0 or record_end > end:
+            raise CorruptRecordError(
+                f"record of {length} bytes at byte {pos} does not fit the batch ({end} bytes)")
+        # Every field below must stay inside [record_start, record_end).
+        attributes = data[pos]
+        pos += 1
+        timestamp_delta, pos = read_varint(data, pos, record_end, 10)
+        offset_delta, pos = read_varint(data, pos, record_end, 5)
+        key_length, pos = read_varint(data, pos, record_end, 5)
+        if key_length < 0:
+            key = None
+        else:
+            if pos + key_length > record_end:
+                raise CorruptRecordError("record key overruns the record")
+            key = data[pos:pos + key_length]
+            pos += key_length
+        value_length, pos = read_varint(data, pos, record_end, 5)
+        if value_length < 0:
+            value = None
+        else:
+            if pos + value_length > record_end:
+                raise CorruptRecordError("record value overruns the record")
+            value = data[pos:pos + value_length]
+            pos += value_length
+        header_count, pos = read_varint(data, pos, record_end, 5)
+        if header_count < 0:
+            raise CorruptRecordError(f"invalid negative header count {header_count}")
+        headers = []
+        for _ in range(header_count):
+            hkey_length, pos = read_varint(data, pos, record_end, 5)
+            if hkey_length < 0:
+                raise CorruptRecordError(f"invalid negative header key size {hkey_length}")
+            if pos + hkey_length > record_end:
+                raise CorruptRecordError("header key overruns the record")
+            hkey = data[pos:pos + hkey_length].decode("utf-8", errors="replace")
+            pos += hkey_length
+            hvalue_length, pos = read_varint(data, pos, record_end, 5)
+            if hvalue_length < 0:
+                hvalue = None
+            else:
+                if pos + hvalue_length > record_end:
+                    raise CorruptRecordError("header value overruns the record")
+                hvalue = data[pos:pos + hvalue_length]
+                pos += hvalue_length
+            headers.append((hkey, hvalue))
+        if pos != record_end:
+            raise CorruptRecordError(
+                f"record declared {length} bytes but its fields take {pos - record_start}")
+        timestamp = append_time if append_time is not None else base_timestamp + timestamp_delta
+        records.append(Record(base_offset + offset_delta, timestamp, key, value,
+                              tuple(headers), attributes))
+    if pos != end:
+        raise CorruptRecordError(
+            f"{end - pos} bytes left in the batch after reading all {count} records")
+    return tuple(records)
+
+
+# --- control records ----------------------------------------------------------------------
+
+
+def decode_control_record(record: Record) -> tuple[ControlRecordType | int, int | None]:
+    """(type, coordinatorEpoch) of a record in a control batch.
+
+    The type is a ControlRecordType, or the raw int for a type this module does not know.
+    coordinatorEpoch is given for ABORT/COMMIT markers, else None.
+    """
+    if record.key is None or len(record.key) < _CONTROL_KEY.size:
+        raise CorruptRecordError("control record key must hold version int16 + type int16")
+    _version, type_id = _CONTROL_KEY.unpack_from(record.key)
+    try:
+        kind: ControlRecordType | int = ControlRecordType(type_id)
+    except ValueError:
+        return type_id, None
+    if kind in (ControlRecordType.ABORT, ControlRecordType.COMMIT):
+        if record.value is None or len(record.value) < _END_TXN_VALUE.size:
+            raise CorruptRecordError("end transaction marker value is too short")
+        _vversion, coordinator_epoch = _END_TXN_VALUE.unpack_from(record.value)
+        return kind, coordinator_epoch
+    return kind, None
+
+
+def end_txn_marker(commit: bool, coordinator_epoch: int, timestamp: int | None = None) -> NewRecord:
+    """The single record of a COMMIT/ABORT control batch (build it with is_control=True)."""
+    kind = ControlRecordType.COMMIT if commit else ControlRecordType.ABORT
+    return NewRecord(key=_CONTROL_KEY.pack(0, kind), value=_END_TXN_VALUE.pack(0, coordinator_epoch),
+                     timestamp=timestamp)
+
+
+# --- encoding -----------------------------------------------------------------------------
+
+
+def _encode_bytes(out: bytearray, data: bytes | None, what: str) -> None:
+    if data is None:
+        _write_varint(out, -1)
+        return
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} must be bytes or None, not {type(data).__name__}")
+    _write_varint(out, len(data))
+    out += data
+
+
+def build_batch(
+    records: Sequence[NewRecord | Record],
+    base_offset: int = 0,
+    compression: Compression | int = Compression.NONE,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = NO_PRODUCER_EPOCH,
+    base_sequence: int = NO_SEQUENCE,
+    timestamp_type: TimestampType | int = TimestampType.CREATE_TIME,
+    is_transactional: bool = False,
+    is_control: bool = False,
+    partition_leader_epoch: int = 0,
+    default_timestamp: int = NO_TIMESTAMP,
+    max_timestamp: int | None = None,
+    last_offset_delta: int | None = None,
+    delete_horizon_ms: int | None = None,
+    snappy_xerial: bool = True,
+) -> bytes:
+    """Encode one v2 batch with a correct CRC-32C.
+
+    A `NewRecord` gets offset base_offset + its index in `records`; a `Record` keeps its own
+    offset (so a compacted batch keeps its gaps). baseTimestamp is the first record's
+    timestamp (or `delete_horizon_ms`, which also sets attribute bit 6); maxTimestamp is the
+    largest record timestamp unless `max_timestamp` is given (for LogAppendTime, pass the
+    append time). lastOffsetDelta is the last record's delta unless `last_offset_delta` is
+    given (compaction keeps the original). Snappy is written with xerial framing unless
+    `snappy_xerial` is False (raw, as librdkafka writes).
+    """
+    codec = Compression(compression)
+    ts_type = TimestampType(timestamp_type)
+
+    resolved = []  # (offset_delta, timestamp, record)
+    for index, rec in enumerate(records):
+        if isinstance(rec, Record):
+            resolved.append((rec.offset - base_offset, rec.timestamp, rec))
+        elif isinstance(rec, NewRecord):
+            ts = default_timestamp if rec.timestamp is None else rec.timestamp
+            resolved.append((index, ts, rec))
+        else:
+            raise TypeError(f"records must be NewRecord or Record, not {type(rec).__name__}")
+
+    if delete_horizon_ms is not None:
+        base_timestamp = delete_horizon_ms
+    elif resolved:
+        base_timestamp = resolved[0][1]
+    else:
+        base_timestamp = NO_TIMESTAMP
+    if max_timestamp is None:
+        max_timestamp = max((ts for _, ts, _ in resolved), default=NO_TIMESTAMP)
+    if last_offset_delta is None:
+        last_offset_delta = resolved[-1][0] if resolved else 0
+
+    body = bytearray()
+    scratch = bytearray()
+    for offset_delta, ts, rec in resolved:
+        if not 0 <= offset_delta <= _INT32_MAX:
+            raise ValueError(f"record offset delta {offset_delta} out of range")
+        scratch.clear()
+        scratch.append(getattr(rec, "attributes", 0) & 0xFF)
+        _write_varint(scratch, ts - base_timestamp)
+        _write_varint(scratch, offset_delta)
+        _encode_bytes(scratch, rec.key, "key")
+        _encode_bytes(scratch, rec.value, "value")
+        _write_varint(scratch, len(rec.headers))
+        for hkey, hvalue in rec.headers:
+            if not isinstance(hkey, str):
+                raise TypeError(f"header key must be str, not {type(hkey).__name__}")
+            _encode_bytes(scratch, hkey.encode("utf-8"), "header key")
+            _encode_bytes(scratch, hvalue, "header value")
+        _write_varint(body, len(scratch))
+        body += scratch
+
+    payload = bytes(body) if codec is Compression.NONE else _compress(codec, bytes(body),
+                                                                     snappy_xerial)
+    attributes = int(codec)
+    if ts_type is TimestampType.LOG_APPEND_TIME:
+        attributes |= _TIMESTAMP_TYPE_BIT
+    if is_transactional:
+        attributes |= _TRANSACTIONAL_BIT
+    if is_control:
+        attributes |= _CONTROL_BIT
+    if delete_horizon_ms is not None:
+        attributes |= _DELETE_HORIZON_BIT
+
+    try:
+        tail = _AFTER_CRC.pack(attributes, last_offset_delta, base_timestamp, max_timestamp,
+                               producer_id, producer_epoch, base_sequence, len(resolved))
+        head = struct.pack(">qiib", base_offset,
+                           BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload),
+                           partition_leader_epoch, MAGIC_V2)
+    except struct.error as exc:
+        raise ValueError(f"batch header field out of range: {exc}") from exc
+    crc = crc32c.crc32c(tail + payload)
+    return head + struct.pack(">I", crc) + tail + payload

@@ -1,0 +1,298 @@
+"""A log segment: one `.log` file of record batches with its offset and time indexes.
+
+The `.log` file is a plain sequence of v2 record batches (see protocol/batch.py), each with
+its absolute base offset patched in. Owned by its PartitionLog (the broker's event loop);
+file descriptors are closed only by `close()`/`delete()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from strom.log.files import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    TXN_INDEX_SUFFIX,
+    segment_path,
+)
+from strom.log.index import CorruptIndexError, OffsetIndex, TimeIndex
+from strom.protocol.batch import (
+    HEADER_SIZE,
+    BatchHeader,
+    InvalidBatch,
+    crc_is_valid,
+    read_header,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FileSlice:
+    """`size` bytes at `position` of an open segment file: sent with sendfile or pread."""
+
+    fd: int
+    position: int
+    size: int
+
+    def read(self) -> bytes:
+        return os.pread(self.fd, self.size, self.position)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPosition:
+    position: int
+    header: BatchHeader
+
+
+class LogSegment:
+    def __init__(self, dir_: str, base_offset: int, index_interval_bytes: int,
+                 max_index_size: int, created_ms: int, create: bool = False) -> None:
+        self.dir = dir_
+        self.base_offset = base_offset
+        self.index_interval_bytes = index_interval_bytes
+        self.log_path = segment_path(dir_, base_offset, LOG_SUFFIX)
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+        self.fd = os.open(self.log_path, flags, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        self.index = OffsetIndex(segment_path(dir_, base_offset, INDEX_SUFFIX), base_offset,
+                                 max_index_size)
+        self.time_index = TimeIndex(segment_path(dir_, base_offset, TIME_INDEX_SUFFIX),
+                                    base_offset, max_index_size)
+        self.bytes_since_last_index_entry = 0
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = base_offset
+        self.next_offset = base_offset  # offset after the last batch
+        self.created_ms = created_ms
+        self.first_batch_timestamp: int | None = None
+        if create:
+            for p in (self.index.path, self.time_index.path):
+                open(p, "ab").close()
+
+    # --- loading ------------------------------------------------------------------
+    def load_indexes(self) -> bool:
+        """Load the index files; rebuild them from the log if missing or corrupt.
+
+        Returns True when they had to be rebuilt.
+        """
+        try:
+            if not os.path.exists(self.index.path) and self.size > 0:
+                raise CorruptIndexError(f"{self.index.path} is missing")
+            self.index.load(self.size)
+            self.time_index.load()
+            self._load_tail_state()
+            return False
+        except (CorruptIndexError, InvalidBatch) as e:
+            log.warning("Rebuilding indexes of %s: %s", self.log_path, e)
+            self.recover()
+            return True
+
+    def _load_tail_state(self) -> None:
+        """Find next offset and max timestamp from the last index entry onwards."""
+        _, position = self.index.lookup(1 << 62)
+        ts, ts_offset = self.time_index.last_entry
+        self.max_timestamp, self.offset_of_max_timestamp = ts, ts_offset
+        self.bytes_since_last_index_entry = 0
+        for bp in self.batches(position):
+            self._track(bp.header)
+            self.bytes_since_last_index_entry += bp.header.size
+        first = next(self.batches(0), None)
+        if first is not None:
+            self.first_batch_timestamp = first.header.max_timestamp
+
+    def _track(self, header: BatchHeader) -> None:
+        self.next_offset = header.last_offset + 1
+        if header.max_timestamp > self.max_timestamp:
+            self.max_timestamp = header.max_timestamp
+            self.offset_of_max_timestamp = header.last_offset
+
+    def recover(self, max_batch_size: int = 1 << 31) -> int:
+        """Scan every batch, rebuild both indexes and truncate an invalid tail.
+
+        Returns the number of bytes truncated.
+        """
+        self.index.reset()
+        self.time_index.reset()
+        self.bytes_since_last_index_entry = 0
+        self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
+        self.next_offset = self.base_offset
+        self.first_batch_timestamp = None
+        position = 0
+        valid_end = 0
+        while position < self.size:
+            data = os.pread(self.fd, HEADER_SIZE, position)
+            try:
+                header = read_header(data)
+            except InvalidBatch as e:
+                log.warning("%s: invalid batch at position %d: %s", self.log_path, position, e)
+                break
+            if header.size > max_batch_size or position + header.size > self.size:
+                log.warning("%s: torn batch at position %d", self.log_path, position)
+                break
+            if header.base_offset < self.next_offset:
+                log.warning("%s: offset %d goes backwards at %d", self.log_path,
+                            header.base_offset, position)
+                break
+            full = os.pread(self.fd, header.size, position)
+            if not crc_is_valid(full, 0, header):
+                log.warning("%s: CRC mismatch at position %d", self.log_path, position)
+                break
+            self._index_batch(header, position)
+            if self.first_batch_timestamp is None:
+                self.first_batch_timestamp = header.max_timestamp
+            position += header.size
+            valid_end = position
+        truncated = self.size - valid_end
+        if truncated:
+            os.ftruncate(self.fd, valid_end)
+            self.size = valid_end
+        self.index.flush()
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+        self.time_index.flush()
+        return truncated
+
+    # --- writing ------------------------------------------------------------------
+    def _index_batch(self, header: BatchHeader, position: int) -> None:
+        self._track(header)
+        if self.bytes_since_last_index_entry > self.index_interval_bytes:
+            self.index.append(header.base_offset, position)
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+            self.bytes_since_last_index_entry = 0
+        self.bytes_since_last_index_entry += header.size
+
+    def append(self, data: bytes | bytearray, header: BatchHeader) -> int:
+        """Append one batch whose offsets are assigned; returns its file position."""
+        position = self.size
+        written = os.write(self.fd, data)
+        while written < len(data):  # a short write to a regular file is rare but legal
+            written += os.write(self.fd, memoryview(data)[written:])
+        self.size += len(data)
+        if self.first_batch_timestamp is None:
+            self.first_batch_timestamp = header.max_timestamp
+        self._index_batch(header, position)
+        return position
+
+    def flush(self) -> None:
+        """Write pending index entries to the OS (not fsync)."""
+        self.index.flush()
+        self.time_index.flush()
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+        self.index.fsync()
+        self.time_index.fsync()
+
+    def on_roll(self) -> None:
+        """The segment becomes read-only: record the final time index entry."""
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+        self.flush()
+
+    # --- reading ------------------------------------------------------------------
+    def batches(self, position: int = 0, end: int | None = None) -> Iterator[BatchPosition]:
+        """Headers of the batches from `position` (a batch boundary) to `end`."""
+        end = self.size if end is None else end
+        while position + HEADER_SIZE <= end:
+            header = read_header(os.pread(self.fd, HEADER_SIZE, position))
+            if position + header.size > end:
+                return
+            yield BatchPosition(position, header)
+            position += header.size
+
+    def find_batch(self, offset: int, end: int | None = None) -> BatchPosition | None:
+        """The first batch whose last offset is >= `offset`."""
+        _, position = self.index.lookup(offset)
+        for bp in self.batches(position, end):
+            if bp.header.last_offset >= offset:
+                return bp
+        return None
+
+    def read(self, offset: int, max_bytes: int, max_offset: int, min_one: bool
+             ) -> FileSlice | None:
+        """Whole batches starting with the one holding `offset`, stopping before
+        `max_offset` (exclusive) and after `max_bytes` (but at least one batch when
+        `min_one`)."""
+        first = self.find_batch(offset)
+        if first is None or first.header.base_offset >= max_offset:
+            return None
+        size = 0
+        position = first.position
+        for bp in self.batches(first.position):
+            if bp.header.base_offset >= max_offset:
+                break
+            if size + bp.header.size > max_bytes and (size or not min_one):
+                break
+            size += bp.header.size
+        if size == 0:
+            return None
+        return FileSlice(self.fd, position, size)
+
+    def read_bytes(self, position: int, size: int) -> bytes:
+        return os.pread(self.fd, size, position)
+
+    # --- truncation and deletion -------------------------------------------------------
+    def truncate_to(self, offset: int) -> int:
+        """Remove batches with base offset >= `offset`; returns bytes removed."""
+        bp = self.find_batch(offset)
+        if bp is None:
+            return 0
+        position = bp.position if bp.header.base_offset >= offset else \
+            bp.position + bp.header.size
+        removed = self.size - position
+        os.ftruncate(self.fd, position)
+        self.size = position
+        self.index.truncate_to_position(position)
+        self.time_index.truncate_to_offset(offset)
+        # re-derive the tail state from what is left
+        self.next_offset = self.base_offset
+        self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
+        self.bytes_since_last_index_entry = 0
+        self.first_batch_timestamp = None
+        self._load_tail_state()
+        return removed
+
+    def rename_to_deleted(self) -> None:
+        """First step of deletion: rename the files with `.deleted`; the fd stays open so
+        fetches in flight still read."""
+        for path in (self.log_path, self.index.path, self.time_index.path,
+                     segment_path(self.dir, self.base_offset, TXN_INDEX_SUFFIX)):
+            if os.path.exists(path):
+                os.replace(path, path + DELETED_SUFFIX)
+        self.log_path += DELETED_SUFFIX
+        self.index.path += DELETED_SUFFIX
+        self.time_index.path += DELETED_SUFFIX
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.flush()
+            os.close(self.fd)
+            self.fd = -1
+
+    def delete(self) -> None:
+        """Close and remove every file of this segment."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.index.delete()
+        self.time_index.delete()
+        for path in (self.log_path,
+                     segment_path(self.dir, self.base_offset, TXN_INDEX_SUFFIX),
+                     segment_path(self.dir, self.base_offset, TXN_INDEX_SUFFIX)
+                     + DELETED_SUFFIX):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    @property
+    def largest_timestamp(self) -> int:
+        return self.max_timestamp
+
+    def __repr__(self) -> str:
+        return f"LogSegment({self.log_path}, size={self.size}, next={self.next_offset})"

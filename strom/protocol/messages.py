@@ -1,0 +1,177 @@
+"""Request and response framing on top of kio's generated message types.
+
+A Kafka frame is `int32 size` followed by the request header and body. The header schema
+(v1 or v2, i.e. with or without tagged fields) follows from the request schema's
+`__header_schema__`; likewise the response header (v0 or v1). ApiVersions always answers
+with response header v0, which kio's ApiVersionsResponse already declares.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from kio.index import UnknownAPIKey, UnknownEntity, load_request_schema, load_response_schema
+from kio.schema.index import api_key_map, schema_name_map
+from kio.serial import entity_reader, entity_writer
+from kio.static.constants import EntityType
+
+from strom.protocol.errors import ErrorCode
+
+_HEAD = struct.Struct(">hhi")
+_INT32 = struct.Struct(">i")
+
+
+class MalformedRequest(Exception):
+    """The frame cannot be parsed: the connection is closed."""
+
+
+class UnsupportedRequest(Exception):
+    """Unknown API key or a version kio cannot parse."""
+
+    def __init__(self, api_key: int, api_version: int, correlation_id: int) -> None:
+        super().__init__(f"api_key={api_key} version={api_version}")
+        self.api_key = api_key
+        self.api_version = api_version
+        self.correlation_id = correlation_id
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeader:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+
+def api_name(api_key: int) -> str:
+    return api_key_map.get(api_key, f"unknown({api_key})")
+
+
+def kio_versions(api_name_: str) -> tuple[int, int]:
+    """The (min, max) versions kio can parse for an API name such as 'produce'."""
+    versions = schema_name_map[api_name_]
+    return min(versions), max(versions)
+
+
+@functools.cache
+def request_schema(api_key: int, api_version: int) -> type:
+    return load_request_schema(api_key, api_version)
+
+
+@functools.cache
+def response_schema(api_key: int, api_version: int) -> type:
+    return load_response_schema(api_key, api_version)
+
+
+@functools.cache
+def _reader(cls: type) -> Any:
+    return entity_reader(cls)
+
+
+@functools.cache
+def _writer(cls: type) -> Any:
+    return entity_writer(cls)
+
+
+def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:
+    """(api_key, api_version, correlation_id) of a request frame (without its size)."""
+    if len(frame) < 8:
+        raise MalformedRequest(f"frame of {len(frame)} bytes is shorter than a request header")
+    return _HEAD.unpack_from(frame, 0)
+
+
+def parse_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
+    """Parse a request frame (without the 4-byte size) into (header, kio request entity).
+
+    Raises UnsupportedRequest for an API key or version kio does not know and
+    MalformedRequest for bytes that do not parse.
+    """
+    api_key, api_version, correlation_id = peek_header(frame)
+    try:
+        schema = request_schema(api_key, api_version)
+    except (UnknownAPIKey, UnknownEntity):
+        raise UnsupportedRequest(api_key, api_version, correlation_id) from None
+    try:
+        header, offset = _reader(schema.__header_schema__)(frame, 0)
+        body, _size = _reader(schema)(frame, offset)
+    except Exception as e:  # SerialError, and ValueError/TypeError from the native reader
+        raise MalformedRequest(f"{api_name(api_key)} v{api_version}: {e!r}") from e
+    # Like Kafka, bytes after the body are ignored (librdkafka sends a few on Metadata v12).
+    return RequestHeader(api_key, api_version, correlation_id, header.client_id), body
+
+
+def encode_response(correlation_id: int, response: Any) -> bytes:
+    """Frame a kio response entity: size, response header, body."""
+    cls = type(response)
+    buf = io.BytesIO()
+    buf.write(b"\0\0\0\0")
+    buf.write(_INT32.pack(correlation_id))
+    if cls.__header_schema__.__flexible__:
+        buf.write(b"\0")  # no tagged fields in response header v1
+    _writer(cls)(buf, response)
+    data = buf.getbuffer()
+    _INT32.pack_into(data, 0, len(data) - 4)
+    del data
+    return buf.getvalue()
+
+
+def response_header_flexible(api_key: int, api_version: int) -> bool:
+    return response_schema(api_key, api_version).__header_schema__.__flexible__
+
+
+__all__ = [
+    "EntityType",
+    "ErrorCode",
+    "MalformedRequest",
+    "RequestHeader",
+    "UnsupportedRequest",
+    "api_name",
+    "encode_response",
+    "kio_versions",
+    "parse_request",
+    "peek_header",
+    "request_schema",
+    "response_schema",
+]
+
+
+_ZERO = __import__("datetime").timedelta(0)
+
+
+@functools.cache
+def _field_info(cls: type) -> tuple[frozenset[str], frozenset[str]]:
+    import dataclasses
+
+    names = frozenset(f.name for f in dataclasses.fields(cls))
+    required = frozenset(f.name for f in dataclasses.fields(cls)
+                         if f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING)
+    return names, required
+
+
+def make(cls: type, **values: Any) -> Any:
+    """Build a kio entity from keyword values, dropping fields this version lacks.
+
+    A missing `throttle_time` is zero. This lets one handler fill every version's response.
+    """
+    names, required = _field_info(cls)
+    kwargs = {k: v for k, v in values.items() if k in names}
+    if "throttle_time" in required and "throttle_time" not in kwargs:
+        kwargs["throttle_time"] = _ZERO
+    return cls(**kwargs)
+
+
+def has_field(cls: type, name: str) -> bool:
+    return name in _field_info(cls)[0]
+
+
+@functools.cache
+def response_module(api_key: int, api_version: int) -> Any:
+    """The kio module holding a response's nested entity classes."""
+    import sys
+
+    return sys.modules[response_schema(api_key, api_version).__module__]
