@@ -48,6 +48,12 @@ class ReadResult:
     log_end_offset: int
 
 
+def _batch_size(seg: LogSegment, position: int) -> int:
+    from strom.protocol.batch import read_header
+
+    return read_header(seg.read_bytes(position, 61)).size
+
+
 class PartitionLog:
     def __init__(self, dir_: str, topic: str, partition: int, config: TopicConfig,
                  clock: Clock, topic_id: uuid.UUID | None = None) -> None:
@@ -360,22 +366,31 @@ class PartitionLog:
         return None
 
     def max_timestamp_offset(self, max_offset: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the record with the largest timestamp below `max_offset`."""
-        best: tuple[int, int] | None = None
+        """(offset, timestamp) of the first record with the largest timestamp below
+        `max_offset`: the batch comes from the headers, the record from decoding it."""
+        from strom.log.records import decode_batch
+
+        best: tuple[LogSegment, int, int] | None = None  # segment, position, timestamp
         for seg in self.segments:
-            if seg.next_offset <= self.log_start_offset:
+            if seg.next_offset <= self.log_start_offset or seg.max_timestamp < 0:
                 continue
-            if seg.next_offset <= max_offset:
-                if seg.max_timestamp >= 0 and (best is None or seg.max_timestamp > best[1]):
-                    best = (seg.offset_of_max_timestamp, seg.max_timestamp)
+            if best is not None and seg.max_timestamp <= best[2]:
                 continue
             for bp in seg.batches():
                 h = bp.header
                 if h.last_offset >= max_offset:
                     break
-                if best is None or h.max_timestamp > best[1]:
-                    best = (h.last_offset, h.max_timestamp)
-        return best
+                if h.last_offset >= self.log_start_offset and \
+                        (best is None or h.max_timestamp > best[2]):
+                    best = (seg, bp.position, h.max_timestamp)
+        if best is None:
+            return None
+        seg, position, timestamp = best
+        data = seg.read_bytes(position, _batch_size(seg, position))
+        for rec in decode_batch(data).records:
+            if rec.timestamp == timestamp and rec.offset >= self.log_start_offset:
+                return rec.offset, rec.timestamp
+        return None
 
     # --- truncation, retention, deletion ------------------------------------------------
     def truncate_to(self, offset: int) -> None:

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run the whole suite.
+#   Debian packages: kcat (librdkafka 2.0.2, the oldest client we support) and zookeeper
+#   Python packages: strom itself with its [test] extra
+# Usage: bash scripts/test.sh [extra pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
+[ -e /usr/share/zookeeper/bin/zkServer.sh ] || need+=(zookeeper)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "== apt-get install ${need[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+echo "== pip install -e .[test]"
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "== ruff"
+"$PY" -m ruff check strom tests bench
+echo "== import-linter"
+lint-imports --no-cache
+echo "== pytest"
+exec "$PY" -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,326 @@
+"""Create, list, describe, alter and delete topics (like Kafka's kafka-topics.sh).
+
+Exactly one action is required. --topic also accepts a regular expression (matched against
+the whole name; a comma separates alternatives) except with --create.
+
+examples:
+  strom topics --create --topic orders --partitions 3 --config retention.ms=86400000
+  strom topics --create --topic pinned --replica-assignment 1:2,2:3,3:1
+  strom topics --list --exclude-internal
+  strom topics --describe --topic 'orders.*'
+  strom topics --describe --under-replicated-partitions
+  strom topics --alter --topic orders --partitions 6
+  strom topics --alter --topic orders --config retention.ms=3600000
+  strom topics --delete --topic orders --if-exists
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from strom.cli._common import (
+    BASE_CLIENT_CONFIG,
+    ToolError,
+    add_bootstrap_argument,
+    error_text,
+    load_properties,
+    parse_key_values,
+)
+
+TIMEOUT = 30.0  # seconds, for every admin request
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+ACTIONS = ("create", "list", "describe", "alter", "delete")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_bootstrap_argument(parser)
+    parser.add_argument("--command-config", metavar="FILE",
+                        help="properties file with client settings (librdkafka names)")
+    actions = parser.add_mutually_exclusive_group(required=True)
+    actions.add_argument("--create", action="store_true", help="create a topic")
+    actions.add_argument("--list", action="store_true", help="list topic names")
+    actions.add_argument("--describe", action="store_true",
+                         help="describe topics (all topics when --topic is not given)")
+    actions.add_argument("--alter", action="store_true",
+                         help="add partitions (--partitions) and/or set configs (--config)")
+    actions.add_argument("--delete", action="store_true", help="delete topics")
+    parser.add_argument("--topic", help="topic name, or a regular expression except with --create")
+    parser.add_argument("--partitions", type=int, metavar="N",
+                        help="partition count for --create (default: the broker's num.partitions)"
+                             " or the new, larger count for --alter")
+    parser.add_argument("--replication-factor", type=int, metavar="N",
+                        help="replication factor for --create "
+                             "(default: the broker's default.replication.factor)")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="topic config for --create or --alter (repeatable)")
+    parser.add_argument("--replica-assignment", metavar="ASSIGNMENT",
+                        help="broker ids per partition: replicas joined by ':', partitions by "
+                             "',' (e.g. 1:2,2:3 is two partitions with two replicas each)")
+    parser.add_argument("--if-not-exists", action="store_true",
+                        help="with --create: do nothing if the topic exists")
+    parser.add_argument("--if-exists", action="store_true",
+                        help="with --alter, --describe or --delete: do nothing if no topic matches")
+    parser.add_argument("--exclude-internal", action="store_true",
+                        help="leave out internal topics (__consumer_offsets, __transaction_state)")
+    parser.add_argument("--under-replicated-partitions", action="store_true",
+                        help="with --describe: only partitions whose ISR is smaller than the "
+                             "replica set")
+    parser.add_argument("--unavailable-partitions", action="store_true",
+                        help="with --describe: only partitions without a live leader")
+    parser.add_argument("--topics-with-overrides", action="store_true",
+                        help="with --describe: only topics that have non-default configs")
+
+
+# option -> the actions it may be used with
+_OPTION_ACTIONS = {
+    "partitions": ("create", "alter"),
+    "replication_factor": ("create",),
+    "config": ("create", "alter"),
+    "replica_assignment": ("create", "alter"),
+    "if_not_exists": ("create",),
+    "if_exists": ("alter", "describe", "delete"),
+    "under_replicated_partitions": ("describe",),
+    "unavailable_partitions": ("describe",),
+    "topics_with_overrides": ("describe",),
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import CancelledError
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    action = next(a for a in ACTIONS if getattr(args, a))
+    try:
+        _check_args(args, action)
+        conf = {**BASE_CLIENT_CONFIG, **load_properties(args.command_config),
+                "bootstrap.servers": args.bootstrap_server}
+        return _ACTION_FUNCS[action](AdminClient(conf), args)
+    except (ToolError, KafkaException, TimeoutError, CancelledError) as e:
+        print(f"Error while executing topic command : {error_text(e)}", file=sys.stderr)
+        return 1
+
+
+def _check_args(args: argparse.Namespace, action: str) -> None:
+    for option, actions in _OPTION_ACTIONS.items():
+        if getattr(args, option) not in (None, False, []) and action not in actions:
+            raise ToolError(f"--{option.replace('_', '-')} can only be used with "
+                            + " or ".join(f"--{a}" for a in actions))
+    if action in ("create", "alter", "delete") and not args.topic:
+        raise ToolError(f"--topic is required with --{action}")
+    if args.replica_assignment and args.replication_factor is not None:
+        raise ToolError("--replication-factor cannot be used with --replica-assignment")
+    if action == "create" and args.replica_assignment and args.partitions is not None:
+        raise ToolError("--partitions cannot be used with --replica-assignment on --create")
+    if action == "alter" and args.partitions is None:
+        if not args.config or args.replica_assignment:
+            raise ToolError("--alter needs --partitions (or --config only)")
+    if args.partitions is not None and args.partitions < 1:
+        raise ToolError("The partitions must be greater than 0")
+    rf = args.replication_factor
+    if rf is not None and not 1 <= rf <= 32767:
+        raise ToolError("The replication factor must be between 1 and 32767 inclusive")
+
+
+def parse_replica_assignment(text: str) -> list[list[int]]:
+    """Kafka's format: "1:2,2:3" -> [[1, 2], [2, 3]] (one list of broker ids per partition)."""
+    assignment: list[list[int]] = []
+    for index, part in enumerate(text.split(",")):
+        try:
+            brokers = [int(b.strip()) for b in part.split(":")]
+        except ValueError:
+            raise ToolError(f"Invalid replica assignment {text!r}: broker ids must be "
+                            "integers, replicas separated by ':', partitions by ','") from None
+        dupes = sorted({b for b in brokers if brokers.count(b) > 1})
+        if dupes:
+            raise ToolError("Partition replica lists may not contain duplicate entries: "
+                            + ",".join(map(str, dupes)))
+        if assignment and len(brokers) != len(assignment[0]):
+            raise ToolError(f"Partition {index} has different replication factor: {brokers}")
+        assignment.append(brokers)
+    return assignment
+
+
+def _result(future):
+    return future.result(timeout=TIMEOUT + 10)
+
+
+def _matching_topics(admin, pattern: str | None, exclude_internal: bool) -> list[str]:
+    names = sorted(admin.list_topics(timeout=TIMEOUT).topics)
+    if exclude_internal:
+        names = [n for n in names if n not in INTERNAL_TOPICS]
+    if pattern is None:
+        return names
+    # Like Kafka's include list: a comma separates alternatives, quotes are dropped.
+    regex = pattern.strip().replace(",", "|").replace(" ", "").strip("'\"")
+    try:
+        compiled = re.compile(regex)
+    except re.error:
+        return [n for n in names if n == pattern]
+    return [n for n in names if compiled.fullmatch(n)]
+
+
+def _require_topics(topics: list[str], args: argparse.Namespace) -> None:
+    if args.topic and not topics and not args.if_exists:
+        raise ToolError(f"Topic '{args.topic}' does not exist as expected")
+
+
+def _create(admin, args) -> int:
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    configs = parse_key_values(args.config, "--config")
+    if args.replica_assignment:
+        assignment = parse_replica_assignment(args.replica_assignment)
+        new = NewTopic(args.topic, num_partitions=len(assignment), replication_factor=-1,
+                       replica_assignment=assignment, config=configs)
+    else:
+        new = NewTopic(args.topic, num_partitions=args.partitions or -1,
+                       replication_factor=args.replication_factor or -1, config=configs)
+    if "." in args.topic and "_" in args.topic:
+        print("WARNING: Due to limitations in metric names, topics with a period ('.') or "
+              "underscore ('_') could collide. To avoid issues it is best to use either, "
+              "but not both.", file=sys.stderr)
+    future = admin.create_topics([new], request_timeout=TIMEOUT)[args.topic]
+    try:
+        _result(future)
+    except KafkaException as e:
+        if args.if_not_exists and e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return 0
+        raise
+    print(f"Created topic {args.topic}.")
+    return 0
+
+
+def _list(admin, args) -> int:
+    for name in _matching_topics(admin, args.topic, args.exclude_internal):
+        print(name)
+    return 0
+
+
+def _delete(admin, args) -> int:
+    topics = _matching_topics(admin, args.topic, args.exclude_internal)
+    _require_topics(topics, args)
+    if not topics:
+        return 0
+    futures = admin.delete_topics(topics, request_timeout=TIMEOUT, operation_timeout=TIMEOUT)
+    for name in topics:
+        _result(futures[name])
+    return 0
+
+
+def _alter(admin, args) -> int:
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import (
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        NewPartitions,
+        ResourceType,
+    )
+
+    topics = _matching_topics(admin, args.topic, args.exclude_internal)
+    _require_topics(topics, args)
+    if not topics:
+        return 0
+    if args.partitions is not None:
+        assignment = (parse_replica_assignment(args.replica_assignment)
+                      if args.replica_assignment else None)
+        requests = []
+        if assignment is not None:
+            described = admin.describe_topics(TopicCollection(topics), request_timeout=TIMEOUT)
+        for name in topics:
+            if assignment is None:
+                requests.append(NewPartitions(name, args.partitions))
+            else:
+                current = len(_result(described[name]).partitions)
+                requests.append(NewPartitions(name, args.partitions, assignment[current:]))
+        futures = admin.create_partitions(requests, request_timeout=TIMEOUT,
+                                          operation_timeout=TIMEOUT)
+        for name in topics:
+            _result(futures[name])
+    if args.config:
+        configs = parse_key_values(args.config, "--config")
+        resources = [
+            ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in configs.items()
+            ])
+            for name in topics
+        ]
+        futures = admin.incremental_alter_configs(resources, request_timeout=TIMEOUT)
+        for future in futures.values():
+            _result(future)
+    return 0
+
+
+def _describe(admin, args) -> int:
+    from confluent_kafka import KafkaException, TopicCollection
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    topics = _matching_topics(admin, args.topic, args.exclude_internal)
+    _require_topics(topics, args)
+    if not topics:
+        return 0
+    described = admin.describe_topics(TopicCollection(topics), request_timeout=TIMEOUT)
+    config_futures = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, name) for name in topics], request_timeout=TIMEOUT)
+    overrides: dict[str, str] = {}
+    for resource, future in config_futures.items():
+        try:
+            entries = _result(future).values()
+        except (KafkaException, TimeoutError) as e:
+            print(f"WARNING: could not describe configs of topic '{resource.name}': "
+                  f"{error_text(e)}", file=sys.stderr)
+            entries = []
+        overrides[resource.name] = ",".join(
+            f"{e.name}={'' if e.value is None else e.value}"
+            for e in sorted(entries, key=lambda e: e.name) if not e.is_default)
+    live_brokers = set(admin.list_topics(timeout=TIMEOUT).brokers)
+
+    partition_filters = args.under_replicated_partitions or args.unavailable_partitions
+    for name in topics:
+        desc = _result(described[name])
+        if args.exclude_internal and desc.is_internal:
+            continue
+        partitions = sorted(desc.partitions, key=lambda p: p.id)
+        if args.topics_with_overrides and not overrides.get(name):
+            continue
+        if not partition_filters:
+            print(_topic_line(desc, partitions, overrides.get(name, "")))
+        if args.topics_with_overrides:
+            continue
+        for p in partitions:
+            under = len(p.isr) < len(p.replicas)
+            unavailable = p.leader is None or p.leader.id not in live_brokers
+            if partition_filters and not (
+                (args.under_replicated_partitions and under)
+                or (args.unavailable_partitions and unavailable)
+            ):
+                continue
+            print(_partition_line(name, p))
+    return 0
+
+
+def _topic_line(desc, partitions, configs: str) -> str:
+    line = f"Topic: {desc.name}"
+    topic_id = desc.topic_id
+    if topic_id is not None and (topic_id.get_most_significant_bits()
+                                 or topic_id.get_least_significant_bits()):
+        line += f"\tTopicId: {topic_id}"
+    rf = len(partitions[0].replicas) if partitions else 0
+    return line + f"\tPartitionCount: {len(partitions)}\tReplicationFactor: {rf}\tConfigs: {configs}"
+
+
+def _partition_line(topic: str, p) -> str:
+    leader = "none" if p.leader is None or p.leader.id < 0 else str(p.leader.id)
+    replicas = ",".join(str(n.id) for n in p.replicas)
+    isr = ",".join(str(n.id) for n in p.isr)
+    return f"\tTopic: {topic}\tPartition: {p.id}\tLeader: {leader}\tReplicas: {replicas}\tIsr: {isr}"
+
+
+_ACTION_FUNCS = {"create": _create, "list": _list, "describe": _describe, "alter": _alter,
+                 "delete": _delete}
