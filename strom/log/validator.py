@@ -65,6 +65,33 @@ def validate_batch(data: bytes | bytearray, config: TopicConfig, now_ms: int) ->
     return header
 
 
+_CODECS = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def maybe_recompress(data: bytearray, header: BatchHeader, config: TopicConfig
+                     ) -> tuple[bytearray, BatchHeader]:
+    """Re-encode the batch with the topic's compression.type when it is not "producer" and
+    differs from the producer's codec, as Kafka does. Offsets, timestamps and producer
+    fields are kept."""
+    wanted = config.get("compression.type")
+    if wanted == "producer" or _CODECS[wanted] == header.compression:
+        return data, header
+    from strom.log.records import CorruptRecordError, build_batch, decode_batch
+
+    try:
+        records = decode_batch(bytes(data), verify_crc=False).records
+    except CorruptRecordError as e:
+        raise CorruptMessage(str(e)) from None
+    rebuilt = bytearray(build_batch(
+        records, base_offset=header.base_offset, compression=_CODECS[wanted],
+        producer_id=header.producer_id, producer_epoch=header.producer_epoch,
+        base_sequence=header.base_sequence, timestamp_type=int(header.is_log_append_time),
+        is_transactional=header.is_transactional,
+        partition_leader_epoch=header.partition_leader_epoch,
+        max_timestamp=header.max_timestamp, last_offset_delta=header.last_offset_delta))
+    return rebuilt, read_header(rebuilt)
+
+
 def _check_keys(data: bytes | bytearray) -> None:
     from strom.log.records import CorruptRecordError, decode_batch
 

@@ -21,7 +21,7 @@ from strom.cluster.metadata_cache import MetadataCache
 from strom.config import BrokerConfig, TopicConfig
 from strom.log.manager import LogManager
 from strom.log.partition_log import AppendResult, ReadResult
-from strom.log.validator import validate_batch
+from strom.log.validator import maybe_recompress, validate_batch
 from strom.protocol.errors import (
     KafkaError,
     NotLeaderOrFollower,
@@ -132,6 +132,7 @@ class ReplicaManager:
         p = self.leader_partition(topic, partition)
         batch = bytearray(data)
         header = validate_batch(batch, p.log.config, self.clock.now_ms())
+        batch, header = maybe_recompress(batch, header, p.log.config)
         result = p.append_as_leader(batch, header, acks)
         self._wake((topic, partition))
         return result
