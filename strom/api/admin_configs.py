@@ -151,7 +151,8 @@ async def alter_configs(ctx: RequestContext, request):
         results.append(make(mod.AlterConfigsResourceResponse, error_code=error,
                             error_message=message, resource_type=r.resource_type,
                             resource_name=r.resource_name))
-    await ctx.broker.cache.refresh_now()
+    await ctx.broker.cache.refresh_now({r.resource_name for r in request.resources
+                                         if r.resource_type == TOPIC})
     return make(response_schema(33, ctx.version), responses=tuple(results))
 
 
@@ -195,5 +196,6 @@ async def incremental_alter_configs(ctx: RequestContext, request):
         results.append(make(mod.AlterConfigsResourceResponse, error_code=error,
                             error_message=message, resource_type=r.resource_type,
                             resource_name=r.resource_name))
-    await ctx.broker.cache.refresh_now()
+    await ctx.broker.cache.refresh_now({r.resource_name for r in request.resources
+                                         if r.resource_type == TOPIC})
     return make(response_schema(44, ctx.version), responses=tuple(results))

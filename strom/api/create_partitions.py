@@ -36,5 +36,5 @@ async def handle(ctx: RequestContext, request):
             error, message = e.code, e.message
         results.append(make(mod.CreatePartitionsTopicResult, name=t.name, error_code=error,
                             error_message=message))
-    await ctx.broker.cache.refresh_now()
+    await ctx.broker.cache.refresh_now({t.name for t in request.topics})
     return make(response_schema(API_KEY, ctx.version), results=tuple(results))

@@ -56,5 +56,5 @@ async def handle(ctx: RequestContext, request):
             fields.update(error_code=e.code, error_message=e.message)
         results.append(make(mod.CreatableTopicResult, **fields))
     if not request.validate_only:
-        await ctx.broker.cache.refresh_now()
+        await ctx.broker.cache.refresh_now({t.name for t in request.topics})
     return make(response_schema(API_KEY, ctx.version), topics=tuple(results))

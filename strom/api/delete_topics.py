@@ -43,5 +43,5 @@ async def handle(ctx: RequestContext, request):
             error, message = e.code, e.message
         results.append(make(mod.DeletableTopicResult, name=name, topic_id=topic_id,
                             error_code=error, error_message=message))
-    await cache.refresh_now()
+    await cache.refresh_now({r.name for r in results if r.name})
     return make(response_schema(API_KEY, ctx.version), responses=tuple(results))

@@ -53,7 +53,7 @@ def partition_entities(ctx: RequestContext, info, cls):
 async def auto_create(ctx: RequestContext, name: str) -> ErrorCode:
     try:
         await ctx.broker.controller.create_topic(NewTopic(name, -1, -1))
-        await ctx.broker.cache.refresh_now()
+        await ctx.broker.cache.refresh_now({name})
         return ErrorCode.leader_not_available if ctx.broker.cache.topic(name) is None \
             else ErrorCode.none
     except KafkaError as e:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 
 from strom.api.context import RequestContext
-from strom.api.registry import register
+from strom.api.registry import CloseConnection, register
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
@@ -66,5 +66,9 @@ async def handle(ctx: RequestContext, request):
         topics.append(make(mod.TopicProduceResponse, name=topic.name,
                            partition_responses=tuple(parts)))
     if acks == 0:
+        failed = [(t.name, p.index, p.error_code) for t in topics
+                  for p in t.partition_responses if p.error_code != ErrorCode.none]
+        if failed:
+            raise CloseConnection(f"acks=0 produce failed: {failed[:3]}")
         return NO_RESPONSE
     return make(response_schema(API_KEY, ctx.version), responses=tuple(topics))

@@ -32,6 +32,11 @@ class ApiSpec:
 HANDLERS: dict[int, ApiSpec] = {}
 
 
+class CloseConnection(Exception):
+    """Raised by a handler when Kafka would close the connection instead of answering
+    (a failed acks=0 produce: the only way to tell the producer)."""
+
+
 def register(api_key: int, name: str, min_version: int, max_version: int,
              advertised_min: int | None = None) -> Callable[[Handler], Handler]:
     """Register a handler for versions min..max (clamped to what kio parses)."""

@@ -67,8 +67,10 @@ class MetadataCache:
                     changed.add(name)
             self._notify(changed)
 
-    async def refresh_now(self) -> None:
-        """Load everything pending at once (after this broker's own controller wrote)."""
+    async def refresh_now(self, topics: set[str] | None = None) -> None:
+        """Load `topics` (and anything pending) now: after this broker's own controller
+        wrote, so the answer to the request that caused the write already shows it."""
+        self._dirty |= topics or set()
         await self._refresh()
 
     def _notify(self, changed: set[str]) -> None:

@@ -16,6 +16,7 @@ from strom.api.api_versions import build_response as api_versions_response
 from strom.api.context import BrokerServices, RequestContext
 from strom.api.fetch import RawResponse
 from strom.api.produce import NO_RESPONSE
+from strom.api.registry import CloseConnection as HandlerClose
 from strom.api.registry import load_all
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import (
@@ -63,6 +64,8 @@ class Dispatcher:
         ctx = RequestContext(header, self.services, client)
         try:
             response: Any = await spec.handler(ctx, body)
+        except HandlerClose as e:
+            raise CloseConnection(str(e)) from None
         except Exception:
             log.exception("Unexpected error handling %s v%d (correlation id %d) from %s",
                           api_name(api_key), version, correlation_id, client)
