@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from strom.cluster.controller import Controller
     from strom.cluster.metadata_cache import MetadataCache
     from strom.config import BrokerConfig
+    from strom.coordinator.group_coordinator import GroupCoordinator
     from strom.coordinator.producer_ids import ProducerIdManager
     from strom.log.manager import LogManager
     from strom.replication.replica_manager import ReplicaManager
@@ -29,6 +30,7 @@ class BrokerServices:
     replicas: ReplicaManager
     logs: LogManager
     producer_ids: ProducerIdManager
+    groups: GroupCoordinator
     listener: str  # the listener name clients connect through, for advertised endpoints
 
 

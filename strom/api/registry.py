@@ -66,10 +66,18 @@ def load_all() -> dict[int, ApiSpec]:
         describe_cluster,
         describe_topic_partitions,
         fetch,
+        find_coordinator,
+        group_admin,
+        heartbeat,
         init_producer_id,
+        join_group,
+        leave_group,
         list_offsets,
         metadata,
+        offset_commit,
+        offset_fetch,
         produce,
+        sync_group,
     )
 
     return HANDLERS

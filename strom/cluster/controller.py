@@ -114,10 +114,12 @@ class Controller:
         return sorted(self.cache.brokers)
 
     # --- topics -------------------------------------------------------------------------
-    async def create_topic(self, new: NewTopic, validate_only: bool = False) -> CreatedTopic:
+    async def create_topic(self, new: NewTopic, validate_only: bool = False,
+                           internal: bool = False) -> CreatedTopic:
+        """Create a topic; `internal` is for the broker's own topics (__consumer_offsets)."""
         self._require_active()
         topic_names.validate(new.name)
-        if topic_names.is_internal(new.name):
+        if topic_names.is_internal(new.name) and not internal:
             from strom.protocol.errors import InvalidTopic
             raise InvalidTopic(f"Topic name {new.name} is reserved for internal use")
         existing = set(await self.store.get_children(model.TOPICS))

@@ -161,7 +161,7 @@ class LogSegment:
     def _index_batch(self, header: BatchHeader, position: int) -> None:
         self._track(header)
         if self.bytes_since_last_index_entry > self.index_interval_bytes:
-            self.index.append(header.base_offset, position)
+            self.index.append(header.last_offset, position)  # Kafka indexes last offsets
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
             self.bytes_since_last_index_entry = 0
         self.bytes_since_last_index_entry += header.size

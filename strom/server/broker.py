@@ -26,6 +26,7 @@ from strom.cluster.local_store import LocalMetadataStore
 from strom.cluster.metadata_cache import MetadataCache
 from strom.cluster.store import MetadataStore, NodeExistsError
 from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
+from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
 from strom.log.manager import LogManager
 from strom.replication.replica_manager import ReplicaManager
@@ -66,10 +67,13 @@ class Broker:
         self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs, self.cache)
         self.replicas.on_topics_changed(set(self.cache.topics))
         self.producer_ids = ProducerIdManager(self.broker_id, self.store)
+        self.groups = GroupCoordinator(self.broker_id, config, self.clock, self.cache,
+                                       self.controller, self.replicas)
+        self.groups.start()
         listeners = config.listeners()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
-            self.logs, self.producer_ids, listeners[0][0])
+            self.logs, self.producer_ids, self.groups, listeners[0][0])
         self.dispatcher = Dispatcher(self.services)
         for name, host, port in listeners:
             server = await asyncio.start_server(
@@ -186,6 +190,8 @@ class Broker:
             server.close()
         for task in self.tasks:
             task.cancel()
+        if hasattr(self, "groups"):
+            self.groups.stop()
         for task in list(self.connections):
             task.cancel()
         if self.connections:

@@ -32,6 +32,8 @@ __all__ = [
     "fetch_v4",
     "fetch_v4_many",
     "frame",
+    "init_producer_id_v1",
+    "parse_init_producer_id_v1",
     "parse_api_versions_v0",
     "parse_fetch_v4",
     "parse_produce",
@@ -44,6 +46,7 @@ API_PRODUCE = 0
 API_FETCH = 1
 API_METADATA = 3
 API_API_VERSIONS = 18
+API_INIT_PRODUCER_ID = 22
 
 _I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
@@ -161,6 +164,12 @@ def fetch_v4_many(partitions: list[tuple[str, int, int, int]], *, max_wait_ms: i
         for p, off, pmax in parts:
             body += i32(p) + i64(off) + i32(pmax)
     return request(API_FETCH, 4, correlation_id, body)
+
+
+def init_producer_id_v1(correlation_id: int = 1, transaction_timeout_ms: int = 60000) -> bytes:
+    """InitProducerId v1 for an idempotent (non-transactional) producer."""
+    return request(API_INIT_PRODUCER_ID, 1, correlation_id,
+                   string(None) + i32(transaction_timeout_ms))
 
 
 # -- record batches ------------------------------------------------------------------------
@@ -288,6 +297,14 @@ def parse_api_versions_v0(payload: bytes) -> ApiVersionsV0:
         k, lo, hi = r.i16(), r.i16(), r.i16()
         keys[k] = (lo, hi)
     return ApiVersionsV0(cid, err, keys)
+
+
+def parse_init_producer_id_v1(payload: bytes) -> tuple[int, int, int, int]:
+    """(correlation_id, error_code, producer_id, producer_epoch)."""
+    r = Reader(payload)
+    cid = r.i32()
+    r.i32()  # throttle_time_ms
+    return cid, r.i16(), r.i64(), r.i16()
 
 
 @dataclass

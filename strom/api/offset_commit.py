@@ -1,0 +1,44 @@
+"""OffsetCommit (key 8), versions 2-9.
+
+Behaviour: stores each partition's offset, leader epoch and metadata string in
+`__consumer_offsets`. A member commits with its generation and member id; a standalone
+consumer (generation -1, no member id) may commit to a group with no members. Errors:
+per partition OFFSET_METADATA_TOO_LARGE (offset.metadata.max.bytes),
+UNKNOWN_TOPIC_OR_PARTITION; for the whole request UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION,
+REBALANCE_IN_PROGRESS (while the group completes a rebalance), FENCED_INSTANCE_ID,
+NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, INVALID_GROUP_ID.
+Version notes: v2-4 retention_time is ignored (offsets.retention.minutes applies, as in
+Kafka 2.1+); v6+ committed_leader_epoch.
+"""
+
+from __future__ import annotations
+
+from strom.api.context import RequestContext
+from strom.api.registry import register
+from strom.coordinator.group_coordinator import OffsetCommitRequest
+from strom.protocol.errors import KafkaError
+from strom.protocol.messages import make, response_module, response_schema
+
+API_KEY = 8
+
+
+@register(API_KEY, "offset_commit", 2, 9)
+async def handle(ctx: RequestContext, request):
+    mod = response_module(API_KEY, ctx.version)
+    wanted = [OffsetCommitRequest(t.name, p.partition_index, p.committed_offset,
+                                  getattr(p, "committed_leader_epoch", -1),
+                                  p.committed_metadata)
+              for t in request.topics for p in t.partitions]
+    try:
+        results = await ctx.broker.groups.commit_offsets(
+            request.group_id, request.generation_id_or_member_epoch, request.member_id,
+            getattr(request, "group_instance_id", None), wanted)
+    except KafkaError as e:
+        results = [(o.topic, o.partition, e.code) for o in wanted]
+    by_topic: dict[str, list] = {}
+    for topic, partition, code in results:
+        by_topic.setdefault(topic, []).append(
+            make(mod.OffsetCommitResponsePartition, partition_index=partition, error_code=code))
+    return make(response_schema(API_KEY, ctx.version), topics=tuple(
+        make(mod.OffsetCommitResponseTopic, name=t, partitions=tuple(ps))
+        for t, ps in by_topic.items()))
