@@ -8,7 +8,7 @@ UNSUPPORTED_ENDPOINT_TYPE as a broker does. Authorized operations are INT32_MIN 
 from __future__ import annotations
 
 from strom.api.context import RequestContext
-from strom.api.metadata import brokers_entities
+from strom.api.metadata import live_brokers
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import make, response_module, response_schema
@@ -25,19 +25,11 @@ async def handle(ctx: RequestContext, request):
         return make(cls, error_code=ErrorCode.unsupported_endpoint_type,
                     error_message="The broker does not list controllers", cluster_id="",
                     brokers=())
-    brokers = tuple(make(mod.DescribeClusterBroker, broker_id=b.node_id, host=b.host,
-                         port=b.port, rack=b.rack)
-                    for b in brokers_entities(ctx, _Broker))
+    brokers = tuple(make(mod.DescribeClusterBroker, broker_id=i, host=h, port=p, rack=r)
+                    for i, h, p, r in live_brokers(ctx))
     ops = -2147483648
     if request.include_cluster_authorized_operations:
         ops = 0b1111111110  # every cluster operation: no authorizer is configured
     return make(cls, error_code=ErrorCode.none, cluster_id=cache.cluster_id or "",
                 controller_id=cache.controller_id, brokers=brokers,
                 cluster_authorized_operations=ops)
-
-
-class _Broker:
-    """A plain holder so brokers_entities can be shared with Metadata."""
-
-    def __init__(self, node_id: int, host: str, port: int, rack: str | None) -> None:
-        self.node_id, self.host, self.port, self.rack = node_id, host, port, rack

@@ -26,13 +26,19 @@ log = logging.getLogger(__name__)
 API_KEY = 3
 
 
-def brokers_entities(ctx: RequestContext, cls):
+def live_brokers(ctx: RequestContext) -> list[tuple[int, str, int, str | None]]:
+    """(id, host, port, rack) of every live broker on the client's listener."""
     out = []
     for b in sorted(ctx.broker.cache.brokers.values(), key=lambda b: b.broker_id):
         e = ctx.broker.cache.endpoint(b.broker_id, ctx.broker.listener)
         if e is not None:
-            out.append(make(cls, node_id=b.broker_id, host=e.host, port=e.port, rack=b.rack))
-    return tuple(out)
+            out.append((b.broker_id, e.host, e.port, b.rack))
+    return out
+
+
+def brokers_entities(ctx: RequestContext, cls):
+    return tuple(make(cls, node_id=i, host=h, port=p, rack=r) for i, h, p, r in
+                 live_brokers(ctx))
 
 
 def partition_entities(ctx: RequestContext, info, cls):

@@ -13,8 +13,12 @@ names given as `--override key=value`:
   to restart on the same data with a second `BrokerProcess`.
 - stdout and stderr go to `broker.log` in the harness's own temp dir; every start appends a
   marker line, and `log_text()` returns everything (or only the current run).
-- `start()` waits, bounded by `startup_timeout`, until the port accepts TCP connections, and
-  fails with the broker's log when the process exits or the deadline passes.
+- `start()` waits, bounded by `startup_timeout`, until the port accepts TCP connections on a
+  socket the broker process itself holds (checked in /proc, so another program on the port
+  is never taken for it), and raises `BrokerStartError` with the broker's log when the
+  process exits or the deadline passes.
+- `argv_template=` runs another command instead (e.g. a peer broker, to tell a test's
+  mistake from the broker's), with `{host}`, `{port}`, `{bootstrap}`, `{log_dir}` filled in.
 - `stop()` is SIGTERM then SIGKILL after `stop_timeout`; `kill()` is SIGKILL (crash tests);
   `restart()` is stop (or kill) then start on the same port and data.
 
@@ -66,6 +70,47 @@ def _kill_leftovers() -> None:
 atexit.register(_kill_leftovers)
 
 
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on 127.0.0.1/0.0.0.0:`port` (Linux /proc), or None when
+    /proc cannot tell."""
+    found: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except FileNotFoundError:
+                continue
+            for line in lines:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    found.add(inode)
+    except (OSError, ValueError, IndexError):
+        return None
+    return found
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds the listening socket on `port`, so that another
+    program that happens to own the port is never mistaken for our broker. True when the
+    platform cannot tell (no /proc)."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return True
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return True
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
 class BrokerStartError(RuntimeError):
     """The broker process exited or did not listen in time; the message holds its log."""
 
@@ -106,6 +151,7 @@ class BrokerProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self._tmp / "broker.log"
         self.node_id = node_id
+        self._port_chosen = port is None
         self.port = port if port is not None else free_port()
         self.config_file = Path(config_file) if config_file is not None else None
         self.overrides: dict[str, str] = {k: str(v) for k, v in (overrides or {}).items()}
@@ -168,8 +214,24 @@ class BrokerProcess:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> BrokerProcess:
+        """Start the process and wait until it listens. On its first start, a broker whose
+        port was picked here and was taken meanwhile by someone else moves to another free
+        port (at most 3 tries); later starts keep the port, so clients can reconnect."""
         if self.is_alive():
             raise RuntimeError(f"broker already running (pid {self.pid})")
+        tries = 3 if (self._port_chosen and self.starts == 0) else 1
+        for attempt in range(tries):
+            try:
+                self._start_once()
+                return self
+            except BrokerStartError:
+                in_use = "address already in use" in self.log_text(current_run_only=True).lower()
+                if not in_use or attempt == tries - 1:
+                    raise
+                self.port = free_port()
+        return self
+
+    def _start_once(self) -> None:
         self.starts += 1
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -194,7 +256,6 @@ class BrokerProcess:
         with _live_lock:
             _live[proc.pid] = proc
         self._wait_listening()
-        return self
 
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -206,7 +267,7 @@ class BrokerProcess:
                     f"broker exited with code {code} before listening on {self.bootstrap}; "
                     f"log:\n{self.log_text(current_run_only=True)}"
                 )
-            if _port_open(self.port):
+            if _port_open(self.port) and _listens(self._proc.pid, self.port):
                 return
             if time.monotonic() >= deadline:
                 self.kill()

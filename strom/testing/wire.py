@@ -377,6 +377,12 @@ class KafkaSocket:
     def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
+        self.local_port  # noqa: B018 - fail early if the socket is unusable
+
+    @property
+    def local_port(self) -> int:
+        """Our side's port: how the broker's log names this connection."""
+        return self.sock.getsockname()[1]
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
