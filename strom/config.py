@@ -189,6 +189,14 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("group.min.session.timeout.ms", I, 6000, "", at_least(0)),
     ConfigKey("group.max.session.timeout.ms", I, 1800000, "", at_least(0)),
     ConfigKey("group.max.size", I, 2147483647, "Most members in one group", at_least(1)),
+    ConfigKey("group.consumer.heartbeat.interval.ms", I, 5000, "Heartbeat interval given "
+              "to consumer-protocol members", at_least(1)),
+    ConfigKey("group.consumer.session.timeout.ms", I, 45000, "Session timeout of "
+              "consumer-protocol members", at_least(1)),
+    ConfigKey("group.consumer.max.size", I, 2147483647, "Most members in one consumer "
+              "group", at_least(1)),
+    ConfigKey("group.consumer.assignors", LST, ["uniform", "range"], "Server-side assignors",
+              one_of("uniform", "range")),
     ConfigKey("offsets.topic.replication.factor", ConfigType.SHORT, 3, "", at_least(1)),
     ConfigKey("transaction.state.log.num.partitions", I, 50, "", at_least(1)),
     ConfigKey("transaction.state.log.replication.factor", ConfigType.SHORT, 3, "",
@@ -328,15 +336,19 @@ class BrokerConfig:
         nid, bid = self.values.get("node.id"), self.values.get("broker.id")
         if nid is not None and bid is not None and nid != bid and min(nid, bid) >= 0:
             raise ConfigError(f"node.id ({nid}) and broker.id ({bid}) disagree")
-        for listener in self.get("listeners") + (self.get("advertised.listeners") or []):
-            parse_listener(listener)
+        for name in ("listeners", "advertised.listeners"):
+            for listener in self.get(name) or []:
+                try:
+                    parse_listener(listener)
+                except ConfigError as e:
+                    raise ConfigError(f"Invalid value for configuration {name}: {e}") from None
         if self.get("message.max.bytes") > self.get("socket.request.max.bytes"):
             log.warning("message.max.bytes is larger than socket.request.max.bytes")
 
     # --- derived values -------------------------------------------------------------
     @property
     def node_id(self) -> int:
-        nid = self.values.get("node.id", self.values.get("broker.id", -1))
+        nid = max(self.values.get("node.id", -1), self.values.get("broker.id", -1))
         return nid if nid >= 0 else 1
 
     @property
@@ -360,12 +372,13 @@ class BrokerConfig:
 
 
 def _from_synonym(synonym: str, value: Any) -> Any:
+    if synonym.startswith("log.retention.") and synonym != "log.retention.bytes" and \
+            value is not None and value < 0:
+        return -1  # as Kafka's logRetentionTimeMillis: any negative time means no limit
     if synonym.endswith(".hours"):
         return value * 3600 * 1000
     if synonym.endswith(".minutes"):
         return value * 60 * 1000
-    if synonym == "log.retention.ms" and value is not None and value < 0:
-        return -1
     return value
 
 

@@ -75,6 +75,8 @@ def _broker_entries(ctx: RequestContext, mod, name: str, keys, synonyms: bool, d
         if ck is None:
             continue
         value = render(config.get(key))
+        if key in ("node.id", "broker.id"):
+            value = str(ctx.broker.broker_id)
         src = config.source(key)
         syn = ((key, value, src),) if synonyms else ()
         out.append(make(mod.DescribeConfigsResourceResult, name=key, value=value,

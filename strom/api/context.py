@@ -31,7 +31,6 @@ class BrokerServices:
     logs: LogManager
     producer_ids: ProducerIdManager
     groups: GroupCoordinator
-    listener: str  # the listener name clients connect through, for advertised endpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +38,7 @@ class RequestContext:
     header: RequestHeader
     broker: BrokerServices
     client_host: str
+    listener: str  # the listener the client connected to: endpoints are given for it
 
     @property
     def version(self) -> int:

@@ -30,7 +30,7 @@ async def _lookup(ctx: RequestContext, key: str, key_type: int):
         if not key:
             raise KafkaError("The group id must not be empty", ErrorCode.invalid_request)
         node = await ctx.broker.groups.find_coordinator(key)
-        endpoint = ctx.broker.cache.endpoint(node, ctx.broker.listener)
+        endpoint = ctx.broker.cache.endpoint(node, ctx.listener)
         if endpoint is None:
             raise KafkaError(None, ErrorCode.coordinator_not_available)
         return ErrorCode.none, None, node, endpoint.host, endpoint.port

@@ -30,7 +30,7 @@ def live_brokers(ctx: RequestContext) -> list[tuple[int, str, int, str | None]]:
     """(id, host, port, rack) of every live broker on the client's listener."""
     out = []
     for b in sorted(ctx.broker.cache.brokers.values(), key=lambda b: b.broker_id):
-        e = ctx.broker.cache.endpoint(b.broker_id, ctx.broker.listener)
+        e = ctx.broker.cache.endpoint(b.broker_id, ctx.listener)
         if e is not None:
             out.append((b.broker_id, e.host, e.port, b.rack))
     return out

@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
                 _dump_txn_index(path)
             else:
                 print(f"Ignoring unknown file {name}", file=sys.stderr)
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             print(f"strom dump-log: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
             status = 1

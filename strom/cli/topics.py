@@ -310,7 +310,7 @@ def _topic_line(desc, partitions, configs: str) -> str:
     topic_id = desc.topic_id
     if topic_id is not None and (topic_id.get_most_significant_bits()
                                  or topic_id.get_least_significant_bits()):
-        line += f"\tTopicId: {topic_id}"
+        line += f"\tTopicId: {_kafka_uuid(topic_id)}"
     rf = len(partitions[0].replicas) if partitions else 0
     return line + f"\tPartitionCount: {len(partitions)}\tReplicationFactor: {rf}\tConfigs: {configs}"
 
@@ -324,3 +324,12 @@ def _partition_line(topic: str, p) -> str:
 
 _ACTION_FUNCS = {"create": _create, "list": _list, "describe": _describe, "alter": _alter,
                  "delete": _delete}
+
+
+def _kafka_uuid(topic_id) -> str:
+    """A topic id as Kafka prints it: URL-safe base64 of its 16 bytes, no padding."""
+    import base64
+
+    raw = (topic_id.get_most_significant_bits() % (1 << 64)).to_bytes(8, "big") + \
+        (topic_id.get_least_significant_bits() % (1 << 64)).to_bytes(8, "big")
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")

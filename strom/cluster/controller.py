@@ -58,6 +58,8 @@ def assign_replicas(brokers: list[int], num_partitions: int, replication_factor:
     """Kafka's rack-unaware placement: leaders round-robin from a random start, followers
     at a shift that grows each time the partitions wrap around the brokers."""
     n = len(brokers)
+    if replication_factor <= 0:
+        raise InvalidReplicationFactor("Replication factor must be larger than 0.")
     if replication_factor > n:
         raise InvalidReplicationFactor(
             f"Replication factor: {replication_factor} larger than available brokers: {n}.")

@@ -154,7 +154,7 @@ class LogManager:
 
     def run_retention(self, file_delete_delay_ms: int) -> int:
         deleted = 0
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for plog in list(self.logs.values()):
             plog.maybe_roll_on_time()
             deleted += plog.delete_segments_for_retention()
@@ -165,7 +165,7 @@ class LogManager:
         return deleted
 
     def delete_retired(self, force: bool) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         keep = []
         for due, seg in self._retired:
             if force or due <= now:

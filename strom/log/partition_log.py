@@ -322,7 +322,10 @@ class PartitionLog:
         if offset < max_offset:
             i = self._segment_for(offset)
             while i < len(self.segments) and slice_ is None:
-                slice_ = self.segments[i].read(offset, max_bytes, max_offset, min_one)
+                seg = self.segments[i]
+                slice_ = seg.read(offset, max_bytes, max_offset, min_one)
+                if seg.next_offset > offset:  # the batch holding `offset` is here: stop,
+                    break  # even if max_bytes left it out, or later offsets would be skipped
                 i += 1
         return ReadResult(slice_, self.log_start_offset, self.log_end_offset)
 

@@ -81,8 +81,9 @@ class LogSegment:
         Returns True when they had to be rebuilt.
         """
         try:
-            if not os.path.exists(self.index.path) and self.size > 0:
-                raise CorruptIndexError(f"{self.index.path} is missing")
+            for path in (self.index.path, self.time_index.path):
+                if not os.path.exists(path) and self.size > 0:
+                    raise CorruptIndexError(f"{path} is missing")
             self.index.load(self.size)
             self.time_index.load()
             self._load_tail_state()

@@ -13,6 +13,7 @@ shutdown  stop accepting, close connections, flush and checkpoint every log, wri
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import signal
@@ -73,12 +74,12 @@ class Broker:
         listeners = config.listeners()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
-            self.logs, self.producer_ids, self.groups, listeners[0][0])
+            self.logs, self.producer_ids, self.groups)
         self.dispatcher = Dispatcher(self.services)
         for name, host, port in listeners:
             server = await asyncio.start_server(
-                self._on_connection, host or "0.0.0.0", port, reuse_address=True,
-                limit=1 << 20)
+                functools.partial(self._on_connection, name), host or "0.0.0.0", port,
+                reuse_address=True, limit=1 << 20)
             self.servers.append(server)
             log.info("Listening on %s://%s:%d", name, host, port)
         self._start_periodic()
@@ -127,14 +128,14 @@ class Broker:
         return info.topic_id if info else None
 
     # --- serve ----------------------------------------------------------------------------
-    async def _on_connection(self, reader: asyncio.StreamReader,
+    async def _on_connection(self, listener: str, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
         try:
             await Connection(reader, writer, self.dispatcher,
-                             self.config.get("socket.request.max.bytes")).serve()
+                             self.config.get("socket.request.max.bytes"), listener).serve()
         except Exception:
             log.exception("Connection failed")
         finally:

@@ -25,11 +25,12 @@ SENDFILE_MIN_BYTES = 64 * 1024
 
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 dispatcher: Dispatcher, max_request_size: int) -> None:
+                 dispatcher: Dispatcher, max_request_size: int, listener: str) -> None:
         self.reader = reader
         self.writer = writer
         self.dispatcher = dispatcher
         self.max_request_size = max_request_size
+        self.listener = listener
         peer = writer.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         sock = writer.get_extra_info("socket")
@@ -54,7 +55,7 @@ class Connection:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 try:
-                    response = await self.dispatcher.dispatch(frame, self.client)
+                    response = await self.dispatcher.dispatch(frame, self.client, self.listener)
                 except CloseConnection as e:
                     log.warning("Closing connection from %s: %s", self.client, e)
                     return

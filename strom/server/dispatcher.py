@@ -42,7 +42,8 @@ class Dispatcher:
         self.services = services
         self.handlers = load_all()
 
-    async def dispatch(self, frame: bytes, client: str) -> bytes | RawResponse | None:
+    async def dispatch(self, frame: bytes, client: str, listener: str
+                       ) -> bytes | RawResponse | None:
         try:
             api_key, version, correlation_id = peek_header(frame)
         except MalformedRequest as e:
@@ -61,7 +62,7 @@ class Dispatcher:
         except MalformedRequest as e:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
-        ctx = RequestContext(header, self.services, client)
+        ctx = RequestContext(header, self.services, client, listener)
         try:
             response: Any = await spec.handler(ctx, body)
         except HandlerClose as e:
