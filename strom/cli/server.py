@@ -42,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
         uvloop = None
+    from strom.log.manager import LogDirError
+
     try:
         if uvloop is not None:
             uvloop.run(run_broker(config))
         else:
             asyncio.run(run_broker(config))
-    except OSError as e:
+    except (OSError, LogDirError) as e:
         logging.getLogger("strom").error("Cannot start: %s", e)
         return 1
     return 0

@@ -12,6 +12,7 @@ whose `flush.messages`/`flush.ms` ask for it, writing checkpoints, retention.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from strom.log.segment import LogSegment
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
+LOCK_FILE = ".lock"
 
 
 class LogDirError(Exception):
@@ -46,14 +48,45 @@ class LogManager:
         self._retired: list[tuple[float, LogSegment]] = []
         self.had_clean_shutdown = True
         self.recovered_partitions = 0
+        self.loaded = False  # shutdown() writes checkpoints only for logs it loaded
+        self._locks: list[int] = []
+
+    def prepare_dirs(self) -> str:
+        """Create and lock every log dir, and check or write its meta.properties.
+
+        Returns the cluster id. Raises LogDirError when another process holds a dir's
+        `.lock` or a dir belongs to another node or cluster; nothing is changed then.
+        """
+        for d in self.log_dirs:
+            os.makedirs(d, exist_ok=True)
+            fd = os.open(os.path.join(d, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                self.release_locks()
+                raise LogDirError(
+                    f"Failed to acquire lock on file .lock in {d}. A strom or Kafka broker "
+                    f"in another process is using this directory.") from None
+            self._locks.append(fd)
+        for d in self.log_dirs:
+            self._check_meta_properties(d, write=False)
+        for d in self.log_dirs:
+            self._check_meta_properties(d, write=True)
+        assert self.cluster_id is not None
+        return self.cluster_id
+
+    def release_locks(self) -> None:
+        for fd in self._locks:
+            os.close(fd)
+        self._locks.clear()
 
     # --- start-up ---------------------------------------------------------------------
     def startup(self, config_for: Callable[[str], TopicConfig],
                 topic_id_for: Callable[[str], uuid.UUID | None]) -> None:
-        """Prepare the directories and open every partition log found in them."""
-        for d in self.log_dirs:
-            os.makedirs(d, exist_ok=True)
-            self._check_meta_properties(d)
+        """Open every partition log in the (prepared) log dirs, recovering after a crash."""
+        if not self._locks:
+            self.prepare_dirs()
         for d in self.log_dirs:
             clean = os.path.exists(os.path.join(d, files.CLEAN_SHUTDOWN_FILE))
             self.had_clean_shutdown &= clean
@@ -93,13 +126,14 @@ class LogManager:
                 os.unlink(os.path.join(d, files.CLEAN_SHUTDOWN_FILE))
             except FileNotFoundError:
                 pass
+        self.loaded = True
         if self.had_clean_shutdown or not self.recovered_partitions:
             log.info("Loaded %d partition logs; recovery not needed", len(self.logs))
         else:
             log.info("Loaded %d partition logs after an unclean shutdown; recovered %d",
                      len(self.logs), self.recovered_partitions)
 
-    def _check_meta_properties(self, d: str) -> None:
+    def _check_meta_properties(self, d: str, write: bool) -> None:
         path = os.path.join(d, files.META_PROPERTIES)
         props = checkpoint.read_properties_file(path)
         if props:
@@ -112,6 +146,8 @@ class LogManager:
             elif stored_cluster and stored_cluster != self.cluster_id:
                 raise LogDirError(f"{path} belongs to cluster {stored_cluster}, not "
                                   f"{self.cluster_id}")
+            return
+        if not write:
             return
         if self.cluster_id is None:
             self.cluster_id = checkpoint.topic_id_to_str(uuid.uuid4())
@@ -187,6 +223,9 @@ class LogManager:
     # --- shutdown ---------------------------------------------------------------------
     def shutdown(self) -> None:
         """Flush everything to disk, write checkpoints and the clean-shutdown marker."""
+        if not self.loaded:
+            self.release_locks()
+            return
         for plog in self.logs.values():
             plog.fsync()
         self.write_checkpoints()
@@ -195,4 +234,6 @@ class LogManager:
         self.delete_retired(force=True)
         for d in self.log_dirs:
             checkpoint.write_atomically(os.path.join(d, files.CLEAN_SHUTDOWN_FILE), "")
+        self.loaded = False
+        self.release_locks()
         log.info("Log manager shut down cleanly")

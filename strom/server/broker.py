@@ -25,7 +25,7 @@ from strom.cluster import model
 from strom.cluster.controller import Controller
 from strom.cluster.local_store import LocalMetadataStore
 from strom.cluster.metadata_cache import MetadataCache
-from strom.cluster.store import MetadataStore, NodeExistsError
+from strom.cluster.store import MetadataStore
 from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
@@ -55,10 +55,18 @@ class Broker:
         if config.get("zookeeper.connect"):
             raise SystemExit("zookeeper.connect is not supported yet: the ZooKeeper metadata "
                              "store is a later milestone (see docs/deviations.md)")
+        # the log dirs first: locked, and checked to be this node's, before anything writes
+        self.logs = LogManager(config.log_dirs, self.clock, self.broker_id,
+                               config.get("cluster.id"))
         self.store = LocalMetadataStore(config.log_dirs[0])
         await self.store.start()
-        cluster_id = await self._cluster_id()
-        self.logs = LogManager(config.log_dirs, self.clock, self.broker_id, cluster_id)
+        node = await self.store.get(model.CLUSTER_ID)
+        if node is not None:
+            self.logs.cluster_id = self.logs.cluster_id or json.loads(node[0])["id"]
+        cluster_id = self.logs.prepare_dirs()
+        if node is None:
+            await self.store.create(model.CLUSTER_ID,
+                                    json.dumps({"version": "1", "id": cluster_id}).encode())
         self.cache = MetadataCache(self.store)
         await self._register()
         self.controller = Controller(self.broker_id, self.store, self.cache, config)
@@ -85,29 +93,6 @@ class Broker:
         self._start_periodic()
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
                  (time.monotonic() - started) * 1000, self.cache.cluster_id)
-
-    async def _cluster_id(self) -> str:
-        assert self.store is not None
-        node = await self.store.get(model.CLUSTER_ID)
-        if node is not None:
-            return json.loads(node[0])["id"]
-        from strom.log.manager import LogManager as _LM  # reuse meta.properties if present
-
-        probe = _LM(self.config.log_dirs, self.clock, self.broker_id,
-                    self.config.get("cluster.id"))
-        for d in probe.log_dirs:
-            import os
-
-            os.makedirs(d, exist_ok=True)
-            probe._check_meta_properties(d)
-        cluster_id = probe.cluster_id
-        try:
-            await self.store.create(model.CLUSTER_ID,
-                                    json.dumps({"version": "1", "id": cluster_id}).encode())
-        except NodeExistsError:
-            node = await self.store.get(model.CLUSTER_ID)
-            cluster_id = json.loads(node[0])["id"]
-        return cluster_id
 
     async def _register(self) -> None:
         assert self.store is not None

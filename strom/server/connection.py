@@ -61,13 +61,18 @@ class Connection:
                     return
                 if response is None:
                     continue
+                if writer.transport.is_closing():
+                    return  # the client went away while its request waited (a parked fetch)
                 if isinstance(response, RawResponse):
                     await self._write_parts(response.parts)
                 else:
                     writer.write(response)
                 if writer.transport.get_write_buffer_size() > 1 << 20:
                     await writer.drain()
-        except ConnectionError:
+        except (ConnectionError, RuntimeError) as e:
+            # uvloop raises RuntimeError when writing to a transport the peer reset
+            if isinstance(e, RuntimeError) and not writer.transport.is_closing():
+                raise
             return
         finally:
             writer.close()

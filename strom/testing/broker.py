@@ -23,7 +23,8 @@ names given as `--override key=value`:
   `restart()` is stop (or kill) then start on the same port and data.
 
 Every process this module starts is tracked by PID and SIGKILLed by an `atexit` hook if it is
-still running when the interpreter exits, so a failed test never leaves a broker behind.
+still running when the interpreter exits, so a failed test never leaves a broker behind; the
+same hook removes the temp dirs of brokers that were never closed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ _START_MARKER = "=== strom.testing: start #"
 
 # PID -> Popen for every broker this process started and has not reaped yet.
 _live: dict[int, subprocess.Popen] = {}
+# temp dirs of BrokerProcess objects not closed yet (removed at exit after the kill)
+_tmp_dirs: set[Path] = set()
 _live_lock = threading.Lock()
 
 
@@ -65,6 +68,11 @@ def _kill_leftovers() -> None:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+    with _live_lock:
+        dirs = list(_tmp_dirs)
+        _tmp_dirs.clear()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 atexit.register(_kill_leftovers)
@@ -146,6 +154,8 @@ class BrokerProcess:
         argv_template: list[str] | None = None,
     ) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="strom-test-"))
+        with _live_lock:
+            _tmp_dirs.add(self._tmp)
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir) if log_dir is not None else self._tmp / "data"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -328,6 +338,8 @@ class BrokerProcess:
         ours; a `log_dir=` given by the caller is left alone)."""
         self.stop()
         shutil.rmtree(self._tmp, ignore_errors=True)
+        with _live_lock:
+            _tmp_dirs.discard(self._tmp)
 
     def __enter__(self) -> BrokerProcess:
         if not self.is_alive():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import struct
 import time
 
 import pytest
@@ -196,6 +197,24 @@ def test_many_bad_connections_at_once(env):
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_client_gone_while_fetch_is_parked(env, reset):
+    """A consumer closes (or resets: SO_LINGER 0) its connection while its Fetch waits for
+    data; when data arrives the broker must drop the answer quietly, not log a traceback."""
+    hw = high_watermark(env)
+    s = env.sock()
+    s.send(fetch_v4(TOPIC, 0, hw, max_wait_ms=5000, correlation_id=next(_cids)))
+    time.sleep(0.2)  # let the broker park the fetch (ordering only; nothing is timed)
+    if reset:
+        s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    time.sleep(0.2)
+    p = Producer({"bootstrap.servers": env.broker.bootstrap})
+    p.produce(TOPIC, value=b"wakes-a-dead-fetch", partition=0)
+    assert p.flush(15) == 0
+    time.sleep(0.3)  # the parked fetch answers now; assert_undisturbed reads the log
 
 
 # -- api keys and versions -----------------------------------------------------------------

@@ -171,3 +171,25 @@ def test_librdkafka_small_receive_buffer(module_broker, topic_name):
     finally:
         c.close()
     assert seen == {0: 400, 1: 400}
+
+
+@pytest.mark.parametrize("codec,codec_id", [("gzip", 1), ("snappy", 2), ("lz4", 3),
+                                            ("zstd", 4), ("uncompressed", 0)])
+def test_topic_compression_type_is_applied(module_broker, topic_name, codec, codec_id):
+    """compression.type on the topic: the stored batches carry that codec, whatever the
+    producer used, and still read back exactly."""
+    bs = module_broker.bootstrap
+    create_topic(bs, topic_name, 1, config={"compression.type": codec})
+    producer_codec = "lz4" if codec == "uncompressed" else "none"
+    p = Producer({"bootstrap.servers": bs, "compression.type": producer_codec})
+    for i in range(30):
+        p.produce(topic_name, value=b"c-%d-" % i + b"q" * 50, key=b"k%d" % i, partition=0)
+    assert p.flush(15) == 0
+    [res] = fetch(module_broker, [(topic_name, 0, 0, 1 << 20)], max_wait_ms=0)
+    batches, partial = split_batches(res.records)
+    assert batches and partial == 0
+    for _, _, raw in batches:
+        attributes = int.from_bytes(raw[21:23], "big")
+        assert attributes & 0x07 == codec_id, f"stored codec {attributes & 7}, want {codec_id}"
+    assert [v for _, v in values_of(res.records)] == [
+        b"c-%d-" % i + b"q" * 50 for i in range(30)]

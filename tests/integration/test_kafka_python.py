@@ -189,3 +189,29 @@ def test_admin_client(module_broker, topic_name):
             time.sleep(0.2)
     finally:
         admin.close()
+
+
+def test_create_topics_response_messages(module_broker, topic_names):
+    """The per-topic message of CreateTopics: a warning for a name with both '.' and '_',
+    nothing for a plain one, and the colliding name when '.'/'_' collide."""
+    bs = module_broker.bootstrap
+    base = topic_names.new().replace("-", "")[:50]
+    mixed, plain = f"m.{base}_x", f"plain{base}"
+    admin = KafkaAdminClient(bootstrap_servers=bs)
+    try:
+        resp = admin.create_topics({mixed: {"num_partitions": 1, "replication_factor": 1},
+                                    plain: {"num_partitions": 1, "replication_factor": 1}})
+        by_name = {t["name"]: t for t in resp["topics"]}
+        assert by_name[mixed]["error_code"] == 0
+        msg = by_name[mixed]["error_message"] or ""
+        assert "'.'" in msg and "'_'" in msg, f"no collision warning: {msg!r}"
+        assert by_name[plain]["error_code"] == 0 and not by_name[plain]["error_message"]
+
+        clash = f"m_{base}_x"  # the same as `mixed` once '.' and '_' are unified
+        resp = admin.create_topics({clash: {"num_partitions": 1, "replication_factor": 1}},
+                                   raise_errors=False)
+        [t] = resp["topics"]
+        assert t["error_code"] == 17, t
+        assert mixed in (t["error_message"] or ""), t["error_message"]
+    finally:
+        admin.close()
