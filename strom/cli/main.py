@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "produce": ("strom.cli.produce", "console producer: one record per line of stdin"),
     "consume": ("strom.cli.consume", "console consumer: print records to stdout"),
     "get-offsets": ("strom.cli.get_offsets", "print partition offsets (earliest, latest, by time)"),
+    "consumer-groups": ("strom.cli.consumer_groups", "list, describe, delete groups; reset offsets"),
     "dump-log": ("strom.cli.dump_log", "print the contents of segment and index files"),
 }
 

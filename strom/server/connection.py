@@ -33,6 +33,7 @@ class Connection:
         self.listener = listener
         peer = writer.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.client_host = f"/{peer[0]}" if peer else ""  # as Kafka shows it in groups
         sock = writer.get_extra_info("socket")
         self._sock_fd = sock.fileno() if sock is not None else -1
 
@@ -55,7 +56,8 @@ class Connection:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 try:
-                    response = await self.dispatcher.dispatch(frame, self.client, self.listener)
+                    response = await self.dispatcher.dispatch(frame, self.client, self.client_host,
+                                                              self.listener)
                 except CloseConnection as e:
                     log.warning("Closing connection from %s: %s", self.client, e)
                     return

@@ -42,7 +42,7 @@ class Dispatcher:
         self.services = services
         self.handlers = load_all()
 
-    async def dispatch(self, frame: bytes, client: str, listener: str
+    async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str
                        ) -> bytes | RawResponse | None:
         try:
             api_key, version, correlation_id = peek_header(frame)
@@ -62,7 +62,7 @@ class Dispatcher:
         except MalformedRequest as e:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
-        ctx = RequestContext(header, self.services, client, listener)
+        ctx = RequestContext(header, self.services, client_host, listener)
         try:
             response: Any = await spec.handler(ctx, body)
         except HandlerClose as e:
