@@ -58,6 +58,11 @@ def _error(code: ErrorCode, message: str | None = None) -> KafkaError:
     return KafkaError(message, code)
 
 
+def _fenced(instance_id: str) -> KafkaError:
+    return _error(ErrorCode.fenced_instance_id,
+                  f"Static member {instance_id} was replaced by a newer instance.")
+
+
 @dataclass(frozen=True, slots=True)
 class JoinResult:
     error: ErrorCode
@@ -401,16 +406,16 @@ class GroupCoordinator:
                                       session_timeout_ms, rebalance_timeout_ms, client_id,
                                       client_host)
             return await self._await_join(group, member)
+        if instance_id is not None and \
+                group.static_members.get(instance_id) not in (None, member_id):
+            raise _fenced(instance_id)
         if member_id in group.pending_members:
             del group.pending_members[member_id]
             member = self._add_member(group, member_id, instance_id, protocol_type, protocols,
                                       session_timeout_ms, rebalance_timeout_ms, client_id,
                                       client_host)
             return await self._await_join(group, member)
-        member = group.members.get(member_id)
-        if member is None:
-            raise _error(ErrorCode.unknown_member_id)
-        self._check_instance(group, member_id, instance_id)
+        member = self._validate_member(group, member_id, instance_id)
         member.heartbeat_deadline = now + session_timeout_ms / 1000
         changed = member.protocols != protocols
         member.protocols = list(protocols)
@@ -431,11 +436,24 @@ class GroupCoordinator:
             return self._join_result(group, member)
         raise _error(ErrorCode.unknown_member_id)
 
-    def _check_instance(self, group: ClassicGroup, member_id: str,
-                        instance_id: str | None) -> None:
-        if instance_id is not None and group.static_members.get(instance_id) != member_id:
-            raise _error(ErrorCode.fenced_instance_id,
-                         f"Static member {instance_id} was replaced by a newer instance.")
+    def _validate_member(self, group: ClassicGroup, member_id: str,
+                         instance_id: str | None) -> Member:
+        """The member a request names, checked as Kafka's validateCurrentMember does: a
+        group instance id comes first (FENCED_INSTANCE_ID when a newer instance of that static
+        member replaced `member_id`, UNKNOWN_MEMBER_ID when the instance is unknown), then the
+        member id (UNKNOWN_MEMBER_ID). A fenced zombie must hear FENCED_INSTANCE_ID, which
+        clients treat as fatal: after UNKNOWN_MEMBER_ID it would rejoin with its instance id
+        and fence the newer instance in turn."""
+        if instance_id is not None:
+            known = group.static_members.get(instance_id)
+            if known is None:
+                raise _error(ErrorCode.unknown_member_id)
+            if known != member_id:
+                raise _fenced(instance_id)
+        member = group.members.get(member_id)
+        if member is None:
+            raise _error(ErrorCode.unknown_member_id)
+        return member
 
     async def _join_static(self, group: ClassicGroup, new_id: str, instance_id: str,
                            protocol_type: str, protocols: list[tuple[str, bytes]],
@@ -448,7 +466,10 @@ class GroupCoordinator:
                                       session_ms, rebalance_ms, client_id, client_host)
             return await self._await_join(group, member)
         # A known static member restarted: it takes over the old member's place (and
-        # assignment); the old id is fenced. No rebalance when nothing else changed.
+        # assignment); the old id is fenced. As in Kafka, a Stable group does not rebalance
+        # unless the new protocols change the group's selected protocol: the subscription
+        # bytes may well differ (a cooperative client lists the partitions it owns, none
+        # after a restart), which is no reason to move partitions.
         del group.members[old.member_id]
         for fut in (old.join_future, old.sync_future):
             if fut is not None and not fut.done():
@@ -459,14 +480,14 @@ class GroupCoordinator:
         old.member_id = new_id
         old.client_id, old.client_host = client_id, client_host
         old.session_timeout_ms, old.rebalance_timeout_ms = session_ms, rebalance_ms
-        changed = old.protocols != protocols
         old.protocols = list(protocols)
         old.heartbeat_deadline = self.clock.monotonic() + session_ms / 1000
         group.members[new_id] = old
         group.static_members[instance_id] = new_id
         if group.leader_id == old_id:
             group.leader_id = new_id
-        if group.in_state(GroupState.STABLE) and not changed:
+        if group.in_state(GroupState.STABLE) and \
+                group.select_protocol() == group.protocol_name:
             await self._store_group(group)
             result = self._join_result(group, old)
             if new_id == group.leader_id:  # the leader need not assign again (KIP-814)
@@ -563,10 +584,24 @@ class GroupCoordinator:
         if group.join_timer is not None:
             group.join_timer.cancel()
             group.join_timer = None
-        for m in [m for m in group.members.values() if not m.awaiting_join]:
+        # Dynamic members that did not rejoin in time are removed. Static members stay, as
+        # in Kafka: one restarting slowly keeps its place (and gets an assignment) until its
+        # session expires, and rejoins the new generation without another rebalance.
+        for m in [m for m in group.members.values()
+                  if not m.awaiting_join and m.group_instance_id is None]:
             log.info("Member %s of group %s did not rejoin in time; removing it",
                      m.member_id, group.group_id)
             self._remove_member(group, m)
+        if group.members and not any(m.awaiting_join for m in group.members.values()):
+            # Only static members that have not rejoined are left: nobody could lead the new
+            # generation. Wait another rebalance timeout (they rejoin, or their sessions
+            # expire and they are removed), as Kafka does.
+            log.info("Group %s could not complete its rebalance: no member rejoined",
+                     group.group_id)
+            rebalance_s = max(m.rebalance_timeout_ms for m in group.members.values()) / 1000
+            group.join_timer = asyncio.get_running_loop().call_later(
+                rebalance_s, self._complete_join, group)
+            return
         group.generation_id += 1
         group.state_timestamp = self.clock.now_ms()
         if not group.members:
@@ -578,8 +613,11 @@ class GroupCoordinator:
                      group.generation_id)
             return
         group.protocol_name = group.select_protocol()
-        if group.leader_id not in group.members:
-            group.leader_id = next(iter(group.members))
+        leader = group.members.get(group.leader_id or "")
+        if leader is None or not leader.awaiting_join:
+            # The leader must be a member that rejoined: it alone gets the members' metadata.
+            group.leader_id = next(m.member_id for m in group.members.values()
+                                   if m.awaiting_join)
         group.transition(GroupState.COMPLETING_REBALANCE)
         log.info("Stabilized group %s generation %d (%s) with %d members", group.group_id,
                  group.generation_id, group.protocol_name, len(group.members))
@@ -623,9 +661,9 @@ class GroupCoordinator:
                          ) -> SyncResult:
         self._check_coordinator(group_id)
         group = self.groups.get(group_id)
-        if group is None or member_id not in group.members:
+        if group is None:
             raise _error(ErrorCode.unknown_member_id)
-        self._check_instance(group, member_id, instance_id)
+        self._validate_member(group, member_id, instance_id)
         if generation_id != group.generation_id:
             raise _error(ErrorCode.illegal_generation)
         if (protocol_type is not None and protocol_type != group.protocol_type) or \
@@ -676,11 +714,8 @@ class GroupCoordinator:
         group = self.groups.get(group_id)
         if group is None or group.in_state(GroupState.EMPTY, GroupState.DEAD):
             return ErrorCode.unknown_member_id
-        member = group.members.get(member_id)
-        if member is None:
-            return ErrorCode.unknown_member_id
         try:
-            self._check_instance(group, member_id, instance_id)
+            member = self._validate_member(group, member_id, instance_id)
         except KafkaError as e:
             return e.code
         if generation_id != group.generation_id:
@@ -692,7 +727,9 @@ class GroupCoordinator:
 
     def leave_group(self, group_id: str, members: list[tuple[str, str | None]]
                     ) -> list[tuple[str, str | None, ErrorCode]]:
-        """Remove members (member id, or group instance id for static members)."""
+        """Remove members (member id, or group instance id for static members). Each result
+        names the member as the request did (an admin removing a static member by instance
+        id sends no member id and gets none back, as from Kafka)."""
         self._check_coordinator(group_id)
         group = self.groups.get(group_id)
         results = []
@@ -700,6 +737,7 @@ class GroupCoordinator:
             if group is None:
                 results.append((member_id, instance_id, ErrorCode.unknown_member_id))
                 continue
+            target = member_id
             if instance_id is not None:
                 known = group.static_members.get(instance_id)
                 if known is None:
@@ -708,13 +746,13 @@ class GroupCoordinator:
                 if member_id and member_id != known:
                     results.append((member_id, instance_id, ErrorCode.fenced_instance_id))
                     continue
-                member_id = known
-            if member_id in group.pending_members:
-                del group.pending_members[member_id]
+                target = known
+            if target in group.pending_members:
+                del group.pending_members[target]
                 self._maybe_complete_join(group)
                 results.append((member_id, instance_id, ErrorCode.none))
                 continue
-            member = group.members.get(member_id)
+            member = group.members.get(target)
             if member is None:
                 results.append((member_id, instance_id, ErrorCode.unknown_member_id))
                 continue
@@ -728,16 +766,14 @@ class GroupCoordinator:
                              ) -> list[tuple[str, int, ErrorCode]]:
         self._check_coordinator(group_id)
         group = self.groups.get(group_id)
-        if generation_id < 0 and not member_id:
+        if generation_id < 0 and not member_id and instance_id is None:
             if group is not None and group.members:
                 raise _error(ErrorCode.unknown_member_id)
             group = self._get_or_create(group_id)
         else:
             if group is None:
                 raise _error(ErrorCode.illegal_generation)
-            if member_id not in group.members:
-                raise _error(ErrorCode.unknown_member_id)
-            self._check_instance(group, member_id, instance_id)
+            self._validate_member(group, member_id, instance_id)
             if generation_id != group.generation_id:
                 raise _error(ErrorCode.illegal_generation)
             if group.in_state(GroupState.COMPLETING_REBALANCE):

@@ -66,12 +66,17 @@ class _IndexFile:
 
     def fsync(self) -> None:
         self.flush()
-        if os.path.exists(self.path):
+        self.fsync_file()
+
+    def fsync_file(self) -> None:
+        try:
             fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _rewrite(self, data: bytes) -> None:
         self._pending.clear()

@@ -192,7 +192,6 @@ class LogManager:
         deleted = 0
         now = self.clock.monotonic()
         for plog in list(self.logs.values()):
-            plog.maybe_roll_on_time()
             deleted += plog.delete_segments_for_retention()
             for seg in plog.take_retired():
                 self._retired.append((now + plog.config.get("file.delete.delay.ms") / 1000,

@@ -74,6 +74,7 @@ class PartitionLog:
         self.last_flush_ms = clock.now_ms()
         self.deleted = False
         self._retired: list[LogSegment] = []
+        self._flush_after_roll = False
 
     # --- loading --------------------------------------------------------------------
     @classmethod
@@ -140,6 +141,7 @@ class PartitionLog:
             next_base = base_offsets[i + 1] if not is_last else None
             if needs_recovery and (is_last or next_base is None or next_base > recovery_point):
                 truncated = seg.recover(max_batch_size=self._max_batch_on_disk())
+                seg.fsync()  # what recovery kept is durable before the recovery point moves
                 if truncated:
                     log.warning("Recovered %s: truncated %d invalid bytes", seg.log_path,
                                 truncated)
@@ -243,13 +245,16 @@ class PartitionLog:
         now = self.clock.now_ms()
         if seg.size == 0:
             return seg
-        segment_ms = self.config.get("segment.ms")
-        rolled_at = seg.first_batch_timestamp if seg.first_batch_timestamp and \
-            seg.first_batch_timestamp > 0 else seg.created_ms
+        # As Kafka: the time a segment spans is measured in record timestamps from its
+        # first batch, or from its creation when it has none.
+        if seg.first_batch_timestamp is not None and seg.first_batch_timestamp >= 0:
+            waited = header.max_timestamp - seg.first_batch_timestamp
+        else:
+            waited = now - seg.created_ms
         reason = None
         if seg.size + size > self.config.get("segment.bytes"):
             reason = "segment.bytes"
-        elif now - min(rolled_at, now) > segment_ms and now - seg.created_ms > segment_ms:
+        elif waited > self.config.get("segment.ms"):
             reason = "segment.ms"
         elif seg.index.is_full or seg.time_index.is_full:
             reason = "index full"
@@ -268,15 +273,10 @@ class PartitionLog:
         new.next_offset = new.base_offset
         self.segments.append(new)
         self._base_offsets.append(new.base_offset)
+        self._flush_after_roll = True  # the closed segment is fsynced by the next flush
         log.debug("Rolled %s-%d at offset %d (%s)", self.topic, self.partition,
                   new.base_offset, reason)
         return new
-
-    def maybe_roll_on_time(self) -> None:
-        """Roll an idle active segment whose segment.ms has passed (checked periodically)."""
-        seg = self.active_segment
-        if seg.size and self.clock.now_ms() - seg.created_ms > self.config.get("segment.ms"):
-            self.roll("segment.ms")
 
     # --- leader epochs ----------------------------------------------------------------
     def _maybe_assign_epoch(self, epoch: int, start_offset: int) -> None:
@@ -450,6 +450,8 @@ class PartitionLog:
 
     # --- flushing and closing ---------------------------------------------------------
     def needs_flush(self) -> bool:
+        if self._flush_after_roll:
+            return True
         if self.unflushed_messages == 0:
             return False
         if self.unflushed_messages >= self.config.get("flush.messages"):
@@ -460,15 +462,32 @@ class PartitionLog:
         for seg in self.segments[-2:]:
             seg.flush()
 
-    def fsync(self) -> None:
-        """Blocking: fsync what was appended since the recovery point (run off the loop)."""
+    def start_flush(self) -> tuple[int, list[LogSegment]]:
+        """On the loop: write pending index entries; returns (end offset, segments) for
+        `fsync_segments` (off the loop) and then `flushed(end)` (on the loop)."""
         end = self.log_end_offset
-        for seg in self.segments[self._segment_for(self.recovery_point):]:
+        segments = self.segments[self._segment_for(self.recovery_point):]
+        for seg in segments:
             seg.flush()
-            seg.fsync()
-        self.recovery_point = end
+        self._flush_after_roll = False
         self.unflushed_messages = 0
         self.last_flush_ms = self.clock.now_ms()
+        return end, segments
+
+    @staticmethod
+    def fsync_segments(segments: list[LogSegment]) -> None:
+        """Blocking fsync of segment and index files; touches no in-memory state."""
+        for seg in segments:
+            seg.fsync_files()
+
+    def flushed(self, end: int) -> None:
+        self.recovery_point = max(self.recovery_point, min(end, self.log_end_offset))
+
+    def fsync(self) -> None:
+        """Flush everything now, on the caller's thread (shutdown, tests)."""
+        end, segments = self.start_flush()
+        self.fsync_segments(segments)
+        self.flushed(end)
 
     def close(self) -> None:
         for seg in self.segments:

@@ -185,9 +185,19 @@ class LogSegment:
         self.time_index.flush()
 
     def fsync(self) -> None:
-        os.fsync(self.fd)
-        self.index.fsync()
-        self.time_index.fsync()
+        self.flush()
+        self.fsync_files()
+
+    def fsync_files(self) -> None:
+        """fsync the log and the index files as they are on disk (no pending entries are
+        written: safe off the event loop)."""
+        if self.fd >= 0:
+            try:
+                os.fsync(self.fd)
+            except OSError as e:  # closed under us by a topic deletion
+                log.debug("fsync of %s skipped: %s", self.log_path, e)
+        self.index.fsync_file()
+        self.time_index.fsync_file()
 
     def on_roll(self) -> None:
         """The segment becomes read-only: record the final time index entry."""

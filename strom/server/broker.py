@@ -150,7 +150,9 @@ class Broker:
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         for plog in self.logs.logs_needing_flush():
-            await loop.run_in_executor(None, plog.fsync)
+            end, segments = plog.start_flush()
+            await loop.run_in_executor(None, plog.fsync_segments, segments)
+            plog.flushed(end)
 
     async def _checkpoint(self) -> None:
         for plog in self.logs.logs.values():

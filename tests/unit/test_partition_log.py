@@ -114,16 +114,17 @@ def test_roll_on_segment_ms(tmp_path):
     plog.close()
 
 
-def test_maybe_roll_on_time_rolls_an_idle_segment(tmp_path):
+def test_segment_ms_counts_record_time_not_wall_time(tmp_path):
+    # As Kafka: a segment spans record timestamps from its first batch; old timestamps
+    # arriving late do not roll, and a restart does not reset the span.
     clock = ManualClock(NOW)
     plog = open_log(tmp_path, clock, segment_ms=1000)
-    plog.maybe_roll_on_time()  # empty: nothing to roll
-    append(plog)
-    clock.advance(1001)
-    plog.maybe_roll_on_time()
-    assert [s.base_offset for s in plog.segments] == [0, 1]
-    plog.maybe_roll_on_time()  # the new active segment is empty
-    assert len(plog.segments) == 2
+    append(plog, timestamps=[NOW])
+    clock.advance(5000)
+    append(plog, timestamps=[NOW + 500])
+    assert len(plog.segments) == 1
+    append(plog, timestamps=[NOW + 1001])
+    assert [s.base_offset for s in plog.segments] == [0, 2]
     plog.close()
 
 

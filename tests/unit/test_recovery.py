@@ -295,6 +295,7 @@ def test_log_manager_clean_shutdown_and_crash_recovery(tmp_path):
     last = q0.active_segment.log_path
     for plog in lm2.logs.values():
         plog.close()
+    lm2.release_locks()  # the crashed process's lock goes with it
     with open(last, "ab") as f:
         f.write(build_batch([NewRecord(b"lost" * 10)], base_offset=8)[:70])
 
