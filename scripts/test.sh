@@ -23,6 +23,6 @@ echo "== pip install -e .[test]"
 echo "== ruff"
 "$PY" -m ruff check strom tests bench
 echo "== import-linter"
-lint-imports --no-cache
+"$PY" -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())" --no-cache
 echo "== pytest"
 exec "$PY" -m pytest -q -p no:cacheprovider "$@"
