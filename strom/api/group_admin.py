@@ -31,7 +31,7 @@ async def list_groups(ctx: RequestContext, request):
         return make(cls, error_code=e.code, groups=())
     return make(cls, error_code=ErrorCode.none, groups=tuple(
         make(mod.ListedGroup, group_id=g.group_id, protocol_type=g.protocol_type,
-             group_state=g.state, group_type="classic") for g in groups))
+             group_state=g.state, group_type=g.group_type) for g in groups))
 
 
 @register(15, "describe_groups", 0, 5)

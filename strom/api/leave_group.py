@@ -23,7 +23,7 @@ async def handle(ctx: RequestContext, request):
     else:
         wanted = [(request.member_id, None)]
     try:
-        results = ctx.broker.groups.leave_group(request.group_id, wanted)
+        results = await ctx.broker.groups.leave_group(request.group_id, wanted)
     except KafkaError as e:
         return make(cls, error_code=e.code, members=())
     if ctx.version < 3:

@@ -60,6 +60,8 @@ def load_all() -> dict[int, ApiSpec]:
     from strom.api import (  # noqa: F401
         admin_configs,
         api_versions,
+        consumer_group_describe,
+        consumer_group_heartbeat,
         create_partitions,
         create_topics,
         delete_topics,

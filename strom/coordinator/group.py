@@ -102,6 +102,7 @@ class ClassicGroup:
     initial_join_deadline: float = 0.0
     in_initial_delay: bool = False
     new_member_added: bool = False
+    empty_write: asyncio.Task | None = None  # writing the group's Empty state
 
     def transition(self, new: GroupState) -> None:
         if self.state not in _VALID_PREVIOUS[new]:

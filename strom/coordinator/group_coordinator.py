@@ -34,6 +34,8 @@ from strom.cluster.controller import Controller, NewTopic
 from strom.cluster.metadata_cache import MetadataCache
 from strom.config import BrokerConfig
 from strom.coordinator import offsets_format as fmt
+from strom.coordinator.consumer_coordinator import ConsumerCoordinator
+from strom.coordinator.consumer_group import ConsumerGroup
 from strom.coordinator.group import ClassicGroup, CommittedOffset, GroupState, Member
 from strom.log.records import NewRecord, build_batch, decode_batch
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -107,6 +109,7 @@ class GroupOverview:
     group_id: str
     protocol_type: str
     state: str
+    group_type: str = "classic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,7 @@ class GroupCoordinator:
         self.partitions: dict[int, _PartitionState] = {}
         self._sweeper: asyncio.Task | None = None
         self._loaders: set[asyncio.Task] = set()
+        self.consumer = ConsumerCoordinator(self)  # the KIP-848 protocol, same groups
         self._creating_topic: asyncio.Task | None = None
         self._last_expiry = 0.0
         cache.on_change(self._on_topics_changed)
@@ -327,8 +331,30 @@ class GroupCoordinator:
         if state.loading:
             raise _error(ErrorCode.coordinator_load_in_progress)
 
-    def _get_or_create(self, group_id: str) -> ClassicGroup:
+    check_coordinator = _check_coordinator
+
+    def register_group(self, group: ClassicGroup | ConsumerGroup) -> None:
+        self.groups[group.group_id] = group
+        self.partitions[self.partition_for(group.group_id)].groups.add(group.group_id)
+
+    def _classic(self, group_id: str, convert: bool = False) -> ClassicGroup | None:
+        """The classic group `group_id`, or None. A consumer-protocol group with members
+        refuses classic requests; an empty one is converted when `convert` (its offsets
+        are kept)."""
         group = self.groups.get(group_id)
+        if not isinstance(group, ConsumerGroup):
+            return group
+        if group.members or not convert:
+            raise _error(ErrorCode.inconsistent_group_protocol if convert
+                         else ErrorCode.unknown_member_id,
+                         f"Group {group_id} uses the consumer group protocol.")
+        classic = ClassicGroup(group_id, offsets=group.offsets,
+                               state_timestamp=self.clock.now_ms())
+        self.register_group(classic)
+        return classic
+
+    def _get_or_create(self, group_id: str) -> ClassicGroup:
+        group = self._classic(group_id, convert=True)
         if group is None:
             group = ClassicGroup(group_id, state_timestamp=self.clock.now_ms())
             self.groups[group_id] = group
@@ -376,7 +402,7 @@ class GroupCoordinator:
             raise _error(ErrorCode.invalid_session_timeout,
                          f"The session timeout {session_timeout_ms} ms is not within "
                          f"[{lo}, {hi}] (group.min/max.session.timeout.ms).")
-        group = self.groups.get(group_id)
+        group = self._classic(group_id, convert=True)
         if group is None:
             if member_id:
                 raise _error(ErrorCode.unknown_member_id)
@@ -608,7 +634,7 @@ class GroupCoordinator:
             group.protocol_name = None
             group.leader_id = None
             group.transition(GroupState.EMPTY)
-            self._spawn(self._store_group(group))
+            group.empty_write = self._spawn(self._store_group(group))
             log.info("Group %s is now empty (generation %d)", group.group_id,
                      group.generation_id)
             return
@@ -660,7 +686,7 @@ class GroupCoordinator:
                          protocol_name: str | None, assignments: dict[str, bytes]
                          ) -> SyncResult:
         self._check_coordinator(group_id)
-        group = self.groups.get(group_id)
+        group = self._classic(group_id)
         if group is None:
             raise _error(ErrorCode.unknown_member_id)
         self._validate_member(group, member_id, instance_id)
@@ -711,6 +737,8 @@ class GroupCoordinator:
     def heartbeat(self, group_id: str, generation_id: int, member_id: str,
                   instance_id: str | None) -> ErrorCode:
         self._check_coordinator(group_id)
+        if isinstance(self.groups.get(group_id), ConsumerGroup):
+            return ErrorCode.unknown_member_id
         group = self.groups.get(group_id)
         if group is None or group.in_state(GroupState.EMPTY, GroupState.DEAD):
             return ErrorCode.unknown_member_id
@@ -725,13 +753,15 @@ class GroupCoordinator:
             return ErrorCode.rebalance_in_progress
         return ErrorCode.none
 
-    def leave_group(self, group_id: str, members: list[tuple[str, str | None]]
-                    ) -> list[tuple[str, str | None, ErrorCode]]:
+    async def leave_group(self, group_id: str, members: list[tuple[str, str | None]]
+                          ) -> list[tuple[str, str | None, ErrorCode]]:
         """Remove members (member id, or group instance id for static members). Each result
         names the member as the request did (an admin removing a static member by instance
         id sends no member id and gets none back, as from Kafka)."""
         self._check_coordinator(group_id)
         group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            group = None  # its members leave with ConsumerGroupHeartbeat
         results = []
         for member_id, instance_id in members:
             if group is None:
@@ -758,6 +788,13 @@ class GroupCoordinator:
                 continue
             self._member_gone(group, member, "the member left the group (LeaveGroup)")
             results.append((member_id, instance_id, ErrorCode.none))
+        # When the last member left, answer once the group's Empty state is written (as
+        # Kafka does): otherwise a broker crash right after an acknowledged LeaveGroup brings
+        # the group back with its departed members until their sessions expire (and, say,
+        # DeleteGroups meanwhile fails with NON_EMPTY_GROUP). A failed write is only logged.
+        write = group.empty_write if group is not None else None
+        if write is not None and not write.done():
+            await asyncio.wait({write})
         return results
 
     # --- offsets ----------------------------------------------------------------------
@@ -766,7 +803,9 @@ class GroupCoordinator:
                              ) -> list[tuple[str, int, ErrorCode]]:
         self._check_coordinator(group_id)
         group = self.groups.get(group_id)
-        if generation_id < 0 and not member_id and instance_id is None:
+        if isinstance(group, ConsumerGroup):
+            self.consumer.validate_commit(group, member_id, generation_id)
+        elif generation_id < 0 and not member_id and instance_id is None:
             if group is not None and group.members:
                 raise _error(ErrorCode.unknown_member_id)
             group = self._get_or_create(group_id)
@@ -826,9 +865,13 @@ class GroupCoordinator:
                              ) -> list[tuple[str, int, ErrorCode]]:
         self._check_coordinator(group_id)
         group = self.groups.get(group_id)
-        if group is None or group.in_state(GroupState.DEAD):
+        if group is None or (isinstance(group, ClassicGroup) and
+                             group.in_state(GroupState.DEAD)):
             raise _error(ErrorCode.group_id_not_found)
-        subscribed = group.subscribed_topics() if group.members else set()
+        if isinstance(group, ConsumerGroup):
+            subscribed = {t for m in group.members.values() for t in m.subscribed_topic_names}
+        else:
+            subscribed = group.subscribed_topics() if group.members else set()
         if group.members and subscribed is None:
             raise _error(ErrorCode.non_empty_group)
         results, records = [], []
@@ -859,6 +902,12 @@ class GroupCoordinator:
                 raise _error(ErrorCode.coordinator_load_in_progress)
             for gid in sorted(pstate.groups):
                 g = self.groups.get(gid)
+                if isinstance(g, ConsumerGroup):
+                    if (states and g.state.lower() not in states) or \
+                            (types and "consumer" not in types):
+                        continue
+                    out.append(GroupOverview(gid, "consumer", g.state, "consumer"))
+                    continue
                 if g is None or g.in_state(GroupState.DEAD):
                     continue
                 if states and g.state.value.lower() not in states:
@@ -874,6 +923,8 @@ class GroupCoordinator:
         except KafkaError as e:
             return GroupDescription(group_id, "", "", "", (), e.code)
         g = self.groups.get(group_id)
+        if isinstance(g, ConsumerGroup):
+            return GroupDescription(group_id, "", "", "", (), ErrorCode.group_id_not_found)
         if g is None or g.in_state(GroupState.DEAD):
             return GroupDescription(group_id, GroupState.DEAD.value, "", "")
         stable = g.in_state(GroupState.STABLE)
@@ -890,6 +941,10 @@ class GroupCoordinator:
         except KafkaError as e:
             return e.code
         g = self.groups.get(group_id)
+        if isinstance(g, ConsumerGroup):
+            if g.members:
+                return ErrorCode.non_empty_group
+            g = ClassicGroup(group_id, offsets=g.offsets)  # deleted below like any other
         if g is None or g.in_state(GroupState.DEAD):
             return ErrorCode.group_id_not_found
         if g.members or not g.in_state(GroupState.EMPTY):
@@ -917,6 +972,9 @@ class GroupCoordinator:
     def _expire_members(self) -> None:
         now = self.clock.monotonic()
         for group in list(self.groups.values()):
+            if isinstance(group, ConsumerGroup):
+                self.consumer.expire(group)
+                continue
             for pid, deadline in list(group.pending_members.items()):
                 if deadline <= now:
                     del group.pending_members[pid]
@@ -931,7 +989,9 @@ class GroupCoordinator:
         retention_ms = self.config.get("offsets.retention.minutes") * 60_000
         now = self.clock.now_ms()
         for group in list(self.groups.values()):
-            if not group.in_state(GroupState.EMPTY) or not group.offsets:
+            empty = not group.members if isinstance(group, ConsumerGroup) else \
+                group.in_state(GroupState.EMPTY)
+            if not empty or not group.offsets:
                 continue
             expired = [tp for tp, c in group.offsets.items()
                        if now - max(c.commit_timestamp, group.state_timestamp) > retention_ms]
@@ -946,16 +1006,19 @@ class GroupCoordinator:
                 group.offsets.pop(tp, None)
             log.info("Expired %d offsets of empty group %s", len(expired), group.group_id)
 
-    def _fail_waiters(self, group: ClassicGroup, code: ErrorCode) -> None:
+    def _fail_waiters(self, group: ClassicGroup | ConsumerGroup, code: ErrorCode) -> None:
+        if isinstance(group, ConsumerGroup):
+            return
         for m in group.members.values():
             if m.awaiting_join:
                 m.join_future.set_result(JoinResult(code, m.member_id))
             if m.awaiting_sync:
                 m.sync_future.set_result(SyncResult(code))
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(_log_task_failure)
+        return task
 
 
 def _log_task_failure(task: asyncio.Task) -> None:
