@@ -57,13 +57,19 @@ def uniform_assign(subscriptions: Mapping[str, set[uuid.UUID]],
                 eligible[(topic_id, p)] = members
     if not eligible:
         return result
-    # the fair share: the most any member should own when everyone subscribes to all
-    ceiling = -(-len(eligible) // max(1, len(subscriptions)))
+    # the fair share when everyone subscribes to all: `floor` each, and `extra` of the
+    # members one more. A member keeps its current partitions up to that share; only
+    # `extra` members may keep floor + 1, or a newcomer could be left with nothing.
+    floor, extra = divmod(len(eligible), max(1, len(subscriptions)))
     unassigned = []
     for tp in sorted(eligible, key=lambda x: (str(x[0]), x[1])):
         owner = next((m for m in eligible[tp]
                       if tp[1] in current.get(m, {}).get(tp[0], ())), None)
-        if owner is not None and counts[owner] < ceiling:
+        keep = owner is not None and (counts[owner] < floor or
+                                      (counts[owner] == floor and extra > 0))
+        if keep:
+            if counts[owner] == floor:
+                extra -= 1
             result[owner].setdefault(tp[0], set()).add(tp[1])
             counts[owner] += 1
         else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import logging
 import signal
@@ -91,6 +92,7 @@ class Broker:
             self.servers.append(server)
             log.info("Listening on %s://%s:%d", name, host, port)
         self._start_periodic()
+        gc.freeze()  # start-up objects never need collecting: shorter GC pauses later
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
                  (time.monotonic() - started) * 1000, self.cache.cluster_id)
 
