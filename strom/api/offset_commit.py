@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from strom.api.context import RequestContext
 from strom.api.registry import register
-from strom.coordinator.group_coordinator import OffsetCommitRequest
+from strom.coordinator.group_results import OffsetCommitRequest
 from strom.protocol.errors import KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 

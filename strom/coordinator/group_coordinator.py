@@ -33,11 +33,21 @@ from strom.clock import Clock
 from strom.cluster.controller import Controller, NewTopic
 from strom.cluster.metadata_cache import MetadataCache
 from strom.config import BrokerConfig
+from strom.coordinator import group_store
 from strom.coordinator import offsets_format as fmt
 from strom.coordinator.consumer_coordinator import ConsumerCoordinator
 from strom.coordinator.consumer_group import ConsumerGroup
 from strom.coordinator.group import ClassicGroup, CommittedOffset, GroupState, Member
-from strom.log.records import NewRecord, build_batch, decode_batch
+from strom.coordinator.group_results import (
+    FetchedOffset,
+    GroupDescription,
+    GroupOverview,
+    JoinResult,
+    MemberDescription,
+    OffsetCommitRequest,
+    SyncResult,
+)
+from strom.log.records import NewRecord, build_batch
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.replication.replica_manager import ReplicaManager
 
@@ -63,73 +73,6 @@ def _error(code: ErrorCode, message: str | None = None) -> KafkaError:
 def _fenced(instance_id: str) -> KafkaError:
     return _error(ErrorCode.fenced_instance_id,
                   f"Static member {instance_id} was replaced by a newer instance.")
-
-
-@dataclass(frozen=True, slots=True)
-class JoinResult:
-    error: ErrorCode
-    member_id: str
-    generation_id: int = -1
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    leader: str = ""
-    members: tuple[tuple[str, str | None, bytes], ...] = ()
-    skip_assignment: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SyncResult:
-    error: ErrorCode
-    assignment: bytes = b""
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OffsetCommitRequest:
-    topic: str
-    partition: int
-    offset: int
-    leader_epoch: int
-    metadata: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedOffset:
-    topic: str
-    partition: int
-    offset: int
-    leader_epoch: int
-    metadata: str | None
-    error: ErrorCode = ErrorCode.none
-
-
-@dataclass(frozen=True, slots=True)
-class GroupOverview:
-    group_id: str
-    protocol_type: str
-    state: str
-    group_type: str = "classic"
-
-
-@dataclass(frozen=True, slots=True)
-class MemberDescription:
-    member_id: str
-    group_instance_id: str | None
-    client_id: str
-    client_host: str
-    metadata: bytes
-    assignment: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class GroupDescription:
-    group_id: str
-    state: str
-    protocol_type: str
-    protocol: str
-    members: tuple[MemberDescription, ...] = ()
-    error: ErrorCode = ErrorCode.none
 
 
 @dataclass(slots=True)
@@ -254,67 +197,16 @@ class GroupCoordinator:
         state = self.partitions.get(p)
         if partition is None or state is None:
             return
-        plog = partition.log
-        offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
-        groups: dict[str, fmt.GroupValue | None] = {}
-        count = 0
-        for seg, bp in plog.batches_from(plog.log_start_offset, plog.log_end_offset):
-            if bp.header.is_control:
-                continue
-            batch = decode_batch(seg.read_bytes(bp.position, bp.header.size))
-            for rec in batch.records:
-                if rec.key is None:
-                    continue
-                try:
-                    key = fmt.read_key(rec.key)
-                    if isinstance(key, fmt.OffsetKey):
-                        per_group = offsets.setdefault(key.group, {})
-                        if rec.value is None:
-                            per_group.pop((key.topic, key.partition), None)
-                        else:
-                            v = fmt.read_offset_value(rec.value)
-                            per_group[(key.topic, key.partition)] = CommittedOffset(
-                                v.offset, v.leader_epoch, v.metadata, v.commit_timestamp)
-                    else:
-                        groups[key.group] = None if rec.value is None else \
-                            fmt.read_group_value(rec.value)
-                except fmt.FormatError as e:
-                    log.warning("Skipping unreadable record at offset %d of %s-%d: %s",
-                                rec.offset, OFFSETS_TOPIC, p, e)
-            count += 1
-            if count % 100 == 0:
-                await asyncio.sleep(0)
+        offsets, groups = await group_store.replay(partition.log, f"{OFFSETS_TOPIC}-{p}")
         if self.partitions.get(p) is not state:
             return  # unloaded while loading
         now = self.clock.monotonic()
         for group_id in set(offsets) | set(groups):
-            value = groups.get(group_id)
-            group = ClassicGroup(group_id)
-            group.offsets = offsets.get(group_id, {})
-            if value is not None:
-                group.protocol_type = value.protocol_type or None
-                group.generation_id = value.generation
-                group.protocol_name = value.protocol
-                group.leader_id = value.leader
-                group.state_timestamp = value.state_timestamp
-                for m in value.members:
-                    member = Member(m.member_id, m.group_instance_id, m.client_id,
-                                    m.client_host, m.rebalance_timeout, m.session_timeout,
-                                    value.protocol_type,
-                                    [(value.protocol or "", m.subscription)], m.assignment)
-                    member.heartbeat_deadline = now + m.session_timeout / 1000
-                    group.members[m.member_id] = member
-                    if m.group_instance_id:
-                        group.static_members[m.group_instance_id] = m.member_id
-                if group.members:
-                    group.state = GroupState.STABLE
-            elif group_id in groups:  # a tombstone: the group was deleted
-                if not group.offsets:
-                    continue
-            if not group.offsets and value is None:
-                continue
-            self.groups[group_id] = group
-            state.groups.add(group_id)
+            group = group_store.restore(group_id, groups.get(group_id),
+                                        offsets.get(group_id, {}), now)
+            if group is not None:
+                self.groups[group_id] = group
+                state.groups.add(group_id)
         state.loading = False
         log.info("Loaded %d groups from %s-%d", len(state.groups), OFFSETS_TOPIC, p)
 
@@ -376,19 +268,8 @@ class GroupCoordinator:
                 raise _error(ErrorCode.not_coordinator) from None
             raise _error(ErrorCode.coordinator_not_available) from None
 
-    def _group_record(self, group: ClassicGroup) -> tuple[bytes, bytes | None]:
-        value = fmt.GroupValue(
-            group.protocol_type or "", group.generation_id, group.protocol_name,
-            group.leader_id, group.state_timestamp,
-            tuple(fmt.MemberValue(
-                m.member_id, m.group_instance_id, m.client_id, m.client_host,
-                m.rebalance_timeout_ms, m.session_timeout_ms,
-                m.metadata(group.protocol_name or ""), m.assignment)
-                for m in group.members.values()))
-        return fmt.group_key(group.group_id), fmt.group_value(value)
-
     async def _store_group(self, group: ClassicGroup) -> None:
-        await self._write(group.group_id, [self._group_record(group)])
+        await self._write(group.group_id, [group_store.group_record(group)])
 
     # --- JoinGroup --------------------------------------------------------------------
     async def join_group(self, group_id: str, member_id: str, instance_id: str | None,
