@@ -84,6 +84,16 @@ class ConsumerCoordinator:
                         owned: Assignment | None, client_id: str, client_host: str
                         ) -> HeartbeatResult:
         self.groups.check_coordinator(group_id)
+        if member_epoch == 0:  # Kafka's checks of a join
+            if rebalance_timeout_ms == -1:
+                raise _error(ErrorCode.invalid_request,
+                             "RebalanceTimeoutMs must be provided in first request.")
+            if topic_names is None and topic_regex is None:
+                raise _error(ErrorCode.invalid_request,
+                             "Either SubscribedTopicNames or SubscribedTopicRegex must be "
+                             "non-null when (re-)joining.")
+        elif member_epoch < STATIC_LEAVE_EPOCH:
+            raise _error(ErrorCode.invalid_request, "MemberEpoch is invalid.")
         if server_assignor is not None and server_assignor not in ASSIGNORS:
             raise _error(ErrorCode.unsupported_assignor,
                          f"Assignor {server_assignor} is not supported; use one of "
@@ -94,7 +104,14 @@ class ConsumerCoordinator:
             group = self.groups.groups.get(group_id)
             if isinstance(group, ConsumerGroup):
                 gone = self._find(group, member_id, instance_id)
-                if gone is not None:
+                if gone is not None and member_epoch == STATIC_LEAVE_EPOCH and \
+                        gone.instance_id is not None:
+                    # a static member going away for a restart keeps its place (and its
+                    # partitions) until its session times out, as in Kafka
+                    gone.session_deadline = now + self._session_s()
+                    log.info("Static member %s of consumer group %s left temporarily",
+                             gone.member_id, group_id)
+                elif gone is not None:
                     group.remove(gone.member_id)
                     log.info("Member %s left consumer group %s (epoch %d)", gone.member_id,
                              group_id, member_epoch)
@@ -102,10 +119,6 @@ class ConsumerCoordinator:
         group = self._group(group_id, create=member_epoch == 0)
         member = self._find(group, member_id, instance_id)
         if member_epoch == 0:
-            if topic_names is None and topic_regex is None and member is None:
-                raise _error(ErrorCode.invalid_request,
-                             "SubscribedTopicNames or SubscribedTopicRegex must be set when "
-                             "joining.")
             if member is None:
                 if len(group.members) >= self.config.get("group.consumer.max.size"):
                     raise _error(ErrorCode.group_max_size_reached)
@@ -116,10 +129,14 @@ class ConsumerCoordinator:
                 group.bump()
                 log.info("Member %s joined consumer group %s", member.member_id, group_id)
             elif member.member_id != member_id and instance_id is not None:
-                # a static member came back under a new id: it takes the old place
-                del group.members[member.member_id]
-                member.member_id = member_id or member.member_id
+                # a static member came back under a new id: it takes the old place (and
+                # its target assignment)
+                old_id = member.member_id
+                del group.members[old_id]
+                member.member_id = member_id or old_id
                 group.members[member.member_id] = member
+                if old_id in group.target:
+                    group.target[member.member_id] = group.target.pop(old_id)
             else:
                 member.member_epoch = 0
                 member.assigned, member.pending_revocation = {}, {}
@@ -191,7 +208,9 @@ class ConsumerCoordinator:
         member = group.members.get(member_id)
         if member is None:
             raise _error(ErrorCode.unknown_member_id)
-        if epoch != member.member_epoch:
+        if epoch > member.member_epoch:
+            raise _error(ErrorCode.fenced_member_epoch)
+        if epoch < member.member_epoch:
             raise _error(ErrorCode.stale_member_epoch)
 
 

@@ -112,6 +112,8 @@ class GroupCoordinator:
         for task in list(self._loaders):
             task.cancel()
         for group in self.groups.values():
+            if isinstance(group, ConsumerGroup):
+                continue  # its members wait on nothing
             for m in group.members.values():
                 for fut in (m.join_future, m.sync_future):
                     if fut is not None and not fut.done():
