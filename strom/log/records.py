@@ -69,6 +69,8 @@ from enum import IntEnum
 
 import crc32c
 
+from strom.protocol.batch import BatchHeader as HeaderView
+
 __all__ = [
     "BATCH_HEADER_SIZE",
     "LOG_OVERHEAD",
@@ -188,32 +190,11 @@ def _increment_sequence(sequence: int, increment: int) -> int:
 # --- results ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BatchHeader:
-    """The 61-byte header of one batch, field by field (see the module docstring)."""
+class BatchHeader(HeaderView):
+    """The 61-byte header of one batch (fields and the basic views: protocol/batch.py),
+    with the record-level views decoding needs."""
 
-    base_offset: int
-    batch_length: int
-    partition_leader_epoch: int
-    magic: int
-    crc: int
-    attributes: int
-    last_offset_delta: int
-    base_timestamp: int
-    max_timestamp: int
-    producer_id: int
-    producer_epoch: int
-    base_sequence: int
-    records_count: int
-
-    @property
-    def size(self) -> int:
-        """Bytes the whole batch takes in a file (batchLength + 12)."""
-        return self.batch_length + LOG_OVERHEAD
-
-    @property
-    def last_offset(self) -> int:
-        return self.base_offset + self.last_offset_delta
+    __slots__ = ()
 
     @property
     def next_offset(self) -> int:
@@ -224,7 +205,7 @@ class BatchHeader:
         return self.attributes & _COMPRESSION_MASK
 
     @property
-    def compression(self) -> Compression:
+    def compression(self) -> Compression:  # type: ignore[override]
         """The codec; raises CorruptRecordError for ids 5-7."""
         try:
             return Compression(self.compression_id)
@@ -238,14 +219,6 @@ class BatchHeader:
                 else TimestampType.CREATE_TIME)
 
     @property
-    def is_transactional(self) -> bool:
-        return bool(self.attributes & _TRANSACTIONAL_BIT)
-
-    @property
-    def is_control(self) -> bool:
-        return bool(self.attributes & _CONTROL_BIT)
-
-    @property
     def has_delete_horizon(self) -> bool:
         return bool(self.attributes & _DELETE_HORIZON_BIT)
 
@@ -253,12 +226,6 @@ class BatchHeader:
     def delete_horizon_ms(self) -> int | None:
         """Set by the log cleaner; kept in the baseTimestamp field."""
         return self.base_timestamp if self.has_delete_horizon else None
-
-    @property
-    def last_sequence(self) -> int:
-        if self.base_sequence == NO_SEQUENCE:
-            return NO_SEQUENCE
-        return _increment_sequence(self.base_sequence, self.last_offset_delta)
 
     def sequence_of(self, offset: int) -> int:
         """The producer sequence of the record at `offset` (-1 without idempotence)."""
