@@ -1,8 +1,8 @@
 """Broker and topic configuration with Kafka's names, defaults and validation.
 
 `BrokerConfig.load(path, overrides)` reads a `server.properties` file (Java properties
-syntax) and `--override key=value` pairs. Unknown keys are logged as warnings and kept (so
-DescribeConfigs can show them); invalid values raise `ConfigError` with the key and reason.
+syntax) and `--override key=value` pairs. Unknown keys are logged as warnings and otherwise
+ignored; invalid values raise `ConfigError` with the key and reason.
 
 Topic configs (`retention.ms`, `segment.bytes`, ...) default to their broker synonyms
 (`log.retention.ms`, `log.segment.bytes`, ...), as in Kafka. `TopicConfig` resolves a topic's
@@ -139,6 +139,10 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("log.segment.bytes", I, 1073741824, "Segment size", at_least(14)),
     ConfigKey("log.roll.ms", L, None, "Segment roll time (ms)", at_least(1)),
     ConfigKey("log.roll.hours", I, 168, "Segment roll time (hours)", at_least(1)),
+    ConfigKey("log.roll.jitter.ms", L, None, "Accepted; strom does not jitter rolls",
+              at_least(0)),
+    ConfigKey("log.roll.jitter.hours", I, 0, "Accepted; strom does not jitter rolls",
+              at_least(0)),
     ConfigKey("log.retention.ms", L, None, "Retention time (ms), -1 for none"),
     ConfigKey("log.retention.minutes", I, None, "Retention time (minutes)"),
     ConfigKey("log.retention.hours", I, 168, "Retention time (hours)"),
