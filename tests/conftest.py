@@ -1,7 +1,8 @@
 """Shared fixtures: real broker processes and unique topic names.
 
 - `broker`: a fresh broker for one test (stopped at teardown).
-- `module_broker`: one broker shared by a test module (default settings).
+- `module_broker`: one broker shared by a test module (default settings, or those a module
+  gives by overriding the module-scoped `broker_overrides` fixture).
 - `start_broker(overrides=..., log_dir=...)`: a factory for tests that need their own
   settings or several brokers; everything it started is stopped at teardown.
 - `topic_name`: a unique, valid topic name per test; call `topic_name.new()` for more.
@@ -81,8 +82,15 @@ def broker(start_broker) -> BrokerProcess:
 
 
 @pytest.fixture(scope="module")
-def module_broker(request):
-    b = new_broker()
+def broker_overrides() -> dict | None:
+    """Settings for `module_broker`; a module overrides this fixture to tune its broker
+    (such modules are skipped when STROM_TEST_BROKER_ARGV is set)."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def module_broker(broker_overrides):
+    b = new_broker(broker_overrides)
     try:
         b.start()
         yield b

@@ -17,17 +17,12 @@ could have caused it).
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
-import os
-import signal
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from confluent_kafka import (
@@ -36,17 +31,26 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
-    Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
-from strom.testing.broker import BrokerProcess
+from strom.testing import groups
+from strom.testing.groups import (
+    ChildConsumer,
+    admin,
+    assigned,
+    close_all,
+    consumer_conf,
+    describe,
+    group_offsets,
+    parts,
+    poll_until,
+    wait_described,
+)
 from strom.testing.kafka import create_topic
 
 pytestmark = pytest.mark.timeout(150)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 GROUP_OVERRIDES = {
     "group.initial.rebalance.delay.ms": "0",
     "group.min.session.timeout.ms": "1000",
@@ -59,113 +63,25 @@ HEARTBEAT_MS = 300
 
 
 @pytest.fixture(scope="module")
-def gbroker():
-    """One broker for the module, tuned for fast group formation and expiry."""
-    if os.environ.get("STROM_TEST_BROKER_ARGV"):
-        pytest.skip("these tests need strom's group overrides")
-    b = BrokerProcess(overrides=GROUP_OVERRIDES)
-    try:
-        b.start()
-        yield b
-    finally:
-        b.close()
+def broker_overrides():
+    """conftest's `module_broker` runs tuned for fast group formation and expiry."""
+    return GROUP_OVERRIDES
 
 
-@pytest.fixture(autouse=True)
-def _attach_gbroker_log(request):
-    # conftest's report hook attaches the logs of the brokers listed here to a failure.
-    if "gbroker" in request.fixturenames:
-        node = request.node
-        if not hasattr(node, "_strom_brokers"):
-            node._strom_brokers = []
-        node._strom_brokers.append(request.getfixturevalue("gbroker"))
-    yield
+@pytest.fixture(scope="module")
+def gbroker(module_broker):
+    return module_broker
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
 def cconf(bootstrap: str, group: str, **extra) -> dict:
-    conf = {
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "session.timeout.ms": SESSION_MS,
-        "heartbeat.interval.ms": HEARTBEAT_MS,
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "topic.metadata.refresh.interval.ms": 1000,
-    }
-    conf.update(extra)
-    return conf
+    return consumer_conf(bootstrap, group, **{"session.timeout.ms": SESSION_MS,
+                                              "heartbeat.interval.ms": HEARTBEAT_MS, **extra})
 
 
-def produce(bootstrap: str, topic: str, count: int, partitions: int, *, start: int = 0) -> None:
-    """`count` records "v<i>" (key "k<i>"), record i going to partition i % partitions."""
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    errors = []
-
-    def done(err, _msg):
-        if err is not None:
-            errors.append(err)
-
-    for i in range(start, start + count):
-        p.produce(topic, value=f"v{i}".encode(), key=f"k{i}".encode(),
-                  partition=i % partitions, on_delivery=done)
-        p.poll(0)
-    assert p.flush(30) == 0, "produce did not finish"
-    assert not errors, errors
-
-
-def parts(consumer: Consumer) -> set[int]:
-    return {tp.partition for tp in consumer.assignment()}
-
-
-def poll_until(consumers, cond, *, timeout: float = 30.0, what: str = "", sink=None) -> None:
-    """Poll every consumer in turn (messages go to `sink(consumer, msg)` or are dropped)
-    until `cond()` holds; bounded by `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for c in consumers:
-            msg = c.poll(0.02)
-            if msg is not None and sink is not None:
-                sink(c, msg)
-        if cond():
-            return
-    raise AssertionError(f"not reached within {timeout}s: {what}; assignments: "
-                         f"{[sorted(parts(c)) for c in consumers]}")
-
-
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
-
-
-def describe(adm: AdminClient, group: str):
-    return adm.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
-
-
-def group_offsets(bootstrap: str, group: str) -> list[tuple[int, int]]:
-    """(partition, offset) of every committed offset, via the AdminClient."""
-    adm = admin(bootstrap)  # keep a reference: a collected client never completes its futures
-    res = adm.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                          request_timeout=15)[group].result(timeout=20)
-    return sorted((tp.partition, tp.offset) for tp in res.topic_partitions)
-
-
-def wait_described(adm: AdminClient, group: str, cond, *, timeout: float = 20.0, what=""):
-    deadline = time.monotonic() + timeout
-    d = None
-    while time.monotonic() < deadline:
-        d = describe(adm, group)
-        if cond(d):
-            return d
-        time.sleep(0.2)
-    raise AssertionError(f"group {group} not {what} within {timeout}s; last: "
-                         f"{d and (d.state, [(m.member_id, m.group_instance_id) for m in d.members])}")
-
-
-def assigned(d) -> dict[str, set[int]]:
-    return {m.member_id: {tp.partition for tp in m.assignment.topic_partitions}
-            for m in d.members}
+produce = functools.partial(groups.produce, keyed=True)
 
 
 def generation(consumer: Consumer) -> int:
@@ -202,70 +118,6 @@ class GroupErrors(logging.Handler):
     def close(self) -> None:
         self.logger.removeHandler(self)
         super().close()
-
-
-def close_all(consumers) -> None:
-    for c in consumers:
-        try:
-            c.close()
-        except Exception:  # noqa: BLE001 - already closed, or the test failed earlier
-            pass
-
-
-# A consumer in its own process, printing its assignment whenever it changes; it exits on
-# its own after 120 s (every loop is bounded) and is normally killed by the test.
-CHILD_CONSUMER = r"""
-import json, sys, time
-from confluent_kafka import Consumer
-conf, topic = json.loads(sys.argv[1]), sys.argv[2]
-c = Consumer(conf)
-c.subscribe([topic])
-last = None
-deadline = time.monotonic() + 120
-while time.monotonic() < deadline:
-    c.poll(0.05)
-    now = sorted(tp.partition for tp in c.assignment())
-    if now != last:
-        print("ASSIGNED " + json.dumps(now), flush=True)
-        last = now
-c.close()
-"""
-
-
-class ChildConsumer:
-    """`python -c CHILD_CONSUMER` started by this test (stopped by PID only)."""
-
-    def __init__(self, conf: dict, topic: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD_CONSUMER, json.dumps(conf), topic],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            env=env, text=True)
-        self.assignments: list[list[int]] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith("ASSIGNED "):
-                with self._lock:
-                    self.assignments.append(json.loads(line[len("ASSIGNED "):]))
-
-    @property
-    def current(self) -> set[int]:
-        with self._lock:
-            return set(self.assignments[-1]) if self.assignments else set()
-
-    def kill9(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.kill9()
 
 
 # -- membership and assignment -------------------------------------------------------------

@@ -17,39 +17,42 @@ member left or was expired, the broker's log says which.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
+import functools
 import struct
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from confluent_kafka import (
     Consumer,
     ConsumerGroupState,
-    ConsumerGroupTopicPartitions,
     ConsumerGroupType,
     KafkaError,
     KafkaException,
-    Producer,
     TopicCollection,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
+from strom.testing import groups
 from strom.testing.broker import BrokerProcess
+from strom.testing.groups import (
+    ChildConsumer,
+    admin,
+    assigned,
+    close_all,
+    consumer_conf,
+    describe,
+    group_offsets,
+    parts,
+    produce,
+)
 from strom.testing.kafka import create_topic
 from strom.testing.wire import KafkaSocket, compact_string, i16, i32, request, string, uvarint
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SESSION_MS = 6000
 OVERRIDES = {
     "group.consumer.heartbeat.interval.ms": "500",
@@ -74,89 +77,25 @@ STALE_MEMBER_EPOCH = 113
 
 
 @pytest.fixture(scope="module")
-def cbroker():
-    """One broker for the module, with short consumer-protocol heartbeats and sessions."""
-    if os.environ.get("STROM_TEST_BROKER_ARGV"):
-        pytest.skip("these tests need strom's group overrides")
-    b = BrokerProcess(overrides=OVERRIDES)
-    try:
-        b.start()
-        yield b
-    finally:
-        b.close()
+def broker_overrides():
+    """conftest's `module_broker` runs with short consumer-protocol heartbeats and sessions."""
+    return OVERRIDES
 
 
-@pytest.fixture(autouse=True)
-def _attach_cbroker_log(request):
-    # conftest's report hook attaches the logs of the brokers listed here to a failure.
-    if "cbroker" in request.fixturenames:
-        node = request.node
-        if not hasattr(node, "_strom_brokers"):
-            node._strom_brokers = []
-        node._strom_brokers.append(request.getfixturevalue("cbroker"))
-    yield
+@pytest.fixture(scope="module")
+def cbroker(module_broker):
+    return module_broker
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
 def cconf(bootstrap: str, group: str, **extra) -> dict:
-    conf = {
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "group.protocol": "consumer",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "topic.metadata.refresh.interval.ms": 1000,
-    }
-    conf.update(extra)
-    return conf
+    return consumer_conf(bootstrap, group, **{"group.protocol": "consumer", **extra})
 
 
-def produce(bootstrap: str, topic: str, count: int, partitions: int, *, start: int = 0) -> None:
-    """`count` records "v<i>", record i going to partition i % partitions."""
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    errors = []
-
-    def done(err, _msg):
-        if err is not None:
-            errors.append(err)
-
-    for i in range(start, start + count):
-        p.produce(topic, value=f"v{i}".encode(), partition=i % partitions, on_delivery=done)
-        p.poll(0)
-    assert p.flush(30) == 0, "produce did not finish"
-    assert not errors, errors
-
-
-def parts(consumer: Consumer) -> set[int]:
-    return {tp.partition for tp in consumer.assignment()}
-
-
-def poll_until(consumers, cond, *, timeout: float = 40.0, what: str = "", sink=None) -> None:
-    """Poll every consumer in turn (messages go to `sink(consumer, msg)` or are dropped)
-    until `cond()` holds; bounded by `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for c in consumers:
-            msg = c.poll(0.02)
-            if msg is not None and sink is not None:
-                sink(c, msg)
-        if cond():
-            return
-    raise AssertionError(f"not reached within {timeout}s: {what}; assignments: "
-                         f"{[sorted(parts(c)) for c in consumers]}")
-
-
-def poll_for(consumers, seconds: float, sink=None) -> None:
-    end = time.monotonic() + seconds
-    while consumers and time.monotonic() < end:
-        for c in consumers:
-            msg = c.poll(0.02)
-            if msg is not None and sink is not None:
-                sink(c, msg)
-    if not consumers:
-        time.sleep(seconds)
+poll_until = functools.partial(groups.poll_until, timeout=40.0)
+wait_described = functools.partial(groups.wait_described, timeout=30.0)
 
 
 def disjoint_cover(sets, n: int) -> bool:
@@ -167,49 +106,6 @@ def disjoint_cover(sets, n: int) -> bool:
 def balanced(consumers, sizes) -> bool:
     now = [parts(c) for c in consumers]
     return sorted(len(s) for s in now) == sorted(sizes) and disjoint_cover(now, sum(sizes))
-
-
-def close_all(consumers) -> None:
-    for c in consumers:
-        try:
-            c.close()
-        except Exception:  # noqa: BLE001 - already closed, or the test failed earlier
-            pass
-
-
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
-
-
-def describe(adm: AdminClient, group: str):
-    return adm.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
-
-
-def wait_described(adm: AdminClient, group: str, cond, *, timeout: float = 30.0, what="",
-                   consumers=(), sink=None):
-    """Describe the group until `cond(description)`, polling `consumers` meanwhile (a
-    librdkafka member reconciles only when the application polls)."""
-    deadline = time.monotonic() + timeout
-    d = None
-    while time.monotonic() < deadline:
-        d = describe(adm, group)
-        if cond(d):
-            return d
-        poll_for(consumers, 0.2, sink)
-    raise AssertionError(f"group {group} not {what} within {timeout}s; last: "
-                         f"{d and (d.type, d.state, [(m.member_id, m.assignment) for m in d.members])}")
-
-
-def assigned(d) -> dict[str, set[int]]:
-    return {m.member_id: {tp.partition for tp in m.assignment.topic_partitions}
-            for m in d.members}
-
-
-def group_offsets(bootstrap: str, group: str) -> list[tuple[int, int]]:
-    adm = admin(bootstrap)  # keep a reference: a collected client never completes its futures
-    res = adm.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                          request_timeout=15)[group].result(timeout=20)
-    return sorted((tp.partition, tp.offset) for tp in res.topic_partitions)
 
 
 def wait_log(broker: BrokerProcess, text: str, timeout: float = 30.0) -> str:
@@ -237,69 +133,6 @@ def commit_retrying(c: Consumer, offsets, retries: list) -> str | None:
                 return f"commit failed: {e}"
             retries.append(code)
             time.sleep(0.1)
-
-
-# A consumer in its own process, printing its member id and assignment whenever they change;
-# it exits on its own after 120 s and is normally killed by the test (by PID).
-CHILD_CONSUMER = r"""
-import json, sys, time
-from confluent_kafka import Consumer
-conf, topic = json.loads(sys.argv[1]), sys.argv[2]
-c = Consumer(conf)
-c.subscribe([topic])
-last = None
-deadline = time.monotonic() + 120
-while time.monotonic() < deadline:
-    c.poll(0.05)
-    now = [c.memberid(), sorted(tp.partition for tp in c.assignment())]
-    if now != last:
-        print("ASSIGNED " + json.dumps(now), flush=True)
-        last = now
-c.close()
-"""
-
-
-class ChildConsumer:
-    """`python -c CHILD_CONSUMER`, started by this test and stopped by its PID only."""
-
-    def __init__(self, conf: dict, topic: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD_CONSUMER, json.dumps(conf), topic],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            env=env, text=True)
-        self.seen: list[tuple[str | None, list[int]]] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith("ASSIGNED "):
-                member_id, ps = json.loads(line[len("ASSIGNED "):])
-                with self._lock:
-                    self.seen.append((member_id, ps))
-
-    @property
-    def current(self) -> set[int]:
-        with self._lock:
-            return set(self.seen[-1][1]) if self.seen else set()
-
-    @property
-    def member_id(self) -> str | None:
-        with self._lock:
-            return self.seen[-1][0] if self.seen else None
-
-    def kill9(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.kill9()
 
 
 # -- membership and assignment -------------------------------------------------------------

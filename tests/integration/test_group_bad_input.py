@@ -15,7 +15,6 @@ the end.
 from __future__ import annotations
 
 import itertools
-import os
 import struct
 import time
 
@@ -51,7 +50,6 @@ from kafka.protocol.metadata.find_coordinator import (
     FindCoordinatorResponse,
 )
 
-from strom.testing.broker import BrokerProcess
 from strom.testing.kafka import create_topic
 from strom.testing.wire import KafkaSocket
 
@@ -96,25 +94,14 @@ MAX_SESSION_MS = 1800000
 
 
 @pytest.fixture(scope="module")
-def gbroker():
-    if os.environ.get("STROM_TEST_BROKER_ARGV"):
-        pytest.skip("these tests need strom's group overrides")
-    b = BrokerProcess(overrides={"group.initial.rebalance.delay.ms": "0"})
-    try:
-        b.start()
-        yield b
-    finally:
-        b.close()
+def broker_overrides():
+    """conftest's `module_broker` forms groups at once."""
+    return {"group.initial.rebalance.delay.ms": "0"}
 
 
-@pytest.fixture(autouse=True)
-def _attach_gbroker_log(request):
-    if "gbroker" in request.fixturenames:
-        node = request.node
-        if not hasattr(node, "_strom_brokers"):
-            node._strom_brokers = []
-        node._strom_brokers.append(request.getfixturevalue("gbroker"))
-    yield
+@pytest.fixture(scope="module")
+def gbroker(module_broker):
+    return module_broker
 
 
 @pytest.fixture

@@ -1,0 +1,211 @@
+"""Helpers for consumer-group tests with confluent-kafka (librdkafka) clients: consumer
+configs, producing numbered records, polling consumers until a condition holds, describing
+groups with the AdminClient, and a consumer in its own process. Every wait is bounded and
+raises `AssertionError` with what it last saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer
+from confluent_kafka.admin import AdminClient
+
+__all__ = [
+    "CHILD_CONSUMER",
+    "ChildConsumer",
+    "admin",
+    "assigned",
+    "close_all",
+    "consumer_conf",
+    "describe",
+    "group_offsets",
+    "parts",
+    "poll_for",
+    "poll_until",
+    "produce",
+    "wait_described",
+]
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def consumer_conf(bootstrap: str, group: str, **extra) -> dict:
+    """A consumer config that reads from the earliest offset, commits only when told and
+    refreshes metadata every second; `extra` adds to or overrides it."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "topic.metadata.refresh.interval.ms": 1000,
+    }
+    conf.update(extra)
+    return conf
+
+
+def produce(bootstrap: str, topic: str, count: int, partitions: int, *, start: int = 0,
+            keyed: bool = False) -> None:
+    """`count` records "v<i>" (with key "k<i>" if `keyed`), record i going to partition
+    i % partitions."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    errors = []
+
+    def done(err, _msg):
+        if err is not None:
+            errors.append(err)
+
+    for i in range(start, start + count):
+        key = {"key": f"k{i}".encode()} if keyed else {}
+        p.produce(topic, value=f"v{i}".encode(), partition=i % partitions, on_delivery=done,
+                  **key)
+        p.poll(0)
+    assert p.flush(30) == 0, "produce did not finish"
+    assert not errors, errors
+
+
+def parts(consumer: Consumer) -> set[int]:
+    return {tp.partition for tp in consumer.assignment()}
+
+
+def poll_until(consumers, cond, *, timeout: float = 30.0, what: str = "", sink=None) -> None:
+    """Poll every consumer in turn (messages go to `sink(consumer, msg)` or are dropped)
+    until `cond()` holds; bounded by `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for c in consumers:
+            msg = c.poll(0.02)
+            if msg is not None and sink is not None:
+                sink(c, msg)
+        if cond():
+            return
+    raise AssertionError(f"not reached within {timeout}s: {what}; assignments: "
+                         f"{[sorted(parts(c)) for c in consumers]}")
+
+
+def poll_for(consumers, seconds: float, sink=None) -> None:
+    """Poll every consumer in turn for `seconds` (or just sleep when there are none)."""
+    end = time.monotonic() + seconds
+    while consumers and time.monotonic() < end:
+        for c in consumers:
+            msg = c.poll(0.02)
+            if msg is not None and sink is not None:
+                sink(c, msg)
+    if not consumers:
+        time.sleep(seconds)
+
+
+def close_all(consumers) -> None:
+    for c in consumers:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - already closed, or the test failed earlier
+            pass
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def describe(adm: AdminClient, group: str):
+    return adm.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+
+
+def wait_described(adm: AdminClient, group: str, cond, *, timeout: float = 20.0, what="",
+                   consumers=(), sink=None):
+    """Describe the group until `cond(description)`, polling `consumers` meanwhile (a
+    librdkafka member reconciles only when the application polls), else sleeping 0.2 s."""
+    deadline = time.monotonic() + timeout
+    d = None
+    while time.monotonic() < deadline:
+        d = describe(adm, group)
+        if cond(d):
+            return d
+        poll_for(consumers, 0.2, sink)
+    last = d and (d.type, d.state, [(m.member_id, m.group_instance_id, m.assignment)
+                                    for m in d.members])
+    raise AssertionError(f"group {group} not {what} within {timeout}s; last: {last}")
+
+
+def assigned(d) -> dict[str, set[int]]:
+    """member id -> partitions, from a group description."""
+    return {m.member_id: {tp.partition for tp in m.assignment.topic_partitions}
+            for m in d.members}
+
+
+def group_offsets(bootstrap: str, group: str) -> list[tuple[int, int]]:
+    """(partition, offset) of every committed offset, via the AdminClient."""
+    adm = admin(bootstrap)  # keep a reference: a collected client never completes its futures
+    res = adm.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                          request_timeout=15)[group].result(timeout=20)
+    return sorted((tp.partition, tp.offset) for tp in res.topic_partitions)
+
+
+# A consumer in its own process, printing its member id and assignment whenever they change;
+# it exits on its own after 120 s (every loop is bounded) and is normally killed by the test.
+CHILD_CONSUMER = r"""
+import json, sys, time
+from confluent_kafka import Consumer
+conf, topic = json.loads(sys.argv[1]), sys.argv[2]
+c = Consumer(conf)
+c.subscribe([topic])
+last = None
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    c.poll(0.05)
+    now = [c.memberid(), sorted(tp.partition for tp in c.assignment())]
+    if now != last:
+        print("ASSIGNED " + json.dumps(now), flush=True)
+        last = now
+c.close()
+"""
+
+
+class ChildConsumer:
+    """`python -c CHILD_CONSUMER`, started by the test and stopped by its PID only."""
+
+    def __init__(self, conf: dict, topic: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD_CONSUMER, json.dumps(conf), topic],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            env=env, text=True)
+        self.seen: list[tuple[str | None, list[int]]] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("ASSIGNED "):
+                member_id, ps = json.loads(line[len("ASSIGNED "):])
+                with self._lock:
+                    self.seen.append((member_id, ps))
+
+    @property
+    def current(self) -> set[int]:
+        with self._lock:
+            return set(self.seen[-1][1]) if self.seen else set()
+
+    @property
+    def member_id(self) -> str | None:
+        with self._lock:
+            return self.seen[-1][0] if self.seen else None
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill9()
