@@ -392,10 +392,10 @@ class GroupCoordinator(ClassicProtocol):
             return GroupDescription(group_id, "", "", "", (), ErrorCode.group_id_not_found)
         if g is None or g.in_state(GroupState.DEAD):
             return GroupDescription(group_id, GroupState.DEAD.value, "", "")
-        stable = g.in_state(GroupState.STABLE)
+        stable = g.in_state(GroupState.STABLE)  # as Kafka: metadata only when Stable
         members = tuple(MemberDescription(
             m.member_id, m.group_instance_id, m.client_id, m.client_host,
-            m.metadata(g.protocol_name or "") if g.protocol_name else b"",
+            m.metadata(g.protocol_name or "") if stable else b"",
             m.assignment if stable else b"") for m in g.members.values())
         return GroupDescription(group_id, g.state.value, g.protocol_type or "",
                                 g.protocol_name or "" if stable else "", members)
