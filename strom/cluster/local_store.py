@@ -16,6 +16,8 @@ from collections import defaultdict
 
 from strom.cluster.store import (
     BadVersionError,
+    Fence,
+    FencedError,
     MetadataStore,
     NodeExistsError,
     NoNodeError,
@@ -76,8 +78,15 @@ class LocalMetadataStore(MetadataStore):
         return sorted({p[len(prefix):] for p in self.nodes
                        if p.startswith(prefix) and "/" not in p[len(prefix):]})
 
+    def _check_fence(self, fence: Fence | None) -> None:
+        if fence is not None:
+            node = self.nodes.get(fence[0])
+            if node is None or node[1] != fence[1]:
+                raise FencedError(f"{fence[0]} is not at version {fence[1]}")
+
     async def create(self, path: str, data: bytes = b"", ephemeral: bool = False,
-                     make_parents: bool = True) -> None:
+                     make_parents: bool = True, fence: Fence | None = None) -> None:
+        self._check_fence(fence)
         if path in self.nodes:
             raise NodeExistsError(path)
         parent = _parent(path)
@@ -96,7 +105,9 @@ class LocalMetadataStore(MetadataStore):
             self._persist()
         self._fire(path, _parent(path))
 
-    async def set(self, path: str, data: bytes, version: int = -1) -> int:
+    async def set(self, path: str, data: bytes, version: int = -1,
+                  fence: Fence | None = None) -> int:
+        self._check_fence(fence)
         node = self.nodes.get(path)
         if node is None:
             raise NoNodeError(path)

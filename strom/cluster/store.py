@@ -35,7 +35,20 @@ class BadVersionError(StoreError):
     pass
 
 
+class FencedError(StoreError):
+    """A fenced write was refused: the fence node is no longer at the expected version
+    (a controller that lost its epoch, say)."""
+
+
+# (path, version): a write with a fence happens only if that node is at that version,
+# checked atomically with the write (a ZooKeeper multi with a check op).
+Fence = tuple[str, int]
+
+
 WatchCallback = Callable[[str], None]
+# "expired": the session ended and this broker's ephemeral nodes are gone;
+# "reconnected": a new session is up (re-create ephemeral nodes, re-run elections).
+SessionCallback = Callable[[str], None]
 
 
 class MetadataStore(abc.ABC):
@@ -60,13 +73,15 @@ class MetadataStore(abc.ABC):
     # create
     @abc.abstractmethod
     async def create(self, path: str, data: bytes = b"", ephemeral: bool = False,
-                     make_parents: bool = True) -> None:
-        """Create a node; NodeExistsError if it exists."""
+                     make_parents: bool = True, fence: Fence | None = None) -> None:
+        """Create a node; NodeExistsError if it exists, FencedError if `fence` fails."""
 
     # compare-and-set
     @abc.abstractmethod
-    async def set(self, path: str, data: bytes, version: int = -1) -> int:
-        """Write if the node's version is `version` (-1: any); returns the new version."""
+    async def set(self, path: str, data: bytes, version: int = -1,
+                  fence: Fence | None = None) -> int:
+        """Write if the node's version is `version` (-1: any); returns the new version.
+        BadVersionError if the version moved, FencedError if `fence` fails."""
 
     @abc.abstractmethod
     async def delete(self, path: str, version: int = -1, recursive: bool = False) -> None:
@@ -78,3 +93,7 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def watch_data(self, path: str, callback: WatchCallback) -> None: ...
+
+    def on_session(self, callback: SessionCallback) -> None:
+        """Register for session events (the local store has none)."""
+        del callback
