@@ -188,6 +188,8 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("offsets.retention.minutes", I, 10080, "How long offsets of an empty group "
               "are kept", at_least(1)),
     ConfigKey("offsets.retention.check.interval.ms", L, 600000, "", at_least(1)),
+    ConfigKey("offsets.commit.timeout.ms", I, 5000, "How long an offset commit waits for "
+              "the ISR of __consumer_offsets", at_least(1)),
     ConfigKey("offset.metadata.max.bytes", I, 4096, "Largest commit metadata string",
               at_least(0)),
     ConfigKey("group.min.session.timeout.ms", I, 6000, "", at_least(0)),

@@ -3,17 +3,21 @@
 Behaviour: each partition's data must be exactly one v2 record batch. It is validated
 (size, CRC, offsets, timestamps, keys on compacted topics), given offsets and appended by the
 leader. acks=0 gets no response at all; acks=1 and acks=-1 are answered after the append
-(acks=-1 waits for the ISR; with one replica that is at once). Idempotent batches are
+(acks=-1 waits, without blocking the connection's loop, until the high watermark passes
+the batch: every ISR member has it). Idempotent batches are
 deduplicated by producer id, epoch and sequence.
 Errors per partition: UNKNOWN_TOPIC_OR_PARTITION (auto-create does not apply to Produce),
 NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, INVALID_RECORD (with
 record_errors), INVALID_TIMESTAMP, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
-NOT_ENOUGH_REPLICAS; INVALID_REQUIRED_ACKS for acks outside -1, 0, 1.
+NOT_ENOUGH_REPLICAS, and for acks=-1 NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below
+min.insync.replicas while waiting) and REQUEST_TIMED_OUT (timeout_ms passed);
+INVALID_REQUIRED_ACKS for acks outside -1, 0, 1.
 Version notes: v8+ record_errors and error_message; v10+ current_leader hints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 
 from strom.api.context import RequestContext
@@ -31,12 +35,15 @@ async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
     replicas = ctx.broker.replicas
     acks = request.acks
-    topics = []
+    timeout_ms = int(request.timeout.total_seconds() * 1000)
+    results: list[tuple[str, list[dict]]] = []
+    waits: list[tuple[dict, asyncio.Future]] = []
     for topic in request.topic_data:
         parts = []
         for pd in topic.partition_data:
-            error, message, record_errors = ErrorCode.none, None, ()
-            base_offset, append_time, start = -1, None, -1
+            out = {"index": pd.index, "error_code": ErrorCode.none, "base_offset": -1,
+                   "log_append_time": None, "log_start_offset": -1, "record_errors": (),
+                   "error_message": None}
             try:
                 if acks not in (-1, 0, 1):
                     raise KafkaError(f"Invalid required acks {acks}",
@@ -47,24 +54,29 @@ async def handle(ctx: RequestContext, request):
                 if pd.records is None:
                     raise KafkaError("No record batch", ErrorCode.invalid_record)
                 result = replicas.append(topic.name, pd.index, pd.records, acks)
-                base_offset = result.base_offset
+                out["base_offset"] = result.base_offset
                 if result.log_append_time >= 0:
-                    append_time = _EPOCH + datetime.timedelta(
+                    out["log_append_time"] = _EPOCH + datetime.timedelta(
                         milliseconds=result.log_append_time)
                 p = replicas.partitions.get((topic.name, pd.index))
-                start = p.log.log_start_offset if p else -1
+                out["log_start_offset"] = p.log.log_start_offset if p else -1
+                if acks == -1:
+                    waits.append((out, asyncio.ensure_future(replicas.wait_for_replication(
+                        topic.name, pd.index, result.last_offset + 1, timeout_ms))))
             except KafkaError as e:
-                error, message = e.code, e.message
-                record_errors = tuple(
-                    make(mod.BatchIndexAndErrorMessage, batch_index=i,
-                         batch_index_error_message=m)
-                    for i, m in getattr(e, "record_errors", ()))
-            parts.append(make(mod.PartitionProduceResponse, index=pd.index, error_code=error,
-                              base_offset=base_offset, log_append_time=append_time,
-                              log_start_offset=start, record_errors=record_errors,
-                              error_message=message))
-        topics.append(make(mod.TopicProduceResponse, name=topic.name,
-                           partition_responses=tuple(parts)))
+                _fail(out, e, mod)
+            parts.append(out)
+        results.append((topic.name, parts))
+    if waits:
+        await asyncio.gather(*(f for _, f in waits), return_exceptions=True)
+        for out, fut in waits:
+            e = fut.exception()
+            if isinstance(e, KafkaError):
+                _fail(out, e, mod)
+            elif e is not None:
+                raise e
+    topics = [make(mod.TopicProduceResponse, name=name, partition_responses=tuple(
+        make(mod.PartitionProduceResponse, **out) for out in parts)) for name, parts in results]
     if acks == 0:
         failed = [(t.name, p.index, p.error_code) for t in topics
                   for p in t.partition_responses if p.error_code != ErrorCode.none]
@@ -72,3 +84,11 @@ async def handle(ctx: RequestContext, request):
             raise CloseConnection(f"acks=0 produce failed: {failed[:3]}")
         return NO_RESPONSE
     return make(response_schema(API_KEY, ctx.version), responses=tuple(topics))
+
+
+def _fail(out: dict, e: KafkaError, mod) -> None:
+    out["error_code"], out["error_message"] = e.code, e.message
+    out["base_offset"], out["log_append_time"], out["log_start_offset"] = -1, None, -1
+    out["record_errors"] = tuple(
+        make(mod.BatchIndexAndErrorMessage, batch_index=i, batch_index_error_message=m)
+        for i, m in getattr(e, "record_errors", ()))

@@ -78,6 +78,7 @@ def load_all() -> dict[int, ApiSpec]:
         metadata,
         offset_commit,
         offset_fetch,
+        offset_for_leader_epoch,
         produce,
         sync_group,
     )

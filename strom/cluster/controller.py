@@ -1,13 +1,29 @@
-"""The Controller: the one broker that changes topic assignments and partition states.
+"""The Controller: the one broker that elects partition leaders.
 
 It is written once against MetadataStore. A broker becomes controller by creating the
 ephemeral `/controller` znode and bumping `/controller_epoch`; with the `local` store the
-only broker always wins. Topic creation writes the topic's configs, then its assignment,
-then each partition's state (leader = first live replica, epoch 0, ISR = live replicas).
+only broker always wins, with ZooKeeper the first to create it, and when the controller's
+session ends the others race again. Every partition state the controller writes is a
+compare-and-set on the state znode's version, fenced by the version of `/controller_epoch`
+it wrote: a controller that lost its office (a newer epoch exists) cannot write.
+
+The active controller watches `/brokers/ids`. When brokers come or go it re-elects:
+- a partition whose leader is gone gets the first live ISR member (in replica order) as
+  leader, with the leader epoch bumped; dead brokers leave the ISR;
+- when no ISR member is live, the partition goes offline (leader -1, the ISR kept so the
+  last in-sync replica can lead again when it returns), unless the topic's
+  unclean.leader.election.enable allows an out-of-sync live replica to lead (logged as a
+  possible loss of acknowledged records).
+Leaders change the ISR themselves (see replication/replica_manager.py).
+
+Topic administration (create, delete, partitions, configs) is plain znode writes that
+any broker may do: creation writes the configs, then the assignment, then each
+partition's state (leader = first live replica, epoch 0, ISR = live replicas).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -17,8 +33,15 @@ from dataclasses import dataclass
 
 from strom.cluster import model, topic_names
 from strom.cluster.metadata_cache import MetadataCache
-from strom.cluster.store import MetadataStore, NodeExistsError, NoNodeError
-from strom.config import BrokerConfig, ConfigError, validate_topic_configs
+from strom.cluster.store import (
+    BadVersionError,
+    FencedError,
+    MetadataStore,
+    NodeExistsError,
+    NoNodeError,
+    StoreError,
+)
+from strom.config import BrokerConfig, ConfigError, TopicConfig, validate_topic_configs
 from strom.protocol.errors import (
     InvalidConfig,
     InvalidPartitions,
@@ -87,25 +110,86 @@ class Controller:
         self.cache = cache
         self.config = config
         self.epoch = 0
+        self.epoch_version = -1  # the /controller_epoch znode version this controller wrote
         self.active = False
+        self._lock = asyncio.Lock()
+        self._watching = False
+        self._stopped = False
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def fence(self) -> tuple[str, int]:
+        return (model.CONTROLLER_EPOCH, self.epoch_version)
+
+    async def start(self) -> None:
+        """Run for controller now, and again whenever the office falls vacant."""
+        self.store.watch_data(model.CONTROLLER, lambda _: self._spawn(self.elect))
+        node = await self.store.get(model.CONTROLLER)
+        if node is not None and node[0] and \
+                json.loads(node[0]).get("brokerid") == self.broker_id:
+            # left by this broker's previous run, whose session has not expired yet
+            try:
+                await self.store.delete(model.CONTROLLER, node[1])
+            except StoreError:
+                pass
+        await self.elect()
+
+    async def stop(self) -> None:
+        """Stop acting as controller (shutdown); the store's close removes /controller."""
+        self._stopped = True
+        self.active = False
+        for task in list(self._tasks):
+            task.cancel()
+
+    def resign(self) -> None:
+        if self.active:
+            log.warning("Broker %d is no longer the controller (epoch %d)", self.broker_id,
+                        self.epoch)
+        self.active = False
+
+    def _spawn(self, job) -> None:
+        if self._stopped:
+            return
+        task = asyncio.get_running_loop().create_task(job())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Controller task failed", exc_info=task.exception())
 
     async def elect(self) -> bool:
         """Try to become controller; True if this broker now is."""
+        if self.active or self._stopped:
+            return self.active
         data = json.dumps({"version": 2, "brokerid": self.broker_id,
                            "timestamp": str(int(time.time() * 1000))}).encode()
         try:
             await self.store.create(model.CONTROLLER, data, ephemeral=True)
         except NodeExistsError:
             return False
-        node = await self.store.get(model.CONTROLLER_EPOCH)
-        if node is None:
-            self.epoch = 1
-            await self.store.create(model.CONTROLLER_EPOCH, b"1")
-        else:
-            self.epoch = int(node[0] or b"0") + 1
-            await self.store.set(model.CONTROLLER_EPOCH, str(self.epoch).encode(), node[1])
+        while True:
+            node = await self.store.get(model.CONTROLLER_EPOCH)
+            try:
+                if node is None:
+                    self.epoch = 1
+                    await self.store.create(model.CONTROLLER_EPOCH, b"1")
+                    self.epoch_version = 0
+                else:
+                    self.epoch = int(node[0] or b"0") + 1
+                    self.epoch_version = await self.store.set(
+                        model.CONTROLLER_EPOCH, str(self.epoch).encode(), node[1])
+                break
+            except (NodeExistsError, BadVersionError):
+                continue  # a stale controller bumped it meanwhile: read again
         self.active = True
         log.info("Broker %d is the controller (epoch %d)", self.broker_id, self.epoch)
+        if not self._watching:
+            self._watching = True
+            self.store.watch_children(model.BROKER_IDS,
+                                      lambda _: self._spawn(self.on_brokers_changed))
+        await self.on_brokers_changed()
         return True
 
     def _require_active(self) -> None:
@@ -115,11 +199,91 @@ class Controller:
     def live_brokers(self) -> list[int]:
         return sorted(self.cache.brokers)
 
+    # --- leader election ------------------------------------------------------------------
+    async def on_brokers_changed(self) -> None:
+        """Elect leaders for partitions whose leader is gone; drop dead brokers from ISRs."""
+        if not self.active:
+            return
+        async with self._lock:
+            live = {int(b) for b in await self.store.get_children(model.BROKER_IDS)}
+            log.info("Controller %d: live brokers %s", self.broker_id, sorted(live))
+            for name in await self.store.get_children(model.TOPICS):
+                await self._reelect_topic(name, live)
+
+    async def _reelect_topic(self, name: str, live: set[int]) -> None:
+        node = await self.store.get(model.topic_path(name))
+        if node is None:
+            return
+        assignment = model.TopicAssignment.from_json(name, node[0], node[1])
+        unclean = self._unclean_allowed(name)
+        for p, replicas in sorted(assignment.replicas.items()):
+            await self._update_state(name, p, lambda st, q=p, r=replicas: self._elect(
+                name, q, st, r, live, unclean))
+
+    def _unclean_allowed(self, name: str) -> bool:
+        info = self.cache.topic(name)
+        try:
+            overrides = validate_topic_configs(info.configs if info else {})
+        except ConfigError:
+            overrides = {}
+        return bool(TopicConfig(self.config, overrides).get("unclean.leader.election.enable"))
+
+    def _elect(self, name: str, p: int, st: model.PartitionState, replicas: tuple[int, ...],
+               live: set[int], unclean: bool) -> model.PartitionState | None:
+        """The partition's next state, or None if it stays as it is."""
+        live_isr = tuple(b for b in st.isr if b in live)
+        if st.leader in live:
+            if live_isr == st.isr:
+                return None
+            return model.PartitionState(st.leader, st.leader_epoch, live_isr, self.epoch)
+        candidates = [b for b in replicas if b in live_isr]
+        if candidates:
+            leader = candidates[0]
+            return model.PartitionState(leader, st.leader_epoch + 1, live_isr, self.epoch)
+        live_replicas = [b for b in replicas if b in live]
+        if unclean and live_replicas:
+            leader = live_replicas[0]
+            log.warning("Unclean leader election for %s-%d: broker %d was not in the ISR %s; "
+                        "records acknowledged by the old ISR may be lost", name, p, leader,
+                        list(st.isr))
+            return model.PartitionState(leader, st.leader_epoch + 1, (leader,), self.epoch)
+        if st.leader == model.NO_LEADER:
+            return None
+        log.warning("%s-%d is offline: no live in-sync replica (ISR %s)", name, p,
+                    list(st.isr))
+        # keep the ISR: its last members are the ones allowed to lead when they return
+        return model.PartitionState(model.NO_LEADER, st.leader_epoch + 1, st.isr, self.epoch)
+
+    async def _update_state(self, name: str, p: int, change) -> model.PartitionState | None:
+        """Apply `change(state) -> new state | None` with compare-and-set, fenced by our
+        controller epoch; retried when a leader's ISR write got in between."""
+        path = model.partition_state_path(name, p)
+        for _ in range(10):
+            node = await self.store.get(path)
+            if node is None:
+                return None
+            st = model.PartitionState.from_json(node[0], node[1])
+            new = change(st)
+            if new is None:
+                return None
+            try:
+                await self.store.set(path, new.to_json(), node[1], fence=self.fence)
+            except BadVersionError:
+                continue
+            except FencedError:
+                self.resign()
+                raise NotController("A newer controller exists") from None
+            if new.leader != st.leader or new.leader_epoch != st.leader_epoch:
+                log.info("%s-%d: leader %d -> %d, epoch %d, ISR %s", name, p, st.leader,
+                         new.leader, new.leader_epoch, list(new.isr))
+            return new
+        log.warning("%s-%d: partition state kept changing; giving up for now", name, p)
+        return None
+
     # --- topics -------------------------------------------------------------------------
     async def create_topic(self, new: NewTopic, validate_only: bool = False,
                            internal: bool = False) -> CreatedTopic:
         """Create a topic; `internal` is for the broker's own topics (__consumer_offsets)."""
-        self._require_active()
         topic_names.validate(new.name)
         if topic_names.is_internal(new.name) and not internal:
             from strom.protocol.errors import InvalidTopic
@@ -204,7 +368,6 @@ class Controller:
             await self.store.create(model.partition_state_path(name, p), state.to_json())
 
     async def delete_topic(self, name: str) -> uuid.UUID:
-        self._require_active()
         topic = self.cache.topic(name)
         node = await self.store.get(model.topic_path(name))
         if node is None:
@@ -228,7 +391,6 @@ class Controller:
     async def create_partitions(self, name: str, count: int,
                                 assignment: list[list[int]] | None,
                                 validate_only: bool = False) -> None:
-        self._require_active()
         node = await self.store.get(model.topic_path(name))
         if node is None:
             raise UnknownTopicOrPartition(f"Topic '{name}' does not exist")
@@ -264,7 +426,6 @@ class Controller:
         log.info("Topic %s now has %d partitions", name, count)
 
     async def alter_topic_configs(self, name: str, configs: dict[str, str]) -> None:
-        self._require_active()
         try:
             validate_topic_configs(configs)
         except ConfigError as e:

@@ -76,7 +76,7 @@ class LocalMetadataStore(MetadataStore):
     async def get_children(self, path: str) -> list[str]:
         prefix = path.rstrip("/") + "/"
         return sorted({p[len(prefix):] for p in self.nodes
-                       if p.startswith(prefix) and "/" not in p[len(prefix):]})
+                       if p.startswith(prefix) and p != prefix and "/" not in p[len(prefix):]})
 
     def _check_fence(self, fence: Fence | None) -> None:
         if fence is not None:
@@ -133,6 +133,8 @@ class LocalMetadataStore(MetadataStore):
             self.nodes.pop(p, None)
             self.ephemeral.discard(p)
         self._persist()
+        for p in children:
+            self._fire(p, _parent(p))
         self._fire(path, _parent(path))
 
     def watch_children(self, path: str, callback: WatchCallback) -> None:

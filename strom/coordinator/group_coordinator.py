@@ -139,8 +139,6 @@ class GroupCoordinator(ClassicProtocol):
         await asyncio.shield(self._creating_topic)
 
     async def _do_create_offsets_topic(self) -> None:
-        if not self.controller.active:
-            raise _error(ErrorCode.coordinator_not_available)
         rf = min(self.config.get("offsets.topic.replication.factor"),
                  max(1, len(self.cache.brokers)))
         try:
@@ -250,8 +248,13 @@ class GroupCoordinator(ClassicProtocol):
             return
         now = self.clock.now_ms()
         batch = build_batch([NewRecord(key=k, value=v, timestamp=now) for k, v in records])
+        partition = self.partition_for(group_id)
         try:
-            self.replicas.append(OFFSETS_TOPIC, self.partition_for(group_id), batch, -1)
+            result = self.replicas.append(OFFSETS_TOPIC, partition, batch, -1)
+            # as Kafka: acks=all, answered when the ISR has it (offsets.commit.timeout.ms)
+            await self.replicas.wait_for_replication(
+                OFFSETS_TOPIC, partition, result.last_offset + 1,
+                self.config.get("offsets.commit.timeout.ms"))
         except KafkaError as e:
             log.warning("Could not write group %s to %s: %s", group_id, OFFSETS_TOPIC, e)
             if e.code in (ErrorCode.not_leader_or_follower,

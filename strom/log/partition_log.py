@@ -279,6 +279,11 @@ class PartitionLog:
         return new
 
     # --- leader epochs ----------------------------------------------------------------
+    def assign_epoch_start(self, epoch: int, start_offset: int) -> None:
+        """A new leader records where its epoch starts (its log end offset at election),
+        so OffsetForLeaderEpoch answers followers before it has appended anything."""
+        self._maybe_assign_epoch(epoch, start_offset)
+
     def _maybe_assign_epoch(self, epoch: int, start_offset: int) -> None:
         if epoch < 0:
             return
@@ -298,13 +303,24 @@ class PartitionLog:
             self._write_leader_epochs()
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
-        """OffsetForLeaderEpoch: (largest epoch <= `epoch`, its end offset)."""
-        if not self.leader_epochs or epoch < self.leader_epochs[0][0]:
+        """OffsetForLeaderEpoch: (epoch, end offset) as Kafka's
+        LeaderEpochFileCache.endOffsetFor answers it:
+          the latest epoch            (epoch, log end offset)
+          between cached epochs       (largest cached epoch <= `epoch`, start offset of
+                                      the next larger cached epoch)
+          below the first cached one  (`epoch`, start offset of the first cached epoch:
+                                      the data before it is gone)
+          -1, above the latest one,   (-1, -1): UNDEFINED
+          or no epochs cached
+        """
+        if epoch < 0 or not self.leader_epochs:
             return -1, -1
-        for i, (e, _) in enumerate(self.leader_epochs):
+        if epoch == self.leader_epochs[-1][0]:
+            return epoch, self.log_end_offset
+        for i, (e, start) in enumerate(self.leader_epochs):
             if e > epoch:
-                return self.leader_epochs[i - 1][0], self.leader_epochs[i][1]
-        return self.leader_epochs[-1][0], self.log_end_offset
+                return (self.leader_epochs[i - 1][0] if i > 0 else epoch), start
+        return -1, -1
 
     @property
     def latest_epoch(self) -> int:
@@ -411,6 +427,22 @@ class PartitionLog:
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self._truncate_leader_epochs_after(self.log_end_offset)
+        self._load_producer_state()
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Drop every segment and restart the log empty at `offset` (a follower whose
+        fetch offset fell below the leader's log start offset)."""
+        for seg in self.segments:
+            seg.delete()
+        self.segments = []
+        self._base_offsets = []
+        new = self._new_segment(offset, self.clock.now_ms(), create=True)
+        new.next_offset = offset
+        self.segments.append(new)
+        self._base_offsets.append(offset)
+        self.log_start_offset = self.high_watermark = self.recovery_point = offset
+        self.leader_epochs = []
+        self._write_leader_epochs()
         self._load_producer_state()
 
     def delete_segments_for_retention(self) -> int:

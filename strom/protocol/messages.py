@@ -123,18 +123,95 @@ def response_header_flexible(api_key: int, api_version: int) -> bool:
     return response_schema(api_key, api_version).__header_schema__.__flexible__
 
 
+# --- the client side: encoding requests, parsing responses ----------------------------------
+class MalformedResponse(Exception):
+    """A response frame that does not parse as the expected API and version."""
+
+
+def request_api(request: Any) -> tuple[int, int]:
+    """(api_key, api_version) of a kio request entity."""
+    cls = type(request)
+    if getattr(cls, "__type__", None) is not EntityType.request:
+        raise TypeError(f"{cls.__name__} is not a kio request entity")
+    return int(cls.__api_key__), int(cls.__version__)
+
+
+def encode_request(correlation_id: int, client_id: str | None, request: Any) -> bytes:
+    """Frame a kio request entity: size, request header (v1, or v2 for a flexible request,
+    as the schema's `__header_schema__` says), body."""
+    cls = type(request)
+    api_key, api_version = request_api(request)
+    header_cls = cls.__header_schema__
+    header = make(header_cls, request_api_key=api_key, request_api_version=api_version,
+                  correlation_id=correlation_id, client_id=client_id)
+    buf = io.BytesIO()
+    buf.write(b"\0\0\0\0")
+    _writer(header_cls)(buf, header)
+    _writer(cls)(buf, request)
+    data = buf.getbuffer()
+    _INT32.pack_into(data, 0, len(data) - 4)
+    del data
+    return buf.getvalue()
+
+
+def expects_response(request: Any) -> bool:
+    """False for the one request Kafka never answers: Produce with acks=0."""
+    return not (type(request).__api_key__ == 0 and getattr(request, "acks", 1) == 0)
+
+
+def response_correlation_id(frame: bytes | memoryview) -> int:
+    """The correlation id of a response frame (without its size)."""
+    if len(frame) < 4:
+        raise MalformedResponse(f"frame of {len(frame)} bytes is shorter than a response header")
+    return _INT32.unpack_from(frame, 0)[0]
+
+
+def _parse_body(api_key: int, api_version: int, frame: bytes | memoryview) -> Any:
+    schema = response_schema(api_key, api_version)
+    _header, offset = _reader(schema.__header_schema__)(frame, 0)
+    body, _size = _reader(schema)(frame, offset)
+    return body
+
+
+def parse_response(api_key: int, api_version: int, frame: bytes | memoryview) -> Any:
+    """Parse a response frame (without its size) to the kio response entity of
+    `api_version`; the response header is v0 or v1 as the schema says (always v0 for
+    ApiVersions). Like Kafka's client, an ApiVersions response that does not parse at the
+    version asked is read as v0: a broker answers a version it does not serve with a v0
+    body and UNSUPPORTED_VERSION. Raises MalformedResponse."""
+    try:
+        return _parse_body(api_key, api_version, frame)
+    except Exception as e:  # SerialError, and ValueError/TypeError from the native reader
+        if api_key == 18 and api_version != 0:
+            try:
+                return _parse_body(api_key, 0, frame)
+            except Exception:
+                pass
+        raise MalformedResponse(f"{api_name(api_key)} v{api_version} response: {e!r}") from e
+
+
 __all__ = [
     "EntityType",
     "ErrorCode",
     "MalformedRequest",
+    "MalformedResponse",
     "RequestHeader",
     "UnsupportedRequest",
     "api_name",
+    "encode_request",
     "encode_response",
+    "expects_response",
+    "has_field",
     "kio_versions",
+    "make",
     "parse_request",
+    "parse_response",
     "peek_header",
+    "request_api",
+    "request_module",
     "request_schema",
+    "response_correlation_id",
+    "response_module",
     "response_schema",
 ]
 
@@ -175,3 +252,12 @@ def response_module(api_key: int, api_version: int) -> Any:
     import sys
 
     return sys.modules[response_schema(api_key, api_version).__module__]
+
+
+@functools.cache
+def request_module(api_key: int, api_version: int) -> Any:
+    """The kio module holding a request's nested entity classes (e.g. Fetch's FetchTopic
+    and FetchPartition), for callers that build requests without importing kio."""
+    import sys
+
+    return sys.modules[request_schema(api_key, api_version).__module__]

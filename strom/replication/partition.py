@@ -1,11 +1,14 @@
 """Partition: one replica of a topic partition on this broker, and its replication state.
 
-The leader appends produced batches, tracks each follower's log end offset, and moves the
-high watermark to the minimum log end offset over the ISR. With one replica (the only one
-until the cluster issue lands) the high watermark follows the log end offset directly.
+The leader appends produced batches, tracks each follower's log end offset from the
+offsets the follower fetches at, and moves the high watermark to the minimum log end
+offset over the ISR. A follower copies the leader's batches (see fetcher.py) and keeps
+min(leader's high watermark, own log end offset) as its high watermark.
 
     leader epoch   bumped by the controller at every leader change
-    ISR            in-sync replicas; acks=all waits for all of them
+    ISR            in-sync replicas; acks=all waits for all of them. The leader proposes
+                   ISR changes (written to the partition state znode with compare-and-set
+                   by the ReplicaManager); the in-memory ISR changes once the write landed
     high watermark what consumers may read; never moves backwards on a leader
 
 Owned by the ReplicaManager (event loop).
@@ -17,6 +20,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from strom.cluster.model import PartitionState
 from strom.log.partition_log import AppendResult, PartitionLog
 from strom.protocol.batch import BatchHeader
 from strom.protocol.errors import ErrorCode, NotLeaderOrFollower, error
@@ -28,9 +32,13 @@ NotEnoughReplicas = error(ErrorCode.not_enough_replicas)
 
 @dataclass(slots=True)
 class ReplicaState:
+    """What the leader knows of one follower."""
+
     broker_id: int
     log_end_offset: int = -1
     last_caught_up_ms: int = 0
+    last_fetch_leader_end_offset: int = -1
+    last_fetch_ms: int = 0
 
 
 class Partition:
@@ -45,7 +53,13 @@ class Partition:
         self.leader_epoch = -1
         self.replicas: tuple[int, ...] = ()
         self.isr: tuple[int, ...] = ()
+        self.state_version = -1  # the partition state znode's version we last saw
+        self.controller_epoch = 0
         self.followers: dict[int, ReplicaState] = {}
+        self.pending_isr: tuple[int, ...] | None = None  # an ISR write in flight
+
+    def __repr__(self) -> str:
+        return f"{self.topic}-{self.index}"
 
     @property
     def is_leader(self) -> bool:
@@ -55,22 +69,51 @@ class Partition:
     def high_watermark(self) -> int:
         return self.log.high_watermark
 
-    def make_leader(self, leader_epoch: int, replicas: tuple[int, ...], isr: tuple[int, ...]
-                    ) -> None:
+    # --- role changes (from the partition state znode) -------------------------------------
+    def make_leader(self, state: PartitionState, replicas: tuple[int, ...], now_ms: int
+                    ) -> bool:
+        """Apply a state naming this broker leader; True if leadership is new (a new
+        epoch), False if only the ISR or replicas moved within the same epoch."""
+        new = not self.is_leader or state.leader_epoch != self.leader_epoch
         self.leader = self.broker_id
-        self.leader_epoch = leader_epoch
+        self.leader_epoch = state.leader_epoch
         self.replicas = replicas
-        self.isr = isr
-        self.followers = {b: ReplicaState(b) for b in replicas if b != self.broker_id}
+        self.isr = state.isr
+        self.state_version = state.version
+        self.controller_epoch = state.controller_epoch
+        self.pending_isr = None
+        if new:
+            # as Kafka: every follower is given until now + replica.lag.time.max.ms
+            self.followers = {b: ReplicaState(b, last_caught_up_ms=now_ms)
+                              for b in replicas if b != self.broker_id}
+            self.log.assign_epoch_start(state.leader_epoch, self.log.log_end_offset)
+            log.info("%s: leader at epoch %d, ISR %s, log end offset %d", self,
+                     state.leader_epoch, list(state.isr), self.log.log_end_offset)
+        else:
+            for b in replicas:
+                if b != self.broker_id and b not in self.followers:
+                    self.followers[b] = ReplicaState(b, last_caught_up_ms=now_ms)
+            for b in list(self.followers):
+                if b not in replicas:
+                    del self.followers[b]
         self.maybe_increment_high_watermark()
+        return new
 
-    def make_follower(self, leader: int, leader_epoch: int, replicas: tuple[int, ...],
-                      isr: tuple[int, ...]) -> None:
-        self.leader = leader
-        self.leader_epoch = leader_epoch
+    def make_follower(self, state: PartitionState, replicas: tuple[int, ...]) -> bool:
+        """Apply a state naming another broker (or none) leader; True if the leader or
+        epoch changed, so the follower must check for a divergent tail and refetch."""
+        changed = self.leader != state.leader or self.leader_epoch != state.leader_epoch
+        if changed:
+            log.info("%s: follower of %d at epoch %d", self, state.leader, state.leader_epoch)
+        self.leader = state.leader
+        self.leader_epoch = state.leader_epoch
         self.replicas = replicas
-        self.isr = isr
+        self.isr = state.isr
+        self.state_version = state.version
+        self.controller_epoch = state.controller_epoch
         self.followers = {}
+        self.pending_isr = None
+        return changed
 
     def check_leader(self, client_epoch: int = -1) -> None:
         if not self.is_leader:
@@ -83,6 +126,7 @@ class Partition:
                                         f"{self.leader_epoch}")
             raise UnknownLeaderEpoch(f"Epoch {client_epoch} is newer than {self.leader_epoch}")
 
+    # --- leader: appends and followers ------------------------------------------------------
     def append_as_leader(self, batch: bytearray, header: BatchHeader, acks: int
                          ) -> AppendResult:
         self.check_leader()
@@ -94,6 +138,53 @@ class Partition:
         result = self.log.append_as_leader(batch, header, self.leader_epoch)
         self.maybe_increment_high_watermark()
         return result
+
+    def update_follower(self, replica_id: int, fetch_offset: int, now_ms: int) -> bool:
+        """A follower fetched at `fetch_offset` (so it has everything below it). Returns
+        True if the high watermark moved."""
+        f = self.followers.get(replica_id)
+        if f is None:
+            return False
+        leo = self.log.log_end_offset
+        # caught up: it asked for the end of the log, or for the end of the log as it was
+        # at its previous fetch (then it was caught up at that time)
+        if fetch_offset >= leo:
+            f.last_caught_up_ms = now_ms
+        elif fetch_offset >= f.last_fetch_leader_end_offset >= 0:
+            f.last_caught_up_ms = max(f.last_caught_up_ms, f.last_fetch_ms)
+        f.log_end_offset = fetch_offset
+        f.last_fetch_leader_end_offset = leo
+        f.last_fetch_ms = now_ms
+        return self.maybe_increment_high_watermark()
+
+    def isr_to_expand(self) -> tuple[int, ...] | None:
+        """The ISR with the followers that caught up added, or None if none did. A follower
+        rejoins once it has everything up to the high watermark and has fetched within the
+        current leader epoch (its log end offset is past the epoch's start)."""
+        if not self.is_leader or self.pending_isr is not None:
+            return None
+        epoch_start = self.log.leader_epochs[-1][1] if self.log.leader_epochs else 0
+        joining = [b for b, f in self.followers.items() if b not in self.isr
+                   and b in self.replicas and f.log_end_offset >= self.high_watermark
+                   and f.log_end_offset >= epoch_start]
+        return self.isr + tuple(sorted(joining)) if joining else None
+
+    def isr_to_shrink(self, now_ms: int, max_lag_ms: int) -> tuple[int, ...] | None:
+        """The ISR without followers that have not caught up for `max_lag_ms`."""
+        if not self.is_leader or self.pending_isr is not None:
+            return None
+        out = [b for b in self.isr if b != self.broker_id and b in self.followers
+               and now_ms - self.followers[b].last_caught_up_ms > max_lag_ms]
+        if not out:
+            return None
+        return tuple(b for b in self.isr if b not in out)
+
+    def isr_written(self, isr: tuple[int, ...], version: int) -> bool:
+        """Our ISR change landed in the store; True if the high watermark moved."""
+        self.isr = isr
+        self.state_version = version
+        self.pending_isr = None
+        return self.maybe_increment_high_watermark()
 
     def maybe_increment_high_watermark(self) -> bool:
         """Move the high watermark to the smallest log end offset in the ISR."""
@@ -109,3 +200,9 @@ class Partition:
             self.log.high_watermark = new_hw
             return True
         return False
+
+    # --- follower ---------------------------------------------------------------------------
+    def update_follower_high_watermark(self, leader_high_watermark: int) -> None:
+        hw = min(leader_high_watermark, self.log.log_end_offset)
+        if hw > self.log.high_watermark:
+            self.log.high_watermark = hw

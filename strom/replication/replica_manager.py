@@ -2,11 +2,19 @@
 
 It follows the MetadataCache: when a topic's assignment or partition state names this
 broker, the partition's log is opened (or created) and the replica becomes leader or
-follower; when the topic disappears its logs are deleted.
+follower (a follower is handed to the fetchers, see fetcher.py); when the topic
+disappears, or the broker is no longer one of its replicas, its log is deleted.
 
-Fetch long-polls park in a purgatory of futures keyed by partition: an append that moves a
-high watermark wakes the parked fetches of that partition at once, so a waiting consumer
-is answered as soon as data arrives, not when max_wait_ms expires. Owned by the event loop.
+Two purgatories of futures, both keyed by partition:
+- fetch: a parked fetch wakes on an append (followers) or a high watermark move
+  (consumers), so a waiting client is answered as soon as data arrives;
+- produce: an acks=all produce waits until the high watermark passes its batch, which
+  happens when every ISR member has fetched past it, or fails when leadership moves.
+
+As leader it keeps the ISR: followers that have not caught up for replica.lag.time.max.ms
+are dropped, caught-up ones added back; each change is a compare-and-set write of the
+partition state znode (leader, leader_epoch, isr, controller_epoch), so a write based on a
+stale state (the controller moved leadership meanwhile) is refused. Owned by the event loop.
 """
 
 from __future__ import annotations
@@ -17,17 +25,25 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from strom.clock import Clock
+from strom.cluster import model
 from strom.cluster.metadata_cache import MetadataCache
+from strom.cluster.store import MetadataStore, StoreError
 from strom.config import BrokerConfig, TopicConfig
 from strom.log.manager import LogManager
 from strom.log.partition_log import AppendResult, ReadResult
 from strom.log.validator import maybe_recompress, validate_batch
 from strom.protocol.errors import (
+    ErrorCode,
     KafkaError,
     NotLeaderOrFollower,
     UnknownTopicOrPartition,
+    error,
 )
+from strom.replication.fetcher import ReplicaFetcherManager
 from strom.replication.partition import Partition
+
+NotEnoughReplicasAfterAppend = error(ErrorCode.not_enough_replicas_after_append)
+RequestTimedOut = error(ErrorCode.request_timed_out)
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +76,40 @@ class FetchPartitionResult:
 
 class ReplicaManager:
     def __init__(self, broker_id: int, config: BrokerConfig, clock: Clock,
-                 logs: LogManager, cache: MetadataCache) -> None:
+                 logs: LogManager, cache: MetadataCache, store: MetadataStore | None = None
+                 ) -> None:
         self.broker_id = broker_id
         self.config = config
         self.clock = clock
         self.logs = logs
         self.cache = cache
+        self.store = store
         self.partitions: dict[TopicPartition, Partition] = {}
         self._waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
+        # acks=all produces: partition -> [(offset the high watermark must reach, future)]
+        self._produce_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future]]] = {}
+        self.fetchers: ReplicaFetcherManager | None = None
+        self._isr_task: asyncio.Task | None = None
         cache.on_change(self.on_topics_changed)
+
+    def start(self) -> None:
+        """Start the fetchers and the ISR check (needs a running loop)."""
+        self.fetchers = ReplicaFetcherManager(self.broker_id, self.config, self.cache,
+                                              self._on_follower_append)
+        lag = self.config.get("replica.lag.time.max.ms")
+        self._isr_task = asyncio.get_running_loop().create_task(
+            self._isr_expiration(max(lag / 2000, 0.05)), name="isr-expiration")
+        for p in self.partitions.values():
+            if not p.is_leader and p.leader >= 0:
+                self.fetchers.follow(p)
+
+    async def stop(self) -> None:
+        if self._isr_task is not None:
+            self._isr_task.cancel()
+        if self.fetchers is not None:
+            await self.fetchers.close()
+        for tp in list(self._produce_waiters):
+            self._fail_produce_waiters(tp, NotLeaderOrFollower("The broker is shutting down"))
 
     # --- following metadata ---------------------------------------------------------------
     def topic_config(self, topic: str) -> TopicConfig:
@@ -76,6 +117,7 @@ class ReplicaManager:
         return TopicConfig(self.config, _parse_overrides(info.configs if info else {}))
 
     def on_topics_changed(self, topics: set[str]) -> None:
+        now = self.clock.now_ms()
         for name in topics:
             info = self.cache.topic(name)
             if info is None:
@@ -86,8 +128,7 @@ class ReplicaManager:
                 tp = (name, p)
                 if self.broker_id not in pinfo.replicas:
                     if tp in self.partitions:
-                        self.partitions.pop(tp)
-                        self.logs.delete(name, p)
+                        self._stop_replica(tp)
                     continue
                 partition = self.partitions.get(tp)
                 if partition is None:
@@ -97,16 +138,32 @@ class ReplicaManager:
                 partition.log.config = config
                 st = pinfo.state
                 if st.leader == self.broker_id:
-                    partition.make_leader(st.leader_epoch, pinfo.replicas, st.isr)
+                    if partition.make_leader(st, pinfo.replicas, now) and self.fetchers:
+                        self.fetchers.stop_following(tp)
+                    self._complete_produce_waiters(tp, partition)
                 else:
-                    partition.make_follower(st.leader, st.leader_epoch, pinfo.replicas, st.isr)
+                    was_leader = partition.is_leader
+                    changed = partition.make_follower(st, pinfo.replicas)
+                    if was_leader:
+                        self._fail_produce_waiters(tp, NotLeaderOrFollower(
+                            f"Leadership of {name}-{p} moved to {st.leader}"))
+                    if self.fetchers is not None and (
+                            changed or not self.fetchers.is_following(tp)):
+                        self.fetchers.follow(partition)
                 self._wake(tp)
+
+    def _stop_replica(self, tp: TopicPartition) -> None:
+        self.partitions.pop(tp)
+        if self.fetchers is not None:
+            self.fetchers.stop_following(tp)
+        self._fail_produce_waiters(tp, NotLeaderOrFollower(
+            f"Broker {self.broker_id} no longer hosts {tp[0]}-{tp[1]}"))
+        self.logs.delete(*tp)
+        self._wake(tp)
 
     def _remove_topic(self, name: str) -> None:
         for tp in [tp for tp in self.partitions if tp[0] == name]:
-            self.partitions.pop(tp)
-            self.logs.delete(*tp)
-            self._wake(tp)
+            self._stop_replica(tp)
         for tp in [tp for tp in self.logs.logs if tp[0] == name]:
             self.logs.delete(*tp)
 
@@ -127,8 +184,7 @@ class ReplicaManager:
 
     # --- produce --------------------------------------------------------------------------
     def append(self, topic: str, partition: int, data: bytes, acks: int) -> AppendResult:
-        """Validate and append one partition's batch as leader (acks=all: the ISR here is
-        this broker alone until replication lands, so the append completes at once)."""
+        """Validate and append one partition's batch as leader."""
         p = self.leader_partition(topic, partition)
         batch = bytearray(data)
         header = validate_batch(batch, p.log.config, self.clock.now_ms())
@@ -136,6 +192,116 @@ class ReplicaManager:
         result = p.append_as_leader(batch, header, acks)
         self._wake((topic, partition))
         return result
+
+    async def wait_for_replication(self, topic: str, partition: int, end_offset: int,
+                                   timeout_ms: int) -> None:
+        """acks=all: return once the high watermark reaches `end_offset` (every ISR member
+        has the batch). NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR then is smaller than
+        min.insync.replicas, NOT_LEADER_OR_FOLLOWER if leadership moved, REQUEST_TIMED_OUT
+        after `timeout_ms`."""
+        tp = (topic, partition)
+        p = self.leader_partition(topic, partition)
+        if p.high_watermark < end_offset:
+            fut = asyncio.get_running_loop().create_future()
+            entry = (end_offset, fut)
+            self._produce_waiters.setdefault(tp, []).append(entry)
+            try:
+                await asyncio.wait_for(fut, max(timeout_ms, 0) / 1000)
+            except TimeoutError:
+                raise RequestTimedOut(
+                    f"Timed out waiting for the ISR {list(p.isr)} of {topic}-{partition} "
+                    f"to replicate up to offset {end_offset}") from None
+            finally:
+                waiters = self._produce_waiters.get(tp)
+                if waiters is not None and entry in waiters:
+                    waiters.remove(entry)
+                    if not waiters:
+                        del self._produce_waiters[tp]
+            p = self.leader_partition(topic, partition)
+        min_isr = p.log.config.get("min.insync.replicas")
+        if len(p.isr) < min_isr:
+            raise NotEnoughReplicasAfterAppend(
+                f"The size of the current ISR {list(p.isr)} is insufficient to satisfy the "
+                f"min.isr requirement of {min_isr} for partition {topic}-{partition}")
+
+    def _complete_produce_waiters(self, tp: TopicPartition, p: Partition) -> None:
+        waiters = self._produce_waiters.get(tp)
+        if not waiters:
+            return
+        hw = p.high_watermark
+        for end_offset, fut in waiters:
+            if end_offset <= hw and not fut.done():
+                fut.set_result(None)
+
+    def _fail_produce_waiters(self, tp: TopicPartition, exc: KafkaError) -> None:
+        for _, fut in self._produce_waiters.pop(tp, ()):
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def _high_watermark_moved(self, tp: TopicPartition, p: Partition) -> None:
+        self._complete_produce_waiters(tp, p)
+        self._wake(tp)
+
+    # --- replication: leader side ---------------------------------------------------------
+    def _update_followers(self, requests: list[FetchPartitionRequest], replica_id: int
+                          ) -> None:
+        now = self.clock.now_ms()
+        for req in requests:
+            tp = (req.topic, req.partition)
+            p = self.partitions.get(tp)
+            if p is None or not p.is_leader:
+                continue
+            if req.current_leader_epoch >= 0 and req.current_leader_epoch != p.leader_epoch:
+                continue
+            if p.update_follower(replica_id, req.fetch_offset, now):
+                self._high_watermark_moved(tp, p)
+            isr = p.isr_to_expand()
+            if isr is not None:
+                log.info("%s: expanding ISR from %s to %s", p, list(p.isr), list(isr))
+                self._propose_isr(p, isr)
+
+    def _propose_isr(self, p: Partition, isr: tuple[int, ...]) -> None:
+        if self.store is None:
+            return
+        p.pending_isr = isr
+        task = asyncio.get_running_loop().create_task(self._write_isr(p, isr))
+        task.add_done_callback(_log_failure)
+
+    async def _write_isr(self, p: Partition, isr: tuple[int, ...]) -> None:
+        assert self.store is not None
+        tp = (p.topic, p.index)
+        epoch, version = p.leader_epoch, p.state_version
+        state = model.PartitionState(self.broker_id, epoch, isr, p.controller_epoch)
+        try:
+            new_version = await self.store.set(model.partition_state_path(p.topic, p.index),
+                                               state.to_json(), version)
+        except StoreError as e:
+            # the controller changed the state meanwhile; the watch brings the new one
+            log.info("%s: ISR change to %s not written (%s)", p, list(isr), type(e).__name__)
+            if p.pending_isr == isr:
+                p.pending_isr = None
+            return
+        if self.partitions.get(tp) is p and p.is_leader and p.leader_epoch == epoch and                 p.state_version == version:
+            if p.isr_written(isr, new_version):
+                self._high_watermark_moved(tp, p)
+            else:
+                self._complete_produce_waiters(tp, p)
+
+    async def _isr_expiration(self, period_s: float) -> None:
+        lag = self.config.get("replica.lag.time.max.ms")
+        while True:
+            await asyncio.sleep(period_s)
+            now = self.clock.now_ms()
+            for p in list(self.partitions.values()):
+                isr = p.isr_to_shrink(now, lag)
+                if isr is not None:
+                    log.info("%s: shrinking ISR from %s to %s (out of sync for %d ms)", p,
+                             list(p.isr), list(isr), lag)
+                    self._propose_isr(p, isr)
+
+    # --- replication: follower side -------------------------------------------------------
+    def _on_follower_append(self, tp: TopicPartition) -> None:
+        self._wake(tp)
 
     # --- fetch ----------------------------------------------------------------------------
     def read_partition(self, req: FetchPartitionRequest, max_bytes: int, min_one: bool,
@@ -172,6 +338,8 @@ class ReplicaManager:
         data arrives for one of the partitions or max_wait_ms passes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait_ms / 1000
+        if replica_id >= 0:
+            self._update_followers(requests, replica_id)
         while True:
             results = self.read_all(requests, max_bytes, replica_id)
             total = sum(r.size for r in results)
@@ -201,6 +369,11 @@ class ReplicaManager:
         for fut in self._waiters.pop(tp, ()):
             if not fut.done():
                 fut.set_result(None)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ISR update failed", exc_info=task.exception())
 
 
 def _parse_overrides(configs: dict[str, str]) -> dict:

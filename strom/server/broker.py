@@ -1,13 +1,18 @@
 """The broker process: start-up, serve, shutdown as three visible phases.
 
-start-up  read the log dirs (recovering after a crash), open the metadata store, register
-          this broker (ephemeral /brokers/ids/<id>), try to become controller, load the
-          metadata cache, become leader or follower of the partitions assigned here, and
-          listen.
+start-up  read the log dirs (recovering after a crash), open the metadata store (the
+          `local` file, or ZooKeeper when zookeeper.connect is set), register this broker
+          (ephemeral /brokers/ids/<id>), run for controller, load the metadata cache,
+          become leader or follower of the partitions assigned here (followers start
+          fetching), and listen.
 serve     connections are handled on one event loop; periodic tasks flush, checkpoint and
-          apply retention (blocking fsyncs run in the default executor).
-shutdown  stop accepting, close connections, flush and checkpoint every log, write the
-          clean-shutdown marker, close the store.
+          apply retention (blocking fsyncs run in the default executor). When the
+          ZooKeeper session expires the broker registers again and re-runs for controller.
+shutdown  controlled shutdown first (ZooKeeper, controlled.shutdown.enable): the broker
+          deregisters so the controller moves its leaderships to other ISR members, and
+          waits for that; then it stops accepting, closes connections, stops the
+          fetchers, flushes and checkpoints every log, writes the clean-shutdown marker
+          and closes the store.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from strom.cluster import model
 from strom.cluster.controller import Controller
 from strom.cluster.local_store import LocalMetadataStore
 from strom.cluster.metadata_cache import MetadataCache
-from strom.cluster.store import MetadataStore
+from strom.cluster.store import MetadataStore, NodeExistsError, StoreError
+from strom.cluster.zk_store import ZkMetadataStore
 from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
@@ -53,29 +59,46 @@ class Broker:
     async def startup(self) -> None:
         started = time.monotonic()
         config = self.config
-        if config.get("zookeeper.connect"):
-            raise SystemExit("zookeeper.connect is not supported yet: the ZooKeeper metadata "
-                             "store is a later milestone (see docs/deviations.md)")
         # the log dirs first: locked, and checked to be this node's, before anything writes
         self.logs = LogManager(config.log_dirs, self.clock, self.broker_id,
                                config.get("cluster.id"))
-        self.store = LocalMetadataStore(config.log_dirs[0])
-        await self.store.start()
+        zk_connect = config.get("zookeeper.connect")
+        if zk_connect:
+            self.store = ZkMetadataStore(zk_connect,
+                                         config.get("zookeeper.session.timeout.ms"),
+                                         config.get("zookeeper.connection.timeout.ms"))
+        else:
+            self.store = LocalMetadataStore(config.log_dirs[0])
+        try:
+            await self.store.start()
+        except StoreError as e:
+            raise SystemExit(f"Cannot open the metadata store: {e}") from None
         node = await self.store.get(model.CLUSTER_ID)
         if node is not None:
             self.logs.cluster_id = self.logs.cluster_id or json.loads(node[0])["id"]
         cluster_id = self.logs.prepare_dirs()
         if node is None:
-            await self.store.create(model.CLUSTER_ID,
-                                    json.dumps({"version": "1", "id": cluster_id}).encode())
+            try:
+                await self.store.create(model.CLUSTER_ID, json.dumps(
+                    {"version": "1", "id": cluster_id}).encode())
+            except NodeExistsError:  # another broker of a new cluster was first
+                node = await self.store.get(model.CLUSTER_ID)
+                assert node is not None
+                raise SystemExit(f"Cluster id {json.loads(node[0])['id']} in ZooKeeper "
+                                 f"does not match {cluster_id} in meta.properties; "
+                                 "start again to adopt it") from None
         self.cache = MetadataCache(self.store)
         await self._register()
+        self.store.on_session(self._on_session_event)
         self.controller = Controller(self.broker_id, self.store, self.cache, config)
-        await self.controller.elect()
         await self.cache.start()
         self.logs.startup(self._config_for, self._topic_id_for)
-        self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs, self.cache)
+        self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs,
+                                       self.cache, self.store)
         self.replicas.on_topics_changed(set(self.cache.topics))
+        self.replicas.start()
+        await self.controller.start()
+        await self.cache.refresh_now()
         self.producer_ids = ProducerIdManager(self.broker_id, self.store)
         self.groups = GroupCoordinator(self.broker_id, config, self.clock, self.cache,
                                        self.controller, self.replicas)
@@ -97,14 +120,48 @@ class Broker:
                  (time.monotonic() - started) * 1000, self.cache.cluster_id)
 
     async def _register(self) -> None:
+        """Create the ephemeral /brokers/ids/<id>. If it exists (this broker's previous run,
+        whose ZooKeeper session has not expired yet, or another broker with the same id),
+        wait up to the session timeout for it to go, as the id must be unique."""
         assert self.store is not None
         endpoints = tuple(model.Endpoint(n, h or "127.0.0.1", p)
                           for n, h, p in self.config.advertised())
         info = model.BrokerInfo(self.broker_id, endpoints, self.config.get("broker.rack"))
         path = model.broker_path(self.broker_id)
-        if await self.store.exists(path):
-            await self.store.delete(path)
-        await self.store.create(path, info.to_json(), ephemeral=True)
+        if isinstance(self.store, LocalMetadataStore):
+            if await self.store.exists(path):
+                await self.store.delete(path)
+            await self.store.create(path, info.to_json(), ephemeral=True)
+            return
+        deadline = time.monotonic() + self.config.get("zookeeper.session.timeout.ms") / 1000 + 5
+        while True:
+            try:
+                await self.store.create(path, info.to_json(), ephemeral=True)
+                return
+            except NodeExistsError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"Broker id {self.broker_id} is registered by another "
+                                     "live broker (/brokers/ids/{self.broker_id} exists)"
+                                     ) from None
+                log.info("Waiting for /brokers/ids/%d of a previous session to expire",
+                         self.broker_id)
+                await asyncio.sleep(0.5)
+
+    def _on_session_event(self, event: str) -> None:
+        if event == "expired":
+            log.warning("ZooKeeper session expired: this broker's registration is gone")
+            self.controller.resign()
+        elif event == "reconnected":
+            task = asyncio.get_running_loop().create_task(self._reregister())
+            self.tasks.append(task)
+
+    async def _reregister(self) -> None:
+        try:
+            await self._register()
+            await self.controller.elect()
+            await self.cache.refresh_now()
+        except Exception:
+            log.exception("Registering again after a new ZooKeeper session failed")
 
     def _config_for(self, topic: str) -> TopicConfig:
         info = self.cache.topic(topic)
@@ -174,8 +231,38 @@ class Broker:
         await self.stopping.wait()
 
     # --- shutdown ---------------------------------------------------------------------------
+    async def _controlled_shutdown(self) -> None:
+        """Deregister, then wait (bounded) until the controller has moved every leadership
+        that another live in-sync replica can take."""
+        assert self.store is not None
+        try:
+            await self.store.delete(model.broker_path(self.broker_id))
+        except StoreError:
+            return
+        retries = self.config.get("controlled.shutdown.max.retries")
+        backoff = self.config.get("controlled.shutdown.retry.backoff.ms") / 1000
+        deadline = time.monotonic() + max(5.0, (retries + 1) * backoff)
+        while time.monotonic() < deadline:
+            live = set(self.cache.brokers) - {self.broker_id}
+            movable = [f"{t.name}-{p}" for t in self.cache.topics.values()
+                       for p, info in t.partitions.items()
+                       if info.leader == self.broker_id and live & set(info.isr)]
+            if not movable:
+                log.info("Controlled shutdown: leadership moved away")
+                return
+            await asyncio.sleep(0.1)
+        log.warning("Controlled shutdown: leadership of %s did not move in time", movable[:5])
+
     async def shutdown(self) -> None:
         log.info("Shutting down broker %d", self.broker_id)
+        zk = self.store is not None and not isinstance(self.store, LocalMetadataStore)
+        if zk and hasattr(self, "replicas") and self.config.get("controlled.shutdown.enable"):
+            try:
+                await self._controlled_shutdown()
+            except Exception:
+                log.exception("Controlled shutdown failed")
+        if hasattr(self, "controller"):
+            await self.controller.stop()
         for server in self.servers:
             server.close()
         for task in self.tasks:
@@ -188,6 +275,8 @@ class Broker:
             await asyncio.wait(list(self.connections), timeout=5)
         for server in self.servers:
             await server.wait_closed()
+        if hasattr(self, "replicas"):
+            await self.replicas.stop()
         if hasattr(self, "logs"):
             self.logs.shutdown()
         if self.store is not None:

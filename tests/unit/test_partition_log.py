@@ -316,6 +316,65 @@ def test_leader_epoch_checkpoint(tmp_path):
     again.close()
 
 
+def test_end_offset_for_epoch_with_no_epochs(tmp_path):
+    plog = open_log(tmp_path)
+    assert plog.end_offset_for_epoch(-1) == (-1, -1)
+    assert plog.end_offset_for_epoch(0) == (-1, -1)
+    assert plog.end_offset_for_epoch(3) == (-1, -1)
+    plog.close()
+
+
+def test_end_offset_for_epoch_with_gaps(tmp_path):
+    """As Kafka's LeaderEpochFileCache.endOffsetFor, epochs (2, 0), (4, 3), (7, 5), LEO 8."""
+    plog = open_log(tmp_path)
+    append(plog, [b"a", b"b", b"c"], epoch=2)  # 0-2
+    append(plog, [b"d", b"e"], epoch=4)  # 3-4
+    append(plog, [b"f"], epoch=7)  # 5
+    append(plog, [b"g", b"h"], epoch=7)  # 6-7
+    assert plog.leader_epochs == [(2, 0), (4, 3), (7, 5)]
+    assert plog.log_end_offset == 8
+    # the latest epoch ends at the log end offset
+    assert plog.end_offset_for_epoch(7) == (7, 8)
+    # a cached epoch ends where the next cached one starts
+    assert plog.end_offset_for_epoch(2) == (2, 3)
+    assert plog.end_offset_for_epoch(4) == (4, 5)
+    # an epoch in a gap: the largest epoch below it, ending where the next one starts
+    assert plog.end_offset_for_epoch(3) == (2, 3)
+    assert plog.end_offset_for_epoch(5) == (4, 5)
+    assert plog.end_offset_for_epoch(6) == (4, 5)
+    # below the first epoch: the requested epoch, ending where the first one starts
+    assert plog.end_offset_for_epoch(0) == (0, 0)
+    assert plog.end_offset_for_epoch(1) == (1, 0)
+    # UNDEFINED_EPOCH, and an epoch above the latest: undefined
+    assert plog.end_offset_for_epoch(-1) == (-1, -1)
+    assert plog.end_offset_for_epoch(8) == (-1, -1)
+    assert plog.end_offset_for_epoch(100) == (-1, -1)
+    plog.close()
+
+
+def test_end_offset_for_epoch_of_a_new_leader_before_it_appends(tmp_path):
+    plog = open_log(tmp_path)
+    append(plog, [b"a", b"b"], epoch=0)
+    plog.assign_epoch_start(1, plog.log_end_offset)
+    assert plog.end_offset_for_epoch(0) == (0, 2)
+    assert plog.end_offset_for_epoch(1) == (1, 2)
+    append(plog, [b"c"], epoch=1)
+    assert plog.end_offset_for_epoch(1) == (1, 3)
+    assert plog.end_offset_for_epoch(0) == (0, 2)
+    plog.close()
+
+
+def test_end_offset_for_epoch_after_truncation(tmp_path):
+    plog = open_log(tmp_path)
+    append(plog, [b"a", b"b"], epoch=1)  # 0-1
+    append(plog, [b"c", b"d"], epoch=3)  # 2-3
+    plog.truncate_to(2)  # epoch 3's entries are gone: epoch 1 is the latest again
+    assert plog.leader_epochs == [(1, 0)]
+    assert plog.end_offset_for_epoch(1) == (1, 2)
+    assert plog.end_offset_for_epoch(3) == (-1, -1)
+    plog.close()
+
+
 # --- truncation ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,52 @@
+"""OffsetForLeaderEpoch (key 23), versions 2-4 (what kio parses; 0-1 are deprecated).
+
+Behaviour per partition (leader only, for followers and consumers alike, as Kafka's
+ReplicaManager.lastOffsetForLeaderEpoch): the end offset of the requested leader epoch, from
+the partition log's leader epoch cache (Kafka's LeaderEpochFileCache.endOffsetFor):
+  requested == the latest epoch      (epoch, log end offset)
+  between cached epochs              (largest cached epoch <= requested,
+                                      start offset of the next larger cached epoch)
+  below the first cached epoch       (requested, start offset of the first cached epoch)
+  -1, above the latest, none cached  (-1, -1): UNDEFINED
+A follower (replica_id >= 0, v3+) truncates its log to that offset after a leader change;
+a consumer (KIP-320) checks its position for truncation the same way.
+Errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH (the
+request's current_leader_epoch is older than the leader's), UNKNOWN_LEADER_EPOCH (newer).
+"""
+
+from __future__ import annotations
+
+from strom.api.context import RequestContext
+from strom.api.registry import register
+from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.messages import make, response_module, response_schema
+
+API_KEY = 23
+
+
+def lookup(ctx: RequestContext, topic: str, index: int, current_leader_epoch: int,
+           leader_epoch: int) -> tuple[int, int]:
+    """(leader epoch, end offset) for one partition; raises KafkaError."""
+    p = ctx.broker.replicas.leader_partition(topic, index, current_leader_epoch)
+    return p.log.end_offset_for_epoch(leader_epoch)
+
+
+@register(API_KEY, "offset_for_leader_epoch", 2, 4)
+async def handle(ctx: RequestContext, request):
+    mod = response_module(API_KEY, ctx.version)
+    topics = []
+    for t in request.topics:
+        parts = []
+        for p in t.partitions:
+            try:
+                epoch, end_offset = lookup(ctx, t.topic, p.partition,
+                                           getattr(p, "current_leader_epoch", -1),
+                                           p.leader_epoch)
+                error = ErrorCode.none
+            except KafkaError as e:
+                epoch, end_offset, error = -1, -1, e.code
+            parts.append(make(mod.EpochEndOffset, error_code=error, partition=p.partition,
+                              leader_epoch=epoch, end_offset=end_offset))
+        topics.append(make(mod.OffsetForLeaderTopicResult, topic=t.topic,
+                           partitions=tuple(parts)))
+    return make(response_schema(API_KEY, ctx.version), topics=tuple(topics))

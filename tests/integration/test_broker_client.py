@@ -1,0 +1,382 @@
+"""strom.protocol.client.BrokerConnection against a real strom broker (ApiVersions v3,
+Metadata v12, Fetch v12 after a confluent-kafka produce, concurrent requests on one
+connection), and its failure modes (refused, closed, killed broker, and fake servers on
+127.0.0.1 that answer with a wrong correlation id, hang up mid-frame or never answer).
+
+Each test runs its own event loop with `asyncio.run`, under an overall `asyncio.wait_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import struct
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from strom.protocol.client import BrokerConnection, BrokerConnectionError
+from strom.protocol.errors import ErrorCode
+from strom.protocol.messages import make, request_module, request_schema
+from strom.testing.broker import free_port
+from strom.testing.kafka import create_topic
+from strom.testing.wire import split_batches
+
+pytestmark = pytest.mark.timeout(120)
+
+HOST = "127.0.0.1"
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def api_versions(version: int = 3):
+    return make(request_schema(18, version), client_software_name="strom-test",
+                client_software_version="0.0.1")
+
+
+def metadata(topics: list[str] | None = None, version: int = 12):
+    mod = request_module(3, version)
+    return make(request_schema(3, version),
+                topics=None if topics is None else tuple(
+                    make(mod.MetadataRequestTopic, name=t, topic_id=None) for t in topics),
+                allow_auto_topic_creation=False, include_topic_authorized_operations=False,
+                include_cluster_authorized_operations=False)
+
+
+def fetch(topic: str, partition: int = 0, offset: int = 0, *, max_wait_ms: int = 0,
+          min_bytes: int = 1, version: int = 12):
+    mod = request_module(1, version)
+    return make(request_schema(1, version), cluster_id=None, replica_id=-1,
+                max_wait=datetime.timedelta(milliseconds=max_wait_ms), min_bytes=min_bytes,
+                max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
+                topics=(make(mod.FetchTopic, topic=topic, partitions=(make(
+                    mod.FetchPartition, partition=partition, current_leader_epoch=-1,
+                    fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
+                    partition_max_bytes=1 << 20),)),),
+                forgotten_topics_data=(), rack_id="")
+
+
+def produce(bootstrap: str, topic: str, n: int, partition: int = 0) -> None:
+    p = Producer({"bootstrap.servers": bootstrap})
+    for i in range(n):
+        p.produce(topic, value=b"value-%d" % i, key=b"k", partition=partition)
+    assert p.flush(15) == 0
+
+
+async def connected(broker, **kwargs) -> BrokerConnection:
+    conn = BrokerConnection(HOST, broker.port, client_id="strom-client-test", **kwargs)
+    assert conn.closed
+    await conn.connect()
+    assert not conn.closed
+    return conn
+
+
+# --- against a real broker ----------------------------------------------------------------
+
+def test_api_versions_v3(module_broker):
+    async def main():
+        conn = await connected(module_broker)
+        try:
+            resp = await conn.request(api_versions(3))
+        finally:
+            await conn.close()
+        assert conn.closed
+        return resp
+
+    resp = run(main())
+    assert resp.error_code == ErrorCode.none
+    keys = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
+    assert keys[18][1] >= 3
+    assert keys[1][0] <= 12 <= keys[1][1]
+    assert keys[3][0] <= 12 <= keys[3][1]
+    assert keys[23] == (2, 4), "OffsetForLeaderEpoch must be advertised"
+
+
+def test_metadata_v12(module_broker, topic_name):
+    create_topic(module_broker.bootstrap, topic_name, 2)
+
+    async def main():
+        conn = await connected(module_broker)
+        try:
+            return await conn.request(metadata([topic_name]))
+        finally:
+            await conn.close()
+
+    resp = run(main())
+    assert [(b.host, b.port) for b in resp.brokers] == [(HOST, module_broker.port)]
+    (topic,) = resp.topics
+    assert topic.name == topic_name and topic.error_code == ErrorCode.none
+    assert sorted(p.partition_index for p in topic.partitions) == [0, 1]
+    assert all(p.leader_id == resp.brokers[0].node_id for p in topic.partitions)
+
+
+def test_fetch_v12_returns_record_bytes(module_broker, topic_name):
+    create_topic(module_broker.bootstrap, topic_name)
+    produce(module_broker.bootstrap, topic_name, 5)
+
+    async def main():
+        conn = await connected(module_broker)
+        try:
+            return await conn.request(fetch(topic_name))
+        finally:
+            await conn.close()
+
+    resp = run(main())
+    assert resp.error_code == ErrorCode.none
+    (topic,) = resp.responses
+    (part,) = topic.partitions
+    assert topic.topic == topic_name
+    assert part.error_code == ErrorCode.none and part.high_watermark == 5
+    assert isinstance(part.records, bytes)
+    batches, trailing = split_batches(part.records)
+    assert trailing == 0 and batches
+    assert batches[0][0] == 0 and batches[-1][1] == 4
+
+
+def test_concurrent_requests_on_one_connection(module_broker, topic_name):
+    """A parked long-poll first, then quick requests behind it: every caller gets the
+    response to its own request, in order."""
+    create_topic(module_broker.bootstrap, topic_name)
+    produce(module_broker.bootstrap, topic_name, 3)
+
+    async def main():
+        conn = await connected(module_broker)
+        try:
+            requests = [fetch(topic_name, offset=3, max_wait_ms=300)]  # parks: no data yet
+            for i in range(30):
+                requests.append([api_versions(3), metadata([topic_name]),
+                                 fetch(topic_name, offset=i % 3), api_versions(0)][i % 4])
+            started = time.monotonic()
+            responses = await asyncio.gather(*(conn.request(r) for r in requests))
+            return requests, responses, time.monotonic() - started
+        finally:
+            await conn.close()
+
+    requests, responses, elapsed = run(main())
+    assert elapsed >= 0.25, "the long poll was answered before max_wait without data"
+    for req, resp in zip(requests, responses, strict=True):
+        assert type(resp).__api_key__ == type(req).__api_key__
+        assert type(resp).__version__ == type(req).__version__
+    assert responses[0].responses[0].partitions[0].records in (None, b"")
+    for req, resp in zip(requests[1:], responses[1:], strict=True):
+        if type(req).__api_key__ == 1:
+            offset = req.topics[0].partitions[0].fetch_offset
+            batches, _ = split_batches(resp.responses[0].partitions[0].records)
+            assert batches and batches[0][0] <= offset <= batches[0][1]
+
+
+def test_request_on_closed_connection_raises(module_broker):
+    async def main():
+        conn = BrokerConnection(HOST, module_broker.port)
+        with pytest.raises(ConnectionError):
+            await conn.request(api_versions())  # never connected
+        await conn.connect()
+        await conn.close()
+        await conn.close()  # twice is fine
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="not open"):
+            await conn.request(api_versions())
+        assert time.monotonic() - started < 1
+        await conn.connect()  # and it can be opened again
+        try:
+            assert (await conn.request(api_versions())).error_code == ErrorCode.none
+        finally:
+            await conn.close()
+
+    run(main())
+
+
+def test_refused_connection_raises_quickly():
+    port = free_port()
+
+    async def main():
+        conn = BrokerConnection(HOST, port, timeout_s=10)
+        started = time.monotonic()
+        with pytest.raises(BrokerConnectionError, match=f"{HOST}:{port}") as e:
+            await conn.connect()
+        assert isinstance(e.value, ConnectionError)
+        assert conn.closed
+        return time.monotonic() - started
+
+    assert run(main()) < 2
+
+
+def test_broker_dies_under_a_parked_fetch(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name)
+
+    async def main():
+        conn = await connected(broker)
+        try:
+            pending = [asyncio.ensure_future(conn.request(fetch(topic_name, max_wait_ms=20000)))
+                       for _ in range(3)]
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            await asyncio.to_thread(broker.kill)
+            for fut in pending:
+                with pytest.raises(ConnectionError):
+                    await fut
+            assert time.monotonic() - started < 5
+            assert conn.closed
+            with pytest.raises(ConnectionError):
+                await conn.request(api_versions())
+        finally:
+            await conn.close()
+
+    run(main())
+
+
+# --- against fake servers -----------------------------------------------------------------
+
+async def fake_server(handle):
+    """A TCP server on 127.0.0.1 that reads request frames and calls
+    `handle(correlation_id, writer)` for each."""
+
+    async def on_client(reader, writer):
+        try:
+            while True:
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                frame = await reader.readexactly(size)
+                correlation_id = struct.unpack_from(">i", frame, 4)[0]
+                await handle(correlation_id, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_client, HOST, 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def api_versions_v0_answer(correlation_id: int) -> bytes:
+    body = struct.pack(">ihi", correlation_id, 0, 1) + struct.pack(">hhh", 18, 0, 3)
+    return struct.pack(">i", len(body)) + body
+
+
+def test_correlation_id_mismatch_closes_the_connection():
+    async def handle(correlation_id, writer):
+        writer.write(api_versions_v0_answer(correlation_id + 1))
+
+    async def main():
+        server, port = await fake_server(handle)
+        async with server:
+            conn = BrokerConnection(HOST, port)
+            await conn.connect()
+            first = asyncio.ensure_future(conn.request(api_versions(0)))
+            second = asyncio.ensure_future(conn.request(api_versions(0)))
+            with pytest.raises(ConnectionError, match="correlation id mismatch"):
+                await first
+            with pytest.raises(ConnectionError):
+                await second
+            assert conn.closed
+            await conn.close()
+
+    run(main())
+
+
+def test_good_answers_from_a_fake_server():
+    async def handle(correlation_id, writer):
+        writer.write(api_versions_v0_answer(correlation_id))
+
+    async def main():
+        server, port = await fake_server(handle)
+        async with server:
+            conn = BrokerConnection(HOST, port)
+            await conn.connect()
+            try:
+                resps = await asyncio.gather(*(conn.request(api_versions(0))
+                                               for _ in range(5)))
+            finally:
+                await conn.close()
+        assert all([(k.api_key, k.max_version) for k in r.api_keys] == [(18, 3)]
+                   for r in resps)
+
+    run(main())
+
+
+def test_eof_mid_frame_closes_the_connection():
+    async def handle(correlation_id, writer):
+        writer.write(api_versions_v0_answer(correlation_id)[:7])
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server, port = await fake_server(handle)
+        async with server:
+            conn = BrokerConnection(HOST, port)
+            await conn.connect()
+            with pytest.raises(ConnectionError, match="closed by"):
+                await conn.request(api_versions(0))
+            assert conn.closed
+            await conn.close()
+
+    run(main())
+
+
+def test_garbage_response_closes_the_connection():
+    async def handle(correlation_id, writer):
+        body = struct.pack(">i", correlation_id) + b"\x00\x00\xff\xff\xff\x7f"
+        writer.write(struct.pack(">i", len(body)) + body)
+
+    async def main():
+        server, port = await fake_server(handle)
+        async with server:
+            conn = BrokerConnection(HOST, port)
+            await conn.connect()
+            with pytest.raises(ConnectionError, match="malformed response"):
+                await conn.request(metadata())
+            assert conn.closed
+            await conn.close()
+
+    run(main())
+
+
+def test_no_answer_times_out():
+    async def handle(correlation_id, writer):
+        pass  # never answers
+
+    async def main():
+        server, port = await fake_server(handle)
+        async with server:
+            conn = BrokerConnection(HOST, port, timeout_s=0.5)
+            await conn.connect()
+            started = time.monotonic()
+            with pytest.raises(ConnectionError, match="timed out"):
+                await conn.request(api_versions(0))
+            assert 0.4 < time.monotonic() - started < 3
+            assert conn.closed
+            await conn.close()
+
+    run(main())
+
+
+def test_cancelled_request_keeps_later_responses_matched():
+    """A caller that gives up does not shift the responses of the requests behind it."""
+
+    async def main():
+        release = asyncio.Event()
+
+        async def handle(correlation_id, writer):
+            await release.wait()
+            writer.write(api_versions_v0_answer(correlation_id))
+
+        server, port = await fake_server(handle)
+        async with server:
+            conn = BrokerConnection(HOST, port)
+            await conn.connect()
+            try:
+                first = asyncio.ensure_future(conn.request(api_versions(0)))
+                await asyncio.sleep(0.05)
+                first.cancel()
+                second = asyncio.ensure_future(conn.request(api_versions(0)))
+                await asyncio.sleep(0.05)
+                release.set()
+                resp = await second
+                assert resp.error_code == ErrorCode.none
+                assert not conn.closed
+            finally:
+                await conn.close()
+
+    run(main())
