@@ -67,6 +67,7 @@ def load_all() -> dict[int, ApiSpec]:
         delete_topics,
         describe_cluster,
         describe_topic_partitions,
+        elect_leaders,
         fetch,
         find_coordinator,
         group_admin,
@@ -79,6 +80,7 @@ def load_all() -> dict[int, ApiSpec]:
         offset_commit,
         offset_fetch,
         offset_for_leader_epoch,
+        partition_reassignments,
         produce,
         sync_group,
     )

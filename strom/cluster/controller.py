@@ -24,6 +24,7 @@ partition's state (leader = first live replica, epoch 0, ISR = live replicas).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -31,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from strom.cluster import model, topic_names
+from strom.cluster import leadership, model, reassignment, topic_names
 from strom.cluster.metadata_cache import MetadataCache
 from strom.cluster.store import (
     BadVersionError,
@@ -116,6 +117,7 @@ class Controller:
         self._watching = False
         self._stopped = False
         self._tasks: set[asyncio.Task] = set()
+        self._loops: list[asyncio.Task] = []
 
     @property
     def fence(self) -> tuple[str, int]:
@@ -138,7 +140,7 @@ class Controller:
         """Stop acting as controller (shutdown); the store's close removes /controller."""
         self._stopped = True
         self.active = False
-        for task in list(self._tasks):
+        for task in list(self._tasks) + self._loops:
             task.cancel()
 
     def resign(self) -> None:
@@ -185,6 +187,10 @@ class Controller:
                 continue  # a stale controller bumped it meanwhile: read again
         self.active = True
         log.info("Broker %d is the controller (epoch %d)", self.broker_id, self.epoch)
+        if not self._loops:
+            loop = asyncio.get_running_loop()
+            self._loops = [loop.create_task(leadership.rebalance_loop(self)),
+                           loop.create_task(reassignment.progress_loop(self))]
         if not self._watching:
             self._watching = True
             self.store.watch_children(model.BROKER_IDS,
@@ -420,7 +426,7 @@ class Controller:
             return
         replicas = dict(current.replicas)
         replicas.update(added)
-        new = model.TopicAssignment(name, current.topic_id, replicas)
+        new = dataclasses.replace(current, replicas=replicas)
         await self.store.set(model.topic_path(name), new.to_json(), current.version)
         await self._write_partition_states(name, added)
         log.info("Topic %s now has %d partitions", name, count)

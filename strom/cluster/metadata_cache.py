@@ -33,6 +33,10 @@ class MetadataCache:
         self._refresh_task: asyncio.Task | None = None
         self._watched_topics: set[str] = set()
         self._watched_states: set[tuple[str, int]] = set()
+        self._brokers_dirty = False
+        self._load_lock = asyncio.Lock()
+        self._brokers_task: asyncio.Task | None = None
+        self._broker_listeners: list[Callable[[], None]] = []
 
     def on_change(self, listener: TopicsListener) -> None:
         self._listeners.append(listener)
@@ -52,20 +56,41 @@ class MetadataCache:
             self._refresh_task.add_done_callback(_log_failure)
 
     def _schedule_brokers(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._load_brokers())
-        task.add_done_callback(_log_failure)
+        # one loader at a time, re-run while changes arrive: two overlapping loads could
+        # finish in the wrong order and leave an older broker list in place
+        self._brokers_dirty = True
+        if self._brokers_task is None or self._brokers_task.done():
+            self._brokers_task = asyncio.get_running_loop().create_task(
+                self._reload_brokers())
+            self._brokers_task.add_done_callback(_log_failure)
+
+    async def _reload_brokers(self) -> None:
+        while self._brokers_dirty:
+            self._brokers_dirty = False
+            await self._load_brokers()
+        self._notify_brokers()
+
+    def on_brokers_change(self, listener: Callable[[], None]) -> None:
+        self._broker_listeners.append(listener)
+
+    def _notify_brokers(self) -> None:
+        for listener in self._broker_listeners:
+            listener()
 
     async def _refresh(self) -> None:
-        while self._dirty:
-            dirty, self._dirty = self._dirty, set()
-            if "*" in dirty:
-                changed = await self._load_all_topics(notify=False)
-            else:
-                changed = set()
-                for name in dirty:
-                    await self._load_topic(name)
-                    changed.add(name)
-            self._notify(changed)
+        # loads run one at a time (refresh_now may run beside the watch-driven task): a
+        # load that read older data must never finish after one that read newer data
+        async with self._load_lock:
+            while self._dirty:
+                dirty, self._dirty = self._dirty, set()
+                if "*" in dirty:
+                    changed = await self._load_all_topics(notify=False)
+                else:
+                    changed = set()
+                    for name in dirty:
+                        await self._load_topic(name)
+                        changed.add(name)
+                self._notify(changed)
 
     async def refresh_now(self, topics: set[str] | None = None) -> None:
         """Load `topics` (and anything pending) now: after this broker's own controller

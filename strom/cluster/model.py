@@ -120,21 +120,31 @@ class TopicAssignment:
     topic_id: uuid.UUID
     replicas: dict[int, tuple[int, ...]]
     version: int = -1
+    # an ongoing reassignment (KIP-455): replicas being added / removed per partition
+    adding: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    removing: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps({
             "version": 3,
             "topic_id": topic_id_to_str(self.topic_id),
             "partitions": {str(p): list(r) for p, r in sorted(self.replicas.items())},
-            "adding_replicas": {},
-            "removing_replicas": {},
+            "adding_replicas": {str(p): list(r) for p, r in sorted(self.adding.items())},
+            "removing_replicas": {str(p): list(r) for p, r in sorted(self.removing.items())},
         }).encode()
 
     @classmethod
     def from_json(cls, name: str, data: bytes, version: int) -> TopicAssignment:
         d = json.loads(data)
         return cls(name, topic_id_from_str(d["topic_id"]),
-                   {int(p): tuple(r) for p, r in d["partitions"].items()}, version)
+                   {int(p): tuple(r) for p, r in d["partitions"].items()}, version,
+                   {int(p): tuple(r) for p, r in (d.get("adding_replicas") or {}).items()},
+                   {int(p): tuple(r) for p, r in (d.get("removing_replicas") or {}).items()})
+
+    def target(self, partition: int) -> tuple[int, ...]:
+        """The replicas a partition ends with (its reassignment's target, if any)."""
+        removing = self.removing.get(partition, ())
+        return tuple(b for b in self.replicas[partition] if b not in removing)
 
 
 def encode_topic_config(configs: dict[str, str]) -> bytes:

@@ -1,0 +1,48 @@
+"""ElectLeaders (key 43), versions 0-2.
+
+Behaviour: sent to the controller (others answer NOT_CONTROLLER). election_type 0 is a
+preferred election (the first replica leads if it is live and in the ISR), 1 an unclean
+one for partitions without a live leader (v1+). Null topic_partitions means every
+partition. Per partition: ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE,
+ELIGIBLE_LEADERS_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION. See cluster/leadership.py.
+Version notes: v0 has no election_type (preferred) and no top-level error code.
+"""
+
+from __future__ import annotations
+
+from strom.api.context import RequestContext
+from strom.api.registry import register
+from strom.cluster import leadership
+from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.messages import make, response_module, response_schema
+
+API_KEY = 43
+
+
+@register(API_KEY, "elect_leaders", 0, 2)
+async def handle(ctx: RequestContext, request):
+    mod = response_module(API_KEY, ctx.version)
+    cls = response_schema(API_KEY, ctx.version)
+    election_type = getattr(request, "election_type", leadership.PREFERRED)
+    wanted = None
+    if request.topic_partitions is not None:
+        wanted = [(t.topic, p) for t in request.topic_partitions for p in t.partitions]
+    try:
+        results = await leadership.elect_leaders(ctx.broker.controller, election_type, wanted)
+    except KafkaError as e:
+        by_topic_err: dict[str, list] = {}
+        for name, p in wanted or []:
+            by_topic_err.setdefault(name, []).append(make(
+                mod.PartitionResult, partition_id=p, error_code=e.code, error_message=e.message))
+        return make(cls, error_code=e.code, replica_election_results=tuple(
+            make(mod.ReplicaElectionResult, topic=t, partition_result=tuple(ps))
+            for t, ps in by_topic_err.items()))
+    await ctx.broker.cache.refresh_now({t for t, _ in results})
+    by_topic: dict[str, list] = {}
+    for (name, p), e in results.items():
+        by_topic.setdefault(name, []).append(make(
+            mod.PartitionResult, partition_id=p,
+            error_code=e.code if e else ErrorCode.none, error_message=e.message if e else None))
+    return make(cls, error_code=ErrorCode.none, replica_election_results=tuple(
+        make(mod.ReplicaElectionResult, topic=t, partition_result=tuple(ps))
+        for t, ps in by_topic.items()))

@@ -1,0 +1,162 @@
+"""Leader elections asked for by operators, and the automatic preferred-leader rebalance.
+
+ElectLeaders (kafka-leader-election / `strom leader-election`):
+- preferred: make the first replica of the assignment the leader, if it is live and in
+  the ISR (PREFERRED_LEADER_NOT_AVAILABLE otherwise; ELECTION_NOT_NEEDED if it already
+  leads);
+- unclean: give a partition without a live leader one: a live ISR member if there is one,
+  else any live replica (ELIGIBLE_LEADERS_NOT_AVAILABLE if none; ELECTION_NOT_NEEDED if
+  the leader is live).
+
+auto.leader.rebalance.enable: every leader.imbalance.check.interval.seconds the
+controller counts, per broker, the partitions it is the preferred leader of but does not
+lead; above leader.imbalance.per.broker.percentage it runs a preferred election for them.
+All writes go through Controller._update_state (compare-and-set, fenced by its epoch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from strom.cluster import model
+from strom.protocol.errors import ErrorCode, KafkaError, UnknownTopicOrPartition, error
+
+if TYPE_CHECKING:
+    from strom.cluster.controller import Controller
+
+log = logging.getLogger(__name__)
+
+PREFERRED = 0
+UNCLEAN = 1
+
+PreferredLeaderNotAvailable = error(ErrorCode.preferred_leader_not_available)
+ElectionNotNeeded = error(ErrorCode.election_not_needed)
+EligibleLeadersNotAvailable = error(ErrorCode.eligible_leaders_not_available)
+InvalidRequest = error(ErrorCode.invalid_request)
+
+TopicPartition = tuple[str, int]
+
+
+async def elect_leaders(controller: Controller, election_type: int,
+                        partitions: list[TopicPartition] | None
+                        ) -> dict[TopicPartition, KafkaError | None]:
+    """Run an election for each partition (all partitions when None)."""
+    controller._require_active()
+    if election_type not in (PREFERRED, UNCLEAN):
+        raise InvalidRequest(f"Unknown election type {election_type}")
+    store = controller.store
+    results: dict[TopicPartition, KafkaError | None] = {}
+    async with controller._lock:
+        live = {int(b) for b in await store.get_children(model.BROKER_IDS)}
+        assignments: dict[str, model.TopicAssignment | None] = {}
+        if partitions is None:
+            partitions = []
+            for name in await store.get_children(model.TOPICS):
+                a = await _assignment(controller, name)
+                assignments[name] = a
+                if a is not None:
+                    partitions += [(name, p) for p in sorted(a.replicas)]
+        for tp in partitions:
+            name, p = tp
+            if name not in assignments:
+                assignments[name] = await _assignment(controller, name)
+            a = assignments[name]
+            if a is None or p not in a.replicas:
+                results[tp] = UnknownTopicOrPartition(
+                    f"The partition {name}-{p} does not exist.")
+                continue
+            results[tp] = await _elect_one(controller, tp, a.replicas[p], live, election_type)
+    return results
+
+
+async def _assignment(controller: Controller, name: str) -> model.TopicAssignment | None:
+    node = await controller.store.get(model.topic_path(name))
+    return model.TopicAssignment.from_json(name, node[0], node[1]) if node else None
+
+
+async def _elect_one(controller: Controller, tp: TopicPartition, replicas: tuple[int, ...],
+                     live: set[int], election_type: int) -> KafkaError | None:
+    outcome: list[KafkaError | None] = [None]
+
+    def change(st: model.PartitionState) -> model.PartitionState | None:
+        if election_type == PREFERRED:
+            preferred = replicas[0]
+            if st.leader == preferred:
+                outcome[0] = ElectionNotNeeded(
+                    f"Leader {preferred} is already the preferred replica of {tp[0]}-{tp[1]}")
+                return None
+            if preferred not in live or preferred not in st.isr:
+                outcome[0] = PreferredLeaderNotAvailable(
+                    f"Failed to elect leader for partition {tp[0]}-{tp[1]} under strategy "
+                    f"PreferredReplicaPartitionLeaderElectionStrategy: preferred replica "
+                    f"{preferred} is not live or not in the ISR {list(st.isr)}")
+                return None
+            outcome[0] = None
+            return model.PartitionState(preferred, st.leader_epoch + 1, st.isr,
+                                        controller.epoch)
+        if st.leader in live:
+            outcome[0] = ElectionNotNeeded(f"{tp[0]}-{tp[1]} has a live leader {st.leader}")
+            return None
+        in_sync = [b for b in replicas if b in live and b in st.isr]
+        if in_sync:
+            outcome[0] = None
+            return model.PartitionState(in_sync[0], st.leader_epoch + 1,
+                                        tuple(b for b in st.isr if b in live),
+                                        controller.epoch)
+        candidates = [b for b in replicas if b in live]
+        if not candidates:
+            outcome[0] = EligibleLeadersNotAvailable(
+                f"No live replica of {tp[0]}-{tp[1]} can lead")
+            return None
+        log.warning("Unclean leader election for %s-%d asked for: broker %d was not in the "
+                    "ISR %s; acknowledged records may be lost", tp[0], tp[1], candidates[0],
+                    list(st.isr))
+        outcome[0] = None
+        return model.PartitionState(candidates[0], st.leader_epoch + 1, (candidates[0],),
+                                    controller.epoch)
+
+    await controller._update_state(tp[0], tp[1], change)
+    return outcome[0]
+
+
+async def rebalance_loop(controller: Controller) -> None:
+    """auto.leader.rebalance.enable: the controller's periodic preferred election."""
+    config = controller.config
+    while True:
+        await asyncio.sleep(config.get("leader.imbalance.check.interval.seconds"))
+        if not controller.active or not config.get("auto.leader.rebalance.enable"):
+            continue
+        try:
+            await rebalance_once(controller)
+        except Exception:
+            log.exception("Leader rebalance failed")
+
+
+async def rebalance_once(controller: Controller) -> list[TopicPartition]:
+    """Preferred elections for brokers whose imbalance exceeds the configured percentage;
+    returns the partitions whose leadership moved."""
+    cache = controller.cache
+    live = set(cache.brokers)
+    threshold = controller.config.get("leader.imbalance.per.broker.percentage") / 100
+    per_broker: dict[int, list[TopicPartition]] = {}
+    totals: dict[int, int] = {}
+    for t in cache.topics.values():
+        for p, info in t.partitions.items():
+            if not info.replicas:
+                continue
+            preferred = info.replicas[0]
+            totals[preferred] = totals.get(preferred, 0) + 1
+            if info.leader != preferred and preferred in live and preferred in info.isr:
+                per_broker.setdefault(preferred, []).append((t.name, p))
+    wanted = []
+    for broker, tps in per_broker.items():
+        if len(tps) / totals[broker] > threshold:
+            wanted += tps
+    if not wanted:
+        return []
+    log.info("Leader imbalance: moving %d partitions back to their preferred leader",
+             len(wanted))
+    results = await elect_leaders(controller, PREFERRED, wanted)
+    return [tp for tp, e in results.items() if e is None]
