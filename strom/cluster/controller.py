@@ -103,6 +103,64 @@ def assign_replicas(brokers: list[int], num_partitions: int, replication_factor:
     return out
 
 
+def rack_alternated(racks: dict[int, str]) -> list[int]:
+    """Brokers ordered rack by rack in turn (racks sorted by name, brokers by id within a
+    rack): r1 {0,1,2}, r2 {3,4,5}, r3 {6,7,8} gives 0, 3, 6, 1, 4, 7, 2, 5, 8."""
+    by_rack: dict[str, list[int]] = {}
+    for broker, rack in sorted(racks.items()):
+        by_rack.setdefault(rack, []).append(broker)
+    queues = [by_rack[r] for r in sorted(by_rack)]
+    out: list[int] = []
+    i = 0
+    while any(queues):
+        if queues[i]:
+            out.append(queues[i].pop(0))
+        i = (i + 1) % len(queues)
+    return out
+
+
+def assign_replicas_rack_aware(racks: dict[int, str], num_partitions: int,
+                               replication_factor: int, start_partition: int = 0,
+                               start_index: int | None = None, shift: int | None = None
+                               ) -> dict[int, tuple[int, ...]]:
+    """Kafka's rack-aware placement: the same round-robin as `assign_replicas` over the
+    rack-alternated broker list; a follower is skipped while its rack (or the broker) already
+    holds a replica of the partition and some rack (broker) holds none."""
+    brokers = rack_alternated(racks)
+    n = len(brokers)
+    num_racks = len(set(racks.values()))
+    if replication_factor <= 0:
+        raise InvalidReplicationFactor("Replication factor must be larger than 0.")
+    if replication_factor > n:
+        raise InvalidReplicationFactor(
+            f"Replication factor: {replication_factor} larger than available brokers: {n}.")
+    start = random.randrange(n) if start_index is None else start_index
+    next_shift = random.randrange(n) if shift is None else shift
+    out: dict[int, tuple[int, ...]] = {}
+    for pid in range(start_partition, start_partition + num_partitions):
+        if pid > 0 and pid % n == 0:
+            next_shift += 1
+        first = (pid + start) % n
+        leader = brokers[first]
+        replicas = [leader]
+        used_racks = {racks[leader]}
+        used = {leader}
+        k = 0
+        for _ in range(replication_factor - 1):
+            while True:
+                step = 1 + (next_shift * num_racks + k) % (n - 1)
+                broker = brokers[(first + step) % n]
+                k += 1
+                if (racks[broker] not in used_racks or len(used_racks) == num_racks) and \
+                        (broker not in used or len(used) == n):
+                    break
+            replicas.append(broker)
+            used_racks.add(racks[broker])
+            used.add(broker)
+        out[pid] = tuple(replicas)
+    return out
+
+
 class Controller:
     def __init__(self, broker_id: int, store: MetadataStore, cache: MetadataCache,
                  config: BrokerConfig) -> None:
@@ -333,7 +391,16 @@ class Controller:
             raise InvalidReplicationFactor("Replication factor must be larger than 0.")
         if rf > 32767:
             raise InvalidReplicationFactor("Replication factor must be at most 32767.")
-        return assign_replicas(brokers, partitions, rf)
+        return self._place(brokers, partitions, rf)
+
+    def _place(self, brokers: list[int], partitions: int, rf: int, start_partition: int = 0
+               ) -> dict[int, tuple[int, ...]]:
+        """Rack-aware placement when every broker has a rack (Kafka's "safe" mode), else
+        rack-unaware."""
+        racks = {b: self.cache.brokers[b].rack for b in brokers if b in self.cache.brokers}
+        if racks and len(racks) == len(brokers) and all(racks.values()):
+            return assign_replicas_rack_aware(racks, partitions, rf, start_partition)  # type: ignore[arg-type]
+        return assign_replicas(brokers, partitions, rf, start_partition=start_partition)
 
     def _check_assignment(self, assignment: dict[int, tuple[int, ...]], first: int
                           ) -> dict[int, tuple[int, ...]]:
@@ -421,7 +488,7 @@ class Controller:
                     f"{rf} while partitions [{old}] have replication factors "
                     f"[{len(next(iter(added.values())))}], respectively.")
         else:
-            added = assign_replicas(self.live_brokers(), count - old, rf, start_partition=old)
+            added = self._place(self.live_brokers(), count - old, rf, start_partition=old)
         if validate_only:
             return
         replicas = dict(current.replicas)
