@@ -3,7 +3,8 @@
 Behaviour: sent to the controller (others answer NOT_CONTROLLER). election_type 0 is a
 preferred election (the first replica leads if it is live and in the ISR), 1 an unclean
 one for partitions without a live leader (v1+). Null topic_partitions means every
-partition. Per partition: ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE,
+partition; the answer then leaves out the partitions that needed no election, as Kafka's
+does. Per partition: ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE,
 ELIGIBLE_LEADERS_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION. See cluster/leadership.py.
 Version notes: v0 has no election_type (preferred) and no top-level error code.
 """
@@ -38,6 +39,11 @@ async def handle(ctx: RequestContext, request):
             make(mod.ReplicaElectionResult, topic=t, partition_result=tuple(ps))
             for t, ps in by_topic_err.items()))
     await ctx.broker.cache.refresh_now({t for t, _ in results})
+    if wanted is None:
+        # as Kafka: an election over every partition reports only the partitions that
+        # were elected or failed, not the many that needed no election
+        results = {tp: e for tp, e in results.items()
+                   if e is None or e.code != ErrorCode.election_not_needed}
     by_topic: dict[str, list] = {}
     for (name, p), e in results.items():
         by_topic.setdefault(name, []).append(make(

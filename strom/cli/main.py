@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "get-offsets": ("strom.cli.get_offsets", "print partition offsets (earliest, latest, by time)"),
     "consumer-groups": ("strom.cli.consumer_groups", "list, describe, delete groups; reset offsets"),
     "dump-log": ("strom.cli.dump_log", "print the contents of segment and index files"),
+    "leader-election": ("strom.cli.leader_election",
+                        "move leadership to preferred replicas, or elect leaders uncleanly"),
+    "reassign-partitions": ("strom.cli.reassign_partitions",
+                            "move partition replicas between brokers"),
 }
 
 

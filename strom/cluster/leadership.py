@@ -20,7 +20,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from strom.cluster import model
+from strom.cluster import model, reassignment
 from strom.protocol.errors import ErrorCode, KafkaError, UnknownTopicOrPartition, error
 
 if TYPE_CHECKING:
@@ -117,7 +117,11 @@ async def _elect_one(controller: Controller, tp: TopicPartition, replicas: tuple
         return model.PartitionState(candidates[0], st.leader_epoch + 1, (candidates[0],),
                                     controller.epoch)
 
-    await controller._update_state(tp[0], tp[1], change)
+    written = await controller._update_state(tp[0], tp[1], change)
+    if written is None and outcome[0] is None:
+        # the state znode is missing, or kept changing under us: nothing was elected
+        return EligibleLeadersNotAvailable(
+            f"The state of {tp[0]}-{tp[1]} could not be updated; try again")
     return outcome[0]
 
 
@@ -136,15 +140,17 @@ async def rebalance_loop(controller: Controller) -> None:
 
 async def rebalance_once(controller: Controller) -> list[TopicPartition]:
     """Preferred elections for brokers whose imbalance exceeds the configured percentage;
-    returns the partitions whose leadership moved."""
+    returns the partitions whose leadership moved. As Kafka, partitions being reassigned
+    are left alone (their first replica is the target's, not yet the preferred one)."""
     cache = controller.cache
     live = set(cache.brokers)
     threshold = controller.config.get("leader.imbalance.per.broker.percentage") / 100
+    moving = {(r.topic, r.partition) for r in await reassignment.ongoing(controller)}
     per_broker: dict[int, list[TopicPartition]] = {}
     totals: dict[int, int] = {}
     for t in cache.topics.values():
         for p, info in t.partitions.items():
-            if not info.replicas:
+            if not info.replicas or (t.name, p) in moving:
                 continue
             preferred = info.replicas[0]
             totals[preferred] = totals.get(preferred, 0) + 1

@@ -34,9 +34,17 @@ class MetadataCache:
         self._watched_topics: set[str] = set()
         self._watched_states: set[tuple[str, int]] = set()
         self._brokers_dirty = False
+        self._stopped = False
         self._load_lock = asyncio.Lock()
         self._brokers_task: asyncio.Task | None = None
         self._broker_listeners: list[Callable[[], None]] = []
+
+    def stop(self) -> None:
+        """No more refreshes (shutdown, before the store closes)."""
+        self._stopped = True
+        for task in (self._refresh_task, self._brokers_task):
+            if task is not None:
+                task.cancel()
 
     def on_change(self, listener: TopicsListener) -> None:
         self._listeners.append(listener)
@@ -50,6 +58,8 @@ class MetadataCache:
 
     # --- refresh ------------------------------------------------------------------------
     def _schedule(self, topic: str | None) -> None:
+        if self._stopped:
+            return
         self._dirty.add(topic if topic is not None else "*")
         if self._refresh_task is None or self._refresh_task.done():
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
@@ -58,6 +68,8 @@ class MetadataCache:
     def _schedule_brokers(self) -> None:
         # one loader at a time, re-run while changes arrive: two overlapping loads could
         # finish in the wrong order and leave an older broker list in place
+        if self._stopped:
+            return
         self._brokers_dirty = True
         if self._brokers_task is None or self._brokers_task.done():
             self._brokers_task = asyncio.get_running_loop().create_task(

@@ -5,13 +5,20 @@ A reassignment of a partition from replicas OR to target RS goes in two steps:
    adding_replicas = RS - OR and removing_replicas = OR - RS. The new replicas see
    themselves assigned, create the log and fetch from the leader; the leader adds them
    to the ISR once they have caught up;
-2. once every replica of RS is in the ISR, the controller shrinks the ISR to RS (electing
-   a leader from RS if the leader is being removed, with a new leader epoch) and writes
-   replicas = RS with nothing adding or removing. Removed replicas delete their logs.
+2. once every replica of RS is in the ISR, the controller moves leadership into RS if the
+   leader is being removed (a new leader epoch), writes replicas = RS with nothing adding
+   or removing, and then shrinks the ISR to RS. Removed replicas delete their logs.
+
+The ISR shrinks only after the assignment no longer names the removed replicas: until the
+leader has seen the new assignment it still counts them as replicas, and would add a
+caught-up one straight back to an ISR shrunk earlier (leaving a non-replica in the ISR for
+good). Leadership moves first, since a broker deletes its log as soon as it is no longer a
+replica, leader or not.
 
 A new target for a partition that is being reassigned starts again from its original
-replicas; a cancel (target None) goes back to them. The controller checks ongoing
-reassignments every half second.
+replicas; a cancel (target None) goes back to them; replicas dropped that way leave the
+leadership and the ISR in the same order. The controller checks ongoing reassignments every
+half second.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NoReassignmentInProgress = error(ErrorCode.no_reassignment_in_progress)
+RequestTimedOut = error(ErrorCode.request_timed_out)
 
 TopicPartition = tuple[str, int]
 CHECK_INTERVAL_S = 0.5
@@ -73,6 +81,10 @@ async def alter(controller: Controller, changes: dict[TopicPartition, list[int] 
                     break
                 except BadVersionError:
                     continue
+            else:
+                for p in parts:
+                    results[(name, p)] = RequestTimedOut(
+                        f"The assignment of {name} kept changing; try again")
         for tp, e in results.items():
             if e is None:
                 await _maybe_complete(controller, *tp)
@@ -130,7 +142,13 @@ async def _alter_topic(controller: Controller, name: str,
         if add or rem:
             adding[p], removing[p] = add, rem
         results[tp] = None
+    # replicas that leave the partition (the adding ones of a replaced or cancelled
+    # reassignment): leadership off them before the assignment drops them, the ISR after
+    dropped = [p for (_, p), e in results.items()
+               if e is None and set(a.replicas[p]) - set(replicas[p])]
     if any(e is None for e in results.values()):
+        for p in dropped:
+            await _fit_state(controller, name, p, replicas[p], live, shrink_isr=False)
         new = dataclasses.replace(a, replicas=replicas, adding=adding, removing=removing)
         await store.set(model.topic_path(name), new.to_json(), a.version)
         for (_, p), e in results.items():
@@ -141,22 +159,25 @@ async def _alter_topic(controller: Controller, name: str,
     for p in cancelled:
         log.info("Cancelled the reassignment of %s-%d: back to %s", name, p,
                  list(replicas[p]))
-        await _shrink_to(controller, name, p, replicas[p], live)
+    for p in dropped:
+        await _fit_state(controller, name, p, replicas[p], live, shrink_isr=True)
     return results
 
 
-async def _shrink_to(controller: Controller, name: str, p: int, target: tuple[int, ...],
-                     live: set[int]) -> bool:
-    """Make the partition state fit `target`: ISR within it, a leader from it."""
+async def _fit_state(controller: Controller, name: str, p: int, replicas: tuple[int, ...],
+                     live: set[int], shrink_isr: bool) -> bool:
+    """Make the partition state fit `replicas`: a live leader from them (a new leader
+    epoch if it moves) and, with `shrink_isr`, an ISR within them. False if no replica of
+    them is live and in sync to lead."""
     ok = [True]
 
     def change(st: model.PartitionState) -> model.PartitionState | None:
-        isr = tuple(b for b in st.isr if b in target)
-        if st.leader in target and st.leader in live:
+        isr = tuple(b for b in st.isr if b in replicas) if shrink_isr else st.isr
+        if st.leader in replicas and st.leader in live:
             if isr == st.isr:
                 return None
             return model.PartitionState(st.leader, st.leader_epoch, isr, controller.epoch)
-        candidates = [b for b in target if b in isr and b in live]
+        candidates = [b for b in replicas if b in st.isr and b in live]
         if not candidates:
             ok[0] = False
             return None
@@ -183,7 +204,7 @@ async def _maybe_complete(controller: Controller, name: str, p: int) -> bool:
     if not set(target) <= set(st.isr):
         return False
     live = {int(b) for b in await store.get_children(model.BROKER_IDS)}
-    if not await _shrink_to(controller, name, p, target, live):
+    if not await _fit_state(controller, name, p, target, live, shrink_isr=False):
         return False
     replicas = dict(a.replicas)
     replicas[p] = target
@@ -194,6 +215,7 @@ async def _maybe_complete(controller: Controller, name: str, p: int) -> bool:
         await store.set(model.topic_path(name), new.to_json(), a.version)
     except BadVersionError:
         return False  # another change to the topic: checked again next round
+    await _fit_state(controller, name, p, target, live, shrink_isr=True)
     log.info("Reassignment of %s-%d completed: replicas %s", name, p, list(target))
     return True
 

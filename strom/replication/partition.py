@@ -157,14 +157,15 @@ class Partition:
         f.last_fetch_ms = now_ms
         return self.maybe_increment_high_watermark()
 
-    def isr_to_expand(self) -> tuple[int, ...] | None:
+    def isr_to_expand(self, live: set[int] | dict) -> tuple[int, ...] | None:
         """The ISR with the followers that caught up added, or None if none did. A follower
         rejoins once it has everything up to the high watermark and has fetched within the
-        current leader epoch (its log end offset is past the epoch's start)."""
+        current leader epoch (its log end offset is past the epoch's start), and only while
+        it is a registered (`live`) broker: one in controlled shutdown stays out."""
         if not self.is_leader or self.pending_isr is not None:
             return None
         epoch_start = self.log.leader_epochs[-1][1] if self.log.leader_epochs else 0
-        joining = [b for b, f in self.followers.items() if b not in self.isr
+        joining = [b for b, f in self.followers.items() if b not in self.isr and b in live
                    and b in self.replicas and f.log_end_offset >= self.high_watermark
                    and f.log_end_offset >= epoch_start]
         return self.isr + tuple(sorted(joining)) if joining else None

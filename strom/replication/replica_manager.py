@@ -103,6 +103,11 @@ class ReplicaManager:
             if not p.is_leader and p.leader >= 0:
                 self.fetchers.follow(p)
 
+    async def stop_fetchers(self) -> None:
+        """Stop following (controlled shutdown: this broker leaves every ISR)."""
+        if self.fetchers is not None:
+            await self.fetchers.close()
+
     async def stop(self) -> None:
         if self._isr_task is not None:
             self._isr_task.cancel()
@@ -255,7 +260,7 @@ class ReplicaManager:
                 continue
             if p.update_follower(replica_id, req.fetch_offset, now):
                 self._high_watermark_moved(tp, p)
-            isr = p.isr_to_expand()
+            isr = p.isr_to_expand(self.cache.brokers)
             if isr is not None:
                 log.info("%s: expanding ISR from %s to %s", p, list(p.isr), list(isr))
                 self._propose_isr(p, isr)

@@ -22,8 +22,10 @@ import functools
 import gc
 import json
 import logging
+import os
 import signal
 import time
+import uuid
 
 from strom.api.context import BrokerServices
 from strom.clock import Clock
@@ -36,6 +38,7 @@ from strom.cluster.zk_store import ZkMetadataStore
 from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
+from strom.log import checkpoint, files
 from strom.log.manager import LogManager
 from strom.replication.replica_manager import ReplicaManager
 from strom.server.connection import Connection
@@ -73,20 +76,22 @@ class Broker:
             await self.store.start()
         except StoreError as e:
             raise SystemExit(f"Cannot open the metadata store: {e}") from None
+        # As Kafka: the first broker of a new cluster creates /cluster/id (with the id of
+        # its log dirs when they have one); every other broker adopts it, and log dirs
+        # that name another cluster are refused by prepare_dirs.
         node = await self.store.get(model.CLUSTER_ID)
-        if node is not None:
-            self.logs.cluster_id = self.logs.cluster_id or json.loads(node[0])["id"]
-        cluster_id = self.logs.prepare_dirs()
         if node is None:
+            proposed = self.logs.cluster_id or _stored_cluster_id(config.log_dirs) or \
+                checkpoint.topic_id_to_str(uuid.uuid4())
             try:
                 await self.store.create(model.CLUSTER_ID, json.dumps(
-                    {"version": "1", "id": cluster_id}).encode())
-            except NodeExistsError:  # another broker of a new cluster was first
-                node = await self.store.get(model.CLUSTER_ID)
-                assert node is not None
-                raise SystemExit(f"Cluster id {json.loads(node[0])['id']} in ZooKeeper "
-                                 f"does not match {cluster_id} in meta.properties; "
-                                 "start again to adopt it") from None
+                    {"version": "1", "id": proposed}).encode())
+            except NodeExistsError:  # another broker of the new cluster was first
+                pass
+            node = await self.store.get(model.CLUSTER_ID)
+        if node is not None:
+            self.logs.cluster_id = self.logs.cluster_id or json.loads(node[0])["id"]
+        self.logs.prepare_dirs()
         self.cache = MetadataCache(self.store)
         await self._register()
         self.store.on_session(self._on_session_event)
@@ -180,6 +185,11 @@ class Broker:
         try:
             await Connection(reader, writer, self.dispatcher,
                              self.config.get("socket.request.max.bytes"), listener).serve()
+        except asyncio.CancelledError:
+            # shutdown cancels the connections; end normally, as Python 3.11's
+            # start_server callback calls task.exception() and logs a cancelled task
+            # as an error
+            pass
         except Exception:
             log.exception("Connection failed")
         finally:
@@ -239,6 +249,9 @@ class Broker:
             await self.store.delete(model.broker_path(self.broker_id))
         except StoreError:
             return
+        # as Kafka's StopReplica for followed partitions: stop fetching, so no leader
+        # counts this broker as in sync (or adds it back) while it goes
+        await self.replicas.stop_fetchers()
         retries = self.config.get("controlled.shutdown.max.retries")
         backoff = self.config.get("controlled.shutdown.retry.backoff.ms") / 1000
         deadline = time.monotonic() + max(5.0, (retries + 1) * backoff)
@@ -279,9 +292,20 @@ class Broker:
             await self.replicas.stop()
         if hasattr(self, "logs"):
             self.logs.shutdown()
+        if hasattr(self, "cache"):
+            self.cache.stop()
         if self.store is not None:
             await self.store.close()
         log.info("Broker %d shut down", self.broker_id)
+
+
+def _stored_cluster_id(log_dirs: list[str]) -> str | None:
+    """The cluster id in the log dirs' meta.properties, if any names one."""
+    for d in log_dirs:
+        props = checkpoint.read_properties_file(os.path.join(d, files.META_PROPERTIES))
+        if props.get("cluster.id"):
+            return props["cluster.id"]
+    return None
 
 
 async def run(config: BrokerConfig) -> None:

@@ -77,9 +77,10 @@ def test_caught_up_follower_rejoins_the_isr(tmp_path):
     p.update_follower(2, 1, NOW)
     assert p.high_watermark == 1
     p.update_follower(3, 0, NOW)
-    assert p.isr_to_expand() is None  # below the high watermark
+    assert p.isr_to_expand({1, 2, 3}) is None  # below the high watermark
     p.update_follower(3, 1, NOW)
-    assert p.isr_to_expand() == (1, 2, 3)
+    assert p.isr_to_expand({1, 2}) is None  # 3 is not registered
+    assert p.isr_to_expand({1, 2, 3}) == (1, 2, 3)
 
 
 def test_min_insync_replicas_is_checked_for_acks_all_only(tmp_path):
