@@ -30,7 +30,6 @@ still running when the interpreter exits; the same hook removes leftover temp di
 
 from __future__ import annotations
 
-import atexit
 import os
 import select
 import shutil
@@ -42,7 +41,9 @@ import threading
 import time
 from pathlib import Path
 
-from strom.testing.broker import _listens, free_port
+# one registry of child processes and temp dirs for every harness: broker.py's atexit hook
+# kills what is still running and removes the dirs
+from strom.testing.broker import _listens, _live, _live_lock, _tmp_dirs, free_port
 
 __all__ = [
     "TcpProxy",
@@ -58,32 +59,6 @@ _MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
 _JVM_FLAGS = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
               "-XX:-UsePerfData"]
 
-_live: dict[int, subprocess.Popen] = {}
-_tmp_dirs: set[Path] = set()
-_live_lock = threading.Lock()
-
-
-def _kill_leftovers() -> None:
-    with _live_lock:
-        procs = list(_live.values())
-        _live.clear()
-        dirs = list(_tmp_dirs)
-        _tmp_dirs.clear()
-    for proc in procs:
-        if proc.poll() is None:
-            try:
-                proc.kill()
-            except OSError:
-                pass
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-atexit.register(_kill_leftovers)
 
 
 def find_zookeeper() -> tuple[str, str] | None:
