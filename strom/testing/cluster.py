@@ -230,12 +230,22 @@ class Cluster:
         return data[:cut], next_offset
 
     def create_topic(self, name: str, partitions: int, replication_factor: int,
-                     config: dict | None = None) -> None:
+                     config: dict | None = None,
+                     assignment: list[list[int]] | None = None) -> None:
+        """Create a topic and wait until every partition has a leader and a full ISR.
+        With `assignment` (replicas per partition, the first one leads), `partitions`
+        and `replication_factor` must match it."""
         from confluent_kafka.admin import NewTopic
 
         admin = self.admin()  # kept alive until the result is in
-        fs = admin.create_topics([NewTopic(name, partitions, replication_factor,
-                                           config=config or {})])
+        if assignment is not None:
+            assert len(assignment) == partitions and \
+                all(len(r) == replication_factor for r in assignment)
+            new = NewTopic(name, partitions, -1, replica_assignment=assignment,
+                           config=config or {})
+        else:
+            new = NewTopic(name, partitions, replication_factor, config=config or {})
+        fs = admin.create_topics([new])
         fs[name].result(timeout=30)
         # a broker may answer from a cache that has the assignment but not yet the
         # partition states (leader -1, empty ISR): wait for one answer with both
