@@ -21,6 +21,7 @@ import asyncio
 import datetime
 
 from strom.api.context import RequestContext
+from strom.api.metadata import live_brokers
 from strom.api.registry import CloseConnection, register
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
@@ -75,6 +76,18 @@ async def handle(ctx: RequestContext, request):
                 _fail(out, e, mod)
             elif e is not None:
                 raise e
+    leaders: set[int] = set()
+    if hasattr(mod, "LeaderIdAndEpoch"):  # v10+: tell the client where the leader is
+        for name, parts in results:
+            for out in parts:
+                if out["error_code"] in (ErrorCode.not_leader_or_follower,
+                                         ErrorCode.fenced_leader_epoch):
+                    info = ctx.broker.cache.partition(name, out["index"])
+                    if info is not None and info.leader >= 0:
+                        out["current_leader"] = make(mod.LeaderIdAndEpoch,
+                                                     leader_id=info.leader,
+                                                     leader_epoch=info.leader_epoch)
+                        leaders.add(info.leader)
     topics = [make(mod.TopicProduceResponse, name=name, partition_responses=tuple(
         make(mod.PartitionProduceResponse, **out) for out in parts)) for name, parts in results]
     if acks == 0:
@@ -83,7 +96,12 @@ async def handle(ctx: RequestContext, request):
         if failed:
             raise CloseConnection(f"acks=0 produce failed: {failed[:3]}")
         return NO_RESPONSE
-    return make(response_schema(API_KEY, ctx.version), responses=tuple(topics))
+    endpoints = ()
+    if leaders and hasattr(mod, "NodeEndpoint"):
+        endpoints = tuple(make(mod.NodeEndpoint, node_id=i, host=h, port=port, rack=r)
+                          for i, h, port, r in live_brokers(ctx) if i in leaders)
+    return make(response_schema(API_KEY, ctx.version), responses=tuple(topics),
+                node_endpoints=endpoints)
 
 
 def _fail(out: dict, e: KafkaError, mod) -> None:

@@ -176,6 +176,7 @@ class Controller:
         self._stopped = False
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
+        self._registrations: dict[int, bytes] = {}  # broker id -> its /brokers/ids data
 
     @property
     def fence(self) -> tuple[str, int]:
@@ -269,9 +270,25 @@ class Controller:
         if not self.active:
             return
         async with self._lock:
-            live = {int(b) for b in await self.store.get_children(model.BROKER_IDS)}
-            log.info("Controller %d: live brokers %s", self.broker_id, sorted(live))
-            for name in await self.store.get_children(model.TOPICS):
+            registrations: dict[int, bytes] = {}
+            for child in await self.store.get_children(model.BROKER_IDS):
+                node = await self.store.get(model.broker_path(int(child)))
+                if node is not None:
+                    registrations[int(child)] = node[0]
+            live = set(registrations)
+            # a broker that registered anew since the last look (a crash and a quick
+            # restart between two watch events) is handled as failed, then started, as
+            # Kafka does: its leaderships move and it must catch up to rejoin the ISR
+            bounced = {b for b, data in registrations.items()
+                       if b in self._registrations and self._registrations[b] != data}
+            self._registrations = registrations
+            log.info("Controller %d: live brokers %s%s", self.broker_id, sorted(live),
+                     f" (restarted: {sorted(bounced)})" if bounced else "")
+            names = await self.store.get_children(model.TOPICS)
+            if bounced:
+                for name in names:
+                    await self._reelect_topic(name, live - bounced)
+            for name in names:
                 await self._reelect_topic(name, live)
 
     async def _reelect_topic(self, name: str, live: set[int]) -> None:

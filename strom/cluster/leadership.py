@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from strom.cluster import model, reassignment
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError, UnknownTopicOrPartition, error
 
 if TYPE_CHECKING:
@@ -134,6 +135,8 @@ async def rebalance_loop(controller: Controller) -> None:
             continue
         try:
             await rebalance_once(controller)
+        except StoreError as e:
+            log.warning("Leader rebalance failed: %s", e)
         except Exception:
             log.exception("Leader rebalance failed")
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from strom.cluster import model
-from strom.cluster.store import MetadataStore
+from strom.cluster.store import MetadataStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class MetadataCache:
             self._brokers_task.add_done_callback(_log_failure)
 
     async def _reload_brokers(self) -> None:
-        while self._brokers_dirty:
+        while self._brokers_dirty and not self._stopped:
             self._brokers_dirty = False
             await self._load_brokers()
         self._notify_brokers()
@@ -93,7 +93,7 @@ class MetadataCache:
         # loads run one at a time (refresh_now may run beside the watch-driven task): a
         # load that read older data must never finish after one that read newer data
         async with self._load_lock:
-            while self._dirty:
+            while self._dirty and not self._stopped:
                 dirty, self._dirty = self._dirty, set()
                 if "*" in dirty:
                     changed = await self._load_all_topics(notify=False)
@@ -190,5 +190,11 @@ class MetadataCache:
 
 
 def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("Metadata refresh failed", exc_info=task.exception())
+    if task.cancelled() or task.exception() is None:
+        return
+    e = task.exception()
+    if isinstance(e, StoreError):
+        # ZooKeeper unreachable (or closing): the watches fire again once it is back
+        log.warning("Metadata refresh failed: %s", e)
+    else:
+        log.error("Metadata refresh failed", exc_info=e)

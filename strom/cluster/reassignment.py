@@ -29,7 +29,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from strom.cluster import model
-from strom.cluster.store import BadVersionError
+from strom.cluster.store import BadVersionError, StoreError
 from strom.protocol.errors import (
     ErrorCode,
     InvalidReplicaAssignment,
@@ -249,5 +249,7 @@ async def progress_loop(controller: Controller) -> None:
             for r in await ongoing(controller):
                 async with controller._lock:
                     await _maybe_complete(controller, r.topic, r.partition)
+        except StoreError as e:
+            log.warning("Checking reassignments failed: %s", e)
         except Exception:
             log.exception("Checking reassignments failed")

@@ -173,8 +173,6 @@ def test_not_leader_or_follower_and_client_routing(make_cluster):
         kp.close()
 
 
-@pytest.mark.xfail(reason="Produce v10+ does not fill current_leader / node_endpoints on "
-                          "NOT_LEADER_OR_FOLLOWER yet (KIP-951)", strict=True)
 def test_produce_v10_names_the_current_leader(make_cluster):
     cluster = make_cluster(3)
     topic = "hinted"
