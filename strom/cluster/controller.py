@@ -442,10 +442,13 @@ class Controller:
     async def _write_topic(self, name: str, topic_id: uuid.UUID,
                            assignment: dict[int, tuple[int, ...]], configs: dict[str, str]
                            ) -> None:
-        await self.store.create(model.topic_config_path(name),
-                                model.encode_topic_config(configs))
-        await self.store.create(model.topic_path(name),
-                                model.TopicAssignment(name, topic_id, assignment).to_json())
+        try:
+            await self.store.create(model.topic_config_path(name),
+                                    model.encode_topic_config(configs))
+            await self.store.create(model.topic_path(name),
+                                    model.TopicAssignment(name, topic_id, assignment).to_json())
+        except NodeExistsError:  # another broker created it meanwhile
+            raise TopicAlreadyExists(f"Topic '{name}' already exists.") from None
         await self._write_partition_states(name, assignment)
 
     async def _write_partition_states(self, name: str, assignment: dict[int, tuple[int, ...]]
