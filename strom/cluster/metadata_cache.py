@@ -163,7 +163,9 @@ class MetadataCache:
             partitions[p] = model.PartitionInfo(p, replicas, state)
         cfg = await self.store.get(model.topic_config_path(name))
         configs = model.decode_topic_config(cfg[0]) if cfg and cfg[0] else {}
-        self.topics[name] = model.TopicInfo(name, assignment.topic_id, partitions, configs)
+        self.topics[name] = model.TopicInfo(
+            name, assignment.topic_id, partitions, configs,
+            frozenset(assignment.adding) | frozenset(assignment.removing))
 
     # --- queries ------------------------------------------------------------------------
     def topic(self, name: str) -> model.TopicInfo | None:

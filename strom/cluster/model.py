@@ -180,6 +180,7 @@ class TopicInfo:
     topic_id: uuid.UUID
     partitions: dict[int, PartitionInfo]
     configs: dict[str, str] = field(default_factory=dict)
+    reassigning: frozenset[int] = frozenset()  # partitions with a reassignment in progress
 
     @property
     def is_internal(self) -> bool:

@@ -246,9 +246,13 @@ async def progress_loop(controller: Controller) -> None:
         if not controller.active:
             continue
         try:
-            for r in await ongoing(controller):
+            # the metadata cache says which topics have moves in progress: no ZooKeeper
+            # reads while there are none
+            pending = [(t.name, p) for t in list(controller.cache.topics.values())
+                       for p in sorted(t.reassigning)]
+            for name, p in pending:
                 async with controller._lock:
-                    await _maybe_complete(controller, r.topic, r.partition)
+                    await _maybe_complete(controller, name, p)
         except StoreError as e:
             log.warning("Checking reassignments failed: %s", e)
         except Exception:
