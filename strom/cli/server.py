@@ -5,6 +5,11 @@ With no arguments the broker listens on PLAINTEXT://127.0.0.1:9092 and keeps its
 `--override key=value` pairs take Kafka's own config names and defaults (see
 docs/configuration.md). Unknown keys are warned about; invalid values stop the start-up
 with a clear message. SIGTERM or Ctrl-C shuts down cleanly (flush, checkpoints).
+
+With `--override zookeeper.connect=host:2181[/chroot]` (and a distinct node.id, listener
+and log dir per broker) brokers form a replicated cluster whose metadata lives in
+ZooKeeper; on SIGTERM such a broker first hands its partition leaderships to other
+in-sync replicas (controlled.shutdown.enable).
 """
 
 from __future__ import annotations
