@@ -37,7 +37,6 @@ class MetadataCache:
         self._stopped = False
         self._load_lock = asyncio.Lock()
         self._brokers_task: asyncio.Task | None = None
-        self._broker_listeners: list[Callable[[], None]] = []
 
     def stop(self) -> None:
         """No more refreshes (shutdown, before the store closes)."""
@@ -80,14 +79,6 @@ class MetadataCache:
         while self._brokers_dirty and not self._stopped:
             self._brokers_dirty = False
             await self._load_brokers()
-        self._notify_brokers()
-
-    def on_brokers_change(self, listener: Callable[[], None]) -> None:
-        self._broker_listeners.append(listener)
-
-    def _notify_brokers(self) -> None:
-        for listener in self._broker_listeners:
-            listener()
 
     async def _refresh(self) -> None:
         # loads run one at a time (refresh_now may run beside the watch-driven task): a

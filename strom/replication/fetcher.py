@@ -298,11 +298,13 @@ class ReplicaFetcherManager:
         self.on_appended = on_appended
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._following: dict[TopicPartition, int] = {}
+        self._closing: set[asyncio.Task] = set()  # fetchers left with nothing to copy
 
     def follow(self, partition: Partition) -> None:
         """Start (or restart, after a leader change) copying `partition` from its leader."""
         tp = (partition.topic, partition.index)
-        self.stop_following(tp)
+        if self._following.get(tp) != partition.leader:
+            self.stop_following(tp)
         if partition.leader < 0 or partition.leader == self.broker_id:
             return
         fetcher = self.fetchers.get(partition.leader)
@@ -315,8 +317,15 @@ class ReplicaFetcherManager:
 
     def stop_following(self, tp: TopicPartition) -> None:
         leader = self._following.pop(tp, None)
-        if leader is not None and leader in self.fetchers:
-            self.fetchers[leader].remove(tp)
+        fetcher = self.fetchers.get(leader) if leader is not None else None
+        if fetcher is None:
+            return
+        fetcher.remove(tp)
+        if not fetcher.targets:  # nothing left to copy from that broker: end its task
+            del self.fetchers[leader]
+            task = asyncio.get_running_loop().create_task(fetcher.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def is_following(self, tp: TopicPartition) -> bool:
         return tp in self._following
