@@ -13,9 +13,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 __all__ = [
@@ -30,6 +37,7 @@ __all__ = [
     "parts",
     "poll_for",
     "poll_until",
+    "process_across_rebalances",
     "produce",
     "wait_described",
 ]
@@ -209,3 +217,110 @@ class ChildConsumer:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.kill9()
+
+
+class RebalanceRun:
+    """What `process_across_rebalances` saw: every processed (member, partition, offset),
+    the commit failures, and the error codes of commits that were retried."""
+
+    def __init__(self) -> None:
+        self.processed: list[tuple[str, int, int]] = []
+        self.failures: list[str] = []
+        self.retries: list[int] = []
+
+    def count(self, name: str | None = None) -> int:
+        return sum(1 for n, _, _ in list(self.processed) if name is None or n == name)
+
+
+def process_across_rebalances(bootstrap: str, topic: str, conf: Callable[[str], dict], *,
+                              retryable: tuple[int, ...], partitions: int = 6,
+                              total: int = 1800) -> RebalanceRun:
+    """Three members (A, B, C) with the consumer configs `conf(name)` process `total`
+    records of `topic` (created by the caller with `partitions` partitions, empty), each
+    committing synchronously after every processed batch; C joins while A and B work, then
+    A leaves (close()). A commit failing with an error code in `retryable` is retried,
+    bounded, before the member polls again, as applications do.
+
+    The records are produced in three thirds so that each rebalance has work to share:
+    the first at the start, the second once C holds partitions, the last just before A
+    leaves. (All at once, A and B could finish before C's first assignment.)"""
+    third = total // 3
+    run = RebalanceRun()
+    lock = threading.Lock()
+    holding: dict[str, set[int]] = {name: set() for name in ("A", "B", "C")}
+    stops = {name: threading.Event() for name in ("A", "B", "C")}
+
+    def commit(c: Consumer, name: str, offsets: list[TopicPartition]) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                c.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as e:
+                code = e.args[0].code()
+                if code not in retryable or time.monotonic() > deadline:
+                    run.failures.append(f"{name}: commit failed: {e}")
+                    return
+                run.retries.append(code)
+                time.sleep(0.05)
+
+    def member(name: str) -> None:
+        c = Consumer(conf(name))
+
+        def on_assign(_c, tps):
+            with lock:
+                holding[name].update(tp.partition for tp in tps)
+
+        def on_revoke(_c, tps):
+            with lock:
+                holding[name].difference_update(tp.partition for tp in tps)
+
+        c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+        deadline = time.monotonic() + 120
+        try:
+            while not stops[name].is_set() and time.monotonic() < deadline:
+                batch = [m for m in c.consume(num_messages=20, timeout=0.2)
+                         if m.error() is None]
+                if not batch:
+                    continue
+                with lock:
+                    run.processed.extend((name, m.partition(), m.offset()) for m in batch)
+                time.sleep(0.05)  # "processing"
+                nxt: dict[int, int] = {}
+                for m in batch:
+                    nxt[m.partition()] = max(nxt.get(m.partition(), 0), m.offset() + 1)
+                commit(c, name, [TopicPartition(topic, p, o) for p, o in nxt.items()])
+        finally:
+            c.close()
+
+    def wait(cond, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with lock:
+                if cond():
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"{what} not reached; processed {run.count()}")
+
+    threads = {name: threading.Thread(target=member, args=(name,), daemon=True)
+               for name in stops}
+    produce(bootstrap, topic, third, partitions)
+    try:
+        threads["A"].start()
+        threads["B"].start()
+        wait(lambda: run.count("A") > 0 and run.count("B") > 0, "A and B processing")
+        threads["C"].start()  # rebalance 1: a member joins
+        wait(lambda: bool(holding["C"]), "C holding partitions")
+        produce(bootstrap, topic, third, partitions, start=third)
+        wait(lambda: run.count("C") > 0, "C processing")
+        produce(bootstrap, topic, total - 2 * third, partitions, start=2 * third)
+        stops["A"].set()  # rebalance 2: a member leaves
+        threads["A"].join(timeout=30)
+        wait(lambda: len({(p, o) for _, p, o in run.processed}) >= total, "every record", 90)
+    finally:
+        for event in stops.values():
+            event.set()
+        for t in threads.values():
+            if t.ident is not None:
+                t.join(timeout=30)
+    return run

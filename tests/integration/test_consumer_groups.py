@@ -45,6 +45,7 @@ from strom.testing.groups import (
     group_offsets,
     parts,
     poll_until,
+    process_across_rebalances,
     wait_described,
 )
 from strom.testing.kafka import create_topic
@@ -823,91 +824,23 @@ def test_exactly_once_processing_across_two_rebalances(gbroker, topic_name, stra
     bs = gbroker.bootstrap
     n_parts, total = 6, 1800
     create_topic(bs, topic_name, n_parts)
-    produce(bs, topic_name, total, n_parts)
     group = f"g-{topic_name}"
-    lock = threading.Lock()
-    processed: list[tuple[str, int, int]] = []
-    failures: list[str] = []
-    retries: list[str] = []
-    stops = {name: threading.Event() for name in ("A", "B", "C")}
-
-    def member(name: str) -> None:
-        c = Consumer(cconf(bs, group, **{"client.id": name, "session.timeout.ms": 6000,
-                                         "partition.assignment.strategy": strategy}))
-        c.subscribe([topic_name])
-        deadline = time.monotonic() + 100
-        try:
-            while not stops[name].is_set() and time.monotonic() < deadline:
-                msgs = c.consume(num_messages=20, timeout=0.2)
-                batch = [m for m in msgs if m.error() is None]
-                if not batch:
-                    continue
-                with lock:
-                    processed.extend((name, m.partition(), m.offset()) for m in batch)
-                time.sleep(0.05)  # "processing"
-                nxt: dict[int, int] = {}
-                for m in batch:
-                    nxt[m.partition()] = max(nxt.get(m.partition(), 0), m.offset() + 1)
-                offsets = [TopicPartition(topic_name, p, o) for p, o in nxt.items()]
-                retry_until = time.monotonic() + 15
-                while True:
-                    try:
-                        c.commit(offsets=offsets, asynchronous=False)
-                        break
-                    except KafkaException as e:
-                        code = e.args[0].code()
-                        if code not in (KafkaError.REBALANCE_IN_PROGRESS,
-                                        KafkaError.ILLEGAL_GENERATION) or \
-                                time.monotonic() > retry_until:
-                            failures.append(f"{name}: commit failed: {e}")
-                            break
-                        with lock:
-                            retries.append(name)
-                        time.sleep(0.05)
-        finally:
-            c.close()
-
-    def count(name=None):
-        with lock:
-            return sum(1 for n, _, _ in processed if name is None or n == name)
-
-    def wait(cond, what, timeout=40):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{what} not reached; processed {count()}")
-
-    threads = {name: threading.Thread(target=member, args=(name,), daemon=True)
-               for name in stops}
-    try:
-        threads["A"].start()
-        threads["B"].start()
-        wait(lambda: count("A") > 0 and count("B") > 0, "A and B processing")
-        threads["C"].start()  # rebalance 1: a member joins
-        wait(lambda: count("C") > 0, "C processing")
-        at_leave = count()
-        stops["A"].set()  # rebalance 2: a member leaves (close(): LeaveGroup)
-        threads["A"].join(timeout=30)
-        assert at_leave < total, "the test design needs records left for the last rebalance"
-        wait(lambda: len({(p, o) for _, p, o in processed}) >= total, "every record", 60)
-    finally:
-        for name in stops:
-            stops[name].set()
-        for t in threads.values():
-            if t.is_alive() or t.ident is not None:
-                t.join(timeout=30)
-    assert not failures, failures
+    run = process_across_rebalances(
+        bs, topic_name,
+        lambda name: cconf(bs, group, **{"client.id": name, "session.timeout.ms": 6000,
+                                         "partition.assignment.strategy": strategy}),
+        retryable=(KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION),
+        partitions=n_parts, total=total)
+    assert not run.failures, run.failures
     if strategy == "range":
         # Eager: a member rejoins only after it gave up its partitions in poll(), after its
         # last commit; the old generation lasts until then, so no commit can fail.
-        assert not retries, retries
-    keys = Counter((p, o) for _, p, o in processed)
+        assert not run.retries, run.retries
+    keys = Counter((p, o) for _, p, o in run.processed)
     dupes = {k: v for k, v in keys.items() if v > 1}
     assert not dupes, f"processed twice: {sorted(dupes)[:20]}"
     assert set(keys) == {(p, o) for p in range(n_parts) for o in range(total // n_parts)}
-    assert count("B") > 0 and count("C") > 0 and count("A") > 0
+    assert run.count("B") > 0 and run.count("C") > 0 and run.count("A") > 0
     assert group_offsets(bs, group) == \
         [(p, total // n_parts) for p in range(n_parts)]
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import struct
-import threading
 import time
 import uuid
 from collections import Counter
@@ -46,6 +45,7 @@ from strom.testing.groups import (
     describe,
     group_offsets,
     parts,
+    process_across_rebalances,
     produce,
 )
 from strom.testing.kafka import create_topic
@@ -240,74 +240,18 @@ def test_every_record_processed_once_across_rebalances(cbroker, topic_name):
     bs = cbroker.bootstrap
     n_parts, total = 6, 1800
     create_topic(bs, topic_name, n_parts)
-    produce(bs, topic_name, total, n_parts)
     group = f"g-{topic_name}"
-    lock = threading.Lock()
-    processed: list[tuple[str, int, int]] = []
-    failures: list[str] = []
-    retries: list = []
-    stops = {name: threading.Event() for name in ("A", "B", "C")}
-
-    def member(name: str) -> None:
-        c = Consumer(cconf(bs, group, **{"client.id": name}))
-        c.subscribe([topic_name])
-        deadline = time.monotonic() + 120
-        try:
-            while not stops[name].is_set() and time.monotonic() < deadline:
-                msgs = c.consume(num_messages=20, timeout=0.2)
-                batch = [m for m in msgs if m.error() is None]
-                if not batch:
-                    continue
-                with lock:
-                    processed.extend((name, m.partition(), m.offset()) for m in batch)
-                time.sleep(0.05)  # "processing"
-                nxt: dict[int, int] = {}
-                for m in batch:
-                    nxt[m.partition()] = max(nxt.get(m.partition(), 0), m.offset() + 1)
-                err = commit_retrying(
-                    c, [TopicPartition(topic_name, p, o) for p, o in nxt.items()], retries)
-                if err:
-                    failures.append(f"{name}: {err}")
-        finally:
-            c.close()
-
-    def count(name=None):
-        with lock:
-            return sum(1 for n, _, _ in processed if name is None or n == name)
-
-    def wait(cond, what, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{what} not reached; processed {count()}")
-
-    threads = {name: threading.Thread(target=member, args=(name,), daemon=True)
-               for name in stops}
-    try:
-        threads["A"].start()
-        threads["B"].start()
-        wait(lambda: count("A") > 0 and count("B") > 0, "A and B processing")
-        threads["C"].start()  # rebalance 1: a member joins
-        wait(lambda: count("C") > 0, "C processing")
-        at_leave = count()
-        stops["A"].set()  # rebalance 2: a member leaves (close(): epoch -1)
-        threads["A"].join(timeout=30)
-        assert at_leave < total, "the test design needs records left for the last rebalance"
-        wait(lambda: len({(p, o) for _, p, o in processed}) >= total, "every record", 90)
-    finally:
-        for name in stops:
-            stops[name].set()
-        for t in threads.values():
-            if t.ident is not None:
-                t.join(timeout=30)
-    assert not failures, failures
-    keys = Counter((p, o) for _, p, o in processed)
+    run = process_across_rebalances(
+        bs, topic_name, lambda name: cconf(bs, group, **{"client.id": name}),
+        retryable=(KafkaError.STALE_MEMBER_EPOCH, KafkaError.UNKNOWN_MEMBER_ID,
+                   KafkaError.FENCED_MEMBER_EPOCH),
+        partitions=n_parts, total=total)
+    assert not run.failures, run.failures
+    keys = Counter((p, o) for _, p, o in run.processed)
     dupes = {k: v for k, v in keys.items() if v > 1}
     assert not dupes, f"processed twice: {sorted(dupes)[:20]}"
     assert set(keys) == {(p, o) for p in range(n_parts) for o in range(total // n_parts)}
-    assert count("A") > 0 and count("B") > 0 and count("C") > 0
+    assert run.count("A") > 0 and run.count("B") > 0 and run.count("C") > 0
     assert group_offsets(bs, group) == [(p, total // n_parts) for p in range(n_parts)]
 
 
