@@ -27,9 +27,13 @@ API_KEY = 3
 
 
 def live_brokers(ctx: RequestContext) -> list[tuple[int, str, int, str | None]]:
-    """(id, host, port, rack) of every live broker on the client's listener."""
+    """(id, host, port, rack) of every live broker on the client's listener: registered,
+    and not found dead while its ZooKeeper session lingers (cluster/liveness.py)."""
     out = []
+    dead = ctx.broker.controller.liveness.dead
     for b in sorted(ctx.broker.cache.brokers.values(), key=lambda b: b.broker_id):
+        if b.broker_id in dead:
+            continue
         e = ctx.broker.cache.endpoint(b.broker_id, ctx.listener)
         if e is not None:
             out.append((b.broker_id, e.host, e.port, b.rack))
@@ -42,7 +46,7 @@ def brokers_entities(ctx: RequestContext, cls):
 
 
 def partition_entities(ctx: RequestContext, info, cls):
-    live = ctx.broker.cache.brokers
+    live = set(ctx.broker.controller.live_brokers())
     parts = []
     for p in sorted(info.partitions.values(), key=lambda p: p.partition):
         offline = tuple(b for b in p.replicas if b not in live)

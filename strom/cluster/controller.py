@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass
 
 from strom.cluster import leadership, model, reassignment, topic_names
+from strom.cluster.liveness import BrokerLiveness
 from strom.cluster.metadata_cache import MetadataCache
 from strom.cluster.store import (
     BadVersionError,
@@ -177,6 +178,9 @@ class Controller:
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self._registrations: dict[int, bytes] = {}  # broker id -> its /brokers/ids data
+        listener = config.get("inter.broker.listener.name") or config.listeners()[0][0]
+        self.liveness = BrokerLiveness(broker_id, store, listener,
+                                       lambda b: self._spawn(lambda: self._on_broker_dead(b)))
 
     @property
     def fence(self) -> tuple[str, int]:
@@ -184,6 +188,7 @@ class Controller:
 
     async def start(self) -> None:
         """Run for controller now, and again whenever the office falls vacant."""
+        self.liveness.start()
         self.store.watch_data(model.CONTROLLER, lambda _: self._spawn(self.elect))
         node = await self.store.get(model.CONTROLLER)
         if node is not None and node[0] and \
@@ -199,6 +204,7 @@ class Controller:
         """Stop acting as controller (shutdown); the store's close removes /controller."""
         self._stopped = True
         self.active = False
+        self.liveness.stop()
         for task in list(self._tasks) + self._loops:
             task.cancel()
 
@@ -262,7 +268,29 @@ class Controller:
             raise NotController("This broker is not the controller")
 
     def live_brokers(self) -> list[int]:
-        return sorted(self.cache.brokers)
+        """Registered brokers (as the metadata cache knows them), less those found dead."""
+        return sorted(set(self.cache.brokers) - set(self.liveness.dead))
+
+    async def live_set(self) -> set[int]:
+        """Registered brokers (as ZooKeeper knows them now), less those found dead."""
+        registered = {int(b) for b in await self.store.get_children(model.BROKER_IDS)}
+        return registered - set(self.liveness.dead)
+
+    async def _on_broker_dead(self, broker_id: int) -> None:
+        """liveness.py found a registered broker dead: as controller, re-elect as if it had
+        gone from ZooKeeper; otherwise, if it was the controller, vacate its office."""
+        if self.active:
+            await self.on_brokers_changed()
+            return
+        node = await self.store.get(model.CONTROLLER)
+        if node is None or not node[0] or json.loads(node[0]).get("brokerid") != broker_id:
+            return
+        log.warning("Controller %d is dead: deleting /controller so that another broker "
+                    "takes over", broker_id)
+        try:
+            await self.store.delete(model.CONTROLLER, node[1])
+        except StoreError:
+            pass  # gone already (its session expired, or another broker deleted it)
 
     # --- leader election ------------------------------------------------------------------
     async def on_brokers_changed(self) -> None:
@@ -275,15 +303,19 @@ class Controller:
                 node = await self.store.get(model.broker_path(int(child)))
                 if node is not None:
                     registrations[int(child)] = node[0]
-            live = set(registrations)
+            # registered brokers found dead (liveness.py) count as gone
+            live = {b for b, data in registrations.items()
+                    if not self.liveness.is_dead(b, data)}
             # a broker that registered anew since the last look (a crash and a quick
             # restart between two watch events) is handled as failed, then started, as
             # Kafka does: its leaderships move and it must catch up to rejoin the ISR
             bounced = {b for b, data in registrations.items()
                        if b in self._registrations and self._registrations[b] != data}
             self._registrations = registrations
-            log.info("Controller %d: live brokers %s%s", self.broker_id, sorted(live),
-                     f" (restarted: {sorted(bounced)})" if bounced else "")
+            dead = sorted(set(registrations) - live)
+            log.info("Controller %d: live brokers %s%s%s", self.broker_id, sorted(live),
+                     f" (restarted: {sorted(bounced)})" if bounced else "",
+                     f" (dead, still registered: {dead})" if dead else "")
             names = await self.store.get_children(model.TOPICS)
             if bounced:
                 for name in names:

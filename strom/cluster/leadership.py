@@ -50,7 +50,7 @@ async def elect_leaders(controller: Controller, election_type: int,
     store = controller.store
     results: dict[TopicPartition, KafkaError | None] = {}
     async with controller._lock:
-        live = {int(b) for b in await store.get_children(model.BROKER_IDS)}
+        live = await controller.live_set()
         assignments: dict[str, model.TopicAssignment | None] = {}
         if partitions is None:
             partitions = []
@@ -146,7 +146,7 @@ async def rebalance_once(controller: Controller) -> list[TopicPartition]:
     returns the partitions whose leadership moved. As Kafka, partitions being reassigned
     are left alone (their first replica is the target's, not yet the preferred one)."""
     cache = controller.cache
-    live = set(cache.brokers)
+    live = set(controller.live_brokers())
     threshold = controller.config.get("leader.imbalance.per.broker.percentage") / 100
     moving = {(r.topic, r.partition) for r in await reassignment.ongoing(controller)}
     per_broker: dict[int, list[TopicPartition]] = {}

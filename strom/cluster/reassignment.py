@@ -73,7 +73,7 @@ async def alter(controller: Controller, changes: dict[TopicPartition, list[int] 
     for (name, p), target in changes.items():
         by_topic.setdefault(name, {})[p] = target
     async with controller._lock:
-        live = {int(b) for b in await controller.store.get_children(model.BROKER_IDS)}
+        live = await controller.live_set()
         for name, parts in by_topic.items():
             for _ in range(5):
                 try:
@@ -203,7 +203,7 @@ async def _maybe_complete(controller: Controller, name: str, p: int) -> bool:
     st = model.PartitionState.from_json(st_node[0], st_node[1])
     if not set(target) <= set(st.isr):
         return False
-    live = {int(b) for b in await store.get_children(model.BROKER_IDS)}
+    live = await controller.live_set()
     if not await _fit_state(controller, name, p, target, live, shrink_isr=False):
         return False
     replicas = dict(a.replicas)
