@@ -330,6 +330,11 @@ class Controller:
         assignment = model.TopicAssignment.from_json(name, node[0], node[1])
         unclean = self._unclean_allowed(name)
         for p, replicas in sorted(assignment.replicas.items()):
+            if not await self.store.exists(model.partition_state_path(name, p)):
+                # its creator died between writing the assignment and the states
+                log.warning("%s-%d has no partition state: creating it", name, p)
+                await self._write_partition_states(name, {p: replicas}, live)
+                continue
             await self._update_state(name, p, lambda st, q=p, r=replicas: self._elect(
                 name, q, st, r, live, unclean))
 
@@ -474,23 +479,44 @@ class Controller:
     async def _write_topic(self, name: str, topic_id: uuid.UUID,
                            assignment: dict[int, tuple[int, ...]], configs: dict[str, str]
                            ) -> None:
+        """As Kafka: the configs (written over a leftover of an earlier topic of that name
+        whose deletion or creation was cut short), then the assignment, then the states."""
+        config_path = model.topic_config_path(name)
         try:
-            await self.store.create(model.topic_config_path(name),
-                                    model.encode_topic_config(configs))
+            await self.store.create(config_path, model.encode_topic_config(configs))
+        except NodeExistsError:
+            # a creator in progress writes the assignment right after the configs: give
+            # it a moment before taking the configs for a leftover
+            await asyncio.sleep(0.5)
+            node = await self.store.get(config_path)
+            if node is None or await self.store.exists(model.topic_path(name)):
+                raise TopicAlreadyExists(f"Topic '{name}' already exists.") from None
+            log.info("Replacing the configs left over from an earlier topic %s", name)
+            try:
+                await self.store.set(config_path, model.encode_topic_config(configs), node[1])
+            except BadVersionError:  # another broker is creating it right now
+                raise TopicAlreadyExists(f"Topic '{name}' already exists.") from None
+        try:
             await self.store.create(model.topic_path(name),
                                     model.TopicAssignment(name, topic_id, assignment).to_json())
         except NodeExistsError:  # another broker created it meanwhile
             raise TopicAlreadyExists(f"Topic '{name}' already exists.") from None
         await self._write_partition_states(name, assignment)
 
-    async def _write_partition_states(self, name: str, assignment: dict[int, tuple[int, ...]]
-                                      ) -> None:
-        live = set(self.live_brokers())
+    async def _write_partition_states(self, name: str, assignment: dict[int, tuple[int, ...]],
+                                      live: set[int] | None = None) -> None:
+        """Each partition's first state: the first live replica leads, the live replicas
+        are the ISR. A state that exists already (the controller filled it in) is kept."""
+        if live is None:
+            live = set(self.live_brokers())
         for p, replicas in sorted(assignment.items()):
             isr = tuple(b for b in replicas if b in live)
             leader = isr[0] if isr else model.NO_LEADER
             state = model.PartitionState(leader, 0, isr, self.epoch)
-            await self.store.create(model.partition_state_path(name, p), state.to_json())
+            try:
+                await self.store.create(model.partition_state_path(name, p), state.to_json())
+            except NodeExistsError:
+                pass
 
     async def delete_topic(self, name: str) -> uuid.UUID:
         topic = self.cache.topic(name)
