@@ -36,15 +36,10 @@ async def alter(ctx: RequestContext, request):
         for p in t.partitions:
             tp = (t.name, p.partition_index)
             target = list(p.replicas) if p.replicas is not None else None
-            info = ctx.broker.cache.partition(*tp)
-            if keep_rf and target is not None and info is not None and \
-                    len(target) != len(info.replicas):
-                early[tp] = KafkaError("The replication factor would change",
-                                       ErrorCode.invalid_replication_factor)
-                continue
             changes[tp] = target
     try:
-        results: dict = await reassignment.alter(controller, changes) if changes else {}
+        results: dict = await reassignment.alter(controller, changes, keep_rf) \
+            if changes else {}
     except KafkaError as e:
         return make(cls, error_code=e.code, error_message=e.message, responses=())
     results.update(early)

@@ -33,6 +33,7 @@ from strom.cluster.store import BadVersionError, StoreError
 from strom.protocol.errors import (
     ErrorCode,
     InvalidReplicaAssignment,
+    InvalidReplicationFactor,
     KafkaError,
     UnknownTopicOrPartition,
     error,
@@ -64,9 +65,13 @@ def _original(a: model.TopicAssignment, p: int) -> tuple[int, ...]:
     return tuple(b for b in a.replicas[p] if b not in adding)
 
 
-async def alter(controller: Controller, changes: dict[TopicPartition, list[int] | None]
+async def alter(controller: Controller, changes: dict[TopicPartition, list[int] | None],
+                keep_replication_factor: bool = False
                 ) -> dict[TopicPartition, KafkaError | None]:
-    """Start (target list) or cancel (None) reassignments; one result per partition."""
+    """Start (target list) or cancel (None) reassignments; one result per partition.
+    With `keep_replication_factor` (AlterPartitionReassignments v1's
+    allow_replication_factor_change=false) a target must be as long as the partition's
+    replica list before any ongoing reassignment."""
     controller._require_active()
     results: dict[TopicPartition, KafkaError | None] = {}
     by_topic: dict[str, dict[int, list[int] | None]] = {}
@@ -77,7 +82,8 @@ async def alter(controller: Controller, changes: dict[TopicPartition, list[int] 
         for name, parts in by_topic.items():
             for _ in range(5):
                 try:
-                    results.update(await _alter_topic(controller, name, parts, live))
+                    results.update(await _alter_topic(controller, name, parts, live,
+                                                      keep_replication_factor))
                     break
                 except BadVersionError:
                     continue
@@ -92,7 +98,8 @@ async def alter(controller: Controller, changes: dict[TopicPartition, list[int] 
 
 
 async def _alter_topic(controller: Controller, name: str,
-                       parts: dict[int, list[int] | None], live: set[int]
+                       parts: dict[int, list[int] | None], live: set[int],
+                       keep_replication_factor: bool = False
                        ) -> dict[TopicPartition, KafkaError | None]:
     store = controller.store
     node = await store.get(model.topic_path(name))
@@ -130,6 +137,11 @@ async def _alter_topic(controller: Controller, name: str,
             problem = f"Invalid broker id in {list(target_t)}"
         elif not set(target_t) <= live:
             problem = f"Unknown or offline broker(s) {sorted(set(target_t) - live)}"
+        if keep_replication_factor and not problem and len(target_t) != len(original):
+            results[tp] = InvalidReplicationFactor(
+                f"The replication factor of {name}-{p} would change from {len(original)} to "
+                f"{len(target_t)}")
+            continue
         if problem:
             results[tp] = InvalidReplicaAssignment(
                 f"Invalid replica assignment for {name}-{p}: {problem}")

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.timeout(150)
 NOT_CONTROLLER = 41
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_REPLICA_ASSIGNMENT = 39
+INVALID_REPLICATION_FACTOR = 38
 NO_REASSIGNMENT_IN_PROGRESS = 85
 ELECTION_NOT_NEEDED = 84
 
@@ -108,16 +109,17 @@ def elect_request(topic: str, partitions: list[int], election_type: int = 0):
                                        partitions=tuple(partitions)),))
 
 
-def alter_request(changes: dict[tuple[str, int], list[int] | None]):
-    mod = request_module(45, 0)
+def alter_request(changes: dict[tuple[str, int], list[int] | None], version: int = 0,
+                  **fields):
+    mod = request_module(45, version)
     by_topic: dict[str, list] = {}
     for (t, p), replicas in changes.items():
         by_topic.setdefault(t, []).append(make(
             mod.ReassignablePartition, partition_index=p,
             replicas=None if replicas is None else tuple(replicas)))
-    return make(request_schema(45, 0), timeout=datetime.timedelta(seconds=10),
+    return make(request_schema(45, version), timeout=datetime.timedelta(seconds=10),
                 topics=tuple(make(mod.ReassignableTopic, name=t, partitions=tuple(ps))
-                             for t, ps in by_topic.items()))
+                             for t, ps in by_topic.items()), **fields)
 
 
 def list_request():
@@ -377,6 +379,15 @@ def test_list_verify_and_cancel(make_cluster, tmp_path):
                          "--reassignment-json-file", other)
     assert rc == 1 and err.startswith("Cannot execute because there is an existing partition "
                                       "assignment.  Use --additional")
+    # allow_replication_factor_change=false (v1) counts the replicas before the move (1),
+    # not the 2 listed while broker 2 is being added
+    port = cluster.brokers[cluster.controller_id()].port
+    assert alter_codes(raw(port, alter_request(
+        {(topic, 0): [2]}, version=1, allow_replication_factor_change=False))) == \
+        {(topic, 0): 0}
+    assert alter_codes(raw(port, alter_request(
+        {(topic, 0): [2, 3]}, version=1, allow_replication_factor_change=False))) == \
+        {(topic, 0): INVALID_REPLICATION_FACTOR}
 
     rc, out, err = strom("reassign-partitions", "--bootstrap-server", live, "--cancel",
                          "--reassignment-json-file", plan_file)
@@ -545,6 +556,10 @@ def test_bad_input(make_cluster, tmp_path):
         {(topic, 0): NO_REASSIGNMENT_IN_PROGRESS}
     assert alter_codes(raw(port, alter_request({(topic, 0): [1, 9], (topic, 1): [1]}))) == \
         {(topic, 0): INVALID_REPLICA_ASSIGNMENT, (topic, 1): UNKNOWN_TOPIC_OR_PARTITION}
+    # v1 with allow_replication_factor_change=false (KIP-860): a target of another size
+    assert alter_codes(raw(port, alter_request(
+        {(topic, 0): [1, 2, 3]}, version=1, allow_replication_factor_change=False))) == \
+        {(topic, 0): INVALID_REPLICATION_FACTOR}
 
     # every broker but the controller answers NOT_CONTROLLER
     other = next(b for b in cluster.brokers if b != controller)
