@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 REFUSALS = 2  # consecutive refused connections that prove a broker dead
 REFUSAL_INTERVAL_S = 0.1
 RETRY_INTERVAL_S = 1.0  # after a timeout or an error other than a refusal
+# until a first connection succeeds (a broker registers before it listens): soon at first,
+# so that a broker that dies right after starting is judged, then less often
+FIRST_CONNECT_INTERVALS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -114,13 +117,16 @@ class BrokerLiveness:
     async def _probe(self, broker_id: int, data: bytes, endpoint: model.Endpoint) -> None:
         connected_once = False
         refusals = 0
+        attempts = 0
         while True:
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(endpoint.host, endpoint.port), CONNECT_TIMEOUT_S)
             except ConnectionRefusedError:
-                if not connected_once:
-                    await asyncio.sleep(RETRY_INTERVAL_S)  # not listening yet (starting)
+                if not connected_once:  # not listening yet (starting)
+                    await asyncio.sleep(FIRST_CONNECT_INTERVALS_S[
+                        min(attempts, len(FIRST_CONNECT_INTERVALS_S) - 1)])
+                    attempts += 1
                     continue
                 refusals += 1
                 if refusals >= REFUSALS:
