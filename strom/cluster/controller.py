@@ -330,13 +330,8 @@ class Controller:
         assignment = model.TopicAssignment.from_json(name, node[0], node[1])
         unclean = self._unclean_allowed(name)
         for p, replicas in sorted(assignment.replicas.items()):
-            if not await self.store.exists(model.partition_state_path(name, p)):
-                # its creator died between writing the assignment and the states
-                log.warning("%s-%d has no partition state: creating it", name, p)
-                await self._write_partition_states(name, {p: replicas}, live)
-                continue
             await self._update_state(name, p, lambda st, q=p, r=replicas: self._elect(
-                name, q, st, r, live, unclean))
+                name, q, st, r, live, unclean), create_missing=(replicas, live))
 
     def _unclean_allowed(self, name: str) -> bool:
         info = self.cache.topic(name)
@@ -372,13 +367,21 @@ class Controller:
         # keep the ISR: its last members are the ones allowed to lead when they return
         return model.PartitionState(model.NO_LEADER, st.leader_epoch + 1, st.isr, self.epoch)
 
-    async def _update_state(self, name: str, p: int, change) -> model.PartitionState | None:
+    async def _update_state(self, name: str, p: int, change,
+                            create_missing: tuple[tuple[int, ...], set[int]] | None = None
+                            ) -> model.PartitionState | None:
         """Apply `change(state) -> new state | None` with compare-and-set, fenced by our
-        controller epoch; retried when a leader's ISR write got in between."""
+        controller epoch; retried when a leader's ISR write got in between. With
+        `create_missing` (replicas, live brokers), a partition without a state znode (its
+        creator died between the assignment and the states) gets its first state."""
         path = model.partition_state_path(name, p)
         for _ in range(10):
             node = await self.store.get(path)
             if node is None:
+                if create_missing is not None:
+                    log.warning("%s-%d has no partition state: creating it", name, p)
+                    replicas, live = create_missing
+                    await self._write_partition_states(name, {p: replicas}, live)
                 return None
             st = model.PartitionState.from_json(node[0], node[1])
             new = change(st)

@@ -31,6 +31,7 @@ __all__ = [
     "admin",
     "assigned",
     "close_all",
+    "commit_retrying",
     "consumer_conf",
     "describe",
     "group_offsets",
@@ -219,6 +220,25 @@ class ChildConsumer:
             self.kill9()
 
 
+def commit_retrying(consumer: Consumer, offsets: list[TopicPartition],
+                    retryable: tuple[int, ...], retried: list[int], timeout: float = 20.0,
+                    interval: float = 0.05) -> str | None:
+    """A synchronous commit, retried (bounded by `timeout`) while it fails with an error
+    code in `retryable`, as applications do; each retried code is appended to `retried`.
+    Returns None, or a description of the error it gave up on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            return None
+        except KafkaException as e:
+            code = e.args[0].code()
+            if code not in retryable or time.monotonic() > deadline:
+                return f"commit failed: {e}"
+            retried.append(code)
+            time.sleep(interval)
+
+
 class RebalanceRun:
     """What `process_across_rebalances` saw: every processed (member, partition, offset),
     the commit failures, and the error codes of commits that were retried."""
@@ -250,20 +270,6 @@ def process_across_rebalances(bootstrap: str, topic: str, conf: Callable[[str], 
     holding: dict[str, set[int]] = {name: set() for name in ("A", "B", "C")}
     stops = {name: threading.Event() for name in ("A", "B", "C")}
 
-    def commit(c: Consumer, name: str, offsets: list[TopicPartition]) -> None:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                c.commit(offsets=offsets, asynchronous=False)
-                return
-            except KafkaException as e:
-                code = e.args[0].code()
-                if code not in retryable or time.monotonic() > deadline:
-                    run.failures.append(f"{name}: commit failed: {e}")
-                    return
-                run.retries.append(code)
-                time.sleep(0.05)
-
     def member(name: str) -> None:
         c = Consumer(conf(name))
 
@@ -289,7 +295,10 @@ def process_across_rebalances(bootstrap: str, topic: str, conf: Callable[[str], 
                 nxt: dict[int, int] = {}
                 for m in batch:
                     nxt[m.partition()] = max(nxt.get(m.partition(), 0), m.offset() + 1)
-                commit(c, name, [TopicPartition(topic, p, o) for p, o in nxt.items()])
+                err = commit_retrying(c, [TopicPartition(topic, p, o) for p, o in nxt.items()],
+                                      retryable, run.retries)
+                if err:
+                    run.failures.append(f"{name}: {err}")
         finally:
             c.close()
 

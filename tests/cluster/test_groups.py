@@ -14,10 +14,16 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from strom.testing.cluster import wait_until
-from strom.testing.groups import admin, consumer_conf, group_offsets, produce
+from strom.testing.groups import (
+    admin,
+    commit_retrying,
+    consumer_conf,
+    group_offsets,
+    produce,
+)
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -31,20 +37,6 @@ def coordinator_of(bootstrap: str, group: str) -> int:
     adm = admin(bootstrap)
     described = adm.describe_consumer_groups([group], request_timeout=10)[group]
     return described.result(timeout=15).coordinator.id
-
-
-def commit(consumer: Consumer, offsets: list[TopicPartition], retried: list[int]) -> None:
-    deadline = time.monotonic() + 40
-    while True:
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-            return
-        except KafkaException as e:
-            code = e.args[0].code()
-            if code not in RETRIABLE or time.monotonic() > deadline:
-                raise
-            retried.append(code)
-            time.sleep(0.2)
 
 
 def test_group_survives_the_death_of_its_coordinator(make_cluster):
@@ -71,7 +63,9 @@ def test_group_survives_the_death_of_its_coordinator(make_cluster):
             ends: dict[int, int] = {}
             for m in batch:
                 ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
-            commit(consumer, [TopicPartition("t", p, o) for p, o in ends.items()], retried)
+            err = commit_retrying(consumer, [TopicPartition("t", p, o) for p, o in ends.items()],
+                                  RETRIABLE, retried, timeout=40, interval=0.2)
+            assert err is None, err
             if killed is None and len(seen) >= total // 3:
                 killed = coordinator_of(cluster.bootstrap, group)
                 cluster.kill(killed)

@@ -29,7 +29,6 @@ from confluent_kafka import (
     ConsumerGroupState,
     ConsumerGroupType,
     KafkaError,
-    KafkaException,
     TopicCollection,
     TopicPartition,
 )
@@ -41,6 +40,7 @@ from strom.testing.groups import (
     admin,
     assigned,
     close_all,
+    commit_retrying,
     consumer_conf,
     describe,
     group_offsets,
@@ -118,21 +118,9 @@ def wait_log(broker: BrokerProcess, text: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"the broker never logged {text!r}")
 
 
-def commit_retrying(c: Consumer, offsets, retries: list) -> str | None:
-    """A synchronous commit, retried (bounded) when it raced with an epoch change
-    (STALE_MEMBER_EPOCH) or a rejoin; returns an error description or None."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            c.commit(offsets=offsets, asynchronous=False)
-            return None
-        except KafkaException as e:
-            code = e.args[0].code()
-            if code not in (KafkaError.STALE_MEMBER_EPOCH, KafkaError.UNKNOWN_MEMBER_ID,
-                            KafkaError.FENCED_MEMBER_EPOCH) or time.monotonic() > deadline:
-                return f"commit failed: {e}"
-            retries.append(code)
-            time.sleep(0.1)
+# commits that race with an epoch change are retried (bounded), as applications do
+RETRYABLE_COMMIT = (KafkaError.STALE_MEMBER_EPOCH, KafkaError.UNKNOWN_MEMBER_ID,
+                    KafkaError.FENCED_MEMBER_EPOCH)
 
 
 # -- membership and assignment -------------------------------------------------------------
@@ -243,8 +231,7 @@ def test_every_record_processed_once_across_rebalances(cbroker, topic_name):
     group = f"g-{topic_name}"
     run = process_across_rebalances(
         bs, topic_name, lambda name: cconf(bs, group, **{"client.id": name}),
-        retryable=(KafkaError.STALE_MEMBER_EPOCH, KafkaError.UNKNOWN_MEMBER_ID,
-                   KafkaError.FENCED_MEMBER_EPOCH),
+        retryable=RETRYABLE_COMMIT,
         partitions=n_parts, total=total)
     assert not run.failures, run.failures
     keys = Counter((p, o) for _, p, o in run.processed)
@@ -270,7 +257,8 @@ def test_committed_offsets_survive_a_broker_restart(start_broker, topic_name):
         if msg.error() is None:
             seen.append((msg.partition(), msg.offset()))
             err = commit_retrying(c, [TopicPartition(topic_name, msg.partition(),
-                                                     msg.offset() + 1)], retries)
+                                                     msg.offset() + 1)], RETRYABLE_COMMIT,
+                                  retries)
             if err:
                 failures.append(err)
 
