@@ -247,23 +247,49 @@ class RebalanceRun:
         self.processed: list[tuple[str, int, int]] = []
         self.failures: list[str] = []
         self.retries: list[int] = []
+        # (seconds since start, member, what): assignments, revocations, commits
+        self.events: list[tuple[float, str, str]] = []
+        self._t0 = time.monotonic()
+
+    def event(self, name: str, what: str) -> None:
+        self.events.append((time.monotonic() - self._t0, name, what))
 
     def count(self, name: str | None = None) -> int:
         return sum(1 for n, _, _ in list(self.processed) if name is None or n == name)
 
+    def twice(self) -> dict[tuple[int, int], list[str]]:
+        """(partition, offset) -> the members that processed it, for every record processed
+        more than once."""
+        by: dict[tuple[int, int], list[str]] = {}
+        for name, p, o in self.processed:
+            by.setdefault((p, o), []).append(name)
+        return {k: names for k, names in sorted(by.items()) if len(names) > 1}
 
-def process_across_rebalances(bootstrap: str, topic: str, conf: Callable[[str], dict], *,
+    def events_text(self) -> str:
+        return "\n".join(f"{t:8.3f} {name} {what}" for t, name, what in self.events)
+
+
+def process_across_rebalances(bootstrap: str, topic: str, group: str,
+                              conf: Callable[[str], dict], *,
                               retryable: tuple[int, ...], partitions: int = 6,
                               total: int = 1800) -> RebalanceRun:
-    """Three members (A, B, C) with the consumer configs `conf(name)` process `total`
-    records of `topic` (created by the caller with `partitions` partitions, empty), each
-    committing synchronously after every processed batch; C joins while A and B work, then
+    """Three members (A, B, C) of `group` with the consumer configs `conf(name)` process
+    `total` records of `topic` (created by the caller with `partitions` partitions, empty),
+    each committing synchronously after every processed batch; C joins while A and B work, then
     A leaves (close()). A commit failing with an error code in `retryable` is retried,
     bounded, before the member polls again, as applications do.
 
     The records are produced in three thirds so that each rebalance has work to share:
     the first at the start, the second once C holds partitions, the last just before A
-    leaves. (All at once, A and B could finish before C's first assignment.)"""
+    leaves. (All at once, A and B could finish before C's first assignment.)
+
+    Offset 0 is committed for every partition before the members start (`group` being
+    the `group.id` of `conf`), so that each partition starts at a committed offset. Left
+    to auto.offset.reset, librdkafka 2.16 can rewind a partition: when a reconciliation
+    pauses and resumes it while its ListOffsets is in flight, the outdated reply restarts
+    an offset-query timer that is not stopped by the next, current reply, and it fires once
+    the partition is active ("timed offset query for offset BEGINNING in state active" in
+    its debug log), sending the member back to offset 0 after it committed more."""
     third = total // 3
     run = RebalanceRun()
     lock = threading.Lock()
@@ -276,10 +302,12 @@ def process_across_rebalances(bootstrap: str, topic: str, conf: Callable[[str], 
         def on_assign(_c, tps):
             with lock:
                 holding[name].update(tp.partition for tp in tps)
+                run.event(name, f"assigned {sorted(tp.partition for tp in tps)}")
 
         def on_revoke(_c, tps):
             with lock:
                 holding[name].difference_update(tp.partition for tp in tps)
+                run.event(name, f"revoked {sorted(tp.partition for tp in tps)}")
 
         c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
         deadline = time.monotonic() + 120
@@ -291,12 +319,19 @@ def process_across_rebalances(bootstrap: str, topic: str, conf: Callable[[str], 
                     continue
                 with lock:
                     run.processed.extend((name, m.partition(), m.offset()) for m in batch)
+                    spans: dict[int, list[int]] = {}
+                    for m in batch:
+                        spans.setdefault(m.partition(), []).append(m.offset())
+                    run.event(name, "processed " + " ".join(
+                        f"{p}:{min(o)}-{max(o)}" for p, o in sorted(spans.items())))
                 time.sleep(0.05)  # "processing"
                 nxt: dict[int, int] = {}
                 for m in batch:
                     nxt[m.partition()] = max(nxt.get(m.partition(), 0), m.offset() + 1)
                 err = commit_retrying(c, [TopicPartition(topic, p, o) for p, o in nxt.items()],
                                       retryable, run.retries)
+                with lock:
+                    run.event(name, f"committed {sorted(nxt.items())} {err or 'ok'}")
                 if err:
                     run.failures.append(f"{name}: {err}")
         finally:
@@ -314,6 +349,10 @@ def process_across_rebalances(bootstrap: str, topic: str, conf: Callable[[str], 
     threads = {name: threading.Thread(target=member, args=(name,), daemon=True)
                for name in stops}
     produce(bootstrap, topic, third, partitions)
+    adm = admin(bootstrap)
+    adm.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p, 0) for p in range(partitions)])],
+        request_timeout=15)[group].result(timeout=20)
     try:
         threads["A"].start()
         threads["B"].start()

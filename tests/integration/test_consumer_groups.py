@@ -826,7 +826,7 @@ def test_exactly_once_processing_across_two_rebalances(gbroker, topic_name, stra
     create_topic(bs, topic_name, n_parts)
     group = f"g-{topic_name}"
     run = process_across_rebalances(
-        bs, topic_name,
+        bs, topic_name, group,
         lambda name: cconf(bs, group, **{"client.id": name, "session.timeout.ms": 6000,
                                          "partition.assignment.strategy": strategy}),
         retryable=(KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION),
@@ -836,10 +836,10 @@ def test_exactly_once_processing_across_two_rebalances(gbroker, topic_name, stra
         # Eager: a member rejoins only after it gave up its partitions in poll(), after its
         # last commit; the old generation lasts until then, so no commit can fail.
         assert not run.retries, run.retries
-    keys = Counter((p, o) for _, p, o in run.processed)
-    dupes = {k: v for k, v in keys.items() if v > 1}
-    assert not dupes, f"processed twice: {sorted(dupes)[:20]}"
-    assert set(keys) == {(p, o) for p in range(n_parts) for o in range(total // n_parts)}
+    twice = run.twice()
+    assert not twice, f"processed twice: {dict(list(twice.items())[:20])}\n{run.events_text()}"
+    assert {(p, o) for _, p, o in run.processed} == \
+        {(p, o) for p in range(n_parts) for o in range(total // n_parts)}
     assert run.count("B") > 0 and run.count("C") > 0 and run.count("A") > 0
     assert group_offsets(bs, group) == \
         [(p, total // n_parts) for p in range(n_parts)]

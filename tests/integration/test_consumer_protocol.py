@@ -230,14 +230,14 @@ def test_every_record_processed_once_across_rebalances(cbroker, topic_name):
     create_topic(bs, topic_name, n_parts)
     group = f"g-{topic_name}"
     run = process_across_rebalances(
-        bs, topic_name, lambda name: cconf(bs, group, **{"client.id": name}),
+        bs, topic_name, group, lambda name: cconf(bs, group, **{"client.id": name}),
         retryable=RETRYABLE_COMMIT,
         partitions=n_parts, total=total)
     assert not run.failures, run.failures
-    keys = Counter((p, o) for _, p, o in run.processed)
-    dupes = {k: v for k, v in keys.items() if v > 1}
-    assert not dupes, f"processed twice: {sorted(dupes)[:20]}"
-    assert set(keys) == {(p, o) for p in range(n_parts) for o in range(total // n_parts)}
+    twice = run.twice()
+    assert not twice, f"processed twice: {dict(list(twice.items())[:20])}\n{run.events_text()}"
+    assert {(p, o) for _, p, o in run.processed} == \
+        {(p, o) for p in range(n_parts) for o in range(total // n_parts)}
     assert run.count("A") > 0 and run.count("B") > 0 and run.count("C") > 0
     assert group_offsets(bs, group) == [(p, total // n_parts) for p in range(n_parts)]
 
