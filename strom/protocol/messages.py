@@ -91,6 +91,7 @@ def parse_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     MalformedRequest for bytes that do not parse.
     """
     api_key, api_version, correlation_id = peek_header(frame)
+    frame = _read_only(frame)
     try:
         schema = request_schema(api_key, api_version)
     except (UnknownAPIKey, UnknownEntity):
@@ -166,7 +167,16 @@ def response_correlation_id(frame: bytes | memoryview) -> int:
     return _INT32.unpack_from(frame, 0)[0]
 
 
+def _read_only(frame: bytes | bytearray | memoryview) -> bytes | memoryview:
+    """kio's native readers take read-only buffers: a bytearray frame (read in place by
+    strom.protocol.framing) is viewed read-only, not copied."""
+    if isinstance(frame, bytes):
+        return frame
+    return memoryview(frame).toreadonly()
+
+
 def _parse_body(api_key: int, api_version: int, frame: bytes | memoryview) -> Any:
+    frame = _read_only(frame)
     schema = response_schema(api_key, api_version)
     _header, offset = _reader(schema.__header_schema__)(frame, 0)
     body, _size = _reader(schema)(frame, offset)

@@ -41,7 +41,7 @@ from strom.coordinator.producer_ids import ProducerIdManager
 from strom.log import checkpoint, files
 from strom.log.manager import LogManager
 from strom.replication.replica_manager import ReplicaManager
-from strom.server.connection import Connection
+from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,10 @@ class Broker:
             self.logs, self.producer_ids, self.groups)
         self.dispatcher = Dispatcher(self.services)
         for name, host, port in listeners:
-            server = await asyncio.start_server(
-                functools.partial(self._on_connection, name), host or "0.0.0.0", port,
-                reuse_address=True, limit=1 << 20)
+            server = await asyncio.get_running_loop().create_server(
+                functools.partial(ConnectionProtocol, self.config.get("socket.request.max.bytes"),
+                                  functools.partial(self._on_connection, name)),
+                host or "0.0.0.0", port, reuse_address=True)
             self.servers.append(server)
             log.info("Listening on %s://%s:%d", name, host, port)
         self._start_periodic()
@@ -177,23 +178,18 @@ class Broker:
         return info.topic_id if info else None
 
     # --- serve ----------------------------------------------------------------------------
-    async def _on_connection(self, listener: str, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _on_connection(self, listener: str, protocol: ConnectionProtocol) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(listener, protocol))
         self.connections.add(task)
+        task.add_done_callback(self.connections.discard)
+
+    async def _serve(self, listener: str, protocol: ConnectionProtocol) -> None:
         try:
-            await Connection(reader, writer, self.dispatcher,
-                             self.config.get("socket.request.max.bytes"), listener).serve()
+            await Connection(protocol, self.dispatcher, listener).serve()
         except asyncio.CancelledError:
-            # shutdown cancels the connections; end normally, as Python 3.11's
-            # start_server callback calls task.exception() and logs a cancelled task
-            # as an error
-            pass
+            pass  # shutdown cancels the connections
         except Exception:
             log.exception("Connection failed")
-        finally:
-            self.connections.discard(task)
 
     def _start_periodic(self) -> None:
         checkpoint_ms = self.config.get("log.flush.offset.checkpoint.interval.ms")

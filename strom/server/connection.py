@@ -1,59 +1,152 @@
 """One client connection: read frames, dispatch them in order, write the responses.
 
 Requests on a connection are handled one at a time, in order, as Kafka does (clients may
-pipeline; their requests wait in the socket buffer). A frame larger than
-socket.request.max.bytes, a frame that does not parse, or any protocol violation closes
-the connection after one log line; other connections are not affected.
+pipeline; up to MAX_READ_AHEAD_BYTES of their requests are read ahead, the rest wait in the
+socket buffer). A frame larger than socket.request.max.bytes, a frame that does not parse,
+or any protocol violation closes the connection after one log line; other connections are
+not affected.
+
+`ConnectionProtocol` is the asyncio protocol of the listener (`loop.create_server`). It is a
+buffered protocol (strom.protocol.framing): a large request (a Produce) lands in a bytearray
+of its own with no copy in Python. `Connection.serve` takes its frames one by one and writes
+the responses to its transport, waiting while the transport's write buffer is full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
-import struct
+from collections.abc import Callable
 
 from strom.api.fetch import RawResponse
+from strom.protocol.framing import FrameReader
 from strom.server.dispatcher import CloseConnection, Dispatcher
 
 log = logging.getLogger(__name__)
 
-_SIZE = struct.Struct(">i")
 # file slices below this size are copied (pread) rather than sent with sendfile
 SENDFILE_MIN_BYTES = 64 * 1024
+# requests read ahead of the one being handled before the socket is no longer read
+MAX_READ_AHEAD_BYTES = 2 << 20
+# responses queued in the transport before serving waits for the socket to take them
+MAX_WRITE_BUFFER_BYTES = 1 << 20
+
+
+class ConnectionProtocol(FrameReader):
+    """Request frames of one connection, queued for `Connection.serve`, and the flow control
+    of its responses. `on_connected(protocol)` is called once the transport is there."""
+
+    def __init__(self, max_request_size: int,
+                 on_connected: Callable[[ConnectionProtocol], None]) -> None:
+        super().__init__(max_request_size)
+        self.on_connected = on_connected
+        self.frames: collections.deque[bytes | bytearray] = collections.deque()
+        self.queued_bytes = 0
+        self.eof = False
+        self.bad_size: int | None = None
+        self._waiter: asyncio.Future | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+
+    # --- asyncio.BufferedProtocol -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.on_connected(self)
+
+    def frame_received(self, frame: bytes | bytearray) -> None:
+        self.frames.append(frame)
+        self.queued_bytes += len(frame)
+        if self.queued_bytes > MAX_READ_AHEAD_BYTES and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def bad_frame_size(self, size: int) -> None:
+        self.bad_size = size
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return True  # keep the transport open: the last response may still be written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._wake()
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_drain()
+
+    # --- for Connection.serve ---------------------------------------------------------------
+    async def next_frame(self) -> bytes | bytearray | None:
+        """The next request frame (without its size), or None at the end of the stream
+        (EOF, connection lost, or a bad size: see `bad_size`)."""
+        while not self.frames:
+            if self.eof or self.bad_size is not None:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        frame = self.frames.popleft()
+        self.queued_bytes -= len(frame)
+        if self._reading_paused and self.queued_bytes <= MAX_READ_AHEAD_BYTES // 2:
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+        return frame
+
+    async def drain(self) -> None:
+        """Wait until the transport takes more (ConnectionResetError once it is closed)."""
+        while True:
+            if self.transport.is_closing():
+                raise ConnectionResetError("connection closed")
+            if not self._writing_paused:
+                return
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 dispatcher: Dispatcher, max_request_size: int, listener: str) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, protocol: ConnectionProtocol, dispatcher: Dispatcher,
+                 listener: str) -> None:
+        self.protocol = protocol
+        self.transport: asyncio.Transport = protocol.transport  # type: ignore[assignment]
         self.dispatcher = dispatcher
-        self.max_request_size = max_request_size
+        self.max_request_size = protocol.max_frame_bytes
         self.listener = listener
-        peer = writer.get_extra_info("peername")
+        peer = self.transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self.client_host = f"/{peer[0]}" if peer else ""  # as Kafka shows it in groups
-        sock = writer.get_extra_info("socket")
+        sock = self.transport.get_extra_info("socket")
         self._sock_fd = sock.fileno() if sock is not None else -1
 
     async def serve(self) -> None:
-        reader, writer = self.reader, self.writer
+        requests, transport = self.protocol, self.transport
         try:
             while True:
-                try:
-                    head = await reader.readexactly(4)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                size = _SIZE.unpack(head)[0]
-                if size < 0 or size > self.max_request_size:
-                    log.warning("Closing connection from %s: request size %d is outside "
-                                "0..socket.request.max.bytes (%d)", self.client, size,
-                                self.max_request_size)
-                    return
-                try:
-                    frame = await reader.readexactly(size)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                frame = await requests.next_frame()
+                if frame is None:
+                    if requests.bad_size is not None:
+                        log.warning("Closing connection from %s: request size %d is outside "
+                                    "0..socket.request.max.bytes (%d)", self.client,
+                                    requests.bad_size, self.max_request_size)
                     return
                 try:
                     response = await self.dispatcher.dispatch(frame, self.client, self.client_host,
@@ -63,36 +156,35 @@ class Connection:
                     return
                 if response is None:
                     continue
-                if writer.transport.is_closing():
+                if transport.is_closing():
                     return  # the client went away while its request waited (a parked fetch)
                 if isinstance(response, RawResponse):
                     await self._write_parts(response.parts)
                 else:
-                    writer.write(response)
-                if writer.transport.get_write_buffer_size() > 1 << 20:
-                    await writer.drain()
+                    transport.write(response)
+                if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+                    await requests.drain()
         except (ConnectionError, RuntimeError) as e:
             # uvloop raises RuntimeError when writing to a transport the peer reset
-            if isinstance(e, RuntimeError) and not writer.transport.is_closing():
+            if isinstance(e, RuntimeError) and not transport.is_closing():
                 raise
             return
         finally:
-            writer.close()
+            transport.close()
 
     async def _write_parts(self, parts: list) -> None:
         """Write a framed Fetch response: bytes through the transport, record slices with
         sendfile straight from the segment file when the transport has nothing queued
         (so ordering holds), else copied with pread."""
-        writer = self.writer
-        transport = writer.transport
+        transport = self.transport
         for part in parts:
             if isinstance(part, bytes):
-                writer.write(part)
+                transport.write(part)
                 continue
             position, remaining = part.position, part.size
             if remaining >= SENDFILE_MIN_BYTES and self._sock_fd >= 0:
                 if transport.get_write_buffer_size():
-                    await writer.drain()
+                    await self.protocol.drain()
                 while remaining and not transport.get_write_buffer_size():
                     try:
                         sent = os.sendfile(self._sock_fd, part.fd, position, remaining)
@@ -106,5 +198,5 @@ class Connection:
                     position += sent
                     remaining -= sent
             if remaining:
-                writer.write(os.pread(part.fd, remaining, position))
-        await writer.drain()
+                transport.write(os.pread(part.fd, remaining, position))
+        await self.protocol.drain()

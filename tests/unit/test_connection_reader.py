@@ -1,0 +1,178 @@
+"""strom.server.connection: a listener of `ConnectionProtocol`s (loop.create_server), each
+served by a `Connection`. Pipelined requests of every size are answered in order, also when
+they pile up before serving starts (reading pauses above MAX_READ_AHEAD_BYTES) and when the
+client reads its responses late (writing waits for the transport); a size outside
+0..socket.request.max.bytes closes the connection, and a client that goes away ends its
+connection. On asyncio's own loop and on uvloop, with a stand-in dispatcher that echoes
+each frame."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from strom.server.connection import MAX_WRITE_BUFFER_BYTES, Connection, ConnectionProtocol
+
+HOST = "127.0.0.1"
+
+
+class Echo:
+    """Answers each frame with its length and its bytes reversed, after a short pause."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    async def dispatch(self, frame, client, client_host, listener):
+        self.seen.append(len(frame))
+        await asyncio.sleep(0)
+        body = struct.pack(">i", len(frame)) + bytes(frame)[::-1]
+        return struct.pack(">i", len(body)) + body
+
+
+def loops():
+    out = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+    try:
+        import uvloop
+
+        out.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+async def serve(dispatcher, max_request_size, delay_s):
+    """A listener like the broker's; serving a connection starts `delay_s` after it is made.
+    Returns (server, port, the connection tasks); their protocols go to `serve.protocols`."""
+    tasks: list[asyncio.Task] = []
+    serve.protocols = []
+
+    async def run(protocol):
+        await asyncio.sleep(delay_s)  # let requests pile up in the protocol first
+        await Connection(protocol, dispatcher, "PLAINTEXT").serve()
+
+    def on_connected(protocol):
+        serve.protocols.append(protocol)
+        tasks.append(asyncio.get_running_loop().create_task(run(protocol)))
+
+    server = await asyncio.get_running_loop().create_server(
+        lambda: ConnectionProtocol(max_request_size, on_connected), HOST, 0)
+    return server, server.sockets[0].getsockname()[1], tasks
+
+
+def run(new_loop, coro, timeout: float):
+    """Run `coro` on a new loop of `new_loop`, bounded by `timeout`."""
+    loop = new_loop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    finally:
+        loop.close()
+
+
+def frame(body: bytes) -> bytes:
+    return struct.pack(">i", len(body)) + body
+
+
+@pytest.mark.parametrize("new_loop", loops())
+@pytest.mark.parametrize("delay_s", [0, 0.2])
+def test_pipelined_requests_of_every_size_are_answered_in_order(new_loop, delay_s):
+    bodies = [b"", b"a" * 8, bytes(range(256)) * 300, b"b" * 70_000, b"c" * 3_000_000,
+              b"d" * 12] + [bytes([i]) * (i * 997) for i in range(40)]
+
+    async def main():
+        echo = Echo()
+        server, port, _ = await serve(echo, 100 << 20, delay_s)
+        async with server:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(b"".join(frame(b) for b in bodies))
+            await writer.drain()
+            got = []
+            for _ in bodies:
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                body = await reader.readexactly(size)
+                n = struct.unpack_from(">i", body)[0]
+                got.append((n, body[4:][::-1]))
+            writer.close()
+            return echo, got
+
+    echo, got = run(new_loop, main(), 60)
+    assert got == [(len(b), b) for b in bodies]
+    assert echo.seen == [len(b) for b in bodies]
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_a_size_above_the_limit_closes_the_connection(new_loop, caplog):
+    async def main():
+        echo = Echo()
+        server, port, _ = await serve(echo, 1000, 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(frame(b"ok") + struct.pack(">i", 1001) + b"x" * 10)
+            await writer.drain()
+            size = struct.unpack(">i", await reader.readexactly(4))[0]
+            await reader.readexactly(size)
+            rest = await asyncio.wait_for(reader.read(), 10)  # closed by the broker
+            writer.close()
+            return echo, rest
+
+    echo, rest = run(new_loop, main(), 30)
+    assert echo.seen == [2] and rest == b""
+    assert "request size 1001 is outside" in caplog.text
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_responses_read_late_are_all_written_in_order(new_loop):
+    """16 MiB of responses to a client that reads nothing for a while: serving waits for the
+    transport (its write buffer stays bounded) and every response arrives, in order."""
+    bodies = [bytes([i]) * (1 << 20) for i in range(16)]
+
+    async def main():
+        echo = Echo()
+        server, port, tasks = await serve(echo, 100 << 20, 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 16)
+            # no drain(): the server stops reading once its responses back up, so the
+            # client's requests wait in its own transport meanwhile
+            writer.write(b"".join(frame(b) for b in bodies))
+            await asyncio.sleep(0.5)  # the server fills its buffers meanwhile
+            buffered = serve.protocols[0].transport.get_write_buffer_size()
+            got = []
+            for _ in bodies:
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                body = await reader.readexactly(size)
+                got.append(body[4:][::-1])
+            writer.close()
+            return echo, got, buffered
+
+    echo, got, buffered = run(new_loop, main(), 60)
+    assert got == bodies
+    # at most the limit plus one response, however much is still to write
+    assert buffered <= MAX_WRITE_BUFFER_BYTES + (1 << 20) + 8
+    assert echo.seen == [len(b) for b in bodies]
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_a_client_that_goes_away_ends_its_connection(new_loop):
+    """A client sends requests and closes without reading: its connection task ends (no
+    error, no hang), and the listener serves the next client."""
+
+    async def main():
+        echo = Echo()
+        server, port, tasks = await serve(echo, 100 << 20, 0)
+        async with server:
+            _, writer = await asyncio.open_connection(HOST, port)
+            writer.write(b"".join(frame(b"x" * 500_000) for _ in range(12)))
+            await writer.drain()
+            writer.transport.abort()  # a reset, with responses still to write
+            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(frame(b"next"))
+            size = struct.unpack(">i", await reader.readexactly(4))[0]
+            body = await reader.readexactly(size)
+            writer.close()
+            return body, tasks
+
+    body, tasks = run(new_loop, main(), 30)
+    assert body[4:] == b"txen"
+    assert all(t.done() and t.exception() is None for t in tasks)
