@@ -4,6 +4,7 @@ OffsetForLeaderEpoch to the partition leader, and anything else that speaks to a
     conn = BrokerConnection("127.0.0.1", 9092, client_id="strom-replica-fetcher-1")
     await conn.connect()
     response = await conn.request(request)   # any kio request entity, any version kio has
+    frame = await conn.request_frame(request)  # the same, unparsed (see below)
     await conn.close()
 
 Framing as on the server side (see messages.py): int32 size, request header v1 (v2 for a
@@ -12,6 +13,12 @@ v0 for ApiVersions). Requests on one connection may be concurrent: each is writt
 and queued, and since a broker answers a connection's requests in order, responses are
 matched to the queue in order, with the correlation id checked. Produce with acks=0 gets no
 response (as in Kafka): `request` returns None once it is written.
+
+Responses are read with a buffered protocol: the kernel copies a large frame (a follower's
+Fetch response, up to replica.fetch.response.max.bytes) straight into the bytearray that is
+handed to the caller, so record bytes are not copied again on their way to the log.
+`request_frame` returns that frame (without its size prefix) for a caller that parses it
+itself (the replica fetcher, see fetch_response.decode).
 
 Any socket error, timeout (`timeout_s` bounds the connect and each request), EOF,
 correlation id mismatch or unparsable response closes the connection, fails every request
@@ -31,6 +38,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from strom.protocol.framing import FrameReader
 from strom.protocol.messages import (
     MalformedResponse,
     api_name,
@@ -59,6 +67,87 @@ class _InFlight:
     api_key: int
     api_version: int
     future: asyncio.Future
+    raw: bool  # the caller wants the frame, not a parsed entity
+
+
+class _FrameProtocol(FrameReader):
+    """Cuts the byte stream into response frames and hands each to the connection."""
+
+    def __init__(self, conn: BrokerConnection) -> None:
+        super().__init__(MAX_RESPONSE_BYTES, min_frame_bytes=4)
+        self.conn = conn
+        self._failed = False
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future] = []
+        self.lost = asyncio.get_running_loop().create_future()
+
+    # --- reading ------------------------------------------------------------------------
+    def frame_received(self, frame: bytes | bytearray) -> None:
+        if not self._failed:
+            self._deliver(frame)
+
+    def bad_frame_size(self, size: int) -> None:
+        self._fail(BrokerConnectionError(f"bad response size {size} from {self.conn.where}"))
+
+    def _deliver(self, frame: bytes | bytearray) -> None:
+        try:
+            self.conn._on_frame(frame)
+        except BrokerConnectionError as e:
+            self._fail(e)
+        except Exception as e:  # a bug here must not leave callers waiting forever
+            log.exception("Reading from %s failed", self.conn.where)
+            self._fail(BrokerConnectionError(f"reading from {self.conn.where} failed: {e!r}"))
+
+    def _fail(self, error: BrokerConnectionError) -> None:
+        self._failed = self.stopped = True
+        if self.conn._protocol is self:  # not a connection closed and opened again since
+            self.conn._fail(error)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        where = self.conn.where
+        partial = self.partial_bytes
+        if exc is not None:
+            error = BrokerConnectionError(f"connection to {where} failed: {exc!r}")
+        elif partial:
+            error = BrokerConnectionError(
+                f"connection closed by {where} ({partial} bytes of a frame read)")
+        else:
+            error = BrokerConnectionError(f"connection closed by {where}")
+        self._fail(error)
+        self._wake_writers(error)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    # --- write flow control ---------------------------------------------------------------
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_writers(None)
+
+    def _wake_writers(self, error: Exception | None) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                if error is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(error)
+                    w.exception()
+
+    async def drain(self) -> None:
+        if self._failed:
+            raise self.conn._error or BrokerConnectionError(
+                f"connection to {self.conn.where} is closed")
+        if not self._paused:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
 
 
 class BrokerConnection:
@@ -68,9 +157,8 @@ class BrokerConnection:
         self.port = port
         self.client_id = client_id
         self.timeout_s = timeout_s
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._read_task: asyncio.Task | None = None
+        self.where = f"{host}:{port}"
+        self._protocol: _FrameProtocol | None = None
         self._in_flight: collections.deque[_InFlight] = collections.deque()
         self._correlation_ids = itertools.count(1)
         self._closed = True
@@ -89,9 +177,11 @@ class BrokerConnection:
         """Open the TCP connection (bounded by timeout_s); a no-op when already open."""
         if not self._closed:
             return
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout_s):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
+                _transport, protocol = await loop.create_connection(
+                    lambda: _FrameProtocol(self), self.host, self.port)
         except TimeoutError:
             raise BrokerConnectionError(
                 f"connecting to {self.host}:{self.port} timed out after "
@@ -99,18 +189,25 @@ class BrokerConnection:
         except OSError as e:
             raise BrokerConnectionError(
                 f"cannot connect to {self.host}:{self.port}: {e}") from e
-        self._reader, self._writer = reader, writer
+        self._protocol = protocol
         self._in_flight.clear()
         self._error = None
         self._closed = False
-        self._read_task = asyncio.get_running_loop().create_task(
-            self._read_loop(reader), name=f"broker-connection-{self.host}:{self.port}")
 
     async def request(self, request: Any) -> Any:
         """Send one kio request entity and return the kio response entity of the same
         version (None for Produce with acks=0). Raises BrokerConnectionError."""
+        return await self._request(request, raw=False)
+
+    async def request_frame(self, request: Any) -> bytes | bytearray | None:
+        """As `request`, but return the response frame as received (without its 4-byte
+        size; the response header first), for the caller to parse."""
+        return await self._request(request, raw=True)
+
+    async def _request(self, request: Any, raw: bool) -> Any:
         api_key, api_version = request_api(request)
-        if self._closed or self._writer is None:
+        protocol = self._protocol
+        if self._closed or protocol is None or protocol.transport is None:
             reason = f" ({self._error})" if self._error is not None else ""
             raise BrokerConnectionError(
                 f"connection to {self.host}:{self.port} is not open{reason}")
@@ -120,13 +217,13 @@ class BrokerConnection:
         fut: asyncio.Future | None = None
         if wants_response:
             fut = asyncio.get_running_loop().create_future()
-            self._in_flight.append(_InFlight(correlation_id, api_key, api_version, fut))
+            self._in_flight.append(_InFlight(correlation_id, api_key, api_version, fut, raw))
         what = f"{api_name(api_key)} v{api_version} (correlation id {correlation_id})"
         try:
             async with asyncio.timeout(self.timeout_s):
                 # queued and written with no await in between: frames go out in queue order
-                self._writer.write(frame)
-                await self._writer.drain()
+                protocol.transport.write(frame)
+                await protocol.drain()
                 if fut is None:
                     return None
                 return await fut
@@ -139,23 +236,46 @@ class BrokerConnection:
                 raise
             raise self._fail(BrokerConnectionError(
                 f"{what} to {self.host}:{self.port} failed: {e!r}")) from e
+        except RuntimeError as e:  # uvloop: writing to a transport being closed
+            raise self._fail(BrokerConnectionError(
+                f"{what} to {self.host}:{self.port} failed: {e!r}")) from e
 
     async def close(self) -> None:
         """Close the connection; requests in flight fail with BrokerConnectionError."""
         self._fail(BrokerConnectionError(f"connection to {self.host}:{self.port} was closed"),
                    abort=False)
-        task, self._read_task = self._read_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        writer, self._writer = self._writer, None
-        if writer is not None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+                    await asyncio.shield(protocol.lost)
 
     # --- internals ----------------------------------------------------------------------
+    def _on_frame(self, frame: bytes | bytearray) -> None:
+        """One response frame (without its size) arrived: complete the oldest request."""
+        if not self._in_flight:
+            raise BrokerConnectionError(
+                f"unexpected response from {self.where} with no request in flight")
+        entry = self._in_flight.popleft()
+        got = response_correlation_id(frame)
+        if got != entry.correlation_id:
+            self._in_flight.appendleft(entry)
+            raise BrokerConnectionError(
+                f"correlation id mismatch from {self.where}: expected "
+                f"{entry.correlation_id} ({api_name(entry.api_key)}), got {got}")
+        if entry.future.done():  # its caller was cancelled
+            return
+        if entry.raw:
+            entry.future.set_result(frame)
+            return
+        try:
+            response = parse_response(entry.api_key, entry.api_version, frame)
+        except MalformedResponse as e:
+            self._in_flight.appendleft(entry)
+            raise BrokerConnectionError(f"malformed response from {self.where}: {e}") \
+                from None
+        entry.future.set_result(response)
+
     def _fail(self, error: BrokerConnectionError, abort: bool = True
               ) -> BrokerConnectionError:
         """Close the transport and fail every request in flight with `error`; the first
@@ -165,13 +285,12 @@ class BrokerConnection:
             self._error = error
             if abort:
                 log.info("%s:%d: %s", self.host, self.port, error)
-            if self._writer is not None:
+            transport = self._protocol.transport if self._protocol is not None else None
+            if transport is not None:
                 if abort:
-                    self._writer.transport.abort()
+                    transport.abort()
                 else:
-                    self._writer.close()
-            if self._read_task is not None and self._read_task is not asyncio.current_task():
-                self._read_task.cancel()
+                    transport.close()
         error = self._error or error
         while self._in_flight:
             entry = self._in_flight.popleft()
@@ -179,45 +298,3 @@ class BrokerConnection:
                 entry.future.set_exception(error)
                 entry.future.exception()  # retrieved: a cancelled caller must not warn
         return error
-
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        where = f"{self.host}:{self.port}"
-        try:
-            while True:
-                head = await reader.readexactly(4)
-                (size,) = _INT32.unpack(head)
-                if not 4 <= size <= MAX_RESPONSE_BYTES:
-                    raise BrokerConnectionError(f"bad response size {size} from {where}")
-                frame = await reader.readexactly(size)
-                if not self._in_flight:
-                    raise BrokerConnectionError(
-                        f"unexpected response from {where} with no request in flight")
-                entry = self._in_flight.popleft()
-                got = response_correlation_id(frame)
-                if got != entry.correlation_id:
-                    self._in_flight.appendleft(entry)
-                    raise BrokerConnectionError(
-                        f"correlation id mismatch from {where}: expected "
-                        f"{entry.correlation_id} ({api_name(entry.api_key)}), got {got}")
-                if entry.future.done():  # its caller was cancelled
-                    continue
-                try:
-                    response = parse_response(entry.api_key, entry.api_version, frame)
-                except MalformedResponse as e:
-                    self._in_flight.appendleft(entry)
-                    raise BrokerConnectionError(f"malformed response from {where}: {e}") \
-                        from None
-                entry.future.set_result(response)
-        except asyncio.CancelledError:
-            raise
-        except asyncio.IncompleteReadError as e:
-            self._fail(BrokerConnectionError(
-                f"connection closed by {where} ({len(e.partial)} bytes of a frame read)"
-                if e.partial else f"connection closed by {where}"))
-        except BrokerConnectionError as e:
-            self._fail(e)
-        except OSError as e:
-            self._fail(BrokerConnectionError(f"connection to {where} failed: {e!r}"))
-        except Exception as e:  # a bug here must not leave callers waiting forever
-            log.exception("Reading from %s failed", where)
-            self._fail(BrokerConnectionError(f"reading from {where} failed: {e!r}"))

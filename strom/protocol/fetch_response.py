@@ -1,8 +1,11 @@
-"""The Fetch response, framed by hand so record bytes go from segment files to the socket.
+"""The Fetch response, framed by hand so record bytes go from segment files to the socket,
+and read by hand on the follower so they go from the socket to its log without a copy.
 
 Every other response is written by kio; this one is split into `parts`: bytes we encode,
-and `FileSlice`-like objects the connection sends with sendfile (or pread). Layout per
-version (fields in Kafka's FetchResponse.json):
+and `FileSlice`-like objects the connection sends with sendfile (or pread). `decode` is the
+follower's side (flexible versions, 12+): every field a leader may send is parsed or
+skipped (tagged fields included) and each partition's records stay a view into the frame.
+Layout per version (fields in Kafka's FetchResponse.json):
 
     ResponseHeader          correlation_id int32 [v12+: tagged fields]
     throttle_time_ms        int32
@@ -142,3 +145,111 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
     total = sum(len(x) if isinstance(x, bytes) else x.size for x in parts)
     parts.insert(0, _I32.pack(total))
     return parts, total + 4
+
+
+# --- the client side: a follower reading the leader's answer --------------------------------
+@dataclass(slots=True)
+class FetchedPartition:
+    """One partition of a decoded Fetch response; `records` is a view into the frame (no
+    copy), None when the leader sent null records."""
+
+    topic: str | None  # v12; None from v13, which names topics by id
+    topic_id: uuid.UUID | None  # v13+
+    partition_index: int
+    error_code: int
+    high_watermark: int
+    last_stable_offset: int
+    log_start_offset: int
+    records: memoryview | None
+
+
+@dataclass(slots=True)
+class FetchResponseView:
+    throttle_time_ms: int
+    error_code: int
+    session_id: int
+    partitions: list[FetchedPartition]
+
+
+class _Cursor:
+    """Reads the primitives of a flexible message from a buffer, bounds-checked."""
+
+    __slots__ = ("buf", "pos", "end")
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.end = len(buf)
+
+    def take(self, n: int) -> int:
+        pos = self.pos
+        if n < 0 or pos + n > self.end:
+            raise ValueError(f"{n} bytes wanted at {pos}, {self.end - pos} left")
+        self.pos = pos + n
+        return pos
+
+    def uvarint(self) -> int:
+        buf, pos, end = self.buf, self.pos, self.end
+        value = shift = 0
+        while True:
+            if pos >= end or shift > 28:
+                raise ValueError(f"bad unsigned varint at {self.pos}")
+            b = buf[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                self.pos = pos
+                return value
+            shift += 7
+
+    def skip_tagged_fields(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()  # tag
+            self.take(self.uvarint())
+
+
+_RESPONSE_HEAD = struct.Struct(">ihi")  # throttle_time_ms, error_code, session_id
+_PART_FIXED = struct.Struct(">ihqqq")  # index, error, hw, last stable, log start
+
+
+def decode(frame: bytes | bytearray | memoryview, version: int) -> FetchResponseView:
+    """Decode a Fetch response frame (without its size prefix; response header v1 first)
+    of a flexible version (12+), leaving each partition's records as a view into `frame`.
+    Raises ValueError for a frame that does not parse."""
+    if version < 12:
+        raise ValueError(f"Fetch v{version} is not a flexible version")
+    c = _Cursor(memoryview(frame))
+    buf = c.buf
+    c.take(4)  # correlation id (checked by the connection)
+    c.skip_tagged_fields()
+    throttle_ms, error_code, session_id = _RESPONSE_HEAD.unpack_from(buf, c.take(10))
+    out: list[FetchedPartition] = []
+    for _ in range(c.uvarint() - 1):
+        name: str | None = None
+        topic_id: uuid.UUID | None = None
+        if version >= 13:
+            start = c.take(16)
+            topic_id = uuid.UUID(bytes=bytes(buf[start:start + 16]))
+        else:
+            n = c.uvarint() - 1
+            start = c.take(n)
+            name = str(buf[start:start + n], "utf-8")
+        for _ in range(c.uvarint() - 1):
+            index, code, hw, lso, log_start = _PART_FIXED.unpack_from(
+                buf, c.take(_PART_FIXED.size))
+            aborted = c.uvarint() - 1
+            for _ in range(max(aborted, 0)):
+                c.take(16)
+                c.skip_tagged_fields()
+            c.take(4)  # preferred_read_replica
+            n = c.uvarint() - 1
+            records = None
+            if n >= 0:
+                start = c.take(n)
+                records = buf[start:start + n]
+            c.skip_tagged_fields()
+            out.append(FetchedPartition(name, topic_id, index, code, hw, lso, log_start,
+                                        records))
+        c.skip_tagged_fields()
+    c.skip_tagged_fields()
+    return FetchResponseView(throttle_ms, error_code, session_id, out)

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 from strom.cluster.metadata_cache import MetadataCache
 from strom.config import BrokerConfig
+from strom.protocol import fetch_response
 from strom.protocol.batch import HEADER_SIZE, InvalidBatch, crc_is_valid, read_header
-from strom.protocol.client import BrokerConnection
+from strom.protocol.client import BrokerConnection, BrokerConnectionError
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import make, request_module, request_schema
 from strom.replication.partition import Partition
@@ -224,24 +225,29 @@ class ReplicaFetcher:
             topics=tuple(make(mod.FetchTopic, topic=name, partitions=tuple(parts))
                          for name, parts in topics.items()),
             forgotten_topics_data=(), rack_id="")
-        response = await conn.request(request)
+        frame = await conn.request_frame(request)
+        try:
+            response = fetch_response.decode(frame, FETCH_VERSION)
+        except ValueError as e:
+            raise BrokerConnectionError(f"malformed Fetch response from broker "
+                                        f"{self.leader_id}: {e}") from None
         if response.error_code != ErrorCode.none:
             raise ConnectionError(f"fetch failed: {ErrorCode(response.error_code).name}")
-        for topic in response.responses:
-            for r in topic.partitions:
-                tp = (topic.topic, r.partition_index)
-                t = targets.get(tp)
-                if t is None or not self._current(tp, t) or \
-                        t.partition.log.log_end_offset != offsets[tp]:
-                    continue
-                self._apply(tp, t, r)
+        for r in response.partitions:
+            tp = (r.topic, r.partition_index)
+            t = targets.get(tp)
+            if t is None or not self._current(tp, t) or \
+                    t.partition.log.log_end_offset != offsets[tp]:
+                continue
+            self._apply(tp, t, r)
 
-    def _apply(self, tp: TopicPartition, t: FetchTarget, r) -> None:
+    def _apply(self, tp: TopicPartition, t: FetchTarget, r: fetch_response.FetchedPartition
+               ) -> None:
         p = t.partition
         plog = p.log
         code = r.error_code
         if code == ErrorCode.none:
-            data = r.records or b""
+            data = r.records
             if data:
                 self._append(p, data)
             p.update_follower_high_watermark(r.high_watermark)
@@ -270,7 +276,8 @@ class ReplicaFetcher:
             self._delay(t)
 
     @staticmethod
-    def _append(p: Partition, data: bytes) -> None:
+    def _append(p: Partition, data: memoryview) -> None:
+        """Check every whole batch in `data` (header and CRC) and append them all."""
         headers = []
         pos = 0
         end = len(data)
