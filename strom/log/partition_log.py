@@ -223,16 +223,54 @@ class PartitionLog:
         self._append(batch, header)
         return AppendResult(base_offset, header.last_offset, log_append_time)
 
-    def append_as_follower(self, data: bytes, headers: list[BatchHeader]) -> None:
-        """Append batches fetched from the leader, with their offsets as they are."""
-        pos = 0
+    def append_as_follower(self, data: bytes | bytearray | memoryview,
+                           headers: list[BatchHeader]) -> None:
+        """Append batches fetched from the leader, with their offsets as they are. The
+        batches bound for one segment go to it in one write."""
+        expected = self.log_end_offset
         for header in headers:
-            if header.base_offset < self.log_end_offset:
+            if header.base_offset < expected:
                 raise InvalidBatch(f"offset {header.base_offset} is below the log end "
-                                   f"offset {self.log_end_offset}")
-            self._maybe_assign_epoch(header.partition_leader_epoch, header.base_offset)
-            self._append(data[pos:pos + header.size], header)
-            pos += header.size
+                                   f"offset {expected}")
+            expected = header.last_offset + 1
+        view = memoryview(data)
+        pos = i = 0
+        while i < len(headers):
+            first = headers[i]
+            segment = self._maybe_roll(first.size, first)
+            j, size = self._run_in_segment(segment, headers, i)
+            run = headers[i:j]
+            for header in run:
+                self._maybe_assign_epoch(header.partition_leader_epoch, header.base_offset)
+            segment.append_batches(view[pos:pos + size], run)
+            for header in run:
+                self.producer_state.update(header, header.max_timestamp)
+                self.unflushed_messages += header.records_count
+            pos += size
+            i = j
+
+    def _run_in_segment(self, seg: LogSegment, headers: list[BatchHeader], i: int
+                        ) -> tuple[int, int]:
+        """(end, bytes) of the run of batches from `headers[i]` that `seg` takes without
+        rolling, batch by batch as `_maybe_roll` would decide (headers[i] goes to `seg`)."""
+        first = headers[i]
+        size = first.size
+        # at most one index entry per batch: the run ends before an index could fill up
+        room = min(seg.index.max_entries - len(seg.index),
+                   seg.time_index.max_entries - len(seg.time_index))
+        first_ts = seg.first_batch_timestamp
+        if first_ts is None:
+            first_ts = first.max_timestamp
+        now = self.clock.now_ms()
+        j = i + 1
+        while j < len(headers) and j - i < room:
+            header = headers[j]
+            if self._roll_reason(seg, seg.size + size, header.size, header, first_ts,
+                                 now) is not None:
+                break
+            size += header.size
+            j += 1
+        return j, size
 
     def _append(self, data: bytes | bytearray, header: BatchHeader) -> None:
         segment = self._maybe_roll(len(data), header)
@@ -242,27 +280,33 @@ class PartitionLog:
 
     def _maybe_roll(self, size: int, header: BatchHeader) -> LogSegment:
         seg = self.active_segment
-        now = self.clock.now_ms()
-        if seg.size == 0:
-            return seg
-        # As Kafka: the time a segment spans is measured in record timestamps from its
-        # first batch, or from its creation when it has none.
-        if seg.first_batch_timestamp is not None and seg.first_batch_timestamp >= 0:
-            waited = header.max_timestamp - seg.first_batch_timestamp
-        else:
-            waited = now - seg.created_ms
-        reason = None
-        if seg.size + size > self.config.get("segment.bytes"):
-            reason = "segment.bytes"
-        elif waited > self.config.get("segment.ms"):
-            reason = "segment.ms"
-        elif seg.index.is_full or seg.time_index.is_full:
+        reason = self._roll_reason(seg, seg.size, size, header, seg.first_batch_timestamp,
+                                   self.clock.now_ms())
+        if reason is None and seg.size and (seg.index.is_full or seg.time_index.is_full):
             reason = "index full"
-        elif header.last_offset - seg.base_offset > INT32_MAX:
-            reason = "offset overflow"
         if reason is None:
             return seg
         return self.roll(reason)
+
+    def _roll_reason(self, seg: LogSegment, seg_size: int, size: int, header: BatchHeader,
+                     first_batch_timestamp: int | None, now: int) -> str | None:
+        """Why a batch of `size` bytes must go to a new segment after `seg` holding
+        `seg_size` bytes (None: it fits), the index limit aside."""
+        if seg_size == 0:
+            return None
+        # As Kafka: the time a segment spans is measured in record timestamps from its
+        # first batch, or from its creation when it has none.
+        if first_batch_timestamp is not None and first_batch_timestamp >= 0:
+            waited = header.max_timestamp - first_batch_timestamp
+        else:
+            waited = now - seg.created_ms
+        if seg_size + size > self.config.get("segment.bytes"):
+            return "segment.bytes"
+        if waited > self.config.get("segment.ms"):
+            return "segment.ms"
+        if header.last_offset - seg.base_offset > INT32_MAX:
+            return "offset overflow"
+        return None
 
     def roll(self, reason: str = "requested") -> LogSegment:
         old = self.active_segment

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from strom.log.files import (
@@ -167,16 +167,26 @@ class LogSegment:
             self.bytes_since_last_index_entry = 0
         self.bytes_since_last_index_entry += header.size
 
-    def append(self, data: bytes | bytearray, header: BatchHeader) -> int:
+    def append(self, data: bytes | bytearray | memoryview, header: BatchHeader) -> int:
         """Append one batch whose offsets are assigned; returns its file position."""
+        return self.append_batches(data, (header,))
+
+    def append_batches(self, data: bytes | bytearray | memoryview,
+                       headers: Sequence[BatchHeader]) -> int:
+        """Append consecutive batches (offsets assigned, `data` holding exactly them) in
+        one write; returns the file position of the first."""
         position = self.size
+        size = len(data)
         written = os.write(self.fd, data)
-        while written < len(data):  # a short write to a regular file is rare but legal
+        while written < size:  # a short write to a regular file is rare but legal
             written += os.write(self.fd, memoryview(data)[written:])
-        self.size += len(data)
+        self.size += size
         if self.first_batch_timestamp is None:
-            self.first_batch_timestamp = header.max_timestamp
-        self._index_batch(header, position)
+            self.first_batch_timestamp = headers[0].max_timestamp
+        pos = position
+        for header in headers:
+            self._index_batch(header, pos)
+            pos += header.size
         return position
 
     def flush(self) -> None:

@@ -576,3 +576,68 @@ def test_read_without_min_one_never_skips_to_a_later_batch(tmp_path):
     assert plog.read(0, 100, 2, min_one=True).slice.size == plog.segments[0].size
     assert plog.read(1, 100, 2, min_one=False).slice.size == small
     plog.close()
+
+
+def _follower_batches(n: int, first_ts: int = NOW, step_ms: int = 0, epoch_at=None):
+    """n leader batches of 1-3 records with offsets assigned, as a fetch response holds."""
+    batches, offset = [], 0
+    for i in range(n):
+        count = 1 + i % 3
+        epoch = epoch_at(i) if epoch_at else 0
+        batches.append(build_batch(
+            [NewRecord(b"v%d" % i * (1 + i % 5), key=b"k", timestamp=first_ts + i * step_ms)
+             for _ in range(count)], base_offset=offset, partition_leader_epoch=epoch))
+        offset += count
+    return batches
+
+
+def _layout(plog: PartitionLog):
+    return [(s.base_offset, s.size, s.next_offset, list(s.index.relative_offsets),
+             list(s.index.positions), list(s.time_index.timestamps),
+             list(s.time_index.relative_offsets), s.first_batch_timestamp)
+            for s in plog.segments]
+
+
+@pytest.mark.parametrize("overrides,step_ms", [
+    ({}, 0),
+    ({"segment_bytes": 300}, 0),
+    ({"segment_ms": 1000}, 400),
+    ({"segment_index_bytes": 24, "index_interval_bytes": 0}, 1),
+    ({"segment_index_bytes": 24, "index_interval_bytes": 0}, 0),
+    ({"segment_bytes": 500, "index_interval_bytes": 100}, 7),
+])
+def test_follower_append_of_many_batches_matches_one_by_one(tmp_path, overrides, step_ms):
+    """One append_as_follower call with a fetch response's batches (written per segment
+    in one write) lays out segments and indexes exactly as batch-by-batch appends."""
+    batches = _follower_batches(23, step_ms=step_ms, epoch_at=lambda i: i // 10)
+    one = PartitionLog.open(str(tmp_path / "a" / "t-0"), "t", 0, topic_config(**overrides),
+                            ManualClock(NOW))
+    many = PartitionLog.open(str(tmp_path / "b" / "t-0"), "t", 0, topic_config(**overrides),
+                             ManualClock(NOW))
+    for b in batches:
+        one.append_as_follower(b, [read_header(b)])
+    data = memoryview(b"".join(batches))
+    many.append_as_follower(data[:len(data)], [read_header(b) for b in batches])
+    assert _layout(many) == _layout(one)
+    starts = [read_header(batches[i]).base_offset for i in (0, 10, 20)]
+    assert many.leader_epochs == one.leader_epochs == list(enumerate(starts))
+    assert many.log_end_offset == one.log_end_offset == sum(1 + i % 3 for i in range(23))
+    assert many.unflushed_messages == one.unflushed_messages
+    for a, b in zip(many.segments, one.segments, strict=True):
+        assert a.read_bytes(0, a.size) == b.read_bytes(0, b.size)
+    if overrides:
+        assert len(many.segments) > 1
+    assert read_all(many) == read_all(one)
+    many.close()
+    one.close()
+
+
+def test_follower_append_below_the_log_end_appends_nothing(tmp_path):
+    plog = open_log(tmp_path)
+    a, b = _follower_batches(2)
+    plog.append_as_follower(a, [read_header(a)])
+    end = plog.log_end_offset
+    with pytest.raises(ValueError):  # InvalidBatch: b is fine, a again is not
+        plog.append_as_follower(b + a, [read_header(b), read_header(a)])
+    assert plog.log_end_offset == end and plog.active_segment.size == len(a)
+    plog.close()
