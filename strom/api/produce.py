@@ -38,7 +38,7 @@ async def handle(ctx: RequestContext, request):
     acks = request.acks
     timeout_ms = int(request.timeout.total_seconds() * 1000)
     results: list[tuple[str, list[dict]]] = []
-    waits: list[tuple[dict, asyncio.Future]] = []
+    waits: list[tuple[dict, str, int, int]] = []  # acks=-1: (out, topic, partition, end)
     for topic in request.topic_data:
         parts = []
         for pd in topic.partition_data:
@@ -62,20 +62,22 @@ async def handle(ctx: RequestContext, request):
                 p = replicas.partitions.get((topic.name, pd.index))
                 out["log_start_offset"] = p.log.log_start_offset if p else -1
                 if acks == -1:
-                    waits.append((out, asyncio.ensure_future(replicas.wait_for_replication(
-                        topic.name, pd.index, result.last_offset + 1, timeout_ms))))
+                    waits.append((out, topic.name, pd.index, result.last_offset + 1))
             except KafkaError as e:
                 _fail(out, e, mod)
             parts.append(out)
         results.append((topic.name, parts))
     if waits:
-        await asyncio.gather(*(f for _, f in waits), return_exceptions=True)
-        for out, fut in waits:
-            e = fut.exception()
-            if isinstance(e, KafkaError):
+        # one after the other within one deadline: the request is answered when the last
+        # partition is replicated (or failed), and each wait is woken directly
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000
+        for out, name, index, end in waits:
+            try:
+                await replicas.wait_for_replication(
+                    name, index, end, max(deadline - loop.time(), 0) * 1000)
+            except KafkaError as e:
                 _fail(out, e, mod)
-            elif e is not None:
-                raise e
     leaders: set[int] = set()
     if hasattr(mod, "LeaderIdAndEpoch"):  # v10+: tell the client where the leader is
         for name, parts in results:

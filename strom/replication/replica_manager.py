@@ -85,7 +85,9 @@ class ReplicaManager:
         self.cache = cache
         self.store = store
         self.partitions: dict[TopicPartition, Partition] = {}
+        # parked fetches: consumers wait for the high watermark, followers for appends
         self._waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
+        self._replica_waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
         # acks=all produces: partition -> [(offset the high watermark must reach, future)]
         self._produce_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future]]] = {}
         self.fetchers: ReplicaFetcherManager | None = None
@@ -199,7 +201,7 @@ class ReplicaManager:
         return result
 
     async def wait_for_replication(self, topic: str, partition: int, end_offset: int,
-                                   timeout_ms: int) -> None:
+                                   timeout_ms: float) -> None:
         """acks=all: return once the high watermark reaches `end_offset` (every ISR member
         has the batch). NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR then is smaller than
         min.insync.replicas, NOT_LEADER_OR_FOLLOWER if leadership moved, REQUEST_TIMED_OUT
@@ -211,7 +213,10 @@ class ReplicaManager:
             entry = (end_offset, fut)
             self._produce_waiters.setdefault(tp, []).append(entry)
             try:
-                await asyncio.wait_for(fut, max(timeout_ms, 0) / 1000)
+                # awaited directly (not through wait_for): the high watermark move wakes
+                # this task at once, not a callback that then wakes it
+                async with asyncio.timeout(max(timeout_ms, 0) / 1000):
+                    await fut
             except TimeoutError:
                 raise RequestTimedOut(
                     f"Timed out waiting for the ISR {list(p.isr)} of {topic}-{partition} "
@@ -245,7 +250,9 @@ class ReplicaManager:
 
     def _high_watermark_moved(self, tp: TopicPartition, p: Partition) -> None:
         self._complete_produce_waiters(tp, p)
-        self._wake(tp)
+        # consumers may read further; a parked follower has no more data to fetch than
+        # before (as in Kafka, a high watermark move does not complete its fetch)
+        self._wake_waiters(self._waiters, tp)
 
     # --- replication: leader side ---------------------------------------------------------
     def _update_followers(self, requests: list[FetchPartitionRequest], replica_id: int
@@ -356,22 +363,31 @@ class ReplicaManager:
                 return results
             fut = loop.create_future()
             keys = [(r.topic, r.partition) for r in requests]
+            waiters = self._replica_waiters if replica_id >= 0 else self._waiters
             for k in keys:
-                self._waiters[k].add(fut)
+                waiters[k].add(fut)
             try:
-                await asyncio.wait_for(fut, timeout)
+                async with asyncio.timeout(timeout):
+                    await fut
             except TimeoutError:
                 return self.read_all(requests, max_bytes, replica_id)
             finally:
                 for k in keys:
-                    s = self._waiters.get(k)
+                    s = waiters.get(k)
                     if s is not None:
                         s.discard(fut)
                         if not s:
-                            del self._waiters[k]
+                            del waiters[k]
 
     def _wake(self, tp: TopicPartition) -> None:
-        for fut in self._waiters.pop(tp, ()):
+        """Answer every fetch parked on `tp` (data arrived, or the partition changed)."""
+        self._wake_waiters(self._waiters, tp)
+        self._wake_waiters(self._replica_waiters, tp)
+
+    @staticmethod
+    def _wake_waiters(waiters: dict[TopicPartition, set[asyncio.Future]], tp: TopicPartition
+                      ) -> None:
+        for fut in waiters.pop(tp, ()):
             if not fut.done():
                 fut.set_result(None)
 
