@@ -196,6 +196,14 @@ class ZkMetadataStore(MetadataStore):
         client = self._client
         return client is not None and client.connected
 
+    @property
+    def session_id(self) -> int | None:
+        """The id of this client's ZooKeeper session (None while it has none)."""
+        client = self._client
+        if client is None or not client.connected or not client.client_id:
+            return None
+        return client.client_id[0]
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _post(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -282,6 +290,15 @@ class ZkMetadataStore(MetadataStore):
         except NoNodeError:
             return None
         return (data or b"", stat.version)
+
+    async def ephemeral_owner(self, path: str) -> tuple[int, int] | None:
+        """(the session id owning the node at `path`, 0 if it is persistent; its version),
+        or None if there is no such node."""
+        try:
+            _data, stat = await self._call("get", path, lambda c: c.get_async(path))
+        except NoNodeError:
+            return None
+        return stat.ephemeralOwner, stat.version
 
     async def get_children(self, path: str) -> list[str]:
         try:

@@ -18,6 +18,7 @@ shutdown  controlled shutdown first (ZooKeeper, controlled.shutdown.enable): the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -33,7 +34,13 @@ from strom.cluster import model
 from strom.cluster.controller import Controller
 from strom.cluster.local_store import LocalMetadataStore
 from strom.cluster.metadata_cache import MetadataCache
-from strom.cluster.store import MetadataStore, NodeExistsError, StoreError
+from strom.cluster.store import (
+    BadVersionError,
+    MetadataStore,
+    NodeExistsError,
+    NoNodeError,
+    StoreError,
+)
 from strom.cluster.zk_store import ZkMetadataStore
 from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
 from strom.coordinator.group_coordinator import GroupCoordinator
@@ -128,7 +135,9 @@ class Broker:
     async def _register(self) -> None:
         """Create the ephemeral /brokers/ids/<id>. If it exists (this broker's previous run,
         whose ZooKeeper session has not expired yet, or another broker with the same id),
-        wait up to the session timeout for it to go, as the id must be unique."""
+        wait up to the session timeout for it to go, as the id must be unique; but the
+        registration of this broker's own previous run, killed without a clean shutdown, is
+        replaced at once (see `_remove_stale_registration`)."""
         assert self.store is not None
         endpoints = tuple(model.Endpoint(n, h or "127.0.0.1", p)
                           for n, h, p in self.config.advertised())
@@ -139,12 +148,26 @@ class Broker:
                 await self.store.delete(path)
             await self.store.create(path, info.to_json(), ephemeral=True)
             return
+        assert isinstance(self.store, ZkMetadataStore)
+        session_file = os.path.join(self.config.log_dirs[0], SESSION_FILE)
+        previous = _read_session_id(session_file)
+        current = self.store.session_id
+        if current is not None and current != previous:
+            checkpoint.write_atomically(session_file, f"{current:x}\n")
         deadline = time.monotonic() + self.config.get("zookeeper.session.timeout.ms") / 1000 + 5
         while True:
             try:
                 await self.store.create(path, info.to_json(), ephemeral=True)
                 return
             except NodeExistsError:
+                owner = await self.store.ephemeral_owner(path)
+                if owner is None:
+                    continue  # gone meanwhile
+                if current is not None and owner[0] == current:
+                    return  # still there from this session (a reconnection)
+                if previous is not None and owner[0] == previous:
+                    await self._remove_stale_registration(path, owner, previous)
+                    continue
                 if time.monotonic() > deadline:
                     raise SystemExit(f"Broker id {self.broker_id} is registered by another "
                                      "live broker (/brokers/ids/{self.broker_id} exists)"
@@ -152,6 +175,24 @@ class Broker:
                 log.info("Waiting for /brokers/ids/%d of a previous session to expire",
                          self.broker_id)
                 await asyncio.sleep(0.5)
+
+    async def _remove_stale_registration(self, path: str, owner: tuple[int, int],
+                                         previous: int) -> None:
+        """Delete the registration (and /controller, if it holds that) made by the ZooKeeper
+        session this broker recorded in its log dir last time. The process that had that
+        session held the lock of this log dir for its whole life, and this process holds
+        it now: that process is gone, and only its session outlives it until it expires."""
+        assert isinstance(self.store, ZkMetadataStore)
+        log.info("Removing /brokers/ids/%d of this broker's previous run (ZooKeeper session "
+                 "0x%x, not expired yet): that process no longer holds the log dir lock",
+                 self.broker_id, previous)
+        with contextlib.suppress(NoNodeError, BadVersionError):
+            await self.store.delete(path, version=owner[1])
+        controller = await self.store.ephemeral_owner(model.CONTROLLER)
+        if controller is not None and controller[0] == previous:
+            log.info("Removing /controller of this broker's previous run")
+            with contextlib.suppress(NoNodeError, BadVersionError):
+                await self.store.delete(model.CONTROLLER, version=controller[1])
 
     def _on_session_event(self, event: str) -> None:
         if event == "expired":
@@ -311,3 +352,16 @@ async def run(config: BrokerConfig) -> None:
         await broker.serve_until_stopped()
     finally:
         await broker.shutdown()
+
+
+# The id of the ZooKeeper session that registered this broker, kept in its first log dir:
+# after a crash, the registration that session left behind is known to be this broker's own.
+SESSION_FILE = "zookeeper-session-id"
+
+
+def _read_session_id(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip(), 16)
+    except (OSError, ValueError):
+        return None

@@ -173,6 +173,12 @@ class Cluster:
     def leader_of(self, topic: str, partition: int) -> int:
         return self.partition(topic, partition).leader
 
+    def leader_not_controller(self, topic: str, partitions: int) -> int:
+        """A broker that leads one of the topic's partitions and is not the controller."""
+        controller = self.controller_id()
+        return next(leader for leader in (self.leader_of(topic, p) for p in range(partitions))
+                    if leader != controller)
+
     def isr_of(self, topic: str, partition: int) -> list[int]:
         return list(self.partition(topic, partition).isrs)
 

@@ -39,8 +39,7 @@ def test_killed_leader_replaced_before_its_session_expires(make_cluster):
     cluster = make_cluster(3, session_timeout_ms=SESSION_MS)
     cluster.create_topic("t", 3, 3, {"min.insync.replicas": "2"})
     controller = cluster.controller_id()
-    victim = next(cluster.leader_of("t", p) for p in range(3)
-                  if cluster.leader_of("t", p) != controller)
+    victim = cluster.leader_not_controller("t", 3)
     led = [p for p in range(3) if cluster.leader_of("t", p) == victim]
 
     with BackgroundProducer(cluster.bootstrap, "t", 3) as producer:
