@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,9 @@ class RequestContext:
     broker: BrokerServices
     client_host: str
     listener: str  # the listener the client connected to: endpoints are given for it
+    # Produce (acks=all) calls this once its records are appended and only the wait for
+    # replication is left: the connection may then start on its next Produce request
+    appended: Callable[[], None] | None = None
 
     @property
     def version(self) -> int:

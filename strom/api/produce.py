@@ -68,6 +68,8 @@ async def handle(ctx: RequestContext, request):
             parts.append(out)
         results.append((topic.name, parts))
     if waits:
+        if ctx.appended is not None:
+            ctx.appended()
         # one after the other within one deadline: the request is answered when the last
         # partition is replicated (or failed), and each wait is woken directly
         loop = asyncio.get_running_loop()

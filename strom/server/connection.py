@@ -2,7 +2,9 @@
 
 Requests on a connection are handled one at a time, in order, as Kafka does (clients may
 pipeline; up to MAX_READ_AHEAD_BYTES of their requests are read ahead, the rest wait in the
-socket buffer). A frame larger than socket.request.max.bytes, a frame that does not parse,
+socket buffer), with one exception: an acks=all Produce whose records are appended waits
+for replication while the next Produce requests are appended (see `Connection._produce`);
+responses always go out in request order. A frame larger than socket.request.max.bytes, a frame that does not parse,
 or any protocol violation closes the connection after one log line; other connections are
 not affected.
 
@@ -32,6 +34,10 @@ SENDFILE_MIN_BYTES = 64 * 1024
 MAX_READ_AHEAD_BYTES = 2 << 20
 # responses queued in the transport before serving waits for the socket to take them
 MAX_WRITE_BUFFER_BYTES = 1 << 20
+# acks=all Produce requests of one connection waiting for replication at once (see
+# Connection._produce); librdkafka and the Java client send at most 5 at a time by default
+MAX_PIPELINED_PRODUCES = 5
+PRODUCE = 0  # API key
 
 
 class ConnectionProtocol(FrameReader):
@@ -136,6 +142,9 @@ class Connection:
         self.client_host = f"/{peer[0]}" if peer else ""  # as Kafka shows it in groups
         sock = self.transport.get_extra_info("socket")
         self._sock_fd = sock.fileno() if sock is not None else -1
+        self._pipeline: collections.deque[asyncio.Task] = collections.deque()
+        self._pipeline_writer: asyncio.Task | None = None
+        self._pipeline_waiter: asyncio.Future | None = None
 
     async def serve(self) -> None:
         requests, transport = self.protocol, self.transport
@@ -147,6 +156,14 @@ class Connection:
                         log.warning("Closing connection from %s: request size %d is outside "
                                     "0..socket.request.max.bytes (%d)", self.client,
                                     requests.bad_size, self.max_request_size)
+                    else:
+                        await self._pipeline_done()  # the client may still read them
+                    return
+                if len(frame) >= 2 and frame[0] == 0 and frame[1] == PRODUCE:
+                    if not await self._produce(frame):
+                        return
+                    continue
+                if not await self._pipeline_done():
                     return
                 try:
                     response = await self.dispatcher.dispatch(frame, self.client, self.client_host,
@@ -154,23 +171,127 @@ class Connection:
                 except CloseConnection as e:
                     log.warning("Closing connection from %s: %s", self.client, e)
                     return
-                if response is None:
-                    continue
-                if transport.is_closing():
-                    return  # the client went away while its request waited (a parked fetch)
-                if isinstance(response, RawResponse):
-                    await self._write_parts(response.parts)
-                else:
-                    transport.write(response)
-                if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
-                    await requests.drain()
+                if not await self._respond(response):
+                    return
         except (ConnectionError, RuntimeError) as e:
             # uvloop raises RuntimeError when writing to a transport the peer reset
             if isinstance(e, RuntimeError) and not transport.is_closing():
                 raise
             return
         finally:
+            for task in self._pipeline:
+                task.cancel()
+            if self._pipeline_writer is not None:
+                self._pipeline_writer.cancel()
             transport.close()
+
+    async def _respond(self, response) -> bool:
+        """Write one response (None: nothing to write); False if the client is gone."""
+        if response is None:
+            return True
+        transport = self.transport
+        if transport.is_closing():
+            return False  # the client went away while its request waited (a parked fetch)
+        if isinstance(response, RawResponse):
+            await self._write_parts(response.parts)
+        else:
+            transport.write(response)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+            await self.protocol.drain()
+        return True
+
+    # --- Produce requests that wait for replication, pipelined -----------------------------
+    # An acks=all Produce whose records are appended waits for the followers; meanwhile the
+    # next request, if it is a Produce too, is taken on (up to MAX_PIPELINED_PRODUCES
+    # waiting), so a producer with several requests in flight keeps the followers busy.
+    # Records are still appended in the order of the requests, one request at a time, and
+    # the responses are written in that order by `_write_pipeline`. Any other request waits
+    # until every earlier response is written.
+
+    async def _produce(self, frame: bytes | bytearray) -> bool:
+        """Start a Produce request; returns once it is answered, or once its records are
+        appended and it waits for replication (it is then answered by `_write_pipeline`).
+        False if the connection is to close."""
+        while len(self._pipeline) >= MAX_PIPELINED_PRODUCES:
+            if not await self._pipeline_progress():
+                return False
+        loop = asyncio.get_running_loop()
+        appended = loop.create_future()
+
+        def on_appended() -> None:
+            if not appended.done():
+                appended.set_result(None)
+
+        task = loop.create_task(self.dispatcher.dispatch(
+            frame, self.client, self.client_host, self.listener, on_appended))
+        if not self._pipeline and self._pipeline_writer is None:
+            await asyncio.wait((task, appended), return_when=asyncio.FIRST_COMPLETED)
+            if task.done():  # answered at once (acks=0/1, an error, or replicated already)
+                appended.cancel()
+                try:
+                    response = task.result()
+                except CloseConnection as e:
+                    log.warning("Closing connection from %s: %s", self.client, e)
+                    return False
+                return await self._respond(response)
+        self._pipeline.append(task)
+        if self._pipeline_writer is None:
+            self._pipeline_writer = loop.create_task(self._write_pipeline())
+        await asyncio.wait((task, appended), return_when=asyncio.FIRST_COMPLETED)
+        appended.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            # it closes the connection once the responses before it are written: take no
+            # further request
+            await self._pipeline_done()
+            return False
+        return not self.transport.is_closing()
+
+    async def _write_pipeline(self) -> None:
+        """Write the responses of pipelined Produce requests in order, as each is ready."""
+        try:
+            while self._pipeline:
+                task = self._pipeline[0]
+                try:
+                    response = await task
+                except CloseConnection as e:
+                    log.warning("Closing connection from %s: %s", self.client, e)
+                    self.transport.close()
+                    return
+                self._pipeline.popleft()
+                self._wake_pipeline()
+                if not await self._respond(response):
+                    self.transport.close()
+                    return
+        except (ConnectionError, RuntimeError):
+            self.transport.close()
+        except Exception:  # a bug here must not leave the connection hanging
+            log.exception("Writing responses to %s failed", self.client)
+            self.transport.close()
+        finally:
+            self._pipeline_writer = None
+            self._wake_pipeline()
+
+    def _wake_pipeline(self) -> None:
+        waiter, self._pipeline_waiter = self._pipeline_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _pipeline_progress(self) -> bool:
+        """Wait until the pipeline writer answers a request (or stops); False if the
+        connection is closing."""
+        if self._pipeline_writer is None:
+            return not self._pipeline and not self.transport.is_closing()
+        self._pipeline_waiter = asyncio.get_running_loop().create_future()
+        await self._pipeline_waiter
+        return not self.transport.is_closing()
+
+    async def _pipeline_done(self) -> bool:
+        """Wait until every pipelined response is written; False if the connection is
+        closing."""
+        while self._pipeline_writer is not None:
+            if not await self._pipeline_progress():
+                return False
+        return not self.transport.is_closing()
 
     async def _write_parts(self, parts: list) -> None:
         """Write a framed Fetch response: bytes through the transport, record slices with

@@ -10,6 +10,7 @@ Unexpected exceptions are logged here, once, and close the connection.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from strom.api.api_versions import build_response as api_versions_response
@@ -42,8 +43,11 @@ class Dispatcher:
         self.services = services
         self.handlers = load_all()
 
-    async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str
+    async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
+                       appended: Callable[[], None] | None = None
                        ) -> bytes | RawResponse | None:
+        """The response to `frame` (None: none is sent). `appended` is called by an acks=all
+        Produce once its records are appended (see RequestContext.appended)."""
         try:
             api_key, version, correlation_id = peek_header(frame)
         except MalformedRequest as e:
@@ -62,7 +66,7 @@ class Dispatcher:
         except MalformedRequest as e:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
-        ctx = RequestContext(header, self.services, client_host, listener)
+        ctx = RequestContext(header, self.services, client_host, listener, appended)
         try:
             response: Any = await spec.handler(ctx, body)
         except HandlerClose as e:

@@ -14,6 +14,7 @@ import struct
 import pytest
 
 from strom.server.connection import MAX_WRITE_BUFFER_BYTES, Connection, ConnectionProtocol
+from strom.server.dispatcher import CloseConnection
 
 HOST = "127.0.0.1"
 
@@ -24,7 +25,7 @@ class Echo:
     def __init__(self) -> None:
         self.seen: list[int] = []
 
-    async def dispatch(self, frame, client, client_host, listener):
+    async def dispatch(self, frame, client, client_host, listener, appended=None):
         self.seen.append(len(frame))
         await asyncio.sleep(0)
         body = struct.pack(">i", len(frame)) + bytes(frame)[::-1]
@@ -176,3 +177,97 @@ def test_a_client_that_goes_away_ends_its_connection(new_loop):
     body, tasks = run(new_loop, main(), 30)
     assert body[4:] == b"txen"
     assert all(t.done() and t.exception() is None for t in tasks)
+
+
+class Replicating:
+    """A stand-in for acks=all Produce: a frame starting with API key 0 is "appended"
+    (recorded, `appended()` called), then waits until the test releases it; any other frame
+    is answered at once. Each answer is the frame's last 4 bytes (a request number)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.release: dict[int, asyncio.Event] = {}
+        self.closing: set[int] = set()  # these close the connection, as a failed acks=0
+
+    async def dispatch(self, request, client, client_host, listener, appended=None):
+        n = struct.unpack(">i", bytes(request[-4:]))[0]
+        if request[:2] == b"\x00\x00" and n in self.closing:
+            self.events.append(f"close {n}")
+            raise CloseConnection(f"request {n} failed")
+        if request[:2] == b"\x00\x00":
+            self.events.append(f"append {n}")
+            appended()
+            event = self.release.setdefault(n, asyncio.Event())
+            await event.wait()
+        else:
+            released = sum(e.is_set() for e in self.release.values())
+            self.events.append(f"handle {n} after {released} released")
+        return frame(struct.pack(">i", n))
+
+
+def produce_frame(n: int) -> bytes:
+    return frame(b"\x00\x00" + struct.pack(">i", n))
+
+
+def other_frame(n: int) -> bytes:
+    return frame(b"\x00\x03" + struct.pack(">i", n))
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_produce_requests_waiting_for_replication_are_pipelined(new_loop):
+    """Up to MAX_PIPELINED_PRODUCES Produce requests are appended while earlier ones wait;
+    responses come in request order even when later ones are released first; a request of
+    another kind is handled only after every earlier response is written."""
+    from strom.server.connection import MAX_PIPELINED_PRODUCES as limit
+
+    async def main():
+        d = Replicating()
+        server, port, _ = await serve(d, 1 << 20, 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            n_produce = limit + 2
+            writer.write(b"".join(produce_frame(i) for i in range(n_produce))
+                         + other_frame(100))
+            await asyncio.sleep(0.3)
+            appended_first = list(d.events)
+            for i in reversed(range(n_produce)):  # the last ones first
+                d.release.setdefault(i, asyncio.Event()).set()
+                await asyncio.sleep(0.01)
+            got = []
+            for _ in range(n_produce + 1):
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                got.append(struct.unpack(">i", await reader.readexactly(size))[0])
+            writer.close()
+            return appended_first, got, d.events
+
+    appended_first, got, events = run(new_loop, main(), 30)
+    assert appended_first == [f"append {i}" for i in range(limit)]
+    assert got == list(range(limit + 2)) + [100]
+    assert events == [f"append {i}" for i in range(limit + 2)] + \
+        [f"handle 100 after {limit + 2} released"]
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_a_pipelined_request_that_closes_the_connection_stops_it_in_order(new_loop):
+    """Produce 0 waits for replication, Produce 1 closes the connection: the response to
+    0 is still written, then the connection closes; Produce 2 is never handled."""
+
+    async def main():
+        d = Replicating()
+        d.closing.add(1)
+        server, port, tasks = await serve(d, 1 << 20, 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(produce_frame(0) + produce_frame(1) + produce_frame(2))
+            await asyncio.sleep(0.2)
+            d.release.setdefault(0, asyncio.Event()).set()
+            size = struct.unpack(">i", await reader.readexactly(4))[0]
+            first = struct.unpack(">i", await reader.readexactly(size))[0]
+            rest = await asyncio.wait_for(reader.read(), 10)
+            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            writer.close()
+            return first, rest, d.events
+
+    first, rest, events = run(new_loop, main(), 30)
+    assert first == 0 and rest == b""
+    assert events == ["append 0", "close 1"]
