@@ -68,8 +68,9 @@ async def handle(ctx: RequestContext, request):
             parts.append(out)
         results.append((topic.name, parts))
     if waits:
-        if ctx.appended is not None:
-            ctx.appended()
+        if ctx.appended is not None and not all(
+                replicas.replicated(name, index, end) for _, name, index, end in waits):
+            ctx.appended()  # the connection may go on with its next Produce meanwhile
         # one after the other within one deadline: the request is answered when the last
         # partition is replicated (or failed), and each wait is woken directly
         loop = asyncio.get_running_loop()

@@ -200,6 +200,11 @@ class ReplicaManager:
         self._wake((topic, partition))
         return result
 
+    def replicated(self, topic: str, partition: int, end_offset: int) -> bool:
+        """Whether `wait_for_replication` for `end_offset` would return (or fail) at once."""
+        p = self.partitions.get((topic, partition))
+        return p is None or not p.is_leader or p.high_watermark >= end_offset
+
     async def wait_for_replication(self, topic: str, partition: int, end_offset: int,
                                    timeout_ms: float) -> None:
         """acks=all: return once the high watermark reaches `end_offset` (every ISR member
