@@ -35,7 +35,8 @@ MAX_READ_AHEAD_BYTES = 2 << 20
 # responses queued in the transport before serving waits for the socket to take them
 MAX_WRITE_BUFFER_BYTES = 1 << 20
 # acks=all Produce requests of one connection waiting for replication at once (see
-# Connection._produce); librdkafka and the Java client send at most 5 at a time by default
+# Connection._produce); the Java client sends at most 5 at a time by default, as does an
+# idempotent librdkafka producer
 MAX_PIPELINED_PRODUCES = 5
 PRODUCE = 0  # API key
 
