@@ -77,8 +77,6 @@ class _FrameProtocol(FrameReader):
         super().__init__(MAX_RESPONSE_BYTES, min_frame_bytes=4)
         self.conn = conn
         self._failed = False
-        self._paused = False
-        self._drain_waiters: list[asyncio.Future] = []
         self.lost = asyncio.get_running_loop().create_future()
 
     # --- reading ------------------------------------------------------------------------
@@ -117,37 +115,15 @@ class _FrameProtocol(FrameReader):
         else:
             error = BrokerConnectionError(f"connection closed by {where}")
         self._fail(error)
-        self._wake_writers(error)
+        self.wake_writers(error)
         if not self.lost.done():
             self.lost.set_result(None)
-
-    # --- write flow control ---------------------------------------------------------------
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._wake_writers(None)
-
-    def _wake_writers(self, error: Exception | None) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for w in waiters:
-            if not w.done():
-                if error is None:
-                    w.set_result(None)
-                else:
-                    w.set_exception(error)
-                    w.exception()
 
     async def drain(self) -> None:
         if self._failed:
             raise self.conn._error or BrokerConnectionError(
                 f"connection to {self.conn.where} is closed")
-        if not self._paused:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
+        await self.wait_writable()
 
 
 class BrokerConnection:

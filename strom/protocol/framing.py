@@ -7,7 +7,9 @@ are copied out as bytes; a larger frame (a Produce request, a follower's Fetch r
 gets a bytearray of its own size, and the kernel copies the rest of it straight there, so
 its record bytes are not copied again before they are checked and written to a segment.
 Subclasses say what a frame is for (`frame_received`) and what a size outside
-4..max_frame_bytes means (`bad_frame_size`).
+4..max_frame_bytes means (`bad_frame_size`). The protocol also keeps the transport's write
+flow control: `wait_writable` waits while the transport's write buffer is above its limit;
+`wake_writers` ends such waits (with an error when the connection is gone).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class FrameReader(asyncio.BufferedProtocol):
         self._frame_view: memoryview | None = None
         self._filled = 0
         self.stopped = False  # after a bad size: the rest of the stream is ignored
+        self._writing_paused = False
+        self._write_waiters: list[asyncio.Future] = []
 
     # --- for subclasses -----------------------------------------------------------------
     def frame_received(self, frame: bytes | bytearray) -> None:
@@ -56,6 +60,33 @@ class FrameReader(asyncio.BufferedProtocol):
             buf[:n] = view[:n]
             view = view[n:]
             self.buffer_updated(n)
+
+    # --- write flow control ----------------------------------------------------------------
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self.wake_writers(None)
+
+    def wake_writers(self, error: Exception | None) -> None:
+        """End every `wait_writable`, raising `error` in them if given."""
+        waiters, self._write_waiters = self._write_waiters, []
+        for w in waiters:
+            if not w.done():
+                if error is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(error)
+                    w.exception()  # retrieved: a cancelled writer must not warn
+
+    async def wait_writable(self) -> None:
+        """Return once the transport takes more writes (at once unless it is paused)."""
+        if not self._writing_paused:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._write_waiters.append(waiter)
+        await waiter
 
     # --- asyncio.BufferedProtocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -4,9 +4,9 @@ Requests on a connection are handled one at a time, in order, as Kafka does (cli
 pipeline; up to MAX_READ_AHEAD_BYTES of their requests are read ahead, the rest wait in the
 socket buffer), with one exception: an acks=all Produce whose records are appended waits
 for replication while the next Produce requests are appended (see `Connection._produce`);
-responses always go out in request order. A frame larger than socket.request.max.bytes, a frame that does not parse,
-or any protocol violation closes the connection after one log line; other connections are
-not affected.
+responses always go out in request order. A frame larger than socket.request.max.bytes,
+a frame that does not parse, or any protocol violation closes the connection after one
+log line; other connections are not affected.
 
 `ConnectionProtocol` is the asyncio protocol of the listener (`loop.create_server`). It is a
 buffered protocol (strom.protocol.framing): a large request (a Produce) lands in a bytearray
@@ -55,8 +55,6 @@ class ConnectionProtocol(FrameReader):
         self.bad_size: int | None = None
         self._waiter: asyncio.Future | None = None
         self._reading_paused = False
-        self._writing_paused = False
-        self._drain_waiter: asyncio.Future | None = None
 
     # --- asyncio.BufferedProtocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,14 +81,7 @@ class ConnectionProtocol(FrameReader):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self._wake()
-        self._wake_drain()
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._wake_drain()
+        self.wake_writers(ConnectionResetError("connection closed"))
 
     # --- for Connection.serve ---------------------------------------------------------------
     async def next_frame(self) -> bytes | bytearray | None:
@@ -111,21 +102,12 @@ class ConnectionProtocol(FrameReader):
 
     async def drain(self) -> None:
         """Wait until the transport takes more (ConnectionResetError once it is closed)."""
-        while True:
-            if self.transport.is_closing():
-                raise ConnectionResetError("connection closed")
-            if not self._writing_paused:
-                return
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            await self._drain_waiter
+        if self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        await self.wait_writable()
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _wake_drain(self) -> None:
-        waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
