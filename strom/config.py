@@ -170,6 +170,9 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("log.cleaner.max.compaction.lag.ms", L, (1 << 63) - 1, "", at_least(1)),
     ConfigKey("log.cleaner.min.cleanable.ratio", D, 0.5, "", at_least(0)),
     ConfigKey("log.preallocate", B, False, ""),
+    ConfigKey("log.page.cache.window.bytes", L, 64 << 20, "strom only: newest bytes of "
+              "each segment left in the OS page cache; older written bytes are written back "
+              "and dropped from it. -1 leaves caching to the OS, as Kafka", at_least(-1)),
     ConfigKey("message.max.bytes", I, 1048588, "Largest record batch", at_least(0)),
     ConfigKey("socket.request.max.bytes", I, 104857600, "Largest request", at_least(1)),
     ConfigKey("socket.send.buffer.bytes", I, 102400, ""),

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from strom.clock import Clock
 from strom.config import TopicConfig
 from strom.log import checkpoint, files
+from strom.log.page_cache import PageCacheWindow
 from strom.log.partition_log import PartitionLog
 from strom.log.segment import LogSegment
 
@@ -38,11 +39,13 @@ class LogDirError(Exception):
 
 class LogManager:
     def __init__(self, log_dirs: list[str], clock: Clock, node_id: int,
-                 cluster_id: str | None = None) -> None:
+                 cluster_id: str | None = None,
+                 page_cache: PageCacheWindow | None = None) -> None:
         self.log_dirs = [os.path.abspath(d) for d in log_dirs]
         self.clock = clock
         self.node_id = node_id
         self.cluster_id = cluster_id
+        self.page_cache = page_cache or PageCacheWindow()
         self.logs: dict[TopicPartition, PartitionLog] = {}
         self._dir_of: dict[TopicPartition, str] = {}
         self._retired: list[tuple[float, LogSegment]] = []
@@ -115,7 +118,8 @@ class LogManager:
                 plog = PartitionLog.open(
                     path, tp[0], tp[1], config_for(tp[0]), self.clock, topic_id,
                     recovery_point=recovery.get(tp, 0), log_start_offset=starts.get(tp, 0),
-                    high_watermark=hws.get(tp, 0), needs_recovery=needs_recovery)
+                    high_watermark=hws.get(tp, 0), needs_recovery=needs_recovery,
+                    page_cache=self.page_cache)
                 if needs_recovery:
                     self.recovered_partitions += 1
                     log.info("Recovered %s in %.1f ms (log end offset %d)", name,
@@ -170,7 +174,8 @@ class LogManager:
             d = min(self.log_dirs,
                     key=lambda x: sum(1 for v in self._dir_of.values() if v == x))
             path = os.path.join(d, files.partition_dir_name(topic, partition))
-            plog = PartitionLog.open(path, topic, partition, config, self.clock, topic_id)
+            plog = PartitionLog.open(path, topic, partition, config, self.clock, topic_id,
+                                     page_cache=self.page_cache)
             self.logs[tp] = plog
             self._dir_of[tp] = d
         return plog
@@ -231,6 +236,7 @@ class LogManager:
         for plog in self.logs.values():
             plog.close()
         self.delete_retired(force=True)
+        self.page_cache.close()
         for d in self.log_dirs:
             checkpoint.write_atomically(os.path.join(d, files.CLEAN_SHUTDOWN_FILE), "")
         self.loaded = False

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from strom.clock import Clock
 from strom.config import TopicConfig
 from strom.log import checkpoint, files
+from strom.log.page_cache import PageCacheWindow
 from strom.log.producer_state import BatchMetadata, ProducerStateManager
-from strom.log.segment import FileSlice, LogSegment
+from strom.log.segment import NO_WINDOW, FileSlice, LogSegment
 from strom.protocol.batch import BatchHeader, InvalidBatch, assign_offsets, set_log_append_time
 from strom.protocol.errors import OffsetOutOfRange
 
@@ -56,13 +57,15 @@ def _batch_size(seg: LogSegment, position: int) -> int:
 
 class PartitionLog:
     def __init__(self, dir_: str, topic: str, partition: int, config: TopicConfig,
-                 clock: Clock, topic_id: uuid.UUID | None = None) -> None:
+                 clock: Clock, topic_id: uuid.UUID | None = None,
+                 page_cache: PageCacheWindow = NO_WINDOW) -> None:
         self.dir = dir_
         self.topic = topic
         self.partition = partition
         self.config = config
         self.clock = clock
         self.topic_id = topic_id
+        self.page_cache = page_cache
         self.segments: list[LogSegment] = []
         self._base_offsets: list[int] = []
         self.log_start_offset = 0
@@ -81,9 +84,10 @@ class PartitionLog:
     def open(cls, dir_: str, topic: str, partition: int, config: TopicConfig, clock: Clock,
              topic_id: uuid.UUID | None = None, recovery_point: int = 0,
              log_start_offset: int = 0, high_watermark: int = 0,
-             needs_recovery: bool = False) -> PartitionLog:
+             needs_recovery: bool = False,
+             page_cache: PageCacheWindow = NO_WINDOW) -> PartitionLog:
         os.makedirs(dir_, exist_ok=True)
-        self = cls(dir_, topic, partition, config, clock, topic_id)
+        self = cls(dir_, topic, partition, config, clock, topic_id, page_cache)
         stored_id = checkpoint.read_partition_metadata(
             os.path.join(dir_, files.PARTITION_METADATA))
         if topic_id is not None and stored_id != topic_id:
@@ -166,7 +170,8 @@ class PartitionLog:
 
     def _new_segment(self, base_offset: int, now_ms: int, create: bool) -> LogSegment:
         return LogSegment(self.dir, base_offset, self.config.get("index.interval.bytes"),
-                          self.config.get("segment.index.bytes"), now_ms, create=create)
+                          self.config.get("segment.index.bytes"), now_ms, create=create,
+                          page_cache=self.page_cache)
 
     def _load_producer_state(self) -> None:
         self.producer_state.clear()

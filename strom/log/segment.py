@@ -21,6 +21,7 @@ from strom.log.files import (
     segment_path,
 )
 from strom.log.index import CorruptIndexError, OffsetIndex, TimeIndex
+from strom.log.page_cache import PageCacheWindow
 from strom.protocol.batch import (
     HEADER_SIZE,
     BatchHeader,
@@ -34,11 +35,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class FileSlice:
-    """`size` bytes at `position` of an open segment file: sent with sendfile or pread."""
+    """`size` bytes at `position` of an open segment file: sent with sendfile or pread, or,
+    when `cold` (maybe not in the page cache, see log/page_cache.py), read off the loop."""
 
     fd: int
     position: int
     size: int
+    cold: bool = False
 
     def read(self) -> bytes:
         return os.pread(self.fd, self.size, self.position)
@@ -50,9 +53,13 @@ class BatchPosition:
     header: BatchHeader
 
 
+NO_WINDOW = PageCacheWindow()
+
+
 class LogSegment:
     def __init__(self, dir_: str, base_offset: int, index_interval_bytes: int,
-                 max_index_size: int, created_ms: int, create: bool = False) -> None:
+                 max_index_size: int, created_ms: int, create: bool = False,
+                 page_cache: PageCacheWindow = NO_WINDOW) -> None:
         self.dir = dir_
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
@@ -70,6 +77,7 @@ class LogSegment:
         self.next_offset = base_offset  # offset after the last batch
         self.created_ms = created_ms
         self.first_batch_timestamp: int | None = None
+        self.cache = page_cache.segment(self.size)  # see log/page_cache.py
         if create:
             for p in (self.index.path, self.time_index.path):
                 open(p, "ab").close()
@@ -152,6 +160,7 @@ class LogSegment:
         if truncated:
             os.ftruncate(self.fd, valid_end)
             self.size = valid_end
+            self.cache.truncated(valid_end)
         self.index.flush()
         if self.max_timestamp >= 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
@@ -181,6 +190,8 @@ class LogSegment:
         while written < size:  # a short write to a regular file is rare but legal
             written += os.write(self.fd, memoryview(data)[written:])
         self.size += size
+        if self.size >= self.cache.next_drop_at:
+            self.cache.appended(self.fd, self.size)
         if self.first_batch_timestamp is None:
             self.first_batch_timestamp = headers[0].max_timestamp
         pos = position
@@ -252,7 +263,7 @@ class LogSegment:
             size += bp.header.size
         if size == 0:
             return None
-        return FileSlice(self.fd, position, size)
+        return FileSlice(self.fd, position, size, position < self.cache.kept_from)
 
     def read_bytes(self, position: int, size: int) -> bytes:
         return os.pread(self.fd, size, position)
@@ -268,6 +279,7 @@ class LogSegment:
         removed = self.size - position
         os.ftruncate(self.fd, position)
         self.size = position
+        self.cache.truncated(position)
         self.index.truncate_to_position(position)
         self.time_index.truncate_to_offset(offset)
         # re-derive the tail state from what is left

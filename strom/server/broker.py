@@ -47,6 +47,7 @@ from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
 from strom.log import checkpoint, files
 from strom.log.manager import LogManager
+from strom.log.page_cache import PageCacheWindow
 from strom.replication.replica_manager import ReplicaManager
 from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.dispatcher import Dispatcher
@@ -71,7 +72,8 @@ class Broker:
         config = self.config
         # the log dirs first: locked, and checked to be this node's, before anything writes
         self.logs = LogManager(config.log_dirs, self.clock, self.broker_id,
-                               config.get("cluster.id"))
+                               config.get("cluster.id"),
+                               PageCacheWindow(config.get("log.page.cache.window.bytes")))
         zk_connect = config.get("zookeeper.connect")
         if zk_connect:
             self.store = ZkMetadataStore(zk_connect,

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable
 
 from strom.api.fetch import RawResponse
+from strom.log.page_cache import read_cold
 from strom.protocol.framing import FrameReader
 from strom.server.dispatcher import CloseConnection, Dispatcher
 
@@ -279,11 +280,16 @@ class Connection:
     async def _write_parts(self, parts: list) -> None:
         """Write a framed Fetch response: bytes through the transport, record slices with
         sendfile straight from the segment file when the transport has nothing queued
-        (so ordering holds), else copied with pread."""
+        (so ordering holds), else copied with pread. Cold slices (maybe only on disk) are
+        read in an executor, so the disk never holds up the event loop."""
         transport = self.transport
         for part in parts:
             if isinstance(part, bytes):
                 transport.write(part)
+                continue
+            if part.cold:
+                transport.write(await asyncio.get_running_loop().run_in_executor(
+                    None, read_cold, os.dup(part.fd), part.size, part.position))
                 continue
             position, remaining = part.position, part.size
             if remaining >= SENDFILE_MIN_BYTES and self._sock_fd >= 0:
