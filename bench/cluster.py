@@ -237,8 +237,9 @@ THROUGHPUT = {  # name -> (replication factor, acks, topic config, where)
 
 def run_throughput(args, zk, keeper: LogKeeper, runs: list) -> None:
     names = [n for n in THROUGHPUT if n != "single" or args.single]
-    cluster = Cluster(zk.connect_string, 3, session_timeout_ms=18000)
-    single = BrokerProcess(startup_timeout=30.0, stop_timeout=30.0) if args.single else None
+    cluster = Cluster(zk.connect_string, 3, args.broker_conf, session_timeout_ms=18000)
+    single = BrokerProcess(overrides=args.broker_conf, startup_timeout=30.0,
+                           stop_timeout=30.0) if args.single else None
     try:
         t0 = time.monotonic()
         cluster.start()
@@ -556,7 +557,7 @@ def check_acknowledged(cluster: Cluster, topic: str, run_tag: str, sent: list) -
 def run_failover(args, zk, keeper: LogKeeper, runs: list) -> None:
     plan = [("default", 18000, ["kill", "term"]), ("low", args.low_session_ms, ["kill"])]
     for label, session_ms, modes in plan:
-        cluster = Cluster(zk.connect_string, 3, session_timeout_ms=session_ms)
+        cluster = Cluster(zk.connect_string, 3, args.broker_conf, session_timeout_ms=session_ms)
         try:
             cluster.start()
             topic = "bench-failover"
@@ -741,6 +742,9 @@ def main(argv=None) -> int:
     ap.add_argument("--producer-conf", action="append", default=[], metavar="KEY=VALUE",
                     help="failover: extra librdkafka settings of the producer (repeatable), "
                          "e.g. max.in.flight.requests.per.connection=5")
+    ap.add_argument("--broker-conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a broker setting of every broker started (repeatable), e.g. "
+                         "log.page.cache.window.bytes=-1 for an A/B run")
     ap.add_argument("--scenario-timeout", type=float, default=120.0,
                     help="seconds per produce run")
     ap.add_argument("--max-total-s", type=float, default=1200.0, help="cap on the whole run")
@@ -754,6 +758,10 @@ def main(argv=None) -> int:
         args.producer_conf = dict(kv.split("=", 1) for kv in args.producer_conf)
     except ValueError:
         sys.exit("cluster: --producer-conf takes KEY=VALUE")
+    try:
+        args.broker_conf = dict(kv.split("=", 1) for kv in args.broker_conf)
+    except ValueError:
+        sys.exit("cluster: --broker-conf takes KEY=VALUE")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
 
