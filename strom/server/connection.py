@@ -281,32 +281,45 @@ class Connection:
         """Write a framed Fetch response: bytes through the transport, record slices with
         sendfile straight from the segment file when the transport has nothing queued
         (so ordering holds), else copied with pread. Cold slices (maybe only on disk) are
-        read in an executor, so the disk never holds up the event loop."""
+        read in an executor, so the disk never holds up the event loop.
+
+        Each slice is read through a duplicate of its segment's descriptor, made before the
+        first await: while the response waits for the client, the segment may be closed
+        (topic deletion, shutdown) and its descriptor number given to another file; the
+        duplicate still reads the file the records were found in."""
         transport = self.transport
-        for part in parts:
-            if isinstance(part, bytes):
-                transport.write(part)
-                continue
-            if part.cold:
-                transport.write(await asyncio.get_running_loop().run_in_executor(
-                    None, read_cold, os.dup(part.fd), part.size, part.position))
-                continue
-            position, remaining = part.position, part.size
-            if remaining >= SENDFILE_MIN_BYTES and self._sock_fd >= 0:
-                if transport.get_write_buffer_size():
-                    await self.protocol.drain()
-                while remaining and not transport.get_write_buffer_size():
-                    try:
-                        sent = os.sendfile(self._sock_fd, part.fd, position, remaining)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
-                        self._sock_fd = -1
-                        break
-                    if sent == 0:
-                        break
-                    position += sent
-                    remaining -= sent
-            if remaining:
-                transport.write(os.pread(part.fd, remaining, position))
+        fds = [-1 if isinstance(part, bytes) else os.dup(part.fd) for part in parts]
+        try:
+            for i, part in enumerate(parts):
+                if isinstance(part, bytes):
+                    transport.write(part)
+                    continue
+                fd = fds[i]
+                if part.cold:
+                    fds[i] = -1  # read_cold closes it
+                    transport.write(await asyncio.get_running_loop().run_in_executor(
+                        None, read_cold, fd, part.size, part.position))
+                    continue
+                position, remaining = part.position, part.size
+                if remaining >= SENDFILE_MIN_BYTES and self._sock_fd >= 0:
+                    if transport.get_write_buffer_size():
+                        await self.protocol.drain()
+                    while remaining and not transport.get_write_buffer_size():
+                        try:
+                            sent = os.sendfile(self._sock_fd, fd, position, remaining)
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        except OSError:
+                            self._sock_fd = -1
+                            break
+                        if sent == 0:
+                            break
+                        position += sent
+                        remaining -= sent
+                if remaining:
+                    transport.write(os.pread(fd, remaining, position))
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
         await self.protocol.drain()

@@ -9,10 +9,13 @@ each frame."""
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 
 import pytest
 
+from strom.api.fetch import RawResponse
+from strom.log.segment import FileSlice
 from strom.server.connection import MAX_WRITE_BUFFER_BYTES, Connection, ConnectionProtocol
 from strom.server.dispatcher import CloseConnection
 
@@ -271,3 +274,54 @@ def test_a_pipelined_request_that_closes_the_connection_stops_it_in_order(new_lo
     first, rest, events = run(new_loop, main(), 30)
     assert first == 0 and rest == b""
     assert events == ["append 0", "close 1"]
+
+
+class SegmentFetch:
+    """Answers with a Fetch-like RawResponse: 4 MiB of bytes (so the slices wait for the
+    client), then three slices of a 'segment' file: big enough for sendfile, small (pread),
+    and cold (read in an executor). As soon as it has answered, the segment is closed and
+    its descriptor number given to a decoy file, as topic deletion may do meanwhile."""
+
+    def __init__(self, path, decoy_path) -> None:
+        self.path, self.decoy_path = path, decoy_path
+        self.reused = None
+
+    async def dispatch(self, frame, client, client_host, listener, appended=None):
+        fd = os.open(self.path, os.O_RDONLY)
+        parts = [b"\0" * (4 << 20), FileSlice(fd, 0, 1 << 20), FileSlice(fd, 1 << 20, 1000),
+                 FileSlice(fd, (1 << 20) + 1000, 1 << 20, cold=True)]
+
+        def close_and_reuse():
+            os.close(fd)
+            decoy = os.open(self.decoy_path, os.O_RDONLY)  # the lowest free number
+            self.reused = decoy == fd
+
+        asyncio.get_running_loop().call_soon(close_and_reuse)
+        return RawResponse(parts, sum(len(p) if isinstance(p, bytes) else p.size for p in parts))
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_slices_are_read_from_their_segment_even_if_it_is_closed_meanwhile(new_loop,
+                                                                           tmp_path):
+    """A segment closed (and its descriptor number reused) while its records wait to be
+    written: the client still gets the segment's bytes, by sendfile, pread and cold read."""
+    data = os.urandom((2 << 20) + 1000)
+    (tmp_path / "segment").write_bytes(data)
+    (tmp_path / "decoy").write_bytes(b"D" * len(data))
+    fetch = SegmentFetch(tmp_path / "segment", tmp_path / "decoy")
+    want = (4 << 20) + len(data)
+
+    async def main():
+        server, port, tasks = await serve(fetch, 100 << 20, 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 16)
+            writer.write(frame(b"fetch"))
+            await asyncio.sleep(0.3)  # read late: the slices wait for the transport
+            got = await reader.readexactly(want)
+            writer.close()
+            return got, tasks
+
+    got, tasks = run(new_loop, main(), 30)
+    assert fetch.reused is not None  # the segment was closed before its slices were sent
+    assert got[:4 << 20] == b"\0" * (4 << 20)
+    assert got[4 << 20:] == data
