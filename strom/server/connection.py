@@ -296,6 +296,8 @@ class Connection:
                     continue
                 fd = fds[i]
                 if part.cold:
+                    if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+                        await self.protocol.drain()  # hold at most one cold slice more
                     fds[i] = -1  # read_cold closes it
                     transport.write(await asyncio.get_running_loop().run_in_executor(
                         None, read_cold, fd, part.size, part.position))

@@ -284,7 +284,7 @@ class SegmentFetch:
 
     def __init__(self, path, decoy_path) -> None:
         self.path, self.decoy_path = path, decoy_path
-        self.reused = None
+        self.reused = self.decoy = None
 
     async def dispatch(self, frame, client, client_host, listener, appended=None):
         fd = os.open(self.path, os.O_RDONLY)
@@ -293,8 +293,8 @@ class SegmentFetch:
 
         def close_and_reuse():
             os.close(fd)
-            decoy = os.open(self.decoy_path, os.O_RDONLY)  # the lowest free number
-            self.reused = decoy == fd
+            self.decoy = os.open(self.decoy_path, os.O_RDONLY)  # the lowest free number
+            self.reused = self.decoy == fd
 
         asyncio.get_running_loop().call_soon(close_and_reuse)
         return RawResponse(parts, sum(len(p) if isinstance(p, bytes) else p.size for p in parts))
@@ -321,7 +321,50 @@ def test_slices_are_read_from_their_segment_even_if_it_is_closed_meanwhile(new_l
             writer.close()
             return got, tasks
 
-    got, tasks = run(new_loop, main(), 30)
+    try:
+        got, tasks = run(new_loop, main(), 30)
+    finally:
+        if fetch.decoy is not None:
+            os.close(fetch.decoy)
     assert fetch.reused is not None  # the segment was closed before its slices were sent
     assert got[:4 << 20] == b"\0" * (4 << 20)
     assert got[4 << 20:] == data
+
+
+class ColdFetch:
+    """Answers with 16 cold slices of 1 MiB of one file (all read off the loop)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def dispatch(self, frame, client, client_host, listener, appended=None):
+        parts = [FileSlice(self.fd, i << 20, 1 << 20, cold=True) for i in range(16)]
+        return RawResponse(parts, 16 << 20)
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_cold_slices_wait_for_a_client_that_reads_late(new_loop, tmp_path):
+    """16 MiB of cold slices to a client that reads nothing for a while: they are read as
+    the transport takes them, so its write buffer stays bounded, and all arrive intact."""
+    data = os.urandom(16 << 20)
+    (tmp_path / "segment").write_bytes(data)
+
+    fd = os.open(tmp_path / "segment", os.O_RDONLY)
+
+    async def main():
+        server, port, tasks = await serve(ColdFetch(fd), 100 << 20, 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 16)
+            writer.write(frame(b"fetch"))
+            await asyncio.sleep(0.5)
+            buffered = serve.protocols[0].transport.get_write_buffer_size()
+            got = await reader.readexactly(len(data))
+            writer.close()
+            return got, buffered
+
+    try:
+        got, buffered = run(new_loop, main(), 30)
+    finally:
+        os.close(fd)
+    assert got == data
+    assert buffered <= MAX_WRITE_BUFFER_BYTES + (1 << 20)
