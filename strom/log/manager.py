@@ -25,7 +25,7 @@ from strom.config import TopicConfig
 from strom.log import checkpoint, files
 from strom.log.page_cache import PageCacheWindow
 from strom.log.partition_log import PartitionLog
-from strom.log.segment import LogSegment
+from strom.log.segment import NO_WINDOW, LogSegment
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,12 @@ class LogDirError(Exception):
 class LogManager:
     def __init__(self, log_dirs: list[str], clock: Clock, node_id: int,
                  cluster_id: str | None = None,
-                 page_cache: PageCacheWindow | None = None) -> None:
+                 page_cache: PageCacheWindow = NO_WINDOW) -> None:
         self.log_dirs = [os.path.abspath(d) for d in log_dirs]
         self.clock = clock
         self.node_id = node_id
         self.cluster_id = cluster_id
-        self.page_cache = page_cache or PageCacheWindow()
+        self.page_cache = page_cache
         self.logs: dict[TopicPartition, PartitionLog] = {}
         self._dir_of: dict[TopicPartition, str] = {}
         self._retired: list[tuple[float, LogSegment]] = []
