@@ -5,8 +5,9 @@ Like Kafka, strom leaves caching to the OS: appends go to the page cache and rea
 served from it. Left alone, the cache grows by every byte written until memory runs short.
 On virtual machines that hand free guest memory back to their host (virtio-balloon free
 page reporting, as on Firecracker and many clouds), each page the cache takes anew costs a
-fault in the host: writing into fresh cache measured 1-3 s of kernel time per GB on our
-2-core machine, against 0.3 s when the kernel could reuse pages it had just freed.
+fault in the host: writing into fresh cache measured 1.0-1.4 s of kernel time per GB on
+our 2-core machine, against 0.35-0.65 s when the kernel could reuse pages it had just freed
+(bench/page_cache.py).
 
 `PageCacheWindow` keeps the newest `log.page.cache.window.bytes` of each segment cached
 and lets the rest go: once a segment has grown a step (a quarter window, at least 1 MiB)
