@@ -84,6 +84,47 @@ def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:
     return _HEAD.unpack_from(frame, 0)
 
 
+_INT16 = struct.Struct(">h")
+
+
+def _skip_uvarint(frame, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = frame[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 28:
+            raise ValueError("uvarint too long")
+
+
+def peek_produce_acks(frame: bytes | bytearray | memoryview) -> int | None:
+    """The `acks` of a Produce request frame (v3+), read without parsing the request:
+    the request header (client_id, then tagged fields from v9), transactional_id, acks.
+    None when the frame is too short or odd; the full parse then reports it."""
+    try:
+        version = _INT16.unpack_from(frame, 2)[0]
+        pos = 8
+        length = _INT16.unpack_from(frame, pos)[0]  # client_id: a legacy nullable string
+        pos += 2 + max(length, 0)
+        if version >= 9:  # request header v2: tagged fields; compact transactional_id
+            count, pos = _skip_uvarint(frame, pos)
+            for _ in range(count):
+                _tag, pos = _skip_uvarint(frame, pos)
+                size, pos = _skip_uvarint(frame, pos)
+                pos += size
+            length, pos = _skip_uvarint(frame, pos)
+            pos += max(length - 1, 0)
+        else:
+            length = _INT16.unpack_from(frame, pos)[0]
+            pos += 2 + max(length, 0)
+        return _INT16.unpack_from(frame, pos)[0]
+    except (struct.error, IndexError, ValueError):
+        return None
+
+
 def parse_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     """Parse a request frame (without the 4-byte size) into (header, kio request entity).
 
