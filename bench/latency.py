@@ -194,15 +194,27 @@ def spin(stop_at):
         pass
 
 
-def bench(name, args, tansu, out):
+def bench(name, label, tree, args, tansu, out):
+    """Start one broker (strom from `tree` when given, through PYTHONPATH), run the passes,
+    stop it."""
     tmpdir = tempfile.mkdtemp(prefix=f"{name}-latency-")
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
-    args.log_path = RESULTS / f"{args.stamp}-latency-{name}.log"
-    args.lag = name == "strom"
+    args.log_path = RESULTS / f"{args.stamp}-latency-{label}.log"
+    args.lag = name == "strom" and not args.no_loop_lag and tree is None
     records = []
+    saved = os.environ.get("PYTHONPATH")
     with open(args.log_path, "wb") as logf:
-        proc, info = start_broker(name, port, tmpdir, logf, tansu, 30)
+        if tree is not None:
+            os.environ["PYTHONPATH"] = str(Path(tree).resolve())
+        try:
+            proc, info = start_broker(name, port, tmpdir, logf, tansu, 30)
+        finally:
+            if tree is not None:
+                if saved is None:
+                    del os.environ["PYTHONPATH"]
+                else:
+                    os.environ["PYTHONPATH"] = saved
         try:
             if "error" in info:
                 log(f"{name}: {info['error']}")
@@ -218,7 +230,7 @@ def bench(name, args, tansu, out):
                     spinner.start()
                 try:
                     for run in range(1, args.runs + 1):
-                        rec = {"broker": name, "busy": busy, "run": run,
+                        rec = {"broker": label, "busy": busy, "run": run,
                                **one_run(bootstrap, topic, args, proc.pid)}
                         log(json.dumps(rec))
                         records.append(rec)
@@ -272,6 +284,12 @@ def main():
                     help="extra producer setting (repeatable), the same for every broker")
     ap.add_argument("--consumer-conf", action="append", default=[], metavar="K=V",
                     help="extra consumer setting (repeatable), the same for every broker")
+    ap.add_argument("--no-loop-lag", action="store_true",
+                    help="do not ask strom for its event-loop lag")
+    ap.add_argument("--strom-tree", action="append", default=[], metavar="LABEL=DIR",
+                    help="also run strom from another source tree (e.g. a worktree of an "
+                         "older commit), imported through PYTHONPATH, as series LABEL; its "
+                         "loop lag is not asked for (older builds lack the SIGUSR1 report)")
     ap.add_argument("--quick", action="store_true",
                     help="regression guard: strom only, 2 runs of 2000 records")
     args = ap.parse_args()
@@ -284,10 +302,16 @@ def main():
     if "tansu" in names and tansu is None:
         log("tansu is not installed (pip install .[bench]); running strom only")
         names.remove("tansu")
+    runs = []  # (broker, label, tree)
+    for name in names:
+        if name == "strom":
+            runs += [("strom", label, tree) for label, tree in
+                     (kv.split("=", 1) for kv in args.strom_tree)]
+        runs.append((name, name, None))
     records = []
     with open(RESULTS / f"{args.stamp}-latency.jsonl", "w") as out:
-        for name in names:
-            records += bench(name, args, tansu, out)
+        for name, label, tree in runs:
+            records += bench(name, label, tree, args, tansu, out)
     print_table(records)
     return 0 if records and all(r["ok"] for r in records) else 1
 
