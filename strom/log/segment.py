@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -57,17 +58,18 @@ class BatchPosition:
 NO_WINDOW = PageCacheWindow()
 
 # batches the tail map of a segment holds at most (see TailBatches)
-MAX_TAIL_BATCHES = 4096
+MAX_TAIL_BATCHES = 512
 
 
 class TailBatches:
-    """Where each of the segment's newest batches is: a dense map of the batches from the
-    last offset-index entry to the end of the segment (at most MAX_TAIL_BATCHES; older
-    ones are dropped from the front), kept as batches are appended.
+    """Where each of the active segment's newest batches is: a dense map of its last
+    MAX_TAIL_BATCHES batches at most (older ones drop off the front; a reopened segment
+    starts the map at its last offset-index entry), kept as batches are appended.
 
-    A fetch at or near the log end (a consumer tailing the log, a follower) finds its
-    batches here by bisection, with no read of the file; the sparse offset index plus a
-    scan of batch headers is the path for everything older. Owned by its segment.
+    A fetch at or near the log end (a consumer tailing the log, even one a few hundred
+    batches behind; a follower) finds its batches here by bisection, with no read of the
+    file; the sparse offset index plus a scan of batch headers is the path for everything
+    older. A segment that rolls drops its map. Owned by its segment.
 
         starts[i]  file position of batch i      bases[i] its base offset
         ends[i]    position after batch i        lasts[i] its last offset
@@ -79,10 +81,10 @@ class TailBatches:
         self.clear()
 
     def clear(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-        self.bases: list[int] = []
-        self.lasts: list[int] = []
+        self.starts = array("q")
+        self.ends = array("q")
+        self.bases = array("q")
+        self.lasts = array("q")
 
     def add(self, position: int, header: BatchHeader) -> None:
         if len(self.starts) >= MAX_TAIL_BATCHES:
@@ -243,7 +245,6 @@ class LogSegment:
             self.index.append(header.last_offset, position)  # Kafka indexes last offsets
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
             self.bytes_since_last_index_entry = 0
-            self.tail.clear()  # the map starts at the last index entry
         self.tail.add(position, header)
         self.bytes_since_last_index_entry += header.size
 
@@ -296,6 +297,7 @@ class LogSegment:
         if self.max_timestamp >= 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
         self.flush()
+        self.tail.clear()  # reads of a closed segment go through its offset index
 
     # --- reading ------------------------------------------------------------------
     def batches(self, position: int = 0, end: int | None = None) -> Iterator[BatchPosition]:

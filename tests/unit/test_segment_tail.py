@@ -96,3 +96,15 @@ def test_map_keeps_only_the_newest_batches(tmp_path, monkeypatch):
     check(seg, end, [(o, 10_000, 30, True) for o in range(end + 1)] +
           [(o, 1, 30, False) for o in range(end + 1)])
     seg.close()
+
+
+def test_index_entries_keep_the_map_and_a_roll_drops_it(tmp_path):
+    seg = LogSegment(str(tmp_path), 0, 0, 1 << 20, TS, create=True)  # an entry per batch
+    end = 0
+    for _ in range(5):
+        end = append(seg, end, 2, 5)
+    assert len(seg.index) >= 4 and len(seg.tail.starts) == 5 and seg.tail.covers(0)
+    seg.on_roll()
+    assert not seg.tail.covers(0)
+    check(seg, end, [(o, 10_000, 30, True) for o in range(end + 1)])
+    seg.close()
