@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""CPU per request of the broker's request path, without sockets or clients.
+
+A broker is started in this process (local metadata store, a temp log dir), and the
+dispatcher is driven directly with the requests of bench/latency.py's scenario: a
+one-record Produce (v9, acks=1, as librdkafka sends it) followed by a Fetch (v12) at the
+log end, as a tailing consumer sends it. The figure is CPU microseconds per
+produce-and-fetch round trip (time.process_time), which machine load hardly moves, so a
+change to the request path can be measured on a busy machine. The socket writes and the
+event loop's own work are not in it: bench/latency.py measures the whole.
+
+    python bench/request_cost.py [--rounds 20000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import statistics
+import sys
+import tempfile
+import time
+
+from strom.cluster.controller import NewTopic
+from strom.config import BrokerConfig
+from strom.log.records import NewRecord, build_batch
+from strom.protocol.messages import encode_request, make, request_module, request_schema
+from strom.server.broker import Broker
+
+TOPIC = "cost"
+
+
+def produce_frame(correlation_id: int) -> bytes:
+    mod = request_module(0, 9)
+    batch = build_batch([NewRecord(b"v" * 100, timestamp=int(time.time() * 1000))])
+    req = make(request_schema(0, 9), transactional_id=None, acks=1,
+               timeout=datetime.timedelta(seconds=30), topic_data=(make(
+                   mod.TopicProduceData, name=TOPIC, partition_data=(make(
+                       mod.PartitionProduceData, index=0, records=batch),)),))
+    return encode_request(correlation_id, "rdkafka", req)[4:]
+
+
+def fetch_frame(correlation_id: int, offset: int) -> bytes:
+    mod = request_module(1, 12)
+    req = make(request_schema(1, 12), replica_id=-1, max_wait=datetime.timedelta(0),
+               min_bytes=1, max_bytes=52428800, isolation_level=0, session_id=0,
+               session_epoch=-1, rack_id="", forgotten_topics_data=(), topics=(make(
+                   mod.FetchTopic, topic=TOPIC, partitions=(make(
+                       mod.FetchPartition, partition=0, current_leader_epoch=-1,
+                       fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
+                       partition_max_bytes=1048576),)),))
+    return encode_request(correlation_id, "rdkafka", req)[4:]
+
+
+async def measure(rounds: int, repeat: int) -> list[float]:
+    tmp = tempfile.mkdtemp(prefix="strom-request-cost-")
+    config = BrokerConfig.load(None, [f"log.dirs={tmp}", "listeners=PLAINTEXT://127.0.0.1:0"])
+    broker = Broker(config)
+    await broker.startup()
+    try:
+        await broker.controller.create_topic(NewTopic(TOPIC, 1, 1))
+        deadline = time.monotonic() + 10
+        while broker.replicas.partitions.get((TOPIC, 0)) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the topic has no leader")
+            await asyncio.sleep(0.01)
+        dispatch = broker.dispatcher.dispatch
+        frames = [produce_frame(i) for i in range(64)]  # a few distinct correlation ids
+        results = []
+        offset = 0
+        for _ in range(repeat):
+            fetches = [fetch_frame(i, offset + i) for i in range(rounds)]
+            offset += rounds
+            t0 = time.process_time()
+            for i in range(rounds):
+                await dispatch(frames[i & 63], "127.0.0.1:1", "/127.0.0.1", "PLAINTEXT")
+                await dispatch(fetches[i], "127.0.0.1:2", "/127.0.0.1", "PLAINTEXT")
+            results.append((time.process_time() - t0) / rounds * 1e6)
+        return results
+    finally:
+        await broker.shutdown()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    results = asyncio.run(measure(args.rounds, args.repeat))
+    print(f"CPU per produce+fetch round trip: median {statistics.median(results):.1f} us "
+          f"(runs: {', '.join(f'{r:.1f}' for r in results)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
