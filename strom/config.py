@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from strom import properties
+
 log = logging.getLogger(__name__)
 
 
@@ -304,28 +306,6 @@ for _k in TOPIC_KEYS.values():
     object.__setattr__(_k, "read_only", False)
 
 
-def read_properties(text: str) -> dict[str, str]:
-    """Parse Java properties text: `key=value` or `key: value`, `#`/`!` comments, `\\`
-    line continuations."""
-    props: dict[str, str] = {}
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        i += 1
-        if not line or line[0] in "#!":
-            continue
-        while line.endswith("\\") and i < len(lines):
-            line = line[:-1] + lines[i].strip()
-            i += 1
-        m = re.match(r"([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
-        if m:
-            props[m.group(1)] = m.group(2).strip()
-        else:
-            props[line] = ""
-    return props
-
-
 class BrokerConfig:
     """The broker's static configuration. `values` holds only keys that were set."""
 
@@ -345,10 +325,11 @@ class BrokerConfig:
         values: dict[str, str] = {}
         if path:
             try:
-                with open(path, encoding="utf-8") as f:
-                    values.update(read_properties(f.read()))
+                values.update(properties.load(path))
             except OSError as e:
                 raise ConfigError(f"Cannot read {path}: {e.strerror}") from None
+            except properties.PropertiesError as e:
+                raise ConfigError(f"Cannot read {path}: {e}") from None
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"--override takes key=value, got {item!r}")

@@ -13,51 +13,11 @@ from strom.config import (
     ConfigSource,
     TopicConfig,
     parse_listener,
-    read_properties,
     render,
     validate_topic_configs,
 )
 
 HOUR_MS = 3_600_000
-
-
-# --- read_properties ----------------------------------------------------------------------
-
-
-def test_read_properties_syntax():
-    text = (
-        "# a comment\n"
-        "! another comment\n"
-        "   # indented comment\n"
-        "\n"
-        "broker.id=1\n"
-        "log.dirs = /tmp/a,/tmp/b  \n"
-        "listeners: PLAINTEXT://:9092\n"
-        "num.partitions 3\n"
-        "zookeeper.connect=host1:2181,\\\n"
-        "    host2:2181,\\\n"
-        "\thost3:2181/chroot\n"
-        "empty=\n"
-        "bare\n"
-        "url=http://x:1/p?a=b\n"
-        "# comment ending in a backslash does not continue \\\n"
-        "after.comment=yes\n"
-    )
-    assert read_properties(text) == {
-        "broker.id": "1",
-        "log.dirs": "/tmp/a,/tmp/b",
-        "listeners": "PLAINTEXT://:9092",
-        "num.partitions": "3",
-        "zookeeper.connect": "host1:2181,host2:2181,host3:2181/chroot",
-        "empty": "",
-        "bare": "",
-        "url": "http://x:1/p?a=b",
-        "after.comment": "yes",
-    }
-
-
-def test_read_properties_last_value_wins():
-    assert read_properties("a=1\na=2\n") == {"a": "2"}
 
 
 # --- BrokerConfig.load --------------------------------------------------------------------
