@@ -424,13 +424,43 @@ def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, Any]:
 
 
 class TopicConfig:
-    """A topic's effective configuration: its overrides over the broker's defaults."""
+    """A topic's effective configuration: its overrides over the broker's defaults.
+
+    `TopicConfig.of(broker, stored)` is the one way the broker builds it from a topic's
+    stored overrides (the strings of `/config/topics/<topic>`); each value not overridden
+    comes from the first broker synonym that is set (`TOPIC_SYNONYMS`: `retention.ms` from
+    `log.retention.ms`, `log.retention.minutes` or `log.retention.hours`, ...), else from
+    Kafka's default.
+    """
 
     def __init__(self, broker: BrokerConfig, overrides: Mapping[str, Any] | None = None) -> None:
         self.broker = broker
         self.overrides: dict[str, Any] = dict(overrides or {})
         for name in TOPIC_KEYS:
             setattr(self, name.replace(".", "_"), self.get(name))
+
+    @classmethod
+    def of(cls, broker: BrokerConfig, stored: Mapping[str, str | None] | None = None
+           ) -> TopicConfig:
+        """The effective config of a topic whose stored overrides are `stored` (None or
+        empty: the broker's defaults). Raises ConfigError for an unknown key or bad value."""
+        return cls(broker, validate_topic_configs(stored or {}))
+
+    def synonyms(self, name: str) -> list[tuple[str, str | None, ConfigSource]]:
+        """DescribeConfigs' synonyms of topic config `name`, in precedence order: the
+        override, the broker synonyms set in server.properties (as given there), and the
+        first synonym's default."""
+        out: list[tuple[str, str | None, ConfigSource]] = []
+        if name in self.overrides:
+            out.append((name, render(self.overrides[name]), ConfigSource.DYNAMIC_TOPIC_CONFIG))
+        for synonym in TOPIC_SYNONYMS.get(name, ()):
+            if synonym in self.broker.values:
+                out.append((synonym, render(self.broker.values[synonym]),
+                            ConfigSource.STATIC_BROKER_CONFIG))
+        first = TOPIC_SYNONYMS.get(name, (name,))[0]
+        if first in BROKER_KEYS and BROKER_KEYS[first].default is not None:
+            out.append((first, render(BROKER_KEYS[first].default), ConfigSource.DEFAULT_CONFIG))
+        return out
 
     def get(self, name: str) -> Any:
         if name in self.overrides:

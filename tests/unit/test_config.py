@@ -176,6 +176,43 @@ def test_topic_config_sources():
     assert not topic.compact and not topic.log_append_time
 
 
+def test_topic_config_of_stored_overrides():
+    """TopicConfig.of: the stored strings of /config/topics/<t> over the broker's synonyms."""
+    broker = BrokerConfig.load(None, ["log.retention.hours=2", "log.segment.bytes=4096",
+                                      "log.cleanup.policy=compact"])
+    stored = {"retention.ms": "1000", "cleanup.policy": "compact,delete"}
+    topic = TopicConfig.of(broker, stored)
+    assert topic.get("retention.ms") == 1000
+    assert topic.source("retention.ms") == ConfigSource.DYNAMIC_TOPIC_CONFIG
+    assert topic.get("segment.bytes") == 4096
+    assert topic.source("segment.bytes") == ConfigSource.STATIC_BROKER_CONFIG
+    assert topic.get("cleanup.policy") == ["compact", "delete"]
+    assert topic.get("max.message.bytes") == 1048588
+    assert topic.source("max.message.bytes") == ConfigSource.DEFAULT_CONFIG
+    for empty in (None, {}):
+        defaults = TopicConfig.of(broker, empty)
+        assert defaults.overrides == {}
+        assert defaults.get("retention.ms") == 2 * HOUR_MS and defaults.compact
+    with pytest.raises(ConfigError, match="log.retention.ms"):
+        TopicConfig.of(broker, {"log.retention.ms": "5"})  # a broker name is no topic key
+    with pytest.raises(ConfigError, match="segment.bytes"):
+        TopicConfig.of(broker, {"segment.bytes": "ten"})
+
+
+def test_topic_config_synonyms():
+    broker = BrokerConfig.load(None, ["log.retention.hours=2", "log.retention.minutes=30"])
+    topic = TopicConfig.of(broker, {"retention.ms": "1000"})
+    assert topic.synonyms("retention.ms") == [
+        ("retention.ms", "1000", ConfigSource.DYNAMIC_TOPIC_CONFIG),
+        ("log.retention.minutes", "30", ConfigSource.STATIC_BROKER_CONFIG),
+        ("log.retention.hours", "2", ConfigSource.STATIC_BROKER_CONFIG),
+    ]  # no DEFAULT_CONFIG entry: log.retention.ms, the first synonym, has no default
+    assert topic.synonyms("segment.bytes") == [
+        ("log.segment.bytes", "1073741824", ConfigSource.DEFAULT_CONFIG)]
+    assert topic.synonyms("min.insync.replicas") == [
+        ("min.insync.replicas", "1", ConfigSource.DEFAULT_CONFIG)]
+
+
 def test_render():
     assert render(True) == "true"
     assert render(["compact", "delete"]) == "compact,delete"
