@@ -104,3 +104,21 @@ def test_load_reads_utf8_file(tmp_path):
     path = tmp_path / "client.properties"
     path.write_text("sasl.username=usér\n", encoding="utf-8")
     assert properties.load(str(path)) == {"sasl.username": "usér"}
+
+
+def test_tools_read_client_config_files_with_the_same_rules(tmp_path):
+    from strom.cli._common import ToolError, load_properties
+
+    path = tmp_path / "client.properties"
+    path.write_text("security.protocol : SASL_PLAINTEXT  \n"
+                    "sasl.jaas.config=a\\\n  b\n"
+                    "bare\n", encoding="utf-8")
+    assert load_properties(str(path)) == {
+        "security.protocol": "SASL_PLAINTEXT",  # trailing blanks would reach librdkafka
+        "sasl.jaas.config": "ab", "bare": ""}
+    assert load_properties(None) == {}
+    path.write_text("k=\\uZZZZ\n", encoding="utf-8")
+    with pytest.raises(ToolError, match="line 1"):
+        load_properties(str(path))
+    with pytest.raises(ToolError, match="cannot read"):
+        load_properties(str(tmp_path / "missing.properties"))
