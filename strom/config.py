@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from strom import properties
+
 log = logging.getLogger(__name__)
 
 
@@ -304,28 +306,6 @@ for _k in TOPIC_KEYS.values():
     object.__setattr__(_k, "read_only", False)
 
 
-def read_properties(text: str) -> dict[str, str]:
-    """Parse Java properties text: `key=value` or `key: value`, `#`/`!` comments, `\\`
-    line continuations."""
-    props: dict[str, str] = {}
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        i += 1
-        if not line or line[0] in "#!":
-            continue
-        while line.endswith("\\") and i < len(lines):
-            line = line[:-1] + lines[i].strip()
-            i += 1
-        m = re.match(r"([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
-        if m:
-            props[m.group(1)] = m.group(2).strip()
-        else:
-            props[line] = ""
-    return props
-
-
 class BrokerConfig:
     """The broker's static configuration. `values` holds only keys that were set."""
 
@@ -345,10 +325,11 @@ class BrokerConfig:
         values: dict[str, str] = {}
         if path:
             try:
-                with open(path, encoding="utf-8") as f:
-                    values.update(read_properties(f.read()))
+                values.update(properties.load(path))
             except OSError as e:
                 raise ConfigError(f"Cannot read {path}: {e.strerror}") from None
+            except properties.PropertiesError as e:
+                raise ConfigError(f"Cannot read {path}: {e}") from None
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"--override takes key=value, got {item!r}")
@@ -443,7 +424,14 @@ def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, Any]:
 
 
 class TopicConfig:
-    """A topic's effective configuration: its overrides over the broker's defaults."""
+    """A topic's effective configuration: its overrides over the broker's defaults.
+
+    `TopicConfig.of(broker, stored)` is the one way the broker builds it from a topic's
+    stored overrides (the strings of `/config/topics/<topic>`); each value not overridden
+    comes from the first broker synonym that is set (`TOPIC_SYNONYMS`: `retention.ms` from
+    `log.retention.ms`, `log.retention.minutes` or `log.retention.hours`, ...), else from
+    Kafka's default.
+    """
 
     def __init__(self, broker: BrokerConfig, overrides: Mapping[str, Any] | None = None) -> None:
         self.broker = broker
@@ -454,6 +442,29 @@ class TopicConfig:
             for name in TOPIC_KEYS}
         for name, value in self._values.items():
             setattr(self, name.replace(".", "_"), value)
+
+    @classmethod
+    def of(cls, broker: BrokerConfig, stored: Mapping[str, str | None] | None = None
+           ) -> TopicConfig:
+        """The effective config of a topic whose stored overrides are `stored` (None or
+        empty: the broker's defaults). Raises ConfigError for an unknown key or bad value."""
+        return cls(broker, validate_topic_configs(stored or {}))
+
+    def synonyms(self, name: str) -> list[tuple[str, str | None, ConfigSource]]:
+        """DescribeConfigs' synonyms of topic config `name`, in precedence order: the
+        override, the broker synonyms set in server.properties (as given there), and the
+        first synonym's default."""
+        out: list[tuple[str, str | None, ConfigSource]] = []
+        if name in self.overrides:
+            out.append((name, render(self.overrides[name]), ConfigSource.DYNAMIC_TOPIC_CONFIG))
+        for synonym in TOPIC_SYNONYMS.get(name, ()):
+            if synonym in self.broker.values:
+                out.append((synonym, render(self.broker.values[synonym]),
+                            ConfigSource.STATIC_BROKER_CONFIG))
+        first = TOPIC_SYNONYMS.get(name, (name,))[0]
+        if first in BROKER_KEYS and BROKER_KEYS[first].default is not None:
+            out.append((first, render(BROKER_KEYS[first].default), ConfigSource.DEFAULT_CONFIG))
+        return out
 
     def get(self, name: str) -> Any:
         return self._values[name]

@@ -17,7 +17,6 @@ from strom.api.registry import register
 from strom.config import (
     BROKER_KEYS,
     TOPIC_KEYS,
-    TOPIC_SYNONYMS,
     ConfigError,
     ConfigSource,
     ConfigType,
@@ -36,23 +35,12 @@ def _topic_entries(ctx: RequestContext, mod, name: str, keys, synonyms: bool, do
     info = ctx.broker.cache.topic(name)
     if info is None:
         raise KafkaError(f"Topic {name} does not exist", ErrorCode.unknown_topic_or_partition)
-    broker = ctx.broker.config
-    config = TopicConfig(broker, validate_topic_configs(info.configs))
+    config = TopicConfig.of(ctx.broker.config, info.configs)
     out = []
     for key in sorted(TOPIC_KEYS) if not keys else keys:
         if key not in TOPIC_KEYS:
             continue
-        syn = []
-        if synonyms:
-            if key in config.overrides:
-                syn.append((key, render(config.overrides[key]), ConfigSource.DYNAMIC_TOPIC_CONFIG))
-            for s in TOPIC_SYNONYMS.get(key, ()):
-                if s in broker.values:
-                    syn.append((s, render(broker.values[s]), ConfigSource.STATIC_BROKER_CONFIG))
-            first = TOPIC_SYNONYMS.get(key, (key,))[0]
-            if first in BROKER_KEYS and BROKER_KEYS[first].default is not None:
-                syn.append((first, render(BROKER_KEYS[first].default),
-                            ConfigSource.DEFAULT_CONFIG))
+        syn = config.synonyms(key) if synonyms else []
         out.append(make(mod.DescribeConfigsResourceResult, name=key,
                         value=render(config.get(key)), read_only=False,
                         config_source=int(config.source(key)), is_default=key not in
@@ -180,7 +168,7 @@ async def incremental_alter_configs(ctx: RequestContext, request):
                     if TOPIC_KEYS[c.name].type != ConfigType.LIST:
                         raise KafkaError(f"Config {c.name} is not a list",
                                          ErrorCode.invalid_config)
-                    base = current.get(c.name, render(TopicConfig(
+                    base = current.get(c.name, render(TopicConfig.of(
                         ctx.broker.config).get(c.name)) or "")
                     items = [x for x in base.split(",") if x]
                     values = [x for x in (c.value or "").split(",") if x]

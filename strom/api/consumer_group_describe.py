@@ -34,7 +34,7 @@ async def handle(ctx: RequestContext, request):
     for group_id in request.group_ids:
         try:
             ctx.broker.groups.check_coordinator(group_id)
-            group = ctx.broker.groups.groups.get(group_id)
+            group = ctx.broker.groups.registry.get(group_id)
             if not isinstance(group, ConsumerGroup):
                 raise KafkaError(f"Group {group_id} not found.", ErrorCode.group_id_not_found)
         except KafkaError as e:

@@ -15,7 +15,7 @@ from collections import Counter
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster.controller import NewTopic
-from strom.config import TOPIC_KEYS, TopicConfig, render, validate_topic_configs
+from strom.config import TOPIC_KEYS, TopicConfig, render
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
@@ -23,7 +23,7 @@ API_KEY = 19
 
 
 def config_entities(ctx: RequestContext, cls, overrides: dict[str, str]):
-    config = TopicConfig(ctx.broker.config, validate_topic_configs(overrides))
+    config = TopicConfig.of(ctx.broker.config, overrides)
     return tuple(make(cls, name=name, value=render(config.get(name)), read_only=False,
                       config_source=int(config.source(name)), is_sensitive=False)
                  for name in sorted(TOPIC_KEYS))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from strom import properties
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 # Client settings every tool starts from; user-given properties override them.
@@ -43,24 +45,17 @@ def parse_key_values(items: list[str] | None, option: str) -> dict[str, str]:
 
 
 def load_properties(path: str | None) -> dict[str, str]:
-    """Read a Java-style properties file (`key=value` or `key: value`, `#`/`!` comments)."""
+    """Read a Java properties file (see strom.properties) of client settings. Values lose
+    their trailing whitespace, which librdkafka would otherwise take literally."""
     if not path:
         return {}
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        values = properties.load(path)
     except OSError as e:
         raise ToolError(f"cannot read {path}: {e.strerror}") from e
-    out: dict[str, str] = {}
-    for number, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line[0] in "#!":
-            continue
-        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
-        if cut <= 0:
-            raise ToolError(f"{path}:{number}: expected key=value, got {raw!r}")
-        out[line[:cut].strip()] = line[cut + 1:].strip()
-    return out
+    except properties.PropertiesError as e:
+        raise ToolError(f"{path}: {e}") from e
+    return {k: v.rstrip() for k, v in values.items()}
 
 
 def error_text(exc: BaseException) -> str:

@@ -341,10 +341,10 @@ class Controller:
     def _unclean_allowed(self, name: str) -> bool:
         info = self.cache.topic(name)
         try:
-            overrides = validate_topic_configs(info.configs if info else {})
+            config = TopicConfig.of(self.config, info.configs if info else None)
         except ConfigError:
-            overrides = {}
-        return bool(TopicConfig(self.config, overrides).get("unclean.leader.election.enable"))
+            config = TopicConfig.of(self.config)
+        return bool(config.get("unclean.leader.election.enable"))
 
     def _elect(self, name: str, p: int, st: model.PartitionState, replicas: tuple[int, ...],
                live: set[int], unclean: bool) -> model.PartitionState | None:

@@ -1,8 +1,10 @@
 """The classic group protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup and the
 rebalance state machine they drive (see group.py for the states).
 
-A mixin of GroupCoordinator, which owns the groups, their persistence and the timers; the
+A mixin of GroupCoordinator, which provides what `ClassicProtocol` declares: the config,
+the clock, the GroupRegistry holding every group, and the writing of a group's record. The
 methods here change a ClassicGroup only on the event loop, as every coordinator method does.
+Rebalance timers run on the clock (`Clock.call_later`), so a ManualClock drives them in tests.
 
   JoinGroup     a new member first gets MEMBER_ID_REQUIRED with its id (v4+), then joins;
                 the group waits (PreparingRebalance) until every known member has rejoined
@@ -20,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from strom.coordinator.consumer_group import ConsumerGroup
 from strom.coordinator.group import ClassicGroup, GroupState, Member
@@ -30,6 +33,7 @@ from strom.protocol.errors import ErrorCode, KafkaError
 if TYPE_CHECKING:
     from strom.clock import Clock
     from strom.config import BrokerConfig
+    from strom.coordinator.group_registry import GroupRegistry
 
 log = logging.getLogger("strom.coordinator.group_coordinator")
 
@@ -48,14 +52,47 @@ class ClassicProtocol:
 
     config: BrokerConfig
     clock: Clock
-    groups: dict
+    registry: GroupRegistry
+
+    # --- provided by the class this is mixed into --------------------------------------
+    async def _store_group(self, group: ClassicGroup) -> None:
+        """Write the group's current generation and members (GroupMetadata record)."""
+        raise NotImplementedError
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """Run `coro` as a task whose failure is logged."""
+        raise NotImplementedError
+
+    # --- the group a request names ------------------------------------------------------
+    def _classic(self, group_id: str, convert: bool = False) -> ClassicGroup | None:
+        """The classic group `group_id`, or None. A consumer-protocol group with members
+        refuses classic requests; an empty one is converted when `convert` (its offsets
+        are kept)."""
+        group = self.registry.get(group_id)
+        if not isinstance(group, ConsumerGroup):
+            return group
+        if group.members or not convert:
+            raise _error(ErrorCode.inconsistent_group_protocol if convert
+                         else ErrorCode.unknown_member_id,
+                         f"Group {group_id} uses the consumer group protocol.")
+        classic = ClassicGroup(group_id, offsets=group.offsets,
+                               state_timestamp=self.clock.now_ms())
+        self.registry.register(classic)
+        return classic
+
+    def _get_or_create(self, group_id: str) -> ClassicGroup:
+        group = self._classic(group_id, convert=True)
+        if group is None:
+            group = ClassicGroup(group_id, state_timestamp=self.clock.now_ms())
+            self.registry.register(group)
+        return group
 
     # --- JoinGroup --------------------------------------------------------------------
     async def join_group(self, group_id: str, member_id: str, instance_id: str | None,
                          protocol_type: str, protocols: list[tuple[str, bytes]],
                          session_timeout_ms: int, rebalance_timeout_ms: int, client_id: str,
                          client_host: str, require_known_member_id: bool) -> JoinResult:
-        self._check_coordinator(group_id)
+        self.registry.check_coordinator(group_id)
         lo = self.config.get("group.min.session.timeout.ms")
         hi = self.config.get("group.max.session.timeout.ms")
         if not lo <= session_timeout_ms <= hi:
@@ -222,7 +259,6 @@ class ClassicProtocol:
                           members)
 
     def _prepare_rebalance(self, group: ClassicGroup, reason: str) -> None:
-        loop = asyncio.get_running_loop()
         if group.in_state(GroupState.COMPLETING_REBALANCE):
             for m in group.members.values():
                 m.assignment = b""
@@ -235,25 +271,25 @@ class ClassicProtocol:
                           default=0) / 1000
         if group.in_state(GroupState.EMPTY):
             delay = self.config.get("group.initial.rebalance.delay.ms") / 1000
-            group.initial_join_deadline = loop.time() + rebalance_s
+            group.initial_join_deadline = self.clock.monotonic() + rebalance_s
             group.new_member_added = False
-            group.join_timer = loop.call_later(delay, self._initial_delay_expired, group, delay)
+            group.join_timer = self.clock.call_later(delay, self._initial_delay_expired, group,
+                                                     delay)
             group.in_initial_delay = delay > 0
         else:
             group.in_initial_delay = False
-            group.join_timer = loop.call_later(rebalance_s, self._complete_join, group)
+            group.join_timer = self.clock.call_later(rebalance_s, self._complete_join, group)
         log.info("Preparing to rebalance group %s in state %s with old generation %d (%s)",
                  group.group_id, group.state.value, group.generation_id, reason)
         group.transition(GroupState.PREPARING_REBALANCE)
         group.state_timestamp = self.clock.now_ms()
 
     def _initial_delay_expired(self, group: ClassicGroup, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        remaining = group.initial_join_deadline - loop.time()
+        remaining = group.initial_join_deadline - self.clock.monotonic()
         if group.new_member_added and remaining > 0:
             group.new_member_added = False
-            group.join_timer = loop.call_later(min(delay, remaining),
-                                               self._initial_delay_expired, group, delay)
+            group.join_timer = self.clock.call_later(min(delay, remaining),
+                                                     self._initial_delay_expired, group, delay)
             return
         group.in_initial_delay = False
         self._maybe_complete_join(group, force=not group.all_joined())
@@ -285,8 +321,7 @@ class ClassicProtocol:
             log.info("Group %s could not complete its rebalance: no member rejoined",
                      group.group_id)
             rebalance_s = max(m.rebalance_timeout_ms for m in group.members.values()) / 1000
-            group.join_timer = asyncio.get_running_loop().call_later(
-                rebalance_s, self._complete_join, group)
+            group.join_timer = self.clock.call_later(rebalance_s, self._complete_join, group)
             return
         group.generation_id += 1
         group.state_timestamp = self.clock.now_ms()
@@ -345,7 +380,7 @@ class ClassicProtocol:
                          instance_id: str | None, protocol_type: str | None,
                          protocol_name: str | None, assignments: dict[str, bytes]
                          ) -> SyncResult:
-        self._check_coordinator(group_id)
+        self.registry.check_coordinator(group_id)
         group = self._classic(group_id)
         if group is None:
             raise _error(ErrorCode.unknown_member_id)
@@ -396,10 +431,10 @@ class ClassicProtocol:
     # --- Heartbeat and LeaveGroup -------------------------------------------------------
     def heartbeat(self, group_id: str, generation_id: int, member_id: str,
                   instance_id: str | None) -> ErrorCode:
-        self._check_coordinator(group_id)
-        if isinstance(self.groups.get(group_id), ConsumerGroup):
+        self.registry.check_coordinator(group_id)
+        if isinstance(self.registry.get(group_id), ConsumerGroup):
             return ErrorCode.unknown_member_id
-        group = self.groups.get(group_id)
+        group = self.registry.get(group_id)
         if group is None or group.in_state(GroupState.EMPTY, GroupState.DEAD):
             return ErrorCode.unknown_member_id
         try:
@@ -418,8 +453,8 @@ class ClassicProtocol:
         """Remove members (member id, or group instance id for static members). Each result
         names the member as the request did (an admin removing a static member by instance
         id sends no member id and gets none back, as from Kafka)."""
-        self._check_coordinator(group_id)
-        group = self.groups.get(group_id)
+        self.registry.check_coordinator(group_id)
+        group = self.registry.get(group_id)
         if isinstance(group, ConsumerGroup):
             group = None  # its members leave with ConsumerGroupHeartbeat
         results = []

@@ -8,7 +8,8 @@ computed here, on the broker, by the `uniform` or `range` assignor.
 Membership is kept in memory only: after a coordinator restart members get
 UNKNOWN_MEMBER_ID and join again with epoch 0, and their committed offsets (which are
 written to __consumer_offsets like every group's) are intact. See docs/deviations.md.
-Owned by the event loop, with the GroupCoordinator's groups.
+Groups are found in, and added to, the GroupRegistry shared with the classic protocol.
+Owned by the event loop, with that registry.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from strom.coordinator.consumer_group import ConsumerGroup, ConsumerMember, Memb
 from strom.protocol.errors import ErrorCode, KafkaError
 
 if TYPE_CHECKING:
-    from strom.coordinator.group_coordinator import GroupCoordinator
+    from strom.clock import Clock
+    from strom.cluster.metadata_cache import MetadataCache
+    from strom.config import BrokerConfig
+    from strom.coordinator.group_registry import GroupRegistry
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +48,12 @@ def _error(code: ErrorCode, message: str | None = None) -> KafkaError:
 
 
 class ConsumerCoordinator:
-    def __init__(self, groups: GroupCoordinator) -> None:
-        self.groups = groups
-        self.config = groups.config
-        self.clock = groups.clock
-        self.cache = groups.cache
+    def __init__(self, registry: GroupRegistry, config: BrokerConfig, clock: Clock,
+                 cache: MetadataCache) -> None:
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+        self.cache = cache
 
     def _topics(self) -> tuple[dict[str, uuid.UUID], dict[uuid.UUID, int]]:
         names = {t.name: t.topic_id for t in self.cache.topics.values() if not t.is_internal}
@@ -59,12 +64,12 @@ class ConsumerCoordinator:
         return self.config.get("group.consumer.session.timeout.ms") / 1000
 
     def _group(self, group_id: str, create: bool) -> ConsumerGroup:
-        group = self.groups.groups.get(group_id)
+        group = self.registry.get(group_id)
         if group is None:
             if not create:
                 raise _error(ErrorCode.unknown_member_id)
             group = ConsumerGroup(group_id, state_timestamp=self.clock.now_ms())
-            self.groups.register_group(group)
+            self.registry.register(group)
             return group
         if not isinstance(group, ConsumerGroup):
             if group.members:
@@ -73,7 +78,7 @@ class ConsumerCoordinator:
             # an empty classic group (only offsets) becomes a consumer group
             converted = ConsumerGroup(group_id, offsets=group.offsets,
                                       state_timestamp=self.clock.now_ms())
-            self.groups.register_group(converted)
+            self.registry.register(converted)
             return converted
         return group
 
@@ -83,7 +88,7 @@ class ConsumerCoordinator:
                         topic_regex: str | None, server_assignor: str | None,
                         owned: Assignment | None, client_id: str, client_host: str
                         ) -> HeartbeatResult:
-        self.groups.check_coordinator(group_id)
+        self.registry.check_coordinator(group_id)
         if member_epoch == 0:  # Kafka's checks of a join
             if rebalance_timeout_ms == -1:
                 raise _error(ErrorCode.invalid_request,
@@ -101,7 +106,7 @@ class ConsumerCoordinator:
         interval = self.config.get("group.consumer.heartbeat.interval.ms")
         now = self.clock.monotonic()
         if member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
-            group = self.groups.groups.get(group_id)
+            group = self.registry.get(group_id)
             if isinstance(group, ConsumerGroup):
                 gone = self._find(group, member_id, instance_id)
                 if gone is not None and member_epoch == STATIC_LEAVE_EPOCH and \

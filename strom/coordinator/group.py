@@ -23,6 +23,8 @@ import enum
 from collections import Counter
 from dataclasses import dataclass, field
 
+from strom.clock import TimerHandle
+
 
 class GroupState(enum.Enum):
     EMPTY = "Empty"
@@ -98,7 +100,7 @@ class ClassicGroup:
     static_members: dict[str, str] = field(default_factory=dict)  # instance id -> member id
     offsets: dict[tuple[str, int], CommittedOffset] = field(default_factory=dict)
     state_timestamp: int = -1
-    join_timer: asyncio.TimerHandle | None = None
+    join_timer: TimerHandle | None = None  # on the coordinator's Clock
     initial_join_deadline: float = 0.0
     in_initial_delay: bool = False
     new_member_added: bool = False

@@ -9,8 +9,9 @@ partition is loaded its groups get COORDINATOR_LOAD_IN_PROGRESS.
 
 The classic rebalance protocol (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) is in
 classic_protocol.py, a mixin of this class; the consumer protocol (KIP-848) in
-consumer_coordinator.py. This module keeps what both share: groups and their partitions,
-persistence, offsets, admin requests and timers.
+consumer_coordinator.py. Both find their groups in the GroupRegistry (group_registry.py),
+which this class fills as partitions load and empties as they unload. This module keeps
+the rest of what both share: persistence, offsets, admin requests and timers.
 
 Owned by the event loop: the state of every group is changed only by these methods.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from strom.clock import Clock
 from strom.cluster.controller import Controller, NewTopic
@@ -32,6 +32,7 @@ from strom.coordinator.classic_protocol import ClassicProtocol
 from strom.coordinator.consumer_coordinator import ConsumerCoordinator
 from strom.coordinator.consumer_group import ConsumerGroup
 from strom.coordinator.group import ClassicGroup, CommittedOffset, GroupState
+from strom.coordinator.group_registry import GroupRegistry
 from strom.coordinator.group_results import (
     FetchedOffset,
     GroupDescription,
@@ -64,12 +65,6 @@ def _error(code: ErrorCode, message: str | None = None) -> KafkaError:
     return KafkaError(message, code)
 
 
-@dataclass(slots=True)
-class _PartitionState:
-    loading: bool = True
-    groups: set[str] = field(default_factory=set)
-
-
 class GroupCoordinator(ClassicProtocol):
     def __init__(self, broker_id: int, config: BrokerConfig, clock: Clock,
                  cache: MetadataCache, controller: Controller,
@@ -80,11 +75,12 @@ class GroupCoordinator(ClassicProtocol):
         self.cache = cache
         self.controller = controller
         self.replicas = replicas
-        self.groups: dict[str, ClassicGroup] = {}
-        self.partitions: dict[int, _PartitionState] = {}
+        self.registry = GroupRegistry(
+            self.partition_for, lambda: cache.topic(OFFSETS_TOPIC) is not None)
         self._sweeper: asyncio.Task | None = None
         self._loaders: set[asyncio.Task] = set()
-        self.consumer = ConsumerCoordinator(self)  # the KIP-848 protocol, same groups
+        # the KIP-848 protocol, on the same groups
+        self.consumer = ConsumerCoordinator(self.registry, config, clock, cache)
         self._creating_topic: asyncio.Task | None = None
         self._last_expiry = 0.0
         cache.on_change(self._on_topics_changed)
@@ -100,7 +96,7 @@ class GroupCoordinator(ClassicProtocol):
             self._sweeper.cancel()
         for task in list(self._loaders):
             task.cancel()
-        for group in self.groups.values():
+        for group in self.registry:
             if isinstance(group, ConsumerGroup):
                 continue  # its members wait on nothing
             for m in group.members.values():
@@ -163,84 +159,39 @@ class GroupCoordinator(ClassicProtocol):
                 if pinfo.leader == self.broker_id and (OFFSETS_TOPIC, p) in \
                         self.replicas.partitions:
                     led.add(p)
-        for p in list(self.partitions):
+        for p in list(self.registry.partitions):
             if p not in led:
                 self._unload(p)
-        for p in sorted(led - set(self.partitions)):
-            self.partitions[p] = _PartitionState()
+        for p in sorted(led - set(self.registry.partitions)):
+            self.registry.add_partition(p)
             task = asyncio.get_running_loop().create_task(self._load(p))
             self._loaders.add(task)
             task.add_done_callback(self._loaders.discard)
             task.add_done_callback(_log_task_failure)
 
     def _unload(self, p: int) -> None:
-        state = self.partitions.pop(p)
-        for group_id in state.groups:
-            group = self.groups.pop(group_id, None)
-            if group is not None:
-                self._fail_waiters(group, ErrorCode.not_coordinator)
-        log.info("Unloaded %d groups of %s-%d", len(state.groups), OFFSETS_TOPIC, p)
+        groups = self.registry.remove_partition(p)
+        for group in groups:
+            self._fail_waiters(group, ErrorCode.not_coordinator)
+        log.info("Unloaded %d groups of %s-%d", len(groups), OFFSETS_TOPIC, p)
 
     async def _load(self, p: int) -> None:
         partition = self.replicas.partitions.get((OFFSETS_TOPIC, p))
-        state = self.partitions.get(p)
+        state = self.registry.partitions.get(p)
         if partition is None or state is None:
             return
         offsets, groups = await group_store.replay(partition.log, f"{OFFSETS_TOPIC}-{p}")
-        if self.partitions.get(p) is not state:
-            return  # unloaded while loading
         now = self.clock.monotonic()
-        for group_id in set(offsets) | set(groups):
-            group = group_store.restore(group_id, groups.get(group_id),
-                                        offsets.get(group_id, {}), now)
-            if group is not None:
-                self.groups[group_id] = group
-                state.groups.add(group_id)
-        state.loading = False
-        log.info("Loaded %d groups from %s-%d", len(state.groups), OFFSETS_TOPIC, p)
+        restored = [group for group_id in set(offsets) | set(groups)
+                    if (group := group_store.restore(group_id, groups.get(group_id),
+                                                     offsets.get(group_id, {}), now))]
+        if not self.registry.loaded(p, state, restored):
+            return  # unloaded while loading
+        log.info("Loaded %d groups from %s-%d", len(restored), OFFSETS_TOPIC, p)
 
-    def _check_coordinator(self, group_id: str) -> None:
-        if not group_id:
-            raise _error(ErrorCode.invalid_group_id, "The group id must not be empty.")
-        if self.cache.topic(OFFSETS_TOPIC) is None:
-            raise _error(ErrorCode.coordinator_not_available)
-        p = self.partition_for(group_id)
-        state = self.partitions.get(p)
-        if state is None:
-            raise _error(ErrorCode.not_coordinator,
-                         f"This broker is not the coordinator of group {group_id}.")
-        if state.loading:
-            raise _error(ErrorCode.coordinator_load_in_progress)
-
-    check_coordinator = _check_coordinator
-
-    def register_group(self, group: ClassicGroup | ConsumerGroup) -> None:
-        self.groups[group.group_id] = group
-        self.partitions[self.partition_for(group.group_id)].groups.add(group.group_id)
-
-    def _classic(self, group_id: str, convert: bool = False) -> ClassicGroup | None:
-        """The classic group `group_id`, or None. A consumer-protocol group with members
-        refuses classic requests; an empty one is converted when `convert` (its offsets
-        are kept)."""
-        group = self.groups.get(group_id)
-        if not isinstance(group, ConsumerGroup):
-            return group
-        if group.members or not convert:
-            raise _error(ErrorCode.inconsistent_group_protocol if convert
-                         else ErrorCode.unknown_member_id,
-                         f"Group {group_id} uses the consumer group protocol.")
-        classic = ClassicGroup(group_id, offsets=group.offsets,
-                               state_timestamp=self.clock.now_ms())
-        self.register_group(classic)
-        return classic
-
-    def _get_or_create(self, group_id: str) -> ClassicGroup:
-        group = self._classic(group_id, convert=True)
-        if group is None:
-            group = ClassicGroup(group_id, state_timestamp=self.clock.now_ms())
-            self.groups[group_id] = group
-            self.partitions[self.partition_for(group_id)].groups.add(group_id)
-        return group
+    def check_coordinator(self, group_id: str) -> None:
+        """See GroupRegistry.check_coordinator."""
+        self.registry.check_coordinator(group_id)
 
     # --- persistence ------------------------------------------------------------------
     async def _write(self, group_id: str, records: list[tuple[bytes, bytes | None]]) -> None:
@@ -269,8 +220,8 @@ class GroupCoordinator(ClassicProtocol):
     async def commit_offsets(self, group_id: str, generation_id: int, member_id: str,
                              instance_id: str | None, offsets: list[OffsetCommitRequest]
                              ) -> list[tuple[str, int, ErrorCode]]:
-        self._check_coordinator(group_id)
-        group = self.groups.get(group_id)
+        self.registry.check_coordinator(group_id)
+        group = self.registry.get(group_id)
         if isinstance(group, ConsumerGroup):
             self.consumer.validate_commit(group, member_id, generation_id)
         elif generation_id < 0 and not member_id and instance_id is None:
@@ -314,8 +265,8 @@ class GroupCoordinator(ClassicProtocol):
 
     def fetch_offsets(self, group_id: str, partitions: list[tuple[str, int]] | None
                       ) -> list[FetchedOffset]:
-        self._check_coordinator(group_id)
-        group = self.groups.get(group_id)
+        self.registry.check_coordinator(group_id)
+        group = self.registry.get(group_id)
         committed = group.offsets if group is not None else {}
         if partitions is None:
             return [FetchedOffset(t, p, c.offset, c.leader_epoch, c.metadata)
@@ -331,8 +282,8 @@ class GroupCoordinator(ClassicProtocol):
 
     async def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]]
                              ) -> list[tuple[str, int, ErrorCode]]:
-        self._check_coordinator(group_id)
-        group = self.groups.get(group_id)
+        self.registry.check_coordinator(group_id)
+        group = self.registry.get(group_id)
         if group is None or (isinstance(group, ClassicGroup) and
                              group.in_state(GroupState.DEAD)):
             raise _error(ErrorCode.group_id_not_found)
@@ -365,11 +316,11 @@ class GroupCoordinator(ClassicProtocol):
         states = {s.lower() for s in states}
         types = {t.lower() for t in types}
         out = []
-        for pstate in self.partitions.values():
+        for pstate in self.registry.partitions.values():
             if pstate.loading:
                 raise _error(ErrorCode.coordinator_load_in_progress)
             for gid in sorted(pstate.groups):
-                g = self.groups.get(gid)
+                g = self.registry.get(gid)
                 if isinstance(g, ConsumerGroup):
                     if (states and g.state.lower() not in states) or \
                             (types and "consumer" not in types):
@@ -387,10 +338,10 @@ class GroupCoordinator(ClassicProtocol):
 
     def describe_group(self, group_id: str) -> GroupDescription:
         try:
-            self._check_coordinator(group_id)
+            self.registry.check_coordinator(group_id)
         except KafkaError as e:
             return GroupDescription(group_id, "", "", "", (), e.code)
-        g = self.groups.get(group_id)
+        g = self.registry.get(group_id)
         if isinstance(g, ConsumerGroup):
             return GroupDescription(group_id, "", "", "", (), ErrorCode.group_id_not_found)
         if g is None or g.in_state(GroupState.DEAD):
@@ -405,10 +356,10 @@ class GroupCoordinator(ClassicProtocol):
 
     async def delete_group(self, group_id: str) -> ErrorCode:
         try:
-            self._check_coordinator(group_id)
+            self.registry.check_coordinator(group_id)
         except KafkaError as e:
             return e.code
-        g = self.groups.get(group_id)
+        g = self.registry.get(group_id)
         if isinstance(g, ConsumerGroup):
             if g.members:
                 return ErrorCode.non_empty_group
@@ -421,8 +372,7 @@ class GroupCoordinator(ClassicProtocol):
         records.append((fmt.group_key(group_id), None))
         await self._write(group_id, records)
         g.transition(GroupState.DEAD)
-        self.groups.pop(group_id, None)
-        self.partitions[self.partition_for(group_id)].groups.discard(group_id)
+        self.registry.remove(group_id)
         log.info("Deleted group %s", group_id)
         return ErrorCode.none
 
@@ -439,7 +389,7 @@ class GroupCoordinator(ClassicProtocol):
 
     def _expire_members(self) -> None:
         now = self.clock.monotonic()
-        for group in list(self.groups.values()):
+        for group in self.registry:
             if isinstance(group, ConsumerGroup):
                 self.consumer.expire(group)
                 continue
@@ -456,7 +406,7 @@ class GroupCoordinator(ClassicProtocol):
     async def _expire_offsets(self) -> None:
         retention_ms = self.config.get("offsets.retention.minutes") * 60_000
         now = self.clock.now_ms()
-        for group in list(self.groups.values()):
+        for group in self.registry:
             empty = not group.members if isinstance(group, ConsumerGroup) else \
                 group.in_state(GroupState.EMPTY)
             if not empty or not group.offsets:

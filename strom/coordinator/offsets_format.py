@@ -66,9 +66,11 @@ class _Reader:
         return raw.decode()
 
     def bytes_(self) -> bytes:
-        n = self.i32()
-        raw = self.data[self.pos:self.pos + max(n, 0)]
-        self.pos += max(n, 0)
+        n = max(self.i32(), 0)
+        raw = self.data[self.pos:self.pos + n]
+        if len(raw) != n:
+            raise FormatError("bytes run past the end")
+        self.pos += n
         return raw
 
 

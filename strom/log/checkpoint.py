@@ -25,6 +25,8 @@ import logging
 import os
 import uuid
 
+from strom import properties
+
 log = logging.getLogger(__name__)
 
 
@@ -108,20 +110,12 @@ def write_partition_metadata(path: str, topic_id: uuid.UUID) -> None:
 
 
 def read_properties_file(path: str) -> dict[str, str]:
+    """A properties file such as meta.properties (see strom.properties); empty if absent."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        return properties.load(path)
     except FileNotFoundError:
         return {}
-    out = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
 
 
 def write_properties_file(path: str, values: dict[str, str]) -> None:
-    body = "".join(f"{k}={v}\n" for k, v in values.items())
-    write_atomically(path, "#\n#Written by strom\n" + body)
+    write_atomically(path, "#\n" + properties.dumps(values, comment="Written by strom"))

@@ -121,7 +121,7 @@ class ReplicaManager:
     # --- following metadata ---------------------------------------------------------------
     def topic_config(self, topic: str) -> TopicConfig:
         info = self.cache.topic(topic)
-        return TopicConfig(self.config, _parse_overrides(info.configs if info else {}))
+        return TopicConfig.of(self.config, info.configs if info else None)
 
     def on_topics_changed(self, topics: set[str]) -> None:
         now = self.clock.now_ms()
@@ -409,9 +409,3 @@ def _expire(fut: asyncio.Future) -> None:
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("ISR update failed", exc_info=task.exception())
-
-
-def _parse_overrides(configs: dict[str, str]) -> dict:
-    from strom.config import validate_topic_configs
-
-    return validate_topic_configs(configs)

@@ -42,7 +42,7 @@ from strom.cluster.store import (
     StoreError,
 )
 from strom.cluster.zk_store import ZkMetadataStore
-from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
+from strom.config import BrokerConfig, TopicConfig
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
 from strom.log import checkpoint, files
@@ -217,7 +217,7 @@ class Broker:
 
     def _config_for(self, topic: str) -> TopicConfig:
         info = self.cache.topic(topic)
-        return TopicConfig(self.config, validate_topic_configs(info.configs if info else {}))
+        return TopicConfig.of(self.config, info.configs if info else None)
 
     def _topic_id_for(self, topic: str):
         info = self.cache.topic(topic)

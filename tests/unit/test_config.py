@@ -13,51 +13,11 @@ from strom.config import (
     ConfigSource,
     TopicConfig,
     parse_listener,
-    read_properties,
     render,
     validate_topic_configs,
 )
 
 HOUR_MS = 3_600_000
-
-
-# --- read_properties ----------------------------------------------------------------------
-
-
-def test_read_properties_syntax():
-    text = (
-        "# a comment\n"
-        "! another comment\n"
-        "   # indented comment\n"
-        "\n"
-        "broker.id=1\n"
-        "log.dirs = /tmp/a,/tmp/b  \n"
-        "listeners: PLAINTEXT://:9092\n"
-        "num.partitions 3\n"
-        "zookeeper.connect=host1:2181,\\\n"
-        "    host2:2181,\\\n"
-        "\thost3:2181/chroot\n"
-        "empty=\n"
-        "bare\n"
-        "url=http://x:1/p?a=b\n"
-        "# comment ending in a backslash does not continue \\\n"
-        "after.comment=yes\n"
-    )
-    assert read_properties(text) == {
-        "broker.id": "1",
-        "log.dirs": "/tmp/a,/tmp/b",
-        "listeners": "PLAINTEXT://:9092",
-        "num.partitions": "3",
-        "zookeeper.connect": "host1:2181,host2:2181,host3:2181/chroot",
-        "empty": "",
-        "bare": "",
-        "url": "http://x:1/p?a=b",
-        "after.comment": "yes",
-    }
-
-
-def test_read_properties_last_value_wins():
-    assert read_properties("a=1\na=2\n") == {"a": "2"}
 
 
 # --- BrokerConfig.load --------------------------------------------------------------------
@@ -214,6 +174,43 @@ def test_topic_config_sources():
     assert topic.broker_value("retention.ms") == 7 * 24 * HOUR_MS
     assert topic.retention_ms == 1000  # attribute access, dots as underscores
     assert not topic.compact and not topic.log_append_time
+
+
+def test_topic_config_of_stored_overrides():
+    """TopicConfig.of: the stored strings of /config/topics/<t> over the broker's synonyms."""
+    broker = BrokerConfig.load(None, ["log.retention.hours=2", "log.segment.bytes=4096",
+                                      "log.cleanup.policy=compact"])
+    stored = {"retention.ms": "1000", "cleanup.policy": "compact,delete"}
+    topic = TopicConfig.of(broker, stored)
+    assert topic.get("retention.ms") == 1000
+    assert topic.source("retention.ms") == ConfigSource.DYNAMIC_TOPIC_CONFIG
+    assert topic.get("segment.bytes") == 4096
+    assert topic.source("segment.bytes") == ConfigSource.STATIC_BROKER_CONFIG
+    assert topic.get("cleanup.policy") == ["compact", "delete"]
+    assert topic.get("max.message.bytes") == 1048588
+    assert topic.source("max.message.bytes") == ConfigSource.DEFAULT_CONFIG
+    for empty in (None, {}):
+        defaults = TopicConfig.of(broker, empty)
+        assert defaults.overrides == {}
+        assert defaults.get("retention.ms") == 2 * HOUR_MS and defaults.compact
+    with pytest.raises(ConfigError, match="log.retention.ms"):
+        TopicConfig.of(broker, {"log.retention.ms": "5"})  # a broker name is no topic key
+    with pytest.raises(ConfigError, match="segment.bytes"):
+        TopicConfig.of(broker, {"segment.bytes": "ten"})
+
+
+def test_topic_config_synonyms():
+    broker = BrokerConfig.load(None, ["log.retention.hours=2", "log.retention.minutes=30"])
+    topic = TopicConfig.of(broker, {"retention.ms": "1000"})
+    assert topic.synonyms("retention.ms") == [
+        ("retention.ms", "1000", ConfigSource.DYNAMIC_TOPIC_CONFIG),
+        ("log.retention.minutes", "30", ConfigSource.STATIC_BROKER_CONFIG),
+        ("log.retention.hours", "2", ConfigSource.STATIC_BROKER_CONFIG),
+    ]  # no DEFAULT_CONFIG entry: log.retention.ms, the first synonym, has no default
+    assert topic.synonyms("segment.bytes") == [
+        ("log.segment.bytes", "1073741824", ConfigSource.DEFAULT_CONFIG)]
+    assert topic.synonyms("min.insync.replicas") == [
+        ("min.insync.replicas", "1", ConfigSource.DEFAULT_CONFIG)]
 
 
 def test_render():
