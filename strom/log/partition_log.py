@@ -23,9 +23,14 @@ from strom.config import TopicConfig
 from strom.log import checkpoint, files
 from strom.log.page_cache import PageCacheWindow
 from strom.log.producer_state import BatchMetadata, ProducerStateManager
-from strom.log.segment import NO_WINDOW, FileSlice, LogSegment
+from strom.log.segment import NO_WINDOW, CorruptBatch, FileSlice, LogSegment
 from strom.protocol.batch import BatchHeader, InvalidBatch, assign_offsets, set_log_append_time
-from strom.protocol.errors import OffsetOutOfRange
+from strom.protocol.errors import (
+    CorruptMessage,
+    KafkaError,
+    KafkaStorageError,
+    OffsetOutOfRange,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,7 @@ class PartitionLog:
         self.deleted = False
         self._retired: list[LogSegment] = []
         self._flush_after_roll = False
+        self._read_failures_logged: set[tuple[str, int | str]] = set()
 
     # --- loading --------------------------------------------------------------------
     @classmethod
@@ -388,11 +394,34 @@ class PartitionLog:
             i = self._segment_for(offset)
             while i < len(self.segments) and slice_ is None:
                 seg = self.segments[i]
-                slice_ = seg.read(offset, max_bytes, max_offset, min_one)
+                try:
+                    slice_ = seg.read(offset, max_bytes, max_offset, min_one)
+                except (CorruptBatch, OSError) as e:
+                    raise self.read_failure(e, offset) from None
                 if seg.next_offset > offset:  # the batch holding `offset` is here: stop,
                     break  # even if max_bytes left it out, or later offsets would be skipped
                 i += 1
         return ReadResult(slice_, self.log_start_offset, self.log_end_offset)
+
+    def read_failure(self, e: CorruptBatch | OSError, offset: int) -> KafkaError:
+        """The error a read at `offset` answers for a corrupt batch (CORRUPT_MESSAGE, as
+        Kafka's read path answers a CorruptRecordException) or a failed read of the file
+        (KAFKA_STORAGE_ERROR), logged once per place (not on every fetch, which the
+        client repeats)."""
+        if isinstance(e, CorruptBatch):
+            where: tuple[str, int | str] = (e.path, e.position)
+            error: KafkaError = CorruptMessage(
+                f"Corrupt batch in {self.topic}-{self.partition} at or after offset "
+                f"{offset}: {e.reason}")
+        else:
+            where = (f"{self.topic}-{self.partition}", e.errno or 0)
+            error = KafkaStorageError(
+                f"Reading {self.topic}-{self.partition} failed: {e.strerror or e}")
+        if where not in self._read_failures_logged:
+            self._read_failures_logged.add(where)
+            log.error("%s-%d: reads at offset %d fail with %s: %s", self.topic,
+                      self.partition, offset, error.code.name.upper(), e)
+        return error
 
     def batches_from(self, offset: int, max_offset: int | None = None):
         """(segment, BatchPosition) for each batch holding offsets >= `offset`."""
