@@ -188,6 +188,12 @@ class PartitionLog:
                         self.producer_state.update(bp.header, bp.header.max_timestamp)
             except InvalidBatch as e:
                 log.warning("%s: stopped reading producer state: %s", seg.log_path, e)
+        self.remove_expired_producers()
+
+    def remove_expired_producers(self) -> int:
+        """Forget producers idle for producer.id.expiration.ms (see producer_state.py)."""
+        return self.producer_state.remove_expired(
+            self.clock.now_ms(), self.config.broker.get("producer.id.expiration.ms"))
 
     # --- offsets ----------------------------------------------------------------------
     @property
