@@ -116,3 +116,16 @@ def test_batches_stop_at_trailing_bytes_that_are_not_a_batch(tmp_path):
         list(seg.batches())
     assert e.value.position == seg.size - 10
     plog.close()
+
+
+@pytest.mark.parametrize("field,value", [BAD_LENGTH, BAD_MAGIC], ids=["length", "magic"])
+def test_a_timestamp_lookup_reaching_a_corrupt_batch_answers_corrupt_message(
+        tmp_path, field, value):
+    plog, positions = written(tmp_path, index_interval_bytes=0)
+    damage(plog, positions[1], field, value)
+    plog = reopen(plog, index_interval_bytes=0)
+    with pytest.raises(KafkaError) as e:  # ListOffsets max-timestamp reads every header
+        plog.max_timestamp_offset(BATCHES)
+    assert e.value.code == ErrorCode.corrupt_message
+    assert plog.offset_for_timestamp(NOW, BATCHES) == (0, NOW)  # before the damage
+    plog.close()
