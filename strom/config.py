@@ -60,6 +60,7 @@ class ConfigKey:
     doc: str = ""
     validator: Callable[[Any], str | None] | None = None  # returns an error text or None
     read_only: bool = True
+    internal: bool = False  # as Kafka's defineInternal: DescribeConfigs shows it only if set
 
 
 def at_least(n: float) -> Callable[[Any], str | None]:
@@ -213,7 +214,11 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("transaction.state.log.replication.factor", ConfigType.SHORT, 3, "",
               at_least(1)),
     ConfigKey("transactional.id.expiration.ms", I, 604800000, "", at_least(1)),
-    ConfigKey("producer.id.expiration.ms", I, _DAY_MS, "", at_least(1)),
+    ConfigKey("producer.id.expiration.ms", I, _DAY_MS, "How long a partition keeps the "
+              "state of an idempotent producer after the timestamp of its last batch",
+              at_least(1)),
+    ConfigKey("producer.id.expiration.check.interval.ms", I, 600000, "Period of the "
+              "producer id expiration check", at_least(1), internal=True),
     ConfigKey("zookeeper.connect", S, None, "ZooKeeper connection string (host:port[,..][/chroot]); "
               "unset: the single-broker local metadata store"),
     ConfigKey("zookeeper.session.timeout.ms", I, 18000, "ZooKeeper session timeout",

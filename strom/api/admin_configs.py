@@ -60,7 +60,7 @@ def _broker_entries(ctx: RequestContext, mod, name: str, keys, synonyms: bool, d
     out = []
     for key in sorted(BROKER_KEYS) if not keys else keys:
         ck = BROKER_KEYS.get(key)
-        if ck is None:
+        if ck is None or (ck.internal and key not in config.values):
             continue
         value = render(config.get(key))
         if key in ("node.id", "broker.id"):

@@ -10,7 +10,12 @@ Fetch sessions (KIP-227) are not kept: session_id is always 0, so every request 
 fetch, which clients accept. isolation_level is accepted; with no transactions yet the last
 stable offset equals the high watermark and no aborted transactions are listed.
 Errors per partition: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID
-(v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
+(v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, CORRUPT_MESSAGE
+(a batch on disk that cannot be read; the batches before it are served), KAFKA_STORAGE_ERROR
+(a failed read). A follower fetch (replica_id >= 0) is checked before it counts: a replica
+id that is not one of the partition's followers gets NOT_LEADER_OR_FOLLOWER (or
+UNKNOWN_LEADER_EPOCH when it names the current epoch), an offset outside the log
+OFFSET_OUT_OF_RANGE, and neither moves the follower's state or the high watermark.
 Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1.
 """
 

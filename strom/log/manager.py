@@ -7,7 +7,8 @@ every segment past the recovery point is scanned and a torn tail is truncated. T
 removed once the broker runs, and written again by a clean `shutdown()`.
 
 Periodic work (run by the broker's tasks, blocking parts in an executor): flushing logs
-whose `flush.messages`/`flush.ms` ask for it, writing checkpoints, retention.
+whose `flush.messages`/`flush.ms` ask for it, writing checkpoints, retention, producer id
+expiration.
 """
 
 from __future__ import annotations
@@ -213,6 +214,10 @@ class LogManager:
             else:
                 keep.append((due, seg))
         self._retired = keep
+
+    def remove_expired_producers(self) -> int:
+        """Producer id expiration over every partition; returns how many were forgotten."""
+        return sum(plog.remove_expired_producers() for plog in list(self.logs.values()))
 
     def write_checkpoints(self) -> None:
         for d in self.log_dirs:

@@ -23,9 +23,14 @@ from strom.config import TopicConfig
 from strom.log import checkpoint, files
 from strom.log.page_cache import PageCacheWindow
 from strom.log.producer_state import BatchMetadata, ProducerStateManager
-from strom.log.segment import NO_WINDOW, FileSlice, LogSegment
+from strom.log.segment import NO_WINDOW, CorruptBatch, FileSlice, LogSegment
 from strom.protocol.batch import BatchHeader, InvalidBatch, assign_offsets, set_log_append_time
-from strom.protocol.errors import OffsetOutOfRange
+from strom.protocol.errors import (
+    CorruptMessage,
+    KafkaError,
+    KafkaStorageError,
+    OffsetOutOfRange,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,7 @@ class PartitionLog:
         self.deleted = False
         self._retired: list[LogSegment] = []
         self._flush_after_roll = False
+        self._read_failures_logged: set[tuple[str, int | str]] = set()
 
     # --- loading --------------------------------------------------------------------
     @classmethod
@@ -182,6 +188,12 @@ class PartitionLog:
                         self.producer_state.update(bp.header, bp.header.max_timestamp)
             except InvalidBatch as e:
                 log.warning("%s: stopped reading producer state: %s", seg.log_path, e)
+        self.remove_expired_producers()
+
+    def remove_expired_producers(self) -> int:
+        """Forget producers idle for producer.id.expiration.ms (see producer_state.py)."""
+        return self.producer_state.remove_expired(
+            self.clock.now_ms(), self.config.broker.get("producer.id.expiration.ms"))
 
     # --- offsets ----------------------------------------------------------------------
     @property
@@ -388,11 +400,35 @@ class PartitionLog:
             i = self._segment_for(offset)
             while i < len(self.segments) and slice_ is None:
                 seg = self.segments[i]
-                slice_ = seg.read(offset, max_bytes, max_offset, min_one)
+                try:
+                    slice_ = seg.read(offset, max_bytes, max_offset, min_one)
+                except (CorruptBatch, OSError) as e:
+                    raise self.read_failure(e, f"reads at offset {offset}") from None
                 if seg.next_offset > offset:  # the batch holding `offset` is here: stop,
                     break  # even if max_bytes left it out, or later offsets would be skipped
                 i += 1
         return ReadResult(slice_, self.log_start_offset, self.log_end_offset)
+
+    def read_failure(self, e: Exception, what: str) -> KafkaError:
+        """The error `what` (reads at some offset, a lookup) answers for a corrupt batch
+        (CORRUPT_MESSAGE, as Kafka's read path answers a CorruptRecordException) or a
+        failed read of the file (KAFKA_STORAGE_ERROR), logged once per place (not on every
+        fetch, which the client repeats)."""
+        where: tuple[str, int | str]
+        if isinstance(e, OSError):
+            where = (f"{self.topic}-{self.partition}", e.errno or 0)
+            error: KafkaError = KafkaStorageError(
+                f"Reading {self.topic}-{self.partition} failed: {e.strerror or e}")
+        else:
+            where = (e.path, e.position) if isinstance(e, CorruptBatch) else \
+                (f"{self.topic}-{self.partition}", str(e))
+            error = CorruptMessage(f"Corrupt batch in {self.topic}-{self.partition}: "
+                                   f"{getattr(e, 'reason', e)}")
+        if where not in self._read_failures_logged:
+            self._read_failures_logged.add(where)
+            log.error("%s-%d: %s fail with %s: %s", self.topic, self.partition, what,
+                      error.code.name.upper(), e)
+        return error
 
     def batches_from(self, offset: int, max_offset: int | None = None):
         """(segment, BatchPosition) for each batch holding offsets >= `offset`."""
@@ -408,7 +444,27 @@ class PartitionLog:
 
     def offset_for_timestamp(self, timestamp: int, max_offset: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= `timestamp`, below
-        `max_offset`; None if there is none."""
+        `max_offset`; None if there is none. A corrupt batch on the way answers
+        CORRUPT_MESSAGE, a failed read KAFKA_STORAGE_ERROR (see `read_failure`)."""
+        from strom.log.records import CorruptRecordError
+
+        try:
+            return self._offset_for_timestamp(timestamp, max_offset)
+        except (InvalidBatch, CorruptRecordError, OSError) as e:
+            raise self.read_failure(e, f"timestamp lookups ({timestamp})") from None
+
+    def max_timestamp_offset(self, max_offset: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with the largest timestamp below
+        `max_offset`; errors as `offset_for_timestamp`."""
+        from strom.log.records import CorruptRecordError
+
+        try:
+            return self._max_timestamp_offset(max_offset)
+        except (InvalidBatch, CorruptRecordError, OSError) as e:
+            raise self.read_failure(e, "max-timestamp lookups") from None
+
+    def _offset_for_timestamp(self, timestamp: int, max_offset: int
+                              ) -> tuple[int, int] | None:
         from strom.log.records import decode_batch  # records are decoded only here
 
         for seg in self.segments:
@@ -433,9 +489,8 @@ class PartitionLog:
                         return rec.offset, rec.timestamp
         return None
 
-    def max_timestamp_offset(self, max_offset: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record with the largest timestamp below
-        `max_offset`: the batch comes from the headers, the record from decoding it."""
+    def _max_timestamp_offset(self, max_offset: int) -> tuple[int, int] | None:
+        """The batch comes from the headers, the record from decoding it."""
         from strom.log.records import decode_batch
 
         best: tuple[LogSegment, int, int] | None = None  # segment, position, timestamp

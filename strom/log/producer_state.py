@@ -8,7 +8,9 @@ than the current one is INVALID_PRODUCER_EPOCH. As in Kafka, a producer the part
 nothing about (state lost to retention or a restart) may start at any sequence.
 
 State is rebuilt on load by reading batch headers from the log's tail (see PartitionLog).
-Owned by its PartitionLog (the event loop).
+A producer is forgotten producer.id.expiration.ms after the timestamp of its last batch
+(checked every producer.id.expiration.check.interval.ms and on load), so producer ids a
+client makes up do not pile up. Owned by its PartitionLog (the event loop).
 """
 
 from __future__ import annotations
@@ -103,11 +105,15 @@ class ProducerStateManager:
                                                timestamp))
         entry.last_timestamp = timestamp
 
-    def remove_expired(self, now_ms: int, expiration_ms: int) -> None:
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget the producers whose last batch's timestamp is `expiration_ms` or more
+        before `now_ms` (producer.id.expiration.ms, as Kafka's removeExpiredProducers);
+        returns how many. A forgotten producer that comes back is an unknown one."""
         expired = [pid for pid, e in self.producers.items()
-                   if now_ms - e.last_timestamp > expiration_ms]
+                   if now_ms - e.last_timestamp >= expiration_ms]
         for pid in expired:
             del self.producers[pid]
+        return len(expired)
 
     def clear(self) -> None:
         self.producers.clear()

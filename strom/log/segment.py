@@ -49,6 +49,17 @@ class FileSlice:
         return os.pread(self.fd, self.size, self.position)
 
 
+class CorruptBatch(InvalidBatch):
+    """A batch of a segment file that cannot be read (a header that does not parse, or a
+    length running past the end of the file): `path` and `position` say where."""
+
+    def __init__(self, path: str, position: int, reason: str) -> None:
+        super().__init__(f"{path}: corrupt batch at position {position}: {reason}")
+        self.path = path
+        self.position = position
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class BatchPosition:
     position: int
@@ -166,7 +177,10 @@ class LogSegment:
             return False
         except (CorruptIndexError, InvalidBatch) as e:
             log.warning("Rebuilding indexes of %s: %s", self.log_path, e)
-            self.recover()
+            truncated = self.recover()
+            if truncated:
+                log.error("%s: removed %d bytes from position %d: corrupt batches",
+                          self.log_path, truncated, self.size)
             return True
 
     def _load_tail_state(self) -> None:
@@ -301,14 +315,30 @@ class LogSegment:
 
     # --- reading ------------------------------------------------------------------
     def batches(self, position: int = 0, end: int | None = None) -> Iterator[BatchPosition]:
-        """Headers of the batches from `position` (a batch boundary) to `end`."""
+        """Headers of the batches from `position` (a batch boundary) to `end`.
+
+        Raises CorruptBatch at a header that does not parse, or, when reading to the end
+        of the file, at a batch (or a tail shorter than a header) that runs past it:
+        appends write whole batches, so the file never ends inside a healthy one."""
+        to_eof = end is None or end >= self.size
         end = self.size if end is None else end
         while position + HEADER_SIZE <= end:
-            header = read_header(os.pread(self.fd, HEADER_SIZE, position))
+            try:
+                header = read_header(os.pread(self.fd, HEADER_SIZE, position))
+            except InvalidBatch as e:
+                raise CorruptBatch(self.log_path, position, str(e)) from None
             if position + header.size > end:
+                if to_eof:
+                    raise CorruptBatch(self.log_path, position,
+                                       f"batch length {header.batch_length} runs past the "
+                                       f"end of the file ({self.size} bytes)")
                 return
             yield BatchPosition(position, header)
             position += header.size
+        if to_eof and position < end:
+            raise CorruptBatch(self.log_path, position,
+                               f"{end - position} bytes at the end of the file are not a "
+                               "batch")
 
     def find_batch(self, offset: int, end: int | None = None) -> BatchPosition | None:
         """The first batch whose last offset is >= `offset`."""
@@ -339,12 +369,15 @@ class LogSegment:
             return None
         size = 0
         position = first.position
-        for bp in self.batches(first.position):
-            if bp.header.base_offset >= max_offset:
-                break
-            if size + bp.header.size > max_bytes and (size or not min_one):
-                break
-            size += bp.header.size
+        try:
+            for bp in self.batches(first.position):
+                if bp.header.base_offset >= max_offset:
+                    break
+                if size + bp.header.size > max_bytes and (size or not min_one):
+                    break
+                size += bp.header.size
+        except CorruptBatch:
+            pass  # serve the batches before it; a fetch of the corrupt one gets the error
         if size == 0:
             return None
         return FileSlice(self.fd, position, size, position < self.cache.kept_from)

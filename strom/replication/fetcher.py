@@ -239,7 +239,17 @@ class ReplicaFetcher:
             if t is None or not self._current(tp, t) or \
                     t.partition.log.log_end_offset != offsets[tp]:
                 continue
-            self._apply(tp, t, r)
+            try:
+                self._apply(tp, t, r)
+            except (InvalidBatch, OSError) as e:
+                # as Kafka's fetcher: this partition backs off and is fetched again (a
+                # corrupt answer may be transient); the leader's other partitions go on
+                t.errors += 1
+                if t.errors == 1 or t.errors % 20 == 0:
+                    log.error("%s: cannot append what leader %d sent at offset %d "
+                              "(%d times): %s", t.partition, self.leader_id, offsets[tp],
+                              t.errors, e)
+                self._delay(t)
 
     def _apply(self, tp: TopicPartition, t: FetchTarget, r: fetch_response.FetchedPartition
                ) -> None:
@@ -286,8 +296,7 @@ class ReplicaFetcher:
             if pos + h.size > end:
                 break  # a partial batch at the end of a size-limited response
             if not crc_is_valid(data, pos, h):
-                raise InvalidBatch(f"{p}: corrupt batch at offset {h.base_offset} from the "
-                                   "leader")
+                raise InvalidBatch(f"corrupt batch at offset {h.base_offset} (CRC mismatch)")
             headers.append(h)
             pos += h.size
         if headers:

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from strom.cluster.model import PartitionState
 from strom.log.partition_log import AppendResult, PartitionLog
 from strom.protocol.batch import BatchHeader
-from strom.protocol.errors import ErrorCode, NotLeaderOrFollower, error
+from strom.protocol.errors import (
+    ErrorCode,
+    NotLeaderOrFollower,
+    UnknownLeaderEpoch,
+    error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +125,7 @@ class Partition:
             raise NotLeaderOrFollower(
                 f"Broker {self.broker_id} is not the leader of {self.topic}-{self.index}")
         if client_epoch >= 0 and client_epoch != self.leader_epoch:
-            from strom.protocol.errors import FencedLeaderEpoch, UnknownLeaderEpoch
+            from strom.protocol.errors import FencedLeaderEpoch
             if client_epoch < self.leader_epoch:
                 raise FencedLeaderEpoch(f"Epoch {client_epoch} is older than "
                                         f"{self.leader_epoch}")
@@ -139,13 +144,32 @@ class Partition:
         self.maybe_increment_high_watermark()
         return result
 
+    def check_follower(self, replica_id: int, client_epoch: int = -1) -> None:
+        """A fetch with `replica_id` comes from one of this partition's followers; else, as
+        Kafka, UNKNOWN_LEADER_EPOCH when the request named the current epoch (the replica
+        may not be known here yet), NOT_LEADER_OR_FOLLOWER when it named none."""
+        if replica_id in self.followers:
+            return
+        message = (f"Broker {replica_id} is not a follower of {self} (replicas "
+                   f"{list(self.replicas)}, leader epoch {self.leader_epoch})")
+        if client_epoch >= 0:
+            raise UnknownLeaderEpoch(message)
+        raise NotLeaderOrFollower(message)
+
     def update_follower(self, replica_id: int, fetch_offset: int, now_ms: int) -> bool:
         """A follower fetched at `fetch_offset` (so it has everything below it). Returns
-        True if the high watermark moved."""
+        True if the high watermark moved.
+
+        An offset outside [log start offset, log end offset] changes nothing: as in Kafka,
+        the fetch is answered OFFSET_OUT_OF_RANGE and only a valid read updates the
+        follower's state, so a follower (or a client using its id) cannot claim offsets
+        the leader does not have and move the high watermark or join the ISR with them."""
         f = self.followers.get(replica_id)
         if f is None:
             return False
         leo = self.log.log_end_offset
+        if not self.log.log_start_offset <= fetch_offset <= leo:
+            return False
         # caught up: it asked for the end of the log, or for the end of the log as it was
         # at its previous fetch (then it was caught up at that time)
         if fetch_offset >= leo:

@@ -325,6 +325,8 @@ class ReplicaManager:
                        replica_id: int = -1) -> FetchPartitionResult:
         try:
             p = self.leader_partition(req.topic, req.partition, req.current_leader_epoch)
+            if replica_id >= 0:
+                p.check_follower(replica_id, req.current_leader_epoch)
             plog = p.log
             max_offset = plog.log_end_offset if replica_id >= 0 else p.high_watermark
             read = plog.read(req.fetch_offset, min(max_bytes, req.max_bytes), max_offset,

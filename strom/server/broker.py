@@ -244,6 +244,8 @@ class Broker:
             self._every(1.0, self._flush, "flush"),
             self._every(checkpoint_ms / 1000, self._checkpoint, "checkpoint"),
             self._every(retention_ms / 1000, self._retention, "retention"),
+            self._every(self.config.get("producer.id.expiration.check.interval.ms") / 1000,
+                        self._expire_producer_ids, "producer-id-expiration"),
         ]
 
     def _every(self, seconds: float, job, name: str) -> asyncio.Task:
@@ -272,6 +274,11 @@ class Broker:
 
     async def _retention(self) -> None:
         self.logs.run_retention(self.config.get("log.segment.delete.delay.ms"))
+
+    async def _expire_producer_ids(self) -> None:
+        expired = self.logs.remove_expired_producers()
+        if expired:
+            log.debug("Expired %d producer ids (producer.id.expiration.ms)", expired)
 
     async def serve_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()

@@ -142,22 +142,22 @@ def produce(topic: str, partition: int, records: bytes | None, *, version: int =
 
 def fetch_v4(topic: str, partition: int, offset: int, *, max_wait_ms: int = 100,
              min_bytes: int = 1, max_bytes: int = 1 << 20, partition_max_bytes: int = 1 << 20,
-             correlation_id: int = 1) -> bytes:
-    """Fetch v4 for one partition."""
+             correlation_id: int = 1, replica_id: int = -1) -> bytes:
+    """Fetch v4 for one partition (as a consumer, or as broker `replica_id`)."""
     return fetch_v4_many([(topic, partition, offset, partition_max_bytes)],
                          max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes,
-                         correlation_id=correlation_id)
+                         correlation_id=correlation_id, replica_id=replica_id)
 
 
 def fetch_v4_many(partitions: list[tuple[str, int, int, int]], *, max_wait_ms: int = 100,
                   min_bytes: int = 1, max_bytes: int = 1 << 20,
-                  correlation_id: int = 1) -> bytes:
+                  correlation_id: int = 1, replica_id: int = -1) -> bytes:
     """Fetch v4 for (topic, partition, offset, partition_max_bytes) entries, grouped by
     topic in the order given."""
     topics: dict[str, list[tuple[int, int, int]]] = {}
     for t, p, off, pmax in partitions:
         topics.setdefault(t, []).append((p, off, pmax))
-    body = i32(-1) + i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + _I8.pack(0)
+    body = i32(replica_id) + i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + _I8.pack(0)
     body += i32(len(topics))
     for t, parts in topics.items():
         body += string(t) + i32(len(parts))

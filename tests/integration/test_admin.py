@@ -217,6 +217,9 @@ def test_broker_configs_with_sources_and_topic_inheritance(start_broker, topic_n
     assert entries["message.max.bytes"].value == "1048588"
     assert entries["message.max.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
     assert entries["auto.create.topics.enable"].value == "true"
+    assert entries["producer.id.expiration.ms"].value == "86400000"
+    # internal in Kafka: listed only when set
+    assert "producer.id.expiration.check.interval.ms" not in entries
 
     # a topic inherits the broker's value (source: the broker's static config)
     create_topic(b.bootstrap, topic_name, 1)

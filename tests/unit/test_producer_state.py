@@ -166,7 +166,7 @@ def test_manager_directly():
     psm.update(read_header(batch(0, n=2, epoch=3)), NOW)
     psm.update(read_header(batch(9, epoch=1)), NOW)
     assert psm.producers[PID].epoch == 3 and psm.producers[PID].last_seq == 1
-    psm.remove_expired(NOW + 1000, expiration_ms=1000)
+    psm.remove_expired(NOW + 999, expiration_ms=1000)
     assert PID in psm.producers
-    psm.remove_expired(NOW + 1001, expiration_ms=1000)
+    psm.remove_expired(NOW + 1000, expiration_ms=1000)  # as Kafka: idle >= expiration
     assert psm.producers == {}
