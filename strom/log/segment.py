@@ -112,9 +112,9 @@ class TailBatches:
         return bool(self.bases) and offset >= self.bases[0]
 
     def read(self, offset: int, max_bytes: int, max_offset: int, min_one: bool
-             ) -> tuple[int, int] | None:
-        """(position, size) of the whole batches `LogSegment.read` would return, for an
-        offset the map `covers`."""
+             ) -> tuple[int, int, int, int] | None:
+        """(position, size, first batch's base offset, first batch's size) of the whole
+        batches `LogSegment.read` would return, for an offset the map `covers`."""
         i = bisect.bisect_left(self.lasts, offset)
         if i == len(self.lasts) or self.bases[i] >= max_offset:
             return None
@@ -125,7 +125,7 @@ class TailBatches:
             if not min_one:
                 return None
             fit = i + 1
-        return start, self.ends[fit - 1] - start
+        return start, self.ends[fit - 1] - start, self.bases[i], self.ends[i] - start
 
     def find(self, offset: int) -> int | None:
         """Position of the first batch whose last offset is >= `offset`, for an offset the
@@ -362,7 +362,8 @@ class LogSegment:
             found = self.tail.read(offset, max_bytes, max_offset, min_one)
             if found is None:
                 return None
-            position, size = found
+            position, size, base_offset, first_size = found
+            self._check_header(position, base_offset, first_size)
             return FileSlice(self.fd, position, size, position < self.cache.kept_from)
         first = self.find_batch(offset)
         if first is None or first.header.base_offset >= max_offset:
@@ -381,6 +382,19 @@ class LogSegment:
         if size == 0:
             return None
         return FileSlice(self.fd, position, size, position < self.cache.kept_from)
+
+    def _check_header(self, position: int, base_offset: int, size: int) -> None:
+        """The file still holds the batch the tail map says is at `position` (one header
+        read: what a scan from the index would have read of the first batch); CorruptBatch
+        if not, OSError if the file cannot be read."""
+        try:
+            header = read_header(os.pread(self.fd, HEADER_SIZE, position))
+        except InvalidBatch as e:
+            raise CorruptBatch(self.log_path, position, str(e)) from None
+        if header.base_offset != base_offset or header.size != size:
+            raise CorruptBatch(self.log_path, position,
+                               f"batch of offset {header.base_offset} and {header.size} bytes "
+                               f"where offset {base_offset} and {size} bytes were appended")
 
     def read_bytes(self, position: int, size: int) -> bytes:
         return os.pread(self.fd, size, position)
