@@ -131,6 +131,10 @@ class FrameReader(asyncio.BufferedProtocol):
         if reason not in self._pause_reasons:
             return
         self._pause_reasons.discard(reason)
+        if self._pause_reasons:
+            return
+        if self._have and self._frame is None and not self.stopped:
+            self._cut_scratch()  # bytes read while paused (which may pause again)
         if not self._pause_reasons and self.transport is not None and \
                 not self.transport.is_closing():
             self.transport.resume_reading()
@@ -193,9 +197,6 @@ class FrameReader(asyncio.BufferedProtocol):
             self.transport.pause_reading()
         if self.stopped:
             return
-        if self.waiting_for_memory:  # a read that raced the pause: kept for later
-            self._have += nbytes
-            return
         if self._frame is not None:
             self._filled += nbytes
             if self._filled == len(self._frame):
@@ -204,6 +205,8 @@ class FrameReader(asyncio.BufferedProtocol):
                 self.frame_received(frame)
             return
         self._have += nbytes
+        if self._pause_reasons:
+            return  # kept in scratch, cut (and any buffer allocated) once reading resumes
         self._cut_scratch()
 
     def _cut_scratch(self) -> None:
