@@ -113,13 +113,20 @@ class FrameReader(asyncio.BufferedProtocol):
             self.pooled -= nbytes
             self.pool.release(nbytes)
 
+    def abandon_partial(self) -> None:
+        """The stream ended: stop waiting for memory and give back the buffer of an
+        unfinished frame (whole frames are released by their owner)."""
+        if self.waiting_for_memory:
+            self.waiting_for_memory = 0
+            self.pool.cancel(self._memory_available)
+        if self._frame is not None:
+            self.release(len(self._frame))
+            self._frame = self._frame_view = None
+
     def release_all(self) -> None:
-        """The connection is gone: give back everything it holds, stop waiting."""
-        if self.pool is not None:
-            if self.waiting_for_memory:
-                self.waiting_for_memory = 0
-                self.pool.cancel(self._memory_available)
-            self.release(self.pooled)
+        """The owner is done with every frame: give back everything this reader holds."""
+        self.abandon_partial()
+        self.release(self.pooled)
 
     # --- reading pauses: each reason pauses the transport until it is lifted ---------------
     def pause_reading(self, reason: str) -> None:

@@ -40,6 +40,8 @@ MAX_WRITE_BUFFER_BYTES = 1 << 20
 # idempotent librdkafka producer
 MAX_PIPELINED_PRODUCES = 5
 PRODUCE = 0  # API key
+# idle times beyond this (over 30 years) are never reached: no timer
+MAX_TIMER_MS = 10**12
 
 
 class ConnectionProtocol(FrameReader):
@@ -94,9 +96,7 @@ class ConnectionProtocol(FrameReader):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
-        self.frames.clear()
-        self.queued_bytes = 0
-        self.release_all()
+        self.abandon_partial()  # whole frames read are still handled, as in Kafka
         self._wake()
         self.wake_writers(ConnectionResetError("connection closed"))
 
@@ -134,7 +134,7 @@ class Connection:
         self.protocol = protocol
         # connections.max.idle.ms: closed after this long without a byte read or written,
         # unless a request is in progress (negative: never)
-        self.max_idle_s = max_idle_ms / 1000 if max_idle_ms >= 0 else None
+        self.max_idle_s = max_idle_ms / 1000 if 0 <= max_idle_ms < MAX_TIMER_MS else None
         self._busy = 0  # requests being handled (a parked fetch, a Produce being appended)
         self._idle_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport = protocol.transport  # type: ignore[assignment]
@@ -178,6 +178,7 @@ class Connection:
                 raise
             return
         finally:
+            requests.release_all()  # frames left unhandled give their memory back
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
             for task in self._pipeline:

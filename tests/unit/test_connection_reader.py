@@ -512,3 +512,55 @@ def test_a_connection_paused_when_made_reads_at_most_once_until_resumed(new_loop
     assert served[4:] == b"devres"
     assert held[0] == 0 and held[1] <= SCRATCH_BYTES  # nothing cut, no buffer allocated
     assert answers[0][4:] == b"dekrap" and [len(a) for a in answers[1:]] == [500_004] * 4
+
+
+class CloseOnBad:
+    """Answers like Echo; a frame starting with b"bad" closes the connection once `go`
+    is set."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    async def dispatch(self, frame, client, client_host, listener, appended=None):
+        if bytes(frame[:3]) == b"bad":
+            await self.go.wait()
+            raise CloseConnection("bad request")
+        return frame_of(bytes(frame)[::-1])
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_every_byte_goes_back_to_the_pool_however_a_connection_ends(new_loop):
+    """A client gone in the middle of a large frame, and a connection closed by a bad
+    request with large requests still queued behind it: the pool is whole again."""
+    size = 1 << 20
+    pool = MemoryPool(2 * size)
+
+    async def main():
+        d = CloseOnBad()
+        server, port, tasks = await serve(d, size, 0, pool=pool)
+        async with server:
+            _, w1 = await asyncio.open_connection(HOST, port)
+            w1.write(frame(b"p" * size)[:size // 2])
+            await w1.drain()
+            r2, w2 = await asyncio.open_connection(HOST, port)
+            w2.write(frame(b"ok") + frame(b"bad") + frame(b"q" * size) + frame(b"r" * 100))
+            await w2.drain()
+            first = await read_frame(r2)
+            for _ in range(1000):  # until the requests behind the bad one are read
+                if serve.protocols[1].queued_bytes == size + 100:
+                    break
+                await asyncio.sleep(0.01)
+            queued = serve.protocols[1].queued_bytes
+            d.go.set()
+            try:
+                rest = await asyncio.wait_for(r2.read(), 10)  # closed by the server
+            except ConnectionResetError:  # with requests unread: a reset
+                rest = b""
+            w1.transport.abort()
+            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            w2.close()
+            return first, queued, rest
+
+    first, queued, rest = run(new_loop, main(), 30)
+    assert first == b"ko" and queued == size + 100 and rest == b""
+    assert pool.available == 2 * size
