@@ -24,5 +24,11 @@ echo "== ruff"
 "$PY" -m ruff check strom tests bench
 echo "== import-linter"
 "$PY" -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())" --no-cache
+if [ $# -eq 0 ]; then
+    # the latency regression guard (issue 17): figures are printed for comparison with
+    # docs/performance.md, never asserted; it fails only if records are lost or refused
+    echo "== bench/latency.py --quick"
+    "$PY" bench/latency.py --quick
+fi
 echo "== pytest"
 exec "$PY" -m pytest -q -p no:cacheprovider "$@"

@@ -512,13 +512,15 @@ class TopicConfig:
     def __init__(self, broker: BrokerConfig, overrides: Mapping[str, Any] | None = None) -> None:
         self.broker = broker
         self.overrides: dict[str, Any] = dict(overrides or {})
-        for name in TOPIC_KEYS:
-            setattr(self, name.replace(".", "_"), self.get(name))
+        # resolved once: produce and fetch read several of these per request
+        self._values: dict[str, Any] = {
+            name: self.overrides[name] if name in self.overrides else self.broker_value(name)
+            for name in TOPIC_KEYS}
+        for name, value in self._values.items():
+            setattr(self, name.replace(".", "_"), value)
 
     def get(self, name: str) -> Any:
-        if name in self.overrides:
-            return self.overrides[name]
-        return self.broker_value(name)
+        return self._values[name]
 
     def broker_value(self, name: str) -> Any:
         return self.broker.broker_default(name)[0]

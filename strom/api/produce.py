@@ -24,7 +24,12 @@ from strom.api.context import RequestContext
 from strom.api.metadata import live_brokers
 from strom.api.registry import CloseConnection, register
 from strom.protocol.errors import ErrorCode, KafkaError
-from strom.protocol.messages import make, response_module, response_schema
+from strom.protocol.messages import (
+    ResponseTemplate,
+    make,
+    response_module,
+    response_schema,
+)
 
 API_KEY = 0
 NO_RESPONSE = object()
@@ -93,6 +98,10 @@ async def handle(ctx: RequestContext, request):
                                                      leader_id=info.leader,
                                                      leader_epoch=info.leader_epoch)
                         leaders.add(info.leader)
+    if acks != 0 and len(results) == 1 and len(results[0][1]) == 1:
+        fast = _one_partition_response(ctx, mod, results[0][0], results[0][1][0])
+        if fast is not None:
+            return fast
     topics = [make(mod.TopicProduceResponse, name=name, partition_responses=tuple(
         make(mod.PartitionProduceResponse, **out) for out in parts)) for name, parts in results]
     if acks == 0:
@@ -107,6 +116,37 @@ async def handle(ctx: RequestContext, request):
                           for i, h, port, r in live_brokers(ctx) if i in leaders)
     return make(response_schema(API_KEY, ctx.version), responses=tuple(topics),
                 node_endpoints=endpoints)
+
+
+# The answer to a one-partition Produce without error (what a producer with linger.ms=0
+# sends most) differs only in its correlation id, base offset and log start offset: it is
+# encoded once per (version, topic, partition) and then patched (see ResponseTemplate).
+_BASE_SENTINEL = 0x5E5E_0000_0B0B_0001
+_START_SENTINEL = 0x5E5E_0000_0B0B_0002
+MAX_TEMPLATES = 4096
+_templates: dict[tuple[int, str, int], ResponseTemplate | None] = {}
+
+
+def _one_partition_response(ctx: RequestContext, mod, topic: str, out: dict) -> bytes | None:
+    if out["error_code"] != ErrorCode.none or out["log_append_time"] is not None \
+            or out.get("current_leader") is not None:
+        return None
+    key = (ctx.version, topic, out["index"])
+    template = _templates.get(key, False)
+    if template is False:
+        if len(_templates) >= MAX_TEMPLATES:
+            _templates.clear()
+        partition = make(mod.PartitionProduceResponse, **dict(
+            out, base_offset=_BASE_SENTINEL, log_start_offset=_START_SENTINEL))
+        response = make(response_schema(API_KEY, ctx.version), node_endpoints=(),
+                        responses=(make(mod.TopicProduceResponse, name=topic,
+                                        partition_responses=(partition,)),))
+        template = ResponseTemplate.build(response, (_BASE_SENTINEL, _START_SENTINEL))
+        _templates[key] = template
+    if template is None:
+        return None
+    return template.render(ctx.header.correlation_id, out["base_offset"],
+                           out["log_start_offset"])
 
 
 def _fail(out: dict, e: KafkaError, mod) -> None:

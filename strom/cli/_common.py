@@ -71,6 +71,26 @@ def error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def broker_request(host: str, port: int, request, client_id: str, timeout_s: float):
+    """Send one kio request (built with strom.protocol.messages) to one broker over PLAINTEXT,
+    on a connection of its own made by strom.protocol's client, and return the response
+    entity. Raises BrokerConnectionError (a ConnectionError) when the connection or the
+    request fails."""
+    import asyncio
+
+    from strom.protocol.client import BrokerConnection
+
+    async def once():
+        conn = BrokerConnection(host, port, client_id=client_id, timeout_s=timeout_s)
+        try:
+            await conn.connect()
+            return await conn.request(request)
+        finally:
+            await conn.close()
+
+    return asyncio.run(once())
+
+
 def fail(message: str) -> int:
     print(message, file=sys.stderr)
     return 1

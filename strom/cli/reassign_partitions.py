@@ -27,7 +27,6 @@ plan.json: {"version":1,"partitions":[{"topic":"orders","partition":0,"replicas"
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
 import sys
@@ -37,6 +36,7 @@ from strom.cli._common import (
     BASE_CLIENT_CONFIG,
     ToolError,
     add_bootstrap_argument,
+    broker_request,
     error_text,
     load_properties,
 )
@@ -311,7 +311,7 @@ class _Cluster:
                     time.sleep(1.0)
                     continue
                 raise ToolError("No controller is available")
-            response = asyncio.run(_request(broker.host, broker.port, request))
+            response = _request(broker.host, broker.port, request)
             if response.error_code != NOT_CONTROLLER:
                 return response
             time.sleep(0.5)
@@ -370,18 +370,13 @@ class _Cluster:
         return errors
 
 
-async def _request(host: str, port: int, request):
-    from strom.protocol.client import BrokerConnection, BrokerConnectionError
+def _request(host: str, port: int, request):
+    from strom.protocol.client import BrokerConnectionError
 
-    conn = BrokerConnection(host, port, client_id="reassign-partitions-tool",
-                            timeout_s=TIMEOUT)
     try:
-        await conn.connect()
-        return await conn.request(request)
+        return broker_request(host, port, request, "reassign-partitions-tool", TIMEOUT)
     except BrokerConnectionError as e:
         raise ToolError(str(e)) from None
-    finally:
-        await conn.close()
 
 
 def _error_text(code: int, message: str | None) -> str:

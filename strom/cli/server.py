@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"strom server: {e}", file=sys.stderr)
         return 2
-    from strom.server.broker import run as run_broker
+    run_broker = _import_broker()
 
     try:
         import uvloop
@@ -58,3 +58,19 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("strom").error("Cannot start: %s", e)
         return 1
     return 0
+
+
+def _import_broker():
+    """The broker's `run`, imported without hypothesis: kio registers hypothesis
+    strategies for its types whenever hypothesis is importable, which adds about half a
+    second to start-up on a machine that has it installed (a test environment). A broker
+    never uses them."""
+    blocked = "hypothesis" not in sys.modules
+    if blocked:
+        sys.modules["hypothesis"] = None  # type: ignore[assignment]  # import -> ImportError
+    try:
+        from strom.server.broker import run
+    finally:
+        if blocked and "hypothesis" in sys.modules and sys.modules["hypothesis"] is None:
+            del sys.modules["hypothesis"]
+    return run

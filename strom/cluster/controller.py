@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass
 
 from strom.cluster import leadership, model, reassignment, topic_names
+from strom.cluster.controller_context import StateChange
 from strom.cluster.liveness import BrokerLiveness
 from strom.cluster.metadata_cache import MetadataCache
 from strom.cluster.store import (
@@ -163,6 +164,10 @@ def assign_replicas_rack_aware(racks: dict[int, str], num_partitions: int,
 
 
 class Controller:
+    """The controller office of one broker. It implements ControllerContext
+    (controller_context.py), the only face leadership.py and reassignment.py see, and starts
+    their loops when it takes the office."""
+
     def __init__(self, broker_id: int, store: MetadataStore, cache: MetadataCache,
                  config: BrokerConfig) -> None:
         self.broker_id = broker_id
@@ -172,7 +177,7 @@ class Controller:
         self.epoch = 0
         self.epoch_version = -1  # the /controller_epoch znode version this controller wrote
         self.active = False
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # see ControllerContext
         self._watching = False
         self._stopped = False
         self._tasks: set[asyncio.Task] = set()
@@ -263,7 +268,7 @@ class Controller:
         await self.on_brokers_changed()
         return True
 
-    def _require_active(self) -> None:
+    def require_active(self) -> None:
         if not self.active:
             raise NotController("This broker is not the controller")
 
@@ -297,7 +302,7 @@ class Controller:
         """Elect leaders for partitions whose leader is gone; drop dead brokers from ISRs."""
         if not self.active:
             return
-        async with self._lock:
+        async with self.lock:
             registrations: dict[int, bytes] = {}
             for child in await self.store.get_children(model.BROKER_IDS):
                 node = await self.store.get(model.broker_path(int(child)))
@@ -330,7 +335,7 @@ class Controller:
         assignment = model.TopicAssignment.from_json(name, node[0], node[1])
         unclean = self._unclean_allowed(name)
         for p, replicas in sorted(assignment.replicas.items()):
-            await self._update_state(name, p, lambda st, q=p, r=replicas: self._elect(
+            await self.update_state(name, p, lambda st, q=p, r=replicas: self._elect(
                 name, q, st, r, live, unclean), create_missing=(replicas, live))
 
     def _unclean_allowed(self, name: str) -> bool:
@@ -367,9 +372,9 @@ class Controller:
         # keep the ISR: its last members are the ones allowed to lead when they return
         return model.PartitionState(model.NO_LEADER, st.leader_epoch + 1, st.isr, self.epoch)
 
-    async def _update_state(self, name: str, p: int, change,
-                            create_missing: tuple[tuple[int, ...], set[int]] | None = None
-                            ) -> model.PartitionState | None:
+    async def update_state(self, name: str, p: int, change: StateChange,
+                           create_missing: tuple[tuple[int, ...], set[int]] | None = None
+                           ) -> model.PartitionState | None:
         """Apply `change(state) -> new state | None` with compare-and-set, fenced by our
         controller epoch; retried when a leader's ISR write got in between. With
         `create_missing` (replicas, live brokers), a partition without a state znode (its

@@ -11,21 +11,19 @@ ElectLeaders (kafka-leader-election / `strom leader-election`):
 auto.leader.rebalance.enable: every leader.imbalance.check.interval.seconds the
 controller counts, per broker, the partitions it is the preferred leader of but does not
 lead; above leader.imbalance.per.broker.percentage it runs a preferred election for them.
-All writes go through Controller._update_state (compare-and-set, fenced by its epoch).
+All writes go through the controller's update_state (compare-and-set, fenced by its
+epoch); the controller is seen only through ControllerContext (controller_context.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from strom.cluster import model, reassignment
+from strom.cluster.controller_context import ControllerContext
 from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError, UnknownTopicOrPartition, error
-
-if TYPE_CHECKING:
-    from strom.cluster.controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +38,16 @@ InvalidRequest = error(ErrorCode.invalid_request)
 TopicPartition = tuple[str, int]
 
 
-async def elect_leaders(controller: Controller, election_type: int,
+async def elect_leaders(controller: ControllerContext, election_type: int,
                         partitions: list[TopicPartition] | None
                         ) -> dict[TopicPartition, KafkaError | None]:
     """Run an election for each partition (all partitions when None)."""
-    controller._require_active()
+    controller.require_active()
     if election_type not in (PREFERRED, UNCLEAN):
         raise InvalidRequest(f"Unknown election type {election_type}")
     store = controller.store
     results: dict[TopicPartition, KafkaError | None] = {}
-    async with controller._lock:
+    async with controller.lock:
         live = await controller.live_set()
         assignments: dict[str, model.TopicAssignment | None] = {}
         if partitions is None:
@@ -72,12 +70,12 @@ async def elect_leaders(controller: Controller, election_type: int,
     return results
 
 
-async def _assignment(controller: Controller, name: str) -> model.TopicAssignment | None:
+async def _assignment(controller: ControllerContext, name: str) -> model.TopicAssignment | None:
     node = await controller.store.get(model.topic_path(name))
     return model.TopicAssignment.from_json(name, node[0], node[1]) if node else None
 
 
-async def _elect_one(controller: Controller, tp: TopicPartition, replicas: tuple[int, ...],
+async def _elect_one(controller: ControllerContext, tp: TopicPartition, replicas: tuple[int, ...],
                      live: set[int], election_type: int) -> KafkaError | None:
     outcome: list[KafkaError | None] = [None]
 
@@ -118,7 +116,7 @@ async def _elect_one(controller: Controller, tp: TopicPartition, replicas: tuple
         return model.PartitionState(candidates[0], st.leader_epoch + 1, (candidates[0],),
                                     controller.epoch)
 
-    written = await controller._update_state(tp[0], tp[1], change)
+    written = await controller.update_state(tp[0], tp[1], change)
     if written is None and outcome[0] is None:
         # the state znode is missing, or kept changing under us: nothing was elected
         return EligibleLeadersNotAvailable(
@@ -126,7 +124,7 @@ async def _elect_one(controller: Controller, tp: TopicPartition, replicas: tuple
     return outcome[0]
 
 
-async def rebalance_loop(controller: Controller) -> None:
+async def rebalance_loop(controller: ControllerContext) -> None:
     """auto.leader.rebalance.enable: the controller's periodic preferred election."""
     config = controller.config
     while True:
@@ -141,7 +139,7 @@ async def rebalance_loop(controller: Controller) -> None:
             log.exception("Leader rebalance failed")
 
 
-async def rebalance_once(controller: Controller) -> list[TopicPartition]:
+async def rebalance_once(controller: ControllerContext) -> list[TopicPartition]:
     """Preferred elections for brokers whose imbalance exceeds the configured percentage;
     returns the partitions whose leadership moved. As Kafka, partitions being reassigned
     are left alone (their first replica is the target's, not yet the preferred one)."""

@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
 
 from strom.cluster import model
+from strom.cluster.controller_context import ControllerContext
 from strom.cluster.store import BadVersionError, StoreError
 from strom.protocol.errors import (
     ErrorCode,
@@ -38,9 +38,6 @@ from strom.protocol.errors import (
     UnknownTopicOrPartition,
     error,
 )
-
-if TYPE_CHECKING:
-    from strom.cluster.controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +62,19 @@ def _original(a: model.TopicAssignment, p: int) -> tuple[int, ...]:
     return tuple(b for b in a.replicas[p] if b not in adding)
 
 
-async def alter(controller: Controller, changes: dict[TopicPartition, list[int] | None],
+async def alter(controller: ControllerContext, changes: dict[TopicPartition, list[int] | None],
                 keep_replication_factor: bool = False
                 ) -> dict[TopicPartition, KafkaError | None]:
     """Start (target list) or cancel (None) reassignments; one result per partition.
     With `keep_replication_factor` (AlterPartitionReassignments v1's
     allow_replication_factor_change=false) a target must be as long as the partition's
     replica list before any ongoing reassignment."""
-    controller._require_active()
+    controller.require_active()
     results: dict[TopicPartition, KafkaError | None] = {}
     by_topic: dict[str, dict[int, list[int] | None]] = {}
     for (name, p), target in changes.items():
         by_topic.setdefault(name, {})[p] = target
-    async with controller._lock:
+    async with controller.lock:
         live = await controller.live_set()
         for name, parts in by_topic.items():
             for _ in range(5):
@@ -97,7 +94,7 @@ async def alter(controller: Controller, changes: dict[TopicPartition, list[int] 
     return results
 
 
-async def _alter_topic(controller: Controller, name: str,
+async def _alter_topic(controller: ControllerContext, name: str,
                        parts: dict[int, list[int] | None], live: set[int],
                        keep_replication_factor: bool = False
                        ) -> dict[TopicPartition, KafkaError | None]:
@@ -176,7 +173,7 @@ async def _alter_topic(controller: Controller, name: str,
     return results
 
 
-async def _fit_state(controller: Controller, name: str, p: int, replicas: tuple[int, ...],
+async def _fit_state(controller: ControllerContext, name: str, p: int, replicas: tuple[int, ...],
                      live: set[int], shrink_isr: bool) -> bool:
     """Make the partition state fit `replicas`: a live leader from them (a new leader
     epoch if it moves) and, with `shrink_isr`, an ISR within them. False if no replica of
@@ -195,11 +192,11 @@ async def _fit_state(controller: Controller, name: str, p: int, replicas: tuple[
             return None
         return model.PartitionState(candidates[0], st.leader_epoch + 1, isr, controller.epoch)
 
-    await controller._update_state(name, p, change)
+    await controller.update_state(name, p, change)
     return ok[0]
 
 
-async def _maybe_complete(controller: Controller, name: str, p: int) -> bool:
+async def _maybe_complete(controller: ControllerContext, name: str, p: int) -> bool:
     """Finish the reassignment of one partition if its target replicas are all in sync."""
     store = controller.store
     node = await store.get(model.topic_path(name))
@@ -232,7 +229,7 @@ async def _maybe_complete(controller: Controller, name: str, p: int) -> bool:
     return True
 
 
-async def ongoing(controller: Controller, wanted: list[TopicPartition] | None = None
+async def ongoing(controller: ControllerContext, wanted: list[TopicPartition] | None = None
                   ) -> list[OngoingReassignment]:
     """Partitions with a reassignment in progress (of `wanted`, or all)."""
     store = controller.store
@@ -251,21 +248,29 @@ async def ongoing(controller: Controller, wanted: list[TopicPartition] | None = 
     return out
 
 
-async def progress_loop(controller: Controller) -> None:
+async def progress_loop(controller: ControllerContext) -> None:
     """The controller's check of ongoing reassignments."""
     while True:
         await asyncio.sleep(CHECK_INTERVAL_S)
         if not controller.active:
             continue
         try:
-            # the metadata cache says which topics have moves in progress: no ZooKeeper
-            # reads while there are none
-            pending = [(t.name, p) for t in list(controller.cache.topics.values())
-                       for p in sorted(t.reassigning)]
-            for name, p in pending:
-                async with controller._lock:
-                    await _maybe_complete(controller, name, p)
+            await progress_once(controller)
         except StoreError as e:
             log.warning("Checking reassignments failed: %s", e)
         except Exception:
             log.exception("Checking reassignments failed")
+
+
+async def progress_once(controller: ControllerContext) -> list[TopicPartition]:
+    """One check: finish every reassignment whose target replicas are all in sync; returns
+    the partitions with none left (finished now, or before). The metadata cache says which
+    topics have moves in progress: no store reads while there are none."""
+    pending = [(t.name, p) for t in list(controller.cache.topics.values())
+               for p in sorted(t.reassigning)]
+    done = []
+    for name, p in pending:
+        async with controller.lock:
+            if await _maybe_complete(controller, name, p):
+                done.append((name, p))
+    return done

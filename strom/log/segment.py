@@ -7,8 +7,10 @@ file descriptors are closed only by `close()`/`delete()`.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -55,6 +57,71 @@ class BatchPosition:
 
 NO_WINDOW = PageCacheWindow()
 
+# batches the tail map of a segment holds at most (see TailBatches)
+MAX_TAIL_BATCHES = 512
+
+
+class TailBatches:
+    """Where each of the active segment's newest batches is: a dense map of its last
+    MAX_TAIL_BATCHES batches at most (older ones drop off the front; a reopened segment
+    starts the map at its last offset-index entry), kept as batches are appended.
+
+    A fetch at or near the log end (a consumer tailing the log, even one a few hundred
+    batches behind; a follower) finds its batches here by bisection, with no read of the
+    file; the sparse offset index plus a scan of batch headers is the path for everything
+    older. A segment that rolls drops its map. Owned by its segment.
+
+        starts[i]  file position of batch i      bases[i] its base offset
+        ends[i]    position after batch i        lasts[i] its last offset
+    """
+
+    __slots__ = ("starts", "ends", "bases", "lasts")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.starts = array("q")
+        self.ends = array("q")
+        self.bases = array("q")
+        self.lasts = array("q")
+
+    def add(self, position: int, header: BatchHeader) -> None:
+        if len(self.starts) >= MAX_TAIL_BATCHES:
+            half = MAX_TAIL_BATCHES // 2
+            del self.starts[:half], self.ends[:half], self.bases[:half], self.lasts[:half]
+        self.starts.append(position)
+        self.ends.append(position + header.size)
+        self.bases.append(header.base_offset)
+        self.lasts.append(header.last_offset)
+
+    def covers(self, offset: int) -> bool:
+        """True if the first batch holding an offset >= `offset` is mapped here (or there
+        is none in the segment): every batch before the map ends below its first base."""
+        return bool(self.bases) and offset >= self.bases[0]
+
+    def read(self, offset: int, max_bytes: int, max_offset: int, min_one: bool
+             ) -> tuple[int, int] | None:
+        """(position, size) of the whole batches `LogSegment.read` would return, for an
+        offset the map `covers`."""
+        i = bisect.bisect_left(self.lasts, offset)
+        if i == len(self.lasts) or self.bases[i] >= max_offset:
+            return None
+        start = self.starts[i]
+        below = bisect.bisect_left(self.bases, max_offset, i)  # batches i..below-1
+        fit = bisect.bisect_right(self.ends, start + max_bytes, i, below)
+        if fit == i:
+            if not min_one:
+                return None
+            fit = i + 1
+        return start, self.ends[fit - 1] - start
+
+    def find(self, offset: int) -> int | None:
+        """Position of the first batch whose last offset is >= `offset`, for an offset the
+        map `covers`; None if there is none."""
+        i = bisect.bisect_left(self.lasts, offset)
+        return self.starts[i] if i < len(self.lasts) else None
+
 
 class LogSegment:
     def __init__(self, dir_: str, base_offset: int, index_interval_bytes: int,
@@ -78,6 +145,7 @@ class LogSegment:
         self.created_ms = created_ms
         self.first_batch_timestamp: int | None = None
         self.cache = page_cache.segment(self.size)  # see log/page_cache.py
+        self.tail = TailBatches()
         if create:
             for p in (self.index.path, self.time_index.path):
                 open(p, "ab").close()
@@ -107,8 +175,10 @@ class LogSegment:
         ts, ts_offset = self.time_index.last_entry
         self.max_timestamp, self.offset_of_max_timestamp = ts, ts_offset
         self.bytes_since_last_index_entry = 0
+        self.tail.clear()
         for bp in self.batches(position):
             self._track(bp.header)
+            self.tail.add(bp.position, bp.header)
             self.bytes_since_last_index_entry += bp.header.size
         first = next(self.batches(0), None)
         if first is not None:
@@ -127,6 +197,7 @@ class LogSegment:
         """
         self.index.reset()
         self.time_index.reset()
+        self.tail.clear()
         self.bytes_since_last_index_entry = 0
         self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
         self.next_offset = self.base_offset
@@ -174,6 +245,7 @@ class LogSegment:
             self.index.append(header.last_offset, position)  # Kafka indexes last offsets
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
             self.bytes_since_last_index_entry = 0
+        self.tail.add(position, header)
         self.bytes_since_last_index_entry += header.size
 
     def append(self, data: bytes | bytearray | memoryview, header: BatchHeader) -> int:
@@ -225,6 +297,7 @@ class LogSegment:
         if self.max_timestamp >= 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
         self.flush()
+        self.tail.clear()  # reads of a closed segment go through its offset index
 
     # --- reading ------------------------------------------------------------------
     def batches(self, position: int = 0, end: int | None = None) -> Iterator[BatchPosition]:
@@ -239,7 +312,12 @@ class LogSegment:
 
     def find_batch(self, offset: int, end: int | None = None) -> BatchPosition | None:
         """The first batch whose last offset is >= `offset`."""
-        _, position = self.index.lookup(offset)
+        if self.tail.covers(offset):
+            position = self.tail.find(offset)
+            if position is None:
+                return None
+        else:
+            _, position = self.index.lookup(offset)
         for bp in self.batches(position, end):
             if bp.header.last_offset >= offset:
                 return bp
@@ -250,6 +328,12 @@ class LogSegment:
         """Whole batches starting with the one holding `offset`, stopping before
         `max_offset` (exclusive) and after `max_bytes` (but at least one batch when
         `min_one`)."""
+        if self.tail.covers(offset):  # at or near the end: no scan of the file
+            found = self.tail.read(offset, max_bytes, max_offset, min_one)
+            if found is None:
+                return None
+            position, size = found
+            return FileSlice(self.fd, position, size, position < self.cache.kept_from)
         first = self.find_batch(offset)
         if first is None or first.header.base_offset >= max_offset:
             return None

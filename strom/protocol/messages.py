@@ -84,6 +84,47 @@ def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:
     return _HEAD.unpack_from(frame, 0)
 
 
+_INT16 = struct.Struct(">h")
+
+
+def _skip_uvarint(frame, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = frame[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 28:
+            raise ValueError("uvarint too long")
+
+
+def peek_produce_acks(frame: bytes | bytearray | memoryview) -> int | None:
+    """The `acks` of a Produce request frame (v3+), read without parsing the request:
+    the request header (client_id, then tagged fields from v9), transactional_id, acks.
+    None when the frame is too short or odd; the full parse then reports it."""
+    try:
+        version = _INT16.unpack_from(frame, 2)[0]
+        pos = 8
+        length = _INT16.unpack_from(frame, pos)[0]  # client_id: a legacy nullable string
+        pos += 2 + max(length, 0)
+        if version >= 9:  # request header v2: tagged fields; compact transactional_id
+            count, pos = _skip_uvarint(frame, pos)
+            for _ in range(count):
+                _tag, pos = _skip_uvarint(frame, pos)
+                size, pos = _skip_uvarint(frame, pos)
+                pos += size
+            length, pos = _skip_uvarint(frame, pos)
+            pos += max(length - 1, 0)
+        else:
+            length = _INT16.unpack_from(frame, pos)[0]
+            pos += 2 + max(length, 0)
+        return _INT16.unpack_from(frame, pos)[0]
+    except (struct.error, IndexError, ValueError):
+        return None
+
+
 def parse_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     """Parse a request frame (without the 4-byte size) into (header, kio request entity).
 
@@ -118,6 +159,47 @@ def encode_response(correlation_id: int, response: Any) -> bytes:
     _INT32.pack_into(data, 0, len(data) - 4)
     del data
     return buf.getvalue()
+
+
+_INT64 = struct.Struct(">q")
+
+
+class ResponseTemplate:
+    """A response kio encoded once, whose int64 fields are patched for each use: for a
+    response sent again and again with only a few numbers changed (a one-partition
+    Produce answer differs only in its correlation id, base offset and log start offset),
+    patching the bytes costs a fraction of encoding the entity anew.
+
+    `build` encodes `response` (whose patched fields hold the distinct `sentinels`) and
+    finds each sentinel's bytes; `render` gives the framed response with the correlation
+    id and the given values in their place. A sentinel that is not found exactly once makes
+    `build` return None (the caller then encodes as usual).
+    """
+
+    __slots__ = ("data", "positions")
+
+    def __init__(self, data: bytes, positions: tuple[int, ...]) -> None:
+        self.data = data
+        self.positions = positions
+
+    @classmethod
+    def build(cls, response: Any, sentinels: tuple[int, ...]) -> ResponseTemplate | None:
+        data = encode_response(0, response)
+        positions = []
+        for value in sentinels:
+            needle = _INT64.pack(value)
+            at = data.find(needle, 8)
+            if at < 0 or data.find(needle, at + 1) >= 0:
+                return None
+            positions.append(at)
+        return cls(data, tuple(positions))
+
+    def render(self, correlation_id: int, *values: int) -> bytes:
+        out = bytearray(self.data)
+        _INT32.pack_into(out, 4, correlation_id)
+        for at, value in zip(self.positions, values, strict=True):
+            _INT64.pack_into(out, at, value)
+        return bytes(out)
 
 
 def response_header_flexible(api_key: int, api_version: int) -> bool:

@@ -371,18 +371,21 @@ class ReplicaManager:
             waiters = self._replica_waiters if replica_id >= 0 else self._waiters
             for k in keys:
                 waiters[k].add(fut)
+            # a plain timer resolving the same future (lighter than asyncio.timeout, which
+            # a parked fetch would pay for on every request)
+            timer = loop.call_later(timeout, _expire, fut)
             try:
-                async with asyncio.timeout(timeout):
-                    await fut
-            except TimeoutError:
-                return self.read_all(requests, max_bytes, replica_id)
+                expired = await fut
             finally:
+                timer.cancel()
                 for k in keys:
                     s = waiters.get(k)
                     if s is not None:
                         s.discard(fut)
                         if not s:
                             del waiters[k]
+            if expired:
+                return self.read_all(requests, max_bytes, replica_id)
 
     def _wake(self, tp: TopicPartition) -> None:
         """Answer every fetch parked on `tp` (data arrived, or the partition changed)."""
@@ -395,6 +398,12 @@ class ReplicaManager:
         for fut in waiters.pop(tp, ()):
             if not fut.done():
                 fut.set_result(None)
+
+
+def _expire(fut: asyncio.Future) -> None:
+    """A parked fetch's max wait is over: wake it with True (data wakes it with None)."""
+    if not fut.done():
+        fut.set_result(True)
 
 
 def _log_failure(task: asyncio.Task) -> None:

@@ -59,6 +59,7 @@ from strom.replication.replica_manager import ReplicaManager
 from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.connection_quotas import Admission, ConnectionQuotas
 from strom.server.dispatcher import Dispatcher
+from strom.server.loop_lag import LoopLagMonitor
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Broker:
         self.tasks: list[asyncio.Task] = []
         self.stopping = asyncio.Event()
         self.store: MetadataStore | None = None
+        self.loop_lag = LoopLagMonitor()
 
     # --- start-up -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -151,6 +153,7 @@ class Broker:
             self.servers.append(server)
             log.info("Listening on %s://%s:%d", name, host, port)
         self._start_periodic()
+        self.loop_lag.start()
         gc.freeze()  # start-up objects never need collecting: shorter GC pauses later
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
                  (time.monotonic() - started) * 1000, self.cache.cluster_id)
@@ -387,7 +390,13 @@ class Broker:
                 loop.add_signal_handler(sig, self.stopping.set)
             except (NotImplementedError, RuntimeError):
                 pass
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGUSR1, self._report_loop_lag)
         await self.stopping.wait()
+
+    def _report_loop_lag(self) -> None:
+        """SIGUSR1: log the event loop's lag since the last report (bench/latency.py)."""
+        log.info("event loop lag %s", json.dumps(self.loop_lag.report()))
 
     # --- shutdown ---------------------------------------------------------------------------
     async def _controlled_shutdown(self) -> None:
@@ -429,6 +438,7 @@ class Broker:
             server.close()
         for task in self.tasks:
             task.cancel()
+        self.loop_lag.stop()
         if hasattr(self, "groups"):
             self.groups.stop()
         self._closing_connections = True

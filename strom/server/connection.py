@@ -25,6 +25,7 @@ from collections.abc import Callable
 from strom.api.fetch import RawResponse
 from strom.log.page_cache import read_cold
 from strom.protocol.framing import FrameReader, MemoryPool
+from strom.protocol.messages import peek_produce_acks
 from strom.server.dispatcher import CloseConnection, Dispatcher
 
 log = logging.getLogger(__name__)
@@ -256,33 +257,44 @@ class Connection:
         """Start a Produce request; returns once it is answered, or once its records are
         appended and it waits for replication (it is then answered by `_write_pipeline`).
         False if the connection is to close."""
+        idle = not self._pipeline and self._pipeline_writer is None
+        if idle and peek_produce_acks(frame) in (0, 1):
+            # nothing waits for replication: handled inline, like any other request
+            try:
+                response = await self.dispatcher.dispatch(frame, self.client,
+                                                          self.client_host, self.listener)
+            except CloseConnection as e:
+                log.warning("Closing connection from %s: %s", self.client, e)
+                return False
+            return await self._respond(response)
         while len(self._pipeline) >= MAX_PIPELINED_PRODUCES:
             if not await self._pipeline_progress():
                 return False
         loop = asyncio.get_running_loop()
-        appended = loop.create_future()
+        progress = loop.create_future()  # the request is answered, or its records appended
 
-        def on_appended() -> None:
-            if not appended.done():
-                appended.set_result(None)
+        def advance(_task: object = None) -> None:
+            if not progress.done():
+                progress.set_result(None)
 
         task = loop.create_task(self.dispatcher.dispatch(
-            frame, self.client, self.client_host, self.listener, on_appended))
+            frame, self.client, self.client_host, self.listener, advance))
+        task.add_done_callback(advance)
         if not self._pipeline and self._pipeline_writer is None:
-            await asyncio.wait((task, appended), return_when=asyncio.FIRST_COMPLETED)
-            if task.done():  # answered at once (acks=0/1, an error, or replicated already)
-                appended.cancel()
+            await progress
+            if task.done():  # answered at once (an error, or replicated already)
                 try:
                     response = task.result()
                 except CloseConnection as e:
                     log.warning("Closing connection from %s: %s", self.client, e)
                     return False
                 return await self._respond(response)
+            progress = None
         self._pipeline.append(task)
         if self._pipeline_writer is None:
             self._pipeline_writer = loop.create_task(self._write_pipeline())
-        await asyncio.wait((task, appended), return_when=asyncio.FIRST_COMPLETED)
-        appended.cancel()
+        if progress is not None:
+            await progress
         if task.done() and not task.cancelled() and task.exception() is not None:
             # it closes the connection once the responses before it are written: take no
             # further request
@@ -338,24 +350,35 @@ class Connection:
         return not self.transport.is_closing()
 
     async def _write_parts(self, parts: list) -> None:
-        """Write a framed Fetch response: bytes through the transport, record slices with
-        sendfile straight from the segment file when the transport has nothing queued
-        (so ordering holds), else copied with pread. Cold slices (maybe only on disk) are
-        read in an executor, so the disk never holds up the event loop.
+        """Write a framed Fetch response: bytes and small hot slices (read with pread
+        before anything else) are gathered and handed to the transport in one `writelines`
+        (one send for the whole response when it is small, as most tailing fetches are),
+        so a small response costs one pread and one send; large hot slices go
+        with sendfile straight from the segment file when the transport has nothing queued
+        (so ordering holds). Cold slices (maybe only on disk) are read in an executor, so
+        the disk never holds up the event loop.
 
-        Each slice is read through a duplicate of its segment's descriptor, made before the
+        Every other slice is read through a duplicate of its segment's descriptor, made before the
         first await: while the response waits for the client, the segment may be closed
         (topic deletion, shutdown) and its descriptor number given to another file; the
         duplicate still reads the file the records were found in."""
         transport = self.transport
+        # before the first await: small hot slices are read now (no duplicate needed),
+        # the others get a duplicate of their descriptor
+        parts = [part if isinstance(part, bytes) or part.cold or part.size >= SENDFILE_MIN_BYTES
+                 else os.pread(part.fd, part.size, part.position) for part in parts]
         fds = [-1 if isinstance(part, bytes) else os.dup(part.fd) for part in parts]
+        pending: list = []  # gathered for one writelines
         try:
             for i, part in enumerate(parts):
                 if isinstance(part, bytes):
-                    transport.write(part)
+                    pending.append(part)
                     continue
                 fd = fds[i]
                 if part.cold:
+                    if pending:
+                        transport.writelines(pending)
+                        pending = []
                     if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
                         await self.protocol.drain()  # hold at most one cold slice more
                     fds[i] = -1  # read_cold closes it
@@ -364,6 +387,9 @@ class Connection:
                     continue
                 position, remaining = part.position, part.size
                 if remaining >= SENDFILE_MIN_BYTES and self._sock_fd >= 0:
+                    if pending:
+                        transport.writelines(pending)
+                        pending = []
                     if transport.get_write_buffer_size():
                         await self.protocol.drain()
                     while remaining and not transport.get_write_buffer_size():
@@ -379,7 +405,9 @@ class Connection:
                         position += sent
                         remaining -= sent
                 if remaining:
-                    transport.write(os.pread(fd, remaining, position))
+                    pending.append(os.pread(fd, remaining, position))
+            if pending:
+                transport.writelines(pending)
         finally:
             for fd in fds:
                 if fd >= 0:

@@ -77,7 +77,7 @@ class Dispatcher:
             raise CloseConnection("unexpected server error") from None
         if response is NO_RESPONSE:
             return None
-        if isinstance(response, RawResponse):
+        if isinstance(response, (RawResponse, bytes)):  # framed by the handler already
             return response
         return encode_response(correlation_id, response)
 

@@ -445,11 +445,11 @@ def test_connect_failure_names_the_connect_string():
 
     async def main():
         s = ZkMetadataStore(connect, session_timeout_ms=4000, connection_timeout_ms=1500)
-        began = time.monotonic()
         with pytest.raises(StoreError) as info:
             await s.start()
-        assert time.monotonic() - began < 5
         assert connect in str(info.value)
+        # given up after zookeeper.connection.timeout.ms, not the session timeout
+        assert "within 1500 ms" in str(info.value), info.value
         await s.close()
         with pytest.raises(StoreError):  # not started
             await s.get("/x")
@@ -473,14 +473,16 @@ def test_requests_fail_while_disconnected(zk_backend):
                 rec.reset()
 
                 proxy.cut()
-                began = time.monotonic()
                 for request in (s.get("/n"), s.set("/n", b"2"), s.create("/m", b""),
                                 s.get_children("/")):
                     with pytest.raises(StoreError) as info:
                         await request
                     # a plain StoreError: neither NoNode nor NodeExists nor BadVersion
                     assert type(info.value) is StoreError, info.value
-                assert time.monotonic() - began < 8
+                    # failed by the lost connection or after zookeeper.connection.timeout.ms,
+                    # not left waiting for the session to expire (10 s)
+                    assert "ConnectionLoss" in str(info.value) or \
+                        "no answer within 1000 ms" in str(info.value), info.value
                 assert not s.connected
 
                 proxy.restore()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import struct
-import time
 
 import pytest
 from confluent_kafka import Producer
@@ -64,6 +63,14 @@ def produce(bootstrap: str, topic: str, n: int, partition: int = 0) -> None:
     for i in range(n):
         p.produce(topic, value=b"value-%d" % i, key=b"k", partition=partition)
     assert p.flush(15) == 0
+
+
+async def wait_until(cond, timeout: float = 10.0) -> None:
+    """Yield to the event loop until `cond()` holds; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
 
 
 async def connected(broker, **kwargs) -> BrokerConnection:
@@ -137,30 +144,32 @@ def test_fetch_v12_returns_record_bytes(module_broker, topic_name):
 
 
 def test_concurrent_requests_on_one_connection(module_broker, topic_name):
-    """A parked long-poll first, then quick requests behind it: every caller gets the
-    response to its own request, in order."""
+    """A long-poll parked until a record arrives first, then quick requests behind it: every
+    caller gets the response to its own request, in order."""
     create_topic(module_broker.bootstrap, topic_name)
     produce(module_broker.bootstrap, topic_name, 3)
 
     async def main():
         conn = await connected(module_broker)
         try:
-            requests = [fetch(topic_name, offset=3, max_wait_ms=300)]  # parks: no data yet
+            # parks: no data yet, and answered by the record produced below (not by max_wait)
+            requests = [fetch(topic_name, offset=3, max_wait_ms=20000)]
             for i in range(30):
                 requests.append([api_versions(3), metadata([topic_name]),
                                  fetch(topic_name, offset=i % 3), api_versions(0)][i % 4])
-            started = time.monotonic()
-            responses = await asyncio.gather(*(conn.request(r) for r in requests))
-            return requests, responses, time.monotonic() - started
+            pending = asyncio.gather(*(conn.request(r) for r in requests))
+            await asyncio.to_thread(produce, module_broker.bootstrap, topic_name, 1)
+            return requests, await pending
         finally:
             await conn.close()
 
-    requests, responses, elapsed = run(main())
-    assert elapsed >= 0.25, "the long poll was answered before max_wait without data"
+    requests, responses = run(main())
     for req, resp in zip(requests, responses, strict=True):
         assert type(resp).__api_key__ == type(req).__api_key__
         assert type(resp).__version__ == type(req).__version__
-    assert responses[0].responses[0].partitions[0].records in (None, b"")
+    # a long poll answered before any data arrived would hold no record
+    batches, _ = split_batches(responses[0].responses[0].partitions[0].records or b"")
+    assert batches and batches[0][0] == 3, "the long poll was answered without the record"
     for req, resp in zip(requests[1:], responses[1:], strict=True):
         if type(req).__api_key__ == 1:
             offset = req.topics[0].partitions[0].fetch_offset
@@ -176,10 +185,9 @@ def test_request_on_closed_connection_raises(module_broker):
         await conn.connect()
         await conn.close()
         await conn.close()  # twice is fine
-        started = time.monotonic()
+        request = conn.request(api_versions())
         with pytest.raises(ConnectionError, match="not open"):
-            await conn.request(api_versions())
-        assert time.monotonic() - started < 1
+            request.send(None)  # raised at once, on the first step: nothing is awaited
         await conn.connect()  # and it can be opened again
         try:
             assert (await conn.request(api_versions())).error_code == ErrorCode.none
@@ -194,14 +202,15 @@ def test_refused_connection_raises_quickly():
 
     async def main():
         conn = BrokerConnection(HOST, port, timeout_s=10)
-        started = time.monotonic()
         with pytest.raises(BrokerConnectionError, match=f"{HOST}:{port}") as e:
             await conn.connect()
         assert isinstance(e.value, ConnectionError)
+        # refused by the kernel, not given up on after timeout_s
+        assert isinstance(e.value.__cause__, ConnectionRefusedError)
+        assert "timed out" not in str(e.value)
         assert conn.closed
-        return time.monotonic() - started
 
-    assert run(main()) < 2
+    run(main())
 
 
 def test_broker_dies_under_a_parked_fetch(broker, topic_name):
@@ -212,13 +221,15 @@ def test_broker_dies_under_a_parked_fetch(broker, topic_name):
         try:
             pending = [asyncio.ensure_future(conn.request(fetch(topic_name, max_wait_ms=20000)))
                        for _ in range(3)]
+            # scenario only, not synchronisation: whether or not the broker has parked the
+            # fetches yet, the kill must fail each of them with the lost connection
             await asyncio.sleep(0.3)
-            started = time.monotonic()
             await asyncio.to_thread(broker.kill)
             for fut in pending:
-                with pytest.raises(ConnectionError):
+                # failed by the lost connection, not by the client's timeout
+                with pytest.raises(ConnectionError, match="closed by|failed") as e:
                     await fut
-            assert time.monotonic() - started < 5
+                assert "timed out" not in str(e.value)
             assert conn.closed
             with pytest.raises(ConnectionError):
                 await conn.request(api_versions())
@@ -342,10 +353,8 @@ def test_no_answer_times_out():
         async with server:
             conn = BrokerConnection(HOST, port, timeout_s=0.5)
             await conn.connect()
-            started = time.monotonic()
-            with pytest.raises(ConnectionError, match="timed out"):
+            with pytest.raises(ConnectionError, match=r"timed out after 0\.5 s"):
                 await conn.request(api_versions(0))
-            assert 0.4 < time.monotonic() - started < 3
             assert conn.closed
             await conn.close()
 
@@ -357,10 +366,17 @@ def test_cancelled_request_keeps_later_responses_matched():
 
     async def main():
         release = asyncio.Event()
+        received: list[int] = []
+        answers: list[asyncio.Task] = []
 
         async def handle(correlation_id, writer):
-            await release.wait()
-            writer.write(api_versions_v0_answer(correlation_id))
+            # answered in arrival order once released; the next request is read meanwhile
+            async def answer():
+                await release.wait()
+                writer.write(api_versions_v0_answer(correlation_id))
+
+            received.append(correlation_id)
+            answers.append(asyncio.ensure_future(answer()))
 
         server, port = await fake_server(handle)
         async with server:
@@ -368,10 +384,10 @@ def test_cancelled_request_keeps_later_responses_matched():
             await conn.connect()
             try:
                 first = asyncio.ensure_future(conn.request(api_versions(0)))
-                await asyncio.sleep(0.05)
+                await wait_until(lambda: len(received) == 1)
                 first.cancel()
                 second = asyncio.ensure_future(conn.request(api_versions(0)))
-                await asyncio.sleep(0.05)
+                await wait_until(lambda: len(received) == 2)
                 release.set()
                 resp = await second
                 assert resp.error_code == ErrorCode.none

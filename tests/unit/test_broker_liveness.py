@@ -9,7 +9,7 @@ import asyncio
 import socket
 
 from strom.cluster import model
-from strom.cluster.liveness import BrokerLiveness
+from strom.cluster.liveness import REFUSALS, BrokerLiveness
 from strom.cluster.local_store import LocalMetadataStore
 
 
@@ -93,8 +93,13 @@ def test_closed_port_is_found_dead_once_and_a_new_registration_is_probed_again(t
             await listener.close()
             await wait_for(lambda: len(found) == 2)
             assert liveness.is_dead(2, second)
-            await asyncio.sleep(0.3)
+            # the registrations are read again (a broker joins, and is probed): broker 2's
+            # unchanged one is not probed, nor reported, again
+            other = await Listener().start()
+            await register(store, 5, other.port)
+            await wait_for(lambda: other.writers)
             assert found == [2, 2]  # each registration is reported once
+            await other.close()
         finally:
             liveness.stop()
             await store.close()
@@ -102,18 +107,30 @@ def test_closed_port_is_found_dead_once_and_a_new_registration_is_probed_again(t
     run(main())
 
 
-def test_port_never_reached_is_not_judged(tmp_path):
+def test_port_never_reached_is_not_judged(tmp_path, monkeypatch):
     """A registered endpoint that refuses from the start (a broker still starting, or an
     advertised address this broker cannot reach) proves nothing."""
+    port = free_port()
+    attempts: list[int] = []
+    open_connection = asyncio.open_connection
+
+    async def counted(host, to_port, *args, **kwargs):
+        if to_port == port:
+            attempts.append(to_port)
+        return await open_connection(host, to_port, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "open_connection", counted)
+
     async def main():
         store = LocalMetadataStore(str(tmp_path))
         await store.start()
         found: list[int] = []
         liveness = BrokerLiveness(1, store, "PLAINTEXT", found.append)
-        await register(store, 3, free_port())
+        await register(store, 3, port)
         liveness.start()
         try:
-            await asyncio.sleep(1.5)
+            # twice as many refusals as would prove a broker that was once reached dead
+            await wait_for(lambda: len(attempts) >= 2 * REFUSALS + 1)
             assert found == [] and not liveness.dead
         finally:
             liveness.stop()
@@ -131,13 +148,18 @@ def test_this_broker_and_unreadable_registrations_are_not_probed(tmp_path):
         liveness = BrokerLiveness(1, store, "PLAINTEXT", found.append)
         await register(store, 1, own.port)
         await store.create(model.broker_path(4), b"not json", ephemeral=True)
+        # a third broker, probed in the same pass over the registrations as 1 and 4 are
+        # looked at: once it is connected, they were passed over
+        other = await Listener().start()
+        await register(store, 5, other.port)
         liveness.start()
         try:
-            await asyncio.sleep(0.5)
+            await wait_for(lambda: other.writers)
             assert own.writers == []  # never connected to itself
             await own.close()
-            await asyncio.sleep(0.3)
-            assert found == [] and not liveness.dead
+            await other.close()
+            await wait_for(lambda: found)  # broker 5 is found dead, and it alone
+            assert found == [5] and set(liveness.dead) == {5}
         finally:
             liveness.stop()
             await store.close()

@@ -1,0 +1,154 @@
+"""List, describe and delete consumer groups, and reset or delete their committed offsets
+(like Kafka's kafka-consumer-groups.sh).
+
+Exactly one action is required: --list, --describe, --delete, --reset-offsets or
+--delete-offsets.
+
+--describe shows, per group (--group G, repeatable, or --all-groups), one of:
+  (default, --offsets)  GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID
+                        HOST CLIENT-ID: every assigned or committed partition; LOG-END-OFFSET
+                        is the high watermark, "-" marks an unknown value
+  --members             GROUP CONSUMER-ID HOST CLIENT-ID #PARTITIONS (+ ASSIGNMENT with
+                        --verbose)
+  --state               GROUP COORDINATOR (ID) ASSIGNMENT-STRATEGY STATE #MEMBERS
+
+--reset-offsets needs a scope (--topic T[:P,P...], repeatable, or --all-topics: the topics the
+group has committed offsets for) and one of:
+  --to-earliest  --to-latest  --to-current  --to-offset N  --shift-by N
+  --to-datetime YYYY-MM-DDTHH:mm:SS.sss (UTC unless a zone is given: Z, +hh:mm, +hhmm, +hh)
+  --by-duration PnDTnHnMnS (that long before now)
+--to-offset and --shift-by are clamped to the partition's [earliest, latest] offsets. It only
+prints the plan (--dry-run, the default) unless --execute is given, and is refused while the
+group has members.
+
+examples:
+  strom consumer-groups --list
+  strom consumer-groups --list --state Stable
+  strom consumer-groups --describe --group audit
+  strom consumer-groups --describe --all-groups --members --verbose
+  strom consumer-groups --describe --group audit --state
+  strom consumer-groups --reset-offsets --group audit --topic orders --to-earliest --execute
+  strom consumer-groups --reset-offsets --group audit --topic orders:0,1 --shift-by -10 --dry-run
+  strom consumer-groups --reset-offsets --group audit --all-topics \\
+      --to-datetime 2024-01-01T00:00:00.000 --execute
+  strom consumer-groups --delete-offsets --group audit --topic orders
+  strom consumer-groups --delete --group audit
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from strom.cli._common import (
+    BASE_CLIENT_CONFIG,
+    ToolError,
+    add_bootstrap_argument,
+    error_text,
+    load_properties,
+)
+from strom.cli.consumer_groups import delete, describe, reset_offsets
+from strom.cli.consumer_groups.admin import GroupAdmin, err, kafka_message
+from strom.cli.consumer_groups.options import ACTIONS, check_args
+
+# One module per part of the command: options.py (what goes with what, value parsers),
+# admin.py (the AdminClient look-ups and texts the actions share), describe.py (--list,
+# --describe), reset_offsets.py, delete.py (--delete, --delete-offsets).
+_ACTIONS = {
+    "list": describe.do_list,
+    "describe": describe.do_describe,
+    "delete": delete.do_delete,
+    "reset_offsets": reset_offsets.do_reset_offsets,
+    "delete_offsets": delete.do_delete_offsets,
+}
+
+DEFAULT_TIMEOUT_MS = 30000
+# librdkafka's informational (level 6) lines are noise here: it describes a group with
+# ConsumerGroupDescribe (KIP-848) first and falls back to DescribeGroups for classic groups (or
+# brokers without that API), and the first attempt can leave an event that it reports when the
+# client closes ("Purging 1 unserved events from background queue"). Warnings and errors still
+# show.
+QUIET_CONFIG: dict[str, object] = {"log_level": 5}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_bootstrap_argument(parser)
+    parser.add_argument("--command-config", metavar="FILE",
+                        help="properties file with client settings (librdkafka names)")
+    parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_MS, metavar="MS",
+                        help=f"timeout of each request (default: {DEFAULT_TIMEOUT_MS})")
+    actions = parser.add_mutually_exclusive_group(required=True)
+    actions.add_argument("--list", action="store_true", help="list consumer groups")
+    actions.add_argument("--describe", action="store_true",
+                         help="describe groups: offsets and lag (default), --members or --state")
+    actions.add_argument("--delete", action="store_true",
+                         help="delete groups (their committed offsets and metadata)")
+    actions.add_argument("--reset-offsets", action="store_true",
+                         help="reset the committed offsets of inactive groups")
+    actions.add_argument("--delete-offsets", action="store_true",
+                         help="delete the committed offsets of one group for --topic")
+    parser.add_argument("--group", action="append", default=[], metavar="GROUP",
+                        help="the consumer group (repeatable)")
+    parser.add_argument("--all-groups", action="store_true", help="apply to all groups")
+    parser.add_argument("--topic", action="append", default=[], metavar="TOPIC[:P,P...]",
+                        help="for --reset-offsets and --delete-offsets: a topic, optionally "
+                             "with partitions (orders:0,1); repeatable")
+    parser.add_argument("--all-topics", action="store_true",
+                        help="for --reset-offsets: every topic the group has offsets for")
+    parser.add_argument("--offsets", action="store_true",
+                        help="with --describe: offsets and lag per partition (the default)")
+    parser.add_argument("--members", action="store_true",
+                        help="with --describe: the members of the group")
+    parser.add_argument("--state", nargs="?", const="", default=None, metavar="STATES",
+                        help="with --describe: the state of the group; with --list: show each "
+                             "group's state, or only groups in STATES (comma-separated, e.g. "
+                             "Stable,Empty)")
+    parser.add_argument("--type", nargs="?", const="", default=None, metavar="TYPES",
+                        help="with --list: show each group's type, or only groups of TYPES "
+                             "(classic, consumer)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="with --describe: more columns (--members: ASSIGNMENT)")
+    scenarios = parser.add_mutually_exclusive_group()
+    scenarios.add_argument("--to-earliest", action="store_true",
+                           help="reset to the earliest offset")
+    scenarios.add_argument("--to-latest", action="store_true", help="reset to the latest offset")
+    scenarios.add_argument("--to-current", action="store_true",
+                           help="reset to the committed offset (latest where none)")
+    scenarios.add_argument("--to-offset", type=int, metavar="N", help="reset to offset N")
+    scenarios.add_argument("--shift-by", type=int, metavar="N",
+                           help="move the committed offset by N (may be negative)")
+    scenarios.add_argument("--to-datetime", metavar="YYYY-MM-DDTHH:mm:SS.sss",
+                           help="reset to the first offset at or after this time")
+    scenarios.add_argument("--by-duration", metavar="PnDTnHnMnS",
+                           help="reset to the first offset at or after now minus this duration")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="only print the new offsets (the default)")
+    mode.add_argument("--execute", action="store_true", help="commit the new offsets")
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import CancelledError
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    action = next(a for a in ACTIONS if getattr(args, a))
+    try:
+        check_args(args, action)
+    except ToolError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    try:
+        conf = {**BASE_CLIENT_CONFIG, **QUIET_CONFIG, **load_properties(args.command_config),
+                "bootstrap.servers": args.bootstrap_server}
+        tool = GroupAdmin(AdminClient(conf), args, conf)
+        return _ACTIONS[action](tool)
+    except (ToolError, KafkaException, TimeoutError, CancelledError) as e:
+        reason = kafka_message(e) if isinstance(e, KafkaException) else error_text(e)
+        err(f"Executing consumer group command failed due to {reason}")
+        return 1
+

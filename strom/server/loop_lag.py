@@ -1,0 +1,90 @@
+"""Event-loop lag: how late the loop runs a callback it was asked to run at a given time.
+
+Every `interval` seconds a callback is scheduled with `call_at`; when it runs, the
+difference between the time it ran and the time it was due is one lag sample. A loop
+that only waits on the network has lags of tens of microseconds (up to a millisecond on
+uvloop, whose timers have millisecond resolution); a request handler that
+blocks the loop (a disk read, a long parse) shows up as a lag as long as the block.
+Samples go into fixed buckets (no allocation per sample), so the monitor costs one timer
+callback per interval and nothing per request.
+
+`report()` returns the percentiles since the previous report and starts a new window;
+the broker logs it on SIGUSR1 (`bench/latency.py` reads it from there). It is also the
+honest equivalent of Kafka's request-handler idle ratio for the metrics endpoint.
+
+Owned by the event loop it watches; `start`/`stop` from that loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+# bucket upper bounds in milliseconds; the last bucket holds everything above
+BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class LoopLagMonitor:
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self._counts = [0] * (len(BUCKETS_MS) + 1)
+        self._max_ms = 0.0
+        self._samples = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        # time.monotonic, not loop.time(): uvloop's clock has millisecond resolution and
+        # is read once per loop iteration, which would hide every lag below a millisecond
+        self._due = time.monotonic() + self.interval
+        self._handle = self._loop.call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self.record((time.monotonic() - self._due) * 1000.0)
+        self._schedule()
+
+    def record(self, lag_ms: float) -> None:
+        lag_ms = max(0.0, lag_ms)
+        self._counts[bisect.bisect_left(BUCKETS_MS, lag_ms)] += 1
+        self._samples += 1
+        if lag_ms > self._max_ms:
+            self._max_ms = lag_ms
+
+    def _percentile(self, p: float) -> float | None:
+        """The upper bound of the bucket holding the p-th percentile (an upper estimate),
+        never above the largest sample."""
+        if not self._samples:
+            return None
+        rank = p / 100.0 * self._samples
+        seen = 0
+        for i, count in enumerate(self._counts):
+            seen += count
+            if seen >= rank and count:
+                bound = BUCKETS_MS[i] if i < len(BUCKETS_MS) else self._max_ms
+                return round(min(bound, self._max_ms), 3)
+        return round(self._max_ms, 3)
+
+    def report(self) -> dict:
+        """Percentiles of the lag since the last report (in ms), then a new window."""
+        result = {"samples": self._samples, "interval_ms": self.interval * 1000,
+                  "p50_ms": self._percentile(50), "p99_ms": self._percentile(99),
+                  "max_ms": round(self._max_ms, 3)}
+        self._counts = [0] * len(self._counts)
+        self._max_ms = 0.0
+        self._samples = 0
+        return result
