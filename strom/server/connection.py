@@ -12,6 +12,13 @@ log line; other connections are not affected.
 buffered protocol (strom.protocol.framing): a large request (a Produce) lands in a bytearray
 of its own with no copy in Python. `Connection.serve` takes its frames one by one and writes
 the responses to its transport, waiting while the transport's write buffer is full.
+
+With queued.max.request.bytes set, the protocols share a `MemoryPool`: each frame's bytes
+are given back once its request is handled (a Produce: once appended), and everything a
+connection still holds when its serving ends. A connection with no byte read or written for
+connections.max.idle.ms, and no request in progress, is closed. How many connections are
+served at once is the broker's business (strom.server.connection_quotas): it may pause a
+protocol's reading before serving it.
 """
 
 from __future__ import annotations
