@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from strom.testing.broker import BrokerProcess, BrokerStartError
+from strom.testing.broker import BrokerProcess, BrokerStartError, free_port
 from strom.testing.kafka import create_topic
 from strom.testing.wire import (
     Closed,
@@ -178,3 +178,23 @@ def test_bad_values_are_a_one_line_startup_error(key, value):
         assert "Traceback" not in b.log_text()
     finally:
         b.close()
+
+
+def test_the_inter_broker_listener_is_served_at_max_connections(start_broker):
+    """Kafka's rule with several listeners: a connection on the inter-broker listener is
+    served even when max.connections is reached, and the least recently active connection
+    of another listener is closed to make room."""
+    internal, external = free_port(), free_port()
+    b = start_broker({"max.connections": "2", "inter.broker.listener.name": "INTERNAL",
+                      "listeners": f"INTERNAL://{HOST}:{internal},EXTERNAL://{HOST}:{external}"},
+                     port=internal)
+    older = served_connection(external)
+    newer = served_connection(external)
+    assert answers(older, 2) is True and answers(newer, 3) is True  # newer: more recent
+    with KafkaSocket(HOST, internal) as broker_link:
+        assert answers(broker_link, 4)  # served at once
+        assert older.wait_closed(timeout=10)  # the least recently active one made room
+        assert answers(newer, 5)
+    for s in (older, newer):
+        s.close()
+    assert "reached by inter-broker connections" in b.log_text()
