@@ -327,8 +327,9 @@ class Broker:
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, None)
                 self._resolved[host] = sorted({i[4][0] for i in infos})
-            except OSError as e:
-                log.debug("Cannot resolve broker host %s: %s", host, e)
+            except (OSError, UnicodeError) as e:
+                log.warning("Cannot resolve broker host %s (for max.connections): %s",
+                            host, e)
             finally:
                 self._resolving.discard(host)
 
