@@ -330,6 +330,8 @@ class Broker:
             except (OSError, UnicodeError) as e:
                 log.warning("Cannot resolve broker host %s (for max.connections): %s",
                             host, e)
+                self._resolved[host] = []  # tried again in a minute, not on every call
+                asyncio.get_running_loop().call_later(60, self._resolved.pop, host, None)
             finally:
                 self._resolving.discard(host)
 
