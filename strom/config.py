@@ -11,6 +11,7 @@ effective values and says where each came from (DescribeConfigs' `config_source`
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -119,6 +120,51 @@ def render(value: Any) -> str | None:
     if isinstance(value, list):
         return ",".join(value)
     return str(value)
+
+
+def parse_connection_overrides(text: str | None) -> dict[str, int]:
+    """Kafka's 'host:count,host:count' (the last ':' separates, so IPv6 addresses work);
+    raises ValueError with the reason."""
+    out: dict[str, int] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, count = item.rpartition(":")
+        host = host.strip().strip("[]")
+        if not sep or not host:
+            raise ValueError(f"expected host:count, got {item!r}")
+        try:
+            n = int(count.strip())
+        except ValueError:
+            raise ValueError(f"count of {host!r} is not an integer") from None
+        if n < 0:
+            raise ValueError(f"count of {host!r} must be at least 0")
+        if not _valid_host(host):
+            raise ValueError(f"invalid address {host!r}")
+        out[host] = n
+    return out
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(
+        0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-"
+        and all(c.isalnum() or c == "-" for c in label) and label.isascii()
+        for label in labels)
+
+
+def _connection_overrides(v: Any) -> str | None:
+    try:
+        parse_connection_overrides(v)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 B, S, I, L, D, LST = (  # noqa: E741
@@ -251,7 +297,16 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("cluster.id", S, None, "Cluster id (generated when absent)"),
     ConfigKey("controlled.shutdown.enable", B, True, ""),
     ConfigKey("group.initial.rebalance.delay.ms", I, 3000, "", at_least(0)),
-    ConfigKey("connections.max.idle.ms", L, 600000, "", at_least(1)),
+    ConfigKey("connections.max.idle.ms", L, 600000, "Idle connections are closed after "
+              "this long (negative: never)"),
+    ConfigKey("max.connections", I, 2147483647, "Most connections the broker serves at "
+              "once; more wait (inter-broker ones excepted)", at_least(0)),
+    ConfigKey("max.connections.per.ip", I, 2147483647, "Most connections from one address; "
+              "more are closed at once", at_least(0)),
+    ConfigKey("max.connections.per.ip.overrides", S, "", "Per-address limits, "
+              "host:count,host:count", _connection_overrides),
+    ConfigKey("queued.max.request.bytes", L, -1, "Bytes of requests read and not yet "
+              "handled, across connections, before no more are read (-1: unbounded)"),
 ]}
 
 # topic config -> (broker synonym(s), in precedence order)
@@ -364,6 +419,15 @@ class BrokerConfig:
                     parse_listener(listener)
                 except ConfigError as e:
                     raise ConfigError(f"Invalid value for configuration {name}: {e}") from None
+        queued = self.get("queued.max.request.bytes")
+        if 0 < queued < self.get("socket.request.max.bytes"):
+            raise ConfigError("Invalid value for configuration queued.max.request.bytes: must "
+                              "be at most 0 (unbounded) or at least socket.request.max.bytes "
+                              f"({self.get('socket.request.max.bytes')}), got {queued}")
+        if self.get("max.connections.per.ip") == 0 and \
+                not self.get("max.connections.per.ip.overrides"):
+            raise ConfigError("Invalid value 0 for configuration max.connections.per.ip: it "
+                              "can be 0 only if max.connections.per.ip.overrides is set")
         if self.get("message.max.bytes") > self.get("socket.request.max.bytes"):
             log.warning("message.max.bytes is larger than socket.request.max.bytes")
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -42,14 +43,16 @@ from strom.cluster.store import (
     StoreError,
 )
 from strom.cluster.zk_store import ZkMetadataStore
-from strom.config import BrokerConfig, TopicConfig
+from strom.config import BrokerConfig, TopicConfig, parse_connection_overrides
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
 from strom.log import checkpoint, files
 from strom.log.manager import LogManager
 from strom.log.page_cache import PageCacheWindow
+from strom.protocol.framing import MemoryPool
 from strom.replication.replica_manager import ReplicaManager
 from strom.server.connection import Connection, ConnectionProtocol
+from strom.server.connection_quotas import Admission, ConnectionQuotas
 from strom.server.dispatcher import Dispatcher
 from strom.server.loop_lag import LoopLagMonitor
 
@@ -63,6 +66,11 @@ class Broker:
         self.broker_id = config.node_id
         self.servers: list[asyncio.Server] = []
         self.connections: set[asyncio.Task] = set()
+        self.served: dict[ConnectionProtocol, str] = {}  # connection -> its listener
+        self._resolved: dict[str, list[str]] = {}  # broker host name -> its addresses
+        self._resolving: set[str] = set()
+        self._resolve_tasks: set[asyncio.Task] = set()
+        self._closing_connections = False
         self.tasks: list[asyncio.Task] = []
         self.stopping = asyncio.Event()
         self.store: MetadataStore | None = None
@@ -124,10 +132,18 @@ class Broker:
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
             self.logs, self.producer_ids, self.groups)
         self.dispatcher = Dispatcher(self.services)
+        queued_max = config.get("queued.max.request.bytes")
+        pool = MemoryPool(queued_max) if queued_max > 0 else None
+        self.quotas = ConnectionQuotas(
+            config.get("max.connections"), config.get("max.connections.per.ip"),
+            await _resolve_overrides(config.get("max.connections.per.ip.overrides")),
+            [name for name, _, _ in listeners],
+            config.get("inter.broker.listener.name") or listeners[0][0],
+            self._broker_addresses)
         for name, host, port in listeners:
             server = await asyncio.get_running_loop().create_server(
                 functools.partial(ConnectionProtocol, self.config.get("socket.request.max.bytes"),
-                                  functools.partial(self._on_connection, name)),
+                                  functools.partial(self._on_connection, name), pool),
                 host or "0.0.0.0", port, reuse_address=True)
             self.servers.append(server)
             log.info("Listening on %s://%s:%d", name, host, port)
@@ -225,17 +241,109 @@ class Broker:
 
     # --- serve ----------------------------------------------------------------------------
     def _on_connection(self, listener: str, protocol: ConnectionProtocol) -> None:
+        ip = _peer_ip(protocol)
+        admission = self.quotas.admit(listener, ip, (protocol, listener))
+        if admission is Admission.ACCEPT:
+            self._start_serving(listener, protocol)
+            if self.quotas.excess():
+                self._close_least_recent()
+        elif admission is Admission.PARK:
+            log.debug("Connection from %s waits: max.connections (%d) reached", ip,
+                      self.quotas.max_connections)
+            protocol.pause_reading("max.connections")
+        elif admission is Admission.REFUSE_IP:
+            log.info("Rejected connection from %s, address already has the configured "
+                     "maximum of %d connections.", ip, self.quotas.limit_for(ip))
+            protocol.transport.close()
+        else:
+            log.info("Rejected connection from %s: max.connections (%d) reached and %d "
+                     "connections wait already", ip, self.quotas.max_connections,
+                     len(self.quotas.parked))
+            protocol.transport.close()
+
+    def _start_serving(self, listener: str, protocol: ConnectionProtocol) -> None:
+        self.served[protocol] = listener
         task = asyncio.get_running_loop().create_task(self._serve(listener, protocol))
         self.connections.add(task)
         task.add_done_callback(self.connections.discard)
 
+    def _connection_ended(self, protocol: ConnectionProtocol) -> None:
+        """Release its slot and give it to the connection that waited longest."""
+        if self.served.pop(protocol, None) is None:
+            return
+        self.quotas.release(_peer_ip(protocol))
+        while (turn := self.quotas.next_parked()) is not None:
+            waiting, listener = turn
+            if waiting.transport.is_closing() or self._closing_connections:
+                waiting.transport.close()  # gone while it waited, or shutting down
+                self.quotas.release(_peer_ip(waiting))
+                continue
+            waiting.resume_reading("max.connections")
+            self._start_serving(listener, waiting)
+
+    def _close_least_recent(self) -> None:
+        """Kafka's closeExcessConnections: a connection on the inter-broker listener took
+        the total beyond max.connections; close the least recently active connection of
+        another listener."""
+        candidates = [p for p, name in self.served.items()
+                      if name != self.quotas.inter_broker_listener
+                      and not p.transport.is_closing()]
+        if candidates:
+            victim = min(candidates, key=lambda p: p.last_active)
+            log.info("Closing connection from %s: max.connections (%d) reached by "
+                     "inter-broker connections", _peer_ip(victim), self.quotas.max_connections)
+            victim.transport.close()
+
+    def _broker_addresses(self) -> dict[str, int]:
+        """Address -> how many other registered brokers are there (their host names are
+        resolved in the background, so a name is known from the next call on)."""
+        out: dict[str, int] = {}
+        for broker_id, info in self.cache.brokers.items():
+            if broker_id == self.broker_id:
+                continue
+            ips: set[str] = set()
+            for endpoint in info.endpoints:
+                try:
+                    ips.add(str(ipaddress.ip_address(endpoint.host)))
+                except ValueError:
+                    ips.update(self._resolved.get(endpoint.host, ()))
+                    if endpoint.host not in self._resolved:
+                        self._resolve_later(endpoint.host)
+            for ip in ips:
+                out[ip] = out.get(ip, 0) + 1
+        return out
+
+    def _resolve_later(self, host: str) -> None:
+        if host in self._resolving:
+            return
+        self._resolving.add(host)
+
+        async def resolve() -> None:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+                self._resolved[host] = sorted({i[4][0] for i in infos})
+            except (OSError, UnicodeError) as e:
+                log.warning("Cannot resolve broker host %s (for max.connections): %s",
+                            host, e)
+                self._resolved[host] = []  # tried again in a minute, not on every call
+                asyncio.get_running_loop().call_later(60, self._resolved.pop, host, None)
+            finally:
+                self._resolving.discard(host)
+
+        task = asyncio.get_running_loop().create_task(resolve())
+        self._resolve_tasks.add(task)
+        task.add_done_callback(self._resolve_tasks.discard)
+
     async def _serve(self, listener: str, protocol: ConnectionProtocol) -> None:
         try:
-            await Connection(protocol, self.dispatcher, listener).serve()
+            await Connection(protocol, self.dispatcher, listener,
+                             self.config.get("connections.max.idle.ms")).serve()
         except asyncio.CancelledError:
             pass  # shutdown cancels the connections
         except Exception:
             log.exception("Connection failed")
+        finally:
+            self._connection_ended(protocol)
 
     def _start_periodic(self) -> None:
         checkpoint_ms = self.config.get("log.flush.offset.checkpoint.interval.ms")
@@ -338,6 +446,12 @@ class Broker:
         self.loop_lag.stop()
         if hasattr(self, "groups"):
             self.groups.stop()
+        self._closing_connections = True
+        for task in list(self._resolve_tasks):
+            task.cancel()
+        if hasattr(self, "quotas"):
+            for waiting, _ in self.quotas.parked:
+                waiting.transport.close()
         for task in list(self.connections):
             task.cancel()
         if self.connections:
@@ -353,6 +467,31 @@ class Broker:
         if self.store is not None:
             await self.store.close()
         log.info("Broker %d shut down", self.broker_id)
+
+
+def _peer_ip(protocol: ConnectionProtocol) -> str:
+    peer = protocol.transport.get_extra_info("peername") if protocol.transport else None
+    return peer[0] if peer else ""
+
+
+async def _resolve_overrides(text: str | None) -> dict[str, int]:
+    """max.connections.per.ip.overrides with host names resolved (as Kafka resolves them
+    once, at start-up)."""
+    out: dict[str, int] = {}
+    for host, count in parse_connection_overrides(text).items():
+        try:
+            out[str(ipaddress.ip_address(host))] = count
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except OSError as e:
+            raise SystemExit("Invalid value for configuration max.connections.per.ip."
+                             f"overrides: cannot resolve {host!r} ({e})") from None
+        for info in infos:
+            out[info[4][0]] = count
+    return out
 
 
 def _stored_cluster_id(log_dirs: list[str]) -> str | None:

@@ -12,6 +12,13 @@ log line; other connections are not affected.
 buffered protocol (strom.protocol.framing): a large request (a Produce) lands in a bytearray
 of its own with no copy in Python. `Connection.serve` takes its frames one by one and writes
 the responses to its transport, waiting while the transport's write buffer is full.
+
+With queued.max.request.bytes set, the protocols share a `MemoryPool`: each frame's bytes
+are given back once its request is handled (a Produce: once appended), and everything a
+connection still holds when its serving ends. A connection with no byte read or written for
+connections.max.idle.ms, and no request in progress, is closed. How many connections are
+served at once is the broker's business (strom.server.connection_quotas): it may pause a
+protocol's reading before serving it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Callable
 
 from strom.api.fetch import RawResponse
 from strom.log.page_cache import read_cold
-from strom.protocol.framing import FrameReader
+from strom.protocol.framing import FrameReader, MemoryPool
 from strom.protocol.messages import peek_produce_acks
 from strom.server.dispatcher import CloseConnection, Dispatcher
 
@@ -41,6 +48,8 @@ MAX_WRITE_BUFFER_BYTES = 1 << 20
 # idempotent librdkafka producer
 MAX_PIPELINED_PRODUCES = 5
 PRODUCE = 0  # API key
+# idle times beyond this (over 30 years) are never reached: no timer
+MAX_TIMER_MS = 10**12
 
 
 class ConnectionProtocol(FrameReader):
@@ -48,27 +57,40 @@ class ConnectionProtocol(FrameReader):
     of its responses. `on_connected(protocol)` is called once the transport is there."""
 
     def __init__(self, max_request_size: int,
-                 on_connected: Callable[[ConnectionProtocol], None]) -> None:
-        super().__init__(max_request_size)
+                 on_connected: Callable[[ConnectionProtocol], None],
+                 pool: MemoryPool | None = None) -> None:
+        super().__init__(max_request_size, pool=pool)
         self.on_connected = on_connected
         self.frames: collections.deque[bytes | bytearray] = collections.deque()
         self.queued_bytes = 0
         self.eof = False
         self.bad_size: int | None = None
+        self.last_active = 0.0  # loop time of the last bytes read or written
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future | None = None
         self._reading_paused = False
 
     # --- asyncio.BufferedProtocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._loop = asyncio.get_running_loop()
+        self.last_active = self._loop.time()
         self.on_connected(self)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last_active = self._loop.time()
+        super().buffer_updated(nbytes)
+
+    def resume_writing(self) -> None:
+        self.last_active = self._loop.time()  # the client took what was written
+        super().resume_writing()
 
     def frame_received(self, frame: bytes | bytearray) -> None:
         self.frames.append(frame)
         self.queued_bytes += len(frame)
         if self.queued_bytes > MAX_READ_AHEAD_BYTES and not self._reading_paused:
             self._reading_paused = True
-            self.transport.pause_reading()
+            self.pause_reading("read-ahead")
         self._wake()
 
     def bad_frame_size(self, size: int) -> None:
@@ -82,6 +104,7 @@ class ConnectionProtocol(FrameReader):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
+        self.abandon_partial()  # whole frames read are still handled, as in Kafka
         self._wake()
         self.wake_writers(ConnectionResetError("connection closed"))
 
@@ -98,8 +121,7 @@ class ConnectionProtocol(FrameReader):
         self.queued_bytes -= len(frame)
         if self._reading_paused and self.queued_bytes <= MAX_READ_AHEAD_BYTES // 2:
             self._reading_paused = False
-            if not self.transport.is_closing():
-                self.transport.resume_reading()
+            self.resume_reading("read-ahead")
         return frame
 
     async def drain(self) -> None:
@@ -116,8 +138,13 @@ class ConnectionProtocol(FrameReader):
 
 class Connection:
     def __init__(self, protocol: ConnectionProtocol, dispatcher: Dispatcher,
-                 listener: str) -> None:
+                 listener: str, max_idle_ms: int = -1) -> None:
         self.protocol = protocol
+        # connections.max.idle.ms: closed after this long without a byte read or written,
+        # unless a request is in progress (negative: never)
+        self.max_idle_s = max_idle_ms / 1000 if 0 <= max_idle_ms < MAX_TIMER_MS else None
+        self._busy = 0  # requests being handled (a parked fetch, a Produce being appended)
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport = protocol.transport  # type: ignore[assignment]
         self.dispatcher = dispatcher
         self.max_request_size = protocol.max_frame_bytes
@@ -133,6 +160,7 @@ class Connection:
 
     async def serve(self) -> None:
         requests, transport = self.protocol, self.transport
+        self._arm_idle_timer()
         try:
             while True:
                 frame = await requests.next_frame()
@@ -144,31 +172,70 @@ class Connection:
                     else:
                         await self._pipeline_done()  # the client may still read them
                     return
-                if len(frame) >= 2 and frame[0] == 0 and frame[1] == PRODUCE:
-                    if not await self._produce(frame):
-                        return
-                    continue
-                if not await self._pipeline_done():
-                    return
+                self._busy += 1
                 try:
-                    response = await self.dispatcher.dispatch(frame, self.client, self.client_host,
-                                                              self.listener)
-                except CloseConnection as e:
-                    log.warning("Closing connection from %s: %s", self.client, e)
-                    return
-                if not await self._respond(response):
-                    return
+                    if not await self._handle(frame):
+                        return
+                finally:
+                    self._busy -= 1
+                    requests.last_active = asyncio.get_running_loop().time()
+                    requests.release(len(frame))  # its bytes are no longer needed
         except (ConnectionError, RuntimeError) as e:
             # uvloop raises RuntimeError when writing to a transport the peer reset
             if isinstance(e, RuntimeError) and not transport.is_closing():
                 raise
             return
         finally:
+            requests.release_all()  # frames left unhandled give their memory back
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             for task in self._pipeline:
                 task.cancel()
             if self._pipeline_writer is not None:
                 self._pipeline_writer.cancel()
             transport.close()
+
+    async def _handle(self, frame: bytes | bytearray) -> bool:
+        """One request; False if the connection is to close."""
+        if len(frame) >= 2 and frame[0] == 0 and frame[1] == PRODUCE:
+            return await self._produce(frame)
+        if not await self._pipeline_done():
+            return False
+        try:
+            response = await self.dispatcher.dispatch(frame, self.client, self.client_host,
+                                                      self.listener)
+        except CloseConnection as e:
+            log.warning("Closing connection from %s: %s", self.client, e)
+            return False
+        return await self._respond(response)
+
+    # --- connections.max.idle.ms ----------------------------------------------------------
+    def _arm_idle_timer(self) -> None:
+        if self.max_idle_s is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_at(self.protocol.last_active + self.max_idle_s,
+                                        self._check_idle)
+
+    def _check_idle(self) -> None:
+        """As Kafka: idle is the time since the last bytes read or written; a request in
+        progress (a parked fetch, a Produce waiting for replication) is not idle."""
+        self._idle_timer = None
+        transport = self.transport
+        if transport.is_closing():
+            return
+        now = asyncio.get_running_loop().time()
+        if self._busy or self._pipeline:
+            self.protocol.last_active = now
+        elif now - self.protocol.last_active >= self.max_idle_s:
+            log.debug("Closing connection from %s: idle for more than "
+                      "connections.max.idle.ms (%d)", self.client, self.max_idle_s * 1000)
+            if transport.get_write_buffer_size():
+                transport.abort()  # the client reads nothing: do not wait for it
+            else:
+                transport.close()
+            return
+        self._arm_idle_timer()
 
     async def _respond(self, response) -> bool:
         """Write one response (None: nothing to write); False if the client is gone."""

@@ -16,6 +16,7 @@ import pytest
 
 from strom.api.fetch import RawResponse
 from strom.log.segment import FileSlice
+from strom.protocol.framing import MemoryPool
 from strom.server.connection import MAX_WRITE_BUFFER_BYTES, Connection, ConnectionProtocol
 from strom.server.dispatcher import CloseConnection
 
@@ -46,22 +47,29 @@ def loops():
     return out
 
 
-async def serve(dispatcher, max_request_size, delay_s):
+async def serve(dispatcher, max_request_size, delay_s, max_idle_ms=-1, pool=None,
+                on_made=None, on_connected=None):
     """A listener like the broker's; serving a connection starts `delay_s` after it is made.
-    Returns (server, port, the connection tasks); their protocols go to `serve.protocols`."""
+    Returns (server, port, the connection tasks); their protocols go to `serve.protocols`.
+    `on_made(protocol)` is called in connection_made; `on_connected(protocol)`, an async
+    function, is awaited before serving."""
     tasks: list[asyncio.Task] = []
     serve.protocols = []
 
     async def run(protocol):
         await asyncio.sleep(delay_s)  # let requests pile up in the protocol first
-        await Connection(protocol, dispatcher, "PLAINTEXT").serve()
+        if on_connected is not None:
+            await on_connected(protocol)
+        await Connection(protocol, dispatcher, "PLAINTEXT", max_idle_ms).serve()
 
-    def on_connected(protocol):
+    def connected(protocol):
         serve.protocols.append(protocol)
+        if on_made is not None:
+            on_made(protocol)
         tasks.append(asyncio.get_running_loop().create_task(run(protocol)))
 
     server = await asyncio.get_running_loop().create_server(
-        lambda: ConnectionProtocol(max_request_size, on_connected), HOST, 0)
+        lambda: ConnectionProtocol(max_request_size, connected, pool), HOST, 0)
     return server, server.sockets[0].getsockname()[1], tasks
 
 
@@ -368,3 +376,191 @@ def test_cold_slices_wait_for_a_client_that_reads_late(new_loop, tmp_path):
         os.close(fd)
     assert got == data
     assert buffered <= MAX_WRITE_BUFFER_BYTES + (1 << 20)
+
+
+class Held:
+    """Answers like Echo, but a frame starting with b"hold" waits until `release` is set
+    (a parked long-poll fetch)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.seen: list[bytes] = []
+
+    async def dispatch(self, frame, client, client_host, listener, appended=None):
+        self.seen.append(bytes(frame[:8]))
+        if bytes(frame[:4]) == b"hold":
+            await self.release.wait()
+        return frame_of(bytes(frame)[::-1])
+
+
+def frame_of(body: bytes) -> bytes:
+    return struct.pack(">i", len(body)) + body
+
+
+async def read_frame(reader) -> bytes:
+    size = struct.unpack(">i", await reader.readexactly(4))[0]
+    return await reader.readexactly(size)
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_an_idle_connection_is_closed_but_not_one_with_a_request_in_progress(new_loop):
+    """connections.max.idle.ms: a connection that sends nothing is closed; one whose
+    request waits (longer than the idle time) is not, and gets its answer."""
+
+    async def main():
+        d = Held()
+        server, port, tasks = await serve(d, 1 << 20, 0, max_idle_ms=300)
+        async with server:
+            busy_r, busy_w = await asyncio.open_connection(HOST, port)
+            busy_w.write(frame(b"hold-me"))
+            await busy_w.drain()
+            idle_r, idle_w = await asyncio.open_connection(HOST, port)
+            idle_rest = await asyncio.wait_for(idle_r.read(), 10)  # closed by the server
+            d.release.set()  # more than the idle time after busy's request was read
+            answer = await read_frame(busy_r)
+            busy_w.write(frame(b"again"))  # still open and served
+            again = await read_frame(busy_r)
+            busy_rest = await asyncio.wait_for(busy_r.read(), 10)  # idle now: closed too
+            for w in (busy_w, idle_w):
+                w.close()
+            return idle_rest, answer, again, busy_rest
+
+    idle_rest, answer, again, busy_rest = run(new_loop, main(), 30)
+    assert idle_rest == b"" and busy_rest == b""
+    assert answer == b"em-dloh" and again == b"niaga"
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_large_frames_wait_for_the_memory_pool_small_ones_are_served(new_loop):
+    """queued.max.request.bytes: while one connection's large request holds the pool, a
+    second large request is not read (its memory is not allocated), a small request on a
+    third connection is answered; once the first is handled the second is read."""
+    size = 1 << 20
+    pool = MemoryPool(size)
+    peak = []
+
+    async def main():
+        d = Echo()
+        server, port, _ = await serve(d, size, 0, pool=pool)
+        async with server:
+            r1, w1 = await asyncio.open_connection(HOST, port)
+            big1 = frame(b"1" * size)
+            w1.write(big1[:1000])
+            await w1.drain()
+            r2, w2 = await asyncio.open_connection(HOST, port)
+            w2.write(frame(b"2" * size))  # no drain: the server stops reading it
+            r3, w3 = await asyncio.open_connection(HOST, port)
+            w3.write(frame(b"small"))
+            small = await read_frame(r3)
+            peak.append(pool.used)
+            waiting = [p.waiting_for_memory for p in serve.protocols]
+            w1.write(big1[1000:])
+            first = await read_frame(r1)
+            second = await read_frame(r2)
+            for w in (w1, w2, w3):
+                w.close()
+            return small, waiting, first, second
+
+    small, waiting, first, second = run(new_loop, main(), 30)
+    assert small[4:] == b"llams"
+    assert waiting == [0, size, 0]
+    assert peak == [size]  # the first large frame (the small one is handled), not the second
+    assert len(first) == len(second) == size + 4
+    assert pool.available == size  # everything given back
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_a_connection_paused_when_made_reads_at_most_once_until_resumed(new_loop):
+    """What the broker does at max.connections: a new connection is paused in
+    connection_made and resumed when a slot is free. Meanwhile at most one read is taken
+    (uvloop starts reading after connection_made), however much the client sends, and its
+    bytes are only kept: no frame is cut and no buffer allocated before the resume."""
+    from strom.protocol.framing import SCRATCH_BYTES
+
+    async def main():
+        d = Echo()
+        gate = asyncio.Event()
+
+        def on_made(protocol):
+            if len(serve.protocols) == 1:
+                protocol.pause_reading("max.connections")
+
+        async def until_resumed(protocol):
+            if protocol is serve.protocols[0]:
+                await gate.wait()
+
+        server, port, _ = await serve(d, 1 << 20, 0, on_made=on_made,
+                                      on_connected=until_resumed)
+        async with server:
+            r1, w1 = await asyncio.open_connection(HOST, port)
+            w1.write(frame(b"parked"))
+            await w1.drain()
+            w1.write(frame(b"x" * 500_000) * 4)  # no drain: the server does not read it
+            r2, w2 = await asyncio.open_connection(HOST, port)
+            w2.write(frame(b"served"))
+            served = await read_frame(r2)  # read after the parked one's bytes arrived
+            parked = serve.protocols[0]
+            held = (len(parked.frames), parked.partial_bytes)
+            parked.resume_reading("max.connections")
+            gate.set()
+            answers = [await read_frame(r1) for _ in range(5)]
+            for w in (w1, w2):
+                w.close()
+            return served, held, answers
+
+    served, held, answers = run(new_loop, main(), 30)
+    assert served[4:] == b"devres"
+    assert held[0] == 0 and held[1] <= SCRATCH_BYTES  # nothing cut, no buffer allocated
+    assert answers[0][4:] == b"dekrap" and [len(a) for a in answers[1:]] == [500_004] * 4
+
+
+class CloseOnBad:
+    """Answers like Echo; a frame starting with b"bad" closes the connection once `go`
+    is set."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    async def dispatch(self, frame, client, client_host, listener, appended=None):
+        if bytes(frame[:3]) == b"bad":
+            await self.go.wait()
+            raise CloseConnection("bad request")
+        return frame_of(bytes(frame)[::-1])
+
+
+@pytest.mark.parametrize("new_loop", loops())
+def test_every_byte_goes_back_to_the_pool_however_a_connection_ends(new_loop):
+    """A client gone in the middle of a large frame, and a connection closed by a bad
+    request with large requests still queued behind it: the pool is whole again."""
+    size = 1 << 20
+    pool = MemoryPool(2 * size)
+
+    async def main():
+        d = CloseOnBad()
+        server, port, tasks = await serve(d, size, 0, pool=pool)
+        async with server:
+            _, w1 = await asyncio.open_connection(HOST, port)
+            w1.write(frame(b"p" * size)[:size // 2])
+            await w1.drain()
+            r2, w2 = await asyncio.open_connection(HOST, port)
+            w2.write(frame(b"ok") + frame(b"bad") + frame(b"q" * size) + frame(b"r" * 100))
+            await w2.drain()
+            first = await read_frame(r2)
+            for _ in range(1000):  # until the requests behind the bad one are read
+                if serve.protocols[1].queued_bytes == size + 100:
+                    break
+                await asyncio.sleep(0.01)
+            queued = serve.protocols[1].queued_bytes
+            d.go.set()
+            try:
+                rest = await asyncio.wait_for(r2.read(), 10)  # closed by the server
+            except ConnectionResetError:  # with requests unread: a reset
+                rest = b""
+            w1.transport.abort()
+            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            w2.close()
+            return first, queued, rest
+
+    first, queued, rest = run(new_loop, main(), 30)
+    assert first == b"ko" and queued == size + 100 and rest == b""
+    assert pool.available == 2 * size
