@@ -87,6 +87,7 @@ __all__ = [
     "NewRecord",
     "Record",
     "RecordHeader",
+    "RecordsTooLarge",
     "TimestampType",
     "batch_crc",
     "build_batch",
@@ -95,7 +96,10 @@ __all__ = [
     "decode_records",
     "end_txn_marker",
     "iter_batches",
+    "null_key_indexes",
     "read_batch_header",
+    "records_area",
+    "with_compression",
 ]
 
 # --- constants, named once --------------------------------------------------------------
@@ -103,6 +107,7 @@ __all__ = [
 MAGIC_V2 = 2
 LOG_OVERHEAD = 12  # baseOffset int64 + batchLength int32
 BATCH_HEADER_SIZE = 61  # everything up to the first record
+_MIN_RECORD_SIZE = 7  # length, attributes, timestampDelta, offsetDelta, key, value, headers
 MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - LOG_OVERHEAD  # smallest valid batchLength (no records)
 BATCH_LENGTH_POSITION = 8
 PARTITION_LEADER_EPOCH_POSITION = 12
@@ -143,6 +148,10 @@ assert _HEADER.size == BATCH_HEADER_SIZE
 
 class CorruptRecordError(ValueError):
     """Bytes that are not a valid v2 record batch (Kafka's CORRUPT_MESSAGE)."""
+
+
+class RecordsTooLarge(CorruptRecordError):
+    """A batch whose records decompress to more than the caller allows."""
 
 
 class Compression(IntEnum):
@@ -310,26 +319,55 @@ def _write_varint(out: bytearray, value: int) -> None:
 # --- compression --------------------------------------------------------------------------
 
 
-def _decompress(codec: Compression, data: bytes) -> bytes:
+def _decompress(codec: Compression, data: bytes, max_size: int | None = None) -> bytes:
+    """The records area of a compressed batch. With `max_size`, no more than that many bytes
+    are ever produced (nor allocated beyond it): a larger result raises RecordsTooLarge."""
     import cramjam
 
     try:
-        if codec is Compression.GZIP:
-            return bytes(cramjam.gzip.decompress(data))
         if codec is Compression.SNAPPY:
-            return _snappy_decompress(data, cramjam)
-        if codec is Compression.LZ4:
-            return bytes(cramjam.lz4.decompress(data))
-        if codec is Compression.ZSTD:
-            return bytes(cramjam.zstd.decompress(data))
+            return _snappy_decompress(data, cramjam, max_size)
+        module = {Compression.GZIP: cramjam.gzip, Compression.LZ4: cramjam.lz4,
+                  Compression.ZSTD: cramjam.zstd}.get(codec)
+        if module is None:
+            raise AssertionError(codec)
+        if max_size is None:
+            return bytes(module.decompress(data))
+        return _decompress_into(module.decompress_into, data, max_size, codec, cramjam)
     except CorruptRecordError:
         raise
     except Exception as exc:  # cramjam.DecompressionError and friends
         raise CorruptRecordError(f"cannot decompress {codec} records: {exc}") from exc
-    raise AssertionError(codec)
 
 
-def _snappy_decompress(data: bytes, cramjam) -> bytes:
+def _decompress_into(decompress_into, data: bytes, max_size: int, codec: Compression,
+                     cramjam) -> bytearray:
+    """One native call into a buffer one byte larger than allowed: the codec stops as soon as
+    the buffer is full, so a "bomb" costs max_size bytes, and the time to write them."""
+    out = bytearray(max_size + 1)
+    try:
+        n = decompress_into(data, out)
+    except cramjam.DecompressionError as exc:
+        if "failed to write whole buffer" not in str(exc):  # else: the buffer is full
+            raise
+        n = max_size + 1
+    if n > max_size:
+        raise RecordsTooLarge(f"{codec} records decompress to more than {max_size} bytes")
+    del out[n:]
+    return out
+
+
+def _snappy_decompress(data: bytes, cramjam, max_size: int | None) -> bytes:
+    budget = [max_size]
+
+    def raw(block) -> bytes:
+        if budget[0] is not None:  # raw snappy states its decompressed length up front
+            need = cramjam.snappy.decompress_raw_len(block)
+            if need > budget[0]:
+                raise RecordsTooLarge(f"snappy records decompress to more than {max_size} bytes")
+            budget[0] -= need
+        return bytes(cramjam.snappy.decompress_raw(block))
+
     if data.startswith(_XERIAL_MAGIC):
         if len(data) < len(_XERIAL_HEADER):
             raise CorruptRecordError("truncated xerial snappy header")
@@ -343,12 +381,15 @@ def _snappy_decompress(data: bytes, cramjam) -> bytes:
             pos += 4
             if length < 0 or pos + length > end:
                 raise CorruptRecordError("truncated xerial snappy block")
-            parts.append(bytes(cramjam.snappy.decompress_raw(data[pos:pos + length])))
+            parts.append(raw(data[pos:pos + length]))
             pos += length
         return b"".join(parts)
     if data.startswith(_SNAPPY_FRAMED_MAGIC):
-        return bytes(cramjam.snappy.decompress(data))
-    return bytes(cramjam.snappy.decompress_raw(data))
+        if max_size is None:
+            return bytes(cramjam.snappy.decompress(data))
+        return _decompress_into(cramjam.snappy.decompress_into, data, max_size,
+                                Compression.SNAPPY, cramjam)
+    return raw(data)
 
 
 def _compress(codec: Compression, data: bytes, snappy_xerial: bool) -> bytes:
@@ -428,9 +469,11 @@ def iter_batches(buf, start: int = 0, end: int | None = None) -> Iterator[tuple[
         pos += header.size
 
 
-def decode_records(buf, pos: int = 0, header: BatchHeader | None = None,
-                   verify_crc: bool = True) -> tuple[Record, ...]:
-    """Decode (and decompress) the records of the batch at `pos`."""
+def records_area(buf, pos: int = 0, header: BatchHeader | None = None,
+                 verify_crc: bool = True, max_size: int | None = None) -> bytes | bytearray:
+    """The records area of the batch at `pos`, decompressed; each of its `recordsCount`
+    records takes at least 7 bytes. With `max_size`, a batch whose records take more raises
+    RecordsTooLarge, having decompressed no more than that."""
     if header is None:
         header = read_batch_header(buf, pos)
     end = pos + header.size
@@ -446,15 +489,53 @@ def decode_records(buf, pos: int = 0, header: BatchHeader | None = None,
     count = header.records_count
     if count < 0:
         raise CorruptRecordError(f"invalid record count {count}")
+    if max_size is not None and count * _MIN_RECORD_SIZE > max_size:
+        raise RecordsTooLarge(f"{count} records cannot fit in {max_size} bytes")
     body = bytes(buf[pos + BATCH_HEADER_SIZE:end])
     codec = header.compression
     if codec is not Compression.NONE:
-        body = _decompress(codec, body)
+        body = _decompress(codec, body, max_size)
+    elif max_size is not None and len(body) > max_size:
+        raise RecordsTooLarge(f"records of {len(body)} bytes are more than {max_size} bytes")
     # Each record takes at least 7 bytes; refuse counts that cannot fit before allocating.
-    if count * 7 > len(body):
+    if count * _MIN_RECORD_SIZE > len(body):
         raise CorruptRecordError(
             f"record count {count} does not fit in {len(body)} bytes of records")
-    return _parse_records(body, header, count)
+    return body
+
+
+def decode_records(buf, pos: int = 0, header: BatchHeader | None = None,
+                   verify_crc: bool = True, max_size: int | None = None) -> tuple[Record, ...]:
+    """Decode (and decompress) the records of the batch at `pos` (`max_size`: see
+    `records_area`)."""
+    if header is None:
+        header = read_batch_header(buf, pos)
+    body = records_area(buf, pos, header, verify_crc, max_size)
+    return _parse_records(bytes(body), header, header.records_count)
+
+
+def null_key_indexes(area: bytes | bytearray, header: BatchHeader) -> list[int]:
+    """Check every record of a records area (as `decode_records` does) without building
+    them; return the indexes of the records whose key is null."""
+    return _parse_records(area, header, header.records_count, keys_only=True)
+
+
+def with_compression(buf, header: BatchHeader, codec: Compression | int,
+                     area: bytes | bytearray) -> bytes:
+    """The batch at the start of `buf` with its records area `area` (decompressed) compressed
+    with `codec` instead: every header field but the codec bits is kept, the CRC is new.
+    The records are re-encoded as they are (their deltas do not depend on the codec)."""
+    codec = Compression(codec)
+    payload = bytes(area) if codec is Compression.NONE else _compress(codec, bytes(area), True)
+    attributes = (header.attributes & ~_COMPRESSION_MASK) | int(codec)
+    tail = _AFTER_CRC.pack(attributes, header.last_offset_delta, header.base_timestamp,
+                           header.max_timestamp, header.producer_id, header.producer_epoch,
+                           header.base_sequence, header.records_count)
+    head = struct.pack(">qiib", header.base_offset,
+                       BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload),
+                       header.partition_leader_epoch, MAGIC_V2)
+    crc = crc32c.crc32c(tail + payload)
+    return head + struct.pack(">I", crc) + tail + payload
 
 
 def decode_batch(buf, pos: int = 0, verify_crc: bool = True) -> Batch:
@@ -463,7 +544,10 @@ def decode_batch(buf, pos: int = 0, verify_crc: bool = True) -> Batch:
     return Batch(header, decode_records(buf, pos, header, verify_crc=verify_crc))
 
 
-def _parse_records(data: bytes, header: BatchHeader, count: int) -> tuple[Record, ...]:
+def _parse_records(data: bytes | bytearray, header: BatchHeader, count: int,
+                   keys_only: bool = False):
+    """The records (or, `keys_only`, the indexes of those with a null key: nothing is
+    copied), every field checked to stay inside its record and the records area."""
     read_varint = _read_varint
     base_offset = header.base_offset
     base_timestamp = header.base_timestamp
@@ -471,8 +555,8 @@ def _parse_records(data: bytes, header: BatchHeader, count: int) -> tuple[Record
                    if header.timestamp_type is TimestampType.LOG_APPEND_TIME else None)
     end = len(data)
     pos = 0
-    records = []
-    for _ in range(count):
+    records: list = []
+    for index in range(count):
         length, pos = read_varint(data, pos, end, 5)
         record_start = pos
         record_end = pos + length
@@ -485,20 +569,20 @@ def _parse_records(data: bytes, header: BatchHeader, count: int) -> tuple[Record
         timestamp_delta, pos = read_varint(data, pos, record_end, 10)
         offset_delta, pos = read_varint(data, pos, record_end, 5)
         key_length, pos = read_varint(data, pos, record_end, 5)
-        if key_length < 0:
-            key = None
-        else:
+        key = None
+        if key_length >= 0:
             if pos + key_length > record_end:
                 raise CorruptRecordError("record key overruns the record")
-            key = data[pos:pos + key_length]
+            if not keys_only:
+                key = data[pos:pos + key_length]
             pos += key_length
         value_length, pos = read_varint(data, pos, record_end, 5)
-        if value_length < 0:
-            value = None
-        else:
+        value = None
+        if value_length >= 0:
             if pos + value_length > record_end:
                 raise CorruptRecordError("record value overruns the record")
-            value = data[pos:pos + value_length]
+            if not keys_only:
+                value = data[pos:pos + value_length]
             pos += value_length
         header_count, pos = read_varint(data, pos, record_end, 5)
         if header_count < 0:
@@ -510,27 +594,33 @@ def _parse_records(data: bytes, header: BatchHeader, count: int) -> tuple[Record
                 raise CorruptRecordError(f"invalid negative header key size {hkey_length}")
             if pos + hkey_length > record_end:
                 raise CorruptRecordError("header key overruns the record")
-            hkey = data[pos:pos + hkey_length].decode("utf-8", errors="replace")
+            hkey_start = pos
             pos += hkey_length
             hvalue_length, pos = read_varint(data, pos, record_end, 5)
-            if hvalue_length < 0:
-                hvalue = None
-            else:
+            hvalue = None
+            if hvalue_length >= 0:
                 if pos + hvalue_length > record_end:
                     raise CorruptRecordError("header value overruns the record")
-                hvalue = data[pos:pos + hvalue_length]
+                if not keys_only:
+                    hvalue = data[pos:pos + hvalue_length]
                 pos += hvalue_length
-            headers.append((hkey, hvalue))
+            if not keys_only:
+                hkey = data[hkey_start:hkey_start + hkey_length].decode("utf-8", "replace")
+                headers.append((hkey, hvalue))
         if pos != record_end:
             raise CorruptRecordError(
                 f"record declared {length} bytes but its fields take {pos - record_start}")
+        if keys_only:
+            if key_length < 0:
+                records.append(index)
+            continue
         timestamp = append_time if append_time is not None else base_timestamp + timestamp_delta
         records.append(Record(base_offset + offset_delta, timestamp, key, value,
                               tuple(headers), attributes))
     if pos != end:
         raise CorruptRecordError(
             f"{end - pos} bytes left in the batch after reading all {count} records")
-    return tuple(records)
+    return records if keys_only else tuple(records)
 
 
 # --- control records ----------------------------------------------------------------------
