@@ -15,6 +15,7 @@ from __future__ import annotations
 from strom.config import TopicConfig
 from strom.protocol.batch import (
     BatchHeader,
+    Compression,
     InvalidBatch,
     batch_size_at,
     crc_is_valid,
@@ -88,15 +89,12 @@ def validate_header(data: bytes | bytearray, config: TopicConfig, now_ms: int) -
     return header
 
 
-_CODECS = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
-
-
-def _wanted_codec(header: BatchHeader, config: TopicConfig) -> int | None:
+def _wanted_codec(header: BatchHeader, config: TopicConfig) -> Compression | None:
     """The codec the topic wants the batch in, when it is not the producer's."""
-    wanted = config.get("compression.type")
-    if wanted == "producer" or _CODECS[wanted] == header.compression:
+    wanted = Compression.for_topic_config(config.get("compression.type"))
+    if wanted is None or wanted == header.compression_id:
         return None
-    return _CODECS[wanted]
+    return wanted
 
 
 def needs_records(header: BatchHeader, config: TopicConfig) -> bool:
@@ -119,7 +117,6 @@ def _check_records(data: bytes | bytearray, header: BatchHeader, config: TopicCo
         CorruptRecordError,
         RecordsTooLarge,
         null_key_indexes,
-        read_batch_header,
         records_area,
         with_compression,
     )
@@ -129,9 +126,8 @@ def _check_records(data: bytes | bytearray, header: BatchHeader, config: TopicCo
         return data, header
     limit = max_records_bytes(config)
     try:
-        full = read_batch_header(data)
-        area = records_area(data, 0, full, verify_crc=False, max_size=limit)
-        missing = null_key_indexes(area, full)
+        area = records_area(data, 0, header, verify_crc=False, max_size=limit)
+        missing = null_key_indexes(area, header)
     except RecordsTooLarge as e:
         raise MessageTooLarge(f"{e}, the most the records of one batch may take "
                               f"(16 x max.message.bytes, at least 16 MiB)") from None
@@ -144,5 +140,5 @@ def _check_records(data: bytes | bytearray, header: BatchHeader, config: TopicCo
              for i in missing])
     if codec is None:
         return data, header
-    rebuilt = bytearray(with_compression(data, full, codec, area))
+    rebuilt = bytearray(with_compression(data, header, codec, area))
     return rebuilt, read_header(rebuilt)

@@ -221,7 +221,7 @@ class ReplicaManager:
         config = p.log.config
         header = validate_header(batch, config, self.clock.now_ms())
         if needs_records(header, config):
-            if header.compression == 0 and header.size <= INLINE_RECORDS_BYTES:
+            if header.compression_id == 0 and header.size <= INLINE_RECORDS_BYTES:
                 batch, header = validate_records(batch, header, config)
             else:
                 batch, header = await asyncio.get_running_loop().run_in_executor(
