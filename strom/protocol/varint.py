@@ -94,21 +94,11 @@ def read_uvarint(data, pos: int, end: int, max_bytes: int = INT32_MAX_BYTES) -> 
 def read_varint(data, pos: int, end: int, max_bytes: int = INT32_MAX_BYTES) -> tuple[int, int]:
     """Zigzag LEB128 at `pos` -> (value, next position); `max_bytes` is INT32_MAX_BYTES for a
     varint (int32), INT64_MAX_BYTES for a varlong (int64), and the value must fit."""
-    raw = 0
-    shift = 0
-    for _ in range(max_bytes):
-        if pos >= end:
-            raise VarintError("truncated varint")
-        b = data[pos]
-        pos += 1
-        raw |= (b & 0x7F) << shift
-        if b < 0x80:
-            value = (raw >> 1) ^ -(raw & 1)
-            if max_bytes == INT32_MAX_BYTES:
-                if not _INT32_MIN <= value <= _INT32_MAX:
-                    raise VarintError("varint out of int32 range")
-            elif not _INT64_MIN <= value <= _INT64_MAX:
-                raise VarintError("varlong out of int64 range")
-            return value, pos
-        shift += 7
-    raise VarintError(f"varint longer than {max_bytes} bytes")
+    raw, pos = read_uvarint(data, pos, end, max_bytes)
+    value = (raw >> 1) ^ -(raw & 1)
+    if max_bytes == INT32_MAX_BYTES:
+        if not _INT32_MIN <= value <= _INT32_MAX:
+            raise VarintError("varint out of int32 range")
+    elif not _INT64_MIN <= value <= _INT64_MAX:
+        raise VarintError("varlong out of int64 range")
+    return value, pos
