@@ -25,7 +25,7 @@ from strom.log.page_cache import PageCacheWindow
 from strom.log.producer_state import BatchMetadata, ProducerStateManager
 from strom.log.segment import NO_WINDOW, FileSlice, LogSegment
 from strom.protocol.batch import BatchHeader, InvalidBatch, assign_offsets, set_log_append_time
-from strom.protocol.errors import OffsetOutOfRange
+from strom.protocol.errors import CorruptMessage, OffsetOutOfRange
 
 log = logging.getLogger(__name__)
 
@@ -409,8 +409,6 @@ class PartitionLog:
     def offset_for_timestamp(self, timestamp: int, max_offset: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= `timestamp`, below
         `max_offset`; None if there is none."""
-        from strom.log.records import decode_batch  # records are decoded only here
-
         for seg in self.segments:
             if seg.max_timestamp < timestamp or seg.next_offset <= self.log_start_offset:
                 continue
@@ -426,7 +424,7 @@ class PartitionLog:
                     continue
                 if h.is_log_append_time:
                     return max(h.base_offset, self.log_start_offset), h.max_timestamp
-                for rec in decode_batch(seg.read_bytes(bp.position, h.size)).records:
+                for rec in self._stored_records(seg.read_bytes(bp.position, h.size)):
                     if rec.timestamp >= timestamp and rec.offset >= self.log_start_offset:
                         if rec.offset >= max_offset:
                             return None
@@ -436,8 +434,6 @@ class PartitionLog:
     def max_timestamp_offset(self, max_offset: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with the largest timestamp below
         `max_offset`: the batch comes from the headers, the record from decoding it."""
-        from strom.log.records import decode_batch
-
         best: tuple[LogSegment, int, int] | None = None  # segment, position, timestamp
         for seg in self.segments:
             if seg.next_offset <= self.log_start_offset or seg.max_timestamp < 0:
@@ -455,10 +451,23 @@ class PartitionLog:
             return None
         seg, position, timestamp = best
         data = seg.read_bytes(position, _batch_size(seg, position))
-        for rec in decode_batch(data).records:
+        for rec in self._stored_records(data):
             if rec.timestamp == timestamp and rec.offset >= self.log_start_offset:
                 return rec.offset, rec.timestamp
         return None
+
+    def _stored_records(self, data: bytes):
+        """The records of a stored batch (they are decoded only for timestamp lookups),
+        decompressed no further than a produced batch's may be (validator.py): a batch
+        beyond that, or corrupt, is CORRUPT_MESSAGE for this partition."""
+        from strom.log.records import decode_batch
+        from strom.log.validator import max_records_bytes
+
+        try:
+            return decode_batch(data, max_size=max_records_bytes(self.config)).records
+        except InvalidBatch as e:
+            log.warning("Cannot read the records of a batch of %s: %s", self.dir, e)
+            raise CorruptMessage(f"Cannot read the records of a batch: {e}") from None
 
     # --- truncation, retention, deletion ------------------------------------------------
     def truncate_to(self, offset: int) -> None:

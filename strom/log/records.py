@@ -383,10 +383,12 @@ def with_compression(buf, header: BatchHeader, codec: Compression | int,
     return head + struct.pack(">I", crc) + tail + payload
 
 
-def decode_batch(buf, pos: int = 0, verify_crc: bool = True) -> Batch:
-    """Header and records of the batch at `pos`."""
+def decode_batch(buf, pos: int = 0, verify_crc: bool = True,
+                 max_size: int | None = None) -> Batch:
+    """Header and records of the batch at `pos` (`max_size`: see `records_area`)."""
     header = read_batch_header(buf, pos)
-    return Batch(header, decode_records(buf, pos, header, verify_crc=verify_crc))
+    return Batch(header, decode_records(buf, pos, header, verify_crc=verify_crc,
+                                        max_size=max_size))
 
 
 def _parse_records(data: bytes | bytearray, header: BatchHeader, count: int,

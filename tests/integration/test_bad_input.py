@@ -22,7 +22,7 @@ import time
 import cramjam
 import crc32c
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from strom.testing.broker import BrokerProcess
 from strom.testing.kafka import admin_client, consume_partition, create_topic
@@ -475,3 +475,23 @@ def test_decompression_bomb_is_refused_within_bounded_memory(env, config):
     assert high_watermark(env, topic) == 50
     msgs = consume_partition(env.broker.bootstrap, topic, 0, end=50)
     assert [m.value() for m in msgs] == [b"value-%d" % i for i in range(50)]
+
+
+def test_list_offsets_by_time_over_a_stored_bomb_is_bounded(env):
+    """A topic that keeps the producer's codec stores a zstd "bomb" as sent (as Kafka
+    does); a ListOffsets by timestamp, the one reader that decodes stored records, reads no
+    more than the bound and answers CORRUPT_MESSAGE for that partition."""
+    topic = "bad-input-bomb-stored"
+    create_topic(env.broker.bootstrap, topic, 1)
+    assert produce_one(env, topic, zstd_batch(bytes(200 << 20), 1)).error_code == NONE
+    before = peak_rss_bytes(env.broker.pid)
+    c = Consumer({"bootstrap.servers": env.broker.bootstrap, "group.id": "bad-input-lo"})
+    try:
+        with pytest.raises(KafkaException) as info:
+            c.offsets_for_times([TopicPartition(topic, 0, 1)], timeout=15)
+        error = info.value.args[0]
+    finally:
+        c.close()
+    grown = peak_rss_bytes(env.broker.pid) - before
+    assert grown < 100 << 20, f"the broker's peak RSS grew by {grown >> 20} MiB"
+    assert error.code() == KafkaError.INVALID_MSG, error
