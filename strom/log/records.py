@@ -38,6 +38,7 @@ own exception.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from strom.protocol.batch import (
     Compression,
     InvalidBatch,
     TimestampType,
+    encode_batch,
     read_header,
 )
 from strom.protocol.varint import INT32_MAX_BYTES as _VARINT
@@ -116,7 +118,6 @@ _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)  # version 1, compatib
 _XERIAL_BLOCK_SIZE = 32 * 1024  # what snappy-java writes by default
 _SNAPPY_FRAMED_MAGIC = b"\xff\x06\x00\x00sNaPpY"  # Google's framing format (read only)
 
-_AFTER_CRC = struct.Struct(">hiqqqhii")  # attributes .. recordsCount
 _INT32 = struct.Struct(">i")
 _CONTROL_KEY = struct.Struct(">hh")  # version, type
 _END_TXN_VALUE = struct.Struct(">hi")  # version, coordinatorEpoch
@@ -373,14 +374,7 @@ def with_compression(buf, header: BatchHeader, codec: Compression | int,
     codec = Compression(codec)
     payload = bytes(area) if codec is Compression.NONE else _compress(codec, bytes(area), True)
     attributes = (header.attributes & ~COMPRESSION_MASK) | int(codec)
-    tail = _AFTER_CRC.pack(attributes, header.last_offset_delta, header.base_timestamp,
-                           header.max_timestamp, header.producer_id, header.producer_epoch,
-                           header.base_sequence, header.records_count)
-    head = struct.pack(">qiib", header.base_offset,
-                       BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload),
-                       header.partition_leader_epoch, MAGIC_V2)
-    crc = crc32c.crc32c(tail + payload)
-    return head + struct.pack(">I", crc) + tail + payload
+    return encode_batch(dataclasses.replace(header, attributes=attributes), payload)
 
 
 def decode_batch(buf, pos: int = 0, verify_crc: bool = True,
@@ -603,13 +597,7 @@ def build_batch(
     if delete_horizon_ms is not None:
         attributes |= DELETE_HORIZON_FLAG
 
-    try:
-        tail = _AFTER_CRC.pack(attributes, last_offset_delta, base_timestamp, max_timestamp,
-                               producer_id, producer_epoch, base_sequence, len(resolved))
-        head = struct.pack(">qiib", base_offset,
-                           BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload),
-                           partition_leader_epoch, MAGIC_V2)
-    except struct.error as exc:
-        raise ValueError(f"batch header field out of range: {exc}") from exc
-    crc = crc32c.crc32c(tail + payload)
-    return head + struct.pack(">I", crc) + tail + payload
+    return encode_batch(BatchHeader(
+        base_offset, 0, partition_leader_epoch, MAGIC_V2, 0, attributes, last_offset_delta,
+        base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence,
+        len(resolved)), payload)

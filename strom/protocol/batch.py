@@ -220,6 +220,25 @@ def read_header(buf, pos: int = 0) -> BatchHeader:
     return header
 
 
+def encode_batch(header: BatchHeader, records: bytes) -> bytes:
+    """A whole batch: `header`'s fields (its batchLength, magic and crc are ignored and
+    computed: 49 + len(records), 2, the CRC-32C) followed by the records area as given
+    (already compressed when the codec bits say so). Raises ValueError for a field that
+    does not fit its type."""
+    try:
+        head = _HEADER.pack(header.base_offset, HEADER_SIZE - LOG_OVERHEAD + len(records),
+                            header.partition_leader_epoch, MAGIC_V2, 0, header.attributes,
+                            header.last_offset_delta, header.base_timestamp,
+                            header.max_timestamp, header.producer_id, header.producer_epoch,
+                            header.base_sequence, header.records_count)
+    except struct.error as exc:
+        raise ValueError(f"batch header field out of range: {exc}") from exc
+    out = bytearray(head)
+    out += records
+    _UINT32.pack_into(out, CRC_OFFSET, crc32c.crc32c(memoryview(out)[ATTRIBUTES_OFFSET:]))
+    return bytes(out)
+
+
 def batch_size_at(buf: bytes | bytearray | memoryview, pos: int) -> int | None:
     """Size of the batch at `pos` from its length field, or None if fewer than 12 bytes."""
     if len(buf) - pos < LOG_OVERHEAD:
