@@ -50,9 +50,9 @@ class ReadResult:
 
 
 def _batch_size(seg: LogSegment, position: int) -> int:
-    from strom.protocol.batch import read_header
+    from strom.protocol.batch import HEADER_SIZE, read_header
 
-    return read_header(seg.read_bytes(position, 61)).size
+    return read_header(seg.read_bytes(position, HEADER_SIZE)).size
 
 
 class PartitionLog:
