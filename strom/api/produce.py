@@ -4,15 +4,14 @@ Behaviour: each partition's data must be exactly one v2 record batch. It is vali
 (size, CRC, offsets, timestamps, keys on compacted topics), given offsets and appended by the
 leader; where the records must be read (compacted topic, another compression.type) a
 compressed or large batch is read off the event loop, and its records may decompress to at
-most 16 x max.message.bytes (at least 16 MiB), else MESSAGE_TOO_LARGE. acks=0 gets no response at all; acks=1 and acks=-1 are answered after the append
-(acks=-1 waits, without blocking the connection's loop, until the high watermark passes
-the batch: every ISR member has it). Idempotent batches are
-deduplicated by producer id, epoch and sequence.
+most 16 x max.message.bytes (at least 16 MiB), else MESSAGE_TOO_LARGE. acks=0 gets no
+response at all; acks=1 and acks=-1 are answered after the append (acks=-1 waits, without
+blocking the connection's loop, until the high watermark passes the batch: every ISR member
+has it). Idempotent batches are deduplicated by producer id, epoch and sequence.
 Errors per partition: INVALID_TOPIC_EXCEPTION for an internal topic (`__consumer_offsets`,
 `__transaction_state`: only the coordinators write them; as in Kafka, a client whose
 client id is `__admin_client` may), UNKNOWN_TOPIC_OR_PARTITION (auto-create does not apply
-to Produce),
-NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, INVALID_RECORD (with
+to Produce), NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, INVALID_RECORD (with
 record_errors), INVALID_TIMESTAMP, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
 NOT_ENOUGH_REPLICAS, and for acks=-1 NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below
 min.insync.replicas while waiting) and REQUEST_TIMED_OUT (timeout_ms passed);
