@@ -424,11 +424,11 @@ class PartitionLog:
                     continue
                 if h.is_log_append_time:
                     return max(h.base_offset, self.log_start_offset), h.max_timestamp
-                for rec in self._stored_records(seg.read_bytes(bp.position, h.size)):
-                    if rec.timestamp >= timestamp and rec.offset >= self.log_start_offset:
-                        if rec.offset >= max_offset:
+                for offset, ts in self._stored_records(seg.read_bytes(bp.position, h.size)):
+                    if ts >= timestamp and offset >= self.log_start_offset:
+                        if offset >= max_offset:
                             return None
-                        return rec.offset, rec.timestamp
+                        return offset, ts
         return None
 
     def max_timestamp_offset(self, max_offset: int) -> tuple[int, int] | None:
@@ -451,20 +451,23 @@ class PartitionLog:
             return None
         seg, position, timestamp = best
         data = seg.read_bytes(position, _batch_size(seg, position))
-        for rec in self._stored_records(data):
-            if rec.timestamp == timestamp and rec.offset >= self.log_start_offset:
-                return rec.offset, rec.timestamp
+        for offset, ts in self._stored_records(data):
+            if ts == timestamp and offset >= self.log_start_offset:
+                return offset, ts
         return None
 
     def _stored_records(self, data: bytes):
-        """The records of a stored batch (they are decoded only for timestamp lookups),
-        decompressed no further than a produced batch's may be (validator.py): a batch
-        beyond that, or corrupt, is CORRUPT_MESSAGE for this partition."""
-        from strom.log.records import decode_batch
+        """(offset, timestamp) of each record of a stored batch (records are read only for
+        timestamp lookups), building nothing and decompressing no further than a produced
+        batch's records may take (validator.py): a batch beyond that, or corrupt, is
+        CORRUPT_MESSAGE for this partition."""
+        from strom.log.records import read_batch_header, record_times, records_area
         from strom.log.validator import max_records_bytes
 
         try:
-            return decode_batch(data, max_size=max_records_bytes(self.config)).records
+            header = read_batch_header(data)
+            area = records_area(data, 0, header, max_size=max_records_bytes(self.config))
+            yield from record_times(area, header)
         except InvalidBatch as e:
             log.warning("Cannot read the records of a batch of %s: %s", self.dir, e)
             raise CorruptMessage(f"Cannot read the records of a batch: {e}") from None

@@ -96,6 +96,7 @@ __all__ = [
     "iter_batches",
     "null_key_indexes",
     "read_batch_header",
+    "record_times",
     "records_area",
     "with_compression",
 ]
@@ -363,7 +364,15 @@ def decode_records(buf, pos: int = 0, header: BatchHeader | None = None,
 def null_key_indexes(area: bytes | bytearray, header: BatchHeader) -> list[int]:
     """Check every record of a records area (as `decode_records` does) without building
     them; return the indexes of the records whose key is null."""
-    return _parse_records(area, header, header.records_count, keys_only=True)
+    return [i for i, (_, _, key_length) in enumerate(
+        _walk_records(area, header, header.records_count, False)) if key_length < 0]
+
+
+def record_times(area: bytes | bytearray, header: BatchHeader) -> Iterator[tuple[int, int]]:
+    """(offset, timestamp) of each record of a records area, in order, checked as
+    `decode_records` does but building nothing; stop early at will."""
+    for offset, timestamp, _ in _walk_records(area, header, header.records_count, False):
+        yield offset, timestamp
 
 
 def with_compression(buf, header: BatchHeader, codec: Compression | int,
@@ -385,25 +394,30 @@ def decode_batch(buf, pos: int = 0, verify_crc: bool = True,
                                         max_size=max_size))
 
 
-def _parse_records(data: bytes | bytearray, header: BatchHeader, count: int,
-                   keys_only: bool = False):
-    """The records (or, `keys_only`, the indexes of those with a null key: nothing is
-    copied), every field checked to stay inside its record and the records area."""
+def _parse_records(data: bytes | bytearray, header: BatchHeader, count: int
+                   ) -> tuple[Record, ...]:
+    """The records, every field checked to stay inside its record and the records area."""
+    return tuple(_walk_records(data, header, count, True))
+
+
+def _walk_records(data: bytes | bytearray, header: BatchHeader, count: int, build: bool):
+    """Each record in turn: a Record when `build`, else (offset, timestamp, keyLength) with
+    nothing copied. Every field is checked to stay inside its record, and once all `count`
+    are read, that no bytes are left; malformed bytes raise CorruptRecordError."""
     try:
-        return _walk_records(data, header, count, keys_only)
+        yield from _walk(data, header, count, build)
     except VarintError as e:
         raise CorruptRecordError(str(e)) from None
 
 
-def _walk_records(data: bytes | bytearray, header: BatchHeader, count: int, keys_only: bool):
+def _walk(data: bytes | bytearray, header: BatchHeader, count: int, build: bool):
     base_offset = header.base_offset
     base_timestamp = header.base_timestamp
     append_time = (header.max_timestamp
                    if header.timestamp_type is TimestampType.LOG_APPEND_TIME else None)
     end = len(data)
     pos = 0
-    records: list = []
-    for index in range(count):
+    for _ in range(count):
         length, pos = read_varint(data, pos, end, _VARINT)
         record_start = pos
         record_end = pos + length
@@ -420,7 +434,7 @@ def _walk_records(data: bytes | bytearray, header: BatchHeader, count: int, keys
         if key_length >= 0:
             if pos + key_length > record_end:
                 raise CorruptRecordError("record key overruns the record")
-            if not keys_only:
+            if build:
                 key = data[pos:pos + key_length]
             pos += key_length
         value_length, pos = read_varint(data, pos, record_end, _VARINT)
@@ -428,7 +442,7 @@ def _walk_records(data: bytes | bytearray, header: BatchHeader, count: int, keys
         if value_length >= 0:
             if pos + value_length > record_end:
                 raise CorruptRecordError("record value overruns the record")
-            if not keys_only:
+            if build:
                 value = data[pos:pos + value_length]
             pos += value_length
         header_count, pos = read_varint(data, pos, record_end, _VARINT)
@@ -448,26 +462,24 @@ def _walk_records(data: bytes | bytearray, header: BatchHeader, count: int, keys
             if hvalue_length >= 0:
                 if pos + hvalue_length > record_end:
                     raise CorruptRecordError("header value overruns the record")
-                if not keys_only:
+                if build:
                     hvalue = data[pos:pos + hvalue_length]
                 pos += hvalue_length
-            if not keys_only:
+            if build:
                 hkey = data[hkey_start:hkey_start + hkey_length].decode("utf-8", "replace")
                 headers.append((hkey, hvalue))
         if pos != record_end:
             raise CorruptRecordError(
                 f"record declared {length} bytes but its fields take {pos - record_start}")
-        if keys_only:
-            if key_length < 0:
-                records.append(index)
-            continue
         timestamp = append_time if append_time is not None else base_timestamp + timestamp_delta
-        records.append(Record(base_offset + offset_delta, timestamp, key, value,
-                              tuple(headers), attributes))
+        if build:
+            yield Record(base_offset + offset_delta, timestamp, key, value, tuple(headers),
+                         attributes)
+        else:
+            yield base_offset + offset_delta, timestamp, key_length
     if pos != end:
         raise CorruptRecordError(
             f"{end - pos} bytes left in the batch after reading all {count} records")
-    return records if keys_only else tuple(records)
 
 
 # --- control records ----------------------------------------------------------------------
