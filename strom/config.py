@@ -20,6 +20,7 @@ from enum import IntEnum
 from typing import Any
 
 from strom import properties
+from strom.protocol.batch import TOPIC_COMPRESSION_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ B, S, I, L, D, LST = (  # noqa: E741
                       ConfigType.DOUBLE, ConfigType.LIST)
 _DAY_MS = 24 * 3600 * 1000
 _TIMESTAMP_TYPES = one_of("CreateTime", "LogAppendTime")
-_COMPRESSION = one_of("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
+_COMPRESSION = one_of(*TOPIC_COMPRESSION_TYPES)
 
 BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("node.id", I, -1, "The broker's id", at_least(-1)),

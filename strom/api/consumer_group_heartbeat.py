@@ -5,10 +5,12 @@ acknowledge revocations (by reporting the partitions still owned), leave (-1; -2
 static member). The broker computes assignments with the `uniform` (default) or `range`
 assignor and hands them out step by step so no partition has two owners.
 Errors: UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH, UNSUPPORTED_ASSIGNOR, INVALID_REQUEST (a
-join without subscription or rebalance timeout, an epoch below -2), GROUP_MAX_SIZE_REACHED, GROUP_ID_NOT_FOUND (the id belongs to
-a classic group with members), NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS,
-INVALID_GROUP_ID.
-Version notes: v1 clients choose their member id (KIP-1082) and may subscribe by regex.
+join without subscription or rebalance timeout, an epoch below -2), GROUP_MAX_SIZE_REACHED,
+INVALID_REGULAR_EXPRESSION (a SubscribedTopicRegex that RE2 cannot compile),
+GROUP_ID_NOT_FOUND (the id belongs to a classic group with members), NOT_COORDINATOR,
+COORDINATOR_LOAD_IN_PROGRESS, INVALID_GROUP_ID.
+Version notes: v1 clients choose their member id (KIP-1082) and may subscribe by regex
+(RE2 syntax, as Kafka; matched against whole topic names).
 """
 
 from __future__ import annotations

@@ -2,12 +2,16 @@
 
 Behaviour: each partition's data must be exactly one v2 record batch. It is validated
 (size, CRC, offsets, timestamps, keys on compacted topics), given offsets and appended by the
-leader. acks=0 gets no response at all; acks=1 and acks=-1 are answered after the append
-(acks=-1 waits, without blocking the connection's loop, until the high watermark passes
-the batch: every ISR member has it). Idempotent batches are
-deduplicated by producer id, epoch and sequence.
-Errors per partition: UNKNOWN_TOPIC_OR_PARTITION (auto-create does not apply to Produce),
-NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, INVALID_RECORD (with
+leader; where the records must be read (compacted topic, another compression.type) a
+compressed or large batch is read off the event loop, and its records may decompress to at
+most 16 x max.message.bytes (at least 16 MiB), else MESSAGE_TOO_LARGE. acks=0 gets no
+response at all; acks=1 and acks=-1 are answered after the append (acks=-1 waits, without
+blocking the connection's loop, until the high watermark passes the batch: every ISR member
+has it). Idempotent batches are deduplicated by producer id, epoch and sequence.
+Errors per partition: INVALID_TOPIC_EXCEPTION for an internal topic (`__consumer_offsets`,
+`__transaction_state`: only the coordinators write them; as in Kafka, a client whose
+client id is `__admin_client` may), UNKNOWN_TOPIC_OR_PARTITION (auto-create does not apply
+to Produce), NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, INVALID_RECORD (with
 record_errors), INVALID_TIMESTAMP, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
 NOT_ENOUGH_REPLICAS, and for acks=-1 NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below
 min.insync.replicas while waiting) and REQUEST_TIMED_OUT (timeout_ms passed);
@@ -34,6 +38,8 @@ from strom.protocol.messages import (
 API_KEY = 0
 NO_RESPONSE = object()
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.UTC)
+# Kafka lets only this client id append to internal topics (its admin tools' id)
+ADMIN_CLIENT_ID = "__admin_client"
 
 
 @register(API_KEY, "produce", 3, 12, advertised_min=0)
@@ -59,7 +65,9 @@ async def handle(ctx: RequestContext, request):
                                      ErrorCode.transactional_id_authorization_failed)
                 if pd.records is None:
                     raise KafkaError("No record batch", ErrorCode.invalid_record)
-                result = replicas.append(topic.name, pd.index, pd.records, acks)
+                result = await replicas.append_produced(
+                    topic.name, pd.index, pd.records, acks,
+                    internal_topics_allowed=ctx.header.client_id == ADMIN_CLIENT_ID)
                 out["base_offset"] = result.base_offset
                 if result.log_append_time >= 0:
                     out["log_append_time"] = _EPOCH + datetime.timedelta(

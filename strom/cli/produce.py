@@ -32,8 +32,9 @@ from strom.cli._common import (
     load_properties,
     parse_key_values,
 )
+from strom.protocol.batch import Compression
 
-CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+CODECS = tuple(str(c) for c in Compression)  # the producer's compression.type names
 READER_PROPERTIES = {
     "parse.key", "key.separator", "parse.headers", "headers.delimiter", "headers.separator",
     "headers.key.separator", "null.marker", "ignore.error",

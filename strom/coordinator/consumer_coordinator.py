@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from strom.coordinator.assignors import ASSIGNORS, Assignment
-from strom.coordinator.consumer_group import ConsumerGroup, ConsumerMember, MemberState
+from strom.coordinator.consumer_group import (
+    ConsumerGroup,
+    ConsumerMember,
+    MemberState,
+    compile_topic_regex,
+)
 from strom.protocol.errors import ErrorCode, KafkaError
 
 if TYPE_CHECKING:
@@ -99,6 +104,8 @@ class ConsumerCoordinator:
                              "non-null when (re-)joining.")
         elif member_epoch < STATIC_LEAVE_EPOCH:
             raise _error(ErrorCode.invalid_request, "MemberEpoch is invalid.")
+        if topic_regex:
+            compile_topic_regex(topic_regex)  # INVALID_REGULAR_EXPRESSION, as Kafka
         if server_assignor is not None and server_assignor not in ASSIGNORS:
             raise _error(ErrorCode.unsupported_assignor,
                          f"Assignor {server_assignor} is not supported; use one of "

@@ -16,17 +16,41 @@ So no partition is ever owned by two members at once.
 Group states (as ConsumerGroupDescribe shows them): Empty, Assigning (target not yet
 computed for the group epoch), Reconciling (members catching up), Stable.
 Owned by the GroupCoordinator (event loop).
+
+Regex subscriptions use RE2 syntax, as Kafka (RE2/J) does: patterns are compiled and matched
+with google-re2, whose time is linear in the topic name, so no pattern can stall the loop.
+A topic matches when the whole name matches (Java's `Matcher.matches()`).
 """
 
 from __future__ import annotations
 
 import enum
-import re
+import functools
 import uuid
 from dataclasses import dataclass, field
 
+import re2
+
 from strom.coordinator.assignors import ASSIGNORS, DEFAULT_ASSIGNOR, Assignment
 from strom.coordinator.group import CommittedOffset
+from strom.protocol.errors import InvalidRegularExpression
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # an invalid pattern is the client's error, answered, not logged
+
+
+@functools.lru_cache(maxsize=256)
+def compile_topic_regex(pattern: str) -> re2._Regexp:
+    """The compiled RE2 pattern; INVALID_REGULAR_EXPRESSION when it does not compile."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as e:
+        reason = e.args[0] if e.args else e
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise InvalidRegularExpression(
+            f"SubscribedTopicRegex `{pattern}` is not a valid regular expression: "
+            f"{reason}.") from None
 
 
 class MemberState(enum.Enum):
@@ -58,8 +82,8 @@ class ConsumerMember:
         names = set(self.subscribed_topic_names)
         if self.subscribed_topic_regex:
             try:
-                pattern = re.compile(self.subscribed_topic_regex)
-            except re.error:
+                pattern = compile_topic_regex(self.subscribed_topic_regex)
+            except InvalidRegularExpression:  # refused at the heartbeat that set it
                 pattern = None
             if pattern is not None:
                 names |= {n for n in topic_names if pattern.fullmatch(n)}

@@ -201,7 +201,8 @@ class GroupCoordinator(ClassicProtocol):
         batch = build_batch([NewRecord(key=k, value=v, timestamp=now) for k, v in records])
         partition = self.partition_for(group_id)
         try:
-            result = self.replicas.append(OFFSETS_TOPIC, partition, batch, -1)
+            result = self.replicas.append(OFFSETS_TOPIC, partition, batch, -1,
+                                          internal_topics_allowed=True)
             # as Kafka: acks=all, answered when the ISR has it (offsets.commit.timeout.ms)
             await self.replicas.wait_for_replication(
                 OFFSETS_TOPIC, partition, result.last_offset + 1,

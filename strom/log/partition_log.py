@@ -55,9 +55,9 @@ class ReadResult:
 
 
 def _batch_size(seg: LogSegment, position: int) -> int:
-    from strom.protocol.batch import read_header
+    from strom.protocol.batch import HEADER_SIZE, read_header
 
-    return read_header(seg.read_bytes(position, 61)).size
+    return read_header(seg.read_bytes(position, HEADER_SIZE)).size
 
 
 class PartitionLog:
@@ -465,8 +465,6 @@ class PartitionLog:
 
     def _offset_for_timestamp(self, timestamp: int, max_offset: int
                               ) -> tuple[int, int] | None:
-        from strom.log.records import decode_batch  # records are decoded only here
-
         for seg in self.segments:
             if seg.max_timestamp < timestamp or seg.next_offset <= self.log_start_offset:
                 continue
@@ -482,17 +480,15 @@ class PartitionLog:
                     continue
                 if h.is_log_append_time:
                     return max(h.base_offset, self.log_start_offset), h.max_timestamp
-                for rec in decode_batch(seg.read_bytes(bp.position, h.size)).records:
-                    if rec.timestamp >= timestamp and rec.offset >= self.log_start_offset:
-                        if rec.offset >= max_offset:
+                for offset, ts in self._stored_records(seg.read_bytes(bp.position, h.size)):
+                    if ts >= timestamp and offset >= self.log_start_offset:
+                        if offset >= max_offset:
                             return None
-                        return rec.offset, rec.timestamp
+                        return offset, ts
         return None
 
     def _max_timestamp_offset(self, max_offset: int) -> tuple[int, int] | None:
         """The batch comes from the headers, the record from decoding it."""
-        from strom.log.records import decode_batch
-
         best: tuple[LogSegment, int, int] | None = None  # segment, position, timestamp
         for seg in self.segments:
             if seg.next_offset <= self.log_start_offset or seg.max_timestamp < 0:
@@ -510,10 +506,26 @@ class PartitionLog:
             return None
         seg, position, timestamp = best
         data = seg.read_bytes(position, _batch_size(seg, position))
-        for rec in decode_batch(data).records:
-            if rec.timestamp == timestamp and rec.offset >= self.log_start_offset:
-                return rec.offset, rec.timestamp
+        for offset, ts in self._stored_records(data):
+            if ts == timestamp and offset >= self.log_start_offset:
+                return offset, ts
         return None
+
+    def _stored_records(self, data: bytes):
+        """(offset, timestamp) of each record of a stored batch (records are read only for
+        timestamp lookups), building nothing and decompressing no further than a produced
+        batch's records may take (validator.py): a batch beyond that, or corrupt, is
+        CORRUPT_MESSAGE for this partition."""
+        from strom.log.records import read_batch_header, record_times, records_area
+        from strom.log.validator import max_records_bytes
+
+        try:
+            header = read_batch_header(data)
+            area = records_area(data, 0, header, max_size=max_records_bytes(self.config))
+            yield from record_times(area, header)
+        except InvalidBatch as e:
+            log.warning("Cannot read the records of a batch of %s: %s", self.dir, e)
+            raise CorruptMessage(f"Cannot read the records of a batch: {e}") from None
 
     # --- truncation, retention, deletion ------------------------------------------------
     def truncate_to(self, offset: int) -> None:

@@ -4,36 +4,12 @@ The broker keeps batches opaque on the hot path (see DESIGN.md, decision 2). Thi
 for the places that need record contents: the dump tool, compaction, validation a config
 asks for, and tests that need valid batches.
 
-Batch layout (all integers big-endian; offsets are byte positions in the batch)::
+The batch header (61 bytes, its fields, attribute bits and codec ids) is defined once, in
+strom/protocol/batch.py, with its byte layout; this module re-exports `BatchHeader`,
+`Compression` and `TimestampType` from there.
 
-     0 +-----------------------------+
-       | baseOffset            int64 |  offset of the first record
-     8 | batchLength           int32 |  bytes after this field (= size - 12)
-    12 | partitionLeaderEpoch  int32 |
-    16 | magic                 int8  |  2
-    17 | crc                  uint32 |  CRC-32C of bytes 21 .. end
-    21 +-----------------------------+ <- CRC starts here
-       | attributes            int16 |  see below
-    23 | lastOffsetDelta       int32 |  lastOffset - baseOffset
-    27 | baseTimestamp         int64 |  or deleteHorizonMs when bit 6 is set
-    35 | maxTimestamp          int64 |  (the append time for LogAppendTime)
-    43 | producerId            int64 |  -1: not idempotent
-    51 | producerEpoch         int16 |
-    53 | baseSequence          int32 |  -1: no sequence
-    57 | recordsCount          int32 |
-    61 +-----------------------------+
-       | records ...                 |  compressed as one block when codec != 0
-       +-----------------------------+
-
-    attributes (int16):
-       bits 0-2  compression: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd
-       bit  3    timestampType: 0 CreateTime, 1 LogAppendTime
-       bit  4    isTransactional
-       bit  5    isControlBatch
-       bit  6    hasDeleteHorizonMs
-       bits 7-15 unused (0)
-
-Record layout (varint = zigzag LEB128 int32, varlong = zigzag LEB128 int64)::
+Record layout (varint = zigzag LEB128 int32, varlong = zigzag LEB128 int64; see
+strom/protocol/varint.py)::
 
     +-------------------------------+
     | length           varint       |  bytes after this field
@@ -62,6 +38,7 @@ own exception.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -69,7 +46,28 @@ from enum import IntEnum
 
 import crc32c
 
-from strom.protocol.batch import BatchHeader as HeaderView
+from strom.protocol.batch import (
+    ATTRIBUTES_OFFSET,
+    COMPRESSION_MASK,
+    CONTROL_FLAG,
+    DELETE_HORIZON_FLAG,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC_V2,
+    NO_PRODUCER_ID,
+    NO_SEQUENCE,
+    TIMESTAMP_TYPE_MASK,
+    TRANSACTIONAL_FLAG,
+    BatchHeader,
+    Compression,
+    InvalidBatch,
+    TimestampType,
+    encode_batch,
+    read_header,
+)
+from strom.protocol.varint import INT32_MAX_BYTES as _VARINT
+from strom.protocol.varint import INT64_MAX_BYTES as _VARLONG
+from strom.protocol.varint import VarintError, read_varint, write_varint
 
 __all__ = [
     "BATCH_HEADER_SIZE",
@@ -87,6 +85,7 @@ __all__ = [
     "NewRecord",
     "Record",
     "RecordHeader",
+    "RecordsTooLarge",
     "TimestampType",
     "batch_crc",
     "build_batch",
@@ -95,77 +94,42 @@ __all__ = [
     "decode_records",
     "end_txn_marker",
     "iter_batches",
+    "null_key_indexes",
     "read_batch_header",
+    "record_times",
+    "records_area",
+    "with_compression",
 ]
 
-# --- constants, named once --------------------------------------------------------------
+# --- constants, named once (the header's in protocol/batch.py) --------------------------
 
-MAGIC_V2 = 2
-LOG_OVERHEAD = 12  # baseOffset int64 + batchLength int32
-BATCH_HEADER_SIZE = 61  # everything up to the first record
+BATCH_HEADER_SIZE = HEADER_SIZE  # everything up to the first record
 MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - LOG_OVERHEAD  # smallest valid batchLength (no records)
-BATCH_LENGTH_POSITION = 8
-PARTITION_LEADER_EPOCH_POSITION = 12
-MAGIC_POSITION = 16
-CRC_POSITION = 17
-CRC_START = 21  # the CRC covers attributes .. end of batch (attributes start here)
+CRC_START = ATTRIBUTES_OFFSET  # the CRC covers attributes .. end of batch
+_MIN_RECORD_SIZE = 7  # length, attributes, timestampDelta, offsetDelta, key, value, headers
 
 NO_TIMESTAMP = -1
-NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
-NO_SEQUENCE = -1
 NO_PARTITION_LEADER_EPOCH = -1
 
-_COMPRESSION_MASK = 0x07
-_TIMESTAMP_TYPE_BIT = 0x08
-_TRANSACTIONAL_BIT = 0x10
-_CONTROL_BIT = 0x20
-_DELETE_HORIZON_BIT = 0x40
-
 _INT32_MAX = 2**31 - 1
-_INT32_MIN = -(2**31)
-_INT64_MAX = 2**63 - 1
-_INT64_MIN = -(2**63)
 
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)  # version 1, compatible version 1
 _XERIAL_BLOCK_SIZE = 32 * 1024  # what snappy-java writes by default
 _SNAPPY_FRAMED_MAGIC = b"\xff\x06\x00\x00sNaPpY"  # Google's framing format (read only)
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")
-_AFTER_CRC = struct.Struct(">hiqqqhii")  # attributes .. recordsCount
 _INT32 = struct.Struct(">i")
 _CONTROL_KEY = struct.Struct(">hh")  # version, type
 _END_TXN_VALUE = struct.Struct(">hi")  # version, coordinatorEpoch
 
-assert _HEADER.size == BATCH_HEADER_SIZE
+# Malformed batches raise protocol/batch.py's InvalidBatch; this module's name for it.
+CorruptRecordError = InvalidBatch
+read_batch_header = read_header  # the one header parser
 
 
-class CorruptRecordError(ValueError):
-    """Bytes that are not a valid v2 record batch (Kafka's CORRUPT_MESSAGE)."""
-
-
-class Compression(IntEnum):
-    """The codec in attribute bits 0-2; `str()` gives Kafka's lower-case name."""
-
-    NONE = 0
-    GZIP = 1
-    SNAPPY = 2
-    LZ4 = 3
-    ZSTD = 4
-
-    def __str__(self) -> str:
-        return self.name.lower()
-
-
-class TimestampType(IntEnum):
-    """Attribute bit 3; `str()` gives Kafka's name (`CreateTime`, `LogAppendTime`)."""
-
-    CREATE_TIME = 0
-    LOG_APPEND_TIME = 1
-
-    def __str__(self) -> str:
-        return "CreateTime" if self is TimestampType.CREATE_TIME else "LogAppendTime"
+class RecordsTooLarge(InvalidBatch):
+    """A batch whose records decompress to more than the caller allows."""
 
 
 class ControlRecordType(IntEnum):
@@ -180,58 +144,7 @@ class ControlRecordType(IntEnum):
     KRAFT_VOTERS = 6
 
 
-def _increment_sequence(sequence: int, increment: int) -> int:
-    """Kafka's sequence arithmetic: wraps from INT32_MAX to 0."""
-    if sequence > _INT32_MAX - increment:
-        return increment - (_INT32_MAX - sequence) - 1
-    return sequence + increment
-
-
 # --- results ------------------------------------------------------------------------------
-
-
-class BatchHeader(HeaderView):
-    """The 61-byte header of one batch (fields and the basic views: protocol/batch.py),
-    with the record-level views decoding needs."""
-
-    __slots__ = ()
-
-    @property
-    def next_offset(self) -> int:
-        return self.last_offset + 1
-
-    @property
-    def compression_id(self) -> int:
-        return self.attributes & _COMPRESSION_MASK
-
-    @property
-    def compression(self) -> Compression:  # type: ignore[override]
-        """The codec; raises CorruptRecordError for ids 5-7."""
-        try:
-            return Compression(self.compression_id)
-        except ValueError:
-            raise CorruptRecordError(
-                f"unknown compression type id {self.compression_id}") from None
-
-    @property
-    def timestamp_type(self) -> TimestampType:
-        return (TimestampType.LOG_APPEND_TIME if self.attributes & _TIMESTAMP_TYPE_BIT
-                else TimestampType.CREATE_TIME)
-
-    @property
-    def has_delete_horizon(self) -> bool:
-        return bool(self.attributes & _DELETE_HORIZON_BIT)
-
-    @property
-    def delete_horizon_ms(self) -> int | None:
-        """Set by the log cleaner; kept in the baseTimestamp field."""
-        return self.base_timestamp if self.has_delete_horizon else None
-
-    def sequence_of(self, offset: int) -> int:
-        """The producer sequence of the record at `offset` (-1 without idempotence)."""
-        if self.base_sequence < 0:
-            return NO_SEQUENCE
-        return _increment_sequence(self.base_sequence, offset - self.base_offset)
 
 
 RecordHeader = tuple[str, bytes | None]  # (key, value); value None is null
@@ -268,68 +181,58 @@ class Batch:
     records: tuple[Record, ...]
 
 
-# --- varints ------------------------------------------------------------------------------
-
-
-def _read_varint(data: bytes, pos: int, end: int, max_bytes: int) -> tuple[int, int]:
-    """Zigzag LEB128 at `pos`, not reading at or past `end` -> (value, next position).
-
-    max_bytes is 5 for a varint (int32), 10 for a varlong (int64).
-    """
-    raw = 0
-    shift = 0
-    for _ in range(max_bytes):
-        if pos >= end:
-            raise CorruptRecordError("truncated varint")
-        b = data[pos]
-        pos += 1
-        raw |= (b & 0x7F) << shift
-        if b < 0x80:
-            value = (raw >> 1) ^ -(raw & 1)
-            if max_bytes == 5:
-                if not _INT32_MIN <= value <= _INT32_MAX:
-                    raise CorruptRecordError("varint out of int32 range")
-            elif not _INT64_MIN <= value <= _INT64_MAX:
-                raise CorruptRecordError("varlong out of int64 range")
-            return value, pos
-        shift += 7
-    raise CorruptRecordError(f"varint longer than {max_bytes} bytes")
-
-
-def _write_varint(out: bytearray, value: int) -> None:
-    """Append zigzag LEB128 of an int64 (int32 values encode identically)."""
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise ValueError(f"{value} does not fit in a varlong")
-    z = ((value << 1) ^ (value >> 63)) & 0xFFFFFFFFFFFFFFFF
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-
-
 # --- compression --------------------------------------------------------------------------
 
 
-def _decompress(codec: Compression, data: bytes) -> bytes:
+def _decompress(codec: Compression, data: bytes, max_size: int | None = None) -> bytes:
+    """The records area of a compressed batch. With `max_size`, no more than that many bytes
+    are ever produced (nor allocated beyond it): a larger result raises RecordsTooLarge."""
     import cramjam
 
     try:
-        if codec is Compression.GZIP:
-            return bytes(cramjam.gzip.decompress(data))
         if codec is Compression.SNAPPY:
-            return _snappy_decompress(data, cramjam)
-        if codec is Compression.LZ4:
-            return bytes(cramjam.lz4.decompress(data))
-        if codec is Compression.ZSTD:
-            return bytes(cramjam.zstd.decompress(data))
+            return _snappy_decompress(data, cramjam, max_size)
+        module = {Compression.GZIP: cramjam.gzip, Compression.LZ4: cramjam.lz4,
+                  Compression.ZSTD: cramjam.zstd}.get(codec)
+        if module is None:
+            raise AssertionError(codec)
+        if max_size is None:
+            return bytes(module.decompress(data))
+        return _decompress_into(module.decompress_into, data, max_size, codec, cramjam)
     except CorruptRecordError:
         raise
     except Exception as exc:  # cramjam.DecompressionError and friends
         raise CorruptRecordError(f"cannot decompress {codec} records: {exc}") from exc
-    raise AssertionError(codec)
 
 
-def _snappy_decompress(data: bytes, cramjam) -> bytes:
+def _decompress_into(decompress_into, data: bytes, max_size: int, codec: Compression,
+                     cramjam) -> bytearray:
+    """One native call into a buffer one byte larger than allowed: the codec stops as soon as
+    the buffer is full, so a "bomb" costs max_size bytes, and the time to write them."""
+    out = bytearray(max_size + 1)
+    try:
+        n = decompress_into(data, out)
+    except cramjam.DecompressionError as exc:
+        if "failed to write whole buffer" not in str(exc):  # else: the buffer is full
+            raise
+        n = max_size + 1
+    if n > max_size:
+        raise RecordsTooLarge(f"{codec} records decompress to more than {max_size} bytes")
+    del out[n:]
+    return out
+
+
+def _snappy_decompress(data: bytes, cramjam, max_size: int | None) -> bytes:
+    budget = [max_size]
+
+    def raw(block) -> bytes:
+        if budget[0] is not None:  # raw snappy states its decompressed length up front
+            need = cramjam.snappy.decompress_raw_len(block)
+            if need > budget[0]:
+                raise RecordsTooLarge(f"snappy records decompress to more than {max_size} bytes")
+            budget[0] -= need
+        return bytes(cramjam.snappy.decompress_raw(block))
+
     if data.startswith(_XERIAL_MAGIC):
         if len(data) < len(_XERIAL_HEADER):
             raise CorruptRecordError("truncated xerial snappy header")
@@ -343,12 +246,15 @@ def _snappy_decompress(data: bytes, cramjam) -> bytes:
             pos += 4
             if length < 0 or pos + length > end:
                 raise CorruptRecordError("truncated xerial snappy block")
-            parts.append(bytes(cramjam.snappy.decompress_raw(data[pos:pos + length])))
+            parts.append(raw(data[pos:pos + length]))
             pos += length
         return b"".join(parts)
     if data.startswith(_SNAPPY_FRAMED_MAGIC):
-        return bytes(cramjam.snappy.decompress(data))
-    return bytes(cramjam.snappy.decompress_raw(data))
+        if max_size is None:
+            return bytes(cramjam.snappy.decompress(data))
+        return _decompress_into(cramjam.snappy.decompress_into, data, max_size,
+                                Compression.SNAPPY, cramjam)
+    return raw(data)
 
 
 def _compress(codec: Compression, data: bytes, snappy_xerial: bool) -> bytes:
@@ -373,24 +279,6 @@ def _compress(codec: Compression, data: bytes, snappy_xerial: bool) -> bytes:
 
 
 # --- decoding -----------------------------------------------------------------------------
-
-
-def read_batch_header(buf, pos: int = 0) -> BatchHeader:
-    """Parse the batch header at `pos` of any buffer (bytes, memoryview, mmap).
-
-    Checks that the header is complete, that magic is 2 and that batchLength is at least
-    49; does not check that the rest of the batch is present (see `iter_batches`) or the CRC.
-    """
-    if pos < 0 or len(buf) - pos < BATCH_HEADER_SIZE:
-        raise CorruptRecordError(
-            f"batch header needs {BATCH_HEADER_SIZE} bytes, {max(len(buf) - pos, 0)} available")
-    header = BatchHeader(*_HEADER.unpack_from(buf, pos))
-    if header.magic != MAGIC_V2:
-        raise CorruptRecordError(f"unsupported magic {header.magic} (only v2 batches)")
-    if header.batch_length < MIN_BATCH_LENGTH:
-        raise CorruptRecordError(
-            f"batch length {header.batch_length} is smaller than the minimum {MIN_BATCH_LENGTH}")
-    return header
 
 
 def batch_crc(buf, pos: int = 0, size: int | None = None) -> int:
@@ -428,9 +316,11 @@ def iter_batches(buf, start: int = 0, end: int | None = None) -> Iterator[tuple[
         pos += header.size
 
 
-def decode_records(buf, pos: int = 0, header: BatchHeader | None = None,
-                   verify_crc: bool = True) -> tuple[Record, ...]:
-    """Decode (and decompress) the records of the batch at `pos`."""
+def records_area(buf, pos: int = 0, header: BatchHeader | None = None,
+                 verify_crc: bool = True, max_size: int | None = None) -> bytes | bytearray:
+    """The records area of the batch at `pos`, decompressed; each of its `recordsCount`
+    records takes at least 7 bytes. With `max_size`, a batch whose records take more raises
+    RecordsTooLarge, having decompressed no more than that."""
     if header is None:
         header = read_batch_header(buf, pos)
     end = pos + header.size
@@ -446,34 +336,89 @@ def decode_records(buf, pos: int = 0, header: BatchHeader | None = None,
     count = header.records_count
     if count < 0:
         raise CorruptRecordError(f"invalid record count {count}")
+    if max_size is not None and count * _MIN_RECORD_SIZE > max_size:
+        raise RecordsTooLarge(f"{count} records cannot fit in {max_size} bytes")
     body = bytes(buf[pos + BATCH_HEADER_SIZE:end])
     codec = header.compression
     if codec is not Compression.NONE:
-        body = _decompress(codec, body)
+        body = _decompress(codec, body, max_size)
+    elif max_size is not None and len(body) > max_size:
+        raise RecordsTooLarge(f"records of {len(body)} bytes are more than {max_size} bytes")
     # Each record takes at least 7 bytes; refuse counts that cannot fit before allocating.
-    if count * 7 > len(body):
+    if count * _MIN_RECORD_SIZE > len(body):
         raise CorruptRecordError(
             f"record count {count} does not fit in {len(body)} bytes of records")
-    return _parse_records(body, header, count)
+    return body
 
 
-def decode_batch(buf, pos: int = 0, verify_crc: bool = True) -> Batch:
-    """Header and records of the batch at `pos`."""
+def decode_records(buf, pos: int = 0, header: BatchHeader | None = None,
+                   verify_crc: bool = True, max_size: int | None = None) -> tuple[Record, ...]:
+    """Decode (and decompress) the records of the batch at `pos` (`max_size`: see
+    `records_area`)."""
+    if header is None:
+        header = read_batch_header(buf, pos)
+    body = records_area(buf, pos, header, verify_crc, max_size)
+    return _parse_records(bytes(body), header, header.records_count)
+
+
+def null_key_indexes(area: bytes | bytearray, header: BatchHeader) -> list[int]:
+    """Check every record of a records area (as `decode_records` does) without building
+    them; return the indexes of the records whose key is null."""
+    return [i for i, (_, _, key_length) in enumerate(
+        _walk_records(area, header, header.records_count, False)) if key_length < 0]
+
+
+def record_times(area: bytes | bytearray, header: BatchHeader) -> Iterator[tuple[int, int]]:
+    """(offset, timestamp) of each record of a records area, in order, checked as
+    `decode_records` does but building nothing; stop early at will."""
+    for offset, timestamp, _ in _walk_records(area, header, header.records_count, False):
+        yield offset, timestamp
+
+
+def with_compression(buf, header: BatchHeader, codec: Compression | int,
+                     area: bytes | bytearray) -> bytes:
+    """The batch at the start of `buf` with its records area `area` (decompressed) compressed
+    with `codec` instead: every header field but the codec bits is kept, the CRC is new.
+    The records are re-encoded as they are (their deltas do not depend on the codec)."""
+    codec = Compression(codec)
+    payload = bytes(area) if codec is Compression.NONE else _compress(codec, bytes(area), True)
+    attributes = (header.attributes & ~COMPRESSION_MASK) | int(codec)
+    return encode_batch(dataclasses.replace(header, attributes=attributes), payload)
+
+
+def decode_batch(buf, pos: int = 0, verify_crc: bool = True,
+                 max_size: int | None = None) -> Batch:
+    """Header and records of the batch at `pos` (`max_size`: see `records_area`)."""
     header = read_batch_header(buf, pos)
-    return Batch(header, decode_records(buf, pos, header, verify_crc=verify_crc))
+    return Batch(header, decode_records(buf, pos, header, verify_crc=verify_crc,
+                                        max_size=max_size))
 
 
-def _parse_records(data: bytes, header: BatchHeader, count: int) -> tuple[Record, ...]:
-    read_varint = _read_varint
+def _parse_records(data: bytes | bytearray, header: BatchHeader, count: int
+                   ) -> tuple[Record, ...]:
+    """The records, every field checked to stay inside its record and the records area."""
+    return tuple(_walk_records(data, header, count, True))
+
+
+def _walk_records(data: bytes | bytearray, header: BatchHeader, count: int, build: bool):
+    """Each record in turn: a Record when `build`, else (offset, timestamp, keyLength) with
+    nothing copied. Every field is checked to stay inside its record, and once all `count`
+    are read, that no bytes are left; malformed bytes raise CorruptRecordError."""
+    try:
+        yield from _walk(data, header, count, build)
+    except VarintError as e:
+        raise CorruptRecordError(str(e)) from None
+
+
+def _walk(data: bytes | bytearray, header: BatchHeader, count: int, build: bool):
     base_offset = header.base_offset
     base_timestamp = header.base_timestamp
     append_time = (header.max_timestamp
                    if header.timestamp_type is TimestampType.LOG_APPEND_TIME else None)
     end = len(data)
     pos = 0
-    records = []
     for _ in range(count):
-        length, pos = read_varint(data, pos, end, 5)
+        length, pos = read_varint(data, pos, end, _VARINT)
         record_start = pos
         record_end = pos + length
         if length <= 0 or record_end > end:
@@ -482,55 +427,59 @@ def _parse_records(data: bytes, header: BatchHeader, count: int) -> tuple[Record
         # Every field below must stay inside [record_start, record_end).
         attributes = data[pos]
         pos += 1
-        timestamp_delta, pos = read_varint(data, pos, record_end, 10)
-        offset_delta, pos = read_varint(data, pos, record_end, 5)
-        key_length, pos = read_varint(data, pos, record_end, 5)
-        if key_length < 0:
-            key = None
-        else:
+        timestamp_delta, pos = read_varint(data, pos, record_end, _VARLONG)
+        offset_delta, pos = read_varint(data, pos, record_end, _VARINT)
+        key_length, pos = read_varint(data, pos, record_end, _VARINT)
+        key = None
+        if key_length >= 0:
             if pos + key_length > record_end:
                 raise CorruptRecordError("record key overruns the record")
-            key = data[pos:pos + key_length]
+            if build:
+                key = data[pos:pos + key_length]
             pos += key_length
-        value_length, pos = read_varint(data, pos, record_end, 5)
-        if value_length < 0:
-            value = None
-        else:
+        value_length, pos = read_varint(data, pos, record_end, _VARINT)
+        value = None
+        if value_length >= 0:
             if pos + value_length > record_end:
                 raise CorruptRecordError("record value overruns the record")
-            value = data[pos:pos + value_length]
+            if build:
+                value = data[pos:pos + value_length]
             pos += value_length
-        header_count, pos = read_varint(data, pos, record_end, 5)
+        header_count, pos = read_varint(data, pos, record_end, _VARINT)
         if header_count < 0:
             raise CorruptRecordError(f"invalid negative header count {header_count}")
         headers = []
         for _ in range(header_count):
-            hkey_length, pos = read_varint(data, pos, record_end, 5)
+            hkey_length, pos = read_varint(data, pos, record_end, _VARINT)
             if hkey_length < 0:
                 raise CorruptRecordError(f"invalid negative header key size {hkey_length}")
             if pos + hkey_length > record_end:
                 raise CorruptRecordError("header key overruns the record")
-            hkey = data[pos:pos + hkey_length].decode("utf-8", errors="replace")
+            hkey_start = pos
             pos += hkey_length
-            hvalue_length, pos = read_varint(data, pos, record_end, 5)
-            if hvalue_length < 0:
-                hvalue = None
-            else:
+            hvalue_length, pos = read_varint(data, pos, record_end, _VARINT)
+            hvalue = None
+            if hvalue_length >= 0:
                 if pos + hvalue_length > record_end:
                     raise CorruptRecordError("header value overruns the record")
-                hvalue = data[pos:pos + hvalue_length]
+                if build:
+                    hvalue = data[pos:pos + hvalue_length]
                 pos += hvalue_length
-            headers.append((hkey, hvalue))
+            if build:
+                hkey = data[hkey_start:hkey_start + hkey_length].decode("utf-8", "replace")
+                headers.append((hkey, hvalue))
         if pos != record_end:
             raise CorruptRecordError(
                 f"record declared {length} bytes but its fields take {pos - record_start}")
         timestamp = append_time if append_time is not None else base_timestamp + timestamp_delta
-        records.append(Record(base_offset + offset_delta, timestamp, key, value,
-                              tuple(headers), attributes))
+        if build:
+            yield Record(base_offset + offset_delta, timestamp, key, value, tuple(headers),
+                         attributes)
+        else:
+            yield base_offset + offset_delta, timestamp, key_length
     if pos != end:
         raise CorruptRecordError(
             f"{end - pos} bytes left in the batch after reading all {count} records")
-    return tuple(records)
 
 
 # --- control records ----------------------------------------------------------------------
@@ -569,11 +518,11 @@ def end_txn_marker(commit: bool, coordinator_epoch: int, timestamp: int | None =
 
 def _encode_bytes(out: bytearray, data: bytes | None, what: str) -> None:
     if data is None:
-        _write_varint(out, -1)
+        write_varint(out, -1)
         return
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"{what} must be bytes or None, not {type(data).__name__}")
-    _write_varint(out, len(data))
+    write_varint(out, len(data))
     out += data
 
 
@@ -635,38 +584,32 @@ def build_batch(
             raise ValueError(f"record offset delta {offset_delta} out of range")
         scratch.clear()
         scratch.append(getattr(rec, "attributes", 0) & 0xFF)
-        _write_varint(scratch, ts - base_timestamp)
-        _write_varint(scratch, offset_delta)
+        write_varint(scratch, ts - base_timestamp)
+        write_varint(scratch, offset_delta)
         _encode_bytes(scratch, rec.key, "key")
         _encode_bytes(scratch, rec.value, "value")
-        _write_varint(scratch, len(rec.headers))
+        write_varint(scratch, len(rec.headers))
         for hkey, hvalue in rec.headers:
             if not isinstance(hkey, str):
                 raise TypeError(f"header key must be str, not {type(hkey).__name__}")
             _encode_bytes(scratch, hkey.encode("utf-8"), "header key")
             _encode_bytes(scratch, hvalue, "header value")
-        _write_varint(body, len(scratch))
+        write_varint(body, len(scratch))
         body += scratch
 
     payload = bytes(body) if codec is Compression.NONE else _compress(codec, bytes(body),
                                                                      snappy_xerial)
     attributes = int(codec)
     if ts_type is TimestampType.LOG_APPEND_TIME:
-        attributes |= _TIMESTAMP_TYPE_BIT
+        attributes |= TIMESTAMP_TYPE_MASK
     if is_transactional:
-        attributes |= _TRANSACTIONAL_BIT
+        attributes |= TRANSACTIONAL_FLAG
     if is_control:
-        attributes |= _CONTROL_BIT
+        attributes |= CONTROL_FLAG
     if delete_horizon_ms is not None:
-        attributes |= _DELETE_HORIZON_BIT
+        attributes |= DELETE_HORIZON_FLAG
 
-    try:
-        tail = _AFTER_CRC.pack(attributes, last_offset_delta, base_timestamp, max_timestamp,
-                               producer_id, producer_epoch, base_sequence, len(resolved))
-        head = struct.pack(">qiib", base_offset,
-                           BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload),
-                           partition_leader_epoch, MAGIC_V2)
-    except struct.error as exc:
-        raise ValueError(f"batch header field out of range: {exc}") from exc
-    crc = crc32c.crc32c(tail + payload)
-    return head + struct.pack(">I", crc) + tail + payload
+    return encode_batch(BatchHeader(
+        base_offset, 0, partition_leader_epoch, MAGIC_V2, 0, attributes, last_offset_delta,
+        base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence,
+        len(resolved)), payload)

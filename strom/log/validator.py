@@ -1,7 +1,13 @@
 """Checks a produced record batch must pass before it is appended (Kafka's LogValidator).
 
-The hot path reads only the 61-byte header and the CRC; records are decoded only when the
-topic's configuration needs their contents (keys on a compacted topic).
+The hot path reads only the 61-byte header and the CRC (`validate_header`); records are
+read only when the topic's configuration needs them (`needs_records`: keys on a compacted
+topic, or a compression.type other than the producer's), by `validate_records`, which is
+pure and may run off the event loop. A compressed batch is decompressed in one bounded
+native call: records may take at most `max_records_bytes(config)` bytes (16 times
+max.message.bytes, at least 16 MiB), else the batch is refused with MESSAGE_TOO_LARGE
+having cost no more than that. The records are checked field by field without building
+them, and a batch that changes codec keeps its records' bytes as they are.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 from strom.config import TopicConfig
 from strom.protocol.batch import (
     BatchHeader,
+    Compression,
     InvalidBatch,
     batch_size_at,
     crc_is_valid,
@@ -25,11 +32,30 @@ class RecordErrors(InvalidRecord):
         self.record_errors = record_errors
 
 
+RECORDS_BYTES_PER_MESSAGE_BYTE = 16  # records may decompress to 16 x max.message.bytes
+MIN_MAX_RECORDS_BYTES = 16 * 1024 * 1024
+
+
+def max_records_bytes(config: TopicConfig) -> int:
+    """The most bytes a batch's records may take once decompressed."""
+    return max(MIN_MAX_RECORDS_BYTES,
+               RECORDS_BYTES_PER_MESSAGE_BYTE * config.get("max.message.bytes"))
+
+
 def validate_batch(data: bytes | bytearray, config: TopicConfig, now_ms: int) -> BatchHeader:
-    """Validate the single v2 batch in a partition's produce data; return its header.
+    """Validate the single v2 batch in a partition's produce data, its records included
+    (they are not recompressed: see `validate_records`); return its header.
 
     Raises CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, INVALID_RECORD or INVALID_TIMESTAMP errors.
     """
+    header = validate_header(data, config, now_ms)
+    if config.compact:
+        _check_records(data, header, config, recompress=False)
+    return header
+
+
+def validate_header(data: bytes | bytearray, config: TopicConfig, now_ms: int) -> BatchHeader:
+    """The checks of `validate_batch` that need only the header and the CRC."""
     size = batch_size_at(data, 0)
     if size is None:
         raise CorruptMessage(f"Record data of {len(data)} bytes is too short for a batch")
@@ -60,46 +86,59 @@ def validate_batch(data: bytes | bytearray, config: TopicConfig, now_ms: int) ->
             raise InvalidTimestamp(
                 f"Timestamp {header.max_timestamp} of the batch is out of the range allowed "
                 f"by message.timestamp.before.max.ms/after.max.ms")
-    if config.compact:
-        _check_keys(data)
     return header
 
 
-_CODECS = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+def _wanted_codec(header: BatchHeader, config: TopicConfig) -> Compression | None:
+    """The codec the topic wants the batch in, when it is not the producer's."""
+    wanted = Compression.for_topic_config(config.get("compression.type"))
+    if wanted is None or wanted == header.compression_id:
+        return None
+    return wanted
 
 
-def maybe_recompress(data: bytearray, header: BatchHeader, config: TopicConfig
+def needs_records(header: BatchHeader, config: TopicConfig) -> bool:
+    """Whether `validate_records` has work to do for this batch (else the header suffices)."""
+    return config.compact or _wanted_codec(header, config) is not None
+
+
+def validate_records(data: bytearray, header: BatchHeader, config: TopicConfig
                      ) -> tuple[bytearray, BatchHeader]:
-    """Re-encode the batch with the topic's compression.type when it is not "producer" and
-    differs from the producer's codec, as Kafka does. Offsets, timestamps and producer
-    fields are kept."""
-    wanted = config.get("compression.type")
-    if wanted == "producer" or _CODECS[wanted] == header.compression:
+    """The record-level checks the topic asks for (keys on a compacted topic), and the
+    batch re-encoded with the topic's compression.type when it is not "producer" and differs
+    from the producer's codec, as Kafka does (offsets, timestamps, producer fields and the
+    records' bytes are kept). Pure: safe to run in an executor."""
+    return _check_records(data, header, config, recompress=True)
+
+
+def _check_records(data: bytes | bytearray, header: BatchHeader, config: TopicConfig,
+                   recompress: bool) -> tuple[bytearray, BatchHeader]:
+    from strom.log.records import (
+        CorruptRecordError,
+        RecordsTooLarge,
+        null_key_indexes,
+        records_area,
+        with_compression,
+    )
+
+    codec = _wanted_codec(header, config) if recompress else None
+    if not config.compact and codec is None:
         return data, header
-    from strom.log.records import CorruptRecordError, build_batch, decode_batch
-
+    limit = max_records_bytes(config)
     try:
-        records = decode_batch(bytes(data), verify_crc=False).records
+        area = records_area(data, 0, header, verify_crc=False, max_size=limit)
+        missing = null_key_indexes(area, header)
+    except RecordsTooLarge as e:
+        raise MessageTooLarge(f"{e}, the most the records of one batch may take "
+                              f"(16 x max.message.bytes, at least 16 MiB)") from None
     except CorruptRecordError as e:
         raise CorruptMessage(str(e)) from None
-    rebuilt = bytearray(build_batch(
-        records, base_offset=header.base_offset, compression=_CODECS[wanted],
-        producer_id=header.producer_id, producer_epoch=header.producer_epoch,
-        base_sequence=header.base_sequence, timestamp_type=int(header.is_log_append_time),
-        is_transactional=header.is_transactional,
-        partition_leader_epoch=header.partition_leader_epoch,
-        max_timestamp=header.max_timestamp, last_offset_delta=header.last_offset_delta))
+    if config.compact and missing:
+        raise RecordErrors(
+            "Compacted topic cannot accept message without key",
+            [(i, "Compacted topic cannot accept message without key in topic partition.")
+             for i in missing])
+    if codec is None:
+        return data, header
+    rebuilt = bytearray(with_compression(data, header, codec, area))
     return rebuilt, read_header(rebuilt)
-
-
-def _check_keys(data: bytes | bytearray) -> None:
-    from strom.log.records import CorruptRecordError, decode_batch
-
-    try:
-        records = decode_batch(bytes(data), verify_crc=False).records
-    except CorruptRecordError as e:
-        raise CorruptMessage(str(e)) from None
-    missing = [(i, "Compacted topic cannot accept message without key in topic partition.")
-               for i, r in enumerate(records) if r.key is None]
-    if missing:
-        raise RecordErrors("Compacted topic cannot accept message without key", missing)

@@ -36,19 +36,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from strom.protocol.varint import read_uvarint, uvarint
+
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _PART_HEAD = struct.Struct(">ihqq")
 _I64 = struct.Struct(">q")
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +79,15 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
     if version >= 7:
         buf += _I16.pack(error_code)
         buf += _I32.pack(session_id)
-    buf += _uvarint(len(topics) + 1) if flexible else _I32.pack(len(topics))
+    buf += uvarint(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for t in topics:
         if version >= 13:
             buf += t.topic_id.bytes
         else:
             name = t.name.encode()
-            buf += _uvarint(len(name) + 1) if flexible else _I16.pack(len(name))
+            buf += uvarint(len(name) + 1) if flexible else _I16.pack(len(name))
             buf += name
-        buf += _uvarint(len(t.partitions) + 1) if flexible else _I32.pack(len(t.partitions))
+        buf += uvarint(len(t.partitions) + 1) if flexible else _I32.pack(len(t.partitions))
         for p in t.partitions:
             buf += _PART_HEAD.pack(p.partition_index, p.error_code, p.high_watermark,
                                    p.last_stable_offset)
@@ -104,7 +97,7 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
             if aborted is None:
                 buf += b"\0" if flexible else _I32.pack(-1)
             else:
-                buf += _uvarint(len(aborted) + 1) if flexible else _I32.pack(len(aborted))
+                buf += uvarint(len(aborted) + 1) if flexible else _I32.pack(len(aborted))
                 for producer_id, first_offset in aborted:
                     buf += _I64.pack(producer_id) + _I64.pack(first_offset)
                     if flexible:
@@ -117,7 +110,7 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
             if records is None:
                 buf += b"\0" if flexible else _I32.pack(-1)
             else:
-                buf += _uvarint(size + 1) if flexible else _I32.pack(size)
+                buf += uvarint(size + 1) if flexible else _I32.pack(size)
                 if size:
                     if isinstance(records, bytes | bytearray):
                         buf += records
@@ -130,13 +123,13 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
                 count = 0
                 if p.diverging_epoch is not None:
                     body = _I32.pack(p.diverging_epoch[0]) + _I64.pack(p.diverging_epoch[1]) + b"\0"
-                    tags += _uvarint(0) + _uvarint(len(body)) + body
+                    tags += uvarint(0) + uvarint(len(body)) + body
                     count += 1
                 if p.current_leader is not None:
                     body = _I32.pack(p.current_leader[0]) + _I32.pack(p.current_leader[1]) + b"\0"
-                    tags += _uvarint(1) + _uvarint(len(body)) + body
+                    tags += uvarint(1) + uvarint(len(body)) + body
                     count += 1
-                buf += _uvarint(count) + tags
+                buf += uvarint(count) + tags
         if flexible:
             buf += b"\0"
     if flexible:
@@ -189,18 +182,8 @@ class _Cursor:
         return pos
 
     def uvarint(self) -> int:
-        buf, pos, end = self.buf, self.pos, self.end
-        value = shift = 0
-        while True:
-            if pos >= end or shift > 28:
-                raise ValueError(f"bad unsigned varint at {self.pos}")
-            b = buf[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                self.pos = pos
-                return value
-            shift += 7
+        value, self.pos = read_uvarint(self.buf, self.pos, self.end)
+        return value
 
     def skip_tagged_fields(self) -> None:
         for _ in range(self.uvarint()):

@@ -28,12 +28,14 @@ from strom.clock import Clock
 from strom.cluster import model
 from strom.cluster.metadata_cache import MetadataCache
 from strom.cluster.store import MetadataStore, StoreError
+from strom.cluster.topic_names import INTERNAL_TOPICS
 from strom.config import BrokerConfig, TopicConfig
 from strom.log.manager import LogManager
 from strom.log.partition_log import AppendResult, ReadResult
-from strom.log.validator import maybe_recompress, validate_batch
+from strom.log.validator import needs_records, validate_header, validate_records
 from strom.protocol.errors import (
     ErrorCode,
+    InvalidTopic,
     KafkaError,
     NotLeaderOrFollower,
     UnknownTopicOrPartition,
@@ -48,6 +50,10 @@ RequestTimedOut = error(ErrorCode.request_timed_out)
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
+
+# an uncompressed batch up to this size has its records checked on the loop (a few hundred
+# microseconds at most); a compressed or larger one in the executor
+INLINE_RECORDS_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,15 +196,45 @@ class ReplicaManager:
         return p
 
     # --- produce --------------------------------------------------------------------------
-    def append(self, topic: str, partition: int, data: bytes, acks: int) -> AppendResult:
-        """Validate and append one partition's batch as leader."""
+    def append(self, topic: str, partition: int, data: bytes, acks: int, *,
+               internal_topics_allowed: bool = False) -> AppendResult:
+        """Validate and append one partition's batch as leader, on the loop (the
+        coordinators' small batches). Internal topics take appends only when
+        `internal_topics_allowed` (the coordinators themselves), as in Kafka."""
+        self._check_internal(topic, internal_topics_allowed)
         p = self.leader_partition(topic, partition)
         batch = bytearray(data)
-        header = validate_batch(batch, p.log.config, self.clock.now_ms())
-        batch, header = maybe_recompress(batch, header, p.log.config)
+        header = validate_header(batch, p.log.config, self.clock.now_ms())
+        batch, header = validate_records(batch, header, p.log.config)
         result = p.append_as_leader(batch, header, acks)
         self._wake((topic, partition))
         return result
+
+    async def append_produced(self, topic: str, partition: int, data: bytes, acks: int, *,
+                              internal_topics_allowed: bool = False) -> AppendResult:
+        """A client's batch: as `append`, but when the topic needs its records read (keys on
+        a compacted topic, another compression.type) and the batch is compressed or larger
+        than INLINE_RECORDS_BYTES, that work runs in the default executor, off the loop."""
+        self._check_internal(topic, internal_topics_allowed)
+        p = self.leader_partition(topic, partition)
+        batch = bytearray(data)
+        config = p.log.config
+        header = validate_header(batch, config, self.clock.now_ms())
+        if needs_records(header, config):
+            if header.compression_id == 0 and header.size <= INLINE_RECORDS_BYTES:
+                batch, header = validate_records(batch, header, config)
+            else:
+                batch, header = await asyncio.get_running_loop().run_in_executor(
+                    None, validate_records, batch, header, config)
+                p = self.leader_partition(topic, partition)  # it may have moved meanwhile
+        result = p.append_as_leader(batch, header, acks)
+        self._wake((topic, partition))
+        return result
+
+    @staticmethod
+    def _check_internal(topic: str, allowed: bool) -> None:
+        if topic in INTERNAL_TOPICS and not allowed:
+            raise InvalidTopic(f"Cannot append to internal topic {topic}")
 
     def replicated(self, topic: str, partition: int, end_offset: int) -> bool:
         """Whether `wait_for_replication` for `end_offset` would return (or fail) at once."""

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import crc32c
 
+from strom.protocol.varint import uvarint, varint
+
 __all__ = [
     "Closed",
     "KafkaSocket",
@@ -79,23 +81,6 @@ def nbytes(b: bytes | None) -> bytes:
     if b is None:
         return i32(-1)
     return i32(len(b)) + b
-
-
-def uvarint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def varint(v: int) -> bytes:
-    """Zig-zag signed varint (also used for varlongs)."""
-    return uvarint((v << 1) ^ (v >> 63))
 
 
 def compact_string(s: str | None) -> bytes:

@@ -19,8 +19,10 @@ import socket
 import struct
 import time
 
+import cramjam
+import crc32c
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from strom.testing.broker import BrokerProcess
 from strom.testing.kafka import admin_client, consume_partition, create_topic
@@ -30,6 +32,7 @@ from strom.testing.wire import (
     Closed,
     KafkaSocket,
     Record,
+    _encode_record,
     api_versions_flexible,
     api_versions_v0,
     encode_record_batch,
@@ -52,6 +55,7 @@ OFFSET_OUT_OF_RANGE = 1
 CORRUPT_MESSAGE = 2
 UNKNOWN_TOPIC_OR_PARTITION = 3
 MESSAGE_TOO_LARGE = 10
+INVALID_TOPIC_EXCEPTION = 17
 UNSUPPORTED_VERSION = 35
 
 SOCKET_REQUEST_MAX_BYTES = 65536
@@ -388,3 +392,106 @@ def test_produce_with_truncated_body_disconnects_or_errors(env):
         if payload is not None:
             assert int.from_bytes(payload[:4], "big", signed=True) == cid
     assert high_watermark(env) == hw
+
+
+# -- internal topics -----------------------------------------------------------------------
+
+def test_produce_to_internal_topics_is_refused(env):
+    """Only the coordinators write __consumer_offsets (and __transaction_state): a client's
+    Produce gets INVALID_TOPIC_EXCEPTION, as in Kafka, and the group's own commits still
+    work and read back."""
+    bs = env.broker.bootstrap
+    group = "bad-input-internal"
+    c = Consumer({"bootstrap.servers": bs, "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(TOPIC, 0, 7)], asynchronous=False)  # creates the topic
+        batch = encode_record_batch([Record(b"forged", b"forged-key")])
+        for topic in ("__consumer_offsets", "__transaction_state"):
+            res = produce_one(env, topic, batch)
+            assert res.error_code == INVALID_TOPIC_EXCEPTION, (topic, res)
+        # the same through a real client
+        p = Producer({"bootstrap.servers": bs})
+        errs = []
+        p.produce("__consumer_offsets", value=b"forged", key=b"k", partition=0,
+                  on_delivery=lambda err, msg: errs.append(err))
+        p.flush(15)
+        assert len(errs) == 1 and errs[0] is not None
+        assert errs[0].code() == KafkaError.TOPIC_EXCEPTION, errs[0]
+        # the coordinator's own appends are untouched
+        c.commit(offsets=[TopicPartition(TOPIC, 0, 9)], asynchronous=False)
+        [tp] = c.committed([TopicPartition(TOPIC, 0)], timeout=15)
+        assert tp.offset == 9
+    finally:
+        c.close()
+
+
+# -- decompression bombs -------------------------------------------------------------------
+
+ZSTD = 4
+
+
+def zstd_batch(area: bytes, count: int) -> bytes:
+    """A v2 batch (base offset 0, CreateTime now) whose records area `area` is zstd
+    compressed; `count` records are declared."""
+    payload = bytes(cramjam.zstd.compress(area))
+    now = int(time.time() * 1000)
+    after_crc = struct.pack(">hiqqqhii", ZSTD, count - 1, now, now, -1, -1, -1, count) + payload
+    return (struct.pack(">qiib", 0, 9 + len(after_crc), 0, 2)
+            + struct.pack(">I", crc32c.crc32c(after_crc)) + after_crc)
+
+
+def records_area(values: list[bytes]) -> bytes:
+    """Uncompressed records (key b"k") with offset deltas 0, 1, ..."""
+    return b"".join(_encode_record(i, Record(v, b"k")) for i, v in enumerate(values))
+
+
+def peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+@pytest.mark.parametrize("config", [{"compression.type": "gzip"},
+                                    {"cleanup.policy": "compact"}],
+                         ids=["recompressed", "compacted"])
+def test_decompression_bomb_is_refused_within_bounded_memory(env, config):
+    """A 6 KB zstd batch whose records expand to 200 MB, to a topic where the broker must
+    read the records: refused with MESSAGE_TOO_LARGE after decompressing at most the bound
+    (16 MiB here), so the broker's peak memory barely moves; other clients are served."""
+    topic = "bad-input-bomb-" + "-".join(config).replace(".", "-")
+    create_topic(env.broker.bootstrap, topic, 1, config=config)
+    bomb = zstd_batch(bytes(200 << 20), 1)
+    assert len(bomb) < MESSAGE_MAX_BYTES
+    # a legitimate zstd batch is accepted (and recompressed where the topic asks for it)
+    good = zstd_batch(records_area([b"value-%d" % i for i in range(50)]), 50)
+    assert produce_one(env, topic, good).error_code == NONE
+    before = peak_rss_bytes(env.broker.pid)
+    res = produce_one(env, topic, bomb)
+    grown = peak_rss_bytes(env.broker.pid) - before
+    assert grown < 100 << 20, f"the broker's peak RSS grew by {grown >> 20} MiB"
+    assert res.error_code == MESSAGE_TOO_LARGE, res
+    assert high_watermark(env, topic) == 50
+    msgs = consume_partition(env.broker.bootstrap, topic, 0, end=50)
+    assert [m.value() for m in msgs] == [b"value-%d" % i for i in range(50)]
+
+
+def test_list_offsets_by_time_over_a_stored_bomb_is_bounded(env):
+    """A topic that keeps the producer's codec stores a zstd "bomb" as sent (as Kafka
+    does); a ListOffsets by timestamp, the one reader that decodes stored records, reads no
+    more than the bound and answers CORRUPT_MESSAGE for that partition."""
+    topic = "bad-input-bomb-stored"
+    create_topic(env.broker.bootstrap, topic, 1)
+    assert produce_one(env, topic, zstd_batch(bytes(200 << 20), 1)).error_code == NONE
+    before = peak_rss_bytes(env.broker.pid)
+    c = Consumer({"bootstrap.servers": env.broker.bootstrap, "group.id": "bad-input-lo"})
+    try:
+        with pytest.raises(KafkaException) as info:
+            c.offsets_for_times([TopicPartition(topic, 0, 1)], timeout=15)
+        error = info.value.args[0]
+    finally:
+        c.close()
+    grown = peak_rss_bytes(env.broker.pid) - before
+    assert grown < 100 << 20, f"the broker's peak RSS grew by {grown >> 20} MiB"
+    assert error.code() == KafkaError.INVALID_MSG, error

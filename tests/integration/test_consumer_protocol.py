@@ -71,6 +71,7 @@ INVALID_REQUEST = 42
 FENCED_MEMBER_EPOCH = 110
 UNSUPPORTED_ASSIGNOR = 112
 STALE_MEMBER_EPOCH = 113
+INVALID_REGULAR_EXPRESSION = 128
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -627,6 +628,29 @@ def test_raw_join_validation_as_kafka_does(cbroker, raw, topic_name):
     # epochs below -2 mean nothing
     r = raw.heartbeat(group, member, -3)
     assert r["error"] == INVALID_REQUEST, r
+
+
+def test_raw_regex_is_re2_and_an_invalid_one_is_refused(cbroker, raw, topic_name):
+    """Subscriptions by regex use RE2 (linear time), as Kafka does: a pattern that makes a
+    backtracking engine run for ages against a long topic name is answered at once, and the
+    broker goes on serving; a pattern RE2 cannot compile gets INVALID_REGULAR_EXPRESSION."""
+    matching = create_topic(cbroker.bootstrap, "a" * 60 + uuid.uuid4().hex, 1)
+    create_topic(cbroker.bootstrap, f"{matching}-x", 1)  # backtracking's worst case
+    group = f"g-{topic_name}"
+    r = raw.join(group, uuid.uuid4().hex, regex="([a-z0-9]+)+$", version=1)
+    assert r["error"] == NONE, r
+    # the broker was not stalled: another connection is answered, and the match is right
+    other = RawCGH(cbroker)
+    try:
+        r2 = other.join(f"{group}-2", uuid.uuid4().hex, topics=[matching])
+        assert r2["error"] == NONE, r2
+    finally:
+        other.close()
+    assert r["assignment"] == {topic_id_of(cbroker.bootstrap, matching): [0]}, r
+    for bad in ("(", "a{2,1}", "(?<=a)b"):  # syntax errors, and lookbehind (not RE2)
+        r = raw.join(f"{group}-bad", uuid.uuid4().hex, regex=bad, version=1)
+        assert r["error"] == INVALID_REGULAR_EXPRESSION, (bad, r)
+        assert "not a valid regular expression" in r["message"], r
 
 
 def test_raw_revocation_before_assignment(cbroker, raw, topic_name):

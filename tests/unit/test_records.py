@@ -355,3 +355,57 @@ def test_interop_with_aiokafka_record_batches(codec):
     assert parsed.validate_crc()
     assert [(r.offset, r.key, r.value, r.timestamp, list(r.headers)) for r in parsed] == [
         (i, b"k%d" % i, b"v" * 300, TS + i, [("h", b"x")]) for i in range(3)]
+
+
+# -- bounded decompression -----------------------------------------------------------------
+
+BOMB = bytes(4 << 20)  # 4 MiB of zeros: a few KB compressed
+
+
+@pytest.mark.parametrize("codec, xerial", [
+    (Compression.GZIP, False), (Compression.SNAPPY, True), (Compression.SNAPPY, False),
+    (Compression.LZ4, False), (Compression.ZSTD, False)])
+def test_records_area_with_max_size_stops_a_bomb(codec, xerial):
+    payload = rec._compress(codec, BOMB, xerial)
+    data = _with_records_area(GOLDEN, payload, attributes=int(codec), count=1)
+    with pytest.raises(rec.RecordsTooLarge):
+        rec.records_area(data, max_size=1 << 20)
+    # exactly at the limit is fine, one byte more is not
+    assert len(rec.records_area(data, max_size=len(BOMB))) == len(BOMB)
+    with pytest.raises(rec.RecordsTooLarge):
+        rec.records_area(data, max_size=len(BOMB) - 1)
+
+
+def test_snappy_framed_and_uncompressed_areas_are_bounded_too():
+    framed = bytes(cramjam.snappy.compress(BOMB))
+    data = _with_records_area(GOLDEN, framed, attributes=int(Compression.SNAPPY), count=1)
+    with pytest.raises(rec.RecordsTooLarge):
+        rec.records_area(data, max_size=1 << 20)
+    with pytest.raises(rec.RecordsTooLarge):
+        rec.records_area(GOLDEN, max_size=len(GOLDEN_RECORDS) - 1)
+    assert rec.records_area(GOLDEN, max_size=len(GOLDEN_RECORDS)) == GOLDEN_RECORDS
+    # a declared count that cannot fit the bound is refused before decompressing
+    many = _with_records_area(GOLDEN, GOLDEN_RECORDS, count=1 << 20)
+    with pytest.raises(rec.RecordsTooLarge):
+        rec.records_area(many, max_size=1 << 20)
+
+
+def test_null_key_indexes_checks_like_decode_and_builds_nothing():
+    assert rec.null_key_indexes(GOLDEN_RECORDS, read_batch_header(GOLDEN)) == [1]
+    with pytest.raises(CorruptRecordError):
+        rec.null_key_indexes(GOLDEN_RECORDS[:-1], read_batch_header(GOLDEN))
+
+
+@pytest.mark.parametrize("codec", list(Compression))
+def test_with_compression_keeps_every_field_and_record(codec):
+    header = read_batch_header(GOLDEN)
+    out = rec.with_compression(GOLDEN, header, codec, GOLDEN_RECORDS)
+    again = decode_batch(out)  # CRC checked
+    assert again.records == decode_batch(GOLDEN).records
+    assert again.header.compression is codec
+    for field in ("base_offset", "partition_leader_epoch", "last_offset_delta",
+                  "base_timestamp", "max_timestamp", "producer_id", "producer_epoch",
+                  "base_sequence", "records_count", "timestamp_type"):
+        assert getattr(again.header, field) == getattr(header, field), field
+    if codec is Compression.NONE:
+        assert out == GOLDEN

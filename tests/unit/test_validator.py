@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
-from strom.log.records import Compression, NewRecord, build_batch, end_txn_marker
-from strom.log.validator import RecordErrors, validate_batch
+from strom.log.records import Compression, NewRecord, build_batch, decode_batch, end_txn_marker
+from strom.log.validator import (
+    RecordErrors,
+    max_records_bytes,
+    needs_records,
+    validate_batch,
+    validate_header,
+    validate_records,
+)
 from strom.protocol.errors import (
     CorruptMessage,
     ErrorCode,
@@ -128,3 +135,40 @@ def test_timestamp_too_far_in_the_past():
     validate_batch(old, topic_config(), NOW)  # default: no limit
     with pytest.raises(InvalidTimestamp):
         validate_batch(old, topic_config(message_timestamp_before_max_ms=1000), NOW)
+
+
+def test_records_over_the_bound_are_message_too_large():
+    """Records may decompress to 16 x max.message.bytes (at least 16 MiB) at the most."""
+    bomb = batch(bytes(17 << 20), compression=Compression.ZSTD)
+    config = topic_config(cleanup_policy="compact")
+    header = validate_header(bomb, config, NOW)  # the header alone is fine
+    with pytest.raises(MessageTooLarge, match="16 x max.message.bytes"):
+        validate_records(bomb, header, config)
+    with pytest.raises(MessageTooLarge):
+        validate_records(bomb, header, topic_config(compression_type="gzip"))
+    assert max_records_bytes(topic_config(max_message_bytes=2 << 20)) == 32 << 20
+    # 16 MiB of records is allowed
+    fits = batch(bytes((16 << 20) - 100), compression=Compression.ZSTD)
+    validate_records(fits, validate_header(fits, config, NOW), config)
+
+
+@pytest.mark.parametrize("wanted, codec", [("gzip", Compression.GZIP),
+                                           ("uncompressed", Compression.NONE),
+                                           ("lz4", Compression.LZ4)])
+def test_recompression_keeps_every_field_and_record(wanted, codec):
+    data = batch(b"a", None, b"c", compression=Compression.ZSTD, producer_id=7,
+                 producer_epoch=2, base_sequence=40, partition_leader_epoch=5)
+    config = topic_config(compression_type=wanted)
+    header = validate_header(data, config, NOW)
+    assert needs_records(header, config)
+    out, new = validate_records(data, header, config)
+    assert new.compression is codec
+    before, after = decode_batch(bytes(data)), decode_batch(bytes(out))
+    assert after.records == before.records
+    for field in ("base_offset", "last_offset_delta", "base_timestamp", "max_timestamp",
+                  "producer_id", "producer_epoch", "base_sequence", "records_count",
+                  "partition_leader_epoch"):
+        assert getattr(new, field) == getattr(header, field), field
+    # the producer's codec, or the topic's own: nothing to do
+    assert not needs_records(header, topic_config(compression_type="zstd"))
+    assert not needs_records(header, topic_config())
