@@ -62,7 +62,8 @@ class FakeReplicas:
         self.partitions = {(OFFSETS_TOPIC, p): SimpleNamespace(log=plog)
                            for p, plog in logs.items()}
 
-    def append(self, topic_name, p, batch, acks):
+    def append(self, topic_name, p, batch, acks, internal_topics_allowed=False):
+        assert internal_topics_allowed  # the coordinator writes its internal topic
         data = bytearray(batch)
         return self.partitions[(topic_name, p)].log.append_as_leader(data, read_header(data), 0)
 
