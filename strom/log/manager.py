@@ -19,6 +19,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from strom.clock import Clock
 from strom.config import TopicConfig
@@ -35,6 +36,15 @@ LOCK_FILE = ".lock"
 
 class LogDirError(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSnapshot:
+    """Per log dir: (dir, recovery points, log start offsets, high watermarks), each a
+    {(topic, partition): offset} copied on the loop."""
+
+    dirs: tuple[tuple[str, dict[TopicPartition, int], dict[TopicPartition, int],
+                      dict[TopicPartition, int]], ...]
 
 
 class LogManager:
@@ -214,15 +224,32 @@ class LogManager:
                 keep.append((due, seg))
         self._retired = keep
 
-    def write_checkpoints(self) -> None:
-        for d in self.log_dirs:
-            mine = {tp: plog for tp, plog in self.logs.items() if self._dir_of[tp] == d}
+    def checkpoint_snapshot(self) -> CheckpointSnapshot:
+        """On the loop: the offsets the checkpoint files will hold, copied out of the
+        logs (which only the loop may read), for `write_checkpoint_snapshot`."""
+        dirs: dict[str, tuple[dict, dict, dict]] = {d: ({}, {}, {}) for d in self.log_dirs}
+        for tp, plog in self.logs.items():
+            recovery, starts, hws = dirs[self._dir_of[tp]]
+            recovery[tp] = plog.recovery_point
+            starts[tp] = plog.log_start_offset
+            hws[tp] = plog.high_watermark
+        return CheckpointSnapshot(tuple((d, *offsets) for d, offsets in dirs.items()))
+
+    @staticmethod
+    def write_checkpoint_snapshot(snapshot: CheckpointSnapshot) -> None:
+        """Blocking (off the loop): write and fsync the checkpoint files of a snapshot;
+        touches no state the loop owns."""
+        for d, recovery, starts, hws in snapshot.dirs:
             checkpoint.write_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT),
-                                     {tp: p.recovery_point for tp, p in mine.items()})
+                                     recovery)
             checkpoint.write_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT),
-                                     {tp: p.log_start_offset for tp, p in mine.items()})
+                                     starts)
             checkpoint.write_offsets(os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT),
-                                     {tp: p.high_watermark for tp, p in mine.items()})
+                                     hws)
+
+    def write_checkpoints(self) -> None:
+        """Snapshot and write now, on the caller's thread (shutdown, tests)."""
+        self.write_checkpoint_snapshot(self.checkpoint_snapshot())
 
     # --- shutdown ---------------------------------------------------------------------
     def shutdown(self) -> None:

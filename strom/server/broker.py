@@ -270,7 +270,9 @@ class Broker:
     async def _checkpoint(self) -> None:
         for plog in self.logs.logs.values():
             plog.flush_to_os()
-        await asyncio.get_running_loop().run_in_executor(None, self.logs.write_checkpoints)
+        snapshot = self.logs.checkpoint_snapshot()  # on the loop, which owns the logs
+        await asyncio.get_running_loop().run_in_executor(
+            None, LogManager.write_checkpoint_snapshot, snapshot)
 
     async def _retention(self) -> None:
         self.logs.run_retention(self.config.get("log.segment.delete.delay.ms"))
