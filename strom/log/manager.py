@@ -12,6 +12,7 @@ whose `flush.messages`/`flush.ms` ask for it, writing checkpoints, retention.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -26,7 +27,8 @@ from strom.config import TopicConfig
 from strom.log import checkpoint, files
 from strom.log.page_cache import PageCacheWindow
 from strom.log.partition_log import PartitionLog
-from strom.log.segment import NO_WINDOW, LogSegment
+from strom.log.segment import NO_WINDOW, LogSegment, unlink_paths
+from strom.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class LogManager:
         self.recovered_partitions = 0
         self.loaded = False  # shutdown() writes checkpoints only for logs it loaded
         self._locks: list[int] = []
+        self.background: set[asyncio.Task] = set()  # file jobs running off the loop
 
     def prepare_dirs(self) -> str:
         """Create and lock every log dir, and check or write its meta.properties.
@@ -191,10 +194,13 @@ class LogManager:
         return plog
 
     def delete(self, topic: str, partition: int) -> None:
+        """Delete a partition's log: its directory is renamed on the loop and removed
+        off it."""
         plog = self.logs.pop((topic, partition), None)
         self._dir_of.pop((topic, partition), None)
         if plog is not None:
-            plog.delete()
+            doomed = plog.delete()
+            self._off_loop(f"delete-{topic}-{partition}", shutil.rmtree, doomed)
 
     def dir_of(self, topic: str, partition: int) -> str | None:
         return self._dir_of.get((topic, partition))
@@ -215,14 +221,36 @@ class LogManager:
         return deleted
 
     def delete_retired(self, force: bool) -> None:
+        """Remove the retired segments whose file.delete.delay.ms has passed (all when
+        `force`, at shutdown): their files are closed here and unlinked off the loop
+        (at once when `force`)."""
         now = self.clock.monotonic()
         keep = []
+        doomed: list[str] = []
         for due, seg in self._retired:
             if force or due <= now:
-                seg.delete()
+                doomed += seg.close_for_deletion()
             else:
                 keep.append((due, seg))
         self._retired = keep
+        if doomed and force:
+            unlink_paths(doomed)
+        elif doomed:
+            self._off_loop("delete-retired-segments", unlink_paths, doomed)
+
+    def _off_loop(self, name: str, job: Callable[..., object], *args: object) -> None:
+        """Run a blocking file job in the default executor, tracked and its failure
+        logged (strom/tasks.py); without a running loop (tools, tests) at once."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            job(*args)
+            return
+
+        async def run_job() -> None:
+            await loop.run_in_executor(None, job, *args)
+
+        spawn(run_job(), name, self.background)
 
     def checkpoint_snapshot(self) -> CheckpointSnapshot:
         """On the loop: the offsets the checkpoint files will hold, copied out of the

@@ -468,7 +468,7 @@ class PartitionLog:
         while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
             seg = self.segments.pop()
             self._base_offsets.pop()
-            seg.delete()
+            self._retire(seg)
         self.active_segment.truncate_to(offset)
         if self.active_segment.next_offset < offset:
             self.active_segment.next_offset = max(offset, self.active_segment.base_offset) \
@@ -482,7 +482,7 @@ class PartitionLog:
         """Drop every segment and restart the log empty at `offset` (a follower whose
         fetch offset fell below the leader's log start offset)."""
         for seg in self.segments:
-            seg.delete()
+            self._retire(seg)
         self.segments = []
         self._base_offsets = []
         new = self._new_segment(offset, self.clock.now_ms(), create=True)
@@ -523,6 +523,12 @@ class PartitionLog:
             self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
             self._retired.extend(deletable)
         return len(deletable)
+
+    def _retire(self, seg: LogSegment) -> None:
+        """Truncation drops a segment as Kafka does: renamed `.deleted` now (cheap, on
+        the loop), removed off the loop after file.delete.delay.ms (see take_retired)."""
+        seg.rename_to_deleted()
+        self._retired.append(seg)
 
     def take_retired(self) -> list[LogSegment]:
         """Segments renamed `.deleted`, for the LogManager to remove after a delay."""
@@ -576,11 +582,13 @@ class PartitionLog:
         for seg in self.take_retired():
             seg.close()
 
-    def delete(self) -> None:
-        """Remove every file of this partition (topic deletion)."""
+    def delete(self) -> str:
+        """Topic deletion, the part on the loop: close every file and rename the
+        directory to `<topic>-<partition>.<unique id>-delete` (as Kafka); returns that
+        path, which the LogManager removes off the loop (and start-up, if it is left)."""
         self.deleted = True
         for seg in self.segments + self.take_retired():
-            seg.delete()
-        for name in os.listdir(self.dir):
-            os.unlink(os.path.join(self.dir, name))
-        os.rmdir(self.dir)
+            seg.close_for_deletion()
+        doomed = f"{self.dir}.{uuid.uuid4().hex}{files.DELETE_DIR_SUFFIX}"
+        os.rename(self.dir, doomed)
+        return doomed

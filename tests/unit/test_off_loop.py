@@ -56,3 +56,73 @@ def test_checkpoints_are_written_from_a_snapshot_taken_on_the_loop(manager, monk
     for d in manager.log_dirs:
         written.update(checkpoint.read_offsets(os.path.join(d, "recovery-point-offset-checkpoint")))
     assert sorted(written) == [("t", p) for p in range(4)]  # as of the snapshot
+
+
+@pytest.fixture
+def file_calls(monkeypatch):
+    """Threads that called os.unlink / os.rmdir / os.fsync, by call."""
+    calls: list[tuple[str, threading.Thread]] = []
+    for name in ("unlink", "rmdir", "fsync"):
+        real = getattr(os, name)
+
+        def record(*args, _real=real, _name=name, **kwargs):
+            calls.append((_name, threading.current_thread()))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, record)
+    return calls
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def _on_loop(calls, loop_thread) -> list[str]:
+    return [name for name, thread in calls if thread is loop_thread]
+
+
+def test_retention_unlinks_off_the_loop(tmp_path, file_calls):
+    """Before: segments past file.delete.delay.ms were unlinked on the loop."""
+    clock = ManualClock(NOW)
+    lm = LogManager([str(tmp_path / "d")], clock, node_id=1)
+    lm.startup(config_for, topic_id_for)
+    from tests.unit.test_recovery import topic_config
+
+    plog = lm.get_or_create("t", 0, topic_config(segment_bytes=100, retention_ms=1000,
+                                                  file_delete_delay_ms=0), TOPIC_ID)
+    for _ in range(3):
+        append(plog, [b"x" * 20])
+    plog.high_watermark = plog.log_end_offset
+    clock.advance(5000)
+
+    async def main():
+        file_calls.clear()
+        assert lm.run_retention(file_delete_delay_ms=0) == 2
+        await _until(lambda: not getattr(lm, "background", None))
+        return threading.current_thread()
+
+    loop_thread = run(main())
+    assert not [n for n in os.listdir(plog.dir) if n.endswith(".deleted")]
+    assert ("unlink", loop_thread) not in file_calls and file_calls  # unlinked, elsewhere
+    lm.shutdown()
+
+
+def test_topic_deletion_renames_on_the_loop_and_removes_off_it(manager, file_calls):
+    """Before: deleting a partition unlinked every file and the directory on the loop."""
+    path = manager.get("t", 1).dir
+
+    async def main():
+        file_calls.clear()
+        manager.delete("t", 1)
+        assert not os.path.exists(path)  # renamed at once: the name is free again
+        await _until(lambda: not getattr(manager, "background", None))
+        return threading.current_thread()
+
+    loop_thread = run(main())
+    assert _on_loop(file_calls, loop_thread) == []
+    assert {name for name, _ in file_calls} >= {"unlink", "rmdir"}
+    parent = os.path.dirname(path)
+    assert not [n for n in os.listdir(parent) if n.endswith("-delete")]
