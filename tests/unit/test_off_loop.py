@@ -126,3 +126,47 @@ def test_topic_deletion_renames_on_the_loop_and_removes_off_it(manager, file_cal
     assert {name for name, _ in file_calls} >= {"unlink", "rmdir"}
     parent = os.path.dirname(path)
     assert not [n for n in os.listdir(parent) if n.endswith("-delete")]
+
+
+def test_local_metadata_store_writes_off_the_loop_and_durably(tmp_path, file_calls,
+                                                               monkeypatch):
+    """Before: every change rewrote and fsynced the whole JSON file on the loop."""
+    from strom.cluster import local_store
+    from strom.cluster.local_store import LocalMetadataStore
+
+    writes = []
+    real_write = local_store.write_atomically
+
+    def counting_write(path, text):
+        writes.append(text)
+        real_write(path, text)
+
+    monkeypatch.setattr(local_store, "write_atomically", counting_write)
+
+    async def main():
+        store = LocalMetadataStore(str(tmp_path))
+        await store.start()
+        file_calls.clear()
+        await store.create("/brokers/topics/a", b"1")
+        # durable when the call returns: a new store reads it from the file
+        again = LocalMetadataStore(str(tmp_path))
+        await again.start()
+        assert await again.get("/brokers/topics/a") == (b"1", 0)
+        # concurrent changes share writes, and each caller returns once its change is on
+        # disk
+        writes.clear()
+        await asyncio.gather(*(store.create(f"/brokers/topics/t{i}", b"x")
+                               for i in range(50)))
+        assert 1 <= len(writes) < 50
+        await store.set("/brokers/topics/t0", b"y", version=0)
+        await store.delete("/brokers/topics/t1")
+        await store.close()
+        again = LocalMetadataStore(str(tmp_path))
+        await again.start()
+        assert await again.get("/brokers/topics/t0") == (b"y", 1)
+        assert not await again.exists("/brokers/topics/t1")
+        assert await again.exists("/brokers/topics/t49")
+        return threading.current_thread()
+
+    loop_thread = run(main())
+    assert file_calls and _on_loop(file_calls, loop_thread) == []
