@@ -12,6 +12,7 @@ handed to an executor by the LogManager.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import os
@@ -26,6 +27,7 @@ from strom.log.producer_state import BatchMetadata, ProducerStateManager
 from strom.log.segment import NO_WINDOW, FileSlice, LogSegment
 from strom.protocol.batch import BatchHeader, InvalidBatch, assign_offsets, set_log_append_time
 from strom.protocol.errors import OffsetOutOfRange
+from strom.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,9 @@ class PartitionLog:
         self.high_watermark = 0
         self.recovery_point = 0
         self.leader_epochs: list[tuple[int, int]] = []  # (epoch, start offset), increasing
+        self._epoch_file = checkpoint.LeaderEpochFile(
+            os.path.join(dir_, files.LEADER_EPOCH_CHECKPOINT))
+        self._epoch_writes: set[asyncio.Task] = set()
         self.producer_state = ProducerStateManager()
         self.unflushed_messages = 0
         self.last_flush_ms = clock.now_ms()
@@ -95,9 +100,11 @@ class PartitionLog:
                 os.path.join(dir_, files.PARTITION_METADATA), topic_id)
         elif topic_id is None:
             self.topic_id = stored_id
-        self._load_segments(recovery_point, needs_recovery)
+        recovered_from = self._load_segments(recovery_point, needs_recovery)
         self.leader_epochs = checkpoint.read_leader_epochs(
             os.path.join(dir_, files.LEADER_EPOCH_CHECKPOINT))
+        if recovered_from is not None:
+            self._rebuild_leader_epochs_from(recovered_from)
         self.log_start_offset = max(log_start_offset, self.segments[0].base_offset)
         if self.log_start_offset > self.log_end_offset:
             self.log_start_offset = self.segments[0].base_offset
@@ -108,7 +115,10 @@ class PartitionLog:
         self._load_producer_state()
         return self
 
-    def _load_segments(self, recovery_point: int, needs_recovery: bool) -> None:
+    def _load_segments(self, recovery_point: int, needs_recovery: bool) -> int | None:
+        """Open (and after a crash, recover) the segments; returns the base offset of the
+        first recovered segment, if any was."""
+        recovered_from: int | None = None
         base_offsets = []
         for name in os.listdir(self.dir):
             path = os.path.join(self.dir, name)
@@ -145,6 +155,8 @@ class PartitionLog:
             next_base = base_offsets[i + 1] if not is_last else None
             if needs_recovery and (is_last or next_base is None or next_base > recovery_point):
                 truncated = seg.recover(max_batch_size=self._max_batch_on_disk())
+                if recovered_from is None:
+                    recovered_from = base
                 seg.fsync()  # what recovery kept is durable before the recovery point moves
                 if truncated:
                     log.warning("Recovered %s: truncated %d invalid bytes", seg.log_path,
@@ -164,6 +176,27 @@ class PartitionLog:
         for seg in self.segments:
             if seg.next_offset < seg.base_offset:
                 seg.next_offset = seg.base_offset
+        return recovered_from
+
+    def _rebuild_leader_epochs_from(self, offset: int) -> None:
+        """After recovery, as Kafka's LogSegment.recover: the epochs of the recovered
+        batches come from their headers. The checkpoint is written off the loop, so the
+        entries at and after the recovered offsets may be missing or stale in it; only
+        what was flushed (below the recovery point) is sure to be there."""
+        self.leader_epochs = [(e, o) for e, o in self.leader_epochs if o < offset]
+        for seg in self.segments:
+            if seg.next_offset <= offset:
+                continue
+            try:
+                for bp in seg.batches():
+                    h = bp.header
+                    if h.base_offset >= offset and h.partition_leader_epoch >= 0 and (
+                            not self.leader_epochs
+                            or h.partition_leader_epoch > self.leader_epochs[-1][0]):
+                        self.leader_epochs.append((h.partition_leader_epoch, h.base_offset))
+            except InvalidBatch as e:
+                log.warning("%s: stopped reading leader epochs: %s", seg.log_path, e)
+        self._write_leader_epochs()
 
     def _max_batch_on_disk(self) -> int:
         return max(self.config.get("max.message.bytes"), 1 << 20) * 2 + 1024
@@ -342,8 +375,23 @@ class PartitionLog:
         self._write_leader_epochs()
 
     def _write_leader_epochs(self) -> None:
-        checkpoint.write_leader_epochs(
-            os.path.join(self.dir, files.LEADER_EPOCH_CHECKPOINT), self.leader_epochs)
+        """The leader-epoch-checkpoint is written off the loop (never in the append path):
+        the entries go to the file's writer now and an executor thread writes them. Kafka
+        fsyncs it inside append; here it is durable by the time the recovery point passes
+        the entries (each flush writes it first), and the entries after the recovery point
+        are rebuilt from the batch headers on recovery (`_rebuild_leader_epochs_from`)."""
+        self._epoch_file.update(self.leader_epochs)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # tools and tests without a loop: write now
+            self._epoch_file.write_latest()
+            return
+
+        async def write() -> None:
+            await loop.run_in_executor(None, self._epoch_file.write_latest)
+
+        spawn(write(), f"leader-epoch-checkpoint-{self.topic}-{self.partition}",
+              self._epoch_writes)
 
     def _truncate_leader_epochs_after(self, end_offset: int) -> None:
         kept = [(e, o) for e, o in self.leader_epochs if o < end_offset or o == 0]
@@ -561,11 +609,13 @@ class PartitionLog:
         self.last_flush_ms = self.clock.now_ms()
         return end, segments
 
-    @staticmethod
-    def fsync_segments(segments: list[LogSegment]) -> None:
-        """Blocking fsync of segment and index files; touches no in-memory state."""
+    def fsync_segments(self, segments: list[LogSegment]) -> None:
+        """Blocking fsync of segment and index files, and the leader-epoch-checkpoint
+        written (from its own thread-safe snapshot) before `flushed` moves the recovery
+        point; touches no state the loop owns."""
         for seg in segments:
             seg.fsync_files()
+        self._epoch_file.write_latest()
 
     def flushed(self, end: int) -> None:
         self.recovery_point = max(self.recovery_point, min(end, self.log_end_offset))
@@ -587,6 +637,7 @@ class PartitionLog:
         directory to `<topic>-<partition>.<unique id>-delete` (as Kafka); returns that
         path, which the LogManager removes off the loop (and start-up, if it is left)."""
         self.deleted = True
+        self._epoch_file.close()
         for seg in self.segments + self.take_retired():
             seg.close_for_deletion()
         doomed = f"{self.dir}.{uuid.uuid4().hex}{files.DELETE_DIR_SUFFIX}"

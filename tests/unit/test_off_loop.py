@@ -170,3 +170,49 @@ def test_local_metadata_store_writes_off_the_loop_and_durably(tmp_path, file_cal
 
     loop_thread = run(main())
     assert file_calls and _on_loop(file_calls, loop_thread) == []
+
+
+def test_leader_epoch_checkpoint_is_written_off_the_loop(tmp_path, file_calls):
+    """Before: the first append of a new leader epoch fsynced the checkpoint in the
+    append path, on the loop."""
+    from tests.unit.test_partition_log import append as append_at
+    from tests.unit.test_partition_log import open_log
+
+    plog = open_log(tmp_path)
+    path = os.path.join(plog.dir, "leader-epoch-checkpoint")
+
+    async def main():
+        file_calls.clear()
+        append_at(plog, epoch=0)
+        append_at(plog, epoch=3)  # offset 1
+        plog.assign_epoch_start(5, plog.log_end_offset)  # a new leadership: offset 2
+        await _until(lambda: not getattr(plog, "_epoch_writes", None))
+        return threading.current_thread()
+
+    loop_thread = run(main())
+    assert _on_loop(file_calls, loop_thread) == []
+    with open(path) as f:
+        assert f.read() == "0\n3\n0 0\n3 1\n5 2\n"
+    plog.close()
+
+
+def test_leader_epochs_after_the_recovery_point_are_rebuilt_from_batch_headers(tmp_path):
+    """The checkpoint may miss entries whose write had not happened at a crash: recovery
+    takes them from the batches it scans (Kafka's LogSegment.recover does the same)."""
+    from strom.log.partition_log import PartitionLog
+    from tests.unit.test_partition_log import ManualClock as Clock
+    from tests.unit.test_partition_log import append as append_at
+    from tests.unit.test_partition_log import open_log, topic_config
+
+    plog = open_log(tmp_path)
+    for epoch in (0, 0, 3, 3, 5):
+        append_at(plog, epoch=epoch)
+    plog.flush_to_os()
+    path = os.path.join(plog.dir, "leader-epoch-checkpoint")
+    checkpoint.write_leader_epochs(path, [(0, 0), (7, 1)])  # stale: a later entry lost
+    plog.close()
+    again = PartitionLog.open(plog.dir, "t", 0, topic_config(), Clock(NOW),
+                              recovery_point=1, needs_recovery=True)
+    assert again.leader_epochs == [(0, 0), (3, 2), (5, 4)]
+    assert checkpoint.read_leader_epochs(path) == [(0, 0), (3, 2), (5, 4)]
+    again.close()
