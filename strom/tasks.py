@@ -6,6 +6,9 @@ Every task the broker creates goes through one of these:
                                whose failure is logged with its traceback by a
                                done-callback; for short jobs and for tasks that handle
                                their own errors.
+  off_loop(job, *args, name, tracked)
+                               a blocking job (fsync, unlink) in the default executor, as
+                               a spawned task; at once when no loop runs (tools, tests).
   run_forever(step, name, interval_s)
                                the body of a long-lived task: calls `step()` again and
                                again (`interval_s` apart); an exception is logged with its
@@ -54,6 +57,22 @@ def spawn(coro: Coroutine[Any, Any, Any], name: str,
         task.add_done_callback(tracked.discard)
     task.add_done_callback(log_failure)
     return task
+
+
+def off_loop(job: Callable[..., Any], *args: Any, name: str,
+             tracked: set[asyncio.Task] | None = None) -> asyncio.Task | None:
+    """Run the blocking `job(*args)` in the default executor as a spawned task (tracked,
+    its failure logged); without a running loop, run it now and return None."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        job(*args)
+        return None
+
+    async def run_job() -> None:
+        await loop.run_in_executor(None, job, *args)
+
+    return spawn(run_job(), name, tracked)
 
 
 def backoff_s(interval_s: float, failures: int) -> float:

@@ -28,7 +28,7 @@ from strom.log import checkpoint, files
 from strom.log.page_cache import PageCacheWindow
 from strom.log.partition_log import PartitionLog
 from strom.log.segment import NO_WINDOW, LogSegment, unlink_paths
-from strom.tasks import spawn
+from strom.tasks import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,8 @@ class LogManager:
         self._dir_of.pop((topic, partition), None)
         if plog is not None:
             doomed = plog.delete()
-            self._off_loop(f"delete-{topic}-{partition}", shutil.rmtree, doomed)
+            off_loop(shutil.rmtree, doomed, name=f"delete-{topic}-{partition}",
+                     tracked=self.background)
 
     def dir_of(self, topic: str, partition: int) -> str | None:
         return self._dir_of.get((topic, partition))
@@ -236,21 +237,8 @@ class LogManager:
         if doomed and force:
             unlink_paths(doomed)
         elif doomed:
-            self._off_loop("delete-retired-segments", unlink_paths, doomed)
-
-    def _off_loop(self, name: str, job: Callable[..., object], *args: object) -> None:
-        """Run a blocking file job in the default executor, tracked and its failure
-        logged (strom/tasks.py); without a running loop (tools, tests) at once."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            job(*args)
-            return
-
-        async def run_job() -> None:
-            await loop.run_in_executor(None, job, *args)
-
-        spawn(run_job(), name, self.background)
+            off_loop(unlink_paths, doomed, name="delete-retired-segments",
+                     tracked=self.background)
 
     def checkpoint_snapshot(self) -> CheckpointSnapshot:
         """On the loop: the offsets the checkpoint files will hold, copied out of the

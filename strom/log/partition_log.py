@@ -27,7 +27,7 @@ from strom.log.producer_state import BatchMetadata, ProducerStateManager
 from strom.log.segment import NO_WINDOW, FileSlice, LogSegment
 from strom.protocol.batch import BatchHeader, InvalidBatch, assign_offsets, set_log_append_time
 from strom.protocol.errors import OffsetOutOfRange
-from strom.tasks import spawn
+from strom.tasks import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -381,17 +381,9 @@ class PartitionLog:
         the entries (each flush writes it first), and the entries after the recovery point
         are rebuilt from the batch headers on recovery (`_rebuild_leader_epochs_from`)."""
         self._epoch_file.update(self.leader_epochs)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # tools and tests without a loop: write now
-            self._epoch_file.write_latest()
-            return
-
-        async def write() -> None:
-            await loop.run_in_executor(None, self._epoch_file.write_latest)
-
-        spawn(write(), f"leader-epoch-checkpoint-{self.topic}-{self.partition}",
-              self._epoch_writes)
+        off_loop(self._epoch_file.write_latest,
+                 name=f"leader-epoch-checkpoint-{self.topic}-{self.partition}",
+                 tracked=self._epoch_writes)
 
     def _truncate_leader_epochs_after(self, end_offset: int) -> None:
         kept = [(e, o) for e, o in self.leader_epochs if o < end_offset or o == 0]
