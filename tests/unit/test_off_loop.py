@@ -16,6 +16,7 @@ from strom.log import checkpoint
 from strom.log.manager import LogManager
 from strom.server.broker import Broker
 from tests.unit.test_recovery import NOW, TOPIC_ID, append, config_for, topic_id_for
+from tests.unit.test_tasks import until
 
 
 def run(coro, timeout: float = 30):
@@ -73,13 +74,6 @@ def file_calls(monkeypatch):
     return calls
 
 
-async def _until(condition, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 def _on_loop(calls, loop_thread) -> list[str]:
     return [name for name, thread in calls if thread is loop_thread]
 
@@ -101,7 +95,7 @@ def test_retention_unlinks_off_the_loop(tmp_path, file_calls):
     async def main():
         file_calls.clear()
         assert lm.run_retention(file_delete_delay_ms=0) == 2
-        await _until(lambda: not getattr(lm, "background", None))
+        await until(lambda: not getattr(lm, "background", None))
         return threading.current_thread()
 
     loop_thread = run(main())
@@ -118,7 +112,7 @@ def test_topic_deletion_renames_on_the_loop_and_removes_off_it(manager, file_cal
         file_calls.clear()
         manager.delete("t", 1)
         assert not os.path.exists(path)  # renamed at once: the name is free again
-        await _until(lambda: not getattr(manager, "background", None))
+        await until(lambda: not getattr(manager, "background", None))
         return threading.current_thread()
 
     loop_thread = run(main())
@@ -186,7 +180,7 @@ def test_leader_epoch_checkpoint_is_written_off_the_loop(tmp_path, file_calls):
         append_at(plog, epoch=0)
         append_at(plog, epoch=3)  # offset 1
         plog.assign_epoch_start(5, plog.log_end_offset)  # a new leadership: offset 2
-        await _until(lambda: not getattr(plog, "_epoch_writes", None))
+        await until(lambda: not getattr(plog, "_epoch_writes", None))
         return threading.current_thread()
 
     loop_thread = run(main())
