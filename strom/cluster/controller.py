@@ -55,6 +55,7 @@ from strom.protocol.errors import (
     TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
+from strom.tasks import essential, spawn
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +259,10 @@ class Controller:
         self.active = True
         log.info("Broker %d is the controller (epoch %d)", self.broker_id, self.epoch)
         if not self._loops:
-            loop = asyncio.get_running_loop()
-            self._loops = [loop.create_task(leadership.rebalance_loop(self)),
-                           loop.create_task(reassignment.progress_loop(self))]
+            # both loops log and retry their own failures: if one ends, the broker fails
+            self._loops = [
+                essential(spawn(leadership.rebalance_loop(self), "leader-rebalance")),
+                essential(spawn(reassignment.progress_loop(self), "reassignment-progress"))]
         if not self._watching:
             self._watching = True
             self.store.watch_children(model.BROKER_IDS,

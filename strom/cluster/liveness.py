@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from strom.cluster import model
 from strom.cluster.store import MetadataStore, StoreError
+from strom.tasks import essential, run_forever, spawn
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ class BrokerLiveness:
     def start(self) -> None:
         self.store.watch_children(model.BROKER_IDS, lambda _: self._dirty.set())
         self._dirty.set()
-        self._loop_task = asyncio.get_running_loop().create_task(self._follow_registrations())
+        self._loop_task = essential(spawn(
+            run_forever(self._follow_registrations, "Following broker registrations"),
+            "broker-liveness"))
 
     def stop(self) -> None:
         if self._loop_task is not None:
@@ -69,15 +72,20 @@ class BrokerLiveness:
         return self.dead.get(broker_id) == registration
 
     async def _follow_registrations(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                registrations = await self._registrations()
-            except StoreError as e:
-                log.debug("Reading broker registrations failed: %s", e)
-                continue  # the watch fires again when the store is back
+        """One step: wait for a change of /brokers/ids, then probe what it added. On an
+        unexpected failure the change is looked at again (after run_forever's back-off)."""
+        await self._dirty.wait()
+        self._dirty.clear()
+        try:
+            registrations = await self._registrations()
+        except StoreError as e:
+            log.debug("Reading broker registrations failed: %s", e)
+            return  # the watch fires again when the store is back
+        try:
             self._update(registrations)
+        except Exception:
+            self._dirty.set()
+            raise
 
     async def _registrations(self) -> dict[int, bytes]:
         out = {}
@@ -100,8 +108,7 @@ class BrokerLiveness:
             endpoint = self._endpoint(b, data)
             if endpoint is None:
                 continue
-            task = asyncio.get_running_loop().create_task(
-                self._probe(b, data, endpoint), name=f"liveness-{b}")
+            task = spawn(self._probe(b, data, endpoint), f"liveness-{b}")
             self._probes[b] = (data, task)
 
     def _endpoint(self, broker_id: int, data: bytes) -> model.Endpoint | None:

@@ -1,8 +1,13 @@
 """The `local` MetadataStore: one broker, metadata in a JSON file in its first log dir.
 
-The whole tree is kept in memory and written atomically (temp file, fsync, rename) after
-every change, so a crash leaves either the old or the new tree. Ephemeral nodes live only
-in memory, as a ZooKeeper session's would. Watches fire on the event loop after a change.
+The whole tree is kept in memory and written atomically (temp file, fsync, rename), so a
+crash leaves either the old or the new tree. The write runs in the default executor, never
+on the loop: a change is made in memory at once (so compare-and-set stays atomic), then the
+call waits until a write that includes it is on disk, and only then returns and fires the
+watches. Writes are ordered (one at a time, each a snapshot of the tree taken on the loop)
+and coalesced (changes made while a write runs go together in the next one). Ephemeral
+nodes live only in memory, as a ZooKeeper session's would. Watches fire on the event loop
+after a change.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from strom.cluster.store import (
     WatchCallback,
 )
 from strom.log.checkpoint import write_atomically
+from strom.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,12 @@ class LocalMetadataStore(MetadataStore):
         self.ephemeral: set[str] = set()
         self._child_watches: dict[str, list[WatchCallback]] = defaultdict(list)
         self._data_watches: dict[str, list[WatchCallback]] = defaultdict(list)
+        # changes made in memory, and how many of them are on disk; callers waiting for
+        # theirs: (change number, future); the task writing (one at a time)
+        self._changes = 0
+        self._written = 0
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
     async def start(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -53,14 +65,46 @@ class LocalMetadataStore(MetadataStore):
             self.nodes[path] = (base64.b64decode(data), version)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.wait([self._writer])  # its failure is logged (strom/tasks.py)
         for path in list(self.ephemeral):
             self.nodes.pop(path, None)
         self.ephemeral.clear()
 
-    def _persist(self) -> None:
-        nodes = {p: (base64.b64encode(d).decode(), v) for p, (d, v) in self.nodes.items()
-                 if p not in self.ephemeral}
-        write_atomically(self.path, json.dumps({"version": 1, "nodes": nodes}, indent=0))
+    async def _persist(self) -> None:
+        """Wait until the tree as it is now is on disk (written off the loop)."""
+        self._changes += 1
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._changes, done))
+        if self._writer is None or self._writer.done():
+            self._writer = spawn(self._write_changes(), "local-metadata-store-writer")
+        await done
+
+    async def _write_changes(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._written < self._changes:
+            upto = self._changes
+            # the snapshot is taken on the loop; values are immutable tuples
+            nodes, ephemeral = dict(self.nodes), frozenset(self.ephemeral)
+            try:
+                await loop.run_in_executor(None, _write_tree, self.path, nodes, ephemeral)
+            except Exception as e:
+                self._settle(upto, e)  # the callers see the error, as a failed write
+                return
+            self._written = upto
+            self._settle(upto, None)
+
+    def _settle(self, upto: int, error: Exception | None) -> None:
+        waiting = []
+        for change, done in self._waiters:
+            if change > upto:
+                waiting.append((change, done))
+            elif not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+        self._waiters = waiting
 
     def _fire(self, path: str, children_changed_of: str | None) -> None:
         loop = asyncio.get_running_loop()
@@ -102,7 +146,7 @@ class LocalMetadataStore(MetadataStore):
         if ephemeral:
             self.ephemeral.add(path)
         else:
-            self._persist()
+            await self._persist()
         self._fire(path, _parent(path))
 
     async def set(self, path: str, data: bytes, version: int = -1,
@@ -115,7 +159,7 @@ class LocalMetadataStore(MetadataStore):
             raise BadVersionError(f"{path}: version {node[1]}, expected {version}")
         self.nodes[path] = (data, node[1] + 1)
         if path not in self.ephemeral:
-            self._persist()
+            await self._persist()
         self._fire(path, None)
         return node[1] + 1
 
@@ -132,7 +176,7 @@ class LocalMetadataStore(MetadataStore):
         for p in children + [path]:
             self.nodes.pop(p, None)
             self.ephemeral.discard(p)
-        self._persist()
+        await self._persist()
         for p in children:
             self._fire(p, _parent(p))
         self._fire(path, _parent(path))
@@ -146,3 +190,11 @@ class LocalMetadataStore(MetadataStore):
 
 class StoreNotEmpty(NodeExistsError):
     pass
+
+
+def _write_tree(path: str, nodes: dict[str, tuple[bytes, int]],
+                ephemeral: frozenset[str]) -> None:
+    """Blocking (in the executor): serialize a snapshot of the tree and write it."""
+    stored = {p: (base64.b64encode(d).decode(), v) for p, (d, v) in nodes.items()
+              if p not in ephemeral}
+    write_atomically(path, json.dumps({"version": 1, "nodes": stored}, indent=0))

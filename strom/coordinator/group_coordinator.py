@@ -45,6 +45,7 @@ from strom.coordinator.group_results import (
 from strom.log.records import NewRecord, build_batch
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.replication.replica_manager import ReplicaManager
+from strom.tasks import essential, run_forever, run_until_done, spawn
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ class GroupCoordinator(ClassicProtocol):
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         self._on_topics_changed({OFFSETS_TOPIC})
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
-        self._sweeper.add_done_callback(_log_task_failure)
+        self._sweeper = essential(spawn(
+            run_forever(self._sweep, "Group sweeper", SWEEP_INTERVAL_S), "group-sweeper"))
 
     def stop(self) -> None:
         if self._sweeper is not None:
@@ -164,10 +165,9 @@ class GroupCoordinator(ClassicProtocol):
                 self._unload(p)
         for p in sorted(led - set(self.registry.partitions)):
             self.registry.add_partition(p)
-            task = asyncio.get_running_loop().create_task(self._load(p))
-            self._loaders.add(task)
-            task.add_done_callback(self._loaders.discard)
-            task.add_done_callback(_log_task_failure)
+            spawn(run_until_done(lambda p=p: self._load(p),
+                                 f"Loading groups of {OFFSETS_TOPIC}-{p}"),
+                  f"group-loader-{p}", self._loaders)
 
     def _unload(self, p: int) -> None:
         groups = self.registry.remove_partition(p)
@@ -378,15 +378,14 @@ class GroupCoordinator(ClassicProtocol):
         return ErrorCode.none
 
     # --- timers -----------------------------------------------------------------------
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
-            self._expire_members()
-            now = self.clock.monotonic()
-            interval = self.config.get("offsets.retention.check.interval.ms") / 1000
-            if now - self._last_expiry >= interval:
-                self._last_expiry = now
-                await self._expire_offsets()
+    async def _sweep(self) -> None:
+        """One pass of the sweeper (every SWEEP_INTERVAL_S, under `run_forever`)."""
+        self._expire_members()
+        now = self.clock.monotonic()
+        interval = self.config.get("offsets.retention.check.interval.ms") / 1000
+        if now - self._last_expiry >= interval:
+            self._last_expiry = now
+            await self._expire_offsets()
 
     def _expire_members(self) -> None:
         now = self.clock.monotonic()
@@ -435,14 +434,7 @@ class GroupCoordinator(ClassicProtocol):
                 m.sync_future.set_result(SyncResult(code))
 
     def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        task.add_done_callback(_log_task_failure)
-        return task
-
-
-def _log_task_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("Group coordinator task failed", exc_info=task.exception())
+        return spawn(coro, f"group-coordinator-{coro.__qualname__}")
 
 
 __all__ = ["GroupCoordinator", "OFFSETS_TOPIC", "java_string_hash"]

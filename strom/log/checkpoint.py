@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 import uuid
 
 from strom import properties
@@ -82,6 +83,58 @@ def read_leader_epochs(path: str) -> list[tuple[int, int]]:
 def write_leader_epochs(path: str, epochs: list[tuple[int, int]]) -> None:
     lines = ["0", str(len(epochs))] + [f"{e} {o}" for e, o in epochs]
     write_atomically(path, "\n".join(lines) + "\n")
+
+
+class LeaderEpochFile:
+    """The leader-epoch-checkpoint of one partition, written off the loop.
+
+    The loop hands in each new list of entries (`update`, never blocking: a short lock
+    guards only the latest snapshot); `write_latest` (blocking: an executor thread, a
+    flush, shutdown) writes the newest snapshot not yet on disk, atomically and fsynced.
+    Writes are serialized and never go back to an older snapshot; after `close` (topic
+    deletion) nothing is written, as Kafka's writeIfDirExists.
+    """
+
+    def __init__(self, path: str, written: list[tuple[int, int]] | None = None) -> None:
+        self.path = path
+        self._state = threading.Lock()  # the snapshot fields below; held only briefly
+        self._io = threading.Lock()  # one write at a time
+        self._version = 0
+        self._entries: tuple[tuple[int, int], ...] = tuple(written or ())
+        self._written = 0
+        self._closed = False
+
+    def update(self, entries: list[tuple[int, int]]) -> None:
+        with self._state:
+            self._version += 1
+            self._entries = tuple(entries)
+
+    def close(self) -> None:
+        with self._state:
+            self._closed = True
+
+    def write_latest(self) -> None:
+        with self._io:
+            with self._state:
+                version, entries = self._version, self._entries
+                if version <= self._written or self._closed:
+                    return
+            lines = ["0", str(len(entries))] + [f"{e} {o}" for e, o in entries]
+            tmp = self.path + ".tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                with self._state:
+                    if self._closed:
+                        return
+                    os.replace(tmp, self.path)
+                    self._written = version
+            except FileNotFoundError:
+                if os.path.isdir(os.path.dirname(self.path)):
+                    raise
+                # the partition's directory is gone (deleted meanwhile): nothing to write
 
 
 def topic_id_to_str(topic_id: uuid.UUID) -> str:

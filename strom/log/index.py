@@ -85,6 +85,9 @@ class _IndexFile:
             f.write(data)
         os.replace(tmp, self.path)
 
+    def discard_pending(self) -> None:
+        self._pending.clear()
+
     def delete(self) -> None:
         self._pending.clear()
         try:

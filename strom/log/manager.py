@@ -13,6 +13,7 @@ expiration.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -20,13 +21,15 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from strom.clock import Clock
 from strom.config import TopicConfig
 from strom.log import checkpoint, files
 from strom.log.page_cache import PageCacheWindow
 from strom.log.partition_log import PartitionLog
-from strom.log.segment import NO_WINDOW, LogSegment
+from strom.log.segment import NO_WINDOW, LogSegment, unlink_paths
+from strom.tasks import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,15 @@ LOCK_FILE = ".lock"
 
 class LogDirError(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSnapshot:
+    """Per log dir: (dir, recovery points, log start offsets, high watermarks), each a
+    {(topic, partition): offset} copied on the loop."""
+
+    dirs: tuple[tuple[str, dict[TopicPartition, int], dict[TopicPartition, int],
+                      dict[TopicPartition, int]], ...]
 
 
 class LogManager:
@@ -54,6 +66,7 @@ class LogManager:
         self.recovered_partitions = 0
         self.loaded = False  # shutdown() writes checkpoints only for logs it loaded
         self._locks: list[int] = []
+        self.background: set[asyncio.Task] = set()  # file jobs running off the loop
 
     def prepare_dirs(self) -> str:
         """Create and lock every log dir, and check or write its meta.properties.
@@ -182,10 +195,14 @@ class LogManager:
         return plog
 
     def delete(self, topic: str, partition: int) -> None:
+        """Delete a partition's log: its directory is renamed on the loop and removed
+        off it."""
         plog = self.logs.pop((topic, partition), None)
         self._dir_of.pop((topic, partition), None)
         if plog is not None:
-            plog.delete()
+            doomed = plog.delete()
+            off_loop(shutil.rmtree, doomed, name=f"delete-{topic}-{partition}",
+                     tracked=self.background)
 
     def dir_of(self, topic: str, partition: int) -> str | None:
         return self._dir_of.get((topic, partition))
@@ -206,28 +223,54 @@ class LogManager:
         return deleted
 
     def delete_retired(self, force: bool) -> None:
+        """Remove the retired segments whose file.delete.delay.ms has passed (all when
+        `force`, at shutdown): their files are closed here and unlinked off the loop
+        (at once when `force`)."""
         now = self.clock.monotonic()
         keep = []
+        doomed: list[str] = []
         for due, seg in self._retired:
             if force or due <= now:
-                seg.delete()
+                doomed += seg.close_for_deletion()
             else:
                 keep.append((due, seg))
         self._retired = keep
+        if doomed and force:
+            unlink_paths(doomed)
+        elif doomed:
+            off_loop(unlink_paths, doomed, name="delete-retired-segments",
+                     tracked=self.background)
+
+    def checkpoint_snapshot(self) -> CheckpointSnapshot:
+        """On the loop: the offsets the checkpoint files will hold, copied out of the
+        logs (which only the loop may read), for `write_checkpoint_snapshot`."""
+        dirs: dict[str, tuple[dict, dict, dict]] = {d: ({}, {}, {}) for d in self.log_dirs}
+        for tp, plog in self.logs.items():
+            recovery, starts, hws = dirs[self._dir_of[tp]]
+            recovery[tp] = plog.recovery_point
+            starts[tp] = plog.log_start_offset
+            hws[tp] = plog.high_watermark
+        return CheckpointSnapshot(tuple((d, *offsets) for d, offsets in dirs.items()))
+
+    @staticmethod
+    def write_checkpoint_snapshot(snapshot: CheckpointSnapshot) -> None:
+        """Blocking (off the loop): write and fsync the checkpoint files of a snapshot;
+        touches no state the loop owns."""
+        for d, recovery, starts, hws in snapshot.dirs:
+            checkpoint.write_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT),
+                                     recovery)
+            checkpoint.write_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT),
+                                     starts)
+            checkpoint.write_offsets(os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT),
+                                     hws)
 
     def remove_expired_producers(self) -> int:
         """Producer id expiration over every partition; returns how many were forgotten."""
         return sum(plog.remove_expired_producers() for plog in list(self.logs.values()))
 
     def write_checkpoints(self) -> None:
-        for d in self.log_dirs:
-            mine = {tp: plog for tp, plog in self.logs.items() if self._dir_of[tp] == d}
-            checkpoint.write_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT),
-                                     {tp: p.recovery_point for tp, p in mine.items()})
-            checkpoint.write_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT),
-                                     {tp: p.log_start_offset for tp, p in mine.items()})
-            checkpoint.write_offsets(os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT),
-                                     {tp: p.high_watermark for tp, p in mine.items()})
+        """Snapshot and write now, on the caller's thread (shutdown, tests)."""
+        self.write_checkpoint_snapshot(self.checkpoint_snapshot())
 
     # --- shutdown ---------------------------------------------------------------------
     def shutdown(self) -> None:

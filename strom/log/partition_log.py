@@ -12,6 +12,7 @@ handed to an executor by the LogManager.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import os
@@ -31,6 +32,7 @@ from strom.protocol.errors import (
     KafkaStorageError,
     OffsetOutOfRange,
 )
+from strom.tasks import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,9 @@ class PartitionLog:
         self.high_watermark = 0
         self.recovery_point = 0
         self.leader_epochs: list[tuple[int, int]] = []  # (epoch, start offset), increasing
+        self._epoch_file = checkpoint.LeaderEpochFile(
+            os.path.join(dir_, files.LEADER_EPOCH_CHECKPOINT))
+        self._epoch_writes: set[asyncio.Task] = set()
         self.producer_state = ProducerStateManager()
         self.unflushed_messages = 0
         self.last_flush_ms = clock.now_ms()
@@ -101,9 +106,11 @@ class PartitionLog:
                 os.path.join(dir_, files.PARTITION_METADATA), topic_id)
         elif topic_id is None:
             self.topic_id = stored_id
-        self._load_segments(recovery_point, needs_recovery)
+        recovered_from = self._load_segments(recovery_point, needs_recovery)
         self.leader_epochs = checkpoint.read_leader_epochs(
             os.path.join(dir_, files.LEADER_EPOCH_CHECKPOINT))
+        if recovered_from is not None:
+            self._rebuild_leader_epochs_from(recovered_from)
         self.log_start_offset = max(log_start_offset, self.segments[0].base_offset)
         if self.log_start_offset > self.log_end_offset:
             self.log_start_offset = self.segments[0].base_offset
@@ -114,7 +121,10 @@ class PartitionLog:
         self._load_producer_state()
         return self
 
-    def _load_segments(self, recovery_point: int, needs_recovery: bool) -> None:
+    def _load_segments(self, recovery_point: int, needs_recovery: bool) -> int | None:
+        """Open (and after a crash, recover) the segments; returns the base offset of the
+        first recovered segment, if any was."""
+        recovered_from: int | None = None
         base_offsets = []
         for name in os.listdir(self.dir):
             path = os.path.join(self.dir, name)
@@ -151,6 +161,8 @@ class PartitionLog:
             next_base = base_offsets[i + 1] if not is_last else None
             if needs_recovery and (is_last or next_base is None or next_base > recovery_point):
                 truncated = seg.recover(max_batch_size=self._max_batch_on_disk())
+                if recovered_from is None:
+                    recovered_from = base
                 seg.fsync()  # what recovery kept is durable before the recovery point moves
                 if truncated:
                     log.warning("Recovered %s: truncated %d invalid bytes", seg.log_path,
@@ -170,6 +182,27 @@ class PartitionLog:
         for seg in self.segments:
             if seg.next_offset < seg.base_offset:
                 seg.next_offset = seg.base_offset
+        return recovered_from
+
+    def _rebuild_leader_epochs_from(self, offset: int) -> None:
+        """After recovery, as Kafka's LogSegment.recover: the epochs of the recovered
+        batches come from their headers. The checkpoint is written off the loop, so the
+        entries at and after the recovered offsets may be missing or stale in it; only
+        what was flushed (below the recovery point) is sure to be there."""
+        self.leader_epochs = [(e, o) for e, o in self.leader_epochs if o < offset]
+        for seg in self.segments:
+            if seg.next_offset <= offset:
+                continue
+            try:
+                for bp in seg.batches():
+                    h = bp.header
+                    if h.base_offset >= offset and h.partition_leader_epoch >= 0 and (
+                            not self.leader_epochs
+                            or h.partition_leader_epoch > self.leader_epochs[-1][0]):
+                        self.leader_epochs.append((h.partition_leader_epoch, h.base_offset))
+            except InvalidBatch as e:
+                log.warning("%s: stopped reading leader epochs: %s", seg.log_path, e)
+        self._write_leader_epochs()
 
     def _max_batch_on_disk(self) -> int:
         return max(self.config.get("max.message.bytes"), 1 << 20) * 2 + 1024
@@ -354,8 +387,15 @@ class PartitionLog:
         self._write_leader_epochs()
 
     def _write_leader_epochs(self) -> None:
-        checkpoint.write_leader_epochs(
-            os.path.join(self.dir, files.LEADER_EPOCH_CHECKPOINT), self.leader_epochs)
+        """The leader-epoch-checkpoint is written off the loop (never in the append path):
+        the entries go to the file's writer now and an executor thread writes them. Kafka
+        fsyncs it inside append; here it is durable by the time the recovery point passes
+        the entries (each flush writes it first), and the entries after the recovery point
+        are rebuilt from the batch headers on recovery (`_rebuild_leader_epochs_from`)."""
+        self._epoch_file.update(self.leader_epochs)
+        off_loop(self._epoch_file.write_latest,
+                 name=f"leader-epoch-checkpoint-{self.topic}-{self.partition}",
+                 tracked=self._epoch_writes)
 
     def _truncate_leader_epochs_after(self, end_offset: int) -> None:
         kept = [(e, o) for e, o in self.leader_epochs if o < end_offset or o == 0]
@@ -535,7 +575,7 @@ class PartitionLog:
         while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
             seg = self.segments.pop()
             self._base_offsets.pop()
-            seg.delete()
+            self._retire(seg)
         self.active_segment.truncate_to(offset)
         if self.active_segment.next_offset < offset:
             self.active_segment.next_offset = max(offset, self.active_segment.base_offset) \
@@ -549,7 +589,7 @@ class PartitionLog:
         """Drop every segment and restart the log empty at `offset` (a follower whose
         fetch offset fell below the leader's log start offset)."""
         for seg in self.segments:
-            seg.delete()
+            self._retire(seg)
         self.segments = []
         self._base_offsets = []
         new = self._new_segment(offset, self.clock.now_ms(), create=True)
@@ -591,6 +631,12 @@ class PartitionLog:
             self._retired.extend(deletable)
         return len(deletable)
 
+    def _retire(self, seg: LogSegment) -> None:
+        """Truncation drops a segment as Kafka does: renamed `.deleted` now (cheap, on
+        the loop), removed off the loop after file.delete.delay.ms (see take_retired)."""
+        seg.rename_to_deleted()
+        self._retired.append(seg)
+
     def take_retired(self) -> list[LogSegment]:
         """Segments renamed `.deleted`, for the LogManager to remove after a delay."""
         out, self._retired = self._retired, []
@@ -622,11 +668,13 @@ class PartitionLog:
         self.last_flush_ms = self.clock.now_ms()
         return end, segments
 
-    @staticmethod
-    def fsync_segments(segments: list[LogSegment]) -> None:
-        """Blocking fsync of segment and index files; touches no in-memory state."""
+    def fsync_segments(self, segments: list[LogSegment]) -> None:
+        """Blocking fsync of segment and index files, and the leader-epoch-checkpoint
+        written (from its own thread-safe snapshot) before `flushed` moves the recovery
+        point; touches no state the loop owns."""
         for seg in segments:
             seg.fsync_files()
+        self._epoch_file.write_latest()
 
     def flushed(self, end: int) -> None:
         self.recovery_point = max(self.recovery_point, min(end, self.log_end_offset))
@@ -643,11 +691,14 @@ class PartitionLog:
         for seg in self.take_retired():
             seg.close()
 
-    def delete(self) -> None:
-        """Remove every file of this partition (topic deletion)."""
+    def delete(self) -> str:
+        """Topic deletion, the part on the loop: close every file and rename the
+        directory to `<topic>-<partition>.<unique id>-delete` (as Kafka); returns that
+        path, which the LogManager removes off the loop (and start-up, if it is left)."""
         self.deleted = True
+        self._epoch_file.close()
         for seg in self.segments + self.take_retired():
-            seg.delete()
-        for name in os.listdir(self.dir):
-            os.unlink(os.path.join(self.dir, name))
-        os.rmdir(self.dir)
+            seg.close_for_deletion()
+        doomed = f"{self.dir}.{uuid.uuid4().hex}{files.DELETE_DIR_SUFFIX}"
+        os.rename(self.dir, doomed)
+        return doomed

@@ -60,6 +60,15 @@ class CorruptBatch(InvalidBatch):
         self.reason = reason
 
 
+def unlink_paths(paths: Sequence[str]) -> None:
+    """Blocking (run it off the loop): remove files, those already gone aside."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 @dataclass(frozen=True, slots=True)
 class BatchPosition:
     position: int
@@ -438,21 +447,21 @@ class LogSegment:
             os.close(self.fd)
             self.fd = -1
 
-    def delete(self) -> None:
-        """Close and remove every file of this segment."""
+    def close_for_deletion(self) -> list[str]:
+        """On the loop: close the files (cheap while they are still linked) and return
+        the paths for `unlink_paths`, which frees their blocks off the loop."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        self.index.delete()
-        self.time_index.delete()
-        for path in (self.log_path,
-                     segment_path(self.dir, self.base_offset, TXN_INDEX_SUFFIX),
-                     segment_path(self.dir, self.base_offset, TXN_INDEX_SUFFIX)
-                     + DELETED_SUFFIX):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        self.index.discard_pending()
+        self.time_index.discard_pending()
+        txn = segment_path(self.dir, self.base_offset, TXN_INDEX_SUFFIX)
+        return [self.log_path, self.index.path, self.time_index.path, txn,
+                txn + DELETED_SUFFIX]
+
+    def delete(self) -> None:
+        """Close and remove every file of this segment now, on the caller's thread."""
+        unlink_paths(self.close_for_deletion())
 
     @property
     def largest_timestamp(self) -> int:

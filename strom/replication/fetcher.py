@@ -28,6 +28,7 @@ from strom.protocol.client import BrokerConnection, BrokerConnectionError
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import make, request_module, request_schema
 from strom.replication.partition import Partition
+from strom.tasks import essential, spawn
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ class ReplicaFetcher:
         self.targets: dict[TopicPartition, FetchTarget] = {}
         self._changed = asyncio.Event()
         self._conn: BrokerConnection | None = None
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"replica-fetcher-{leader_id}")
+        # the loop retries every failure itself: if it ends anyway, the broker fails loudly
+        self._task = essential(spawn(self._run(), f"replica-fetcher-{leader_id}"))
         self._backoff = config.get("replica.fetch.backoff.ms") / 1000
 
     def add(self, partition: Partition) -> None:
@@ -339,9 +340,7 @@ class ReplicaFetcherManager:
         fetcher.remove(tp)
         if not fetcher.targets:  # nothing left to copy from that broker: end its task
             del self.fetchers[leader]
-            task = asyncio.get_running_loop().create_task(fetcher.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            spawn(fetcher.close(), f"close-replica-fetcher-{leader}", self._closing)
 
     def is_following(self, tp: TopicPartition) -> bool:
         return tp in self._following

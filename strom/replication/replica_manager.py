@@ -43,6 +43,7 @@ from strom.protocol.errors import (
 )
 from strom.replication.fetcher import ReplicaFetcherManager
 from strom.replication.partition import Partition
+from strom.tasks import essential, run_forever, spawn
 
 NotEnoughReplicasAfterAppend = error(ErrorCode.not_enough_replicas_after_append)
 RequestTimedOut = error(ErrorCode.request_timed_out)
@@ -98,6 +99,7 @@ class ReplicaManager:
         self._produce_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future]]] = {}
         self.fetchers: ReplicaFetcherManager | None = None
         self._isr_task: asyncio.Task | None = None
+        self._isr_writes: set[asyncio.Task] = set()
         cache.on_change(self.on_topics_changed)
 
     def start(self) -> None:
@@ -105,8 +107,9 @@ class ReplicaManager:
         self.fetchers = ReplicaFetcherManager(self.broker_id, self.config, self.cache,
                                               self._on_follower_append)
         lag = self.config.get("replica.lag.time.max.ms")
-        self._isr_task = asyncio.get_running_loop().create_task(
-            self._isr_expiration(max(lag / 2000, 0.05)), name="isr-expiration")
+        self._isr_task = essential(spawn(
+            run_forever(self._expire_isr, "ISR expiration", max(lag / 2000, 0.05)),
+            "isr-expiration"))
         for p in self.partitions.values():
             if not p.is_leader and p.leader >= 0:
                 self.fetchers.follow(p)
@@ -317,8 +320,7 @@ class ReplicaManager:
         if self.store is None:
             return
         p.pending_isr = isr
-        task = asyncio.get_running_loop().create_task(self._write_isr(p, isr))
-        task.add_done_callback(_log_failure)
+        spawn(self._write_isr(p, isr), f"isr-write-{p.topic}-{p.index}", self._isr_writes)
 
     async def _write_isr(self, p: Partition, isr: tuple[int, ...]) -> None:
         assert self.store is not None
@@ -340,17 +342,21 @@ class ReplicaManager:
             else:
                 self._complete_produce_waiters(tp, p)
 
-    async def _isr_expiration(self, period_s: float) -> None:
+    def _expire_isr(self) -> None:
+        """One pass of the ISR check (every replica.lag.time.max.ms / 2): a partition that
+        fails is logged and the others are still checked; the task runs it under
+        `run_forever`, so nothing ends it but shutdown."""
         lag = self.config.get("replica.lag.time.max.ms")
-        while True:
-            await asyncio.sleep(period_s)
-            now = self.clock.now_ms()
-            for p in list(self.partitions.values()):
+        now = self.clock.now_ms()
+        for p in list(self.partitions.values()):
+            try:
                 isr = p.isr_to_shrink(now, lag)
                 if isr is not None:
                     log.info("%s: shrinking ISR from %s to %s (out of sync for %d ms)", p,
                              list(p.isr), list(isr), lag)
                     self._propose_isr(p, isr)
+            except Exception:
+                log.exception("%s: ISR check failed", p)
 
     # --- replication: follower side -------------------------------------------------------
     def _on_follower_append(self, tp: TopicPartition) -> None:
@@ -442,8 +448,3 @@ def _expire(fut: asyncio.Future) -> None:
     """A parked fetch's max wait is over: wake it with True (data wakes it with None)."""
     if not fut.done():
         fut.set_result(True)
-
-
-def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("ISR update failed", exc_info=task.exception())

@@ -6,8 +6,11 @@ start-up  read the log dirs (recovering after a crash), open the metadata store 
           become leader or follower of the partitions assigned here (followers start
           fetching), and listen.
 serve     connections are handled on one event loop; periodic tasks flush, checkpoint and
-          apply retention (blocking fsyncs run in the default executor). When the
-          ZooKeeper session expires the broker registers again and re-runs for controller.
+          apply retention (blocking fsyncs and unlinks run in the default executor). When
+          the ZooKeeper session expires the broker registers again and re-runs for
+          controller. Every task is supervised (strom/tasks.py): a failure is logged with
+          its traceback; a periodic step runs again after a back-off; if an essential task
+          ends anyway, the broker logs it as fatal, shuts down and exits non-zero.
 shutdown  controlled shutdown first (ZooKeeper, controlled.shutdown.enable): the broker
           deregisters so the controller moves its leaderships to other ISR members, and
           waits for that; then it stops accepting, closes connections, stops the
@@ -55,6 +58,7 @@ from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.connection_quotas import Admission, ConnectionQuotas
 from strom.server.dispatcher import Dispatcher
 from strom.server.loop_lag import LoopLagMonitor
+from strom.tasks import essential, run_forever, spawn
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +75,17 @@ class Broker:
         self._resolving: set[str] = set()
         self._resolve_tasks: set[asyncio.Task] = set()
         self._closing_connections = False
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
         self.store: MetadataStore | None = None
+        self.failure: str | None = None  # why an essential task ended (exit non-zero)
         self.loop_lag = LoopLagMonitor()
 
     # --- start-up -------------------------------------------------------------------------
     async def startup(self) -> None:
         started = time.monotonic()
         config = self.config
+        asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
         # the log dirs first: locked, and checked to be this node's, before anything writes
         self.logs = LogManager(config.log_dirs, self.clock, self.broker_id,
                                config.get("cluster.id"),
@@ -220,8 +226,7 @@ class Broker:
             log.warning("ZooKeeper session expired: this broker's registration is gone")
             self.controller.resign()
         elif event == "reconnected":
-            task = asyncio.get_running_loop().create_task(self._reregister())
-            self.tasks.append(task)
+            spawn(self._reregister(), "reregister", self.tasks)
 
     async def _reregister(self) -> None:
         try:
@@ -348,25 +353,25 @@ class Broker:
     def _start_periodic(self) -> None:
         checkpoint_ms = self.config.get("log.flush.offset.checkpoint.interval.ms")
         retention_ms = self.config.get("log.retention.check.interval.ms")
-        self.tasks = [
-            self._every(1.0, self._flush, "flush"),
-            self._every(checkpoint_ms / 1000, self._checkpoint, "checkpoint"),
-            self._every(retention_ms / 1000, self._retention, "retention"),
-            self._every(self.config.get("producer.id.expiration.check.interval.ms") / 1000,
-                        self._expire_producer_ids, "producer-id-expiration"),
-        ]
+        self._every(1.0, self._flush, "flush")
+        self._every(checkpoint_ms / 1000, self._checkpoint, "checkpoint")
+        self._every(retention_ms / 1000, self._retention, "retention")
+        self._every(self.config.get("producer.id.expiration.check.interval.ms") / 1000,
+                    self._expire_producer_ids, "producer-id-expiration")
 
     def _every(self, seconds: float, job, name: str) -> asyncio.Task:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(max(seconds, 0.01))
-                try:
-                    await job()
-                except Exception:
-                    log.exception("Periodic %s failed", name)
+        return essential(spawn(run_forever(job, f"Periodic {name}", max(seconds, 0.01)),
+                               name, self.tasks))
 
-        task = asyncio.get_running_loop().create_task(loop(), name=name)
-        return task
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        """The loop's exception handler: asyncio's own report (logged with the traceback),
+        and for an essential task that ended (strom/tasks.py) a fatal error: the broker
+        stops, and `run` exits with a non-zero status."""
+        loop.default_exception_handler(context)
+        if context.get("fatal") and self.failure is None:
+            self.failure = context.get("message", "an essential task failed")
+            log.critical("%s: shutting down the broker", self.failure)
+            self.stopping.set()
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -378,7 +383,9 @@ class Broker:
     async def _checkpoint(self) -> None:
         for plog in self.logs.logs.values():
             plog.flush_to_os()
-        await asyncio.get_running_loop().run_in_executor(None, self.logs.write_checkpoints)
+        snapshot = self.logs.checkpoint_snapshot()  # on the loop, which owns the logs
+        await asyncio.get_running_loop().run_in_executor(
+            None, LogManager.write_checkpoint_snapshot, snapshot)
 
     async def _retention(self) -> None:
         self.logs.run_retention(self.config.get("log.segment.delete.delay.ms"))
@@ -441,7 +448,7 @@ class Broker:
             await self.controller.stop()
         for server in self.servers:
             server.close()
-        for task in self.tasks:
+        for task in list(self.tasks):
             task.cancel()
         self.loop_lag.stop()
         if hasattr(self, "groups"):
@@ -510,6 +517,8 @@ async def run(config: BrokerConfig) -> None:
         await broker.serve_until_stopped()
     finally:
         await broker.shutdown()
+    if broker.failure is not None:
+        raise SystemExit(f"strom broker {broker.broker_id} failed: {broker.failure}")
 
 
 # The id of the ZooKeeper session that registered this broker, kept in its first log dir:
