@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strom.cli._common import add_flags
+
 RECORD_INDENT = "|"
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -39,17 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--files", required=True, metavar="FILE1,FILE2,...",
                         help="REQUIRED: comma separated list of .log, .index, .timeindex and "
                              ".txnindex files to dump")
-    parser.add_argument("--print-data-log", action="store_true",
-                        help="print each record's key and value (implies --deep-iteration)")
-    parser.add_argument("--deep-iteration", action="store_true",
-                        help="print every record, not only batch headers")
-    parser.add_argument("--skip-record-metadata", action="store_true",
-                        help="with deep iteration, do not print each record's metadata")
-    parser.add_argument("--index-sanity-check", action="store_true",
-                        help="only check that index files are sane (increasing offsets, "
-                             "positions inside the log), without printing their entries")
-    parser.add_argument("--verify-index-only", action="store_true",
-                        help="check index entries against the log without printing them")
+    add_flags(parser, {
+        "--print-data-log": "print each record's key and value (implies --deep-iteration)",
+        "--deep-iteration": "print every record, not only batch headers",
+        "--skip-record-metadata": "with deep iteration, do not print each record's metadata",
+        "--index-sanity-check": "only check that index files are sane (increasing offsets, "
+                                "positions inside the log), without printing their entries",
+        "--verify-index-only": "check index entries against the log without printing them",
+    })
     parser.add_argument("--max-bytes", type=int, default=None, metavar="N",
                         help="read at most N bytes of each .log file")
 
