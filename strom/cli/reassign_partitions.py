@@ -153,16 +153,21 @@ def _load_json(text: str, what: str) -> dict:
     return data
 
 
+def _json_array(text: str, what: str, field: str) -> list:
+    """The array `field` of the version-1 JSON object in `text` (empty when absent)."""
+    entries = _load_json(text, what).get(field, [])
+    if not isinstance(entries, list):
+        raise ToolError(f'"{field}" in the {what} must be an array')
+    return entries
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_topics_json(text: str) -> list[str]:
     """--topics-to-move-json-file: {"version":1,"topics":[{"topic":"foo"}]}."""
-    data = _load_json(text, "topics-to-move JSON")
-    entries = data.get("topics", [])
-    if not isinstance(entries, list):
-        raise ToolError('"topics" in the topics-to-move JSON must be an array')
+    entries = _json_array(text, "topics-to-move JSON", "topics")
     topics = []
     for i, entry in enumerate(entries):
         topic = entry.get("topic") if isinstance(entry, dict) else None
@@ -182,10 +187,7 @@ def parse_topics_json(text: str) -> list[str]:
 def parse_reassignment_json(text: str) -> list[tuple[TopicPartition, list[int]]]:
     """--reassignment-json-file, in file order: [((topic, partition), replicas)]. Entries
     may repeat (checked by --execute)."""
-    data = _load_json(text, "reassignment JSON")
-    entries = data.get("partitions", [])
-    if not isinstance(entries, list):
-        raise ToolError('"partitions" in the reassignment JSON must be an array')
+    entries = _json_array(text, "reassignment JSON", "partitions")
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):

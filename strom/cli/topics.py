@@ -158,12 +158,15 @@ def _matching_topics(admin, pattern: str | None, exclude_internal: bool) -> list
     return [n for n in names if compiled.fullmatch(n)]
 
 
-def _existing_topics(admin, args: argparse.Namespace) -> list[str]:
-    """The topics --topic matches; an error when it matches none, unless --if-exists."""
-    topics = _matching_topics(admin, args.topic, args.exclude_internal)
-    if args.topic and not topics and not args.if_exists:
-        raise ToolError(f"Topic '{args.topic}' does not exist as expected")
-    return topics
+def _on_existing_topics(action):
+    """`action(admin, args, topics)` on the topics --topic matches (all without it); an error
+    when it matches none, unless --if-exists: then nothing is done."""
+    def run(admin, args: argparse.Namespace) -> int:
+        topics = _matching_topics(admin, args.topic, args.exclude_internal)
+        if args.topic and not topics and not args.if_exists:
+            raise ToolError(f"Topic '{args.topic}' does not exist as expected")
+        return action(admin, args, topics) if topics else 0
+    return run
 
 
 def _create(admin, args) -> int:
@@ -199,17 +202,14 @@ def _list(admin, args) -> int:
     return 0
 
 
-def _delete(admin, args) -> int:
-    topics = _existing_topics(admin, args)
-    if not topics:
-        return 0
+def _delete(admin, args, topics: list[str]) -> int:
     futures = admin.delete_topics(topics, request_timeout=TIMEOUT, operation_timeout=TIMEOUT)
     for name in topics:
         _result(futures[name])
     return 0
 
 
-def _alter(admin, args) -> int:
+def _alter(admin, args, topics: list[str]) -> int:
     from confluent_kafka import TopicCollection
     from confluent_kafka.admin import (
         AlterConfigOpType,
@@ -219,9 +219,6 @@ def _alter(admin, args) -> int:
         ResourceType,
     )
 
-    topics = _existing_topics(admin, args)
-    if not topics:
-        return 0
     if args.partitions is not None:
         assignment = (parse_replica_assignment(args.replica_assignment)
                       if args.replica_assignment else None)
@@ -253,13 +250,10 @@ def _alter(admin, args) -> int:
     return 0
 
 
-def _describe(admin, args) -> int:
+def _describe(admin, args, topics: list[str]) -> int:
     from confluent_kafka import KafkaException, TopicCollection
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    topics = _existing_topics(admin, args)
-    if not topics:
-        return 0
     described = admin.describe_topics(TopicCollection(topics), request_timeout=TIMEOUT)
     config_futures = admin.describe_configs(
         [ConfigResource(ResourceType.TOPIC, name) for name in topics], request_timeout=TIMEOUT)
@@ -317,8 +311,8 @@ def _partition_line(topic: str, p) -> str:
     return f"\tTopic: {topic}\tPartition: {p.id}\tLeader: {leader}\tReplicas: {replicas}\tIsr: {isr}"
 
 
-_ACTION_FUNCS = {"create": _create, "list": _list, "describe": _describe, "alter": _alter,
-                 "delete": _delete}
+_ACTION_FUNCS = {"create": _create, "list": _list, "describe": _on_existing_topics(_describe),
+                 "alter": _on_existing_topics(_alter), "delete": _on_existing_topics(_delete)}
 
 
 def _kafka_uuid(topic_id) -> str:

@@ -50,10 +50,11 @@ from strom.cli._common import (
     client_config,
     client_errors,
     error_text,
+    option_name,
 )
 from strom.cli.consumer_groups import delete, describe, reset_offsets
 from strom.cli.consumer_groups.admin import GroupAdmin, err, kafka_message
-from strom.cli.consumer_groups.options import ACTIONS, check_args
+from strom.cli.consumer_groups.options import ACTIONS, SCENARIO_OPTIONS, check_args
 
 # One module per part of the command: options.py (what goes with what, value parsers),
 # admin.py (the AdminClient look-ups and texts the actions share), describe.py (--list,
@@ -108,18 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true",
                         help="with --describe: more columns (--members: ASSIGNMENT)")
     scenarios = parser.add_mutually_exclusive_group()
-    add_flags(scenarios, {
-        "--to-earliest": "reset to the earliest offset",
-        "--to-latest": "reset to the latest offset",
-        "--to-current": "reset to the committed offset (latest where none)",
-    })
-    scenarios.add_argument("--to-offset", type=int, metavar="N", help="reset to offset N")
-    scenarios.add_argument("--shift-by", type=int, metavar="N",
-                           help="move the committed offset by N (may be negative)")
-    scenarios.add_argument("--to-datetime", metavar="YYYY-MM-DDTHH:mm:SS.sss",
-                           help="reset to the first offset at or after this time")
-    scenarios.add_argument("--by-duration", metavar="PnDTnHnMnS",
-                           help="reset to the first offset at or after now minus this duration")
+    for dest, keywords in SCENARIO_OPTIONS.items():
+        scenarios.add_argument(option_name(dest), **keywords)
     mode = parser.add_mutually_exclusive_group()
     add_flags(mode, {
         "--dry-run": "only print the new offsets (the default)",

@@ -11,8 +11,22 @@ from datetime import UTC, datetime, timedelta, timezone
 from strom.cli._common import ToolError, option_name
 
 ACTIONS = ("list", "describe", "delete", "reset_offsets", "delete_offsets")
-SCENARIOS = ("to_earliest", "to_latest", "to_current", "to_offset", "shift_by", "to_datetime",
-             "by_duration")
+# The --reset-offsets scenarios, exactly one of which it needs: dest -> add_argument's keywords
+# (the options of one mutually exclusive group, in this order).
+SCENARIO_OPTIONS: dict[str, dict[str, object]] = {
+    "to_earliest": {"action": "store_true", "help": "reset to the earliest offset"},
+    "to_latest": {"action": "store_true", "help": "reset to the latest offset"},
+    "to_current": {"action": "store_true",
+                   "help": "reset to the committed offset (latest where none)"},
+    "to_offset": {"type": int, "metavar": "N", "help": "reset to offset N"},
+    "shift_by": {"type": int, "metavar": "N",
+                 "help": "move the committed offset by N (may be negative)"},
+    "to_datetime": {"metavar": "YYYY-MM-DDTHH:mm:SS.sss",
+                    "help": "reset to the first offset at or after this time"},
+    "by_duration": {"metavar": "PnDTnHnMnS",
+                    "help": "reset to the first offset at or after now minus this duration"},
+}
+SCENARIOS = tuple(SCENARIO_OPTIONS)
 
 # Kafka's names of the classic group states and group types (as kafka-consumer-groups prints
 # and accepts them; matching is case-insensitive).
