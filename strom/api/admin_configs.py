@@ -128,59 +128,25 @@ def _not_broker(resource_type: int) -> None:
 
 @register(33, "alter_configs", 0, 2)
 async def alter_configs(ctx: RequestContext, request):
-    mod = response_module(33, ctx.version)
-    results = []
-    for r in request.resources:
-        error, message = ErrorCode.none, None
-        try:
-            _not_broker(r.resource_type)
-            await _alter_topic(ctx, r.resource_name, {c.name: c.value for c in r.configs},
-                               request.validate_only)
-        except KafkaError as e:
-            error, message = e.code, e.message
-        results.append(make(mod.AlterConfigsResourceResponse, error_code=error,
-                            error_message=message, resource_type=r.resource_type,
-                            resource_name=r.resource_name))
-    await ctx.broker.cache.refresh_now({r.resource_name for r in request.resources
-                                         if r.resource_type == TOPIC})
-    return make(response_schema(33, ctx.version), responses=tuple(results))
+    return await _alter_each(ctx, request, 33, lambda r: {c.name: c.value for c in r.configs})
 
 
 @register(44, "incremental_alter_configs", 0, 1)
 async def incremental_alter_configs(ctx: RequestContext, request):
-    mod = response_module(44, ctx.version)
+    return await _alter_each(ctx, request, 44, lambda r: _apply_operations(ctx, r))
+
+
+async def _alter_each(ctx: RequestContext, request, api_key: int, new_overrides) -> object:
+    """AlterConfigs and IncrementalAlterConfigs alike: per resource (a topic), its new
+    overrides are `new_overrides(resource)`, validated and written unless validate_only; a
+    KafkaError is that resource's error code and message."""
+    mod = response_module(api_key, ctx.version)
     results = []
     for r in request.resources:
         error, message = ErrorCode.none, None
         try:
             _not_broker(r.resource_type)
-            info = ctx.broker.cache.topic(r.resource_name)
-            current = dict(info.configs) if info else {}
-            for c in r.configs:
-                if c.name not in TOPIC_KEYS:
-                    raise KafkaError(f"Unknown topic config name: {c.name}",
-                                     ErrorCode.invalid_config)
-                if c.config_operation == SET:
-                    current[c.name] = c.value
-                elif c.config_operation == DELETE:
-                    current.pop(c.name, None)
-                elif c.config_operation in (APPEND, SUBTRACT):
-                    if TOPIC_KEYS[c.name].type != ConfigType.LIST:
-                        raise KafkaError(f"Config {c.name} is not a list",
-                                         ErrorCode.invalid_config)
-                    base = current.get(c.name, render(TopicConfig.of(
-                        ctx.broker.config).get(c.name)) or "")
-                    items = [x for x in base.split(",") if x]
-                    values = [x for x in (c.value or "").split(",") if x]
-                    if c.config_operation == APPEND:
-                        items += [v for v in values if v not in items]
-                    else:
-                        items = [x for x in items if x not in values]
-                    current[c.name] = ",".join(items)
-                else:
-                    raise KafkaError(f"Unknown config operation {c.config_operation}",
-                                     ErrorCode.invalid_request)
-            await _alter_topic(ctx, r.resource_name, current, request.validate_only)
+            await _alter_topic(ctx, r.resource_name, new_overrides(r), request.validate_only)
         except KafkaError as e:
             error, message = e.code, e.message
         results.append(make(mod.AlterConfigsResourceResponse, error_code=error,
@@ -188,4 +154,33 @@ async def incremental_alter_configs(ctx: RequestContext, request):
                             resource_name=r.resource_name))
     await ctx.broker.cache.refresh_now({r.resource_name for r in request.resources
                                          if r.resource_type == TOPIC})
-    return make(response_schema(44, ctx.version), responses=tuple(results))
+    return make(response_schema(api_key, ctx.version), responses=tuple(results))
+
+
+def _apply_operations(ctx: RequestContext, r) -> dict[str, str]:
+    """A topic's overrides after IncrementalAlterConfigs' SET/DELETE/APPEND/SUBTRACT."""
+    info = ctx.broker.cache.topic(r.resource_name)
+    current = dict(info.configs) if info else {}
+    for c in r.configs:
+        if c.name not in TOPIC_KEYS:
+            raise KafkaError(f"Unknown topic config name: {c.name}", ErrorCode.invalid_config)
+        if c.config_operation == SET:
+            current[c.name] = c.value
+        elif c.config_operation == DELETE:
+            current.pop(c.name, None)
+        elif c.config_operation in (APPEND, SUBTRACT):
+            if TOPIC_KEYS[c.name].type != ConfigType.LIST:
+                raise KafkaError(f"Config {c.name} is not a list", ErrorCode.invalid_config)
+            base = current.get(c.name,
+                               render(TopicConfig.of(ctx.broker.config).get(c.name)) or "")
+            items = [x for x in base.split(",") if x]
+            values = [x for x in (c.value or "").split(",") if x]
+            if c.config_operation == APPEND:
+                items += [v for v in values if v not in items]
+            else:
+                items = [x for x in items if x not in values]
+            current[c.name] = ",".join(items)
+        else:
+            raise KafkaError(f"Unknown config operation {c.config_operation}",
+                             ErrorCode.invalid_request)
+    return current

@@ -14,6 +14,7 @@ Errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADE
 
 from __future__ import annotations
 
+from strom.api.answers import attempt, each_partition
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -58,19 +59,14 @@ def _epoch_of(epochs: list[tuple[int, int]], offset: int) -> int:
 @register(API_KEY, "list_offsets", 1, 9)
 async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
-    topics = []
-    for t in request.topics:
-        parts = []
-        for p in t.partitions:
-            try:
-                ts, offset, epoch = lookup(ctx, t.name, p.partition_index, p.timestamp,
-                                           getattr(p, "current_leader_epoch", -1),
-                                           request.replica_id)
-                error = ErrorCode.none
-            except KafkaError as e:
-                ts, offset, epoch, error = -1, -1, -1, e.code
-            parts.append(make(mod.ListOffsetsPartitionResponse,
-                              partition_index=p.partition_index, error_code=error,
-                              timestamp=ts, offset=offset, leader_epoch=epoch))
-        topics.append(make(mod.ListOffsetsTopicResponse, name=t.name, partitions=tuple(parts)))
-    return make(response_schema(API_KEY, ctx.version), topics=tuple(topics))
+
+    def answer(t, p):
+        (ts, offset, epoch), error = attempt(
+            lookup, ctx, t.name, p.partition_index, p.timestamp,
+            getattr(p, "current_leader_epoch", -1), request.replica_id, failed=(-1, -1, -1))
+        return make(mod.ListOffsetsPartitionResponse, partition_index=p.partition_index,
+                    error_code=error, timestamp=ts, offset=offset, leader_epoch=epoch)
+
+    return make(response_schema(API_KEY, ctx.version), topics=each_partition(
+        request.topics, answer,
+        lambda t, parts: make(mod.ListOffsetsTopicResponse, name=t.name, partitions=parts)))

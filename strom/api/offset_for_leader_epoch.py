@@ -16,9 +16,9 @@ request's current_leader_epoch is older than the leader's), UNKNOWN_LEADER_EPOCH
 
 from __future__ import annotations
 
+from strom.api.answers import attempt, each_partition
 from strom.api.context import RequestContext
 from strom.api.registry import register
-from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
 API_KEY = 23
@@ -34,19 +34,14 @@ def lookup(ctx: RequestContext, topic: str, index: int, current_leader_epoch: in
 @register(API_KEY, "offset_for_leader_epoch", 2, 4)
 async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
-    topics = []
-    for t in request.topics:
-        parts = []
-        for p in t.partitions:
-            try:
-                epoch, end_offset = lookup(ctx, t.topic, p.partition,
-                                           getattr(p, "current_leader_epoch", -1),
-                                           p.leader_epoch)
-                error = ErrorCode.none
-            except KafkaError as e:
-                epoch, end_offset, error = -1, -1, e.code
-            parts.append(make(mod.EpochEndOffset, error_code=error, partition=p.partition,
-                              leader_epoch=epoch, end_offset=end_offset))
-        topics.append(make(mod.OffsetForLeaderTopicResult, topic=t.topic,
-                           partitions=tuple(parts)))
-    return make(response_schema(API_KEY, ctx.version), topics=tuple(topics))
+
+    def answer(t, p):
+        (epoch, end_offset), error = attempt(
+            lookup, ctx, t.topic, p.partition, getattr(p, "current_leader_epoch", -1),
+            p.leader_epoch, failed=(-1, -1))
+        return make(mod.EpochEndOffset, error_code=error, partition=p.partition,
+                    leader_epoch=epoch, end_offset=end_offset)
+
+    return make(response_schema(API_KEY, ctx.version), topics=each_partition(
+        request.topics, answer,
+        lambda t, parts: make(mod.OffsetForLeaderTopicResult, topic=t.topic, partitions=parts)))

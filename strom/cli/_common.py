@@ -1,4 +1,5 @@
-"""Helpers shared by the client tools (topics, produce, consume, get-offsets).
+"""Helpers shared by the client tools (topics, produce, consume, get-offsets, consumer-groups,
+leader-election, reassign-partitions).
 
 Nothing here imports confluent-kafka at module level, so `strom server` stays fast.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 
 from strom import properties
 
@@ -30,6 +32,79 @@ def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT[,HOST:PORT...]",
         help=f"broker(s) to connect to (default: {DEFAULT_BOOTSTRAP})",
     )
+
+
+def add_command_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--command-config", metavar="FILE",
+                        help="properties file with client settings (librdkafka names)")
+
+
+def add_client_settings_arguments(parser: argparse.ArgumentParser, client: str,
+                                  property_help: str) -> None:
+    """A console tool's settings, as Kafka's: --property (the tool's own, `property_help`),
+    --<client>-property KEY=VALUE and --<client>.config FILE (the client's, librdkafka
+    names); `client` is "producer" or "consumer"."""
+    parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
+                        help=property_help)
+    parser.add_argument(f"--{client}-property", action="append", default=[],
+                        metavar="KEY=VALUE", help=f"{client} setting, librdkafka names (repeatable)")
+    parser.add_argument(f"--{client}.config", dest=f"{client}_config", metavar="FILE",
+                        help=f"properties file with {client} settings")
+
+
+def add_flags(parser: argparse.ArgumentParser | argparse._ActionsContainer,
+              flags: dict[str, str]) -> None:
+    """Options that take no value (store_true), in this order: flag -> help."""
+    for flag, help_text in flags.items():
+        parser.add_argument(flag, action="store_true", help=help_text)
+
+
+def add_actions(parser: argparse.ArgumentParser, actions: dict[str, str]) -> None:
+    """The tool's actions (`--create`, `--list`, ...: flag -> help), of which exactly one is
+    required; `chosen_action` tells which was given."""
+    add_flags(parser.add_mutually_exclusive_group(required=True), actions)
+
+
+def chosen_action(args: argparse.Namespace, actions: Iterable[str]) -> str:
+    """The one of `actions` (argparse dests: "reset_offsets") given on the command line."""
+    return next(a for a in actions if getattr(args, a))
+
+
+def option_name(dest: str) -> str:
+    """An argparse dest as the option is written: "reset_offsets" -> "--reset-offsets"."""
+    return "--" + dest.replace("_", "-")
+
+
+def client_config(bootstrap: str, properties_file: str | None,
+                  defaults: dict[str, object] | None = None,
+                  overrides: dict[str, str] | None = None) -> dict[str, object]:
+    """A confluent-kafka client's settings: BASE_CLIENT_CONFIG and the tool's `defaults`,
+    overridden by the properties file's and then by `overrides` (the command line's
+    KEY=VALUE settings), with `bootstrap.servers` set last."""
+    return {**BASE_CLIENT_CONFIG, **(defaults or {}), **load_properties(properties_file),
+            **(overrides or {}), "bootstrap.servers": bootstrap}
+
+
+def client_errors() -> tuple[type[BaseException], ...]:
+    """The failures a client tool reports as one line and exit status 1: its own ToolError,
+    a confluent-kafka error, a cancelled future. Imported here, on use, so that `strom
+    server` never loads confluent-kafka."""
+    from concurrent.futures import CancelledError
+
+    from confluent_kafka import KafkaException
+
+    return ToolError, KafkaException, CancelledError
+
+
+def read_text(path: str) -> str:
+    """A UTF-8 text file given on the command line; ToolError when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ToolError(f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError:
+        raise ToolError(f"cannot read {path}: not UTF-8 text") from None
 
 
 def parse_key_values(items: list[str] | None, option: str) -> dict[str, str]:

@@ -33,11 +33,11 @@ import time
 import uuid
 
 from strom.cli._common import (
-    BASE_CLIENT_CONFIG,
     ToolError,
     add_bootstrap_argument,
+    add_client_settings_arguments,
+    client_config,
     error_text,
-    load_properties,
     parse_key_values,
 )
 
@@ -59,12 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit after this many records")
     parser.add_argument("--timeout-ms", type=int, metavar="MS",
                         help="exit when no record arrived for this long")
-    parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
-                        help="formatter property (see above; repeatable)")
-    parser.add_argument("--consumer-property", action="append", default=[],
-                        metavar="KEY=VALUE", help="consumer setting, librdkafka names (repeatable)")
-    parser.add_argument("--consumer.config", dest="consumer_config", metavar="FILE",
-                        help="properties file with consumer settings")
+    add_client_settings_arguments(parser, "consumer",
+                                  "formatter property (see above; repeatable)")
     parser.add_argument("--isolation-level", default="read_uncommitted",
                         choices=("read_uncommitted", "read_committed"),
                         help="read_committed skips aborted transactional records "
@@ -161,14 +157,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _consumer_config(args: argparse.Namespace) -> dict[str, object]:
-    conf: dict[str, object] = {
-        **BASE_CLIENT_CONFIG,
-        "enable.partition.eof": False,
-        "auto.offset.reset": "earliest" if args.from_beginning else "latest",
-    }
-    conf.update(load_properties(args.consumer_config))
-    conf.update(parse_key_values(args.consumer_property, "--consumer-property"))
-    conf["bootstrap.servers"] = args.bootstrap_server
+    conf = client_config(
+        args.bootstrap_server, args.consumer_config,
+        {"enable.partition.eof": False,
+         "auto.offset.reset": "earliest" if args.from_beginning else "latest"},
+        overrides=parse_key_values(args.consumer_property, "--consumer-property"))
     conf["isolation.level"] = args.isolation_level
     if args.group:
         conf["group.id"] = args.group

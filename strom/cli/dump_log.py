@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strom.cli._common import add_flags
+
 RECORD_INDENT = "|"
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -39,17 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--files", required=True, metavar="FILE1,FILE2,...",
                         help="REQUIRED: comma separated list of .log, .index, .timeindex and "
                              ".txnindex files to dump")
-    parser.add_argument("--print-data-log", action="store_true",
-                        help="print each record's key and value (implies --deep-iteration)")
-    parser.add_argument("--deep-iteration", action="store_true",
-                        help="print every record, not only batch headers")
-    parser.add_argument("--skip-record-metadata", action="store_true",
-                        help="with deep iteration, do not print each record's metadata")
-    parser.add_argument("--index-sanity-check", action="store_true",
-                        help="only check that index files are sane (increasing offsets, "
-                             "positions inside the log), without printing their entries")
-    parser.add_argument("--verify-index-only", action="store_true",
-                        help="check index entries against the log without printing them")
+    add_flags(parser, {
+        "--print-data-log": "print each record's key and value (implies --deep-iteration)",
+        "--deep-iteration": "print every record, not only batch headers",
+        "--skip-record-metadata": "with deep iteration, do not print each record's metadata",
+        "--index-sanity-check": "only check that index files are sane (increasing offsets, "
+                                "positions inside the log), without printing their entries",
+        "--verify-index-only": "check index entries against the log without printing them",
+    })
     parser.add_argument("--max-bytes", type=int, default=None, metavar="N",
                         help="read at most N bytes of each .log file")
 
@@ -296,16 +295,27 @@ def _read_entries(data: bytes, entry: struct.Struct, offset_field: int) -> list[
     return entries
 
 
-def _dump_index(path: Path, sanity_only: bool, verify_only: bool, findings: _Findings) -> None:
+def _load_index(path: Path, entry: struct.Struct, offset_field: int
+                ) -> tuple[int, int, list[tuple]] | None:
+    """(file length, segment base offset, entries) of an index file, or None (after saying
+    so) when it holds no entry."""
     data = path.read_bytes()
     base = _segment_base(path)
-    entries = _read_entries(data, _INDEX_ENTRY, 0)
+    entries = _read_entries(data, entry, offset_field)
     if not entries:
         print(f"{path} is empty.")
+        return None
+    return len(data), base, entries
+
+
+def _dump_index(path: Path, sanity_only: bool, verify_only: bool, findings: _Findings) -> None:
+    loaded = _load_index(path, _INDEX_ENTRY, 0)
+    if loaded is None:
         return
+    length, base, entries = loaded
     log = _log_batches(path.with_suffix(LOG_SUFFIX))
     if sanity_only:
-        problems = _index_problems(path, len(data), base, entries, log)
+        problems = _index_problems(path, length, base, entries, log)
         _print_sanity(path, problems)
         return
     by_position: dict[int, int] = {}
@@ -331,29 +341,52 @@ def _dump_index(path: Path, sanity_only: bool, verify_only: bool, findings: _Fin
 
 def _index_problems(path: Path, length: int, base: int, entries: list[tuple[int, int]],
                     log: tuple[int, list] | None) -> list[str]:
-    problems = []
-    if length % _INDEX_ENTRY.size:
-        problems.append(f"Index file {path.name} is corrupt, found {length} bytes which is "
-                        f"not a multiple of {_INDEX_ENTRY.size}")
     log_size = None if log is None else log[0]
-    if log is None:
-        problems.append(f"Cannot check positions: {path.with_suffix(LOG_SUFFIX).name} not found")
-    prev_offset = prev_position = None
-    for i, (relative, position) in enumerate(entries):
-        offset = base + relative
-        if relative < 0:
-            problems.append(f"Index offset {offset} (entry {i}) is smaller than the base "
-                            f"offset {base}")
-        if prev_offset is not None and offset <= prev_offset:
-            problems.append(f"Index offset {offset} (entry {i}) is not larger than the "
-                            f"previous offset {prev_offset}")
-        if prev_position is not None and position < prev_position:
-            problems.append(f"Index position {position} (entry {i}) is smaller than the "
-                            f"previous position {prev_position}")
+    notes = [] if log is not None else [
+        f"Cannot check positions: {path.with_suffix(LOG_SUFFIX).name} not found"]
+
+    def beyond_log(i: int, offset: int, position: int) -> list[str]:
         if position < 0 or (log_size is not None and position >= log_size):
-            problems.append(f"Index position {position} (entry {i}, offset {offset}) is "
-                            f"beyond the end of the log ({log_size} bytes)")
-        prev_offset, prev_position = offset, position
+            return [f"Index position {position} (entry {i}, offset {offset}) is beyond the end "
+                    f"of the log ({log_size} bytes)"]
+        return []
+
+    return _entry_problems("Index", path, length, _INDEX_ENTRY, base, entries,
+                           ("offset", "position"), notes, beyond_log)
+
+
+def _entry_problems(what: str, path: Path, length: int, entry: struct.Struct, base: int,
+                    entries: list[tuple[int, int]], columns: tuple[str, str],
+                    notes: list[str] | None = None, more=None) -> list[str]:
+    """What --index-sanity-check finds in an index file of `what` ("Index", "Time index"):
+    a length that is not a whole number of entries, then `notes`, then per entry: an offset
+    below the segment's base, a first column (`columns` name the two, "offset" being the
+    relative offset) not larger than the previous entry's, a second one smaller than the
+    previous entry's, and `more(i, offset, position)` for an offset index."""
+    problems = []
+    if length % entry.size:
+        problems.append(f"{what} file {path.name} is corrupt, found {length} bytes which is "
+                        f"not a multiple of {entry.size}")
+    problems += notes or []
+    first, second = columns
+    offset_at = columns.index("offset")
+    prev = None
+    for i, row in enumerate(entries):
+        values = list(row)
+        values[offset_at] += base
+        offset = values[offset_at]
+        if offset < base:
+            problems.append(f"{what} offset {offset} (entry {i}) is smaller than the base "
+                            f"offset {base}")
+        if prev is not None and values[0] <= prev[0]:
+            problems.append(f"{what} {first} {values[0]} (entry {i}) is not larger than the "
+                            f"previous {first} {prev[0]}")
+        if prev is not None and values[1] < prev[1]:
+            problems.append(f"{what} {second} {values[1]} (entry {i}) is smaller than the "
+                            f"previous {second} {prev[1]}")
+        if more is not None:
+            problems += more(i, *values)
+        prev = values
     return problems
 
 
@@ -371,14 +404,12 @@ def _print_sanity(path: Path, problems: list[str]) -> None:
 
 def _dump_time_index(path: Path, sanity_only: bool, verify_only: bool,
                      findings: _Findings) -> None:
-    data = path.read_bytes()
-    base = _segment_base(path)
-    entries = _read_entries(data, _TIME_INDEX_ENTRY, 1)
-    if not entries:
-        print(f"{path} is empty.")
+    loaded = _load_index(path, _TIME_INDEX_ENTRY, 1)
+    if loaded is None:
         return
+    length, base, entries = loaded
     if sanity_only:
-        _print_sanity(path, _time_index_problems(path, len(data), base, entries))
+        _print_sanity(path, _time_index_problems(path, length, base, entries))
         return
     log = _log_batches(path.with_suffix(LOG_SUFFIX))
     if log is None:
@@ -410,24 +441,8 @@ def _dump_time_index(path: Path, sanity_only: bool, verify_only: bool,
 
 def _time_index_problems(path: Path, length: int, base: int,
                          entries: list[tuple[int, int]]) -> list[str]:
-    problems = []
-    if length % _TIME_INDEX_ENTRY.size:
-        problems.append(f"Time index file {path.name} is corrupt, found {length} bytes which "
-                        f"is not a multiple of {_TIME_INDEX_ENTRY.size}")
-    prev_ts = prev_offset = None
-    for i, (timestamp, relative) in enumerate(entries):
-        offset = base + relative
-        if relative < 0:
-            problems.append(f"Time index offset {offset} (entry {i}) is smaller than the base "
-                            f"offset {base}")
-        if prev_ts is not None and timestamp <= prev_ts:
-            problems.append(f"Time index timestamp {timestamp} (entry {i}) is not larger than "
-                            f"the previous timestamp {prev_ts}")
-        if prev_offset is not None and offset < prev_offset:
-            problems.append(f"Time index offset {offset} (entry {i}) is smaller than the "
-                            f"previous offset {prev_offset}")
-        prev_ts, prev_offset = timestamp, offset
-    return problems
+    return _entry_problems("Time index", path, length, _TIME_INDEX_ENTRY, base, entries,
+                           ("timestamp", "offset"))
 
 
 # --- .txnindex ----------------------------------------------------------------------------

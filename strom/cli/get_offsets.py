@@ -24,11 +24,12 @@ import re
 import sys
 
 from strom.cli._common import (
-    BASE_CLIENT_CONFIG,
     ToolError,
     add_bootstrap_argument,
+    add_command_config_argument,
+    client_config,
+    client_errors,
     error_text,
-    load_properties,
 )
 
 TIMEOUT = 30.0
@@ -39,8 +40,7 @@ _PATTERN = re.compile(r"([^:,]*)(?::(?:([0-9]*)|(?:([0-9]*)-([0-9]*))))?")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_argument(parser)
-    parser.add_argument("--command-config", metavar="FILE",
-                        help="properties file with client settings (librdkafka names)")
+    add_command_config_argument(parser)
     parser.add_argument("--topic", help="topic name or regular expression (default: all topics)")
     parser.add_argument("--partitions", metavar="IDS",
                         help="comma-separated partition ids (default: all partitions)")
@@ -119,17 +119,13 @@ def build_filter(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import CancelledError
-
     from confluent_kafka import KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient
 
     try:
         accept = build_filter(args)
         spec = _offset_spec(parse_time(args.time))
-        conf = {**BASE_CLIENT_CONFIG, **load_properties(args.command_config),
-                "bootstrap.servers": args.bootstrap_server}
-        admin = AdminClient(conf)
+        admin = AdminClient(client_config(args.bootstrap_server, args.command_config))
         metadata = admin.list_topics(timeout=TIMEOUT)
         wanted = sorted(
             (name, p)
@@ -152,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if info.offset >= 0:  # a negative offset means "no such offset"
                 print(f"{topic}:{partition}:{info.offset}")
-    except (ToolError, KafkaException, TimeoutError, CancelledError) as e:
+    except (*client_errors(), TimeoutError) as e:
         print(f"Error occurred: {error_text(e)}", file=sys.stderr)
         return 1
     return 0

@@ -20,11 +20,13 @@ import json
 import sys
 
 from strom.cli._common import (
-    BASE_CLIENT_CONFIG,
     ToolError,
     add_bootstrap_argument,
+    add_command_config_argument,
+    client_config,
+    client_errors,
     error_text,
-    load_properties,
+    read_text,
 )
 
 TIMEOUT = 30.0  # seconds, as Kafka's tool
@@ -48,17 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path-to-json-file", metavar="FILE",
                         help='JSON file listing the partitions: {"partitions": [{"topic": '
                              '"foo", "partition": 1}, ...]}')
-    parser.add_argument("--command-config", metavar="FILE",
-                        help="properties file with client settings (librdkafka names)")
+    add_command_config_argument(parser)
     parser.add_argument("--admin.config", dest="admin_config", metavar="FILE",
                         help="deprecated name of --command-config")
 
 
 def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import CancelledError
-
-    from confluent_kafka import KafkaException
-
     try:
         _check_args(args)
         wanted = _wanted_partitions(args)
@@ -67,10 +64,9 @@ def run(args: argparse.Namespace) -> int:
             print("Option --admin.config has been deprecated and will be removed in a future "
                   "version. Use --command-config instead.", file=sys.stderr)
             config_file = args.admin_config
-        conf = {**BASE_CLIENT_CONFIG, **load_properties(config_file),
-                "bootstrap.servers": args.bootstrap_server}
+        conf = client_config(args.bootstrap_server, config_file)
         return _elect(conf, args.election_type, wanted)
-    except (ToolError, KafkaException, CancelledError) as e:
+    except client_errors() as e:
         print(f"Error: {error_text(e)}", file=sys.stderr)
         return 1
     except TimeoutError:
@@ -100,17 +96,7 @@ def _wanted_partitions(args: argparse.Namespace) -> list[tuple[str, int]] | None
         return None
     if args.topic is not None:
         return [(args.topic, args.partition)]
-    return parse_election_json(_read(args.path_to_json_file))
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise ToolError(f"cannot read {path}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise ToolError(f"cannot read {path}: not UTF-8 text") from e
+    return parse_election_json(read_text(args.path_to_json_file))
 
 
 def parse_election_json(text: str) -> list[tuple[str, int]]:

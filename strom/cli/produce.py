@@ -25,9 +25,10 @@ import sys
 import time
 
 from strom.cli._common import (
-    BASE_CLIENT_CONFIG,
     ToolError,
     add_bootstrap_argument,
+    add_client_settings_arguments,
+    client_config,
     error_text,
     load_properties,
     parse_key_values,
@@ -44,12 +45,8 @@ READER_PROPERTIES = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_argument(parser)
     parser.add_argument("--topic", required=True, help="topic to produce to")
-    parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
-                        help="line reader property (see above; repeatable)")
-    parser.add_argument("--producer-property", action="append", default=[],
-                        metavar="KEY=VALUE", help="producer setting, librdkafka names (repeatable)")
-    parser.add_argument("--producer.config", dest="producer_config", metavar="FILE",
-                        help="properties file with producer settings")
+    add_client_settings_arguments(parser, "producer",
+                                  "line reader property (see above; repeatable)")
     parser.add_argument("--compression-codec", nargs="?", const="gzip", choices=CODECS,
                         help="compression codec (gzip when given without a value)")
     parser.add_argument("--request-required-acks", metavar="ACKS",
@@ -141,11 +138,10 @@ def _producer_config(args: argparse.Namespace) -> dict[str, object]:
     user = {**load_properties(args.producer_config),
             **parse_key_values(args.producer_property, "--producer-property")}
     # Kafka's producer defaults: acks=all, a record gives up after 2 minutes.
-    conf: dict[str, object] = {**BASE_CLIENT_CONFIG, "acks": "-1"}
+    defaults: dict[str, object] = {"acks": "-1"}
     if "delivery.timeout.ms" not in user and "message.timeout.ms" not in user:
-        conf["message.timeout.ms"] = 120000
-    conf.update(user)
-    conf["bootstrap.servers"] = args.bootstrap_server
+        defaults["message.timeout.ms"] = 120000
+    conf = client_config(args.bootstrap_server, None, defaults, overrides=user)
     if args.compression_codec is not None:
         conf["compression.codec"] = args.compression_codec
     if args.request_required_acks is not None:

@@ -33,12 +33,18 @@ import sys
 import time
 
 from strom.cli._common import (
-    BASE_CLIENT_CONFIG,
     ToolError,
+    add_actions,
     add_bootstrap_argument,
+    add_command_config_argument,
+    add_flags,
     broker_request,
+    chosen_action,
+    client_config,
+    client_errors,
     error_text,
-    load_properties,
+    option_name,
+    read_text,
 )
 
 TIMEOUT = 30.0  # seconds, for every request
@@ -74,22 +80,16 @@ TopicPartition = tuple[str, int]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_argument(parser)
-    parser.add_argument("--command-config", metavar="FILE",
-                        help="properties file with client settings (librdkafka names)")
-    actions = parser.add_mutually_exclusive_group(required=True)
-    actions.add_argument("--generate", action="store_true",
-                         help="propose a reassignment of --topics-to-move-json-file's topics "
-                              "over --broker-list (changes nothing)")
-    actions.add_argument("--execute", action="store_true",
-                         help="start the reassignment in --reassignment-json-file")
-    actions.add_argument("--verify", action="store_true",
-                         help="show whether the reassignment in --reassignment-json-file "
-                              "completed")
-    actions.add_argument("--cancel", action="store_true",
-                         help="cancel the ongoing reassignment of the partitions in "
-                              "--reassignment-json-file")
-    actions.add_argument("--list", action="store_true",
-                         help="list the partition reassignments in progress")
+    add_command_config_argument(parser)
+    add_actions(parser, {
+        "--generate": "propose a reassignment of --topics-to-move-json-file's topics over "
+                      "--broker-list (changes nothing)",
+        "--execute": "start the reassignment in --reassignment-json-file",
+        "--verify": "show whether the reassignment in --reassignment-json-file completed",
+        "--cancel": "cancel the ongoing reassignment of the partitions in "
+                    "--reassignment-json-file",
+        "--list": "list the partition reassignments in progress",
+    })
     parser.add_argument("--topics-to-move-json-file", metavar="FILE",
                         help='for --generate: {"version":1,"topics":[{"topic":"foo"},...]}')
     parser.add_argument("--broker-list", metavar="ID,ID,...",
@@ -99,29 +99,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reassignment-json-file", metavar="FILE",
                         help='for --execute, --verify, --cancel: {"version":1,"partitions":'
                              '[{"topic":"foo","partition":0,"replicas":[1,2,3]},...]}')
-    parser.add_argument("--additional", action="store_true",
-                        help="for --execute: start it even though other reassignments are in "
-                             "progress")
-    parser.add_argument("--preserve-throttles", action="store_true",
-                        help="for --verify and --cancel: accepted for compatibility (strom "
-                             "sets no replication throttles)")
+    add_flags(parser, {
+        "--additional": "for --execute: start it even though other reassignments are in progress",
+        "--preserve-throttles": "for --verify and --cancel: accepted for compatibility (strom "
+                                "sets no replication throttles)",
+    })
 
 
 def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import CancelledError
-
-    from confluent_kafka import KafkaException
-
-    action = next(a for a in ACTIONS if getattr(args, a))
+    action = chosen_action(args, ACTIONS)
     try:
         _check_args(args, action)
-        conf = {**BASE_CLIENT_CONFIG, **load_properties(args.command_config),
-                "bootstrap.servers": args.bootstrap_server}
+        conf = client_config(args.bootstrap_server, args.command_config)
         return _ACTION_FUNCS[action](_Cluster(conf), args)
     except _Terse as e:
         print(str(e), file=sys.stderr)
         return 1
-    except (ToolError, KafkaException, CancelledError) as e:
+    except client_errors() as e:
         print(f"Error: {error_text(e)}", file=sys.stderr)
         return 1
     except TimeoutError as e:
@@ -133,31 +127,17 @@ class _Terse(ToolError):
     """A failure whose text is printed as it is (Kafka's TerseException)."""
 
 
-def _opt(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _check_args(args: argparse.Namespace, action: str) -> None:
     for option in _REQUIRED[action]:
         if getattr(args, option) is None:
-            raise ToolError(f"Missing required argument \"{_opt(option)}\" for --{action}")
+            raise ToolError(f"Missing required argument \"{option_name(option)}\" for --{action}")
     for option, actions in _OPTION_ACTIONS.items():
         if getattr(args, option) not in (None, False) and action not in actions:
-            raise ToolError(f"Option \"{_opt(option)}\" can't be used with action "
+            raise ToolError(f"Option \"{option_name(option)}\" can't be used with action "
                             f"\"--{action}\"")
 
 
 # -- JSON files ----------------------------------------------------------------------------------
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise ToolError(f"cannot read {path}: {e.strerror}") from e
-    except UnicodeDecodeError:
-        raise ToolError(f"cannot read {path}: not UTF-8 text") from None
 
 
 def _load_json(text: str, what: str) -> dict:
@@ -173,16 +153,21 @@ def _load_json(text: str, what: str) -> dict:
     return data
 
 
+def _json_array(text: str, what: str, field: str) -> list:
+    """The array `field` of the version-1 JSON object in `text` (empty when absent)."""
+    entries = _load_json(text, what).get(field, [])
+    if not isinstance(entries, list):
+        raise ToolError(f'"{field}" in the {what} must be an array')
+    return entries
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_topics_json(text: str) -> list[str]:
     """--topics-to-move-json-file: {"version":1,"topics":[{"topic":"foo"}]}."""
-    data = _load_json(text, "topics-to-move JSON")
-    entries = data.get("topics", [])
-    if not isinstance(entries, list):
-        raise ToolError('"topics" in the topics-to-move JSON must be an array')
+    entries = _json_array(text, "topics-to-move JSON", "topics")
     topics = []
     for i, entry in enumerate(entries):
         topic = entry.get("topic") if isinstance(entry, dict) else None
@@ -202,10 +187,7 @@ def parse_topics_json(text: str) -> list[str]:
 def parse_reassignment_json(text: str) -> list[tuple[TopicPartition, list[int]]]:
     """--reassignment-json-file, in file order: [((topic, partition), replicas)]. Entries
     may repeat (checked by --execute)."""
-    data = _load_json(text, "reassignment JSON")
-    entries = data.get("partitions", [])
-    if not isinstance(entries, list):
-        raise ToolError('"partitions" in the reassignment JSON must be an array')
+    entries = _json_array(text, "reassignment JSON", "partitions")
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -403,7 +385,7 @@ def _generate(cluster: _Cluster, args) -> int:
     from strom.protocol.errors import KafkaError
 
     brokers = parse_broker_list(args.broker_list)
-    topics = parse_topics_json(_read(args.topics_to_move_json_file))
+    topics = parse_topics_json(read_text(args.topics_to_move_json_file))
     current: dict[TopicPartition, list[int]] = {}
     for name, parts in sorted(cluster.replicas(set(topics)).items()):
         if parts is None:
@@ -441,7 +423,7 @@ def _generate(cluster: _Cluster, args) -> int:
 
 
 def _execute(cluster: _Cluster, args) -> int:
-    entries = parse_reassignment_json(_read(args.reassignment_json_file))
+    entries = parse_reassignment_json(read_text(args.reassignment_json_file))
     if not entries:
         raise ToolError("Partition reassignment list cannot be empty")
     if any(not replicas for _, replicas in entries):
@@ -487,7 +469,7 @@ def _execute(cluster: _Cluster, args) -> int:
 
 
 def _verify(cluster: _Cluster, args) -> int:
-    targets = dict(parse_reassignment_json(_read(args.reassignment_json_file)))
+    targets = dict(parse_reassignment_json(read_text(args.reassignment_json_file)))
     ongoing = cluster.list_reassignments()
     assignments = cluster.replicas({tp[0] for tp in targets if tp not in ongoing})
     print("Status of partition reassignment:")
@@ -507,7 +489,7 @@ def _verify(cluster: _Cluster, args) -> int:
 
 
 def _cancel(cluster: _Cluster, args) -> int:
-    targets = [tp for tp, _ in parse_reassignment_json(_read(args.reassignment_json_file))]
+    targets = [tp for tp, _ in parse_reassignment_json(read_text(args.reassignment_json_file))]
     active = sorted(tp for tp, (_, adding, removing)
                     in cluster.list_reassignments(targets).items() if adding or removing)
     if not active:

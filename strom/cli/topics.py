@@ -21,11 +21,16 @@ import re
 import sys
 
 from strom.cli._common import (
-    BASE_CLIENT_CONFIG,
     ToolError,
+    add_actions,
     add_bootstrap_argument,
+    add_command_config_argument,
+    add_flags,
+    chosen_action,
+    client_config,
+    client_errors,
     error_text,
-    load_properties,
+    option_name,
     parse_key_values,
 )
 
@@ -36,16 +41,14 @@ ACTIONS = ("create", "list", "describe", "alter", "delete")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_argument(parser)
-    parser.add_argument("--command-config", metavar="FILE",
-                        help="properties file with client settings (librdkafka names)")
-    actions = parser.add_mutually_exclusive_group(required=True)
-    actions.add_argument("--create", action="store_true", help="create a topic")
-    actions.add_argument("--list", action="store_true", help="list topic names")
-    actions.add_argument("--describe", action="store_true",
-                         help="describe topics (all topics when --topic is not given)")
-    actions.add_argument("--alter", action="store_true",
-                         help="add partitions (--partitions) and/or set configs (--config)")
-    actions.add_argument("--delete", action="store_true", help="delete topics")
+    add_command_config_argument(parser)
+    add_actions(parser, {
+        "--create": "create a topic",
+        "--list": "list topic names",
+        "--describe": "describe topics (all topics when --topic is not given)",
+        "--alter": "add partitions (--partitions) and/or set configs (--config)",
+        "--delete": "delete topics",
+    })
     parser.add_argument("--topic", help="topic name, or a regular expression except with --create")
     parser.add_argument("--partitions", type=int, metavar="N",
                         help="partition count for --create (default: the broker's num.partitions)"
@@ -58,19 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replica-assignment", metavar="ASSIGNMENT",
                         help="broker ids per partition: replicas joined by ':', partitions by "
                              "',' (e.g. 1:2,2:3 is two partitions with two replicas each)")
-    parser.add_argument("--if-not-exists", action="store_true",
-                        help="with --create: do nothing if the topic exists")
-    parser.add_argument("--if-exists", action="store_true",
-                        help="with --alter, --describe or --delete: do nothing if no topic matches")
-    parser.add_argument("--exclude-internal", action="store_true",
-                        help="leave out internal topics (__consumer_offsets, __transaction_state)")
-    parser.add_argument("--under-replicated-partitions", action="store_true",
-                        help="with --describe: only partitions whose ISR is smaller than the "
-                             "replica set")
-    parser.add_argument("--unavailable-partitions", action="store_true",
-                        help="with --describe: only partitions without a live leader")
-    parser.add_argument("--topics-with-overrides", action="store_true",
-                        help="with --describe: only topics that have non-default configs")
+    add_flags(parser, {
+        "--if-not-exists": "with --create: do nothing if the topic exists",
+        "--if-exists": "with --alter, --describe or --delete: do nothing if no topic matches",
+        "--exclude-internal": "leave out internal topics (__consumer_offsets, __transaction_state)",
+        "--under-replicated-partitions": "with --describe: only partitions whose ISR is smaller "
+                                         "than the replica set",
+        "--unavailable-partitions": "with --describe: only partitions without a live leader",
+        "--topics-with-overrides": "with --describe: only topics that have non-default configs",
+    })
 
 
 # option -> the actions it may be used with
@@ -88,18 +87,14 @@ _OPTION_ACTIONS = {
 
 
 def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import CancelledError
-
-    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    action = next(a for a in ACTIONS if getattr(args, a))
+    action = chosen_action(args, ACTIONS)
     try:
         _check_args(args, action)
-        conf = {**BASE_CLIENT_CONFIG, **load_properties(args.command_config),
-                "bootstrap.servers": args.bootstrap_server}
+        conf = client_config(args.bootstrap_server, args.command_config)
         return _ACTION_FUNCS[action](AdminClient(conf), args)
-    except (ToolError, KafkaException, TimeoutError, CancelledError) as e:
+    except (*client_errors(), TimeoutError) as e:
         print(f"Error while executing topic command : {error_text(e)}", file=sys.stderr)
         return 1
 
@@ -107,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_args(args: argparse.Namespace, action: str) -> None:
     for option, actions in _OPTION_ACTIONS.items():
         if getattr(args, option) not in (None, False, []) and action not in actions:
-            raise ToolError(f"--{option.replace('_', '-')} can only be used with "
+            raise ToolError(f"{option_name(option)} can only be used with "
                             + " or ".join(f"--{a}" for a in actions))
     if action in ("create", "alter", "delete") and not args.topic:
         raise ToolError(f"--topic is required with --{action}")
@@ -163,9 +158,15 @@ def _matching_topics(admin, pattern: str | None, exclude_internal: bool) -> list
     return [n for n in names if compiled.fullmatch(n)]
 
 
-def _require_topics(topics: list[str], args: argparse.Namespace) -> None:
-    if args.topic and not topics and not args.if_exists:
-        raise ToolError(f"Topic '{args.topic}' does not exist as expected")
+def _on_existing_topics(action):
+    """`action(admin, args, topics)` on the topics --topic matches (all without it); an error
+    when it matches none, unless --if-exists: then nothing is done."""
+    def run(admin, args: argparse.Namespace) -> int:
+        topics = _matching_topics(admin, args.topic, args.exclude_internal)
+        if args.topic and not topics and not args.if_exists:
+            raise ToolError(f"Topic '{args.topic}' does not exist as expected")
+        return action(admin, args, topics) if topics else 0
+    return run
 
 
 def _create(admin, args) -> int:
@@ -201,18 +202,14 @@ def _list(admin, args) -> int:
     return 0
 
 
-def _delete(admin, args) -> int:
-    topics = _matching_topics(admin, args.topic, args.exclude_internal)
-    _require_topics(topics, args)
-    if not topics:
-        return 0
+def _delete(admin, args, topics: list[str]) -> int:
     futures = admin.delete_topics(topics, request_timeout=TIMEOUT, operation_timeout=TIMEOUT)
     for name in topics:
         _result(futures[name])
     return 0
 
 
-def _alter(admin, args) -> int:
+def _alter(admin, args, topics: list[str]) -> int:
     from confluent_kafka import TopicCollection
     from confluent_kafka.admin import (
         AlterConfigOpType,
@@ -222,10 +219,6 @@ def _alter(admin, args) -> int:
         ResourceType,
     )
 
-    topics = _matching_topics(admin, args.topic, args.exclude_internal)
-    _require_topics(topics, args)
-    if not topics:
-        return 0
     if args.partitions is not None:
         assignment = (parse_replica_assignment(args.replica_assignment)
                       if args.replica_assignment else None)
@@ -257,14 +250,10 @@ def _alter(admin, args) -> int:
     return 0
 
 
-def _describe(admin, args) -> int:
+def _describe(admin, args, topics: list[str]) -> int:
     from confluent_kafka import KafkaException, TopicCollection
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    topics = _matching_topics(admin, args.topic, args.exclude_internal)
-    _require_topics(topics, args)
-    if not topics:
-        return 0
     described = admin.describe_topics(TopicCollection(topics), request_timeout=TIMEOUT)
     config_futures = admin.describe_configs(
         [ConfigResource(ResourceType.TOPIC, name) for name in topics], request_timeout=TIMEOUT)
@@ -322,8 +311,8 @@ def _partition_line(topic: str, p) -> str:
     return f"\tTopic: {topic}\tPartition: {p.id}\tLeader: {leader}\tReplicas: {replicas}\tIsr: {isr}"
 
 
-_ACTION_FUNCS = {"create": _create, "list": _list, "describe": _describe, "alter": _alter,
-                 "delete": _delete}
+_ACTION_FUNCS = {"create": _create, "list": _list, "describe": _on_existing_topics(_describe),
+                 "alter": _on_existing_topics(_alter), "delete": _on_existing_topics(_delete)}
 
 
 def _kafka_uuid(topic_id) -> str:

@@ -30,6 +30,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from strom.cluster import leadership, model, reassignment, topic_names
@@ -79,25 +80,36 @@ class CreatedTopic:
     warning: str | None = None
 
 
+def _round_robin(n: int, num_partitions: int, replication_factor: int, start_partition: int,
+                 start_index: int | None, shift: int | None
+                 ) -> Iterator[tuple[int, int, int]]:
+    """The round-robin both placements share, over a list of `n` brokers: per partition
+    (partition id, index of its leader, the shift for its followers). Leaders go round from
+    a random start (or `start_index`); the shift starts random (or `shift`) and grows each
+    time the partitions wrap around the brokers. The replication factor is checked first."""
+    if replication_factor <= 0:
+        raise InvalidReplicationFactor("Replication factor must be larger than 0.")
+    if replication_factor > n:
+        raise InvalidReplicationFactor(
+            f"Replication factor: {replication_factor} larger than available brokers: {n}.")
+    start = random.randrange(n) if start_index is None else start_index
+    next_shift = random.randrange(n) if shift is None else shift
+    for pid in range(start_partition, start_partition + num_partitions):
+        if pid > 0 and pid % n == 0:
+            next_shift += 1
+        yield pid, (pid + start) % n, next_shift
+
+
 def assign_replicas(brokers: list[int], num_partitions: int, replication_factor: int,
                     start_partition: int = 0, start_index: int | None = None,
                     shift: int | None = None) -> dict[int, tuple[int, ...]]:
     """Kafka's rack-unaware placement: leaders round-robin from a random start, followers
     at a shift that grows each time the partitions wrap around the brokers."""
     n = len(brokers)
-    if replication_factor <= 0:
-        raise InvalidReplicationFactor("Replication factor must be larger than 0.")
-    if replication_factor > n:
-        raise InvalidReplicationFactor(
-            f"Replication factor: {replication_factor} larger than available brokers: {n}.")
     brokers = sorted(brokers)
-    start = random.randrange(n) if start_index is None else start_index
-    next_shift = random.randrange(n) if shift is None else shift
     out: dict[int, tuple[int, ...]] = {}
-    for pid in range(start_partition, start_partition + num_partitions):
-        if pid > 0 and pid % n == 0:
-            next_shift += 1
-        first = (pid + start) % n
+    for pid, first, next_shift in _round_robin(n, num_partitions, replication_factor,
+                                               start_partition, start_index, shift):
         replicas = [brokers[first]]
         for j in range(replication_factor - 1):
             step = 1 + (next_shift + j) % (n - 1)
@@ -132,18 +144,9 @@ def assign_replicas_rack_aware(racks: dict[int, str], num_partitions: int,
     brokers = rack_alternated(racks)
     n = len(brokers)
     num_racks = len(set(racks.values()))
-    if replication_factor <= 0:
-        raise InvalidReplicationFactor("Replication factor must be larger than 0.")
-    if replication_factor > n:
-        raise InvalidReplicationFactor(
-            f"Replication factor: {replication_factor} larger than available brokers: {n}.")
-    start = random.randrange(n) if start_index is None else start_index
-    next_shift = random.randrange(n) if shift is None else shift
     out: dict[int, tuple[int, ...]] = {}
-    for pid in range(start_partition, start_partition + num_partitions):
-        if pid > 0 and pid % n == 0:
-            next_shift += 1
-        first = (pid + start) % n
+    for pid, first, next_shift in _round_robin(n, num_partitions, replication_factor,
+                                               start_partition, start_index, shift):
         leader = brokers[first]
         replicas = [leader]
         used_racks = {racks[leader]}

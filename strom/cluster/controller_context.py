@@ -13,12 +13,13 @@ and unit tests pass a fake office over an in-memory store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from strom.cluster import model
 from strom.cluster.metadata_cache import MetadataCache
-from strom.cluster.store import MetadataStore
+from strom.cluster.store import MetadataStore, StoreError
 from strom.config import BrokerConfig
 
 # change(current state) -> the state to write, or None to leave the partition as it is
@@ -55,3 +56,24 @@ class ControllerContext(Protocol):
         controller epoch (retried when another write got in between); the state written,
         or None when nothing was (no change, no state node, or it kept changing).
         NotController when a newer controller exists."""
+
+
+async def run_periodically(controller: ControllerContext, what: str, log: logging.Logger,
+                           interval_s: Callable[[], float],
+                           step: Callable[[ControllerContext], Awaitable[object]],
+                           enabled: Callable[[], object] = lambda: True) -> None:
+    """The controller's periodic work (the preferred-leader rebalance, the reassignment
+    check): every `interval_s()` seconds, while this broker is the active controller and
+    `enabled()`, await `step(controller)`. A failure is logged to `log` ("<what> failed"; a
+    store error as a warning, anything else with its traceback) and the next round runs
+    as usual."""
+    while True:
+        await asyncio.sleep(interval_s())
+        if not controller.active or not enabled():
+            continue
+        try:
+            await step(controller)
+        except StoreError as e:
+            log.warning("%s failed: %s", what, e)
+        except Exception:
+            log.exception("%s failed", what)

@@ -17,12 +17,10 @@ epoch); the controller is seen only through ControllerContext (controller_contex
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from strom.cluster import model, reassignment
-from strom.cluster.controller_context import ControllerContext
-from strom.cluster.store import StoreError
+from strom.cluster.controller_context import ControllerContext, run_periodically
 from strom.protocol.errors import ErrorCode, KafkaError, UnknownTopicOrPartition, error
 
 log = logging.getLogger(__name__)
@@ -127,16 +125,10 @@ async def _elect_one(controller: ControllerContext, tp: TopicPartition, replicas
 async def rebalance_loop(controller: ControllerContext) -> None:
     """auto.leader.rebalance.enable: the controller's periodic preferred election."""
     config = controller.config
-    while True:
-        await asyncio.sleep(config.get("leader.imbalance.check.interval.seconds"))
-        if not controller.active or not config.get("auto.leader.rebalance.enable"):
-            continue
-        try:
-            await rebalance_once(controller)
-        except StoreError as e:
-            log.warning("Leader rebalance failed: %s", e)
-        except Exception:
-            log.exception("Leader rebalance failed")
+    await run_periodically(
+        controller, "Leader rebalance", log,
+        lambda: config.get("leader.imbalance.check.interval.seconds"), rebalance_once,
+        enabled=lambda: config.get("auto.leader.rebalance.enable"))
 
 
 async def rebalance_once(controller: ControllerContext) -> list[TopicPartition]:

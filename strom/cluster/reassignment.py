@@ -23,13 +23,12 @@ half second.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 
 from strom.cluster import model
-from strom.cluster.controller_context import ControllerContext
-from strom.cluster.store import BadVersionError, StoreError
+from strom.cluster.controller_context import ControllerContext, run_periodically
+from strom.cluster.store import BadVersionError
 from strom.protocol.errors import (
     ErrorCode,
     InvalidReplicaAssignment,
@@ -250,16 +249,8 @@ async def ongoing(controller: ControllerContext, wanted: list[TopicPartition] | 
 
 async def progress_loop(controller: ControllerContext) -> None:
     """The controller's check of ongoing reassignments."""
-    while True:
-        await asyncio.sleep(CHECK_INTERVAL_S)
-        if not controller.active:
-            continue
-        try:
-            await progress_once(controller)
-        except StoreError as e:
-            log.warning("Checking reassignments failed: %s", e)
-        except Exception:
-            log.exception("Checking reassignments failed")
+    await run_periodically(controller, "Checking reassignments", log,
+                           lambda: CHECK_INTERVAL_S, progress_once)
 
 
 async def progress_once(controller: ControllerContext) -> list[TopicPartition]:

@@ -24,58 +24,26 @@ names given as `--override key=value`:
 
 Every process this module starts is tracked by PID and SIGKILLed by an `atexit` hook if it is
 still running when the interpreter exits, so a failed test never leaves a broker behind; the
-same hook removes the temp dirs of brokers that were never closed.
+same hook removes the temp dirs of brokers that were never closed (strom.testing.processes).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from strom.testing.processes import HOST, ChildProcess, end, free_port, keep_dir, remove_dir, track
+
 __all__ = ["BrokerProcess", "BrokerStartError", "free_port"]
 
-HOST = "127.0.0.1"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _START_MARKER = "=== strom.testing: start #"
-
-# PID -> Popen for every broker this process started and has not reaped yet.
-_live: dict[int, subprocess.Popen] = {}
-# temp dirs of BrokerProcess objects not closed yet (removed at exit after the kill)
-_tmp_dirs: set[Path] = set()
-_live_lock = threading.Lock()
-
-
-def _kill_leftovers() -> None:
-    with _live_lock:
-        procs = list(_live.values())
-        _live.clear()
-    for proc in procs:
-        if proc.poll() is None:
-            try:
-                proc.kill()
-            except OSError:
-                pass
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-    with _live_lock:
-        dirs = list(_tmp_dirs)
-        _tmp_dirs.clear()
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-atexit.register(_kill_leftovers)
 
 
 def _listening_inodes(port: int) -> set[str] | None:
@@ -123,13 +91,6 @@ class BrokerStartError(RuntimeError):
     """The broker process exited or did not listen in time; the message holds its log."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def _port_open(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=timeout):
@@ -138,8 +99,11 @@ def _port_open(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-class BrokerProcess:
+class BrokerProcess(ChildProcess):
     """One strom broker process; see the module docstring."""
+
+    what = "broker"
+    start_error = BrokerStartError
 
     def __init__(
         self,
@@ -154,8 +118,7 @@ class BrokerProcess:
         argv_template: list[str] | None = None,
     ) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="strom-test-"))
-        with _live_lock:
-            _tmp_dirs.add(self._tmp)
+        keep_dir(self._tmp)
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir) if log_dir is not None else self._tmp / "data"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -179,15 +142,8 @@ class BrokerProcess:
         return f"{HOST}:{self.port}"
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
     def returncode(self) -> int | None:
         return self._proc.poll() if self._proc is not None else None
-
-    def is_alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
         """The exact command line `start()` runs.
@@ -223,23 +179,8 @@ class BrokerProcess:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> BrokerProcess:
-        """Start the process and wait until it listens. On its first start, a broker whose
-        port was picked here and was taken meanwhile by someone else moves to another free
-        port (at most 3 tries); later starts keep the port, so clients can reconnect."""
-        if self.is_alive():
-            raise RuntimeError(f"broker already running (pid {self.pid})")
-        tries = 3 if (self._port_chosen and self.starts == 0) else 1
-        for attempt in range(tries):
-            try:
-                self._start_once()
-                return self
-            except BrokerStartError:
-                in_use = "address already in use" in self.log_text(current_run_only=True).lower()
-                if not in_use or attempt == tries - 1:
-                    raise
-                self.port = free_port()
-        return self
+    def _run_log(self) -> str:
+        return self.log_text(current_run_only=True)
 
     def _start_once(self) -> None:
         self.starts += 1
@@ -263,8 +204,7 @@ class BrokerProcess:
                 start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, not us
             )
         self._proc = proc
-        with _live_lock:
-            _live[proc.pid] = proc
+        track(proc)
         self._wait_listening()
 
     def _wait_listening(self) -> None:
@@ -290,33 +230,17 @@ class BrokerProcess:
     def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM, wait up to `timeout` (default `stop_timeout`), then SIGKILL. Returns the
         exit code (negative for a signal), or None when nothing was running."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=self.stop_timeout if timeout is None else timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        self._reap()
-        return proc.returncode
+        return self._end(signal.SIGTERM, self.stop_timeout if timeout is None else timeout)
 
     def kill(self) -> int | None:
         """SIGKILL (a crash: nothing is flushed or checkpointed)."""
+        return self._end(signal.SIGKILL, 10)
+
+    def _end(self, sig: int, timeout: float) -> int | None:
         proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
+        end(proc, sig, timeout)
         self._reap()
         return proc.returncode
 
@@ -328,26 +252,11 @@ class BrokerProcess:
             self.stop()
         return self.start()
 
-    def _reap(self) -> None:
-        if self._proc is not None:
-            with _live_lock:
-                _live.pop(self._proc.pid, None)
-
     def close(self) -> None:
         """Stop the broker and remove the harness's temp dir (with the log dir when it is
         ours; a `log_dir=` given by the caller is left alone)."""
         self.stop()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        with _live_lock:
-            _tmp_dirs.discard(self._tmp)
-
-    def __enter__(self) -> BrokerProcess:
-        if not self.is_alive():
-            self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        remove_dir(self._tmp)
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.is_alive() else f"exit {self.returncode}"

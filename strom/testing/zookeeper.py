@@ -41,9 +41,11 @@ import threading
 import time
 from pathlib import Path
 
-# one registry of child processes and temp dirs for every harness: broker.py's atexit hook
-# kills what is still running and removes the dirs
-from strom.testing.broker import _listens, _live, _live_lock, _tmp_dirs, free_port
+from strom.testing.broker import _listens
+
+# one registry of child processes and temp dirs for every harness: its atexit hook kills what
+# is still running and removes the dirs
+from strom.testing.processes import HOST, ChildProcess, end, free_port, keep_dir, remove_dir, track
 
 __all__ = [
     "TcpProxy",
@@ -52,7 +54,6 @@ __all__ = [
     "find_zookeeper",
 ]
 
-HOST = "127.0.0.1"
 _JAVA_DIR = Path("/usr/share/java")
 _MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
 # A small, quick-starting JVM: C1 only and the serial GC start in ~0.3 s instead of ~0.7 s.
@@ -95,8 +96,11 @@ def four_letter_word(port: int, word: bytes = b"srvr", timeout: float = 1.0) -> 
     return b"".join(chunks)
 
 
-class ZooKeeperProcess:
+class ZooKeeperProcess(ChildProcess):
     """One standalone ZooKeeper server; see the module docstring."""
+
+    what = "ZooKeeper"
+    start_error = ZooKeeperStartError
 
     def __init__(self, *, port: int | None = None, tick_time_ms: int = 500,
                  min_session_timeout_ms: int = 1000, max_session_timeout_ms: int = 60000,
@@ -108,8 +112,7 @@ class ZooKeeperProcess:
                 "apt-get install zookeeper)")
         self.java, self.classpath = found
         self._tmp = Path(tempfile.mkdtemp(prefix="strom-zk-"))
-        with _live_lock:
-            _tmp_dirs.add(self._tmp)
+        keep_dir(self._tmp)
         self.data_dir = self._tmp / "data"
         self.data_dir.mkdir()
         self.config_path = self._tmp / "zoo.cfg"
@@ -129,13 +132,6 @@ class ZooKeeperProcess:
     def connect_string(self) -> str:
         """`zookeeper.connect` for this server (append a chroot as needed)."""
         return f"{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def is_alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def _write_config(self) -> None:
         self.config_path.write_text("\n".join([
@@ -162,22 +158,8 @@ class ZooKeeperProcess:
         except FileNotFoundError:
             return ""
 
-    def start(self) -> ZooKeeperProcess:
-        """Start the server and wait until it serves. On the first start, a port picked here
-        that was taken meanwhile is replaced by another (at most 3 tries)."""
-        if self.is_alive():
-            raise RuntimeError(f"ZooKeeper already running (pid {self.pid})")
-        tries = 3 if (self._port_chosen and self.starts == 0) else 1
-        for attempt in range(tries):
-            try:
-                self._start_once()
-                return self
-            except ZooKeeperStartError:
-                if "address already in use" not in self.log_text().lower() or \
-                        attempt == tries - 1:
-                    raise
-                self.port = free_port()
-        return self
+    def _run_log(self) -> str:
+        return self.log_text()
 
     def _start_once(self) -> None:
         self.starts += 1
@@ -191,8 +173,7 @@ class ZooKeeperProcess:
                 self.command(), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, cwd=str(self._tmp), start_new_session=True)
         self._proc = proc
-        with _live_lock:
-            _live[proc.pid] = proc
+        track(proc)
         deadline = began + self.startup_timeout
         while True:
             if proc.poll() is not None:
@@ -217,48 +198,19 @@ class ZooKeeperProcess:
 
     def kill(self) -> None:
         """SIGKILL (a crash); port, data and the temp dir stay for a later start()."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
+        if self._proc is not None:
+            end(self._proc, signal.SIGKILL, 10)
         self._reap()
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after `stop_timeout`) and remove its temp
         dir."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        if self._proc is not None:
+            end(self._proc, signal.SIGTERM, self.stop_timeout)
         self._reap()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        with _live_lock:
-            _tmp_dirs.discard(self._tmp)
+        remove_dir(self._tmp)
 
     close = stop
-
-    def _reap(self) -> None:
-        if self._proc is not None:
-            with _live_lock:
-                _live.pop(self._proc.pid, None)
-
-    def __enter__(self) -> ZooKeeperProcess:
-        if not self.is_alive():
-            self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.is_alive() else "stopped"

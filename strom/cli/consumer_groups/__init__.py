@@ -41,15 +41,20 @@ import argparse
 import sys
 
 from strom.cli._common import (
-    BASE_CLIENT_CONFIG,
     ToolError,
+    add_actions,
     add_bootstrap_argument,
+    add_command_config_argument,
+    add_flags,
+    chosen_action,
+    client_config,
+    client_errors,
     error_text,
-    load_properties,
+    option_name,
 )
 from strom.cli.consumer_groups import delete, describe, reset_offsets
 from strom.cli.consumer_groups.admin import GroupAdmin, err, kafka_message
-from strom.cli.consumer_groups.options import ACTIONS, check_args
+from strom.cli.consumer_groups.options import ACTIONS, SCENARIO_OPTIONS, check_args
 
 # One module per part of the command: options.py (what goes with what, value parsers),
 # admin.py (the AdminClient look-ups and texts the actions share), describe.py (--list,
@@ -73,32 +78,27 @@ QUIET_CONFIG: dict[str, object] = {"log_level": 5}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_argument(parser)
-    parser.add_argument("--command-config", metavar="FILE",
-                        help="properties file with client settings (librdkafka names)")
+    add_command_config_argument(parser)
     parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_MS, metavar="MS",
                         help=f"timeout of each request (default: {DEFAULT_TIMEOUT_MS})")
-    actions = parser.add_mutually_exclusive_group(required=True)
-    actions.add_argument("--list", action="store_true", help="list consumer groups")
-    actions.add_argument("--describe", action="store_true",
-                         help="describe groups: offsets and lag (default), --members or --state")
-    actions.add_argument("--delete", action="store_true",
-                         help="delete groups (their committed offsets and metadata)")
-    actions.add_argument("--reset-offsets", action="store_true",
-                         help="reset the committed offsets of inactive groups")
-    actions.add_argument("--delete-offsets", action="store_true",
-                         help="delete the committed offsets of one group for --topic")
+    add_actions(parser, {
+        "--list": "list consumer groups",
+        "--describe": "describe groups: offsets and lag (default), --members or --state",
+        "--delete": "delete groups (their committed offsets and metadata)",
+        "--reset-offsets": "reset the committed offsets of inactive groups",
+        "--delete-offsets": "delete the committed offsets of one group for --topic",
+    })
     parser.add_argument("--group", action="append", default=[], metavar="GROUP",
                         help="the consumer group (repeatable)")
     parser.add_argument("--all-groups", action="store_true", help="apply to all groups")
     parser.add_argument("--topic", action="append", default=[], metavar="TOPIC[:P,P...]",
                         help="for --reset-offsets and --delete-offsets: a topic, optionally "
                              "with partitions (orders:0,1); repeatable")
-    parser.add_argument("--all-topics", action="store_true",
-                        help="for --reset-offsets: every topic the group has offsets for")
-    parser.add_argument("--offsets", action="store_true",
-                        help="with --describe: offsets and lag per partition (the default)")
-    parser.add_argument("--members", action="store_true",
-                        help="with --describe: the members of the group")
+    add_flags(parser, {
+        "--all-topics": "for --reset-offsets: every topic the group has offsets for",
+        "--offsets": "with --describe: offsets and lag per partition (the default)",
+        "--members": "with --describe: the members of the group",
+    })
     parser.add_argument("--state", nargs="?", const="", default=None, metavar="STATES",
                         help="with --describe: the state of the group; with --list: show each "
                              "group's state, or only groups in STATES (comma-separated, e.g. "
@@ -109,45 +109,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true",
                         help="with --describe: more columns (--members: ASSIGNMENT)")
     scenarios = parser.add_mutually_exclusive_group()
-    scenarios.add_argument("--to-earliest", action="store_true",
-                           help="reset to the earliest offset")
-    scenarios.add_argument("--to-latest", action="store_true", help="reset to the latest offset")
-    scenarios.add_argument("--to-current", action="store_true",
-                           help="reset to the committed offset (latest where none)")
-    scenarios.add_argument("--to-offset", type=int, metavar="N", help="reset to offset N")
-    scenarios.add_argument("--shift-by", type=int, metavar="N",
-                           help="move the committed offset by N (may be negative)")
-    scenarios.add_argument("--to-datetime", metavar="YYYY-MM-DDTHH:mm:SS.sss",
-                           help="reset to the first offset at or after this time")
-    scenarios.add_argument("--by-duration", metavar="PnDTnHnMnS",
-                           help="reset to the first offset at or after now minus this duration")
+    for dest, keywords in SCENARIO_OPTIONS.items():
+        scenarios.add_argument(option_name(dest), **keywords)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true",
-                      help="only print the new offsets (the default)")
-    mode.add_argument("--execute", action="store_true", help="commit the new offsets")
+    add_flags(mode, {
+        "--dry-run": "only print the new offsets (the default)",
+        "--execute": "commit the new offsets",
+    })
 
 
 # -- entry point -------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import CancelledError
-
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    action = next(a for a in ACTIONS if getattr(args, a))
+    action = chosen_action(args, ACTIONS)
     try:
         check_args(args, action)
     except ToolError as e:
         print(str(e), file=sys.stderr)
         return 1
     try:
-        conf = {**BASE_CLIENT_CONFIG, **QUIET_CONFIG, **load_properties(args.command_config),
-                "bootstrap.servers": args.bootstrap_server}
+        conf = client_config(args.bootstrap_server, args.command_config, QUIET_CONFIG)
         tool = GroupAdmin(AdminClient(conf), args, conf)
         return _ACTIONS[action](tool)
-    except (ToolError, KafkaException, TimeoutError, CancelledError) as e:
+    except (*client_errors(), TimeoutError) as e:
         reason = kafka_message(e) if isinstance(e, KafkaException) else error_text(e)
         err(f"Executing consumer group command failed due to {reason}")
         return 1

@@ -8,11 +8,25 @@ import argparse
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
-from strom.cli._common import ToolError
+from strom.cli._common import ToolError, option_name
 
 ACTIONS = ("list", "describe", "delete", "reset_offsets", "delete_offsets")
-SCENARIOS = ("to_earliest", "to_latest", "to_current", "to_offset", "shift_by", "to_datetime",
-             "by_duration")
+# The --reset-offsets scenarios, exactly one of which it needs: dest -> add_argument's keywords
+# (the options of one mutually exclusive group, in this order).
+SCENARIO_OPTIONS: dict[str, dict[str, object]] = {
+    "to_earliest": {"action": "store_true", "help": "reset to the earliest offset"},
+    "to_latest": {"action": "store_true", "help": "reset to the latest offset"},
+    "to_current": {"action": "store_true",
+                   "help": "reset to the committed offset (latest where none)"},
+    "to_offset": {"type": int, "metavar": "N", "help": "reset to offset N"},
+    "shift_by": {"type": int, "metavar": "N",
+                 "help": "move the committed offset by N (may be negative)"},
+    "to_datetime": {"metavar": "YYYY-MM-DDTHH:mm:SS.sss",
+                    "help": "reset to the first offset at or after this time"},
+    "by_duration": {"metavar": "PnDTnHnMnS",
+                    "help": "reset to the first offset at or after now minus this duration"},
+}
+SCENARIOS = tuple(SCENARIO_OPTIONS)
 
 # Kafka's names of the classic group states and group types (as kafka-consumer-groups prints
 # and accepts them; matching is case-insensitive).
@@ -39,10 +53,6 @@ _OPTION_ACTIONS = {
 # -- argument checks and parsing ---------------------------------------------------------------
 
 
-def _opt(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _given(value) -> bool:
     return value is not None and value is not False and value != []
 
@@ -50,12 +60,12 @@ def _given(value) -> bool:
 def check_args(args: argparse.Namespace, action: str) -> None:
     for option, actions in _OPTION_ACTIONS.items():
         if _given(getattr(args, option)) and action not in actions:
-            raise ToolError(f"Option {_opt(option)} can only be used with "
-                            + " or ".join(_opt(a) for a in actions))
+            raise ToolError(f"Option {option_name(option)} can only be used with "
+                            + " or ".join(option_name(a) for a in actions))
     if args.group and args.all_groups:
         raise ToolError("Option --group cannot be used with --all-groups")
     if action in ("describe", "delete", "reset_offsets") and not (args.group or args.all_groups):
-        raise ToolError(f"Option {_opt(action)} takes one of these options: --group, "
+        raise ToolError(f"Option {option_name(action)} takes one of these options: --group, "
                         "--all-groups")
     if action == "describe":
         if sum(map(bool, (args.members, args.offsets, args.state is not None))) > 1:
@@ -77,7 +87,7 @@ def check_args(args: argparse.Namespace, action: str) -> None:
     if action == "reset_offsets":
         if not any(_given(getattr(args, s)) for s in SCENARIOS):
             raise ToolError("Option --reset-offsets requires one of the following scenarios: "
-                            + ", ".join(_opt(s) for s in SCENARIOS))
+                            + ", ".join(option_name(s) for s in SCENARIOS))
         if not args.topic and not args.all_topics:
             raise ToolError("One of the reset scopes should be defined: --all-topics, --topic.")
         if args.topic and args.all_topics:
