@@ -18,6 +18,7 @@ shutdown  controlled shutdown first (ZooKeeper, controlled.shutdown.enable): the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -46,6 +47,7 @@ from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
 from strom.log import checkpoint, files
+from strom.log.cleaner_manager import LogCleanerManager
 from strom.log.manager import LogManager
 from strom.log.page_cache import PageCacheWindow
 from strom.replication.replica_manager import ReplicaManager
@@ -132,6 +134,9 @@ class Broker:
             self.servers.append(server)
             log.info("Listening on %s://%s:%d", name, host, port)
         self._start_periodic()
+        self.cleaner = LogCleanerManager(self.logs, config, self.clock,
+                                         _runner_on(asyncio.get_running_loop()))
+        self.cleaner.start()
         self.loop_lag.start()
         gc.freeze()  # start-up objects never need collecting: shorter GC pauses later
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
@@ -339,6 +344,8 @@ class Broker:
             await server.wait_closed()
         if hasattr(self, "replicas"):
             await self.replicas.stop()
+        if hasattr(self, "cleaner"):  # off the loop: a cleaner may wait on it
+            await asyncio.get_running_loop().run_in_executor(None, self.cleaner.shutdown)
         if hasattr(self, "logs"):
             self.logs.shutdown()
         if hasattr(self, "cache"):
@@ -346,6 +353,23 @@ class Broker:
         if self.store is not None:
             await self.store.close()
         log.info("Broker %d shut down", self.broker_id)
+
+
+def _runner_on(loop: asyncio.AbstractEventLoop):
+    """For the log cleaner's threads: run a function on the event loop (the owner of the
+    partition logs) and wait for its result."""
+    def run(fn):
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as e:  # handed to the waiting thread
+                done.set_exception(e)
+
+        loop.call_soon_threadsafe(call)
+        return done.result()
+    return run
 
 
 def _stored_cluster_id(log_dirs: list[str]) -> str | None:
