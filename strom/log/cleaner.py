@@ -18,7 +18,8 @@ event loop; see cleaner_manager.py):
    Kafka's cleaner does (`invalid messages`), with a warning per round. Control batches are
    kept whole. The last batch of each producer (producer state) is kept even when all its
    records go (as an empty batch: base and last offsets, sequence and epoch stay), so
-   idempotent producers keep their sequence after a restart.
+   idempotent producers keep their sequence after a restart; so is the batch that ends at
+   the first uncleanable offset, so the log keeps the offset it reached.
 3. **Delete horizon.** A batch that keeps a tombstone and has no delete horizon yet gets one:
    now + `delete.retention.ms`, in baseTimestamp with attribute bit 6 (KIP-534); its
    records' timestamp deltas are rebased on it. A later round drops the tombstones once now
@@ -502,11 +503,9 @@ class Cleaner:
     def build_offset_map(self, req: CleanRequest, offset_map: OffsetMap,
                          stats: CleanerStats) -> None:
         start = req.first_dirty_offset
-        for info in req.segments:
-            if info.base_offset >= req.first_uncleanable_offset:
-                break
-            if info.next_offset <= start:
-                continue
+        end = req.first_uncleanable_offset
+        segments = [s for s in req.segments if s.base_offset < end and s.next_offset > start]
+        for k, info in enumerate(segments):
             for header, view in _SegmentReader(info, self.throttler, self.stop,
                                                stats).batches():
                 if header.base_offset >= req.first_uncleanable_offset:
@@ -531,6 +530,9 @@ class Cleaner:
                     offset_map.put(key, offset)
                 stats.map_records += len(keys)
                 offset_map.latest_offset = header.last_offset
+            # as Kafka: a segment mapped whole covers the offsets up to the next one (gaps)
+            next_base = segments[k + 1].base_offset if k + 1 < len(segments) else end
+            offset_map.latest_offset = max(offset_map.latest_offset, min(next_base, end) - 1)
 
     def _keys(self, header: BatchHeader, view: memoryview) -> Iterator[tuple[int, bytes | None]]:
         if not crc_is_valid(view, 0, header):
@@ -613,9 +615,12 @@ class Cleaner:
         if len(keep) == len(items) and not set_horizon:
             stats.batches_copied += 1
             return view, header.max_timestamp
-        is_last_of_producer = header.producer_id >= 0 and \
-            req.last_batch_of_producer.get(header.producer_id) == header.last_offset
-        if not keep and not is_last_of_producer:
+        # kept even when empty (as Kafka): the last batch of a producer (its sequence and
+        # epoch), and the last batch of the round (the offset it reached)
+        keep_empty = header.last_offset + 1 == req.first_uncleanable_offset or (
+            header.producer_id >= 0 and
+            req.last_batch_of_producer.get(header.producer_id) == header.last_offset)
+        if not keep and not keep_empty:
             return None
         stats.batches_rebuilt += 1
         horizon = now + req.config.delete_retention_ms if set_horizon else None

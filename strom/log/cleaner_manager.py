@@ -9,7 +9,8 @@ uncleanable,
                          it is below the log start offset or above the log end offset
     first uncleanable    min(high watermark, base offset of the active segment, base offset
                          of the first dirty segment whose largest timestamp is newer than
-                         now - min.compaction.lag.ms)
+                         now - min.compaction.lag.ms), rounded down to the base offset of
+                         the segment holding it
     clean bytes          size of the segments below the first dirty offset
     cleanable bytes      size of the segments from the first dirty offset to the first
                          uncleanable offset
@@ -216,6 +217,11 @@ class LogCleanerManager:
                     uncleanable = min(uncleanable, seg.base_offset)
                     break
         uncleanable = max(uncleanable, first_dirty)
+        # as Kafka's calculateCleanableBytes: down to the base of the segment holding it,
+        # so a round cleans whole segments (never a part above the high watermark)
+        holding = [s.base_offset for s in closed if s.base_offset <= uncleanable]
+        if uncleanable < plog.active_segment.base_offset and holding:
+            uncleanable = holding[-1]
         clean_bytes = sum(s.size for s in plog.segments if s.next_offset <= first_dirty)
         cleanable = sum(s.size for s in closed
                         if s.next_offset > first_dirty and s.base_offset < uncleanable)

@@ -296,3 +296,17 @@ def test_a_crash_at_any_step_of_a_swap_leaves_a_log_equal_to_a_clean_run(tmp_pat
                 if n.endswith((".cleaned", ".swap", ".deleted"))]
     env.manager.clean_once()  # the checkpoint did not move: the round is done again
     assert env.records() == expected
+
+
+def test_a_full_key_map_cleans_in_several_rounds(tmp_path):
+    env = Env(tmp_path)
+    for i in range(40):
+        env.append((b"k%d" % (i % 10), b"v%d" % i), roll=i % 5 == 4)
+    env.manager.map_memory = int(6 * (cleaner_mod.MAP_ENTRY_OVERHEAD + 2) /
+                                 cleaner_mod.MAP_LOAD_FACTOR) + 1  # room for 6 keys
+    checkpoints = []
+    while (result := env.manager.clean_once()) is not None:
+        checkpoints.append(result.end_offset)
+    assert len(checkpoints) > 1 and checkpoints == sorted(checkpoints)
+    assert checkpoints[-1] == 40
+    assert env.records() == [(30 + i, b"k%d" % i, b"v%d" % (30 + i)) for i in range(10)]
