@@ -1,6 +1,6 @@
 """Log compaction on a real broker: a compacted topic with many updates to few keys is
 cleaned by the broker's cleaner thread, and confluent-kafka and kcat read back exactly the
-latest value of each key."""
+latest value of each key; `__consumer_offsets` is compacted too."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from strom.log.records import iter_batches
 from strom.testing.kafka import consume_partition, create_topic
@@ -85,3 +85,32 @@ def test_a_compacted_topic_keeps_exactly_the_latest_value_per_key(module_broker,
         rows = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
         assert len(rows) == KEYS + 1 and rows[-1]["key"] == "end"
         assert {r["key"].encode(): r["payload"].encode() for r in rows[:-1]} == latest
+
+
+def test_the_offsets_topic_is_compacted_and_its_groups_load_after_a_restart(
+        start_broker, topic_name):
+    broker = start_broker({"log.cleaner.backoff.ms": 100, "offsets.topic.num.partitions": 1,
+                           "offsets.topic.segment.bytes": 16384})
+    create_topic(broker.bootstrap, topic_name)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "compacted",
+                         "enable.auto.commit": False})
+    commits = 3000
+    try:
+        for i in range(commits):
+            consumer.commit(offsets=[TopicPartition(topic_name, 0, i + 1)],
+                            asynchronous=False)
+    finally:
+        consumer.close()
+    part_dir = os.path.join(str(broker.log_dir), "__consumer_offsets-0")
+    deadline = time.monotonic() + 60
+    while (n := records_on_disk(part_dir)) is None or n > commits // 10:
+        assert time.monotonic() < deadline, (n, broker.log_text()[-3000:])
+        time.sleep(0.2)
+    assert "Cleaned __consumer_offsets-0" in broker.log_text()
+    broker.restart()
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "compacted"})
+    try:
+        committed = consumer.committed([TopicPartition(topic_name, 0)], timeout=20)
+    finally:
+        consumer.close()
+    assert committed[0].offset == commits
