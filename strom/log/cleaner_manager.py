@@ -141,6 +141,9 @@ class LogCleanerManager:
             log.info("Cleaning of %s-%d stopped: %s", req.topic, req.partition, e)
             return None
         except Exception:
+            if not self.run_on_owner(lambda: self.logs.get(*tp) is req.log):
+                log.info("Cleaning of %s-%d stopped: the log was deleted", *tp)
+                return None
             log.exception("Cleaning of %s-%d failed; it is marked uncleanable and will not "
                           "be cleaned again until the broker restarts", *tp)
             with self._lock:

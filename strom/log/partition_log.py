@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 
@@ -612,4 +613,7 @@ class PartitionLog:
             seg.delete()
         for name in os.listdir(self.dir):
             os.unlink(os.path.join(self.dir, name))
-        os.rmdir(self.dir)
+        try:
+            os.rmdir(self.dir)
+        except OSError:  # a cleaner thread created a file meanwhile (its round then fails)
+            shutil.rmtree(self.dir, ignore_errors=True)

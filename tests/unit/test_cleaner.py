@@ -310,3 +310,19 @@ def test_a_full_key_map_cleans_in_several_rounds(tmp_path):
     assert len(checkpoints) > 1 and checkpoints == sorted(checkpoints)
     assert checkpoints[-1] == 40
     assert env.records() == [(30 + i, b"k%d" % i, b"v%d" % (30 + i)) for i in range(10)]
+
+
+def test_a_log_deleted_while_being_cleaned_is_not_marked_uncleanable(tmp_path, monkeypatch):
+    env = Env(tmp_path)
+    env.append((b"a", b"1"), roll=True)
+    env.append((b"a", b"2"), roll=True)
+    finish = cleaner_mod.CleanedSegmentWriter.finish
+
+    def delete_then_finish(self):
+        env.logs.delete("t", 0)  # a topic deletion on the loop, while the thread writes
+        finish(self)
+
+    monkeypatch.setattr(cleaner_mod.CleanedSegmentWriter, "finish", delete_then_finish)
+    assert env.manager.clean_once() is None
+    assert not env.manager.uncleanable
+    assert not os.path.exists(env.plog.dir)
