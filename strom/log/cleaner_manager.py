@@ -91,6 +91,7 @@ class LogCleanerManager:
         self.uncleanable: set[TopicPartition] = set()
         self._threads: list[threading.Thread] = []
         self._live: set[TopicPartition] = set(logs.logs)  # logs seen by the last choice
+        self._cleaned_log: dict[TopicPartition, object] = {}  # the log each entry is for
         self.rounds = 0  # cleaning rounds done (for tests and the bench)
         for d in logs.log_dirs:
             self._checkpoints[d] = checkpoint.read_offsets(
@@ -152,6 +153,8 @@ class LogCleanerManager:
         finally:
             with self._lock:
                 self._in_progress.discard(tp)
+        with self._lock:
+            self._cleaned_log[tp] = req.log
         self._set_checkpoint(tp, result.end_offset)
         stats = result.stats
         log.info("Cleaned %s-%d up to offset %d in %d groups: %.1f MB read, %.1f MB written, "
@@ -201,6 +204,8 @@ class LogCleanerManager:
         tp = (plog.topic, plog.partition)
         with self._lock:
             stored = self._checkpoints.get(dir_, {}).get(tp)
+            if self._cleaned_log.get(tp, plog) is not plog:
+                stored = None  # written for a log deleted since (a topic made again)
         first_dirty = plog.log_start_offset
         if stored is not None:
             if stored < plog.log_start_offset or stored > plog.log_end_offset:
