@@ -202,11 +202,13 @@ class Throttler:
 
     CHECK_INTERVAL = 0.3
 
-    def __init__(self, rate: float, wait: Callable[[float], object] = time.sleep) -> None:
+    def __init__(self, rate: float, wait: Callable[[float], object] = time.sleep,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.wait = wait
+        self.now = now
         self._lock = threading.Lock()
-        self._period_start = time.monotonic()
+        self._period_start = now()
         self._bytes = 0
 
     def maybe_throttle(self, nbytes: int) -> None:
@@ -214,7 +216,7 @@ class Throttler:
             return
         with self._lock:
             self._bytes += nbytes
-            now = time.monotonic()
+            now = self.now()
             elapsed = now - self._period_start
             if elapsed < self.CHECK_INTERVAL:
                 return

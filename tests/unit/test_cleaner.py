@@ -137,14 +137,17 @@ def test_batches_losing_some_records_keep_their_offsets_and_producer_fields(tmp_
     assert env.batches()[1].header.compression == Compression.GZIP
 
 
-def test_tombstones_stay_until_delete_retention_ms_after_the_clean(tmp_path):
+@pytest.mark.parametrize("codec", [Compression.NONE, Compression.ZSTD])
+def test_tombstones_stay_until_delete_retention_ms_after_the_clean(tmp_path, codec):
     env = Env(tmp_path, delete_retention_ms=DAY)
     env.append((b"a", b"1"), (b"b", b"1"), roll=True)
-    env.append((b"a", None), roll=True)  # tombstone for a
+    env.append((b"a", None), (b"x", b"1"), (b"x", b"2"), roll=True, compression=codec)
     env.manager.clean_once()
-    assert env.records() == [(1, b"b", b"1"), (2, b"a", None)]
-    tomb = env.batches()[1].header
-    assert tomb.has_delete_horizon and tomb.delete_horizon_ms == NOW + DAY
+    assert env.records() == [(1, b"b", b"1"), (2, b"a", None), (4, b"x", b"2")]
+    tomb = env.batches()[1]
+    assert tomb.header.has_delete_horizon and tomb.header.delete_horizon_ms == NOW + DAY
+    assert tomb.header.compression == codec
+    assert [r.timestamp for r in tomb.records] == [NOW, NOW]  # rebased on the horizon
     # a later clean before the horizon keeps it, and keeps the horizon
     env.clock.advance(DAY - 1)
     env.append((b"c", b"1"), roll=True)
@@ -155,7 +158,22 @@ def test_tombstones_stay_until_delete_retention_ms_after_the_clean(tmp_path):
     env.clock.advance(1)
     env.append((b"d", b"1"), roll=True)
     assert env.manager.clean_once() is not None
-    assert env.records() == [(1, b"b", b"1"), (3, b"c", b"1"), (4, b"d", b"1")]
+    assert env.records() == [(1, b"b", b"1"), (4, b"x", b"2"), (5, b"c", b"1"),
+                             (6, b"d", b"1")]
+
+
+def test_the_throttler_sleeps_to_hold_the_rate():
+    now = [0.0]
+    waits: list[float] = []
+    throttler = cleaner_mod.Throttler(1000.0, waits.append, lambda: now[0])
+    throttler.maybe_throttle(500)
+    assert waits == []  # too soon to tell
+    now[0] = 0.5
+    throttler.maybe_throttle(1500)  # 2000 bytes in 0.5 s: 1.5 s more are owed
+    assert waits == [1.5]
+    now[0] = 2.0
+    throttler.maybe_throttle(100)  # 100 bytes in 1.5 s: under the rate
+    assert waits == [1.5]
 
 
 def test_min_compaction_lag_keeps_recent_segments_dirty(tmp_path):
