@@ -11,6 +11,12 @@ copied, others rebuilt from raw record bytes); a compressed case decodes and re-
 the batches that lose records.
 
     python bench/cleaner.py [--updates 200000] [--keys 1000] [--codecs none,lz4]
+
+With `--produce`, it also runs a strom broker process twice, with `log.cleaner.enable`
+false and true, and produces `--produce-updates` records to `--keys` keys of a compacted
+topic (1 MiB segments, min.cleanable.dirty.ratio 0.01, log.cleaner.backoff.ms 100) with
+confluent-kafka: produce MB/s side by side, and the cleaner rounds the broker logged
+meanwhile (the cleaner shares the interpreter, and so the GIL, with the event loop).
 """
 
 from __future__ import annotations
@@ -70,6 +76,39 @@ def run(codec: str, args: argparse.Namespace) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def run_produce(enable: bool, args: argparse.Namespace) -> dict:
+    from confluent_kafka import Producer
+
+    from strom.testing.broker import BrokerProcess
+    from strom.testing.kafka import create_topic
+
+    overrides = {"log.cleaner.enable": str(enable).lower(), "log.cleaner.backoff.ms": 100}
+    with BrokerProcess(overrides=overrides) as broker:
+        create_topic(broker.bootstrap, "bench", config={
+            "cleanup.policy": "compact", "segment.bytes": str(1 << 20),
+            "min.cleanable.dirty.ratio": "0.01"})
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5,
+                             "acks": 1})
+        value = b"v" * args.value_bytes
+        started = time.perf_counter()
+        for i in range(args.produce_updates):
+            while True:
+                try:
+                    producer.produce("bench", value, b"key-%06d" % (i % args.keys))
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            if i % 1000 == 0:
+                producer.poll(0)
+        producer.flush(60)
+        wall = time.perf_counter() - started
+        del producer  # before the broker stops: no reconnection noise
+        rounds = broker.log_text().count("INFO Cleaned bench-0")
+    mb = args.produce_updates * (args.value_bytes + 10) / 1e6
+    return {"enable": enable, "wall_s": wall, "mb_per_s": mb / wall,
+            "records_per_s": args.produce_updates / wall, "rounds": rounds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=200_000)
@@ -78,6 +117,8 @@ def main() -> None:
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--segment-bytes", type=int, default=1 << 20)
     parser.add_argument("--codecs", default="none,lz4")
+    parser.add_argument("--produce", action="store_true")
+    parser.add_argument("--produce-updates", type=int, default=300_000)
     args = parser.parse_args()
     print(f"{args.updates} updates to {args.keys} keys, {args.value_bytes}-byte values, "
           f"batches of {args.batch}, {args.segment_bytes}-byte segments")
@@ -88,6 +129,14 @@ def main() -> None:
         print(f"{r['codec']:6} {r['dirty_mb']:9.1f} {r['after_mb']:9.2f} {r['rounds']:6d} "
               f"{r['wall_s']:7.2f} {r['cpu_s']:6.2f} {r['mb_per_s']:7.1f} "
               f"{r['read_mb_per_s']:9.1f} {r['records_per_s']:10.0f}")
+    if args.produce:
+        print(f"\nproduce {args.produce_updates} records to {args.keys} keys of a compacted "
+              f"topic (confluent-kafka, acks=1)")
+        print(f"{'cleaner':8} {'wall s':>7} {'MB/s':>7} {'records/s':>10} {'rounds':>6}")
+        for enable in (False, True):
+            r = run_produce(enable, args)
+            print(f"{str(r['enable']).lower():8} {r['wall_s']:7.2f} {r['mb_per_s']:7.1f} "
+                  f"{r['records_per_s']:10.0f} {r['rounds']:6d}")
 
 
 if __name__ == "__main__":
