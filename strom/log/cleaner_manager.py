@@ -153,6 +153,8 @@ class LogCleanerManager:
         finally:
             with self._lock:
                 self._in_progress.discard(tp)
+        if not result.groups:
+            return None  # nothing could be mapped: wait for the backoff
         with self._lock:
             self._cleaned_log[tp] = req.log
         self._set_checkpoint(tp, result.end_offset)
@@ -229,7 +231,7 @@ class LogCleanerManager:
         # so a round cleans whole segments (never a part above the high watermark)
         holding = [s.base_offset for s in closed if s.base_offset <= uncleanable]
         if uncleanable < plog.active_segment.base_offset and holding:
-            uncleanable = holding[-1]
+            uncleanable = max(holding[-1], first_dirty)
         clean_bytes = sum(s.size for s in plog.segments if s.next_offset <= first_dirty)
         cleanable = sum(s.size for s in closed
                         if s.next_offset > first_dirty and s.base_offset < uncleanable)
