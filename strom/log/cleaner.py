@@ -543,8 +543,8 @@ class Cleaner:
                     continue
                 keys = [(key, offset) for offset, key in self._keys(header, view)
                         if key is not None and offset >= start]
-                cost = sum(len(k) + MAP_ENTRY_OVERHEAD for k, _ in keys
-                           if k not in offset_map.map)
+                cost = sum(len(key) + MAP_ENTRY_OVERHEAD for key, _ in keys
+                           if key not in offset_map.map)
                 if not offset_map.fits(cost):
                     if offset_map.latest_offset < start:
                         raise ValueError(
