@@ -87,9 +87,17 @@ def _unlink(path: str) -> None:
         pass
 
 
+def _has_offset(name: str) -> bool:
+    try:
+        files.offset_from_filename(name)
+    except ValueError:
+        return False  # not a segment file (left for the normal load to judge)
+    return True
+
+
 def recover_swaps(dir_: str) -> None:
     """Finish or undo interrupted swaps in one partition directory (see the module doc)."""
-    names = os.listdir(dir_)
+    names = [n for n in os.listdir(dir_) if _has_offset(n)]
     cleaned = [n for n in names if n.endswith(files.CLEANED_SUFFIX)]
     swaps = [n for n in names if n.endswith(files.SWAP_SUFFIX)]
     if not cleaned and not swaps:
@@ -131,5 +139,5 @@ def recover_swaps(dir_: str) -> None:
             path = files.segment_path(dir_, base, suffix)
             if os.path.exists(path + files.SWAP_SUFFIX):
                 os.replace(path + files.SWAP_SUFFIX, path)
-        log.info("Completed the swap of %s-%d at offset %d after a restart",
-                 dir_, base, base)
+        log.info("Completed the interrupted swap of the segment at offset %d in %s",
+                 base, dir_)
