@@ -219,6 +219,19 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("log.cleaner.min.compaction.lag.ms", L, 0, "", at_least(0)),
     ConfigKey("log.cleaner.max.compaction.lag.ms", L, (1 << 63) - 1, "", at_least(1)),
     ConfigKey("log.cleaner.min.cleanable.ratio", D, 0.5, "", at_least(0)),
+    ConfigKey("log.cleaner.enable", B, True, "Run the log cleaner (compaction of "
+              "cleanup.policy=compact topics, including __consumer_offsets)"),
+    ConfigKey("log.cleaner.threads", I, 1, "Cleaner threads", at_least(0)),
+    ConfigKey("log.cleaner.dedupe.buffer.size", L, 134217728, "Memory for the cleaners' "
+              "key maps, shared by all cleaner threads", at_least(1)),
+    ConfigKey("log.cleaner.io.buffer.size", I, 524288, "Accepted for compatibility",
+              at_least(0)),
+    ConfigKey("log.cleaner.io.buffer.load.factor", D, 0.9, "Accepted for compatibility; "
+              "the key map is full at 0.9 of its memory"),
+    ConfigKey("log.cleaner.io.max.bytes.per.second", D, 1.7976931348623157e308,
+              "Read and write rate limit of the cleaners together"),
+    ConfigKey("log.cleaner.backoff.ms", L, 15000, "Sleep of a cleaner thread when no log "
+              "needs cleaning", at_least(0)),
     ConfigKey("log.preallocate", B, False, ""),
     ConfigKey("log.page.cache.window.bytes", L, 64 << 20, "strom only: newest bytes of "
               "each segment left in the OS page cache; older written bytes are written back "

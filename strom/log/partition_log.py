@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from strom.clock import Clock
 from strom.config import TopicConfig
-from strom.log import checkpoint, files
+from strom.log import checkpoint, files, swap
 from strom.log.page_cache import PageCacheWindow
 from strom.log.producer_state import BatchMetadata, ProducerStateManager
 from strom.log.segment import NO_WINDOW, CorruptBatch, FileSlice, LogSegment
@@ -126,6 +126,7 @@ class PartitionLog:
         first recovered segment, if any was."""
         recovered_from: int | None = None
         base_offsets = []
+        swap.recover_swaps(self.dir)  # finishes or undoes a cleaner's interrupted swap
         for name in os.listdir(self.dir):
             path = os.path.join(self.dir, name)
             if name.endswith((files.DELETED_SUFFIX, files.CLEANED_SUFFIX, ".tmp")):
@@ -636,6 +637,34 @@ class PartitionLog:
         the loop), removed off the loop after file.delete.delay.ms (see take_retired)."""
         seg.rename_to_deleted()
         self._retired.append(seg)
+
+    def replace_segments(self, old: list[LogSegment], base_offset: int,
+                         step: swap.StepHook = swap.no_step) -> bool:
+        """Put the cleaned segment `<base_offset>.log.cleaned` (written and fsynced by a
+        cleaner thread) in place of the consecutive closed segments `old` (log/swap.py has
+        the steps and their recovery). On the owner (the event loop), so no append, fetch,
+        truncation or retention sees a half-done swap. Returns False, changing nothing,
+        when `old` are no longer closed segments of this log (truncated, deleted or retired
+        meanwhile): the caller discards the cleaned files."""
+        if self.deleted or not old:
+            return False
+        i = next((k for k, s in enumerate(self.segments) if s is old[0]), None)
+        if i is None or i + len(old) >= len(self.segments) or \
+                any(a is not b for a, b in zip(self.segments[i:i + len(old)], old,
+                                               strict=False)):
+            return False
+        swap.rename_cleaned_to_swap(self.dir, base_offset, step)
+        for k, seg in enumerate(old):
+            seg.rename_to_deleted()
+            step(f"deleted.{k}")
+        swap.rename_swap_to_final(self.dir, base_offset, step)
+        new = self._new_segment(base_offset, self.clock.now_ms(), create=False)
+        new.load_indexes()
+        new.tail.clear()  # closed: reads go through the offset index
+        self.segments[i:i + len(old)] = [new]
+        self._base_offsets = [s.base_offset for s in self.segments]
+        self._retired.extend(old)  # removed after file.delete.delay.ms (LogManager)
+        return True
 
     def take_retired(self) -> list[LogSegment]:
         """Segments renamed `.deleted`, for the LogManager to remove after a delay."""

@@ -21,6 +21,7 @@ shutdown  controlled shutdown first (ZooKeeper, controlled.shutdown.enable): the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -50,6 +51,7 @@ from strom.config import BrokerConfig, TopicConfig, parse_connection_overrides
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
 from strom.log import checkpoint, files
+from strom.log.cleaner_manager import LogCleanerManager
 from strom.log.manager import LogManager
 from strom.log.page_cache import PageCacheWindow
 from strom.protocol.framing import MemoryPool
@@ -154,6 +156,9 @@ class Broker:
             self.servers.append(server)
             log.info("Listening on %s://%s:%d", name, host, port)
         self._start_periodic()
+        self.cleaner = LogCleanerManager(self.logs, config, self.clock,
+                                         _runner_on(asyncio.get_running_loop()))
+        self.cleaner.start()
         self.loop_lag.start()
         gc.freeze()  # start-up objects never need collecting: shorter GC pauses later
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
@@ -467,6 +472,8 @@ class Broker:
             await server.wait_closed()
         if hasattr(self, "replicas"):
             await self.replicas.stop()
+        if hasattr(self, "cleaner"):  # off the loop: a cleaner may wait on it
+            await asyncio.get_running_loop().run_in_executor(None, self.cleaner.shutdown)
         if hasattr(self, "logs"):
             self.logs.shutdown()
         if hasattr(self, "cache"):
@@ -499,6 +506,23 @@ async def _resolve_overrides(text: str | None) -> dict[str, int]:
         for info in infos:
             out[info[4][0]] = count
     return out
+
+
+def _runner_on(loop: asyncio.AbstractEventLoop):
+    """For the log cleaner's threads: run a function on the event loop (the owner of the
+    partition logs) and wait for its result."""
+    def run(fn):
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as e:  # handed to the waiting thread
+                done.set_exception(e)
+
+        loop.call_soon_threadsafe(call)
+        return done.result()
+    return run
 
 
 def _stored_cluster_id(log_dirs: list[str]) -> str | None:
