@@ -19,6 +19,7 @@ from kio.schema.index import api_key_map, schema_name_map
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from strom.protocol.bounds import LengthError, check_request
 from strom.protocol.errors import ErrorCode
 
 _HEAD = struct.Struct(">hhi")
@@ -96,6 +97,10 @@ def parse_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
         schema = request_schema(api_key, api_version)
     except (UnknownAPIKey, UnknownEntity):
         raise UnsupportedRequest(api_key, api_version, correlation_id) from None
+    try:
+        check_request(frame, schema)  # before kio sizes anything from a length prefix
+    except LengthError as e:
+        raise MalformedRequest(f"{api_name(api_key)} v{api_version}: {e}") from None
     try:
         header, offset = _reader(schema.__header_schema__)(frame, 0)
         body, _size = _reader(schema)(frame, offset)

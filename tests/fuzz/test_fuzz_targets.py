@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strom.protocol import messages
+from strom.protocol import bounds, messages
 from strom.testing import fuzz
 
 pytestmark = pytest.mark.timeout(300)
@@ -64,7 +64,9 @@ def test_dispatch_generated_requests(harness, api_key):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             request = data.draw(st.from_type(messages.request_schema(api_key, version)))
-        harness.run(messages.encode_request(3, "fuzz", request)[4:])
+        frame = messages.encode_request(3, "fuzz", request)[4:]
+        bounds.check_request(frame, type(request))  # never refuses a valid request
+        harness.run(frame)
 
     run()
 

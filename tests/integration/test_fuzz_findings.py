@@ -5,6 +5,9 @@ shares no code with the broker.
 - A Fetch v13+ or Metadata v10/v11 naming the all-zero topic id (which kio reads as a null
   id / null name) closed the connection with a logged traceback; Kafka answers
   UNKNOWN_TOPIC_ID.
+- A compact array length of billions (5 varint bytes) made kio ask for that much memory
+  at once: the allocation failed and the broker process aborted. Lengths are now checked
+  against the bytes left before kio parses (strom.protocol.bounds), as Kafka does.
 - A non-nullable array sent as null (length -1) reached the handlers as None and closed the
   connection with a logged traceback; as in Kafka it is a parse error: the connection is
   closed, and nothing is logged as an internal error.
@@ -135,3 +138,19 @@ def test_null_for_a_non_nullable_array_closes_without_an_internal_error(
         s.send(request(api_key, version, 43, body))
         assert s.wait_closed()
     assert "non-nullable field" in broker.log_text()[-4000:]
+
+
+@pytest.mark.parametrize("body", [
+    # Metadata v9 (flexible): topics is a compact array whose varint length asks for
+    # 2^35 - 2 elements: kio's native reader asked for 275 GB and the process aborted
+    pytest.param(bytes.fromhex("ffffffff7f") + bytes(3), id="compact-array"),
+])
+def test_a_huge_collection_length_closes_the_connection_and_the_broker_lives(broker, body):
+    with KafkaSocket("127.0.0.1", broker.port) as s:
+        s.send(request(API_METADATA, 9, 44, body, header_version=2))
+        assert s.wait_closed()
+    assert broker.is_alive(), f"broker died (exit {broker.returncode})"
+    with KafkaSocket("127.0.0.1", broker.port) as s:  # and still answers
+        s.send(request(18, 0, 45, b""))
+        assert Reader(s.recv_frame()).i32() == 45
+    assert "only 3 bytes remain" in broker.log_text()[-4000:]
