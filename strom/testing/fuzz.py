@@ -77,12 +77,13 @@ class FuzzFailure(AssertionError):
 
 def mutate(seed: bytes, ops: bytes) -> bytes:
     """Apply mutations encoded in `ops` (3 bytes each: kind, position, value) to `seed`:
-    overwrite, flip, insert, delete, truncate, set an int16/int32 to an edge value. The same
+    overwrite, flip, insert, delete, truncate, set an int16/int32 to an edge value, put a
+    5-byte varint in place of a byte. The same
     (seed, ops) always gives the same bytes."""
     out = bytearray(seed)
     edges = (0, 1, -1, 0x7F, 0x80, 0x7FFF, -0x8000, 0x7FFFFFFF, -0x80000000, 0xFF)
     for i in range(0, len(ops) - 2, 3):
-        kind, where, value = ops[i] % 7, ops[i + 1], ops[i + 2]
+        kind, where, value = ops[i] % 8, ops[i + 1], ops[i + 2]
         pos = (where * max(len(out), 1)) // 256 if out else 0
         if kind == 0 and out:
             out[pos] = value
@@ -98,6 +99,8 @@ def mutate(seed: bytes, ops: bytes) -> bytes:
             struct.pack_into(">h", out, pos, _clamp(edges[value % len(edges)], 16))
         elif kind == 6 and pos + 4 <= len(out):
             struct.pack_into(">i", out, pos, _clamp(edges[value % len(edges)], 32))
+        elif kind == 7 and out:  # a 5-byte varint: a huge compact length
+            out[pos:pos + 1] = b"\xff\xff\xff\xff" + bytes([value & 0x7F])
     return bytes(out)
 
 
