@@ -52,11 +52,33 @@ def seed_inputs(fuzz, target: str) -> list[bytes]:
     return [bytes([mode]) for mode in range(3)]  # recovery: each mode, unchanged files
 
 
+def known_dispatch_finding(data: bytes) -> bool:
+    """Inputs of a finding not fixed yet (docs/fuzzing.md), skipped so the run goes on:
+    CreateTopics / CreatePartitions asking for more than 1000 partitions (the local metadata
+    store rewrites its whole file per partition, on the event loop: minutes for 60 000)."""
+    from strom.protocol import messages
+
+    try:
+        header, body = messages.parse_request(data)
+    except Exception:
+        return False
+    if header.api_key == 19:
+        return any(t.num_partitions > 1000 for t in body.topics)
+    if header.api_key == 37:
+        return any(t.count > 1000 for t in body.topics)
+    return False
+
+
 def make_target(fuzz, target: str, work: str):
     """A callable taking one input (bytes), and a function giving its statistics."""
     if target == "dispatch":
         harness = fuzz.DispatchHarness(work)
-        return harness.run, lambda: dict(harness.outcomes)
+
+        def run(data: bytes) -> None:
+            if not known_dispatch_finding(data):
+                harness.run(data)
+
+        return run, lambda: dict(harness.outcomes)
     if target == "recovery":
         rec_dir = os.path.join(work, "recovery")
         return (lambda data: fuzz.recovery_target(data, rec_dir)), dict
@@ -145,7 +167,7 @@ def run_atheris(target: str, minutes: float, seed: int) -> None:
         call(data)
 
     atheris.Setup([sys.argv[0], f"-max_total_time={int(minutes * 60)}", f"-seed={seed}",
-                   "-timeout=60", "-rss_limit_mb=3072", "-print_final_stats=1",
+                   "-timeout=30", "-rss_limit_mb=3072", "-print_final_stats=1",
                    f"-artifact_prefix={RESULTS / target}/", str(corpus)], one)
     atheris.Fuzz()
 
