@@ -76,12 +76,15 @@ def maybe_recompress(data: bytearray, header: BatchHeader, config: TopicConfig
     wanted = config.get("compression.type")
     if wanted == "producer" or _CODECS[wanted] == header.compression:
         return data, header
-    from strom.log.records import CorruptRecordError, build_batch, decode_batch
+    from strom.log.records import CorruptRecordError, NewRecord, build_batch, decode_batch
 
     try:
         records = decode_batch(bytes(data), verify_crc=False).records
     except CorruptRecordError as e:
         raise CorruptMessage(str(e)) from None
+    # as Kafka's LogValidator when it re-encodes: the records get consecutive offsets,
+    # whatever their offsetDelta fields said
+    records = [NewRecord(r.value, r.key, r.headers, r.timestamp) for r in records]
     rebuilt = bytearray(build_batch(
         records, base_offset=header.base_offset, compression=_CODECS[wanted],
         producer_id=header.producer_id, producer_epoch=header.producer_epoch,

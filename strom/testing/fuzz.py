@@ -46,6 +46,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import crc32c
+
 from strom.api.registry import load_all
 from strom.clock import ManualClock
 from strom.config import BrokerConfig, TopicConfig, validate_topic_configs
@@ -427,13 +429,18 @@ def _topic_config(i: int) -> TopicConfig:
 
 
 def batch_target(data: bytes) -> None:
-    """`data[0]` picks a topic config; `data[1:]` is a partition's produce data."""
+    """`data[0]` picks a topic config (its high bit: give the batch a valid CRC, so that
+    mutated records get past the CRC check to the decoders); `data[1:]` is a partition's
+    produce data."""
     if not data:
         return
     from strom.log.validator import maybe_recompress, validate_batch
 
-    config = _topic_config(data[0] % len(BATCH_CONFIGS))
+    config = _topic_config((data[0] & 0x7F) % len(BATCH_CONFIGS))
     batch = bytearray(data[1:])
+    if data[0] & 0x80 and len(batch) >= 61:
+        struct.pack_into(">I", batch, 17, crc32c.crc32c(memoryview(batch)[21:]))
+        data = data[:1] + bytes(batch)
     try:
         header = validate_batch(batch, config, NOW_MS)
         rebuilt, new_header = maybe_recompress(batch, header, config)

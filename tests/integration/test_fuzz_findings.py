@@ -8,6 +8,8 @@ shares no code with the broker.
 - A compact array length of billions (5 varint bytes) made kio ask for that much memory
   at once: the allocation failed and the broker process aborted. Lengths are now checked
   against the bytes left before kio parses (strom.protocol.bounds), as Kafka does.
+- A produced batch re-encoded for the topic's compression.type failed (ValueError) when
+  its records' offsetDelta fields were out of order.
 - A non-nullable array sent as null (length -1) reached the handlers as None and closed the
   connection with a logged traceback; as in Kafka it is a parse error: the connection is
   closed, and nothing is logged as an internal error.
@@ -18,15 +20,20 @@ from __future__ import annotations
 import pytest
 
 from strom.testing.broker import BrokerProcess
+from strom.testing.kafka import create_topic
 from strom.testing.wire import (
     API_FETCH,
     API_METADATA,
     KafkaSocket,
     Reader,
+    Record,
     compact_string,
+    encode_record_batch,
     i16,
     i32,
     i64,
+    parse_produce,
+    produce,
     request,
     string,
     uvarint,
@@ -154,3 +161,16 @@ def test_a_huge_collection_length_closes_the_connection_and_the_broker_lives(bro
         s.send(request(18, 0, 45, b""))
         assert Reader(s.recv_frame()).i32() == 45
     assert "only 3 bytes remain" in broker.log_text()[-4000:]
+
+
+def test_recompressing_records_with_offset_deltas_out_of_order(broker):
+    """A topic whose compression.type differs from the producer's re-encodes the batch;
+    records whose offsetDelta fields are not 0, 1, ... (here 5 and -1) made that raise
+    ValueError (traceback, connection closed). Kafka assigns the records new offsets then
+    (LogValidator: no in-place assignment); so does strom."""
+    create_topic(broker.bootstrap, "recompressed", 1, config={"compression.type": "gzip"})
+    batch = encode_record_batch([Record(b"a", key=b"k"), Record(b"b", key=b"k")],
+                                offset_deltas=[5, -1])
+    with KafkaSocket("127.0.0.1", broker.port) as s:
+        _cid, results = parse_produce(s.roundtrip(produce("recompressed", 0, batch)))
+    assert [(r.error_code, r.base_offset) for r in results] == [(0, 0)]
