@@ -138,7 +138,13 @@ def run_atheris(target: str, minutes: float, seed: int) -> None:
     """Runs libFuzzer in this process; it exits the process when done."""
     import atheris
 
-    with atheris.instrument_imports(include=["strom"]):
+    # Not instrumented: the modules whose background tasks stay suspended between inputs
+    # (resuming an instrumented coroutine there crashed atheris 2.3 on Python 3.11 after
+    # some 10 000 inputs: a segfault in the ISR expiry loop's `await asyncio.sleep`)
+    with atheris.instrument_imports(include=["strom"], exclude=[
+            "strom.replication.replica_manager", "strom.replication.fetcher",
+            "strom.server.broker", "strom.cluster.controller", "strom.cluster.leadership",
+            "strom.cluster.liveness", "strom.coordinator.group_coordinator"]):
         from strom.api.registry import load_all
         from strom.server import broker  # noqa: F401 - every layer, instrumented
         from strom.testing import fuzz
