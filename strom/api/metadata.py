@@ -92,8 +92,10 @@ async def handle(ctx: RequestContext, request):
     topics = []
     for name, tid in wanted:
         if name is None:
+            # the response's name is nullable from v12 only
             topics.append(make(mod.MetadataResponseTopic, error_code=ErrorCode.unknown_topic_id,
-                               name=None, topic_id=tid, partitions=()))
+                               name=None if ctx.version >= 12 else "", topic_id=tid,
+                               partitions=()))
             continue
         info = cache.topic(name)
         error = ErrorCode.none

@@ -161,7 +161,8 @@ class PartitionLog:
             is_last = i == len(base_offsets) - 1
             next_base = base_offsets[i + 1] if not is_last else None
             if needs_recovery and (is_last or next_base is None or next_base > recovery_point):
-                truncated = seg.recover(max_batch_size=self._max_batch_on_disk())
+                truncated = seg.recover(max_batch_size=self._max_batch_on_disk(),
+                                        limit_offset=next_base)
                 if recovered_from is None:
                     recovered_from = base
                 seg.fsync()  # what recovery kept is durable before the recovery point moves

@@ -183,6 +183,7 @@ class LogSegment:
             self.index.load(self.size)
             self.time_index.load()
             self._load_tail_state()
+            self._check_loaded_indexes()
             return False
         except (CorruptIndexError, InvalidBatch) as e:
             log.warning("Rebuilding indexes of %s: %s", self.log_path, e)
@@ -207,17 +208,42 @@ class LogSegment:
         if first is not None:
             self.first_batch_timestamp = first.header.max_timestamp
 
+    def _check_loaded_indexes(self) -> None:
+        """Beyond Kafka's sanity check (sizes, increasing entries): every entry names an
+        offset inside this segment, and the last offset-index entry points at the batch
+        that ends at its offset (one read). Raises CorruptIndexError."""
+        end = self.next_offset
+        if len(self.index):
+            offset, position = self.index.lookup(1 << 62)
+            if not self.base_offset <= offset < end:
+                raise CorruptIndexError(f"{self.index.path}: offset {offset} outside "
+                                        f"{self.base_offset}..{end - 1}")
+            if read_header(os.pread(self.fd, HEADER_SIZE, position)).last_offset != offset:
+                raise CorruptIndexError(f"{self.index.path}: entry for offset {offset} does "
+                                        f"not point at its batch (position {position})")
+        if len(self.time_index) and not (
+                self.time_index.relative_offsets[0] >= 0
+                and self.time_index.last_entry[1] < max(end, self.base_offset + 1)):
+            raise CorruptIndexError(f"{self.time_index.path}: offsets outside the segment")
+
     def _track(self, header: BatchHeader) -> None:
         self.next_offset = header.last_offset + 1
         if header.max_timestamp > self.max_timestamp:
             self.max_timestamp = header.max_timestamp
             self.offset_of_max_timestamp = header.last_offset
 
-    def recover(self, max_batch_size: int = 1 << 31) -> int:
-        """Scan every batch, rebuild both indexes and truncate an invalid tail.
+    def recover(self, max_batch_size: int = 1 << 31, limit_offset: int | None = None) -> int:
+        """Scan every batch, rebuild both indexes and truncate an invalid tail: a batch that
+        does not parse, is torn, fails its CRC, goes back in offsets, or whose offsets do
+        not fit this segment (baseOffset is outside the CRC): beyond what the indexes'
+        4-byte relative offsets hold, or at or after `limit_offset` (the next segment's base
+        offset).
 
         Returns the number of bytes truncated.
         """
+        if limit_offset is None:
+            limit_offset = self.base_offset + (1 << 31)
+        limit_offset = min(limit_offset, self.base_offset + (1 << 31))
         self.index.reset()
         self.time_index.reset()
         self.tail.clear()
@@ -240,6 +266,10 @@ class LogSegment:
             if header.base_offset < self.next_offset:
                 log.warning("%s: offset %d goes backwards at %d", self.log_path,
                             header.base_offset, position)
+                break
+            if header.last_offset >= limit_offset:
+                log.warning("%s: offset %d at %d is beyond the segment (limit %d)",
+                            self.log_path, header.last_offset, position, limit_offset)
                 break
             full = os.pread(self.fd, header.size, position)
             if not crc_is_valid(full, 0, header):

@@ -44,6 +44,9 @@ _PART_HEAD = struct.Struct(">ihqq")
 _I64 = struct.Struct(">q")
 
 
+_ZERO_UUID = bytes(16)  # kio reads the all-zero topic id as None
+
+
 @dataclass(frozen=True, slots=True)
 class FetchPartitionData:
     partition_index: int
@@ -82,7 +85,7 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
     buf += uvarint(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for t in topics:
         if version >= 13:
-            buf += t.topic_id.bytes
+            buf += t.topic_id.bytes if t.topic_id is not None else _ZERO_UUID
         else:
             name = t.name.encode()
             buf += uvarint(len(name) + 1) if flexible else _I16.pack(len(name))

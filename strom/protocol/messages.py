@@ -19,6 +19,7 @@ from kio.schema.index import api_key_map, schema_name_map
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from strom.protocol.bounds import LengthError, check_request
 from strom.protocol.errors import ErrorCode
 
 _HEAD = struct.Struct(">hhi")
@@ -138,12 +139,66 @@ def parse_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     except (UnknownAPIKey, UnknownEntity):
         raise UnsupportedRequest(api_key, api_version, correlation_id) from None
     try:
+        check_request(frame, schema)  # before kio sizes anything from a length prefix
+    except LengthError as e:
+        raise MalformedRequest(f"{api_name(api_key)} v{api_version}: {e}") from None
+    try:
         header, offset = _reader(schema.__header_schema__)(frame, 0)
         body, _size = _reader(schema)(frame, offset)
     except Exception as e:  # SerialError, and ValueError/TypeError from the native reader
         raise MalformedRequest(f"{api_name(api_key)} v{api_version}: {e!r}") from e
+    missing = _null_in_non_nullable(body)
+    if missing is not None:  # as Kafka's generated readers: a parse error
+        raise MalformedRequest(f"{api_name(api_key)} v{api_version}: non-nullable field "
+                               f"{missing} was serialized as null")
     # Like Kafka, bytes after the body are ignored (librdkafka sends a few on Metadata v12).
     return RequestHeader(api_key, api_version, correlation_id, header.client_id), body
+
+
+@functools.cache
+def _nullability(cls: type) -> tuple[tuple[str, bool, type | None], ...]:
+    """(field, nullable, entity class of its items) for each array, string or bytes field
+    of a kio entity, and each nested entity field."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    plan = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        args = typing.get_args(tp)
+        nullable = typing.get_origin(tp) in (typing.Union, types.UnionType) and \
+            type(None) in args
+        if nullable:
+            tp = next(a for a in args if a is not type(None))
+        item = None
+        if typing.get_origin(tp) is tuple:
+            first = typing.get_args(tp)[0]
+            item = first if dataclasses.is_dataclass(first) else None
+        elif dataclasses.is_dataclass(tp):
+            item = tp
+        elif not (isinstance(tp, type) and issubclass(tp, str | bytes)):
+            continue
+        plan.append((f.name, nullable, item))
+    return tuple(plan)
+
+
+def _null_in_non_nullable(entity: Any) -> str | None:
+    """The name of a non-nullable array, string, bytes or struct field that kio's reader
+    returned as None (its length was -1), else None."""
+    for name, nullable, item in _nullability(type(entity)):
+        value = getattr(entity, name)
+        if value is None:
+            if not nullable:
+                return name
+            continue
+        if item is not None:
+            for child in (value if isinstance(value, tuple) else (value,)):
+                missing = _null_in_non_nullable(child)
+                if missing is not None:
+                    return f"{name}.{missing}"
+    return None
 
 
 def encode_response(correlation_id: int, response: Any) -> bytes:

@@ -69,17 +69,17 @@ class Dispatcher:
         ctx = RequestContext(header, self.services, client_host, listener, appended)
         try:
             response: Any = await spec.handler(ctx, body)
+            if response is NO_RESPONSE:
+                return None
+            if isinstance(response, (RawResponse, bytes)):  # framed by the handler already
+                return response
+            return encode_response(correlation_id, response)
         except HandlerClose as e:
             raise CloseConnection(str(e)) from None
         except Exception:
             log.exception("Unexpected error handling %s v%d (correlation id %d) from %s",
                           api_name(api_key), version, correlation_id, client)
             raise CloseConnection("unexpected server error") from None
-        if response is NO_RESPONSE:
-            return None
-        if isinstance(response, (RawResponse, bytes)):  # framed by the handler already
-            return response
-        return encode_response(correlation_id, response)
 
 
 __all__ = ["CloseConnection", "Dispatcher", "RequestHeader"]

@@ -187,11 +187,14 @@ def _encode_record(offset_delta: int, r: Record) -> bytes:
 
 def encode_record_batch(records: list[Record], *, base_timestamp: int | None = None,
                         producer_id: int = -1, producer_epoch: int = -1,
-                        base_sequence: int = -1, corrupt_crc: bool = False) -> bytes:
-    """An uncompressed magic-2 batch with base offset 0 (the broker assigns offsets)."""
+                        base_sequence: int = -1, corrupt_crc: bool = False,
+                        offset_deltas: list[int] | None = None) -> bytes:
+    """An uncompressed magic-2 batch with base offset 0 (the broker assigns offsets).
+    `offset_deltas` overrides the records' offsetDelta fields (0, 1, ... by default)."""
     if base_timestamp is None:
         base_timestamp = int(time.time() * 1000)
-    recs = b"".join(_encode_record(i, r) for i, r in enumerate(records))
+    deltas = offset_deltas if offset_deltas is not None else range(len(records))
+    recs = b"".join(_encode_record(d, r) for d, r in zip(deltas, records, strict=True))
     max_ts = base_timestamp + max((r.timestamp_delta for r in records), default=0)
     after_crc = (i16(0) + i32(len(records) - 1) + i64(base_timestamp) + i64(max_ts)
                  + i64(producer_id) + i16(producer_epoch) + i32(base_sequence)

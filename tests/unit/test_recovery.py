@@ -208,6 +208,54 @@ def test_index_pointing_beyond_the_log_is_rebuilt(written):
     assert_rebuilt(dir_, before)
 
 
+# Found by the fuzzer (tests/fuzz, strom.testing.fuzz.recovery_target): baseOffset is
+# outside the CRC, so a flipped bit there passes the CRC check.
+def test_batch_offset_beyond_the_index_range_is_truncated_not_raised(written):
+    dir_, cfg, expected = written
+    log_path = seg_file(dir_, 8, ".log")
+    data = bytearray(file_bytes(log_path))
+    struct.pack_into(">q", data, 0, 8 + (1 << 31))  # relative offset 2^31: no index entry
+    with open(log_path, "wb") as f:
+        f.write(data)
+    plog = reopen(dir_, needs_recovery=True, **cfg)  # raised struct.error before
+    assert records(plog) == expected[:8]
+    assert plog.log_end_offset == 8
+    plog.close()
+
+
+def test_batch_offsets_into_the_next_segment_are_truncated(written):
+    dir_, cfg, expected = written
+    log_path = seg_file(dir_, 0, ".log")
+    data = bytearray(file_bytes(log_path))
+    second = read_header(data).size
+    struct.pack_into(">q", data, second, 4)  # batch 2-3 claims 4-5: the next segment's
+    with open(log_path, "wb") as f:
+        f.write(data)
+    plog = PartitionLog.open(dir_, "t", 0, topic_config(**cfg), ManualClock(NOW),
+                             recovery_point=0, needs_recovery=True)
+    assert records(plog) == expected[:2]  # and the segments after it go, as after any cut
+    assert plog.log_end_offset == 2
+    plog.close()
+
+
+@pytest.mark.parametrize("which", [".index", ".timeindex"])
+def test_index_entry_outside_the_segment_is_rebuilt_without_recovery(written, which):
+    dir_, cfg, expected = written
+    before = index_files(dir_)
+    path = seg_file(dir_, 0, which)
+    data = bytearray(file_bytes(path))
+    if which == ".index":  # the last entry names offset 1 << 24 (its batch ends at 3)
+        struct.pack_into(">i", data, len(data) - 8, 1 << 24)
+    else:  # the first entry names offset -2^24
+        struct.pack_into(">i", data, 8, -(1 << 24))
+    with open(path, "wb") as f:
+        f.write(data)
+    plog = reopen(dir_, needs_recovery=False, **cfg)
+    assert records(plog) == expected
+    plog.close()
+    assert_rebuilt(dir_, before, active_rebuilt=False)
+
+
 def test_stale_files_are_cleaned_on_open(written):
     dir_, cfg, expected = written
     for name in ("00000000000000000099.index", "00000000000000000099.timeindex",
