@@ -15,7 +15,7 @@ dispatch    one request frame through the `Dispatcher` of a broker running in th
             a Fetch's max wait or a rebalance, is let go after the bound); never an
             exception the dispatcher logs as unexpected, never another exception.
 batch       a produced batch through the validator (`validate_batch`, then
-            `maybe_recompress`) under topic configs that decode records (compaction, a
+            `validate_records`) under topic configs that decode records (compaction, a
             compression.type other than the producer's): a header or a Kafka error
             (CorruptMessage, InvalidRecord, InvalidTimestamp, MessageTooLarge); the same
             bytes through `decode_batch`: a Batch or CorruptRecordError.
@@ -434,7 +434,7 @@ def batch_target(data: bytes) -> None:
     produce data."""
     if not data:
         return
-    from strom.log.validator import maybe_recompress, validate_batch
+    from strom.log.validator import validate_batch, validate_records
 
     config = _topic_config((data[0] & 0x7F) % len(BATCH_CONFIGS))
     batch = bytearray(data[1:])
@@ -443,7 +443,7 @@ def batch_target(data: bytes) -> None:
         data = data[:1] + bytes(batch)
     try:
         header = validate_batch(batch, config, NOW_MS)
-        rebuilt, new_header = maybe_recompress(batch, header, config)
+        rebuilt, new_header = validate_records(batch, header, config)
     except KafkaError:
         pass
     else:
