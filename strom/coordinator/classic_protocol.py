@@ -47,6 +47,16 @@ def _fenced(instance_id: str) -> KafkaError:
                   f"Static member {instance_id} was replaced by a newer instance.")
 
 
+def _answer_waiting(member: Member, code: ErrorCode) -> None:
+    """Answer the member's waiting JoinGroup and SyncGroup, if any, with `code` (a member
+    that is fenced or removed), and forget them."""
+    for fut in (member.join_future, member.sync_future):
+        if fut is not None and not fut.done():
+            fut.set_result(JoinResult(code, member.member_id) if fut is member.join_future
+                           else SyncResult(code))
+    member.join_future = member.sync_future = None
+
+
 class ClassicProtocol:
     """JoinGroup/SyncGroup/Heartbeat/LeaveGroup for GroupCoordinator (see module doc)."""
 
@@ -194,12 +204,7 @@ class ClassicProtocol:
         # bytes may well differ (a cooperative client lists the partitions it owns, none
         # after a restart), which is no reason to move partitions.
         del group.members[old.member_id]
-        for fut in (old.join_future, old.sync_future):
-            if fut is not None and not fut.done():
-                fut.set_result(JoinResult(ErrorCode.fenced_instance_id, old.member_id)
-                               if fut is old.join_future else
-                               SyncResult(ErrorCode.fenced_instance_id))
-        old.join_future = old.sync_future = None
+        _answer_waiting(old, ErrorCode.fenced_instance_id)
         old.member_id = new_id
         old.client_id, old.client_host = client_id, client_host
         old.session_timeout_ms, old.rebalance_timeout_ms = session_ms, rebalance_ms
@@ -355,12 +360,7 @@ class ClassicProtocol:
         if member.group_instance_id is not None and \
                 group.static_members.get(member.group_instance_id) == member.member_id:
             del group.static_members[member.group_instance_id]
-        for fut in (member.join_future, member.sync_future):
-            if fut is not None and not fut.done():
-                fut.set_result(JoinResult(ErrorCode.unknown_member_id, member.member_id)
-                               if fut is member.join_future else
-                               SyncResult(ErrorCode.unknown_member_id))
-        member.join_future = member.sync_future = None
+        _answer_waiting(member, ErrorCode.unknown_member_id)
         if group.leader_id == member.member_id:
             group.leader_id = next(iter(group.members), None)
 
