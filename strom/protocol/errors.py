@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-__all__ = ["ErrorCode", "KafkaError", "error"]
+__all__ = ["ErrorCode", "KafkaError", "error", "kafka_error"]
 
 
 class KafkaError(Exception):
@@ -38,6 +38,12 @@ def error(code: ErrorCode) -> type[KafkaError]:
         cls = type(name, (KafkaError,), {"code": code})
         _classes[code] = cls
     return cls
+
+
+def kafka_error(code: ErrorCode, message: str | None = None) -> KafkaError:
+    """An error to raise for `code` (of its `error(code)` class) with `message` for the
+    client, e.g. `raise kafka_error(ErrorCode.unknown_member_id)`."""
+    return error(code)(message)
 
 
 # The ones domain code raises most, by name.
