@@ -44,7 +44,13 @@ class FetchTarget:
     leader_epoch: int
     needs_truncation: bool = True
     delayed_until: float = 0.0
-    errors: int = field(default=0)
+    errors: int = field(default=0)  # failed fetches in a row
+
+    def failed(self) -> bool:
+        """Count one more failure in a row; True when it is one to log (the first and every
+        20th, so a partition that keeps failing does not flood the log)."""
+        self.errors += 1
+        return self.errors == 1 or self.errors % 20 == 0
 
 
 class ReplicaFetcher:
@@ -245,8 +251,7 @@ class ReplicaFetcher:
             except (InvalidBatch, OSError) as e:
                 # as Kafka's fetcher: this partition backs off and is fetched again (a
                 # corrupt answer may be transient); the leader's other partitions go on
-                t.errors += 1
-                if t.errors == 1 or t.errors % 20 == 0:
+                if t.failed():
                     log.error("%s: cannot append what leader %d sent at offset %d "
                               "(%d times): %s", t.partition, self.leader_id, offsets[tp],
                               t.errors, e)
@@ -281,8 +286,7 @@ class ReplicaFetcher:
             # NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION:
             # the leader has not applied the same partition state yet (or it moved on and
             # our metadata will follow); try again after the backoff
-            t.errors += 1
-            if t.errors == 1 or t.errors % 20 == 0:
+            if t.failed():
                 log.info("%s: fetch from %d: %s", p, self.leader_id, ErrorCode(code).name)
             self._delay(t)
 
