@@ -32,21 +32,15 @@ import sys
 import time
 import uuid
 
-from strom.cli._common import (
-    ToolError,
-    add_bootstrap_argument,
-    add_client_settings_arguments,
-    client_config,
-    error_text,
-    parse_key_values,
-)
+from strom.cli import _common as common
+from strom.cli._common import ToolError
 
 METADATA_TIMEOUT = 30.0
 BATCH = 500
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_argument(parser)
+    common.add_bootstrap_argument(parser)
     parser.add_argument("--topic", required=True, help="topic to consume from")
     parser.add_argument("--partition", type=int, metavar="N", help="consume only this partition")
     parser.add_argument("--offset", metavar="OFFSET",
@@ -59,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit after this many records")
     parser.add_argument("--timeout-ms", type=int, metavar="MS",
                         help="exit when no record arrived for this long")
-    add_client_settings_arguments(parser, "consumer",
-                                  "formatter property (see above; repeatable)")
+    common.add_client_settings_arguments(parser, "consumer",
+                                         "formatter property (see above; repeatable)")
     parser.add_argument("--isolation-level", default="read_uncommitted",
                         choices=("read_uncommitted", "read_committed"),
                         help="read_committed skips aborted transactional records "
@@ -157,11 +151,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _consumer_config(args: argparse.Namespace) -> dict[str, object]:
-    conf = client_config(
+    conf = common.client_config(
         args.bootstrap_server, args.consumer_config,
         {"enable.partition.eof": False,
          "auto.offset.reset": "earliest" if args.from_beginning else "latest"},
-        overrides=parse_key_values(args.consumer_property, "--consumer-property"))
+        overrides=common.parse_key_values(args.consumer_property, "--consumer-property"))
     conf["isolation.level"] = args.isolation_level
     if args.group:
         conf["group.id"] = args.group
@@ -196,10 +190,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         _check_args(args)
-        formatter = Formatter(parse_key_values(args.property, "--property"))
+        formatter = Formatter(common.parse_key_values(args.property, "--property"))
         consumer = Consumer(_consumer_config(args))
     except (ToolError, KafkaException, ValueError) as e:
-        print(f"ERROR: {error_text(e)}", file=sys.stderr)
+        print(f"ERROR: {common.error_text(e)}", file=sys.stderr)
         return 1
 
     count = 0
@@ -231,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
             elif timeout is not None and time.monotonic() - last_record >= timeout:
                 break
     except (ToolError, KafkaException) as e:
-        print(f"ERROR: {error_text(e)}", file=sys.stderr)
+        print(f"ERROR: {common.error_text(e)}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
         pass

@@ -23,14 +23,8 @@ import argparse
 import re
 import sys
 
-from strom.cli._common import (
-    ToolError,
-    add_bootstrap_argument,
-    add_command_config_argument,
-    client_config,
-    client_errors,
-    error_text,
-)
+from strom.cli import _common as common
+from strom.cli._common import ToolError
 
 TIMEOUT = 30.0
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
@@ -39,8 +33,8 @@ _PATTERN = re.compile(r"([^:,]*)(?::(?:([0-9]*)|(?:([0-9]*)-([0-9]*))))?")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_argument(parser)
-    add_command_config_argument(parser)
+    common.add_bootstrap_argument(parser)
+    common.add_command_config_argument(parser)
     parser.add_argument("--topic", help="topic name or regular expression (default: all topics)")
     parser.add_argument("--partitions", metavar="IDS",
                         help="comma-separated partition ids (default: all partitions)")
@@ -125,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         accept = build_filter(args)
         spec = _offset_spec(parse_time(args.time))
-        admin = AdminClient(client_config(args.bootstrap_server, args.command_config))
+        admin = AdminClient(common.client_config(args.bootstrap_server, args.command_config))
         metadata = admin.list_topics(timeout=TIMEOUT)
         wanted = sorted(
             (name, p)
@@ -144,11 +138,11 @@ def run(args: argparse.Namespace) -> int:
                 info = by_key[(topic, partition)].result(timeout=TIMEOUT + 10)
             except KafkaException as e:
                 print(f"Skip getting offsets for topic-partition {topic}-{partition} due to "
-                      f"error: {error_text(e)}", file=sys.stderr)
+                      f"error: {common.error_text(e)}", file=sys.stderr)
                 continue
             if info.offset >= 0:  # a negative offset means "no such offset"
                 print(f"{topic}:{partition}:{info.offset}")
-    except (*client_errors(), TimeoutError) as e:
-        print(f"Error occurred: {error_text(e)}", file=sys.stderr)
+    except (*common.client_errors(), TimeoutError) as e:
+        print(f"Error occurred: {common.error_text(e)}", file=sys.stderr)
         return 1
     return 0

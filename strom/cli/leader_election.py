@@ -19,15 +19,8 @@ import argparse
 import json
 import sys
 
-from strom.cli._common import (
-    ToolError,
-    add_bootstrap_argument,
-    add_command_config_argument,
-    client_config,
-    client_errors,
-    error_text,
-    read_text,
-)
+from strom.cli import _common as common
+from strom.cli._common import ToolError
 
 TIMEOUT = 30.0  # seconds, as Kafka's tool
 ELECTION_TYPES = ("PREFERRED", "UNCLEAN")
@@ -35,7 +28,7 @@ ELECTION_NOT_NEEDED = 84
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_argument(parser)
+    common.add_bootstrap_argument(parser)
     parser.add_argument("--election-type", type=str.upper, choices=ELECTION_TYPES,
                         metavar="preferred|unclean",
                         help="preferred: move leadership to the preferred replica where it is "
@@ -50,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path-to-json-file", metavar="FILE",
                         help='JSON file listing the partitions: {"partitions": [{"topic": '
                              '"foo", "partition": 1}, ...]}')
-    add_command_config_argument(parser)
+    common.add_command_config_argument(parser)
     parser.add_argument("--admin.config", dest="admin_config", metavar="FILE",
                         help="deprecated name of --command-config")
 
@@ -64,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
             print("Option --admin.config has been deprecated and will be removed in a future "
                   "version. Use --command-config instead.", file=sys.stderr)
             config_file = args.admin_config
-        conf = client_config(args.bootstrap_server, config_file)
+        conf = common.client_config(args.bootstrap_server, config_file)
         return _elect(conf, args.election_type, wanted)
-    except client_errors() as e:
-        print(f"Error: {error_text(e)}", file=sys.stderr)
+    except common.client_errors() as e:
+        print(f"Error: {common.error_text(e)}", file=sys.stderr)
         return 1
     except TimeoutError:
         print("Timeout waiting for election results", file=sys.stderr)
@@ -96,7 +89,7 @@ def _wanted_partitions(args: argparse.Namespace) -> list[tuple[str, int]] | None
         return None
     if args.topic is not None:
         return [(args.topic, args.partition)]
-    return parse_election_json(read_text(args.path_to_json_file))
+    return parse_election_json(common.read_text(args.path_to_json_file))
 
 
 def parse_election_json(text: str) -> list[tuple[str, int]]:
@@ -187,7 +180,7 @@ def describe_error(exc) -> str:
     the way Kafka's tool prints the exception (class name, then message)."""
     err = _kafka_error(exc)
     code = _code(exc)
-    text = err.str() if err is not None else error_text(exc)
+    text = err.str() if err is not None else common.error_text(exc)
     if code is not None and code > 0:
         from strom.protocol.errors import ErrorCode
 

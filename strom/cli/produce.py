@@ -24,15 +24,8 @@ import argparse
 import sys
 import time
 
-from strom.cli._common import (
-    ToolError,
-    add_bootstrap_argument,
-    add_client_settings_arguments,
-    client_config,
-    error_text,
-    load_properties,
-    parse_key_values,
-)
+from strom.cli import _common as common
+from strom.cli._common import ToolError
 from strom.protocol.batch import Compression
 
 CODECS = tuple(str(c) for c in Compression)  # the producer's compression.type names
@@ -43,10 +36,10 @@ READER_PROPERTIES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_argument(parser)
+    common.add_bootstrap_argument(parser)
     parser.add_argument("--topic", required=True, help="topic to produce to")
-    add_client_settings_arguments(parser, "producer",
-                                  "line reader property (see above; repeatable)")
+    common.add_client_settings_arguments(parser, "producer",
+                                         "line reader property (see above; repeatable)")
     parser.add_argument("--compression-codec", nargs="?", const="gzip", choices=CODECS,
                         help="compression codec (gzip when given without a value)")
     parser.add_argument("--request-required-acks", metavar="ACKS",
@@ -135,13 +128,13 @@ class LineReader:
 
 
 def _producer_config(args: argparse.Namespace) -> dict[str, object]:
-    user = {**load_properties(args.producer_config),
-            **parse_key_values(args.producer_property, "--producer-property")}
+    user = {**common.load_properties(args.producer_config),
+            **common.parse_key_values(args.producer_property, "--producer-property")}
     # Kafka's producer defaults: acks=all, a record gives up after 2 minutes.
     defaults: dict[str, object] = {"acks": "-1"}
     if "delivery.timeout.ms" not in user and "message.timeout.ms" not in user:
         defaults["message.timeout.ms"] = 120000
-    conf = client_config(args.bootstrap_server, None, defaults, overrides=user)
+    conf = common.client_config(args.bootstrap_server, None, defaults, overrides=user)
     if args.compression_codec is not None:
         conf["compression.codec"] = args.compression_codec
     if args.request_required_acks is not None:
@@ -166,11 +159,11 @@ def run(args: argparse.Namespace) -> int:
                   f"with error: {err.str()}", file=sys.stderr)
 
     try:
-        reader = LineReader(parse_key_values(args.property, "--property"))
+        reader = LineReader(common.parse_key_values(args.property, "--property"))
         conf = _producer_config(args)
         producer = Producer(conf)
     except (ToolError, KafkaException, ValueError) as e:
-        print(f"ERROR: {error_text(e)}", file=sys.stderr)
+        print(f"ERROR: {common.error_text(e)}", file=sys.stderr)
         return 1
     # How long librdkafka may keep trying one record; flush waits a little longer than that.
     timeout_ms = conf.get("message.timeout.ms", conf.get("delivery.timeout.ms", 300000))
@@ -191,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             if args.sync:
                 producer.flush(delivery_timeout)
     except (ToolError, KafkaException) as e:
-        print(f"ERROR: {error_text(e)}", file=sys.stderr)
+        print(f"ERROR: {common.error_text(e)}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
         status = 130

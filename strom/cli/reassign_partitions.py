@@ -32,20 +32,8 @@ import json
 import sys
 import time
 
-from strom.cli._common import (
-    ToolError,
-    add_actions,
-    add_bootstrap_argument,
-    add_command_config_argument,
-    add_flags,
-    broker_request,
-    chosen_action,
-    client_config,
-    client_errors,
-    error_text,
-    option_name,
-    read_text,
-)
+from strom.cli import _common as common
+from strom.cli._common import ToolError
 
 TIMEOUT = 30.0  # seconds, for every request
 ACTIONS = ("generate", "execute", "verify", "cancel", "list")
@@ -79,9 +67,9 @@ TopicPartition = tuple[str, int]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_argument(parser)
-    add_command_config_argument(parser)
-    add_actions(parser, {
+    common.add_bootstrap_argument(parser)
+    common.add_command_config_argument(parser)
+    common.add_actions(parser, {
         "--generate": "propose a reassignment of --topics-to-move-json-file's topics over "
                       "--broker-list (changes nothing)",
         "--execute": "start the reassignment in --reassignment-json-file",
@@ -99,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reassignment-json-file", metavar="FILE",
                         help='for --execute, --verify, --cancel: {"version":1,"partitions":'
                              '[{"topic":"foo","partition":0,"replicas":[1,2,3]},...]}')
-    add_flags(parser, {
+    common.add_flags(parser, {
         "--additional": "for --execute: start it even though other reassignments are in progress",
         "--preserve-throttles": "for --verify and --cancel: accepted for compatibility (strom "
                                 "sets no replication throttles)",
@@ -107,16 +95,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    action = chosen_action(args, ACTIONS)
+    action = common.chosen_action(args, ACTIONS)
     try:
         _check_args(args, action)
-        conf = client_config(args.bootstrap_server, args.command_config)
+        conf = common.client_config(args.bootstrap_server, args.command_config)
         return _ACTION_FUNCS[action](_Cluster(conf), args)
     except _Terse as e:
         print(str(e), file=sys.stderr)
         return 1
-    except client_errors() as e:
-        print(f"Error: {error_text(e)}", file=sys.stderr)
+    except common.client_errors() as e:
+        print(f"Error: {common.error_text(e)}", file=sys.stderr)
         return 1
     except TimeoutError as e:
         print(f"Error: timed out: {e}" if str(e) else "Error: timed out", file=sys.stderr)
@@ -130,10 +118,11 @@ class _Terse(ToolError):
 def _check_args(args: argparse.Namespace, action: str) -> None:
     for option in _REQUIRED[action]:
         if getattr(args, option) is None:
-            raise ToolError(f"Missing required argument \"{option_name(option)}\" for --{action}")
+            raise ToolError(f"Missing required argument \"{common.option_name(option)}\" "
+                            f"for --{action}")
     for option, actions in _OPTION_ACTIONS.items():
         if getattr(args, option) not in (None, False) and action not in actions:
-            raise ToolError(f"Option \"{option_name(option)}\" can't be used with action "
+            raise ToolError(f"Option \"{common.option_name(option)}\" can't be used with action "
                             f"\"--{action}\"")
 
 
@@ -356,7 +345,7 @@ def _request(host: str, port: int, request):
     from strom.protocol.client import BrokerConnectionError
 
     try:
-        return broker_request(host, port, request, "reassign-partitions-tool", TIMEOUT)
+        return common.broker_request(host, port, request, "reassign-partitions-tool", TIMEOUT)
     except BrokerConnectionError as e:
         raise ToolError(str(e)) from None
 
@@ -385,7 +374,7 @@ def _generate(cluster: _Cluster, args) -> int:
     from strom.protocol.errors import KafkaError
 
     brokers = parse_broker_list(args.broker_list)
-    topics = parse_topics_json(read_text(args.topics_to_move_json_file))
+    topics = parse_topics_json(common.read_text(args.topics_to_move_json_file))
     current: dict[TopicPartition, list[int]] = {}
     for name, parts in sorted(cluster.replicas(set(topics)).items()):
         if parts is None:
@@ -423,7 +412,7 @@ def _generate(cluster: _Cluster, args) -> int:
 
 
 def _execute(cluster: _Cluster, args) -> int:
-    entries = parse_reassignment_json(read_text(args.reassignment_json_file))
+    entries = parse_reassignment_json(common.read_text(args.reassignment_json_file))
     if not entries:
         raise ToolError("Partition reassignment list cannot be empty")
     if any(not replicas for _, replicas in entries):
@@ -469,7 +458,7 @@ def _execute(cluster: _Cluster, args) -> int:
 
 
 def _verify(cluster: _Cluster, args) -> int:
-    targets = dict(parse_reassignment_json(read_text(args.reassignment_json_file)))
+    targets = dict(parse_reassignment_json(common.read_text(args.reassignment_json_file)))
     ongoing = cluster.list_reassignments()
     assignments = cluster.replicas({tp[0] for tp in targets if tp not in ongoing})
     print("Status of partition reassignment:")
@@ -489,7 +478,8 @@ def _verify(cluster: _Cluster, args) -> int:
 
 
 def _cancel(cluster: _Cluster, args) -> int:
-    targets = [tp for tp, _ in parse_reassignment_json(read_text(args.reassignment_json_file))]
+    plan = parse_reassignment_json(common.read_text(args.reassignment_json_file))
+    targets = [tp for tp, _ in plan]
     active = sorted(tp for tp, (_, adding, removing)
                     in cluster.list_reassignments(targets).items() if adding or removing)
     if not active:

@@ -20,19 +20,8 @@ import argparse
 import re
 import sys
 
-from strom.cli._common import (
-    ToolError,
-    add_actions,
-    add_bootstrap_argument,
-    add_command_config_argument,
-    add_flags,
-    chosen_action,
-    client_config,
-    client_errors,
-    error_text,
-    option_name,
-    parse_key_values,
-)
+from strom.cli import _common as common
+from strom.cli._common import ToolError
 
 TIMEOUT = 30.0  # seconds, for every admin request
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
@@ -40,9 +29,9 @@ ACTIONS = ("create", "list", "describe", "alter", "delete")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_argument(parser)
-    add_command_config_argument(parser)
-    add_actions(parser, {
+    common.add_bootstrap_argument(parser)
+    common.add_command_config_argument(parser)
+    common.add_actions(parser, {
         "--create": "create a topic",
         "--list": "list topic names",
         "--describe": "describe topics (all topics when --topic is not given)",
@@ -61,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replica-assignment", metavar="ASSIGNMENT",
                         help="broker ids per partition: replicas joined by ':', partitions by "
                              "',' (e.g. 1:2,2:3 is two partitions with two replicas each)")
-    add_flags(parser, {
+    common.add_flags(parser, {
         "--if-not-exists": "with --create: do nothing if the topic exists",
         "--if-exists": "with --alter, --describe or --delete: do nothing if no topic matches",
         "--exclude-internal": "leave out internal topics (__consumer_offsets, __transaction_state)",
@@ -89,20 +78,20 @@ _OPTION_ACTIONS = {
 def run(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient
 
-    action = chosen_action(args, ACTIONS)
+    action = common.chosen_action(args, ACTIONS)
     try:
         _check_args(args, action)
-        conf = client_config(args.bootstrap_server, args.command_config)
+        conf = common.client_config(args.bootstrap_server, args.command_config)
         return _ACTION_FUNCS[action](AdminClient(conf), args)
-    except (*client_errors(), TimeoutError) as e:
-        print(f"Error while executing topic command : {error_text(e)}", file=sys.stderr)
+    except (*common.client_errors(), TimeoutError) as e:
+        print(f"Error while executing topic command : {common.error_text(e)}", file=sys.stderr)
         return 1
 
 
 def _check_args(args: argparse.Namespace, action: str) -> None:
     for option, actions in _OPTION_ACTIONS.items():
         if getattr(args, option) not in (None, False, []) and action not in actions:
-            raise ToolError(f"{option_name(option)} can only be used with "
+            raise ToolError(f"{common.option_name(option)} can only be used with "
                             + " or ".join(f"--{a}" for a in actions))
     if action in ("create", "alter", "delete") and not args.topic:
         raise ToolError(f"--topic is required with --{action}")
@@ -173,7 +162,7 @@ def _create(admin, args) -> int:
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
-    configs = parse_key_values(args.config, "--config")
+    configs = common.parse_key_values(args.config, "--config")
     if args.replica_assignment:
         assignment = parse_replica_assignment(args.replica_assignment)
         new = NewTopic(args.topic, num_partitions=len(assignment), replication_factor=-1,
@@ -236,7 +225,7 @@ def _alter(admin, args, topics: list[str]) -> int:
         for name in topics:
             _result(futures[name])
     if args.config:
-        configs = parse_key_values(args.config, "--config")
+        configs = common.parse_key_values(args.config, "--config")
         resources = [
             ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
                 ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
@@ -263,7 +252,7 @@ def _describe(admin, args, topics: list[str]) -> int:
             entries = _result(future).values()
         except (KafkaException, TimeoutError) as e:
             print(f"WARNING: could not describe configs of topic '{resource.name}': "
-                  f"{error_text(e)}", file=sys.stderr)
+                  f"{common.error_text(e)}", file=sys.stderr)
             entries = []
         overrides[resource.name] = ",".join(
             f"{e.name}={'' if e.value is None else e.value}"

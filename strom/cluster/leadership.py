@@ -21,7 +21,13 @@ import logging
 
 from strom.cluster import model, reassignment
 from strom.cluster.controller_context import ControllerContext, run_periodically
-from strom.protocol.errors import ErrorCode, KafkaError, UnknownTopicOrPartition, error
+from strom.protocol.errors import (
+    ErrorCode,
+    InvalidRequest,
+    KafkaError,
+    UnknownTopicOrPartition,
+    error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,6 @@ UNCLEAN = 1
 PreferredLeaderNotAvailable = error(ErrorCode.preferred_leader_not_available)
 ElectionNotNeeded = error(ErrorCode.election_not_needed)
 EligibleLeadersNotAvailable = error(ErrorCode.eligible_leaders_not_available)
-InvalidRequest = error(ErrorCode.invalid_request)
 
 TopicPartition = tuple[str, int]
 

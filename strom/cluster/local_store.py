@@ -19,15 +19,7 @@ import logging
 import os
 from collections import defaultdict
 
-from strom.cluster.store import (
-    BadVersionError,
-    Fence,
-    FencedError,
-    MetadataStore,
-    NodeExistsError,
-    NoNodeError,
-    WatchCallback,
-)
+from strom.cluster import store
 from strom.log.checkpoint import write_atomically
 from strom.tasks import spawn
 
@@ -40,13 +32,13 @@ def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
-class LocalMetadataStore(MetadataStore):
+class LocalMetadataStore(store.MetadataStore):
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, FILE_NAME)
         self.nodes: dict[str, tuple[bytes, int]] = {"/": (b"", 0)}
         self.ephemeral: set[str] = set()
-        self._child_watches: dict[str, list[WatchCallback]] = defaultdict(list)
-        self._data_watches: dict[str, list[WatchCallback]] = defaultdict(list)
+        self._child_watches: dict[str, list[store.WatchCallback]] = defaultdict(list)
+        self._data_watches: dict[str, list[store.WatchCallback]] = defaultdict(list)
         # changes made in memory, and how many of them are on disk; callers waiting for
         # theirs: (change number, future); the task writing (one at a time)
         self._changes = 0
@@ -122,22 +114,22 @@ class LocalMetadataStore(MetadataStore):
         return sorted({p[len(prefix):] for p in self.nodes
                        if p.startswith(prefix) and p != prefix and "/" not in p[len(prefix):]})
 
-    def _check_fence(self, fence: Fence | None) -> None:
+    def _check_fence(self, fence: store.Fence | None) -> None:
         if fence is not None:
             node = self.nodes.get(fence[0])
             if node is None or node[1] != fence[1]:
-                raise FencedError(f"{fence[0]} is not at version {fence[1]}")
+                raise store.FencedError(f"{fence[0]} is not at version {fence[1]}")
 
     async def create(self, path: str, data: bytes = b"", ephemeral: bool = False,
-                     make_parents: bool = True, fence: Fence | None = None) -> None:
+                     make_parents: bool = True, fence: store.Fence | None = None) -> None:
         self._check_fence(fence)
         if path in self.nodes:
-            raise NodeExistsError(path)
+            raise store.NodeExistsError(path)
         parent = _parent(path)
         missing = []
         while parent not in self.nodes:
             if not make_parents:
-                raise NoNodeError(parent)
+                raise store.NoNodeError(parent)
             missing.append(parent)
             parent = _parent(parent)
         for p in reversed(missing):
@@ -150,13 +142,13 @@ class LocalMetadataStore(MetadataStore):
         self._fire(path, _parent(path))
 
     async def set(self, path: str, data: bytes, version: int = -1,
-                  fence: Fence | None = None) -> int:
+                  fence: store.Fence | None = None) -> int:
         self._check_fence(fence)
         node = self.nodes.get(path)
         if node is None:
-            raise NoNodeError(path)
+            raise store.NoNodeError(path)
         if version != -1 and node[1] != version:
-            raise BadVersionError(f"{path}: version {node[1]}, expected {version}")
+            raise store.BadVersionError(f"{path}: version {node[1]}, expected {version}")
         self.nodes[path] = (data, node[1] + 1)
         if path not in self.ephemeral:
             await self._persist()
@@ -166,13 +158,13 @@ class LocalMetadataStore(MetadataStore):
     async def delete(self, path: str, version: int = -1, recursive: bool = False) -> None:
         node = self.nodes.get(path)
         if node is None:
-            raise NoNodeError(path)
+            raise store.NoNodeError(path)
         if version != -1 and node[1] != version:
-            raise BadVersionError(path)
+            raise store.BadVersionError(path)
         prefix = path + "/"
         children = [p for p in self.nodes if p.startswith(prefix)]
         if children and not recursive:
-            raise StoreNotEmpty(path)
+            raise store.StoreNotEmpty(path)
         for p in children + [path]:
             self.nodes.pop(p, None)
             self.ephemeral.discard(p)
@@ -181,15 +173,11 @@ class LocalMetadataStore(MetadataStore):
             self._fire(p, _parent(p))
         self._fire(path, _parent(path))
 
-    def watch_children(self, path: str, callback: WatchCallback) -> None:
+    def watch_children(self, path: str, callback: store.WatchCallback) -> None:
         self._child_watches[path].append(callback)
 
-    def watch_data(self, path: str, callback: WatchCallback) -> None:
+    def watch_data(self, path: str, callback: store.WatchCallback) -> None:
         self._data_watches[path].append(callback)
-
-
-class StoreNotEmpty(NodeExistsError):
-    pass
 
 
 def _write_tree(path: str, nodes: dict[str, tuple[bytes, int]],

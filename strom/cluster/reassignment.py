@@ -34,6 +34,7 @@ from strom.protocol.errors import (
     InvalidReplicaAssignment,
     InvalidReplicationFactor,
     KafkaError,
+    RequestTimedOut,
     UnknownTopicOrPartition,
     error,
 )
@@ -41,7 +42,6 @@ from strom.protocol.errors import (
 log = logging.getLogger(__name__)
 
 NoReassignmentInProgress = error(ErrorCode.no_reassignment_in_progress)
-RequestTimedOut = error(ErrorCode.request_timed_out)
 
 TopicPartition = tuple[str, int]
 CHECK_INTERVAL_S = 0.5

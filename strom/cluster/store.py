@@ -31,6 +31,10 @@ class NoNodeError(StoreError):
     pass
 
 
+class StoreNotEmpty(NodeExistsError):
+    """A non-recursive delete of a node that has children."""
+
+
 class BadVersionError(StoreError):
     pass
 

@@ -50,7 +50,6 @@ from kazoo.exceptions import RolledBackError, RuntimeInconsistency
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.retry import KazooRetry
 
-from strom.cluster.local_store import StoreNotEmpty
 from strom.cluster.store import (
     BadVersionError,
     Fence,
@@ -60,6 +59,7 @@ from strom.cluster.store import (
     NoNodeError,
     SessionCallback,
     StoreError,
+    StoreNotEmpty,
     WatchCallback,
 )
 

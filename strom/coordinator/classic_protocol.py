@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from strom.coordinator.consumer_group import ConsumerGroup
 from strom.coordinator.group import ClassicGroup, GroupState, Member
 from strom.coordinator.group_results import JoinResult, SyncResult
-from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.errors import ErrorCode, KafkaError, kafka_error
 
 if TYPE_CHECKING:
     from strom.clock import Clock
@@ -38,13 +38,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("strom.coordinator.group_coordinator")
 
 
-def _error(code: ErrorCode, message: str | None = None) -> KafkaError:
-    return KafkaError(message, code)
-
-
 def _fenced(instance_id: str) -> KafkaError:
-    return _error(ErrorCode.fenced_instance_id,
-                  f"Static member {instance_id} was replaced by a newer instance.")
+    return kafka_error(ErrorCode.fenced_instance_id,
+                       f"Static member {instance_id} was replaced by a newer instance.")
+
+
+def _answer_waiting(member: Member, code: ErrorCode) -> None:
+    """Answer the member's waiting JoinGroup and SyncGroup, if any, with `code` (a member
+    that is fenced or removed), and forget them."""
+    for fut in (member.join_future, member.sync_future):
+        if fut is not None and not fut.done():
+            fut.set_result(JoinResult(code, member.member_id) if fut is member.join_future
+                           else SyncResult(code))
+    member.join_future = member.sync_future = None
 
 
 class ClassicProtocol:
@@ -72,9 +78,9 @@ class ClassicProtocol:
         if not isinstance(group, ConsumerGroup):
             return group
         if group.members or not convert:
-            raise _error(ErrorCode.inconsistent_group_protocol if convert
-                         else ErrorCode.unknown_member_id,
-                         f"Group {group_id} uses the consumer group protocol.")
+            raise kafka_error(ErrorCode.inconsistent_group_protocol if convert
+                              else ErrorCode.unknown_member_id,
+                              f"Group {group_id} uses the consumer group protocol.")
         classic = ClassicGroup(group_id, offsets=group.offsets,
                                state_timestamp=self.clock.now_ms())
         self.registry.register(classic)
@@ -96,22 +102,22 @@ class ClassicProtocol:
         lo = self.config.get("group.min.session.timeout.ms")
         hi = self.config.get("group.max.session.timeout.ms")
         if not lo <= session_timeout_ms <= hi:
-            raise _error(ErrorCode.invalid_session_timeout,
-                         f"The session timeout {session_timeout_ms} ms is not within "
-                         f"[{lo}, {hi}] (group.min/max.session.timeout.ms).")
+            raise kafka_error(ErrorCode.invalid_session_timeout,
+                              f"The session timeout {session_timeout_ms} ms is not within "
+                              f"[{lo}, {hi}] (group.min/max.session.timeout.ms).")
         group = self._classic(group_id, convert=True)
         if group is None:
             if member_id:
-                raise _error(ErrorCode.unknown_member_id)
+                raise kafka_error(ErrorCode.unknown_member_id)
             group = self._get_or_create(group_id)
         if group.in_state(GroupState.DEAD):
-            raise _error(ErrorCode.coordinator_not_available)
+            raise kafka_error(ErrorCode.coordinator_not_available)
         names = [n for n, _ in protocols]
         if not protocol_type or not protocols or not group.supports(protocol_type, names):
-            raise _error(ErrorCode.inconsistent_group_protocol,
-                         "The group member's supported protocols are incompatible with "
-                         "those of existing members or first group member tried to join "
-                         "with empty protocol type or empty protocol list.")
+            raise kafka_error(ErrorCode.inconsistent_group_protocol,
+                              "The group member's supported protocols are incompatible with "
+                              "those of existing members or first group member tried to join "
+                              "with empty protocol type or empty protocol list.")
         now = self.clock.monotonic()
         if not member_id:
             new_id = f"{client_id}-{uuid.uuid4()}"
@@ -121,7 +127,7 @@ class ClassicProtocol:
                                                rebalance_timeout_ms, client_id, client_host)
             if len(group.members) + len(group.pending_members) >= \
                     self.config.get("group.max.size"):
-                raise _error(ErrorCode.group_max_size_reached)
+                raise kafka_error(ErrorCode.group_max_size_reached)
             if require_known_member_id:
                 group.pending_members[new_id] = now + session_timeout_ms / 1000
                 return JoinResult(ErrorCode.member_id_required, new_id)
@@ -157,7 +163,7 @@ class ClassicProtocol:
                                                "rejoined")
                 return await self._await_join(group, member)
             return self._join_result(group, member)
-        raise _error(ErrorCode.unknown_member_id)
+        raise kafka_error(ErrorCode.unknown_member_id)
 
     def _validate_member(self, group: ClassicGroup, member_id: str,
                          instance_id: str | None) -> Member:
@@ -170,12 +176,12 @@ class ClassicProtocol:
         if instance_id is not None:
             known = group.static_members.get(instance_id)
             if known is None:
-                raise _error(ErrorCode.unknown_member_id)
+                raise kafka_error(ErrorCode.unknown_member_id)
             if known != member_id:
                 raise _fenced(instance_id)
         member = group.members.get(member_id)
         if member is None:
-            raise _error(ErrorCode.unknown_member_id)
+            raise kafka_error(ErrorCode.unknown_member_id)
         return member
 
     async def _join_static(self, group: ClassicGroup, new_id: str, instance_id: str,
@@ -194,12 +200,7 @@ class ClassicProtocol:
         # bytes may well differ (a cooperative client lists the partitions it owns, none
         # after a restart), which is no reason to move partitions.
         del group.members[old.member_id]
-        for fut in (old.join_future, old.sync_future):
-            if fut is not None and not fut.done():
-                fut.set_result(JoinResult(ErrorCode.fenced_instance_id, old.member_id)
-                               if fut is old.join_future else
-                               SyncResult(ErrorCode.fenced_instance_id))
-        old.join_future = old.sync_future = None
+        _answer_waiting(old, ErrorCode.fenced_instance_id)
         old.member_id = new_id
         old.client_id, old.client_host = client_id, client_host
         old.session_timeout_ms, old.rebalance_timeout_ms = session_ms, rebalance_ms
@@ -355,12 +356,7 @@ class ClassicProtocol:
         if member.group_instance_id is not None and \
                 group.static_members.get(member.group_instance_id) == member.member_id:
             del group.static_members[member.group_instance_id]
-        for fut in (member.join_future, member.sync_future):
-            if fut is not None and not fut.done():
-                fut.set_result(JoinResult(ErrorCode.unknown_member_id, member.member_id)
-                               if fut is member.join_future else
-                               SyncResult(ErrorCode.unknown_member_id))
-        member.join_future = member.sync_future = None
+        _answer_waiting(member, ErrorCode.unknown_member_id)
         if group.leader_id == member.member_id:
             group.leader_id = next(iter(group.members), None)
 
@@ -383,22 +379,22 @@ class ClassicProtocol:
         self.registry.check_coordinator(group_id)
         group = self._classic(group_id)
         if group is None:
-            raise _error(ErrorCode.unknown_member_id)
+            raise kafka_error(ErrorCode.unknown_member_id)
         self._validate_member(group, member_id, instance_id)
         if generation_id != group.generation_id:
-            raise _error(ErrorCode.illegal_generation)
+            raise kafka_error(ErrorCode.illegal_generation)
         if (protocol_type is not None and protocol_type != group.protocol_type) or \
                 (protocol_name is not None and protocol_name != group.protocol_name):
-            raise _error(ErrorCode.inconsistent_group_protocol)
+            raise kafka_error(ErrorCode.inconsistent_group_protocol)
         member = group.members[member_id]
         member.heartbeat_deadline = self.clock.monotonic() + member.session_timeout_ms / 1000
         if group.in_state(GroupState.PREPARING_REBALANCE):
-            raise _error(ErrorCode.rebalance_in_progress)
+            raise kafka_error(ErrorCode.rebalance_in_progress)
         if group.in_state(GroupState.STABLE):
             return SyncResult(ErrorCode.none, member.assignment, group.protocol_type,
                               group.protocol_name)
         if not group.in_state(GroupState.COMPLETING_REBALANCE):
-            raise _error(ErrorCode.unknown_member_id)
+            raise kafka_error(ErrorCode.unknown_member_id)
         member.sync_future = asyncio.get_running_loop().create_future()
         future = member.sync_future
         if member_id == group.leader_id:

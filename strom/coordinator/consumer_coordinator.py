@@ -26,7 +26,7 @@ from strom.coordinator.consumer_group import (
     MemberState,
     compile_topic_regex,
 )
-from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.errors import ErrorCode, kafka_error
 
 if TYPE_CHECKING:
     from strom.clock import Clock
@@ -46,10 +46,6 @@ class HeartbeatResult:
     member_epoch: int
     heartbeat_interval_ms: int
     assignment: Assignment | None
-
-
-def _error(code: ErrorCode, message: str | None = None) -> KafkaError:
-    return KafkaError(message, code)
 
 
 class ConsumerCoordinator:
@@ -72,14 +68,14 @@ class ConsumerCoordinator:
         group = self.registry.get(group_id)
         if group is None:
             if not create:
-                raise _error(ErrorCode.unknown_member_id)
+                raise kafka_error(ErrorCode.unknown_member_id)
             group = ConsumerGroup(group_id, state_timestamp=self.clock.now_ms())
             self.registry.register(group)
             return group
         if not isinstance(group, ConsumerGroup):
             if group.members:
-                raise _error(ErrorCode.group_id_not_found,
-                             f"Group {group_id} is a classic group with members.")
+                raise kafka_error(ErrorCode.group_id_not_found,
+                                  f"Group {group_id} is a classic group with members.")
             # an empty classic group (only offsets) becomes a consumer group
             converted = ConsumerGroup(group_id, offsets=group.offsets,
                                       state_timestamp=self.clock.now_ms())
@@ -96,20 +92,20 @@ class ConsumerCoordinator:
         self.registry.check_coordinator(group_id)
         if member_epoch == 0:  # Kafka's checks of a join
             if rebalance_timeout_ms == -1:
-                raise _error(ErrorCode.invalid_request,
-                             "RebalanceTimeoutMs must be provided in first request.")
+                raise kafka_error(ErrorCode.invalid_request,
+                                  "RebalanceTimeoutMs must be provided in first request.")
             if topic_names is None and topic_regex is None:
-                raise _error(ErrorCode.invalid_request,
-                             "Either SubscribedTopicNames or SubscribedTopicRegex must be "
-                             "non-null when (re-)joining.")
+                raise kafka_error(ErrorCode.invalid_request,
+                                  "Either SubscribedTopicNames or SubscribedTopicRegex must be "
+                                  "non-null when (re-)joining.")
         elif member_epoch < STATIC_LEAVE_EPOCH:
-            raise _error(ErrorCode.invalid_request, "MemberEpoch is invalid.")
+            raise kafka_error(ErrorCode.invalid_request, "MemberEpoch is invalid.")
         if topic_regex:
             compile_topic_regex(topic_regex)  # INVALID_REGULAR_EXPRESSION, as Kafka
         if server_assignor is not None and server_assignor not in ASSIGNORS:
-            raise _error(ErrorCode.unsupported_assignor,
-                         f"Assignor {server_assignor} is not supported; use one of "
-                         f"{', '.join(sorted(ASSIGNORS))}.")
+            raise kafka_error(ErrorCode.unsupported_assignor,
+                              f"Assignor {server_assignor} is not supported; use one of "
+                              f"{', '.join(sorted(ASSIGNORS))}.")
         interval = self.config.get("group.consumer.heartbeat.interval.ms")
         now = self.clock.monotonic()
         if member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
@@ -133,7 +129,7 @@ class ConsumerCoordinator:
         if member_epoch == 0:
             if member is None:
                 if len(group.members) >= self.config.get("group.consumer.max.size"):
-                    raise _error(ErrorCode.group_max_size_reached)
+                    raise kafka_error(ErrorCode.group_max_size_reached)
                 member = ConsumerMember(member_id or str(uuid.uuid4()), instance_id,
                                         rack_id, client_id, client_host,
                                         rebalance_timeout_ms)
@@ -156,14 +152,14 @@ class ConsumerCoordinator:
                 group.bump()
         else:
             if member is None or member.member_id != member_id:
-                raise _error(ErrorCode.unknown_member_id,
-                             f"Member {member_id} is not a member of group {group_id}.")
+                raise kafka_error(ErrorCode.unknown_member_id,
+                                  f"Member {member_id} is not a member of group {group_id}.")
             if member_epoch != member.member_epoch and not (
                     member_epoch == member.previous_member_epoch and owned is not None
                     and _subset(owned, member.assigned)):
-                raise _error(ErrorCode.fenced_member_epoch,
-                             f"The member epoch {member_epoch} is not the current epoch "
-                             f"{member.member_epoch}.")
+                raise kafka_error(ErrorCode.fenced_member_epoch,
+                                  f"The member epoch {member_epoch} is not the current epoch "
+                                  f"{member.member_epoch}.")
         member.session_deadline = now + self._session_s()
         member.client_id, member.client_host = client_id, client_host
         if rebalance_timeout_ms > 0:
@@ -215,15 +211,15 @@ class ConsumerCoordinator:
         """OffsetCommit by a member of a consumer group (epoch -1 with no member: admin)."""
         if epoch < 0 and not member_id:
             if group.members:
-                raise _error(ErrorCode.unknown_member_id)
+                raise kafka_error(ErrorCode.unknown_member_id)
             return
         member = group.members.get(member_id)
         if member is None:
-            raise _error(ErrorCode.unknown_member_id)
+            raise kafka_error(ErrorCode.unknown_member_id)
         if epoch > member.member_epoch:
-            raise _error(ErrorCode.fenced_member_epoch)
+            raise kafka_error(ErrorCode.fenced_member_epoch)
         if epoch < member.member_epoch:
-            raise _error(ErrorCode.stale_member_epoch)
+            raise kafka_error(ErrorCode.stale_member_epoch)
 
 
 def _subset(a: Assignment, b: Assignment) -> bool:

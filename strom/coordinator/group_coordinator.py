@@ -43,7 +43,7 @@ from strom.coordinator.group_results import (
     SyncResult,
 )
 from strom.log.records import NewRecord, build_batch
-from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.errors import ErrorCode, KafkaError, kafka_error
 from strom.replication.replica_manager import ReplicaManager
 from strom.tasks import essential, run_forever, run_until_done, spawn
 
@@ -60,10 +60,6 @@ def java_string_hash(s: str) -> int:
     for i in range(0, len(data), 2):
         h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
     return h - (1 << 32) if h >= 1 << 31 else h
-
-
-def _error(code: ErrorCode, message: str | None = None) -> KafkaError:
-    return KafkaError(message, code)
 
 
 class GroupCoordinator(ClassicProtocol):
@@ -125,8 +121,8 @@ class GroupCoordinator(ClassicProtocol):
             await self._create_offsets_topic()
         info = self.cache.partition(OFFSETS_TOPIC, self.partition_for(group_id))
         if info is None or info.leader < 0 or info.leader not in self.cache.brokers:
-            raise _error(ErrorCode.coordinator_not_available,
-                         "The coordinator is not available.")
+            raise kafka_error(ErrorCode.coordinator_not_available,
+                              "The coordinator is not available.")
         return info.leader
 
     async def _create_offsets_topic(self) -> None:
@@ -211,8 +207,8 @@ class GroupCoordinator(ClassicProtocol):
             log.warning("Could not write group %s to %s: %s", group_id, OFFSETS_TOPIC, e)
             if e.code in (ErrorCode.not_leader_or_follower,
                           ErrorCode.unknown_topic_or_partition):
-                raise _error(ErrorCode.not_coordinator) from None
-            raise _error(ErrorCode.coordinator_not_available) from None
+                raise kafka_error(ErrorCode.not_coordinator) from None
+            raise kafka_error(ErrorCode.coordinator_not_available) from None
 
     async def _store_group(self, group: ClassicGroup) -> None:
         await self._write(group.group_id, [group_store.group_record(group)])
@@ -227,16 +223,16 @@ class GroupCoordinator(ClassicProtocol):
             self.consumer.validate_commit(group, member_id, generation_id)
         elif generation_id < 0 and not member_id and instance_id is None:
             if group is not None and group.members:
-                raise _error(ErrorCode.unknown_member_id)
+                raise kafka_error(ErrorCode.unknown_member_id)
             group = self._get_or_create(group_id)
         else:
             if group is None:
-                raise _error(ErrorCode.illegal_generation)
+                raise kafka_error(ErrorCode.illegal_generation)
             self._validate_member(group, member_id, instance_id)
             if generation_id != group.generation_id:
-                raise _error(ErrorCode.illegal_generation)
+                raise kafka_error(ErrorCode.illegal_generation)
             if group.in_state(GroupState.COMPLETING_REBALANCE):
-                raise _error(ErrorCode.rebalance_in_progress)
+                raise kafka_error(ErrorCode.rebalance_in_progress)
             member = group.members[member_id]
             member.heartbeat_deadline = self.clock.monotonic() + \
                 member.session_timeout_ms / 1000
@@ -287,13 +283,13 @@ class GroupCoordinator(ClassicProtocol):
         group = self.registry.get(group_id)
         if group is None or (isinstance(group, ClassicGroup) and
                              group.in_state(GroupState.DEAD)):
-            raise _error(ErrorCode.group_id_not_found)
+            raise kafka_error(ErrorCode.group_id_not_found)
         if isinstance(group, ConsumerGroup):
             subscribed = {t for m in group.members.values() for t in m.subscribed_topic_names}
         else:
             subscribed = group.subscribed_topics() if group.members else set()
         if group.members and subscribed is None:
-            raise _error(ErrorCode.non_empty_group)
+            raise kafka_error(ErrorCode.non_empty_group)
         results, records = [], []
         for t, p in partitions:
             if subscribed and t in subscribed:
@@ -319,7 +315,7 @@ class GroupCoordinator(ClassicProtocol):
         out = []
         for pstate in self.registry.partitions.values():
             if pstate.loading:
-                raise _error(ErrorCode.coordinator_load_in_progress)
+                raise kafka_error(ErrorCode.coordinator_load_in_progress)
             for gid in sorted(pstate.groups):
                 g = self.registry.get(gid)
                 if isinstance(g, ConsumerGroup):

@@ -31,20 +31,48 @@ class CorruptIndexError(Exception):
 
 
 class _IndexFile:
-    entry_size: int
+    """What both indexes share: two columns of int64 in memory (see `_columns`), entries of
+    `entry` appended to the file, truncation and reset rewriting it."""
+
+    entry: struct.Struct
 
     def __init__(self, path: str, base_offset: int, max_index_size: int) -> None:
         self.path = path
         self.base_offset = base_offset
-        self.max_entries = max(1, max_index_size // self.entry_size)
+        self.max_entries = max(1, max_index_size // self.entry.size)
         self._pending = bytearray()
 
     @property
     def is_full(self) -> bool:
         return len(self) >= self.max_entries
 
-    def __len__(self) -> int:  # pragma: no cover - subclasses
+    def _columns(self) -> tuple[array, array]:  # pragma: no cover - subclasses
+        """The two in-memory columns, in the order of an entry's fields."""
         raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self._columns()[0])
+
+    def _add(self, first: int, second: int) -> None:
+        """Append an entry, in memory and to the bytes the next flush writes."""
+        a, b = self._columns()
+        a.append(first)
+        b.append(second)
+        self._pending += self.entry.pack(first, second)
+
+    def _drop_from(self, i: int) -> None:
+        """Drop the entries from the i-th on, in memory and in the file."""
+        first, second = self._columns()
+        if i < len(first):
+            del first[i:]
+            del second[i:]
+            self._rewrite(b"".join(self.entry.pack(a, b)
+                                   for a, b in zip(first, second, strict=True)))
+
+    def reset(self) -> None:
+        for column in self._columns():
+            del column[:]
+        self._rewrite(b"")
 
     def _read_file(self) -> bytes:
         try:
@@ -52,9 +80,9 @@ class _IndexFile:
                 data = f.read()
         except FileNotFoundError:
             return b""
-        if len(data) % self.entry_size:
+        if len(data) % self.entry.size:
             raise CorruptIndexError(
-                f"{self.path}: size {len(data)} is not a multiple of {self.entry_size}"
+                f"{self.path}: size {len(data)} is not a multiple of {self.entry.size}"
             )
         return data
 
@@ -97,15 +125,15 @@ class _IndexFile:
 
 
 class OffsetIndex(_IndexFile):
-    entry_size = 8
+    entry = _OFFSET_ENTRY
 
     def __init__(self, path: str, base_offset: int, max_index_size: int) -> None:
         super().__init__(path, base_offset, max_index_size)
         self.relative_offsets = array("q")
         self.positions = array("q")
 
-    def __len__(self) -> int:
-        return len(self.relative_offsets)
+    def _columns(self) -> tuple[array, array]:
+        return self.relative_offsets, self.positions
 
     def load(self, log_size: int) -> None:
         """Read the file; raise CorruptIndexError if it fails the sanity check."""
@@ -126,9 +154,7 @@ class OffsetIndex(_IndexFile):
         rel = offset - self.base_offset
         if len(self.relative_offsets) and rel <= self.relative_offsets[-1]:
             return
-        self.relative_offsets.append(rel)
-        self.positions.append(position)
-        self._pending += _OFFSET_ENTRY.pack(rel, position)
+        self._add(rel, position)
 
     def lookup(self, offset: int) -> tuple[int, int]:
         """(offset, position) of the last entry at or before `offset`, else (base, 0)."""
@@ -139,28 +165,19 @@ class OffsetIndex(_IndexFile):
 
     def truncate_to_position(self, position: int) -> None:
         """Drop entries at or after `position` in the log."""
-        i = bisect.bisect_left(self.positions, position)
-        if i < len(self.positions):
-            del self.relative_offsets[i:]
-            del self.positions[i:]
-            self._rewrite(b"".join(_OFFSET_ENTRY.pack(r, p) for r, p in
-                                   zip(self.relative_offsets, self.positions, strict=True)))
-
-    def reset(self) -> None:
-        self.relative_offsets, self.positions = array("q"), array("q")
-        self._rewrite(b"")
+        self._drop_from(bisect.bisect_left(self.positions, position))
 
 
 class TimeIndex(_IndexFile):
-    entry_size = 12
+    entry = _TIME_ENTRY
 
     def __init__(self, path: str, base_offset: int, max_index_size: int) -> None:
         super().__init__(path, base_offset, max_index_size)
         self.timestamps = array("q")
         self.relative_offsets = array("q")
 
-    def __len__(self) -> int:
-        return len(self.timestamps)
+    def _columns(self) -> tuple[array, array]:
+        return self.timestamps, self.relative_offsets
 
     def load(self) -> None:
         data = self._read_file()
@@ -183,10 +200,7 @@ class TimeIndex(_IndexFile):
     def maybe_append(self, timestamp: int, offset: int) -> None:
         if len(self.timestamps) and timestamp <= self.timestamps[-1]:
             return
-        rel = offset - self.base_offset
-        self.timestamps.append(timestamp)
-        self.relative_offsets.append(rel)
-        self._pending += _TIME_ENTRY.pack(timestamp, rel)
+        self._add(timestamp, offset - self.base_offset)
 
     def lookup(self, timestamp: int) -> int:
         """The offset of the last entry whose timestamp is below `timestamp` (a safe place
@@ -198,13 +212,4 @@ class TimeIndex(_IndexFile):
 
     def truncate_to_offset(self, offset: int) -> None:
         """Drop entries for offsets at or after `offset`."""
-        i = bisect.bisect_left(self.relative_offsets, offset - self.base_offset)
-        if i < len(self.relative_offsets):
-            del self.timestamps[i:]
-            del self.relative_offsets[i:]
-            self._rewrite(b"".join(_TIME_ENTRY.pack(t, r) for t, r in
-                                   zip(self.timestamps, self.relative_offsets, strict=True)))
-
-    def reset(self) -> None:
-        self.timestamps, self.relative_offsets = array("q"), array("q")
-        self._rewrite(b"")
+        self._drop_from(bisect.bisect_left(self.relative_offsets, offset - self.base_offset))

@@ -429,45 +429,19 @@ def _walk(data: bytes | bytearray, header: BatchHeader, count: int, build: bool)
         pos += 1
         timestamp_delta, pos = read_varint(data, pos, record_end, _VARLONG)
         offset_delta, pos = read_varint(data, pos, record_end, _VARINT)
-        key_length, pos = read_varint(data, pos, record_end, _VARINT)
-        key = None
-        if key_length >= 0:
-            if pos + key_length > record_end:
-                raise CorruptRecordError("record key overruns the record")
-            if build:
-                key = data[pos:pos + key_length]
-            pos += key_length
-        value_length, pos = read_varint(data, pos, record_end, _VARINT)
-        value = None
-        if value_length >= 0:
-            if pos + value_length > record_end:
-                raise CorruptRecordError("record value overruns the record")
-            if build:
-                value = data[pos:pos + value_length]
-            pos += value_length
+        key_length, key, pos = _field(data, pos, record_end, build, "record key")
+        _length, value, pos = _field(data, pos, record_end, build, "record value")
         header_count, pos = read_varint(data, pos, record_end, _VARINT)
         if header_count < 0:
             raise CorruptRecordError(f"invalid negative header count {header_count}")
         headers = []
         for _ in range(header_count):
-            hkey_length, pos = read_varint(data, pos, record_end, _VARINT)
+            hkey_length, hkey, pos = _field(data, pos, record_end, build, "header key")
             if hkey_length < 0:
                 raise CorruptRecordError(f"invalid negative header key size {hkey_length}")
-            if pos + hkey_length > record_end:
-                raise CorruptRecordError("header key overruns the record")
-            hkey_start = pos
-            pos += hkey_length
-            hvalue_length, pos = read_varint(data, pos, record_end, _VARINT)
-            hvalue = None
-            if hvalue_length >= 0:
-                if pos + hvalue_length > record_end:
-                    raise CorruptRecordError("header value overruns the record")
-                if build:
-                    hvalue = data[pos:pos + hvalue_length]
-                pos += hvalue_length
+            _length, hvalue, pos = _field(data, pos, record_end, build, "header value")
             if build:
-                hkey = data[hkey_start:hkey_start + hkey_length].decode("utf-8", "replace")
-                headers.append((hkey, hvalue))
+                headers.append((hkey.decode("utf-8", "replace"), hvalue))
         if pos != record_end:
             raise CorruptRecordError(
                 f"record declared {length} bytes but its fields take {pos - record_start}")
@@ -480,6 +454,20 @@ def _walk(data: bytes | bytearray, header: BatchHeader, count: int, build: bool)
     if pos != end:
         raise CorruptRecordError(
             f"{end - pos} bytes left in the batch after reading all {count} records")
+
+
+def _field(data: bytes | bytearray, pos: int, record_end: int, build: bool, what: str
+           ) -> tuple[int, bytes | bytearray | None, int]:
+    """(length, bytes, next position) of the varint-length-prefixed field at `pos` (key,
+    value, header key or value); a negative length is null. The bytes are copied only
+    when `build`; a field that overruns its record raises CorruptRecordError."""
+    length, pos = read_varint(data, pos, record_end, _VARINT)
+    if length < 0:
+        return length, None, pos
+    field_end = pos + length
+    if field_end > record_end:
+        raise CorruptRecordError(f"{what} overruns the record")
+    return length, data[pos:field_end] if build else None, field_end
 
 
 # --- control records ----------------------------------------------------------------------

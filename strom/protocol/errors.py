@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-__all__ = ["ErrorCode", "KafkaError", "error"]
+__all__ = ["ErrorCode", "KafkaError", "error", "kafka_error"]
 
 
 class KafkaError(Exception):
@@ -38,6 +38,12 @@ def error(code: ErrorCode) -> type[KafkaError]:
         cls = type(name, (KafkaError,), {"code": code})
         _classes[code] = cls
     return cls
+
+
+def kafka_error(code: ErrorCode, message: str | None = None) -> KafkaError:
+    """An error to raise for `code` (of its `error(code)` class) with `message` for the
+    client, e.g. `raise kafka_error(ErrorCode.unknown_member_id)`."""
+    return error(code)(message)
 
 
 # The ones domain code raises most, by name.
@@ -72,6 +78,7 @@ UnknownTopicId = error(ErrorCode.unknown_topic_id)
 InconsistentTopicId = error(ErrorCode.inconsistent_topic_id)
 KafkaStorageError = error(ErrorCode.kafka_storage_error)
 NotController = error(ErrorCode.not_controller)
+RequestTimedOut = error(ErrorCode.request_timed_out)
 PolicyViolation = error(ErrorCode.policy_violation)
 UnsupportedVersion = error(ErrorCode.unsupported_version)
 ResourceNotFound = error(ErrorCode.resource_not_found)

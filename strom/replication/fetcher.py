@@ -38,13 +38,28 @@ OFFSET_FOR_LEADER_EPOCH_VERSION = 3
 TopicPartition = tuple[str, int]
 
 
+def _per_topic(cls, parts: dict[TopicPartition, object]) -> tuple:
+    """A request's topic entries (`cls`, with topic= and partitions=) holding its partition
+    entries `parts`, in the order the topics first appear."""
+    topics: dict[str, list] = {}
+    for (topic, _), part in parts.items():
+        topics.setdefault(topic, []).append(part)
+    return tuple(make(cls, topic=name, partitions=tuple(p)) for name, p in topics.items())
+
+
 @dataclass(slots=True)
 class FetchTarget:
     partition: Partition
     leader_epoch: int
     needs_truncation: bool = True
     delayed_until: float = 0.0
-    errors: int = field(default=0)
+    errors: int = field(default=0)  # failed fetches in a row
+
+    def failed(self) -> bool:
+        """Count one more failure in a row; True when it is one to log (the first and every
+        20th, so a partition that keeps failing does not flood the log)."""
+        self.errors += 1
+        return self.errors == 1 or self.errors % 20 == 0
 
 
 class ReplicaFetcher:
@@ -150,7 +165,7 @@ class ReplicaFetcher:
                         ) -> None:
         mod = request_module(23, OFFSET_FOR_LEADER_EPOCH_VERSION)
         asked: dict[TopicPartition, int] = {}
-        topics: dict[str, list] = {}
+        parts: dict[TopicPartition, object] = {}
         for tp, t in targets.items():
             plog = t.partition.log
             if plog.latest_epoch < 0:
@@ -159,15 +174,14 @@ class ReplicaFetcher:
                 t.needs_truncation = False
                 continue
             asked[tp] = plog.latest_epoch
-            topics.setdefault(tp[0], []).append(make(
-                mod.OffsetForLeaderPartition, partition=tp[1],
-                current_leader_epoch=t.leader_epoch, leader_epoch=plog.latest_epoch))
-        if not topics:
+            parts[tp] = make(mod.OffsetForLeaderPartition, partition=tp[1],
+                             current_leader_epoch=t.leader_epoch,
+                             leader_epoch=plog.latest_epoch)
+        if not parts:
             return
         request = make(request_schema(23, OFFSET_FOR_LEADER_EPOCH_VERSION),
-                       replica_id=self.broker_id, topics=tuple(
-                           make(mod.OffsetForLeaderTopic, topic=name, partitions=tuple(parts))
-                           for name, parts in topics.items()))
+                       replica_id=self.broker_id,
+                       topics=_per_topic(mod.OffsetForLeaderTopic, parts))
         response = await conn.request(request)
         for topic in response.topics:
             for r in topic.partitions:
@@ -207,24 +221,23 @@ class ReplicaFetcher:
     async def _fetch(self, conn: BrokerConnection, targets: dict[TopicPartition, FetchTarget]
                      ) -> None:
         mod = request_module(1, FETCH_VERSION)
-        topics: dict[str, list] = {}
+        parts: dict[TopicPartition, object] = {}
         offsets: dict[TopicPartition, int] = {}
         for tp, t in targets.items():
             plog = t.partition.log
             offsets[tp] = plog.log_end_offset
-            topics.setdefault(tp[0], []).append(make(
+            parts[tp] = make(
                 mod.FetchPartition, partition=tp[1], current_leader_epoch=t.leader_epoch,
                 fetch_offset=plog.log_end_offset, last_fetched_epoch=-1,
                 log_start_offset=plog.log_start_offset,
-                partition_max_bytes=self.config.get("replica.fetch.max.bytes")))
+                partition_max_bytes=self.config.get("replica.fetch.max.bytes"))
         request = make(
             request_schema(1, FETCH_VERSION), cluster_id=None, replica_id=self.broker_id,
             max_wait=datetime.timedelta(milliseconds=self.config.get("replica.fetch.wait.max.ms")),
             min_bytes=self.config.get("replica.fetch.min.bytes"),
             max_bytes=self.config.get("replica.fetch.response.max.bytes"),
             isolation_level=0, session_id=0, session_epoch=-1,
-            topics=tuple(make(mod.FetchTopic, topic=name, partitions=tuple(parts))
-                         for name, parts in topics.items()),
+            topics=_per_topic(mod.FetchTopic, parts),
             forgotten_topics_data=(), rack_id="")
         frame = await conn.request_frame(request)
         try:
@@ -245,8 +258,7 @@ class ReplicaFetcher:
             except (InvalidBatch, OSError) as e:
                 # as Kafka's fetcher: this partition backs off and is fetched again (a
                 # corrupt answer may be transient); the leader's other partitions go on
-                t.errors += 1
-                if t.errors == 1 or t.errors % 20 == 0:
+                if t.failed():
                     log.error("%s: cannot append what leader %d sent at offset %d "
                               "(%d times): %s", t.partition, self.leader_id, offsets[tp],
                               t.errors, e)
@@ -281,8 +293,7 @@ class ReplicaFetcher:
             # NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION:
             # the leader has not applied the same partition state yet (or it moved on and
             # our metadata will follow); try again after the backoff
-            t.errors += 1
-            if t.errors == 1 or t.errors % 20 == 0:
+            if t.failed():
                 log.info("%s: fetch from %d: %s", p, self.leader_id, ErrorCode(code).name)
             self._delay(t)
 

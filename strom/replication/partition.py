@@ -80,13 +80,7 @@ class Partition:
         """Apply a state naming this broker leader; True if leadership is new (a new
         epoch), False if only the ISR or replicas moved within the same epoch."""
         new = not self.is_leader or state.leader_epoch != self.leader_epoch
-        self.leader = self.broker_id
-        self.leader_epoch = state.leader_epoch
-        self.replicas = replicas
-        self.isr = state.isr
-        self.state_version = state.version
-        self.controller_epoch = state.controller_epoch
-        self.pending_isr = None
+        self._apply_state(self.broker_id, state, replicas)
         if new:
             # as Kafka: every follower is given until now + replica.lag.time.max.ms
             self.followers = {b: ReplicaState(b, last_caught_up_ms=now_ms)
@@ -104,20 +98,26 @@ class Partition:
         self.maybe_increment_high_watermark()
         return new
 
+    def _apply_state(self, leader: int, state: PartitionState, replicas: tuple[int, ...]
+                     ) -> None:
+        """Take the leader, epoch, replicas, ISR and versions of a partition state; an ISR
+        write still in flight is forgotten (the state supersedes it)."""
+        self.leader = leader
+        self.leader_epoch = state.leader_epoch
+        self.replicas = replicas
+        self.isr = state.isr
+        self.state_version = state.version
+        self.controller_epoch = state.controller_epoch
+        self.pending_isr = None
+
     def make_follower(self, state: PartitionState, replicas: tuple[int, ...]) -> bool:
         """Apply a state naming another broker (or none) leader; True if the leader or
         epoch changed, so the follower must check for a divergent tail and refetch."""
         changed = self.leader != state.leader or self.leader_epoch != state.leader_epoch
         if changed:
             log.info("%s: follower of %d at epoch %d", self, state.leader, state.leader_epoch)
-        self.leader = state.leader
-        self.leader_epoch = state.leader_epoch
-        self.replicas = replicas
-        self.isr = state.isr
-        self.state_version = state.version
-        self.controller_epoch = state.controller_epoch
+        self._apply_state(state.leader, state, replicas)
         self.followers = {}
-        self.pending_isr = None
         return changed
 
     def check_leader(self, client_epoch: int = -1) -> None:

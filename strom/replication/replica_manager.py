@@ -38,6 +38,7 @@ from strom.protocol.errors import (
     InvalidTopic,
     KafkaError,
     NotLeaderOrFollower,
+    RequestTimedOut,
     UnknownTopicOrPartition,
     error,
 )
@@ -46,7 +47,6 @@ from strom.replication.partition import Partition
 from strom.tasks import essential, run_forever, spawn
 
 NotEnoughReplicasAfterAppend = error(ErrorCode.not_enough_replicas_after_append)
-RequestTimedOut = error(ErrorCode.request_timed_out)
 
 log = logging.getLogger(__name__)
 

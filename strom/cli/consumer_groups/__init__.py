@@ -40,18 +40,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from strom.cli._common import (
-    ToolError,
-    add_actions,
-    add_bootstrap_argument,
-    add_command_config_argument,
-    add_flags,
-    chosen_action,
-    client_config,
-    client_errors,
-    error_text,
-    option_name,
-)
+from strom.cli import _common as common
+from strom.cli._common import ToolError
 from strom.cli.consumer_groups import delete, describe, reset_offsets
 from strom.cli.consumer_groups.admin import GroupAdmin, err, kafka_message
 from strom.cli.consumer_groups.options import ACTIONS, SCENARIO_OPTIONS, check_args
@@ -77,11 +67,11 @@ QUIET_CONFIG: dict[str, object] = {"log_level": 5}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_argument(parser)
-    add_command_config_argument(parser)
+    common.add_bootstrap_argument(parser)
+    common.add_command_config_argument(parser)
     parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_MS, metavar="MS",
                         help=f"timeout of each request (default: {DEFAULT_TIMEOUT_MS})")
-    add_actions(parser, {
+    common.add_actions(parser, {
         "--list": "list consumer groups",
         "--describe": "describe groups: offsets and lag (default), --members or --state",
         "--delete": "delete groups (their committed offsets and metadata)",
@@ -94,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topic", action="append", default=[], metavar="TOPIC[:P,P...]",
                         help="for --reset-offsets and --delete-offsets: a topic, optionally "
                              "with partitions (orders:0,1); repeatable")
-    add_flags(parser, {
+    common.add_flags(parser, {
         "--all-topics": "for --reset-offsets: every topic the group has offsets for",
         "--offsets": "with --describe: offsets and lag per partition (the default)",
         "--members": "with --describe: the members of the group",
@@ -110,9 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --describe: more columns (--members: ASSIGNMENT)")
     scenarios = parser.add_mutually_exclusive_group()
     for dest, keywords in SCENARIO_OPTIONS.items():
-        scenarios.add_argument(option_name(dest), **keywords)
+        scenarios.add_argument(common.option_name(dest), **keywords)
     mode = parser.add_mutually_exclusive_group()
-    add_flags(mode, {
+    common.add_flags(mode, {
         "--dry-run": "only print the new offsets (the default)",
         "--execute": "commit the new offsets",
     })
@@ -125,18 +115,18 @@ def run(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    action = chosen_action(args, ACTIONS)
+    action = common.chosen_action(args, ACTIONS)
     try:
         check_args(args, action)
     except ToolError as e:
         print(str(e), file=sys.stderr)
         return 1
     try:
-        conf = client_config(args.bootstrap_server, args.command_config, QUIET_CONFIG)
+        conf = common.client_config(args.bootstrap_server, args.command_config, QUIET_CONFIG)
         tool = GroupAdmin(AdminClient(conf), args, conf)
         return _ACTIONS[action](tool)
-    except (*client_errors(), TimeoutError) as e:
-        reason = kafka_message(e) if isinstance(e, KafkaException) else error_text(e)
+    except (*common.client_errors(), TimeoutError) as e:
+        reason = kafka_message(e) if isinstance(e, KafkaException) else common.error_text(e)
         err(f"Executing consumer group command failed due to {reason}")
         return 1
 
