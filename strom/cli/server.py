@@ -4,7 +4,8 @@ With no arguments the broker listens on PLAINTEXT://127.0.0.1:9092 and keeps its
 ./strom-data: no config file, no ZooKeeper, no JVM. A Kafka `server.properties` file and
 `--override key=value` pairs take Kafka's own config names and defaults (see
 docs/configuration.md). Unknown keys are warned about; invalid values stop the start-up
-with a clear message. SIGTERM or Ctrl-C shuts down cleanly (flush, checkpoints).
+with a clear message. SIGTERM or Ctrl-C shuts down cleanly (flush, checkpoints); SIGUSR1
+logs the event loop's lag since the previous SIGUSR1 (one line, `event loop lag {...}`).
 
 With `--override zookeeper.connect=host:2181[/chroot]` (and a distinct node.id, listener
 and log dir per broker) brokers form a replicated cluster whose metadata lives in
