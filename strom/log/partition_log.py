@@ -583,6 +583,8 @@ class PartitionLog:
                 if self.active_segment.size == 0 else self.active_segment.next_offset
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
+        # as Kafka: a follower's start offset (followed from its leader) never passes its end
+        self.log_start_offset = min(self.log_start_offset, self.log_end_offset)
         self._truncate_leader_epochs_after(self.log_end_offset)
         self._load_producer_state()
 

@@ -1,12 +1,13 @@
 """DeleteRecords on an RF=3 partition: the leader answers once every replica has moved its
 log start offset (followers learn it from Fetch responses and report theirs back), so
 after the leader goes the new leader's earliest offset is the new start, and every
-replica drops its whole segments below it and checkpoints the new start."""
+replica drops its whole segments below it and checkpoints the new start. A follower that
+does not fetch makes the request end REQUEST_TIMED_OUT."""
 
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from strom.log import checkpoint
@@ -36,15 +37,31 @@ def test_every_replica_moves_its_log_start_offset(make_cluster):
                        if f.name.endswith(".log"))
         assert 0 < bases[0] <= START, (node_id, bases)
 
+    # a follower that does not fetch (paused, still registered) holds the answer back:
+    # REQUEST_TIMED_OUT after the request's timeout, the leader's start moved all the same
+    leader = cluster.leader_of("t", 0)
+    follower = next(n for n in cluster.brokers if n != leader)
+    cluster.pause(follower)
+    try:
+        fs = admin.delete_records([TopicPartition("t", 0, START + 1)], request_timeout=30,
+                                  operation_timeout=0.5)
+        with pytest.raises(KafkaException) as e:
+            next(iter(fs.values())).result(timeout=40)
+        assert e.value.args[0].code() == KafkaError.REQUEST_TIMED_OUT
+    finally:
+        cluster.resume(follower)
+    fs = admin.delete_records([TopicPartition("t", 0, START + 2)], request_timeout=30)
+    assert next(iter(fs.values())).result(timeout=40).low_watermark == START + 2
+
     old_leader = cluster.leader_of("t", 0)
     cluster.stop(old_leader)
     cluster.wait_for_leader("t", 0, not_on=old_leader)
     tp = TopicPartition("t", 0)
     admin = cluster.admin()
     got = admin.list_offsets({tp: OffsetSpec.earliest()}, request_timeout=10)[tp]
-    assert got.result(timeout=15).offset == START
+    assert got.result(timeout=15).offset == START + 2
 
     for node_id in cluster.brokers:
         cluster.stop(node_id)
         path = cluster.brokers[node_id].log_dir / "log-start-offset-checkpoint"
-        assert checkpoint.read_offsets(str(path)).get(("t", 0)) == START, node_id
+        assert checkpoint.read_offsets(str(path)).get(("t", 0)) == START + 2, node_id
