@@ -65,7 +65,8 @@ async def handle(ctx: RequestContext, request):
         for p in t.partitions:
             wanted.append(FetchPartitionRequest(name, p.partition, p.fetch_offset,
                                                 p.partition_max_bytes,
-                                                getattr(p, "current_leader_epoch", -1)))
+                                                getattr(p, "current_leader_epoch", -1),
+                                                getattr(p, "log_start_offset", -1)))
     results = await ctx.broker.replicas.fetch(
         wanted, request.max_bytes if hasattr(request, "max_bytes") else 0x7FFFFFFF,
         request.min_bytes, int(request.max_wait.total_seconds() * 1000), replica_id)

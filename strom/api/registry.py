@@ -64,6 +64,7 @@ def load_all() -> dict[int, ApiSpec]:
         consumer_group_heartbeat,
         create_partitions,
         create_topics,
+        delete_records,
         delete_topics,
         describe_cluster,
         describe_topic_partitions,

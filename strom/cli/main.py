@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "move leadership to preferred replicas, or elect leaders uncleanly"),
     "reassign-partitions": ("strom.cli.reassign_partitions",
                             "move partition replicas between brokers"),
+    "delete-records": ("strom.cli.delete_records",
+                       "delete the records of partitions below an offset"),
 }
 
 

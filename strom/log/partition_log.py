@@ -584,6 +584,8 @@ class PartitionLog:
                 if self.active_segment.size == 0 else self.active_segment.next_offset
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
+        # as Kafka: a follower's start offset (followed from its leader) never passes its end
+        self.log_start_offset = min(self.log_start_offset, self.log_end_offset)
         self._truncate_leader_epochs_after(self.log_end_offset)
         self._load_producer_state()
 
@@ -602,6 +604,31 @@ class PartitionLog:
         self.leader_epochs = []
         self._write_leader_epochs()
         self._load_producer_state()
+
+    def maybe_increment_log_start_offset(self, offset: int) -> bool:
+        """Move the log start offset up to `offset` (DeleteRecords on the leader, or a
+        follower learning the leader's); True if it moved. As Kafka's
+        maybeIncrementLogStartOffset: OFFSET_OUT_OF_RANGE past the high watermark, the
+        leader epoch entries below it are folded into one starting there, and whole
+        segments below it are removed (renamed `.deleted` now, through the retention
+        path: `delete_segments_for_retention` and the LogManager's delayed delete)."""
+        if offset > self.high_watermark:
+            raise OffsetOutOfRange(
+                f"Cannot increment the log start offset to {offset} of partition "
+                f"{self.topic}-{self.partition} since it is larger than the high watermark "
+                f"{self.high_watermark}")
+        if offset <= self.log_start_offset:
+            return False
+        self.log_start_offset = offset
+        below = [(e, o) for e, o in self.leader_epochs if o < offset]
+        if below:
+            kept = [(e, o) for e, o in self.leader_epochs if o >= offset]
+            if not kept or kept[0][1] > offset:
+                kept.insert(0, (below[-1][0], offset))
+            self.leader_epochs = kept
+            self._write_leader_epochs()
+        self.delete_segments_for_retention()
+        return True
 
     def delete_segments_for_retention(self) -> int:
         """Delete closed segments past retention.ms or retention.bytes; returns how many."""

@@ -274,6 +274,8 @@ class ReplicaFetcher:
             if data:
                 self._append(p, data)
             p.update_follower_high_watermark(r.high_watermark)
+            if r.log_start_offset > plog.log_start_offset:
+                p.update_follower_log_start_offset(r.log_start_offset)
             t.errors = 0
             if data:
                 self.on_appended(tp)

@@ -26,6 +26,8 @@ from strom.protocol.batch import BatchHeader
 from strom.protocol.errors import (
     ErrorCode,
     NotLeaderOrFollower,
+    OffsetOutOfRange,
+    PolicyViolation,
     UnknownLeaderEpoch,
     error,
 )
@@ -44,6 +46,7 @@ class ReplicaState:
     last_caught_up_ms: int = 0
     last_fetch_leader_end_offset: int = -1
     last_fetch_ms: int = 0
+    log_start_offset: int = -1  # as its last valid fetch reported it (-1: not yet)
 
 
 class Partition:
@@ -156,7 +159,8 @@ class Partition:
             raise UnknownLeaderEpoch(message)
         raise NotLeaderOrFollower(message)
 
-    def update_follower(self, replica_id: int, fetch_offset: int, now_ms: int) -> bool:
+    def update_follower(self, replica_id: int, fetch_offset: int, now_ms: int,
+                        log_start_offset: int = -1) -> bool:
         """A follower fetched at `fetch_offset` (so it has everything below it). Returns
         True if the high watermark moved.
 
@@ -177,6 +181,7 @@ class Partition:
         elif fetch_offset >= f.last_fetch_leader_end_offset >= 0:
             f.last_caught_up_ms = max(f.last_caught_up_ms, f.last_fetch_ms)
         f.log_end_offset = fetch_offset
+        f.log_start_offset = log_start_offset
         f.last_fetch_leader_end_offset = leo
         f.last_fetch_ms = now_ms
         return self.maybe_increment_high_watermark()
@@ -226,8 +231,41 @@ class Partition:
             return True
         return False
 
+    # --- DeleteRecords ----------------------------------------------------------------------
+    def delete_records(self, offset: int) -> int:
+        """Move the log start offset to `offset` (-1: the high watermark) as leader;
+        returns the offset asked for. As Kafka's deleteRecordsOnLeader: POLICY_VIOLATION
+        when cleanup.policy has no `delete`, OFFSET_OUT_OF_RANGE for a negative offset or
+        one past the high watermark."""
+        self.check_leader()
+        if "delete" not in self.log.config.get("cleanup.policy"):
+            raise PolicyViolation(f"Records of partition {self} can not be deleted due to "
+                                  f"the configured policy")
+        target = self.high_watermark if offset == -1 else offset
+        if target < 0:
+            raise OffsetOutOfRange(f"The offset {target} for partition {self} is not valid")
+        self.log.maybe_increment_log_start_offset(target)
+        return target
+
+    def low_watermark(self, live: set[int] | dict) -> int:
+        """The smallest log start offset over this leader and its followers on live
+        brokers (Kafka's lowWatermarkIfLeader): DeleteRecords completes once it reaches
+        the offset asked for."""
+        self.check_leader()
+        low = self.log.log_start_offset
+        for b, f in self.followers.items():
+            if b in live:
+                low = min(low, f.log_start_offset)
+        return low
+
     # --- follower ---------------------------------------------------------------------------
     def update_follower_high_watermark(self, leader_high_watermark: int) -> None:
         hw = min(leader_high_watermark, self.log.log_end_offset)
         if hw > self.log.high_watermark:
             self.log.high_watermark = hw
+
+    def update_follower_log_start_offset(self, leader_log_start_offset: int) -> bool:
+        """Follow the leader's log start offset (moved by DeleteRecords or retention), as
+        Kafka's fetcher does; bounded by our own high watermark. True if it moved."""
+        return self.log.maybe_increment_log_start_offset(
+            min(leader_log_start_offset, self.log.high_watermark))

@@ -64,6 +64,7 @@ class FetchPartitionRequest:
     fetch_offset: int
     max_bytes: int
     current_leader_epoch: int = -1
+    log_start_offset: int = -1  # a follower's own (Fetch v5+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,8 @@ class ReplicaManager:
         self._replica_waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
         # acks=all produces: partition -> [(offset the high watermark must reach, future)]
         self._produce_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future]]] = {}
+        # DeleteRecords: partition -> [(offset the low watermark must reach, future)]
+        self._delete_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future]]] = {}
         self.fetchers: ReplicaFetcherManager | None = None
         self._isr_task: asyncio.Task | None = None
         self._isr_writes: set[asyncio.Task] = set()
@@ -126,6 +129,8 @@ class ReplicaManager:
             await self.fetchers.close()
         for tp in list(self._produce_waiters):
             self._fail_produce_waiters(tp, NotLeaderOrFollower("The broker is shutting down"))
+        for tp in list(self._delete_waiters):
+            self._fail_delete_waiters(tp, NotLeaderOrFollower("The broker is shutting down"))
 
     # --- following metadata ---------------------------------------------------------------
     def topic_config(self, topic: str) -> TopicConfig:
@@ -163,6 +168,8 @@ class ReplicaManager:
                     if was_leader:
                         self._fail_produce_waiters(tp, NotLeaderOrFollower(
                             f"Leadership of {name}-{p} moved to {st.leader}"))
+                        self._fail_delete_waiters(tp, NotLeaderOrFollower(
+                            f"Leadership of {name}-{p} moved to {st.leader}"))
                     if self.fetchers is not None and (
                             changed or not self.fetchers.is_following(tp)):
                         self.fetchers.follow(partition)
@@ -173,6 +180,8 @@ class ReplicaManager:
         if self.fetchers is not None:
             self.fetchers.stop_following(tp)
         self._fail_produce_waiters(tp, NotLeaderOrFollower(
+            f"Broker {self.broker_id} no longer hosts {tp[0]}-{tp[1]}"))
+        self._fail_delete_waiters(tp, UnknownTopicOrPartition(
             f"Broker {self.broker_id} no longer hosts {tp[0]}-{tp[1]}"))
         self.logs.delete(*tp)
         self._wake(tp)
@@ -298,6 +307,51 @@ class ReplicaManager:
         # before (as in Kafka, a high watermark move does not complete its fetch)
         self._wake_waiters(self._waiters, tp)
 
+    # --- DeleteRecords -------------------------------------------------------------------
+    async def delete_records(self, topic: str, partition: int, offset: int,
+                             timeout_ms: float) -> int:
+        """Move the partition's log start offset to `offset` (-1: the high watermark) as
+        leader and wait until every replica on a live broker has moved its own (followers
+        learn it from Fetch responses and report theirs in their next Fetch); returns the
+        low watermark then. REQUEST_TIMED_OUT after `timeout_ms`, NOT_LEADER_OR_FOLLOWER
+        if leadership moves meanwhile. Internal topics: INVALID_TOPIC_EXCEPTION, as Kafka."""
+        if topic in INTERNAL_TOPICS:
+            raise InvalidTopic(f"Cannot delete records of internal topic {topic}")
+        tp = (topic, partition)
+        p = self.leader_partition(topic, partition)
+        target = p.delete_records(offset)
+        self._wake(tp)  # parked fetches below the new start answer OFFSET_OUT_OF_RANGE
+        low = p.low_watermark(self.cache.brokers)
+        if low >= target:
+            return low
+        fut = asyncio.get_running_loop().create_future()
+        entry = (target, fut)
+        self._delete_waiters.setdefault(tp, []).append(entry)
+        try:
+            async with asyncio.timeout(max(timeout_ms, 0) / 1000):
+                return await fut
+        except TimeoutError:
+            raise RequestTimedOut(
+                f"Timed out waiting for the replicas of {topic}-{partition} to move their "
+                f"log start offset to {target}") from None
+        finally:
+            waiters = self._delete_waiters.get(tp)
+            if waiters is not None and entry in waiters:
+                waiters.remove(entry)
+                if not waiters:
+                    del self._delete_waiters[tp]
+
+    def _complete_delete_waiters(self, tp: TopicPartition, p: Partition) -> None:
+        low = p.low_watermark(self.cache.brokers)
+        for target, fut in self._delete_waiters.get(tp, ()):
+            if target <= low and not fut.done():
+                fut.set_result(low)
+
+    def _fail_delete_waiters(self, tp: TopicPartition, exc: KafkaError) -> None:
+        for _, fut in self._delete_waiters.pop(tp, ()):
+            if not fut.done():
+                fut.set_exception(exc)
+
     # --- replication: leader side ---------------------------------------------------------
     def _update_followers(self, requests: list[FetchPartitionRequest], replica_id: int
                           ) -> None:
@@ -309,8 +363,10 @@ class ReplicaManager:
                 continue
             if req.current_leader_epoch >= 0 and req.current_leader_epoch != p.leader_epoch:
                 continue
-            if p.update_follower(replica_id, req.fetch_offset, now):
+            if p.update_follower(replica_id, req.fetch_offset, now, req.log_start_offset):
                 self._high_watermark_moved(tp, p)
+            if tp in self._delete_waiters:
+                self._complete_delete_waiters(tp, p)
             isr = p.isr_to_expand(self.cache.brokers)
             if isr is not None:
                 log.info("%s: expanding ISR from %s to %s", p, list(p.isr), list(isr))
