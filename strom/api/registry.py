@@ -66,6 +66,7 @@ def load_all() -> dict[int, ApiSpec]:
         create_topics,
         delete_topics,
         describe_cluster,
+        describe_log_dirs,
         describe_topic_partitions,
         elect_leaders,
         fetch,
