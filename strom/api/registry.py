@@ -67,6 +67,7 @@ def load_all() -> dict[int, ApiSpec]:
         delete_records,
         delete_topics,
         describe_cluster,
+        describe_log_dirs,
         describe_topic_partitions,
         elect_leaders,
         fetch,

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                             "move partition replicas between brokers"),
     "delete-records": ("strom.cli.delete_records",
                        "delete the records of partitions below an offset"),
+    "log-dirs": ("strom.cli.log_dirs", "describe the log directories of brokers"),
 }
 
 

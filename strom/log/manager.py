@@ -14,6 +14,7 @@ expiration.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import logging
 import os
@@ -39,6 +40,16 @@ LOCK_FILE = ".lock"
 
 class LogDirError(Exception):
     pass
+
+
+def _check_dir(d: str) -> None:
+    """Create log dir `d` if needed and check that this process may read and write it;
+    OSError when it cannot be used."""
+    if os.path.lexists(d) and not os.path.isdir(d):
+        raise NotADirectoryError(errno.ENOTDIR, "it is not a directory", d)
+    os.makedirs(d, exist_ok=True)
+    if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "not readable and writable by this process", d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +85,14 @@ class LogManager:
         Returns the cluster id. Raises LogDirError when another process holds a dir's
         `.lock` or a dir belongs to another node or cluster; nothing is changed then.
         """
+        self.check_dirs()
         for d in self.log_dirs:
-            os.makedirs(d, exist_ok=True)
-            fd = os.open(os.path.join(d, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(os.path.join(d, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                self.release_locks()
+                raise LogDirError(f"Failed to create or validate data directory {d}: "
+                                  f"{e.strerror or e}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -92,6 +108,17 @@ class LogManager:
             self._check_meta_properties(d, write=True)
         assert self.cluster_id is not None
         return self.cluster_id
+
+    def check_dirs(self) -> None:
+        """Create every log dir that does not exist yet; LogDirError naming the first one
+        that is not a directory this process may read and write (Kafka would start with
+        it offline; strom refuses to start)."""
+        for d in self.log_dirs:
+            try:
+                _check_dir(d)
+            except OSError as e:
+                raise LogDirError(f"Failed to create or validate data directory {d}: "
+                                  f"{e.strerror or e}") from None
 
     def release_locks(self) -> None:
         for fd in self._locks:
@@ -120,6 +147,11 @@ class LogManager:
                 tp = files.parse_partition_dir(name)
                 if tp is None:
                     continue
+                if tp in self._dir_of:
+                    raise LogDirError(
+                        f"Duplicate log directories for {name} are found in both {path} and "
+                        f"{os.path.join(self._dir_of[tp], name)}: delete the one that is "
+                        f"out of date")
                 topic_id = topic_id_for(tp[0])
                 stored = checkpoint.read_partition_metadata(
                     os.path.join(path, files.PARTITION_METADATA))
@@ -185,8 +217,12 @@ class LogManager:
         tp = (topic, partition)
         plog = self.logs.get(tp)
         if plog is None:
-            d = min(self.log_dirs,
-                    key=lambda x: sum(1 for v in self._dir_of.values() if v == x))
+            # as Kafka's LogManager.nextLogDirs: the dir with the fewest partitions, ties
+            # going to the first in log.dirs
+            counts = {x: 0 for x in self.log_dirs}
+            for x in self._dir_of.values():
+                counts[x] += 1
+            d = min(self.log_dirs, key=counts.__getitem__)
             path = os.path.join(d, files.partition_dir_name(topic, partition))
             plog = PartitionLog.open(path, topic, partition, config, self.clock, topic_id,
                                      page_cache=self.page_cache)

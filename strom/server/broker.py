@@ -92,6 +92,7 @@ class Broker:
         self.logs = LogManager(config.log_dirs, self.clock, self.broker_id,
                                config.get("cluster.id"),
                                PageCacheWindow(config.get("log.page.cache.window.bytes")))
+        self.logs.check_dirs()  # each one a usable directory, before the store opens one
         zk_connect = config.get("zookeeper.connect")
         if zk_connect:
             self.store = ZkMetadataStore(zk_connect,
