@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "move leadership to preferred replicas, or elect leaders uncleanly"),
     "reassign-partitions": ("strom.cli.reassign_partitions",
                             "move partition replicas between brokers"),
+    "configs": ("strom.cli.configs", "describe and alter topic and broker configs"),
 }
 
 

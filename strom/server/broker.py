@@ -36,6 +36,7 @@ import uuid
 from strom.api.context import BrokerServices
 from strom.clock import Clock
 from strom.cluster import model
+from strom.cluster.broker_configs import DynamicBrokerConfigs
 from strom.cluster.controller import Controller
 from strom.cluster.local_store import LocalMetadataStore
 from strom.cluster.metadata_cache import MetadataCache
@@ -119,6 +120,9 @@ class Broker:
         if node is not None:
             self.logs.cluster_id = self.logs.cluster_id or json.loads(node[0])["id"]
         self.logs.prepare_dirs()
+        # before the logs load: they start with the dynamic broker defaults
+        self.dynamic_configs = DynamicBrokerConfigs(self.broker_id, self.store, config)
+        await self.dynamic_configs.start()
         self.cache = MetadataCache(self.store)
         await self._register()
         self.store.on_session(self._on_session_event)
@@ -128,6 +132,8 @@ class Broker:
         self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs,
                                        self.cache, self.store)
         self.replicas.on_topics_changed(set(self.cache.topics))
+        self.dynamic_configs.on_change(
+            lambda: self.replicas.on_topics_changed(set(self.cache.topics)))
         self.replicas.start()
         await self.controller.start()
         await self.cache.refresh_now()
@@ -138,7 +144,7 @@ class Broker:
         listeners = config.listeners()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
-            self.logs, self.producer_ids, self.groups)
+            self.logs, self.producer_ids, self.groups, dynamic_configs=self.dynamic_configs)
         self.dispatcher = Dispatcher(self.services)
         queued_max = config.get("queued.max.request.bytes")
         pool = MemoryPool(queued_max) if queued_max > 0 else None

@@ -1,0 +1,273 @@
+"""Describe and alter topic and broker configs (like Kafka's kafka-configs.sh).
+
+--describe prints the configs set on an entity (a topic's overrides, a broker's dynamic
+configs, the cluster-wide broker default), or every config with --all; --alter adds
+(--add-config) and removes (--delete-config) them through IncrementalAlterConfigs.
+
+examples:
+  strom configs --describe --entity-type topics --entity-name orders
+  strom configs --describe --all --entity-type brokers --entity-name 1
+  strom configs --alter --entity-type topics --entity-name orders \\
+      --add-config retention.ms=3600000,cleanup.policy=[compact,delete]
+  strom configs --alter --entity-type brokers --entity-default --add-config log.retention.ms=86400000
+  strom configs --alter --entity-type brokers --entity-name 1 --delete-config log.retention.ms
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass, field
+
+from strom.cli._common import (
+    ToolError,
+    add_actions,
+    add_bootstrap_argument,
+    add_command_config_argument,
+    add_flags,
+    broker_request,
+    chosen_action,
+    client_config,
+    client_errors,
+    error_text,
+)
+
+TIMEOUT = 30.0  # seconds, for every admin request
+ACTIONS = ("describe", "alter")
+ENTITY_TYPES = ("topics", "brokers", "broker-loggers")
+SOURCE_NAMES = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG",
+                3: "DYNAMIC_DEFAULT_BROKER_CONFIG", 4: "STATIC_BROKER_CONFIG",
+                5: "DEFAULT_CONFIG", 6: "DYNAMIC_BROKER_LOGGER_CONFIG"}
+# a separator (',' or '=') counts only outside [...]: as kafka-configs' pattern
+_OUTSIDE_BRACKETS = r"(?=[^\]]*(?:\[|$))"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_bootstrap_argument(parser)
+    add_command_config_argument(parser)
+    add_actions(parser, {
+        "--describe": "list the configs of the entity (all entities of the type when no "
+                      "name is given)",
+        "--alter": "add (--add-config) and delete (--delete-config) configs of the entity",
+    })
+    parser.add_argument("--entity-type", choices=ENTITY_TYPES,
+                        help="topics or brokers (broker-loggers are not supported by strom)")
+    parser.add_argument("--entity-name", help="topic name, or broker id")
+    parser.add_argument("--topic", help="same as --entity-type topics --entity-name TOPIC")
+    parser.add_argument("--broker", help="same as --entity-type brokers --entity-name ID")
+    add_flags(parser, {
+        "--entity-default": "the cluster-wide default of brokers",
+        "--broker-defaults": "same as --entity-type brokers --entity-default",
+        "--all": "with --describe: every config, with its value in effect",
+    })
+    parser.add_argument("--add-config", metavar="K=V,K2=[A,B]",
+                        help="configs to set: comma-separated key=value pairs; a list value "
+                             "in square brackets")
+    parser.add_argument("--delete-config", action="append", default=[], metavar="K[,K2]",
+                        help="configs to remove (comma-separated, repeatable)")
+
+
+def parse_add_config(text: str) -> dict[str, str]:
+    """kafka-configs' --add-config: 'a=1,b=[x,y]' -> {'a': '1', 'b': 'x,y'}."""
+    out: dict[str, str] = {}
+    for item in re.split("," + _OUTSIDE_BRACKETS, text):
+        pair = re.split(r"\s*=\s*" + _OUTSIDE_BRACKETS, item)
+        if len(pair) != 2 or not pair[0].strip():
+            raise ToolError('Invalid entity config: all configs to be added must be in the '
+                            'format "key=val".')
+        out[pair[0].strip()] = re.sub(r"[\[\]]", "", pair[1]).strip()
+    return out
+
+
+def _entity(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(entity type, name); name "" is the broker default, None all entities."""
+    etype, name = args.entity_type, args.entity_name
+    if args.topic is not None:
+        etype, name = "topics", args.topic
+    elif args.broker is not None:
+        etype, name = "brokers", args.broker
+    elif args.broker_defaults:
+        etype, name = "brokers", ""
+    if etype is None:
+        raise ToolError("--entity-type must be specified")
+    if args.entity_default:
+        if etype != "brokers":
+            raise ToolError("--entity-default is only valid for --entity-type brokers")
+        if name is not None:
+            raise ToolError("--entity-name and --entity-default cannot both be given")
+        name = ""
+    if etype == "broker-loggers":
+        raise ToolError("--entity-type broker-loggers is not supported by strom")
+    if etype == "brokers" and name:
+        try:
+            int(name)
+        except ValueError:
+            raise ToolError(f"The entity name for brokers must be a valid integer broker "
+                            f"id, but it is: {name}") from None
+    return etype, name
+
+
+def _resource(etype: str, name: str):
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    kind = ResourceType.TOPIC if etype == "topics" else ResourceType.BROKER
+    return ConfigResource(kind, name)
+
+
+@dataclass
+class _Entry:
+    """A config entry read without confluent-kafka (its attributes as ConfigEntry's)."""
+
+    name: str
+    value: str | None
+    is_sensitive: bool
+    source: int
+    synonyms: dict = field(default_factory=dict)
+
+
+def _first_broker(bootstrap: str) -> tuple[str, int]:
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _raw(bootstrap: str, request):
+    from strom.protocol.client import BrokerConnectionError
+
+    host, port = _first_broker(bootstrap)
+    try:
+        return broker_request(host, port, request, "strom-configs", TIMEOUT)
+    except BrokerConnectionError as e:
+        raise ToolError(f"request to {host}:{port} failed: {e}") from None
+
+
+def _check(code: int, message: str | None) -> None:
+    if code:
+        from strom.protocol.errors import ErrorCode
+
+        raise ToolError(message or ErrorCode(code).name)
+
+
+def _describe_default(bootstrap: str) -> dict[str, _Entry]:
+    """The cluster-wide broker default (resource name ""), which confluent-kafka's
+    ConfigResource refuses: DescribeConfigs sent directly to the first bootstrap broker."""
+    from strom.protocol.messages import make, request_module, request_schema
+
+    mod = request_module(32, 1)
+    response = _raw(bootstrap, make(request_schema(32, 1), include_synonyms=True, resources=(
+        make(mod.DescribeConfigsResource, resource_type=4, resource_name="",
+             configuration_keys=None),)))
+    result = response.results[0]
+    _check(result.error_code, result.error_message)
+    return {c.name: _Entry(c.name, c.value, c.is_sensitive, int(c.config_source), {
+        s.name: _Entry(s.name, s.value, c.is_sensitive, int(s.source)) for s in c.synonyms})
+        for c in result.configs}
+
+
+def _alter_default(bootstrap: str, added: dict[str, str], deleted: list[str]) -> None:
+    from strom.protocol.messages import make, request_module, request_schema
+
+    mod = request_module(44, 0)
+    configs = tuple(make(mod.AlterableConfig, name=k, config_operation=0, value=v)
+                    for k, v in added.items())
+    configs += tuple(make(mod.AlterableConfig, name=k, config_operation=1, value=None)
+                     for k in deleted)
+    response = _raw(bootstrap, make(request_schema(44, 0), validate_only=False, resources=(
+        make(mod.AlterConfigsResource, resource_type=4, resource_name="", configs=configs),)))
+    result = response.responses[0]
+    _check(result.error_code, result.error_message)
+
+
+def _describe_one(admin, bootstrap: str, etype: str, name: str, every: bool) -> list:
+    """The entity's config entries, sorted by name: all of them with `every`, else only
+    those set on it (Kafka's source filter)."""
+    if name == "":
+        entries = _describe_default(bootstrap)
+    else:
+        res = _resource(etype, name)
+        entries = admin.describe_configs([res], request_timeout=TIMEOUT)[res].result(
+            timeout=TIMEOUT)
+    wanted = None if every else (1 if etype == "topics" else 3 if name == "" else 2)
+    return sorted((e for e in entries.values() if wanted is None or _source(e) == wanted),
+                  key=lambda e: e.name)
+
+
+def _source(entry) -> int:
+    source = entry.source
+    return int(getattr(source, "value", source))
+
+
+def entry_line(entry) -> str:
+    value = None if entry.is_sensitive else entry.value
+    synonyms = ", ".join(
+        f"{SOURCE_NAMES.get(_source(s), 'UNKNOWN')}:{s.name}="
+        f"{None if entry.is_sensitive else s.value}"
+        for s in entry.synonyms.values())
+    return f"  {entry.name}={value} sensitive={str(entry.is_sensitive).lower()} " \
+           f"synonyms={{{synonyms}}}"
+
+
+def describe(admin, args: argparse.Namespace) -> int:
+    etype, name = _entity(args)
+    if name is None:
+        if etype == "topics":
+            names = sorted(admin.list_topics(timeout=TIMEOUT).topics)
+        else:
+            brokers = admin.list_topics(timeout=TIMEOUT).brokers
+            names = [str(b) for b in sorted(brokers)] + [""]
+    else:
+        names = [name]
+    for entity in names:
+        if entity == "":
+            print(f"Default configs for {etype} in the cluster are:")
+        else:
+            print(f"{'All' if args.all else 'Dynamic'} configs for {etype[:-1]} {entity} are:")
+        for entry in _describe_one(admin, args.bootstrap_server, etype, entity, args.all):
+            print(entry_line(entry))
+    return 0
+
+
+def alter(admin, args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    etype, name = _entity(args)
+    if name is None:
+        raise ToolError("an entity name (--entity-name, or --entity-default for brokers) "
+                        "is required with --alter")
+    added = parse_add_config(args.add_config) if args.add_config else {}
+    deleted = [k.strip() for item in args.delete_config for k in item.split(",") if k.strip()]
+    if not added and not deleted:
+        raise ToolError("--alter needs --add-config and/or --delete-config")
+    current = {e.name for e in _describe_one(admin, args.bootstrap_server, etype, name, False)}
+    invalid = [k for k in deleted if k not in current]
+    if invalid:
+        raise ToolError(f"Invalid config(s): {','.join(invalid)}")
+    if name == "":
+        _alter_default(args.bootstrap_server, added, deleted)
+        print(f"Completed updating default config for {etype} in the cluster.")
+        return 0
+    ops = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+           for k, v in added.items()]
+    ops += [ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE)
+            for k in deleted]
+    res = ConfigResource(_resource(etype, name).restype, name, incremental_configs=ops)
+    admin.incremental_alter_configs([res], request_timeout=TIMEOUT)[res].result(
+        timeout=TIMEOUT)
+    print(f"Completed updating config for {etype[:-1]} {name}.")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    action = chosen_action(args, ACTIONS)
+    try:
+        if action == "describe" and (args.add_config or args.delete_config):
+            raise ToolError("--add-config and --delete-config can only be used with --alter")
+        if args.all and action != "describe":
+            raise ToolError("--all can only be used with --describe")
+        conf = client_config(args.bootstrap_server, args.command_config)
+        return (describe if action == "describe" else alter)(AdminClient(conf), args)
+    except (*client_errors(), TimeoutError) as e:
+        print(f"Error while executing config command : {error_text(e)}", file=sys.stderr)
+        return 1
