@@ -123,7 +123,7 @@ class _Entry:
     value: str | None
     is_sensitive: bool
     source: int
-    synonyms: dict = field(default_factory=dict)
+    synonyms: list = field(default_factory=list)
 
 
 def _first_broker(bootstrap: str) -> tuple[str, int]:
@@ -131,7 +131,7 @@ def _first_broker(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _raw(bootstrap: str, request):
+def _request(bootstrap: str, request):
     from strom.protocol.client import BrokerConnectionError
 
     host, port = _first_broker(bootstrap)
@@ -148,19 +148,26 @@ def _check(code: int, message: str | None) -> None:
         raise ToolError(message or ErrorCode(code).name)
 
 
-def _describe_default(bootstrap: str) -> dict[str, _Entry]:
-    """The cluster-wide broker default (resource name ""), which confluent-kafka's
-    ConfigResource refuses: DescribeConfigs sent directly to the first bootstrap broker."""
+def _describe_raw(host: str, port: int, resource_type: int, name: str
+                  ) -> dict[str, _Entry]:
+    """DescribeConfigs (with synonyms) sent to one broker. Not through confluent-kafka:
+    its ConfigResource refuses the broker default's name "", and its synonyms are a dict
+    by name, which loses synonyms of the same name from different sources."""
+    from strom.protocol.client import BrokerConnectionError
     from strom.protocol.messages import make, request_module, request_schema
 
     mod = request_module(32, 1)
-    response = _raw(bootstrap, make(request_schema(32, 1), include_synonyms=True, resources=(
-        make(mod.DescribeConfigsResource, resource_type=4, resource_name="",
-             configuration_keys=None),)))
+    request = make(request_schema(32, 1), include_synonyms=True, resources=(
+        make(mod.DescribeConfigsResource, resource_type=resource_type, resource_name=name,
+             configuration_keys=None),))
+    try:
+        response = broker_request(host, port, request, "strom-configs", TIMEOUT)
+    except BrokerConnectionError as e:
+        raise ToolError(f"request to {host}:{port} failed: {e}") from None
     result = response.results[0]
     _check(result.error_code, result.error_message)
-    return {c.name: _Entry(c.name, c.value, c.is_sensitive, int(c.config_source), {
-        s.name: _Entry(s.name, s.value, c.is_sensitive, int(s.source)) for s in c.synonyms})
+    return {c.name: _Entry(c.name, c.value, c.is_sensitive, int(c.config_source), [
+        _Entry(s.name, s.value, c.is_sensitive, int(s.source)) for s in c.synonyms])
         for c in result.configs}
 
 
@@ -172,7 +179,7 @@ def _alter_default(bootstrap: str, added: dict[str, str], deleted: list[str]) ->
                     for k, v in added.items())
     configs += tuple(make(mod.AlterableConfig, name=k, config_operation=1, value=None)
                      for k in deleted)
-    response = _raw(bootstrap, make(request_schema(44, 0), validate_only=False, resources=(
+    response = _request(bootstrap, make(request_schema(44, 0), validate_only=False, resources=(
         make(mod.AlterConfigsResource, resource_type=4, resource_name="", configs=configs),)))
     result = response.responses[0]
     _check(result.error_code, result.error_message)
@@ -181,30 +188,34 @@ def _alter_default(bootstrap: str, added: dict[str, str], deleted: list[str]) ->
 def _describe_one(admin, bootstrap: str, etype: str, name: str, every: bool) -> list:
     """The entity's config entries, sorted by name: all of them with `every`, else only
     those set on it (Kafka's source filter)."""
-    if name == "":
-        entries = _describe_default(bootstrap)
-    else:
-        res = _resource(etype, name)
-        entries = admin.describe_configs([res], request_timeout=TIMEOUT)[res].result(
-            timeout=TIMEOUT)
+    if etype == "brokers" and name:  # a broker describes only itself
+        broker = admin.list_topics(timeout=TIMEOUT).brokers.get(int(name))
+        if broker is None:
+            raise ToolError(f"Broker {name} is not in the cluster")
+        host, port = broker.host, broker.port
+    else:  # a topic or the broker default: any broker
+        host, port = _first_broker(bootstrap)
+    entries = _describe_raw(host, port, 2 if etype == "topics" else 4, name)
     wanted = None if every else (1 if etype == "topics" else 3 if name == "" else 2)
     return sorted((e for e in entries.values() if wanted is None or _source(e) == wanted),
                   key=lambda e: e.name)
 
 
 def _source(entry) -> int:
-    source = entry.source
-    return int(getattr(source, "value", source))
+    return entry.source
+
+
+def _text(value: str | None, sensitive: bool) -> str:
+    return "null" if sensitive or value is None else value
 
 
 def entry_line(entry) -> str:
-    value = None if entry.is_sensitive else entry.value
+    """As kafka-configs: `  key=value sensitive=false synonyms={SOURCE:key=value, ...}`."""
     synonyms = ", ".join(
-        f"{SOURCE_NAMES.get(_source(s), 'UNKNOWN')}:{s.name}="
-        f"{None if entry.is_sensitive else s.value}"
-        for s in entry.synonyms.values())
-    return f"  {entry.name}={value} sensitive={str(entry.is_sensitive).lower()} " \
-           f"synonyms={{{synonyms}}}"
+        f"{SOURCE_NAMES.get(s.source, 'UNKNOWN')}:{s.name}={_text(s.value, entry.is_sensitive)}"
+        for s in entry.synonyms)
+    return f"  {entry.name}={_text(entry.value, entry.is_sensitive)} " \
+           f"sensitive={str(entry.is_sensitive).lower()} synonyms={{{synonyms}}}"
 
 
 def describe(admin, args: argparse.Namespace) -> int:
