@@ -11,11 +11,13 @@ configs can be changed: AlterConfigs replaces a resource's set, IncrementalAlter
 applies SET/DELETE/APPEND/SUBTRACT; both validate the whole resource first (INVALID_CONFIG,
 nothing half-applied) and honour validate_only. Broker configs Kafka cannot change
 dynamically are refused as Kafka refuses them (strom/cluster/broker_configs.py). Broker
-loggers (type 8) are described as empty and cannot be altered.
+loggers (type 8): the broker's Python loggers and their levels, set by
+IncrementalAlterConfigs (broker_loggers.py).
 """
 
 from __future__ import annotations
 
+from strom.api import broker_loggers
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster.broker_configs import DYNAMIC_KEYS, validate_broker_configs
@@ -140,7 +142,8 @@ async def describe_configs(ctx: RequestContext, request):
             elif r.resource_type == BROKER:
                 configs = _broker_entries(ctx, mod, r.resource_name, keys, synonyms, docs)
             elif r.resource_type == BROKER_LOGGER:
-                configs = ()
+                configs = broker_loggers.describe(ctx.broker.broker_id, mod, r.resource_name,
+                                                  keys)
             else:
                 raise KafkaError(f"Unsupported resource type {r.resource_type}",
                                  ErrorCode.invalid_request)
@@ -218,9 +221,12 @@ async def _alter_each(ctx: RequestContext, request, api_key: int, new_overrides)
                                    request.validate_only)
             elif r.resource_type == BROKER:
                 await _alter_broker(ctx, r, api_key == 44, request.validate_only)
+            elif r.resource_type == BROKER_LOGGER and api_key == 44:
+                broker_loggers.alter(ctx.broker.broker_id, r.resource_name, r.configs,
+                                     request.validate_only)
             elif r.resource_type == BROKER_LOGGER:
-                raise KafkaError("Broker loggers cannot be altered by strom",
-                                 ErrorCode.invalid_request)
+                raise KafkaError("AlterConfigs is deprecated and does not support the "
+                                 "resource type BROKER_LOGGER", ErrorCode.invalid_request)
             else:
                 raise KafkaError(f"Unsupported resource type {r.resource_type}",
                                  ErrorCode.invalid_request)

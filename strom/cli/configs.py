@@ -11,6 +11,8 @@ examples:
       --add-config retention.ms=3600000,cleanup.policy=[compact,delete]
   strom configs --alter --entity-type brokers --entity-default --add-config log.retention.ms=86400000
   strom configs --alter --entity-type brokers --entity-name 1 --delete-config log.retention.ms
+  strom configs --alter --entity-type broker-loggers --entity-name 1 \
+      --add-config strom.replication=DEBUG
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from strom.cli._common import (
 TIMEOUT = 30.0  # seconds, for every admin request
 ACTIONS = ("describe", "alter")
 ENTITY_TYPES = ("topics", "brokers", "broker-loggers")
+RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8}
 SOURCE_NAMES = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG",
                 3: "DYNAMIC_DEFAULT_BROKER_CONFIG", 4: "STATIC_BROKER_CONFIG",
                 5: "DEFAULT_CONFIG", 6: "DYNAMIC_BROKER_LOGGER_CONFIG"}
@@ -52,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alter": "add (--add-config) and delete (--delete-config) configs of the entity",
     })
     parser.add_argument("--entity-type", choices=ENTITY_TYPES,
-                        help="topics or brokers (broker-loggers are not supported by strom)")
+                        help="topics, brokers, or broker-loggers (a broker's loggers and "
+                             "their levels: FATAL, ERROR, WARN, INFO, DEBUG, TRACE)")
     parser.add_argument("--entity-name", help="topic name, or broker id")
     parser.add_argument("--topic", help="same as --entity-type topics --entity-name TOPIC")
     parser.add_argument("--broker", help="same as --entity-type brokers --entity-name ID")
@@ -97,9 +101,9 @@ def _entity(args: argparse.Namespace) -> tuple[str, str | None]:
         if name is not None:
             raise ToolError("--entity-name and --entity-default cannot both be given")
         name = ""
-    if etype == "broker-loggers":
-        raise ToolError("--entity-type broker-loggers is not supported by strom")
-    if etype == "brokers" and name:
+    if etype == "broker-loggers" and name == "":
+        raise ToolError("--entity-default is only valid for --entity-type brokers")
+    if etype in ("brokers", "broker-loggers") and name:
         try:
             int(name)
         except ValueError:
@@ -129,16 +133,6 @@ class _Entry:
 def _first_broker(bootstrap: str) -> tuple[str, int]:
     host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
     return host.strip("[]"), int(port)
-
-
-def _request(bootstrap: str, request):
-    from strom.protocol.client import BrokerConnectionError
-
-    host, port = _first_broker(bootstrap)
-    try:
-        return broker_request(host, port, request, "strom-configs", TIMEOUT)
-    except BrokerConnectionError as e:
-        raise ToolError(f"request to {host}:{port} failed: {e}") from None
 
 
 def _check(code: int, message: str | None) -> None:
@@ -171,7 +165,11 @@ def _describe_raw(host: str, port: int, resource_type: int, name: str
         for c in result.configs}
 
 
-def _alter_default(bootstrap: str, added: dict[str, str], deleted: list[str]) -> None:
+def _alter_raw(host: str, port: int, resource_type: int, name: str, added: dict[str, str],
+               deleted: list[str]) -> None:
+    """IncrementalAlterConfigs sent to one broker (the broker default, a broker's loggers:
+    resources confluent-kafka's ConfigResource does not take)."""
+    from strom.protocol.client import BrokerConnectionError
     from strom.protocol.messages import make, request_module, request_schema
 
     mod = request_module(44, 0)
@@ -179,24 +177,35 @@ def _alter_default(bootstrap: str, added: dict[str, str], deleted: list[str]) ->
                     for k, v in added.items())
     configs += tuple(make(mod.AlterableConfig, name=k, config_operation=1, value=None)
                      for k in deleted)
-    response = _request(bootstrap, make(request_schema(44, 0), validate_only=False, resources=(
-        make(mod.AlterConfigsResource, resource_type=4, resource_name="", configs=configs),)))
+    request = make(request_schema(44, 0), validate_only=False, resources=(
+        make(mod.AlterConfigsResource, resource_type=resource_type, resource_name=name,
+             configs=configs),))
+    try:
+        response = broker_request(host, port, request, "strom-configs", TIMEOUT)
+    except BrokerConnectionError as e:
+        raise ToolError(f"request to {host}:{port} failed: {e}") from None
     result = response.responses[0]
     _check(result.error_code, result.error_message)
+
+
+def _address(admin, bootstrap: str, etype: str, name: str) -> tuple[str, int]:
+    """Where to send a request on the entity: a broker (or its loggers) only answers for
+    itself; a topic or the broker default: any broker."""
+    if etype != "topics" and name:
+        broker = admin.list_topics(timeout=TIMEOUT).brokers.get(int(name))
+        if broker is None:
+            raise ToolError(f"Broker {name} is not in the cluster")
+        return broker.host, broker.port
+    return _first_broker(bootstrap)
 
 
 def _describe_one(admin, bootstrap: str, etype: str, name: str, every: bool) -> list:
     """The entity's config entries, sorted by name: all of them with `every`, else only
     those set on it (Kafka's source filter)."""
-    if etype == "brokers" and name:  # a broker describes only itself
-        broker = admin.list_topics(timeout=TIMEOUT).brokers.get(int(name))
-        if broker is None:
-            raise ToolError(f"Broker {name} is not in the cluster")
-        host, port = broker.host, broker.port
-    else:  # a topic or the broker default: any broker
-        host, port = _first_broker(bootstrap)
-    entries = _describe_raw(host, port, 2 if etype == "topics" else 4, name)
-    wanted = None if every else (1 if etype == "topics" else 3 if name == "" else 2)
+    host, port = _address(admin, bootstrap, etype, name)
+    entries = _describe_raw(host, port, RESOURCE_TYPES[etype], name)
+    wanted = None if every or etype == "broker-loggers" else \
+        (1 if etype == "topics" else 3 if name == "" else 2)
     return sorted((e for e in entries.values() if wanted is None or _source(e) == wanted),
                   key=lambda e: e.name)
 
@@ -225,7 +234,7 @@ def describe(admin, args: argparse.Namespace) -> int:
             names = sorted(admin.list_topics(timeout=TIMEOUT).topics)
         else:
             brokers = admin.list_topics(timeout=TIMEOUT).brokers
-            names = [str(b) for b in sorted(brokers)] + [""]
+            names = [str(b) for b in sorted(brokers)] + ([""] if etype == "brokers" else [])
     else:
         names = [name]
     for entity in names:
@@ -250,12 +259,19 @@ def alter(admin, args: argparse.Namespace) -> int:
     if not added and not deleted:
         raise ToolError("--alter needs --add-config and/or --delete-config")
     current = {e.name for e in _describe_one(admin, args.bootstrap_server, etype, name, False)}
-    invalid = [k for k in deleted if k not in current]
-    if invalid:
-        raise ToolError(f"Invalid config(s): {','.join(invalid)}")
-    if name == "":
-        _alter_default(args.bootstrap_server, added, deleted)
-        print(f"Completed updating default config for {etype} in the cluster.")
+    if etype == "broker-loggers":
+        invalid = [k for k in [*deleted, *added] if k not in current]
+        if invalid:
+            raise ToolError(f"Invalid broker logger(s): {','.join(invalid)}")
+    else:
+        invalid = [k for k in deleted if k not in current]
+        if invalid:
+            raise ToolError(f"Invalid config(s): {','.join(invalid)}")
+    if name == "" or etype == "broker-loggers":
+        host, port = _address(admin, args.bootstrap_server, etype, name)
+        _alter_raw(host, port, RESOURCE_TYPES[etype], name, added, deleted)
+        print(f"Completed updating default config for {etype} in the cluster." if name == ""
+              else f"Completed updating config for {etype[:-1]} {name}.")
         return 0
     ops = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
            for k, v in added.items()]

@@ -1,6 +1,7 @@
 """Dynamic broker configs (/config/brokers/<id> and <default>) through confluent-kafka's
 AdminClient, kafka-python's admin and raw requests (confluent-kafka's ConfigResource refuses
-the cluster default's empty name), and `strom configs` round trips."""
+the cluster default's empty name), and `strom configs` round trips (topics, brokers, the
+broker default, broker loggers)."""
 
 from __future__ import annotations
 
@@ -231,6 +232,19 @@ def test_strom_configs_round_trips(broker, topic_name):
     assert _lines(strom(broker, "configs", "--describe", "--entity-type", "brokers",
                         "--entity-default")) == ["Default configs for brokers in the cluster are:"]
 
+    # broker loggers: Python's loggers with log4j's level names, set at run time
+    loggers = _lines(strom(broker, "configs", "--describe", "--entity-type", "broker-loggers",
+                           "--entity-name", "1"))
+    assert loggers[0] == "Dynamic configs for broker-logger 1 are:"
+    assert "  root=INFO sensitive=false synonyms={}" in loggers
+    assert "  strom.replication.partition=INFO sensitive=false synonyms={}" in loggers
+    assert _lines(strom(broker, "configs", "--alter", "--entity-type", "broker-loggers",
+                        "--entity-name", "1", "--add-config",
+                        "strom.replication.partition=DEBUG")) == [
+        "Completed updating config for broker-logger 1."]
+    assert "  strom.replication.partition=DEBUG sensitive=false synonyms={}" in _lines(strom(
+        broker, "configs", "--describe", "--entity-type", "broker-loggers", "--entity-name", "1"))
+
     # errors: one line on stderr, exit status 1
     for args, text in [
         (("--alter", "--broker", "1", "--add-config", "log.dirs=/x"),
@@ -239,7 +253,10 @@ def test_strom_configs_round_trips(broker, topic_name):
          "Invalid config(s): log.retention.ms"),
         (("--alter", "--topic", topic_name, "--add-config", "retention.ms"),
          "must be in the format \"key=val\""),
-        (("--describe", "--entity-type", "broker-loggers"), "not supported"),
+        (("--alter", "--entity-type", "broker-loggers", "--entity-name", "1", "--add-config",
+          "strom.replication.partition=LOUD"), "not a supported log level"),
+        (("--alter", "--entity-type", "broker-loggers", "--entity-name", "1",
+          "--delete-config", "root"), "Removing the log level of the root logger"),
     ]:
         result = strom(broker, "configs", *args)
         assert result.returncode == 1, (args, result)
