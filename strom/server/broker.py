@@ -165,6 +165,7 @@ class Broker:
         self.cleaner = LogCleanerManager(self.logs, config, self.clock,
                                          _runner_on(asyncio.get_running_loop()))
         self.cleaner.start()
+        self.dynamic_configs.on_change(self.cleaner.reconfigure)
         self.loop_lag.start()
         gc.freeze()  # start-up objects never need collecting: shorter GC pauses later
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
