@@ -178,11 +178,12 @@ async def _alter_broker(ctx: RequestContext, r, incremental: bool,
     if incremental:
         config = ctx.broker.config
         new = _apply_operations(
-            dynamic.stored.get(broker, {}), r.configs, BROKER_KEYS, "broker",
+            await dynamic.read(broker), r.configs, BROKER_KEYS, "broker",
             lambda key: render(config.dynamic_default[key] if broker is None and key in
                                config.dynamic_default else config.get(key)))
     else:
         new = {c.name: c.value for c in r.configs if c.value is not None}
+    new = {k: v for k, v in new.items() if v is not None}
     try:
         validate_broker_configs(broker, new)
     except ConfigError as e:

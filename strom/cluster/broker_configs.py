@@ -40,11 +40,8 @@ DYNAMIC_KEYS: frozenset[str] = frozenset(
         "producer.id.expiration.ms",
     })
 
-# Of those, the ones that change the running broker at once (the topic-config defaults:
-# each partition's TopicConfig is rebuilt); the others are stored and apply at the next
-# start (docs/configuration.md).
-IMMEDIATE_KEYS: frozenset[str] = frozenset(
-    {s for synonyms in TOPIC_SYNONYMS.values() for s in synonyms})
+# Which of those change the running broker at once (the listeners of DynamicBrokerConfigs
+# registered by server/broker.py) and which apply at the next start: docs/configuration.md.
 
 
 def resource_text(broker: int | None) -> str:

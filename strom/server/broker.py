@@ -58,7 +58,7 @@ from strom.log.page_cache import PageCacheWindow
 from strom.protocol.framing import MemoryPool
 from strom.replication.replica_manager import ReplicaManager
 from strom.server.connection import Connection, ConnectionProtocol
-from strom.server.connection_quotas import Admission, ConnectionQuotas
+from strom.server.connection_quotas import Admission, ConnectionQuotas, normalize_ip
 from strom.server.dispatcher import Dispatcher
 from strom.server.loop_lag import LoopLagMonitor
 from strom.tasks import essential, run_forever, spawn
@@ -166,6 +166,9 @@ class Broker:
                                          _runner_on(asyncio.get_running_loop()))
         self.cleaner.start()
         self.dynamic_configs.on_change(self.cleaner.reconfigure)
+        self.dynamic_configs.on_change(
+            lambda: spawn(self._apply_connection_limits(), "apply connection limits",
+                          self.tasks))
         self.loop_lag.start()
         gc.freeze()  # start-up objects never need collecting: shorter GC pauses later
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
@@ -284,11 +287,25 @@ class Broker:
         self.connections.add(task)
         task.add_done_callback(self.connections.discard)
 
+    async def _apply_connection_limits(self) -> None:
+        """Dynamic max.connections, max.connections.per.ip(.overrides): for the connections
+        accepted from now on (as Kafka, served ones are not closed); a higher
+        max.connections serves parked connections at once."""
+        overrides = await _resolve_overrides(self.config.get("max.connections.per.ip.overrides"))
+        self.quotas.max_connections = self.config.get("max.connections")
+        self.quotas.max_per_ip = self.config.get("max.connections.per.ip")
+        self.quotas.overrides = {normalize_ip(h): n for h, n in overrides.items()}
+        self._serve_parked()
+
     def _connection_ended(self, protocol: ConnectionProtocol) -> None:
         """Release its slot and give it to the connection that waited longest."""
         if self.served.pop(protocol, None) is None:
             return
         self.quotas.release(_peer_ip(protocol))
+        self._serve_parked()
+
+    def _serve_parked(self) -> None:
+        """Serve the parked connections that fit under max.connections now."""
         while (turn := self.quotas.next_parked()) is not None:
             waiting, listener = turn
             if waiting.transport.is_closing() or self._closing_connections:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,32 @@ def test_strom_configs_round_trips(broker, topic_name):
         result = strom(broker, "configs", *args)
         assert result.returncode == 1, (args, result)
         assert text in result.stderr, (args, result.stderr)
+
+
+def test_connection_limit_follows_a_dynamic_change(broker):
+    from strom.testing.wire import KafkaSocket, api_versions_v0, parse_api_versions_v0
+
+    def served(timeout: float = 15) -> KafkaSocket:
+        """A connection the broker answers (retried while it still counts a just-closed
+        one: it notices closes asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = KafkaSocket("127.0.0.1", broker.port)
+            try:
+                parse_api_versions_v0(sock.roundtrip(api_versions_v0(1)))
+                return sock
+            except Exception:  # noqa: BLE001 - closed by the broker
+                sock.close()
+            assert time.monotonic() < deadline, "no connection slot came free"
+            time.sleep(0.05)
+
+    assert alter_default(broker, {"max.connections.per.ip": "2"}, name="1") == (0, None)
+    first, second = served(), served()
+    third = KafkaSocket("127.0.0.1", broker.port)
+    assert third.wait_closed(timeout=10)  # over the new limit: closed at once
+    third.close()
+    first.close()
+    assert alter_default(broker, {"max.connections.per.ip": None}, name="1") == (0, None)
+    more = [served() for _ in range(3)]  # back to the default limit
+    for s in (second, *more):
+        s.close()
