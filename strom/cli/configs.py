@@ -1,8 +1,10 @@
-"""Describe and alter topic and broker configs (like Kafka's kafka-configs.sh).
+"""Describe and alter topic and broker configs and broker log levels (like Kafka's
+kafka-configs.sh).
 
 --describe prints the configs set on an entity (a topic's overrides, a broker's dynamic
-configs, the cluster-wide broker default), or every config with --all; --alter adds
-(--add-config) and removes (--delete-config) them through IncrementalAlterConfigs.
+configs, the cluster-wide broker default, a broker's loggers), or every config with --all;
+--alter adds (--add-config) and removes (--delete-config) them through
+IncrementalAlterConfigs.
 
 examples:
   strom configs --describe --entity-type topics --entity-name orders

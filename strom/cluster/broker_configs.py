@@ -25,11 +25,12 @@ from strom.tasks import spawn
 
 log = logging.getLogger(__name__)
 
-# Kafka's dynamically updatable broker configs that strom knows: the topic-config
-# synonyms (DynamicLogConfig), the cleaner's (LogCleaner), the thread pools', the
+# Kafka's dynamically updatable broker configs that strom knows: the first broker synonym
+# of each topic config (DynamicLogConfig: log.retention.ms is dynamic, log.retention.hours
+# and .minutes are read-only), the cleaner's (LogCleaner), the thread pools', the
 # connection quotas' and the producer state's.
 DYNAMIC_KEYS: frozenset[str] = frozenset(
-    {s for synonyms in TOPIC_SYNONYMS.values() for s in synonyms} | {
+    {synonyms[0] for synonyms in TOPIC_SYNONYMS.values()} | {
         "log.cleaner.threads", "log.cleaner.dedupe.buffer.size",
         "log.cleaner.io.buffer.load.factor", "log.cleaner.io.buffer.size",
         "log.cleaner.io.max.bytes.per.second", "log.cleaner.backoff.ms",

@@ -39,6 +39,7 @@ def test_layers_precedence_and_topic_defaults():
     ({"log.dirs": "/x"}, "Cannot update these configs dynamically: Set(log.dirs)"),
     ({"zookeeper.connect": "h:1", "broker.id": "2"},
      "Cannot update these configs dynamically: Set(broker.id, zookeeper.connect)"),
+    ({"log.retention.hours": "1"}, "Set(log.retention.hours)"),  # only .ms is dynamic
     ({"log.segment.bytes": "1"}, "log.segment.bytes"),
     ({"log.retention.ms": "soon"}, "log.retention.ms"),
     ({"no.such": "1"}, "no.such"),
