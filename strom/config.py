@@ -392,6 +392,11 @@ class BrokerConfig:
                 self.unknown[name] = str(raw)
                 continue
             self.values[name] = parse_value(key, raw)
+        # dynamic layers, kept by strom.cluster.broker_configs (parsed values): the
+        # broker's own /config/brokers/<id> over the cluster-wide /config/brokers/<default>,
+        # both over server.properties, as in Kafka
+        self.dynamic_broker: dict[str, Any] = {}
+        self.dynamic_default: dict[str, Any] = {}
         self._validate()
 
     @classmethod
@@ -414,14 +419,24 @@ class BrokerConfig:
             log.warning("Unknown configuration %r is ignored", name)
         return config
 
+    def layers(self) -> tuple[tuple[dict[str, Any], ConfigSource], ...]:
+        """The set values by source, in precedence order (dynamic per-broker, dynamic
+        cluster default, server.properties)."""
+        return ((self.dynamic_broker, ConfigSource.DYNAMIC_BROKER_CONFIG),
+                (self.dynamic_default, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG),
+                (self.values, ConfigSource.STATIC_BROKER_CONFIG))
+
     def get(self, name: str) -> Any:
-        if name in self.values:
-            return self.values[name]
+        for layer, _ in self.layers():
+            if name in layer:
+                return layer[name]
         return BROKER_KEYS[name].default
 
     def source(self, name: str) -> ConfigSource:
-        return ConfigSource.STATIC_BROKER_CONFIG if name in self.values else \
-            ConfigSource.DEFAULT_CONFIG
+        for layer, source in self.layers():
+            if name in layer:
+                return source
+        return ConfigSource.DEFAULT_CONFIG
 
     def _validate(self) -> None:
         nid, bid = self.values.get("node.id"), self.values.get("broker.id")
@@ -465,9 +480,10 @@ class BrokerConfig:
     def broker_default(self, topic_key: str) -> tuple[Any, ConfigSource, str | None]:
         """A topic key's default from its broker synonyms: (value, source, synonym)."""
         for synonym in TOPIC_SYNONYMS.get(topic_key, ()):
-            if synonym in self.values and self.values[synonym] is not None:
-                return (_from_synonym(synonym, self.values[synonym]),
-                        ConfigSource.STATIC_BROKER_CONFIG, synonym)
+            # as Kafka, on the merged layers: the first synonym set anywhere wins
+            for layer, source in self.layers():
+                if synonym in layer and layer[synonym] is not None:
+                    return _from_synonym(synonym, layer[synonym]), source, synonym
         return TOPIC_KEYS[topic_key].default, ConfigSource.DEFAULT_CONFIG, None
 
 
@@ -535,15 +551,15 @@ class TopicConfig:
 
     def synonyms(self, name: str) -> list[tuple[str, str | None, ConfigSource]]:
         """DescribeConfigs' synonyms of topic config `name`, in precedence order: the
-        override, the broker synonyms set in server.properties (as given there), and the
-        first synonym's default."""
+        override, the broker synonyms set dynamically for this broker, for the cluster,
+        and in server.properties (as given there), and the first synonym's default."""
         out: list[tuple[str, str | None, ConfigSource]] = []
         if name in self.overrides:
             out.append((name, render(self.overrides[name]), ConfigSource.DYNAMIC_TOPIC_CONFIG))
-        for synonym in TOPIC_SYNONYMS.get(name, ()):
-            if synonym in self.broker.values:
-                out.append((synonym, render(self.broker.values[synonym]),
-                            ConfigSource.STATIC_BROKER_CONFIG))
+        for layer, source in self.broker.layers():
+            for synonym in TOPIC_SYNONYMS.get(name, ()):
+                if synonym in layer:
+                    out.append((synonym, render(layer[synonym]), source))
         first = TOPIC_SYNONYMS.get(name, (name,))[0]
         if first in BROKER_KEYS and BROKER_KEYS[first].default is not None:
             out.append((first, render(BROKER_KEYS[first].default), ConfigSource.DEFAULT_CONFIG))

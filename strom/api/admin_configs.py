@@ -3,20 +3,28 @@
 Behaviour: topic resources (type 2) show every topic config with its effective value and
 source (DYNAMIC_TOPIC_CONFIG for an override, STATIC_BROKER_CONFIG when a broker synonym was
 set in server.properties, DEFAULT_CONFIG otherwise), and, when asked, its synonyms in
-precedence order. Broker resources (type 4, named by this broker's id or "") show the
-broker's static configuration, read-only. Topic configs can be changed: AlterConfigs
-replaces a topic's overrides, IncrementalAlterConfigs applies SET/DELETE/APPEND/SUBTRACT;
-both validate (INVALID_CONFIG) and honour validate_only. Dynamic broker configs are not
-supported (INVALID_REQUEST with a message).
+precedence order. Broker resources (type 4) are this broker's id (every broker config,
+its effective value and source: DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG,
+STATIC_BROKER_CONFIG or DEFAULT_CONFIG, synonyms in Kafka's precedence) or "" (the
+cluster-wide dynamic default: only the keys set there). Topic configs and dynamic broker
+configs can be changed: AlterConfigs replaces a resource's set, IncrementalAlterConfigs
+applies SET/DELETE/APPEND/SUBTRACT; both validate the whole resource first (INVALID_CONFIG,
+nothing half-applied) and honour validate_only. Broker configs Kafka cannot change
+dynamically are refused as Kafka refuses them (strom/cluster/broker_configs.py). Broker
+loggers (type 8): the broker's Python loggers and their levels, set by
+IncrementalAlterConfigs (broker_loggers.py).
 """
 
 from __future__ import annotations
 
+from strom.api import broker_loggers
 from strom.api.context import RequestContext
 from strom.api.registry import register
+from strom.cluster.broker_configs import DYNAMIC_KEYS, validate_broker_configs
 from strom.config import (
     BROKER_KEYS,
     TOPIC_KEYS,
+    TOPIC_SYNONYMS,
     ConfigError,
     ConfigSource,
     ConfigType,
@@ -52,25 +60,66 @@ def _topic_entries(ctx: RequestContext, mod, name: str, keys, synonyms: bool, do
     return tuple(out)
 
 
-def _broker_entries(ctx: RequestContext, mod, name: str, keys, synonyms: bool, docs: bool):
-    if name not in ("", str(ctx.broker.broker_id)):
+def _broker_of(ctx: RequestContext, name: str) -> int | None:
+    """A broker resource's broker: None for the cluster default (""), else this broker's
+    id (as Kafka, a broker describes and alters only itself and the default)."""
+    if name == "":
+        return None
+    try:
+        broker = int(name)
+    except ValueError:
+        raise KafkaError(f"Broker id must be an integer, but it is: {name}",
+                         ErrorCode.invalid_request) from None
+    if broker != ctx.broker.broker_id:
         raise KafkaError(f"Unexpected broker id, expected {ctx.broker.broker_id} but "
                          f"received {name}", ErrorCode.invalid_request)
-    config = ctx.broker.config
+    return broker
+
+
+def _broker_synonyms(config, key: str, per_broker: bool) -> list[tuple[str, str | None,
+                                                                     ConfigSource]]:
+    """Kafka's synonyms of a broker config: by source (dynamic per-broker, dynamic
+    default, static, default), within a source by name (log.retention.ms, .minutes,
+    .hours), from `key` on."""
+    group = next((g for g in TOPIC_SYNONYMS.values() if key in g and len(g) > 1), (key,))
     out = []
-    for key in sorted(BROKER_KEYS) if not keys else keys:
-        ck = BROKER_KEYS.get(key)
-        if ck is None or (ck.internal and key not in config.values):
+    for layer, src in config.layers():
+        if src == ConfigSource.DYNAMIC_BROKER_CONFIG and not per_broker:
             continue
-        value = render(config.get(key))
+        out += [(n, render(layer[n]), src) for n in group if n in layer]
+    out += [(n, render(BROKER_KEYS[n].default), ConfigSource.DEFAULT_CONFIG) for n in group
+            if BROKER_KEYS[n].default is not None]
+    while out and out[0][0] != key:
+        out.pop(0)
+    return out
+
+
+def _broker_entries(ctx: RequestContext, mod, name: str, keys, synonyms: bool, docs: bool):
+    broker = _broker_of(ctx, name)
+    config = ctx.broker.config
+    if broker is None:  # the cluster default: only what is set there
+        shown = sorted(config.dynamic_default)
+    else:
+        shown = [k for k in sorted(BROKER_KEYS) if not BROKER_KEYS[k].internal
+                 or k in config.values]
+    out = []
+    for key in shown if not keys else keys:
+        ck = BROKER_KEYS.get(key)
+        if ck is None or key not in shown:
+            continue
+        if broker is None:
+            value, src = render(config.dynamic_default[key]), \
+                ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG
+        else:
+            value, src = render(config.get(key)), config.source(key)
         if key in ("node.id", "broker.id"):
             value = str(ctx.broker.broker_id)
-        src = config.source(key)
-        syn = ((key, value, src),) if synonyms else ()
-        out.append(make(mod.DescribeConfigsResourceResult, name=key, value=value,
-                        read_only=True, config_source=int(src),
-                        is_default=src == ConfigSource.DEFAULT_CONFIG, is_sensitive=
-                        ck.type == ConfigType.PASSWORD,
+        syn = _broker_synonyms(config, key, broker is not None) if synonyms else ()
+        sensitive = ck.type == ConfigType.PASSWORD
+        out.append(make(mod.DescribeConfigsResourceResult, name=key,
+                        value=None if sensitive else value,
+                        read_only=key not in DYNAMIC_KEYS, config_source=int(src),
+                        is_default=src == ConfigSource.DEFAULT_CONFIG, is_sensitive=sensitive,
                         synonyms=tuple(make(mod.DescribeConfigsSynonym, name=n, value=v,
                                             source=int(s)) for n, v, s in syn),
                         config_type=int(ck.type),
@@ -93,7 +142,8 @@ async def describe_configs(ctx: RequestContext, request):
             elif r.resource_type == BROKER:
                 configs = _broker_entries(ctx, mod, r.resource_name, keys, synonyms, docs)
             elif r.resource_type == BROKER_LOGGER:
-                configs = ()
+                configs = broker_loggers.describe(ctx.broker.broker_id, mod, r.resource_name,
+                                                  keys)
             else:
                 raise KafkaError(f"Unsupported resource type {r.resource_type}",
                                  ErrorCode.invalid_request)
@@ -117,13 +167,29 @@ async def _alter_topic(ctx: RequestContext, name: str, new: dict[str, str],
         await ctx.broker.controller.alter_topic_configs(name, new)
 
 
-def _not_broker(resource_type: int) -> None:
-    if resource_type in (BROKER, BROKER_LOGGER):
-        raise KafkaError("Dynamic broker configs are not supported by strom; set them in "
-                         "server.properties", ErrorCode.invalid_request)
-    if resource_type != TOPIC:
-        raise KafkaError(f"Unsupported resource type {resource_type}",
-                         ErrorCode.invalid_request)
+async def _alter_broker(ctx: RequestContext, r, incremental: bool,
+                        validate_only: bool) -> None:
+    """A broker resource's new dynamic configs: AlterConfigs replaces them,
+    IncrementalAlterConfigs edits them; all validated before any is written."""
+    broker = _broker_of(ctx, r.resource_name)
+    dynamic = ctx.broker.dynamic_configs
+    if dynamic is None:
+        raise KafkaError("Dynamic broker configs are not available", ErrorCode.invalid_request)
+    if incremental:
+        config = ctx.broker.config
+        new = _apply_operations(
+            await dynamic.read(broker), r.configs, BROKER_KEYS, "broker",
+            lambda key: render(config.dynamic_default[key] if broker is None and key in
+                               config.dynamic_default else config.get(key)))
+    else:
+        new = {c.name: c.value for c in r.configs if c.value is not None}
+    new = {k: v for k, v in new.items() if v is not None}
+    try:
+        validate_broker_configs(broker, new)
+    except ConfigError as e:
+        raise KafkaError(str(e), ErrorCode.invalid_config) from None
+    if not validate_only:
+        await dynamic.write(broker, new)
 
 
 @register(33, "alter_configs", 0, 2)
@@ -133,20 +199,38 @@ async def alter_configs(ctx: RequestContext, request):
 
 @register(44, "incremental_alter_configs", 0, 1)
 async def incremental_alter_configs(ctx: RequestContext, request):
-    return await _alter_each(ctx, request, 44, lambda r: _apply_operations(ctx, r))
+    def topic_overrides(r) -> dict[str, str]:
+        info = ctx.broker.cache.topic(r.resource_name)
+        return _apply_operations(dict(info.configs) if info else {}, r.configs, TOPIC_KEYS,
+                                 "topic",
+                                 lambda key: render(TopicConfig.of(ctx.broker.config).get(key)))
+    return await _alter_each(ctx, request, 44, topic_overrides)
 
 
 async def _alter_each(ctx: RequestContext, request, api_key: int, new_overrides) -> object:
-    """AlterConfigs and IncrementalAlterConfigs alike: per resource (a topic), its new
-    overrides are `new_overrides(resource)`, validated and written unless validate_only; a
-    KafkaError is that resource's error code and message."""
+    """AlterConfigs and IncrementalAlterConfigs alike: per resource, a topic's new
+    overrides are `new_overrides(resource)`, validated and written unless validate_only;
+    a broker's are its dynamic configs (_alter_broker); a KafkaError is that resource's
+    error code and message."""
     mod = response_module(api_key, ctx.version)
     results = []
     for r in request.resources:
         error, message = ErrorCode.none, None
         try:
-            _not_broker(r.resource_type)
-            await _alter_topic(ctx, r.resource_name, new_overrides(r), request.validate_only)
+            if r.resource_type == TOPIC:
+                await _alter_topic(ctx, r.resource_name, new_overrides(r),
+                                   request.validate_only)
+            elif r.resource_type == BROKER:
+                await _alter_broker(ctx, r, api_key == 44, request.validate_only)
+            elif r.resource_type == BROKER_LOGGER and api_key == 44:
+                broker_loggers.alter(ctx.broker.broker_id, r.resource_name, r.configs,
+                                     request.validate_only)
+            elif r.resource_type == BROKER_LOGGER:
+                raise KafkaError("AlterConfigs is deprecated and does not support the "
+                                 "resource type BROKER_LOGGER", ErrorCode.invalid_request)
+            else:
+                raise KafkaError(f"Unsupported resource type {r.resource_type}",
+                                 ErrorCode.invalid_request)
         except KafkaError as e:
             error, message = e.code, e.message
         results.append(make(mod.AlterConfigsResourceResponse, error_code=error,
@@ -157,22 +241,22 @@ async def _alter_each(ctx: RequestContext, request, api_key: int, new_overrides)
     return make(response_schema(api_key, ctx.version), responses=tuple(results))
 
 
-def _apply_operations(ctx: RequestContext, r) -> dict[str, str]:
-    """A topic's overrides after IncrementalAlterConfigs' SET/DELETE/APPEND/SUBTRACT."""
-    info = ctx.broker.cache.topic(r.resource_name)
-    current = dict(info.configs) if info else {}
-    for c in r.configs:
-        if c.name not in TOPIC_KEYS:
-            raise KafkaError(f"Unknown topic config name: {c.name}", ErrorCode.invalid_config)
+def _apply_operations(current: dict[str, str], configs, known: dict, kind: str,
+                      default_of) -> dict[str, str]:
+    """Configs after IncrementalAlterConfigs' SET/DELETE/APPEND/SUBTRACT on `current`;
+    `default_of(key)` is a list key's current effective value (APPEND's base)."""
+    current = dict(current)
+    for c in configs:
+        if c.name not in known:
+            raise KafkaError(f"Unknown {kind} config name: {c.name}", ErrorCode.invalid_config)
         if c.config_operation == SET:
             current[c.name] = c.value
         elif c.config_operation == DELETE:
             current.pop(c.name, None)
         elif c.config_operation in (APPEND, SUBTRACT):
-            if TOPIC_KEYS[c.name].type != ConfigType.LIST:
+            if known[c.name].type != ConfigType.LIST:
                 raise KafkaError(f"Config {c.name} is not a list", ErrorCode.invalid_config)
-            base = current.get(c.name,
-                               render(TopicConfig.of(ctx.broker.config).get(c.name)) or "")
+            base = current.get(c.name, default_of(c.name) or "")
             items = [x for x in base.split(",") if x]
             values = [x for x in (c.value or "").split(",") if x]
             if c.config_operation == APPEND:

@@ -10,6 +10,7 @@ from strom.protocol.messages import RequestHeader
 
 if TYPE_CHECKING:
     from strom.clock import Clock
+    from strom.cluster.broker_configs import DynamicBrokerConfigs
     from strom.cluster.controller import Controller
     from strom.cluster.metadata_cache import MetadataCache
     from strom.config import BrokerConfig
@@ -32,6 +33,7 @@ class BrokerServices:
     logs: LogManager
     producer_ids: ProducerIdManager
     groups: GroupCoordinator
+    dynamic_configs: DynamicBrokerConfigs | None = None
 
 
 @dataclass(frozen=True, slots=True)

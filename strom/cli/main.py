@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete-records": ("strom.cli.delete_records",
                        "delete the records of partitions below an offset"),
     "log-dirs": ("strom.cli.log_dirs", "describe the log directories of brokers"),
+    "configs": ("strom.cli.configs", "describe and alter topic and broker configs"),
 }
 
 

@@ -10,6 +10,8 @@
     /brokers/topics/<t>/partitions/<p>/state {"controller_epoch":1,"leader":1,"version":1,
                                               "leader_epoch":0,"isr":[1,2]}
     /config/topics/<t>                       {"version":1,"config":{"retention.ms":"1000"}}
+    /config/brokers/<id>, /config/brokers/<default>
+                                             {"version":1,"config":{"log.retention.ms":"1000"}}
     /admin/delete_topics/<t>                 (empty)
 """
 
@@ -28,6 +30,8 @@ CONTROLLER_EPOCH = "/controller_epoch"
 BROKER_IDS = "/brokers/ids"
 TOPICS = "/brokers/topics"
 TOPIC_CONFIGS = "/config/topics"
+BROKER_CONFIGS = "/config/brokers"
+BROKER_DEFAULT = "<default>"  # Kafka's entity name of the cluster-wide broker default
 DELETE_TOPICS = "/admin/delete_topics"
 
 NO_LEADER = -1
@@ -51,6 +55,11 @@ def partition_state_path(topic: str, partition: int) -> str:
 
 def topic_config_path(topic: str) -> str:
     return f"{TOPIC_CONFIGS}/{topic}"
+
+
+def broker_config_path(broker: int | None) -> str:
+    """/config/brokers/<id>, or the cluster-wide default's node for None."""
+    return f"{BROKER_CONFIGS}/{BROKER_DEFAULT if broker is None else broker}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,8 +82,8 @@ class LogCleanerManager:
         self.stop_event = threading.Event()
         self.throttler = Throttler(config.get("log.cleaner.io.max.bytes.per.second"),
                                    self.stop_event.wait)
-        threads = max(config.get("log.cleaner.threads"), 1)
-        self.map_memory = config.get("log.cleaner.dedupe.buffer.size") // threads
+        self.threads = max(config.get("log.cleaner.threads"), 1)
+        self.map_memory = config.get("log.cleaner.dedupe.buffer.size") // self.threads
         self.step: StepHook = no_step  # a test hook for the swap steps
         self._lock = threading.Lock()
         self._checkpoints: dict[str, dict[TopicPartition, int]] = {}
@@ -108,6 +108,12 @@ class LogCleanerManager:
             t.start()
             self._threads.append(t)
 
+    def reconfigure(self) -> None:
+        """Dynamic broker configs changed: the IO rate and the key map memory apply from
+        the next round, the back-off from the next sleep (the thread count at restart)."""
+        self.throttler.rate = self.config.get("log.cleaner.io.max.bytes.per.second")
+        self.map_memory = self.config.get("log.cleaner.dedupe.buffer.size") // self.threads
+
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop the threads (a round in progress is abandoned: its `.cleaned` files are
         removed). Blocking: call it off the event loop, which must keep running so that
@@ -118,7 +124,6 @@ class LogCleanerManager:
         self._threads.clear()
 
     def _run(self) -> None:
-        backoff = self.config.get("log.cleaner.backoff.ms") / 1000
         while not self.stop_event.is_set():
             try:
                 cleaned = self.clean_once()
@@ -126,7 +131,7 @@ class LogCleanerManager:
                 log.exception("Log cleaner round failed")
                 cleaned = False
             if not cleaned:
-                self.stop_event.wait(backoff)
+                self.stop_event.wait(self.config.get("log.cleaner.backoff.ms") / 1000)
 
     # --- one round ------------------------------------------------------------------------
     def clean_once(self) -> CleanResult | None:

@@ -36,6 +36,7 @@ import uuid
 from strom.api.context import BrokerServices
 from strom.clock import Clock
 from strom.cluster import model
+from strom.cluster.broker_configs import DynamicBrokerConfigs
 from strom.cluster.controller import Controller
 from strom.cluster.local_store import LocalMetadataStore
 from strom.cluster.metadata_cache import MetadataCache
@@ -57,7 +58,7 @@ from strom.log.page_cache import PageCacheWindow
 from strom.protocol.framing import MemoryPool
 from strom.replication.replica_manager import ReplicaManager
 from strom.server.connection import Connection, ConnectionProtocol
-from strom.server.connection_quotas import Admission, ConnectionQuotas
+from strom.server.connection_quotas import Admission, ConnectionQuotas, normalize_ip
 from strom.server.dispatcher import Dispatcher
 from strom.server.loop_lag import LoopLagMonitor
 from strom.tasks import essential, run_forever, spawn
@@ -120,6 +121,9 @@ class Broker:
         if node is not None:
             self.logs.cluster_id = self.logs.cluster_id or json.loads(node[0])["id"]
         self.logs.prepare_dirs()
+        # before the logs load: they start with the dynamic broker defaults
+        self.dynamic_configs = DynamicBrokerConfigs(self.broker_id, self.store, config)
+        await self.dynamic_configs.start()
         self.cache = MetadataCache(self.store)
         await self._register()
         self.store.on_session(self._on_session_event)
@@ -129,6 +133,8 @@ class Broker:
         self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs,
                                        self.cache, self.store)
         self.replicas.on_topics_changed(set(self.cache.topics))
+        self.dynamic_configs.on_change(
+            lambda: self.replicas.on_topics_changed(set(self.cache.topics)))
         self.replicas.start()
         await self.controller.start()
         await self.cache.refresh_now()
@@ -139,7 +145,7 @@ class Broker:
         listeners = config.listeners()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
-            self.logs, self.producer_ids, self.groups)
+            self.logs, self.producer_ids, self.groups, dynamic_configs=self.dynamic_configs)
         self.dispatcher = Dispatcher(self.services)
         queued_max = config.get("queued.max.request.bytes")
         pool = MemoryPool(queued_max) if queued_max > 0 else None
@@ -160,6 +166,10 @@ class Broker:
         self.cleaner = LogCleanerManager(self.logs, config, self.clock,
                                          _runner_on(asyncio.get_running_loop()))
         self.cleaner.start()
+        self.dynamic_configs.on_change(self.cleaner.reconfigure)
+        self.dynamic_configs.on_change(
+            lambda: spawn(self._apply_connection_limits(), "apply connection limits",
+                          self.tasks))
         self.loop_lag.start()
         gc.freeze()  # start-up objects never need collecting: shorter GC pauses later
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
@@ -278,11 +288,25 @@ class Broker:
         self.connections.add(task)
         task.add_done_callback(self.connections.discard)
 
+    async def _apply_connection_limits(self) -> None:
+        """Dynamic max.connections, max.connections.per.ip(.overrides): for the connections
+        accepted from now on (as Kafka, served ones are not closed); a higher
+        max.connections serves parked connections at once."""
+        overrides = await _resolve_overrides(self.config.get("max.connections.per.ip.overrides"))
+        self.quotas.max_connections = self.config.get("max.connections")
+        self.quotas.max_per_ip = self.config.get("max.connections.per.ip")
+        self.quotas.overrides = {normalize_ip(h): n for h, n in overrides.items()}
+        self._serve_parked()
+
     def _connection_ended(self, protocol: ConnectionProtocol) -> None:
         """Release its slot and give it to the connection that waited longest."""
         if self.served.pop(protocol, None) is None:
             return
         self.quotas.release(_peer_ip(protocol))
+        self._serve_parked()
+
+    def _serve_parked(self) -> None:
+        """Serve the parked connections that fit under max.connections now."""
         while (turn := self.quotas.next_parked()) is not None:
             waiting, listener = turn
             if waiting.transport.is_closing() or self._closing_connections:
