@@ -1,6 +1,6 @@
 """Event-loop lag: how late the loop runs a callback it was asked to run at a given time.
 
-Every `interval` seconds a callback is scheduled with `call_at`; when it runs, the
+Every `interval` seconds a callback is scheduled with `call_later`; when it runs, the
 difference between the time it ran and the time it was due is one lag sample. A loop
 that only waits on the network has lags of tens of microseconds (up to a millisecond on
 uvloop, whose timers have millisecond resolution); a request handler that
