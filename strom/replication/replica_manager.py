@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from strom.clock import Clock
@@ -51,6 +52,8 @@ NotEnoughReplicasAfterAppend = error(ErrorCode.not_enough_replicas_after_append)
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
+# a purgatory of offset waiters: partition -> [(offset to reach, future)]
+_Waiters = dict[TopicPartition, list[tuple[int, asyncio.Future]]]
 
 # an uncompressed batch up to this size has its records checked on the loop (a few hundred
 # microseconds at most); a compressed or larger one in the executor
@@ -97,9 +100,9 @@ class ReplicaManager:
         self._waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
         self._replica_waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
         # acks=all produces: partition -> [(offset the high watermark must reach, future)]
-        self._produce_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future]]] = {}
+        self._produce_waiters: _Waiters = {}
         # DeleteRecords: partition -> [(offset the low watermark must reach, future)]
-        self._delete_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future]]] = {}
+        self._delete_waiters: _Waiters = {}
         self.fetchers: ReplicaFetcherManager | None = None
         self._isr_task: asyncio.Task | None = None
         self._isr_writes: set[asyncio.Task] = set()
@@ -128,9 +131,9 @@ class ReplicaManager:
         if self.fetchers is not None:
             await self.fetchers.close()
         for tp in list(self._produce_waiters):
-            self._fail_produce_waiters(tp, NotLeaderOrFollower("The broker is shutting down"))
+            _fail(self._produce_waiters, tp, NotLeaderOrFollower("The broker is shutting down"))
         for tp in list(self._delete_waiters):
-            self._fail_delete_waiters(tp, NotLeaderOrFollower("The broker is shutting down"))
+            _fail(self._delete_waiters, tp, NotLeaderOrFollower("The broker is shutting down"))
 
     # --- following metadata ---------------------------------------------------------------
     def topic_config(self, topic: str) -> TopicConfig:
@@ -166,9 +169,9 @@ class ReplicaManager:
                     was_leader = partition.is_leader
                     changed = partition.make_follower(st, pinfo.replicas)
                     if was_leader:
-                        self._fail_produce_waiters(tp, NotLeaderOrFollower(
+                        _fail(self._produce_waiters, tp, NotLeaderOrFollower(
                             f"Leadership of {name}-{p} moved to {st.leader}"))
-                        self._fail_delete_waiters(tp, NotLeaderOrFollower(
+                        _fail(self._delete_waiters, tp, NotLeaderOrFollower(
                             f"Leadership of {name}-{p} moved to {st.leader}"))
                     if self.fetchers is not None and (
                             changed or not self.fetchers.is_following(tp)):
@@ -179,9 +182,9 @@ class ReplicaManager:
         self.partitions.pop(tp)
         if self.fetchers is not None:
             self.fetchers.stop_following(tp)
-        self._fail_produce_waiters(tp, NotLeaderOrFollower(
+        _fail(self._produce_waiters, tp, NotLeaderOrFollower(
             f"Broker {self.broker_id} no longer hosts {tp[0]}-{tp[1]}"))
-        self._fail_delete_waiters(tp, UnknownTopicOrPartition(
+        _fail(self._delete_waiters, tp, UnknownTopicOrPartition(
             f"Broker {self.broker_id} no longer hosts {tp[0]}-{tp[1]}"))
         self.logs.delete(*tp)
         self._wake(tp)
@@ -262,24 +265,9 @@ class ReplicaManager:
         tp = (topic, partition)
         p = self.leader_partition(topic, partition)
         if p.high_watermark < end_offset:
-            fut = asyncio.get_running_loop().create_future()
-            entry = (end_offset, fut)
-            self._produce_waiters.setdefault(tp, []).append(entry)
-            try:
-                # awaited directly (not through wait_for): the high watermark move wakes
-                # this task at once, not a callback that then wakes it
-                async with asyncio.timeout(max(timeout_ms, 0) / 1000):
-                    await fut
-            except TimeoutError:
-                raise RequestTimedOut(
-                    f"Timed out waiting for the ISR {list(p.isr)} of {topic}-{partition} "
-                    f"to replicate up to offset {end_offset}") from None
-            finally:
-                waiters = self._produce_waiters.get(tp)
-                if waiters is not None and entry in waiters:
-                    waiters.remove(entry)
-                    if not waiters:
-                        del self._produce_waiters[tp]
+            await _park(self._produce_waiters, tp, end_offset, timeout_ms, lambda: (
+                f"Timed out waiting for the ISR {list(p.isr)} of {topic}-{partition} "
+                f"to replicate up to offset {end_offset}"))
             p = self.leader_partition(topic, partition)
         min_isr = p.log.config.get("min.insync.replicas")
         if len(p.isr) < min_isr:
@@ -295,11 +283,6 @@ class ReplicaManager:
         for end_offset, fut in waiters:
             if end_offset <= hw and not fut.done():
                 fut.set_result(None)
-
-    def _fail_produce_waiters(self, tp: TopicPartition, exc: KafkaError) -> None:
-        for _, fut in self._produce_waiters.pop(tp, ()):
-            if not fut.done():
-                fut.set_exception(exc)
 
     def _high_watermark_moved(self, tp: TopicPartition, p: Partition) -> None:
         self._complete_produce_waiters(tp, p)
@@ -324,33 +307,15 @@ class ReplicaManager:
         low = p.low_watermark(self.cache.brokers)
         if low >= target:
             return low
-        fut = asyncio.get_running_loop().create_future()
-        entry = (target, fut)
-        self._delete_waiters.setdefault(tp, []).append(entry)
-        try:
-            async with asyncio.timeout(max(timeout_ms, 0) / 1000):
-                return await fut
-        except TimeoutError:
-            raise RequestTimedOut(
-                f"Timed out waiting for the replicas of {topic}-{partition} to move their "
-                f"log start offset to {target}") from None
-        finally:
-            waiters = self._delete_waiters.get(tp)
-            if waiters is not None and entry in waiters:
-                waiters.remove(entry)
-                if not waiters:
-                    del self._delete_waiters[tp]
+        return await _park(self._delete_waiters, tp, target, timeout_ms, lambda: (
+            f"Timed out waiting for the replicas of {topic}-{partition} to move their "
+            f"log start offset to {target}"))
 
     def _complete_delete_waiters(self, tp: TopicPartition, p: Partition) -> None:
         low = p.low_watermark(self.cache.brokers)
         for target, fut in self._delete_waiters.get(tp, ()):
             if target <= low and not fut.done():
                 fut.set_result(low)
-
-    def _fail_delete_waiters(self, tp: TopicPartition, exc: KafkaError) -> None:
-        for _, fut in self._delete_waiters.pop(tp, ()):
-            if not fut.done():
-                fut.set_exception(exc)
 
     # --- replication: leader side ---------------------------------------------------------
     def _update_followers(self, requests: list[FetchPartitionRequest], replica_id: int
@@ -498,6 +463,34 @@ class ReplicaManager:
         for fut in waiters.pop(tp, ()):
             if not fut.done():
                 fut.set_result(None)
+
+
+async def _park(waiters: _Waiters, tp: TopicPartition, offset: int, timeout_ms: float,
+                timeout_message: Callable[[], str]):
+    """Wait in `waiters` until a completion passes `offset` (returns the future's result) or
+    fails it; RequestTimedOut with `timeout_message()` after `timeout_ms`."""
+    fut = asyncio.get_running_loop().create_future()
+    entry = (offset, fut)
+    waiters.setdefault(tp, []).append(entry)
+    try:
+        # awaited directly (not through wait_for): the completion wakes this task at once,
+        # not a callback that then wakes it
+        async with asyncio.timeout(max(timeout_ms, 0) / 1000):
+            return await fut
+    except TimeoutError:
+        raise RequestTimedOut(timeout_message()) from None
+    finally:
+        parked = waiters.get(tp)
+        if parked is not None and entry in parked:
+            parked.remove(entry)
+            if not parked:
+                del waiters[tp]
+
+
+def _fail(waiters: _Waiters, tp: TopicPartition, exc: KafkaError) -> None:
+    for _, fut in waiters.pop(tp, ()):
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 def _expire(fut: asyncio.Future) -> None:
