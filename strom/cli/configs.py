@@ -144,23 +144,28 @@ def _check(code: int, message: str | None) -> None:
         raise ToolError(message or ErrorCode(code).name)
 
 
+def _send(host: str, port: int, request):
+    """`request` sent to one broker; its response."""
+    from strom.protocol.client import BrokerConnectionError
+
+    try:
+        return broker_request(host, port, request, "strom-configs", TIMEOUT)
+    except BrokerConnectionError as e:
+        raise ToolError(f"request to {host}:{port} failed: {e}") from None
+
+
 def _describe_raw(host: str, port: int, resource_type: int, name: str
                   ) -> dict[str, _Entry]:
     """DescribeConfigs (with synonyms) sent to one broker. Not through confluent-kafka:
     its ConfigResource refuses the broker default's name "", and its synonyms are a dict
     by name, which loses synonyms of the same name from different sources."""
-    from strom.protocol.client import BrokerConnectionError
     from strom.protocol.messages import make, request_module, request_schema
 
     mod = request_module(32, 1)
     request = make(request_schema(32, 1), include_synonyms=True, resources=(
         make(mod.DescribeConfigsResource, resource_type=resource_type, resource_name=name,
              configuration_keys=None),))
-    try:
-        response = broker_request(host, port, request, "strom-configs", TIMEOUT)
-    except BrokerConnectionError as e:
-        raise ToolError(f"request to {host}:{port} failed: {e}") from None
-    result = response.results[0]
+    result = _send(host, port, request).results[0]
     _check(result.error_code, result.error_message)
     return {c.name: _Entry(c.name, c.value, c.is_sensitive, int(c.config_source), [
         _Entry(s.name, s.value, c.is_sensitive, int(s.source)) for s in c.synonyms])
@@ -171,7 +176,6 @@ def _alter_raw(host: str, port: int, resource_type: int, name: str, added: dict[
                deleted: list[str]) -> None:
     """IncrementalAlterConfigs sent to one broker (the broker default, a broker's loggers:
     resources confluent-kafka's ConfigResource does not take)."""
-    from strom.protocol.client import BrokerConnectionError
     from strom.protocol.messages import make, request_module, request_schema
 
     mod = request_module(44, 0)
@@ -182,11 +186,7 @@ def _alter_raw(host: str, port: int, resource_type: int, name: str, added: dict[
     request = make(request_schema(44, 0), validate_only=False, resources=(
         make(mod.AlterConfigsResource, resource_type=resource_type, resource_name=name,
              configs=configs),))
-    try:
-        response = broker_request(host, port, request, "strom-configs", TIMEOUT)
-    except BrokerConnectionError as e:
-        raise ToolError(f"request to {host}:{port} failed: {e}") from None
-    result = response.responses[0]
+    result = _send(host, port, request).responses[0]
     _check(result.error_code, result.error_message)
 
 
