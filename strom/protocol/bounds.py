@@ -31,6 +31,7 @@ _I32 = struct.Struct(">i")
 
 # plan entries: (kind, arg, nullable)
 _FIX, _STR, _BYTES, _ENTITY, _ARRAY_FIX, _ARRAY_STR, _ARRAY_BYTES, _ARRAY_ENTITY = range(8)
+_ARRAY_OF = {_FIX: _ARRAY_FIX, _STR: _ARRAY_STR, _BYTES: _ARRAY_BYTES, _ENTITY: _ARRAY_ENTITY}
 
 
 class LengthError(ValueError):
@@ -49,22 +50,18 @@ def _field_plan(tp: Any, kafka_type: str | None) -> tuple[int, Any, bool]:
     nullable = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args
     if nullable:
         tp = next(a for a in args if a is not type(None))
-    if typing.get_origin(tp) is tuple:
-        item = typing.get_args(tp)[0]
-        if dataclasses.is_dataclass(item):
-            return _ARRAY_ENTITY, item, nullable
-        if kafka_type == "string":
-            return _ARRAY_STR, None, nullable
-        if kafka_type in ("bytes", "records"):
-            return _ARRAY_BYTES, None, nullable
-        return _ARRAY_FIX, _FIXED[kafka_type], nullable
+    array = typing.get_origin(tp) is tuple
+    if array:
+        tp = typing.get_args(tp)[0]
     if dataclasses.is_dataclass(tp):
-        return _ENTITY, tp, nullable
-    if kafka_type == "string":
-        return _STR, None, nullable
-    if kafka_type in ("bytes", "records"):
-        return _BYTES, None, nullable
-    return _FIX, _FIXED[kafka_type], nullable
+        kind, arg = _ENTITY, tp
+    elif kafka_type == "string":
+        kind, arg = _STR, None
+    elif kafka_type in ("bytes", "records"):
+        kind, arg = _BYTES, None
+    else:
+        kind, arg = _FIX, _FIXED[kafka_type]
+    return (_ARRAY_OF[kind] if array else kind), arg, nullable
 
 
 @functools.cache
