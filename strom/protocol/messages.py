@@ -21,6 +21,7 @@ from kio.static.constants import EntityType
 
 from strom.protocol.bounds import LengthError, check_request
 from strom.protocol.errors import ErrorCode
+from strom.protocol.varint import read_uvarint
 
 _HEAD = struct.Struct(">hhi")
 _INT32 = struct.Struct(">i")
@@ -88,19 +89,6 @@ def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:
 _INT16 = struct.Struct(">h")
 
 
-def _skip_uvarint(frame, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = frame[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 28:
-            raise ValueError("uvarint too long")
-
-
 def peek_produce_acks(frame: bytes | bytearray | memoryview) -> int | None:
     """The `acks` of a Produce request frame (v3+), read without parsing the request:
     the request header (client_id, then tagged fields from v9), transactional_id, acks.
@@ -111,12 +99,13 @@ def peek_produce_acks(frame: bytes | bytearray | memoryview) -> int | None:
         length = _INT16.unpack_from(frame, pos)[0]  # client_id: a legacy nullable string
         pos += 2 + max(length, 0)
         if version >= 9:  # request header v2: tagged fields; compact transactional_id
-            count, pos = _skip_uvarint(frame, pos)
+            end = len(frame)
+            count, pos = read_uvarint(frame, pos, end)
             for _ in range(count):
-                _tag, pos = _skip_uvarint(frame, pos)
-                size, pos = _skip_uvarint(frame, pos)
+                _tag, pos = read_uvarint(frame, pos, end)
+                size, pos = read_uvarint(frame, pos, end)
                 pos += size
-            length, pos = _skip_uvarint(frame, pos)
+            length, pos = read_uvarint(frame, pos, end)
             pos += max(length - 1, 0)
         else:
             length = _INT16.unpack_from(frame, pos)[0]
