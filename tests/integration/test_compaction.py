@@ -1,6 +1,6 @@
 """Log compaction on a real broker: a compacted topic with many updates to few keys is
-cleaned by the broker's cleaner thread, and confluent-kafka and kcat read back exactly the
-latest value of each key; `__consumer_offsets` is compacted too."""
+cleaned by the broker's cleaner thread, and confluent-kafka, kafka-python and kcat read back
+exactly the latest value of each key; `__consumer_offsets` is compacted too."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from strom.testing.kafka import consume_partition, create_topic
 
 pytestmark = pytest.mark.timeout(120)
 
-KEYS = 200
-UPDATES = 20_000
+KEYS = 1000
+UPDATES = 100_000
 SEGMENT_MS = 1500
 
 
@@ -49,7 +49,8 @@ def test_a_compacted_topic_keeps_exactly_the_latest_value_per_key(module_broker,
     create_topic(bootstrap, topic_name, config={
         "cleanup.policy": "compact", "segment.bytes": "65536", "segment.ms": str(SEGMENT_MS),
         "min.cleanable.dirty.ratio": "0.01"})
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "queue.buffering.max.messages": UPDATES + 10})
     latest: dict[bytes, bytes] = {}
     for i in range(UPDATES):
         key = b"key-%03d" % (i % KEYS)
@@ -77,6 +78,24 @@ def test_a_compacted_topic_keeps_exactly_the_latest_value_per_key(module_broker,
     assert len(messages) == KEYS + 1 and messages[-1].key() == b"end"
     assert messages[-1].offset() == UPDATES  # offsets are kept
     assert {m.key(): m.value() for m in messages[:-1]} == latest
+
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KpTopicPartition
+
+    kp = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                       consumer_timeout_ms=5000)
+    try:
+        kp.assign([KpTopicPartition(topic_name, 0)])
+        kp.seek_to_beginning()
+        got = {}
+        for m in kp:
+            got[m.key] = (m.offset, m.value)
+            if m.key == b"end":
+                break
+    finally:
+        kp.close()
+    assert len(got) == KEYS + 1 and got[b"end"][0] == UPDATES
+    assert {k: v for k, (_, v) in got.items() if k != b"end"} == latest
 
     kcat = shutil.which("kcat")
     if kcat:
