@@ -7,10 +7,14 @@ partition always returns at least one whole batch, as Kafka does. If fewer than 
 are available the request parks (without blocking the loop) until an append to one of its
 partitions or max_wait_ms. Records are sent as file slices (zero-copy where the loop allows).
 Fetch sessions (KIP-227, strom.api.fetch_session): session_epoch -1 is a sessionless full
-fetch (the common path, kept lean: librdkafka always fetches so); epoch 0 opens a session
-(session_id in the response, 0 when the cache is full); a later epoch names the session's
-expected epoch and answers only partitions with news (INVALID_FETCH_SESSION_EPOCH,
-FETCH_SESSION_ID_NOT_FOUND, FETCH_SESSION_TOPIC_ID_ERROR otherwise). isolation_level is accepted; with no transactions yet the last
+fetch (the common path, kept lean: librdkafka, aiokafka and strom's own follower fetcher
+always fetch so); epoch 0 opens a session (session_id in the response, 0 when the cache is
+full); a later epoch must be the session's expected one (else INVALID_FETCH_SESSION_EPOCH;
+an unknown session FETCH_SESSION_ID_NOT_FOUND, a v12 request in a v13 session or the
+reverse FETCH_SESSION_TOPIC_ID_ERROR), carries only changed partitions and
+forgotten_topics_data, and is answered with only the partitions that have records, a new
+high watermark / LSO / log start offset, or an error (the Java client and kafka-python
+fetch so). isolation_level is accepted; with no transactions yet the last
 stable offset equals the high watermark and no aborted transactions are listed.
 Errors per partition: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID
 (v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, CORRUPT_MESSAGE
