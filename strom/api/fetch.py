@@ -173,5 +173,5 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
                 name or "", e.key if by_id else (info.topic_id if info else None), current[1]))
         current[1].append(data)
     parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
-                                        ErrorCode.none, context.session_id, topics)
+                                        context.error_code, context.session_id, topics)
     return RawResponse(parts, size)

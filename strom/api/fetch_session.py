@@ -181,11 +181,12 @@ class IncrementalContext:
     """An incremental fetch in `session`: all its partitions are read, and only those with
     something new are answered."""
 
-    __slots__ = ("session",)
-    error_code = 0
+    __slots__ = ("session", "expected_epoch", "error_code")
 
     def __init__(self, session: FetchSession) -> None:
         self.session = session
+        self.expected_epoch = session.epoch  # the epoch after this request's
+        self.error_code = 0
 
     @property
     def session_id(self) -> int:
@@ -196,6 +197,11 @@ class IncrementalContext:
 
     def respond(self, results: Sequence[tuple[PartitionRequest, int, int, int, int, int]]
                 ) -> list[int]:
+        if self.session.epoch != self.expected_epoch:
+            # another request of the session came in while this one was parked (a duplicate
+            # request): as Kafka, this one is refused and leaves the session as it is
+            self.error_code = INVALID_FETCH_SESSION_EPOCH
+            return []
         keep = []
         parts = self.session.partitions
         for i, (entry, code, hw, lso, start, nbytes) in enumerate(results):

@@ -92,6 +92,17 @@ def test_incremental_answers_only_news():
     assert answered(ctx, rows(ctx.partitions(), hw=6, starts={0: 3})) == []
 
 
+def test_duplicate_request_while_parked_is_refused():
+    cache = FetchSessionCache(10, FakeTime())
+    sid = open_session(cache)
+    first = cache.new_context(sid, 1, False, False, [], [])
+    second = cache.new_context(sid, 2, False, False, [], [])  # sent while the first parks
+    assert first.respond(rows(first.partitions(), data={0: 10})) == []
+    assert first.error_code == INVALID_FETCH_SESSION_EPOCH and first.session_id == sid
+    assert second.respond(rows(second.partitions(), data={0: 10})) == [0]
+    assert second.error_code == 0
+
+
 def test_update_and_forget():
     cache = FetchSessionCache(10, FakeTime())
     sid = open_session(cache, 2)
