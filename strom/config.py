@@ -287,6 +287,8 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
               "start (default: the session timeout)", at_least(1)),
     ConfigKey("inter.broker.listener.name", S, None, "Listener followers fetch through "
               "(default: the first listener)"),
+    ConfigKey("max.incremental.fetch.session.cache.slots", I, 1000, "Incremental fetch "
+              "sessions the broker keeps (KIP-227)", at_least(0)),
     ConfigKey("replica.fetch.max.bytes", I, 1048576, "Bytes per partition a follower asks "
               "for", at_least(0)),
     ConfigKey("replica.fetch.response.max.bytes", I, 10485760, "Bytes per follower fetch",

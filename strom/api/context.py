@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from strom.api.fetch_session import FetchSessionCache
 from strom.protocol.messages import RequestHeader
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ class BrokerServices:
     producer_ids: ProducerIdManager
     groups: GroupCoordinator
     dynamic_configs: DynamicBrokerConfigs | None = None
+    fetch_sessions: FetchSessionCache = field(
+        default_factory=lambda: FetchSessionCache(1000, time.monotonic))
 
 
 @dataclass(frozen=True, slots=True)

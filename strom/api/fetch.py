@@ -6,8 +6,15 @@ bounds the response and partition_max_bytes each partition, but the first non-em
 partition always returns at least one whole batch, as Kafka does. If fewer than min_bytes
 are available the request parks (without blocking the loop) until an append to one of its
 partitions or max_wait_ms. Records are sent as file slices (zero-copy where the loop allows).
-Fetch sessions (KIP-227) are not kept: session_id is always 0, so every request is a full
-fetch, which clients accept. isolation_level is accepted; with no transactions yet the last
+Fetch sessions (KIP-227, strom.api.fetch_session): session_epoch -1 is a sessionless full
+fetch (the common path, kept lean: librdkafka, aiokafka and strom's own follower fetcher
+always fetch so); epoch 0 opens a session (session_id in the response, 0 when the cache is
+full); a later epoch must be the session's expected one (else INVALID_FETCH_SESSION_EPOCH;
+an unknown session FETCH_SESSION_ID_NOT_FOUND, a v12 request in a v13 session or the
+reverse FETCH_SESSION_TOPIC_ID_ERROR), carries only changed partitions and
+forgotten_topics_data, and is answered with only the partitions that have records, a new
+high watermark / LSO / log start offset, or an error (the Java client and kafka-python
+fetch so). isolation_level is accepted; with no transactions yet the last
 stable offset equals the high watermark and no aborted transactions are listed.
 Errors per partition: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID
 (v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, CORRUPT_MESSAGE
@@ -22,6 +29,7 @@ Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1
 from __future__ import annotations
 
 from strom.api.context import RequestContext
+from strom.api.fetch_session import PartitionRequest, SessionError
 from strom.api.registry import register
 from strom.protocol import fetch_response
 from strom.protocol.errors import ErrorCode
@@ -45,10 +53,12 @@ async def handle(ctx: RequestContext, request):
     cache = ctx.broker.cache
     replica_id = request.replica_id if hasattr(request, "replica_id") else \
         request.replica_state.replica_id
-    if getattr(request, "session_id", 0) != 0:
-        parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
-                                            ErrorCode.fetch_session_id_not_found, 0, [])
-        return RawResponse(parts, size)
+    session_id = getattr(request, "session_id", 0)
+    if session_id or getattr(request, "session_epoch", -1) != -1:
+        if request.session_epoch != -1:
+            return await _fetch_in_session(ctx, request, replica_id)
+        # a full fetch that closes its session: the sessionless path below
+        ctx.broker.fetch_sessions.remove(session_id)
     wanted: list[FetchPartitionRequest] = []
     order: list[tuple[str, object, list[int]]] = []
     unknown_ids: list[tuple[object, list[int]]] = []
@@ -96,4 +106,72 @@ async def handle(ctx: RequestContext, request):
             for i in partitions]))
     parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
                                         ErrorCode.none, 0, topics)
+    return RawResponse(parts, size)
+
+
+async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> RawResponse:
+    """A fetch that opens (epoch 0) or continues a session."""
+    cache = ctx.broker.cache
+    by_id = ctx.version >= 13
+    entries = [PartitionRequest(t.topic_id if by_id else t.topic, p.partition, p.fetch_offset,
+                                p.partition_max_bytes, getattr(p, "current_leader_epoch", -1),
+                                getattr(p, "log_start_offset", -1))
+               for t in request.topics for p in t.partitions]
+    forgotten = [(t.topic_id if by_id else t.topic, index)
+                 for t in request.forgotten_topics_data for index in t.partitions]
+    context = ctx.broker.fetch_sessions.new_context(
+        request.session_id, request.session_epoch, replica_id >= 0, by_id, entries, forgotten)
+    if isinstance(context, SessionError):
+        parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
+                                            context.error_code, 0, [])
+        return RawResponse(parts, size)
+    partitions = context.partitions()
+    names: list[str | None] = []
+    wanted: list[FetchPartitionRequest] = []
+    for e in partitions:
+        if by_id:
+            info = cache.topic_by_id(e.key)
+            name = info.name if info is not None else None
+        else:
+            name = e.key
+        names.append(name)
+        if name is not None:
+            wanted.append(FetchPartitionRequest(name, e.partition, e.fetch_offset, e.max_bytes,
+                                                e.leader_epoch, e.log_start_offset))
+    results = await ctx.broker.replicas.fetch(
+        wanted, request.max_bytes, request.min_bytes,
+        int(request.max_wait.total_seconds() * 1000), replica_id)
+    by_tp = {(r.topic, r.partition): r for r in results}
+    rows = []
+    for e, name in zip(partitions, names, strict=True):
+        r = by_tp.get((name, e.partition)) if name is not None else None
+        if r is None:
+            rows.append((e, ErrorCode.unknown_topic_id, -1, -1, -1, 0))
+        else:
+            rows.append((e, r.error.code if r.error else ErrorCode.none, r.high_watermark,
+                         r.last_stable_offset, r.log_start_offset, r.size))
+    topics: list[fetch_response.FetchTopicData] = []
+    current = None
+    for i in context.respond(rows):
+        e, code, hw, lso, start, _n = rows[i]
+        name = names[i]
+        r = by_tp.get((name, e.partition)) if name is not None else None
+        leader = None
+        if code in (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch):
+            pinfo = cache.partition(name, e.partition)
+            if pinfo is not None:
+                leader = (pinfo.leader, pinfo.leader_epoch)
+        data = fetch_response.FetchPartitionData(
+            e.partition, code, hw, lso, start,
+            r.read.slice if r is not None and r.read and r.read.slice else b"",
+            aborted_transactions=None if code or not request.isolation_level else (),
+            current_leader=leader)
+        if current is None or current[0] != e.key:
+            info = cache.topic(name) if name is not None else None
+            current = (e.key, [])
+            topics.append(fetch_response.FetchTopicData(
+                name or "", e.key if by_id else (info.topic_id if info else None), current[1]))
+        current[1].append(data)
+    parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
+                                        context.error_code, context.session_id, topics)
     return RawResponse(parts, size)

@@ -34,6 +34,7 @@ import time
 import uuid
 
 from strom.api.context import BrokerServices
+from strom.api.fetch_session import FetchSessionCache
 from strom.clock import Clock
 from strom.cluster import model
 from strom.cluster.broker_configs import DynamicBrokerConfigs
@@ -133,6 +134,8 @@ class Broker:
         self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs,
                                        self.cache, self.store)
         self.replicas.on_topics_changed(set(self.cache.topics))
+        self.fetch_sessions = FetchSessionCache(
+            config.get("max.incremental.fetch.session.cache.slots"), self.clock.monotonic)
         self.dynamic_configs.on_change(
             lambda: self.replicas.on_topics_changed(set(self.cache.topics)))
         self.replicas.start()
@@ -145,7 +148,8 @@ class Broker:
         listeners = config.listeners()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
-            self.logs, self.producer_ids, self.groups, dynamic_configs=self.dynamic_configs)
+            self.logs, self.producer_ids, self.groups, dynamic_configs=self.dynamic_configs,
+            fetch_sessions=self.fetch_sessions)
         self.dispatcher = Dispatcher(self.services)
         queued_max = config.get("queued.max.request.bytes")
         pool = MemoryPool(queued_max) if queued_max > 0 else None
