@@ -446,9 +446,9 @@ class PartitionLog:
                     slice_ = seg.read(offset, max_bytes, max_offset, min_one)
                 except (CorruptBatch, OSError) as e:
                     raise self.read_failure(e, f"reads at offset {offset}") from None
-                if seg.next_offset > offset:  # the batch holding `offset` is here: stop,
-                    break  # even if max_bytes left it out, or later offsets would be skipped
-                i += 1
+                if seg.size and seg.next_offset > offset:  # the batch holding `offset` is
+                    break  # here: stop, even if max_bytes left it out (later offsets would
+                i += 1  # be skipped); a segment the cleaner emptied is passed over
         return ReadResult(slice_, self.log_start_offset, self.log_end_offset)
 
     def read_failure(self, e: Exception, what: str) -> KafkaError:

@@ -344,3 +344,25 @@ def test_a_log_deleted_while_being_cleaned_is_not_marked_uncleanable(tmp_path, m
     assert env.manager.clean_once() is None
     assert not env.manager.uncleanable
     assert not os.path.exists(env.plog.dir)
+
+
+def test_reads_pass_over_segments_the_cleaner_emptied(tmp_path):
+    """Every record of the first segments is superseded later: cleaning leaves them empty
+    (base offset kept, no batch). A read at the log start must go on to the first segment
+    that has data; it stopped at the first empty one whose base was past the offset, and a
+    consumer at offset 0 got empty answers for ever."""
+    env = Env(tmp_path, segment_bytes=700)
+    for i in range(30):  # 30 updates of one key: each segment holds a few of them
+        env.append((b"K", b"v%d-" % i + b"x" * 60))
+    env.plog.roll()
+    env.append((b"other", b"active"))
+    while env.manager.clean_once() is not None:
+        pass
+    segments = env.plog.segments
+    assert any(s.size == 0 and s.base_offset > 0 for s in segments), \
+        [(s.base_offset, s.size) for s in segments]
+    assert env.records() == [(29, b"K", b"v29-" + b"x" * 60), (30, b"other", b"active")]
+    read = env.plog.read(0, 1 << 20, env.plog.high_watermark, True)
+    assert read.slice is not None
+    first = read_header(os.pread(read.slice.fd, 61, read.slice.position))
+    assert first.base_offset <= 29 <= first.last_offset
