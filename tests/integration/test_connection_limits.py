@@ -198,3 +198,25 @@ def test_the_inter_broker_listener_is_served_at_max_connections(start_broker):
     for s in (older, newer):
         s.close()
     assert "reached by inter-broker connections" in b.log_text()
+
+
+def test_a_dynamic_override_naming_an_unknown_host_does_not_stop_the_broker(start_broker):
+    """A dynamic max.connections.per.ip.overrides whose host name does not resolve is
+    logged and not applied; the broker keeps serving (it used to exit: the start-up error
+    was raised in the task applying the change)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    b = start_broker({})
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    res = ConfigResource(ResourceType.BROKER, "1", incremental_configs=[ConfigEntry(
+        "max.connections.per.ip.overrides", "no-such-host.invalid:3",
+        incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(timeout=15)
+    deadline = time.monotonic() + 30
+    while "no-such-host.invalid" not in b.log_text() and b.returncode is None:
+        assert time.monotonic() < deadline, "the change was never applied"
+        time.sleep(0.05)
+    sock = served_connection(b.port)
+    assert answers(sock, 9)
+    sock.close()
+    assert b.returncode is None
