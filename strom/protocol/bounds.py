@@ -23,6 +23,8 @@ import types
 import typing
 from typing import Any
 
+from strom.protocol.varint import VarintError, read_uvarint
+
 _FIXED = {"int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint16": 2, "uint32": 4,
           "float64": 8, "bool": 1, "uuid": 16, "timedelta_i32": 4, "timedelta_i64": 8,
           "datetime_i64": 8}
@@ -93,14 +95,11 @@ class _Cursor:
         return start
 
     def uvarint(self) -> int:
-        value = shift = 0
-        for _ in range(5):
-            b = self.buf[self.take(1)]
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return value
-            shift += 7
-        raise LengthError(f"varint longer than 5 bytes at {self.pos}")
+        try:
+            value, self.pos = read_uvarint(self.buf, self.pos, self.end)
+        except VarintError as e:
+            raise LengthError(f"{e} at {self.pos}") from None
+        return value
 
     def length(self, compact: bool, legacy: struct.Struct) -> int:
         """A length prefix (-1: null)."""

@@ -165,6 +165,11 @@ class FrameReader(asyncio.BufferedProtocol):
     def pause_writing(self) -> None:
         self._writing_paused = True
 
+    @property
+    def writing_paused(self) -> bool:
+        """The transport's write buffer is above its high-water mark."""
+        return self._writing_paused
+
     def resume_writing(self) -> None:
         self._writing_paused = False
         self.wake_writers(None)

@@ -155,7 +155,7 @@ class Broker:
         pool = MemoryPool(queued_max) if queued_max > 0 else None
         self.quotas = ConnectionQuotas(
             config.get("max.connections"), config.get("max.connections.per.ip"),
-            await _resolve_overrides(config.get("max.connections.per.ip.overrides")),
+            await _startup_overrides(config.get("max.connections.per.ip.overrides")),
             [name for name, _, _ in listeners],
             config.get("inter.broker.listener.name") or listeners[0][0],
             self._broker_addresses)
@@ -296,10 +296,16 @@ class Broker:
         """Dynamic max.connections, max.connections.per.ip(.overrides): for the connections
         accepted from now on (as Kafka, served ones are not closed); a higher
         max.connections serves parked connections at once."""
-        overrides = await _resolve_overrides(self.config.get("max.connections.per.ip.overrides"))
+        try:
+            overrides = await _resolve_overrides(
+                self.config.get("max.connections.per.ip.overrides"))
+        except OSError as e:  # a name that does not resolve (now): the previous ones stay
+            log.error("max.connections.per.ip.overrides not applied: %s", e)
+            overrides = None
         self.quotas.max_connections = self.config.get("max.connections")
         self.quotas.max_per_ip = self.config.get("max.connections.per.ip")
-        self.quotas.overrides = {normalize_ip(h): n for h, n in overrides.items()}
+        if overrides is not None:
+            self.quotas.overrides = {normalize_ip(h): n for h, n in overrides.items()}
         self._serve_parked()
 
     def _connection_ended(self, protocol: ConnectionProtocol) -> None:
@@ -519,7 +525,7 @@ def _peer_ip(protocol: ConnectionProtocol) -> str:
 
 async def _resolve_overrides(text: str | None) -> dict[str, int]:
     """max.connections.per.ip.overrides with host names resolved (as Kafka resolves them
-    once, at start-up)."""
+    when the value is applied); OSError naming the host that does not resolve."""
     out: dict[str, int] = {}
     for host, count in parse_connection_overrides(text).items():
         try:
@@ -530,11 +536,19 @@ async def _resolve_overrides(text: str | None) -> dict[str, int]:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None)
         except OSError as e:
-            raise SystemExit("Invalid value for configuration max.connections.per.ip."
-                             f"overrides: cannot resolve {host!r} ({e})") from None
+            raise OSError(f"cannot resolve {host!r} ({e})") from None
         for info in infos:
             out[info[4][0]] = count
     return out
+
+
+async def _startup_overrides(text: str | None) -> dict[str, int]:
+    """The static value at start-up: a name that does not resolve is a start-up error."""
+    try:
+        return await _resolve_overrides(text)
+    except OSError as e:
+        raise SystemExit("Invalid value for configuration max.connections.per.ip."
+                         f"overrides: {e}") from None
 
 
 def _runner_on(loop: asyncio.AbstractEventLoop):

@@ -219,13 +219,14 @@ class Connection:
 
     def _check_idle(self) -> None:
         """As Kafka: idle is the time since the last bytes read or written; a request in
-        progress (a parked fetch, a Produce waiting for replication) is not idle."""
+        progress (a parked fetch, a Produce waiting for replication) is not idle, but one
+        whose response waits for a client that does not read is."""
         self._idle_timer = None
         transport = self.transport
         if transport.is_closing():
             return
         now = asyncio.get_running_loop().time()
-        if self._busy or self._pipeline:
+        if (self._busy or self._pipeline) and not self.protocol.writing_paused:
             self.protocol.last_active = now
         elif now - self.protocol.last_active >= self.max_idle_s:
             log.debug("Closing connection from %s: idle for more than "

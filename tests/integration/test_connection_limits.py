@@ -198,3 +198,70 @@ def test_the_inter_broker_listener_is_served_at_max_connections(start_broker):
     for s in (older, newer):
         s.close()
     assert "reached by inter-broker connections" in b.log_text()
+
+
+def test_a_dynamic_override_naming_an_unknown_host_does_not_stop_the_broker(start_broker):
+    """A dynamic max.connections.per.ip.overrides whose host name does not resolve is
+    logged and not applied; the broker keeps serving (it used to exit: the start-up error
+    was raised in the task applying the change)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    b = start_broker({})
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    res = ConfigResource(ResourceType.BROKER, "1", incremental_configs=[ConfigEntry(
+        "max.connections.per.ip.overrides", "no-such-host.invalid:3",
+        incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(timeout=15)
+    deadline = time.monotonic() + 30
+    while "no-such-host.invalid" not in b.log_text() and b.returncode is None:
+        assert time.monotonic() < deadline, "the change was never applied"
+        time.sleep(0.05)
+    sock = served_connection(b.port)
+    assert answers(sock, 9)
+    sock.close()
+    assert b.returncode is None
+
+
+def test_a_connection_whose_client_stops_reading_is_closed_once_idle(start_broker,
+                                                                     topic_name):
+    """connections.max.idle.ms also ends a connection whose responses wait for a client
+    that reads nothing (as Kafka: no bytes written is no activity); it used to be kept
+    open for ever, since a request blocked on writing counted as in progress."""
+    b = start_broker({"connections.max.idle.ms": "1000"})
+    create_topic(b.bootstrap, topic_name, 1)
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 50})
+    for _ in range(200):
+        p.produce(topic_name, value=b"v" * 20_000)
+    assert p.flush(30) == 0
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client reads nothing
+    s.connect((HOST, b.port))
+    try:
+        for cid in range(4):  # about 16 MB of responses: more than the socket buffers take
+            s.sendall(fetch_v4(topic_name, 0, 0, max_bytes=8 << 20,
+                               partition_max_bytes=8 << 20, correlation_id=cid))
+        client_port = s.getsockname()[1]
+        deadline = time.monotonic() + 20
+        # the client sees no FIN (it is queued behind the unread bytes): look at the
+        # broker's side of the connection, which leaves ESTABLISHED once it is closed
+        while _tcp_state(b.port, client_port) == ESTABLISHED:
+            assert time.monotonic() < deadline, \
+                "a connection whose client reads nothing was never closed"
+            time.sleep(0.05)
+    finally:
+        s.close()
+
+
+ESTABLISHED = "01"
+
+
+def _tcp_state(local_port: int, remote_port: int) -> str | None:
+    """The state (hex, as /proc/net/tcp shows it) of the IPv4 socket local_port ->
+    remote_port, or None if there is none."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if int(local.rsplit(":", 1)[1], 16) == local_port and \
+                    int(remote.rsplit(":", 1)[1], 16) == remote_port:
+                return state
+    return None
