@@ -210,3 +210,36 @@ def test_leader_epochs_after_the_recovery_point_are_rebuilt_from_batch_headers(t
     assert again.leader_epochs == [(0, 0), (3, 2), (5, 4)]
     assert checkpoint.read_leader_epochs(path) == [(0, 0), (3, 2), (5, 4)]
     again.close()
+
+
+def test_local_metadata_store_change_made_during_a_failed_write_is_answered(tmp_path,
+                                                                           monkeypatch):
+    """A change made while a write runs waits for the next write; before, when the running
+    write failed, the writer stopped and that change's caller waited forever."""
+    from strom.cluster import local_store
+    from strom.cluster.local_store import LocalMetadataStore
+
+    started, release = threading.Event(), threading.Event()
+
+    def failing_write(path, nodes, ephemeral):
+        started.set()
+        release.wait(10)
+        raise OSError(28, "No space left on device")
+
+    async def main():
+        store = LocalMetadataStore(str(tmp_path))
+        await store.start()
+        monkeypatch.setattr(local_store, "_write_tree", failing_write)
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(store.create("/a", b"1"))
+        assert await loop.run_in_executor(None, started.wait, 10)
+        second = asyncio.create_task(store.create("/b", b"2"))
+        await until(lambda: len(store._waiters) == 2)
+        release.set()
+        with pytest.raises(OSError, match="No space"):
+            await first
+        # the next write (which fails too) answers it
+        with pytest.raises(OSError, match="No space"):
+            await asyncio.wait_for(second, 5)
+
+    run(main())
