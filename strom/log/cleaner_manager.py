@@ -176,7 +176,9 @@ class LogCleanerManager:
     def _swap(self, req: CleanRequest, group: list[SegmentInfo], base: int) -> bool:
         def on_owner() -> bool:
             plog = self.logs.get(req.topic, req.partition)
-            if plog is None or plog is not req.log:
+            if plog is None or plog is not req.log or plog.truncations != req.truncations:
+                # as Kafka (truncation aborts cleaning): a truncation inside the group, even
+                # with its segments all still there, removed records its cleaned copy holds
                 return False
             return plog.replace_segments([s.segment for s in group], base, self.step)
         return self.run_on_owner(on_owner)
@@ -257,7 +259,7 @@ class LogCleanerManager:
             plog.topic, plog.partition, plog.dir, infos, first_dirty, uncleanable,
             CleanConfig(cfg.get("delete.retention.ms"), cfg.get("segment.bytes"),
                         cfg.get("segment.index.bytes"), cfg.get("index.interval.bytes")),
-            last_batches, clean_bytes, cleanable, need_now, plog)
+            last_batches, clean_bytes, cleanable, need_now, plog.truncations, plog)
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_of(self, topic: str, partition: int) -> int | None:

@@ -89,6 +89,8 @@ class PartitionLog:
         self._retired: list[LogSegment] = []
         self._flush_after_roll = False
         self._read_failures_logged: set[tuple[str, int | str]] = set()
+        # truncations so far: a cleaner's swap is refused after one (see cleaner_manager.py)
+        self.truncations = 0
 
     # --- loading --------------------------------------------------------------------
     @classmethod
@@ -574,6 +576,7 @@ class PartitionLog:
         """Remove everything at and after `offset` (a follower after a leader change)."""
         if offset >= self.log_end_offset:
             return
+        self.truncations += 1
         while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
             seg = self.segments.pop()
             self._base_offsets.pop()

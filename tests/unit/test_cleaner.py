@@ -344,3 +344,31 @@ def test_a_log_deleted_while_being_cleaned_is_not_marked_uncleanable(tmp_path, m
     assert env.manager.clean_once() is None
     assert not env.manager.uncleanable
     assert not os.path.exists(env.plog.dir)
+
+
+def test_a_log_truncated_into_a_segment_being_cleaned_is_not_swapped(tmp_path, monkeypatch):
+    """A follower's truncation inside a closed segment being cleaned, then a roll: the
+    group's segment objects are all still there, but the cleaned copy holds the records
+    the truncation removed. Before, the swap went ahead and brought them back (offsets
+    4 and 5 twice, the old values first)."""
+    env = Env(tmp_path)
+    env.append((b"a", b"0"))
+    env.append((b"b", b"1"))
+    env.append((b"c", b"2"), roll=True)
+    env.append((b"d", b"3"))
+    env.append((b"e", b"old4"))
+    env.append((b"f", b"old5"), roll=True)
+    env.append((b"g", b"6"))  # active
+    finish = cleaner_mod.CleanedSegmentWriter.finish
+
+    def truncate_then_finish(self):
+        env.plog.truncate_to(4)  # on the loop, while the thread writes
+        env.append((b"e", b"new4"), roll=True)
+        finish(self)
+
+    monkeypatch.setattr(cleaner_mod.CleanedSegmentWriter, "finish", truncate_then_finish)
+    assert env.manager.clean_once() is None
+    offsets = [o for o, _, _ in env.records()]
+    assert offsets == sorted(set(offsets))
+    assert env.records()[-1] == (4, b"e", b"new4")
+    assert not [n for n in os.listdir(env.plog.dir) if n.endswith((".cleaned", ".swap"))]
