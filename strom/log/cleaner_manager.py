@@ -86,6 +86,7 @@ class LogCleanerManager:
         self.map_memory = config.get("log.cleaner.dedupe.buffer.size") // self.threads
         self.step: StepHook = no_step  # a test hook for the swap steps
         self._lock = threading.Lock()
+        self._checkpoint_io = threading.Lock()  # one checkpoint write at a time, in order
         self._checkpoints: dict[str, dict[TopicPartition, int]] = {}
         self._in_progress: set[TopicPartition] = set()
         self.uncleanable: set[TopicPartition] = set()
@@ -269,13 +270,17 @@ class LogCleanerManager:
 
     def _set_checkpoint(self, tp: TopicPartition, offset: int) -> None:
         d = self.logs.dir_of(*tp) or ""
-        with self._lock:
-            entries = self._checkpoints.setdefault(d, {})
-            entries[tp] = offset
-            live = self._live
-            for gone in [k for k in entries if k not in live]:
-                del entries[gone]  # deleted topics
-            snapshot = dict(entries)
-        if d:
-            checkpoint.write_offsets(os.path.join(d, CLEANER_OFFSET_CHECKPOINT), snapshot)
+        # cleaner threads write the same file (and its .tmp): one at a time, each writing
+        # the entries as they are when its turn comes, so the file never goes back
+        with self._checkpoint_io:
+            with self._lock:
+                entries = self._checkpoints.setdefault(d, {})
+                entries[tp] = offset
+                live = self._live
+                for gone in [k for k in entries if k not in live]:
+                    del entries[gone]  # deleted topics
+                snapshot = dict(entries)
+            if d:
+                checkpoint.write_offsets(os.path.join(d, CLEANER_OFFSET_CHECKPOINT),
+                                         snapshot)
 

@@ -372,3 +372,34 @@ def test_a_log_truncated_into_a_segment_being_cleaned_is_not_swapped(tmp_path, m
     assert offsets == sorted(set(offsets))
     assert env.records()[-1] == (4, b"e", b"new4")
     assert not [n for n in os.listdir(env.plog.dir) if n.endswith((".cleaned", ".swap"))]
+
+
+def test_cleaner_threads_write_the_checkpoint_file_one_at_a_time(tmp_path, monkeypatch):
+    """log.cleaner.threads > 1: two threads finishing together wrote the same
+    `cleaner-offset-checkpoint.tmp` at once (a mixed or lost file, or a failed rename)."""
+    import threading
+
+    import strom.log.cleaner_manager as manager_mod
+
+    env = Env(tmp_path)
+    both_inside = threading.Barrier(2)
+    overlaps = []
+    real_write = manager_mod.checkpoint.write_offsets
+
+    def write(path, offsets):
+        try:
+            both_inside.wait(timeout=1)  # passes only if the other thread writes meanwhile
+            overlaps.append(path)
+        except threading.BrokenBarrierError:
+            pass
+        real_write(path, offsets)
+
+    monkeypatch.setattr(manager_mod.checkpoint, "write_offsets", write)
+    threads = [threading.Thread(target=env.manager._set_checkpoint, args=(("t", 0), n))
+               for n in (5, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert overlaps == []
+    assert env.manager.checkpoint_of("t", 0) in (5, 7)
