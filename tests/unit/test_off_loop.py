@@ -243,3 +243,18 @@ def test_local_metadata_store_change_made_during_a_failed_write_is_answered(tmp_
             await asyncio.wait_for(second, 5)
 
     run(main())
+
+
+def test_an_older_checkpoint_snapshot_written_late_does_not_replace_a_newer_one(manager):
+    """A periodic checkpoint write still running in the executor when shutdown writes the
+    final checkpoints (its task is cancelled, its thread is not): before, the older
+    snapshot could land last, putting back the log start offset DeleteRecords had moved."""
+    plog = manager.logs[("t", 0)]
+    old = manager.checkpoint_snapshot()
+    plog.high_watermark = plog.log_end_offset
+    assert plog.maybe_increment_log_start_offset(1)
+    manager.write_checkpoints()  # shutdown's write
+    LogManager.write_checkpoint_snapshot(old)  # the periodic one, finishing late
+    d = manager.dir_of("t", 0)
+    starts = checkpoint.read_offsets(os.path.join(d, "log-start-offset-checkpoint"))
+    assert starts[("t", 0)] == 1
