@@ -82,7 +82,9 @@ class LocalMetadataStore(store.MetadataStore):
                 await loop.run_in_executor(None, _write_tree, self.path, nodes, ephemeral)
             except Exception as e:
                 self._settle(upto, e)  # the callers see the error, as a failed write
-                return
+                if self._changes == upto:
+                    return
+                continue  # changes made meanwhile wait for a write of their own
             self._written = upto
             self._settle(upto, None)
 

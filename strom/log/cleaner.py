@@ -132,6 +132,7 @@ class CleanRequest:
     clean_bytes: int = 0
     cleanable_bytes: int = 0
     need_compaction_now: bool = False
+    truncations: int = 0  # the log's truncation count when the request was made
     log: object = field(default=None, compare=False, repr=False)  # the PartitionLog
 
     @property

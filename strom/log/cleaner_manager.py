@@ -86,6 +86,7 @@ class LogCleanerManager:
         self.map_memory = config.get("log.cleaner.dedupe.buffer.size") // self.threads
         self.step: StepHook = no_step  # a test hook for the swap steps
         self._lock = threading.Lock()
+        self._checkpoint_io = threading.Lock()  # one checkpoint write at a time, in order
         self._checkpoints: dict[str, dict[TopicPartition, int]] = {}
         self._in_progress: set[TopicPartition] = set()
         self.uncleanable: set[TopicPartition] = set()
@@ -176,7 +177,9 @@ class LogCleanerManager:
     def _swap(self, req: CleanRequest, group: list[SegmentInfo], base: int) -> bool:
         def on_owner() -> bool:
             plog = self.logs.get(req.topic, req.partition)
-            if plog is None or plog is not req.log:
+            if plog is None or plog is not req.log or plog.truncations != req.truncations:
+                # as Kafka (truncation aborts cleaning): a truncation inside the group, even
+                # with its segments all still there, removed records its cleaned copy holds
                 return False
             return plog.replace_segments([s.segment for s in group], base, self.step)
         return self.run_on_owner(on_owner)
@@ -257,7 +260,7 @@ class LogCleanerManager:
             plog.topic, plog.partition, plog.dir, infos, first_dirty, uncleanable,
             CleanConfig(cfg.get("delete.retention.ms"), cfg.get("segment.bytes"),
                         cfg.get("segment.index.bytes"), cfg.get("index.interval.bytes")),
-            last_batches, clean_bytes, cleanable, need_now, plog)
+            last_batches, clean_bytes, cleanable, need_now, plog.truncations, plog)
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_of(self, topic: str, partition: int) -> int | None:
@@ -267,13 +270,17 @@ class LogCleanerManager:
 
     def _set_checkpoint(self, tp: TopicPartition, offset: int) -> None:
         d = self.logs.dir_of(*tp) or ""
-        with self._lock:
-            entries = self._checkpoints.setdefault(d, {})
-            entries[tp] = offset
-            live = self._live
-            for gone in [k for k in entries if k not in live]:
-                del entries[gone]  # deleted topics
-            snapshot = dict(entries)
-        if d:
-            checkpoint.write_offsets(os.path.join(d, CLEANER_OFFSET_CHECKPOINT), snapshot)
+        # cleaner threads write the same file (and its .tmp): one at a time, each writing
+        # the entries as they are when its turn comes, so the file never goes back
+        with self._checkpoint_io:
+            with self._lock:
+                entries = self._checkpoints.setdefault(d, {})
+                entries[tp] = offset
+                live = self._live
+                for gone in [k for k in entries if k not in live]:
+                    del entries[gone]  # deleted topics
+                snapshot = dict(entries)
+            if d:
+                checkpoint.write_offsets(os.path.join(d, CLEANER_OFFSET_CHECKPOINT),
+                                         snapshot)
 

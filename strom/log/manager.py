@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -52,13 +53,27 @@ def _check_dir(d: str) -> None:
         raise PermissionError(errno.EACCES, "not readable and writable by this process", d)
 
 
+class _CheckpointOrder:
+    """A LogManager's checkpoint writes, in the order their snapshots were taken: one at a
+    time (they share the files' `.tmp`), and a snapshot older than one already written is
+    skipped (a periodic write still running in the executor when shutdown writes the
+    final checkpoints must not put older offsets back)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.taken = 0  # snapshots numbered on the loop
+        self.written = 0  # the newest written
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointSnapshot:
     """Per log dir: (dir, recovery points, log start offsets, high watermarks), each a
-    {(topic, partition): offset} copied on the loop."""
+    {(topic, partition): offset} copied on the loop; `number` orders it in `order`."""
 
     dirs: tuple[tuple[str, dict[TopicPartition, int], dict[TopicPartition, int],
                       dict[TopicPartition, int]], ...]
+    order: _CheckpointOrder
+    number: int
 
 
 class LogManager:
@@ -78,6 +93,7 @@ class LogManager:
         self.loaded = False  # shutdown() writes checkpoints only for logs it loaded
         self._locks: list[int] = []
         self.background: set[asyncio.Task] = set()  # file jobs running off the loop
+        self._checkpoint_order = _CheckpointOrder()
 
     def prepare_dirs(self) -> str:
         """Create and lock every log dir, and check or write its meta.properties.
@@ -286,19 +302,26 @@ class LogManager:
             recovery[tp] = plog.recovery_point
             starts[tp] = plog.log_start_offset
             hws[tp] = plog.high_watermark
-        return CheckpointSnapshot(tuple((d, *offsets) for d, offsets in dirs.items()))
+        self._checkpoint_order.taken += 1
+        return CheckpointSnapshot(tuple((d, *offsets) for d, offsets in dirs.items()),
+                                  self._checkpoint_order, self._checkpoint_order.taken)
 
     @staticmethod
     def write_checkpoint_snapshot(snapshot: CheckpointSnapshot) -> None:
         """Blocking (off the loop): write and fsync the checkpoint files of a snapshot;
-        touches no state the loop owns."""
-        for d, recovery, starts, hws in snapshot.dirs:
-            checkpoint.write_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT),
-                                     recovery)
-            checkpoint.write_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT),
-                                     starts)
-            checkpoint.write_offsets(os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT),
-                                     hws)
+        touches no state the loop owns. Skipped if a newer snapshot was written."""
+        order = snapshot.order
+        with order.lock:
+            if snapshot.number <= order.written:
+                return
+            for d, recovery, starts, hws in snapshot.dirs:
+                checkpoint.write_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT),
+                                         recovery)
+                checkpoint.write_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT),
+                                         starts)
+                checkpoint.write_offsets(
+                    os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT), hws)
+            order.written = snapshot.number
 
     def remove_expired_producers(self) -> int:
         """Producer id expiration over every partition; returns how many were forgotten."""

@@ -89,6 +89,10 @@ class PartitionLog:
         self._retired: list[LogSegment] = []
         self._flush_after_roll = False
         self._read_failures_logged: set[tuple[str, int | str]] = set()
+        # truncations so far: a cleaner's swap, or a flush's move of the recovery point, is
+        # refused after one (see cleaner_manager.py, `flushed`)
+        self.truncations = 0
+        self._flush_starts: dict[int, int] = {}  # end offset -> truncations at start_flush
 
     # --- loading --------------------------------------------------------------------
     @classmethod
@@ -574,6 +578,7 @@ class PartitionLog:
         """Remove everything at and after `offset` (a follower after a leader change)."""
         if offset >= self.log_end_offset:
             return
+        self.truncations += 1
         while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
             seg = self.segments.pop()
             self._base_offsets.pop()
@@ -592,6 +597,7 @@ class PartitionLog:
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop every segment and restart the log empty at `offset` (a follower whose
         fetch offset fell below the leader's log start offset)."""
+        self.truncations += 1
         for seg in self.segments:
             self._retire(seg)
         self.segments = []
@@ -723,6 +729,7 @@ class PartitionLog:
         self._flush_after_roll = False
         self.unflushed_messages = 0
         self.last_flush_ms = self.clock.now_ms()
+        self._flush_starts[end] = self.truncations
         return end, segments
 
     def fsync_segments(self, segments: list[LogSegment]) -> None:
@@ -734,6 +741,11 @@ class PartitionLog:
         self._epoch_file.write_latest()
 
     def flushed(self, end: int) -> None:
+        """The fsync of a `start_flush` that returned `end` is done. A truncation since
+        then (and records appended after it) makes the offsets below `end` other records
+        than those fsynced: the recovery point stays (truncate_to lowered it)."""
+        if self._flush_starts.pop(end, self.truncations) != self.truncations:
+            return
         self.recovery_point = max(self.recovery_point, min(end, self.log_end_offset))
 
     def fsync(self) -> None:

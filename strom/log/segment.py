@@ -8,6 +8,7 @@ file descriptors are closed only by `close()`/`delete()`.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 from array import array
@@ -311,9 +312,16 @@ class LogSegment:
         one write; returns the file position of the first."""
         position = self.size
         size = len(data)
-        written = os.write(self.fd, data)
-        while written < size:  # a short write to a regular file is rare but legal
-            written += os.write(self.fd, memoryview(data)[written:])
+        try:
+            written = os.write(self.fd, data)
+            while written < size:  # a short write to a regular file is rare but legal
+                written += os.write(self.fd, memoryview(data)[written:])
+        except OSError:
+            # ENOSPC, EIO... after part of the data: cut it off, or the next append (O_APPEND)
+            # would land after it while its position and index entry say `position`
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, position)
+            raise
         self.size += size
         if self.size >= self.cache.next_drop_at:
             self.cache.appended(self.fd, self.size)

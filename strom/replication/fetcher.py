@@ -194,7 +194,15 @@ class ReplicaFetcher:
                              self.leader_id, ErrorCode(r.error_code).name)
                     self._delay(t)
                     continue
-                self._truncate_to_leader(t, asked[tp], r.leader_epoch, r.end_offset)
+                try:
+                    self._truncate_to_leader(t, asked[tp], r.leader_epoch, r.end_offset)
+                except (InvalidBatch, OSError) as e:
+                    # as a failed append (_fetch): this partition backs off and tries again;
+                    # the leader's other partitions go on
+                    if t.failed():
+                        log.error("%s: cannot truncate to what leader %d answered (%d times): "
+                                  "%s", t.partition, self.leader_id, t.errors, e)
+                    self._delay(t)
 
     @staticmethod
     def _truncate_to_leader(t: FetchTarget, asked_epoch: int, leader_epoch: int,

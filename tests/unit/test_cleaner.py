@@ -366,3 +366,62 @@ def test_reads_pass_over_segments_the_cleaner_emptied(tmp_path):
     assert read.slice is not None
     first = read_header(os.pread(read.slice.fd, 61, read.slice.position))
     assert first.base_offset <= 29 <= first.last_offset
+
+
+def test_a_log_truncated_into_a_segment_being_cleaned_is_not_swapped(tmp_path, monkeypatch):
+    """A follower's truncation inside a closed segment being cleaned, then a roll: the
+    group's segment objects are all still there, but the cleaned copy holds the records
+    the truncation removed. Before, the swap went ahead and brought them back (offsets
+    4 and 5 twice, the old values first)."""
+    env = Env(tmp_path)
+    env.append((b"a", b"0"))
+    env.append((b"b", b"1"))
+    env.append((b"c", b"2"), roll=True)
+    env.append((b"d", b"3"))
+    env.append((b"e", b"old4"))
+    env.append((b"f", b"old5"), roll=True)
+    env.append((b"g", b"6"))  # active
+    finish = cleaner_mod.CleanedSegmentWriter.finish
+
+    def truncate_then_finish(self):
+        env.plog.truncate_to(4)  # on the loop, while the thread writes
+        env.append((b"e", b"new4"), roll=True)
+        finish(self)
+
+    monkeypatch.setattr(cleaner_mod.CleanedSegmentWriter, "finish", truncate_then_finish)
+    assert env.manager.clean_once() is None
+    offsets = [o for o, _, _ in env.records()]
+    assert offsets == sorted(set(offsets))
+    assert env.records()[-1] == (4, b"e", b"new4")
+    assert not [n for n in os.listdir(env.plog.dir) if n.endswith((".cleaned", ".swap"))]
+
+
+def test_cleaner_threads_write_the_checkpoint_file_one_at_a_time(tmp_path, monkeypatch):
+    """log.cleaner.threads > 1: two threads finishing together wrote the same
+    `cleaner-offset-checkpoint.tmp` at once (a mixed or lost file, or a failed rename)."""
+    import threading
+
+    import strom.log.cleaner_manager as manager_mod
+
+    env = Env(tmp_path)
+    both_inside = threading.Barrier(2)
+    overlaps = []
+    real_write = manager_mod.checkpoint.write_offsets
+
+    def write(path, offsets):
+        try:
+            both_inside.wait(timeout=1)  # passes only if the other thread writes meanwhile
+            overlaps.append(path)
+        except threading.BrokenBarrierError:
+            pass
+        real_write(path, offsets)
+
+    monkeypatch.setattr(manager_mod.checkpoint, "write_offsets", write)
+    threads = [threading.Thread(target=env.manager._set_checkpoint, args=(("t", 0), n))
+               for n in (5, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert overlaps == []
+    assert env.manager.checkpoint_of("t", 0) in (5, 7)

@@ -210,3 +210,51 @@ def test_leader_epochs_after_the_recovery_point_are_rebuilt_from_batch_headers(t
     assert again.leader_epochs == [(0, 0), (3, 2), (5, 4)]
     assert checkpoint.read_leader_epochs(path) == [(0, 0), (3, 2), (5, 4)]
     again.close()
+
+
+def test_local_metadata_store_change_made_during_a_failed_write_is_answered(tmp_path,
+                                                                           monkeypatch):
+    """A change made while a write runs waits for the next write; before, when the running
+    write failed, the writer stopped and that change's caller waited forever."""
+    from strom.cluster import local_store
+    from strom.cluster.local_store import LocalMetadataStore
+
+    started, release = threading.Event(), threading.Event()
+
+    def failing_write(path, nodes, ephemeral):
+        started.set()
+        release.wait(10)
+        raise OSError(28, "No space left on device")
+
+    async def main():
+        store = LocalMetadataStore(str(tmp_path))
+        await store.start()
+        monkeypatch.setattr(local_store, "_write_tree", failing_write)
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(store.create("/a", b"1"))
+        assert await loop.run_in_executor(None, started.wait, 10)
+        second = asyncio.create_task(store.create("/b", b"2"))
+        await until(lambda: len(store._waiters) == 2)
+        release.set()
+        with pytest.raises(OSError, match="No space"):
+            await first
+        # the next write (which fails too) answers it
+        with pytest.raises(OSError, match="No space"):
+            await asyncio.wait_for(second, 5)
+
+    run(main())
+
+
+def test_an_older_checkpoint_snapshot_written_late_does_not_replace_a_newer_one(manager):
+    """A periodic checkpoint write still running in the executor when shutdown writes the
+    final checkpoints (its task is cancelled, its thread is not): before, the older
+    snapshot could land last, putting back the log start offset DeleteRecords had moved."""
+    plog = manager.logs[("t", 0)]
+    old = manager.checkpoint_snapshot()
+    plog.high_watermark = plog.log_end_offset
+    assert plog.maybe_increment_log_start_offset(1)
+    manager.write_checkpoints()  # shutdown's write
+    LogManager.write_checkpoint_snapshot(old)  # the periodic one, finishing late
+    d = manager.dir_of("t", 0)
+    starts = checkpoint.read_offsets(os.path.join(d, "log-start-offset-checkpoint"))
+    assert starts[("t", 0)] == 1

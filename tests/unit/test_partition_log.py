@@ -641,3 +641,38 @@ def test_follower_append_below_the_log_end_appends_nothing(tmp_path):
         plog.append_as_follower(b + a, [read_header(b), read_header(a)])
     assert plog.log_end_offset == end and plog.active_segment.size == len(a)
     plog.close()
+
+
+def test_a_flush_overtaken_by_a_truncation_does_not_move_the_recovery_point(tmp_path):
+    """The fsync runs off the loop; meanwhile a follower truncates and appends new records
+    past the flush's end. Before, `flushed(end)` then set the recovery point to `end`,
+    claiming the new, unflushed records durable (after a power loss, recovery would not
+    check them)."""
+    plog = open_log(tmp_path)
+    for v in (b"a", b"b", b"c", b"d"):
+        append(plog, [v])
+    end, segments = plog.start_flush()  # on the loop; the fsync would now run off it
+    assert end == 4
+    plog.truncate_to(1)
+    for v in (b"x", b"y", b"z"):
+        append(plog, [v])
+    plog.fsync_segments(segments)
+    plog.flushed(end)
+    assert plog.recovery_point <= 1
+    plog.fsync()  # a flush that starts after the truncation counts
+    assert plog.recovery_point == 4
+    plog.close()
+
+
+def test_a_flush_overtaken_by_a_full_truncation_does_not_move_the_recovery_point(tmp_path):
+    plog = open_log(tmp_path)
+    for v in (b"a", b"b"):
+        append(plog, [v])
+    end, segments = plog.start_flush()
+    plog.truncate_fully_and_start_at(0)  # a follower starting over
+    for v in (b"x", b"y", b"z"):
+        append(plog, [v])
+    plog.fsync_segments(segments)
+    plog.flushed(end)
+    assert plog.recovery_point == 0
+    plog.close()

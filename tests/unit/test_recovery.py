@@ -435,3 +435,29 @@ def test_log_manager_malformed_checkpoints_mean_full_recovery(tmp_path):
     assert (again.log_end_offset, again.high_watermark) == (4, 0)
     assert [v for _, v in records(again)] == [b"0", b"1", b"2", b"3"]
     lm2.shutdown()
+
+
+def test_a_failed_append_leaves_no_partial_batch_behind(tmp_path, monkeypatch):
+    """A write that fails part-way (ENOSPC after some bytes) left those bytes at the end of
+    the segment (opened O_APPEND): the next batch landed after them while its index entry
+    and position said otherwise, so reads returned garbage and recovery cut the log there,
+    losing every batch appended after the failure."""
+    plog = PartitionLog.open(str(tmp_path / "t-0"), "t", 0,
+                             topic_config(index_interval_bytes=0), ManualClock(NOW))
+    append(plog, [b"a"])
+    real_write = os.write
+
+    def short_then_full_disk(fd, data):
+        monkeypatch.setattr(os, "write", real_write)
+        real_write(fd, bytes(data[:10]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", short_then_full_disk)
+    with pytest.raises(OSError):
+        append(plog, [b"lost"])
+    append(plog, [b"b"])
+    assert records(plog) == [(0, b"a"), (1, b"b")]
+    plog.close()
+    again = reopen(plog.dir, needs_recovery=True)
+    assert records(again) == [(0, b"a"), (1, b"b")]
+    again.close()

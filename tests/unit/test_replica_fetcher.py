@@ -85,3 +85,43 @@ def test_a_leader_error_for_one_partition_delays_only_that_one(tmp_path):
                                  1: (ErrorCode.none, batch(b"y"))}))
     assert failed.partition.log.log_end_offset == 0 and failed.delayed_until > 0
     assert good.partition.log.log_end_offset == 1
+
+
+class FakeEpochConnection:
+    """Answers OffsetForLeaderEpoch: every partition's epoch 3 ends at offset 1."""
+
+    async def request(self, request):
+        from types import SimpleNamespace as NS
+
+        return NS(topics=[NS(topic="t", partitions=[
+            NS(partition=p.partition, error_code=ErrorCode.none, leader_epoch=3,
+               end_offset=1) for p in request.topics[0].partitions])])
+
+
+def test_a_truncation_that_fails_holds_back_only_its_partition(tmp_path, monkeypatch):
+    """Before: an error truncating one partition (a corrupt batch met by find_batch, an
+    I/O error) escaped the fetcher's truncation step; the step was retried for the whole
+    leader and every partition it follows stopped replicating."""
+    from tests.unit.test_partition_log import append
+
+    bad, good = follower(tmp_path, 0), follower(tmp_path, 1)
+    for t in (bad, good):
+        append(t.partition.log, [b"a"], epoch=3)
+        append(t.partition.log, [b"b"], epoch=3)
+        t.needs_truncation = True
+
+    def failing_truncate(offset):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(bad.partition.log, "truncate_to", failing_truncate)
+    targets = {("t", 0): bad, ("t", 1): good}
+
+    async def go() -> None:
+        fetcher = ReplicaFetcher(2, LEADER, BrokerConfig({}), None, lambda tp: None)
+        fetcher._task.cancel()  # driven by hand here, no connection
+        fetcher.targets.update(targets)
+        await fetcher._truncate(FakeEpochConnection(), dict(targets))
+
+    asyncio.run(go())
+    assert good.partition.log.log_end_offset == 1 and not good.needs_truncation
+    assert bad.needs_truncation and bad.errors == 1 and bad.delayed_until > 0
