@@ -83,7 +83,7 @@ class Broker:
         self.stopping = asyncio.Event()
         self.store: MetadataStore | None = None
         self.failure: str | None = None  # why an essential task ended (exit non-zero)
-        self.loop_lag = LoopLagMonitor()
+        self.loop_lag = LoopLagMonitor(self.clock)
 
     # --- start-up -------------------------------------------------------------------------
     async def startup(self) -> None:

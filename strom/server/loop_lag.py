@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import time
+
+from strom.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 200
 
 
 class LoopLagMonitor:
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, clock: Clock, interval: float = 0.02) -> None:
+        self.clock = clock  # its monotonic() measures; the loop's own timers schedule
         self.interval = interval
         self._counts = [0] * (len(BUCKETS_MS) + 1)
         self._max_ms = 0.0
@@ -49,13 +51,14 @@ class LoopLagMonitor:
 
     def _schedule(self) -> None:
         assert self._loop is not None
-        # time.monotonic, not loop.time(): uvloop's clock has millisecond resolution and
-        # is read once per loop iteration, which would hide every lag below a millisecond
-        self._due = time.monotonic() + self.interval
+        # the clock's monotonic time, not loop.time(): uvloop's clock has millisecond
+        # resolution and is read once per loop iteration, which would hide every lag
+        # below a millisecond
+        self._due = self.clock.monotonic() + self.interval
         self._handle = self._loop.call_later(self.interval, self._tick)
 
     def _tick(self) -> None:
-        self.record((time.monotonic() - self._due) * 1000.0)
+        self.record((self.clock.monotonic() - self._due) * 1000.0)
         self._schedule()
 
     def record(self, lag_ms: float) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
+from strom.clock import ManualClock
 from strom.server.loop_lag import LoopLagMonitor
 
 
 def test_percentiles_are_bucket_bounds_capped_by_the_max():
-    m = LoopLagMonitor()
+    m = LoopLagMonitor(ManualClock())
     assert m.report() == {"samples": 0, "interval_ms": 20.0, "p50_ms": None, "p99_ms": None,
                           "max_ms": 0.0}
     for _ in range(98):
@@ -26,16 +26,21 @@ def test_percentiles_are_bucket_bounds_capped_by_the_max():
     assert m.report()["max_ms"] == 0.0
 
 
-def test_a_blocked_loop_shows_up_as_lag():
-    async def main():
-        m = LoopLagMonitor(interval=0.005)
-        m.start()
-        await asyncio.sleep(0.05)
-        time.sleep(0.2)  # the loop is blocked: the next tick runs late by about this much
-        await asyncio.sleep(0.05)
-        m.stop()
-        return m.report()
+def test_a_late_tick_is_measured_on_the_clock():
+    """The loop's timer runs the tick; the clock says how late it is. A manual clock moved
+    200 ms past a tick's due time (as a blocked loop would) gives a lag of exactly that."""
+    clock = ManualClock()
 
-    r = asyncio.run(main())
-    assert r["samples"] >= 2
-    assert r["max_ms"] >= 150  # a lower bound: the tick cannot run before the block ends
+    async def main():
+        m = LoopLagMonitor(clock, interval=0.005)
+        m.start()
+        await asyncio.sleep(0.02)  # a few ticks on time (the manual clock stands still)
+        on_time = m.report()
+        clock.advance(200)  # the next tick, due 5 ms after the last one, runs 195 ms late
+        await asyncio.sleep(0.02)
+        m.stop()
+        return on_time, m.report()
+
+    on_time, late = asyncio.run(main())
+    assert on_time["samples"] >= 1 and on_time["max_ms"] == 0.0
+    assert late["max_ms"] == 195.0
