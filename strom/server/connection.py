@@ -288,8 +288,10 @@ class Connection:
         task = loop.create_task(self.dispatcher.dispatch(
             frame, self.client, self.client_host, self.listener, advance))
         task.add_done_callback(advance)
+        waited = False  # `progress` stays bound: `advance` may still run after this
         if not self._pipeline and self._pipeline_writer is None:
             await progress
+            waited = True
             if task.done():  # answered at once (an error, or replicated already)
                 try:
                     response = task.result()
@@ -297,11 +299,10 @@ class Connection:
                     log.warning("Closing connection from %s: %s", self.client, e)
                     return False
                 return await self._respond(response)
-            progress = None
         self._pipeline.append(task)
         if self._pipeline_writer is None:
             self._pipeline_writer = loop.create_task(self._write_pipeline())
-        if progress is not None:
+        if not waited:
             await progress
         if task.done() and not task.cancelled() and task.exception() is not None:
             # it closes the connection once the responses before it are written: take no
