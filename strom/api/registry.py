@@ -85,6 +85,7 @@ def load_all() -> dict[int, ApiSpec]:
         partition_reassignments,
         produce,
         sync_group,
+        write_txn_markers,
     )
 
     return HANDLERS
