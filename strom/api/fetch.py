@@ -14,8 +14,10 @@ an unknown session FETCH_SESSION_ID_NOT_FOUND, a v12 request in a v13 session or
 reverse FETCH_SESSION_TOPIC_ID_ERROR), carries only changed partitions and
 forgotten_topics_data, and is answered with only the partitions that have records, a new
 high watermark / LSO / log start offset, or an error (the Java client and kafka-python
-fetch so). isolation_level is accepted; with no transactions yet the last
-stable offset equals the high watermark and no aborted transactions are listed.
+fetch so). isolation_level READ_COMMITTED (1) reads up to the last stable offset and lists
+the aborted transactions (producer id, first offset) that overlap the records returned, so
+the client drops their records; READ_UNCOMMITTED (0) reads to the high watermark. Every
+answer carries the partition's last stable offset.
 Errors per partition: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID
 (v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, CORRUPT_MESSAGE
 (a batch on disk that cannot be read; the batches before it are served), KAFKA_STORAGE_ERROR
@@ -79,7 +81,8 @@ async def handle(ctx: RequestContext, request):
                                                 getattr(p, "log_start_offset", -1)))
     results = await ctx.broker.replicas.fetch(
         wanted, request.max_bytes if hasattr(request, "max_bytes") else 0x7FFFFFFF,
-        request.min_bytes, int(request.max_wait.total_seconds() * 1000), replica_id)
+        request.min_bytes, int(request.max_wait.total_seconds() * 1000), replica_id,
+        request.isolation_level)
     by_tp = {(r.topic, r.partition): r for r in results}
     topics = []
     for name, _t, partitions in order:
@@ -96,7 +99,7 @@ async def handle(ctx: RequestContext, request):
             parts.append(fetch_response.FetchPartitionData(
                 index, code, r.high_watermark, r.last_stable_offset, r.log_start_offset,
                 r.read.slice if r.read and r.read.slice else b"",
-                aborted_transactions=None if r.error or not request.isolation_level else (),
+                aborted_transactions=_aborted(r, request.isolation_level),
                 current_leader=leader))
         topics.append(fetch_response.FetchTopicData(
             name, info.topic_id if info else None, parts))
@@ -140,7 +143,7 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
                                                 e.leader_epoch, e.log_start_offset))
     results = await ctx.broker.replicas.fetch(
         wanted, request.max_bytes, request.min_bytes,
-        int(request.max_wait.total_seconds() * 1000), replica_id)
+        int(request.max_wait.total_seconds() * 1000), replica_id, request.isolation_level)
     by_tp = {(r.topic, r.partition): r for r in results}
     rows = []
     for e, name in zip(partitions, names, strict=True):
@@ -164,7 +167,8 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
         data = fetch_response.FetchPartitionData(
             e.partition, code, hw, lso, start,
             r.read.slice if r is not None and r.read and r.read.slice else b"",
-            aborted_transactions=None if code or not request.isolation_level else (),
+            aborted_transactions=_aborted(r, request.isolation_level) if r is not None and
+            not code else None,
             current_leader=leader)
         if current is None or current[0] != e.key:
             info = cache.topic(name) if name is not None else None
@@ -175,3 +179,10 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
     parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
                                         context.error_code, context.session_id, topics)
     return RawResponse(parts, size)
+
+
+def _aborted(r, isolation_level: int) -> tuple[tuple[int, int], ...] | None:
+    """The aborted transactions to list: null for read_uncommitted and on error."""
+    if r.error or not isolation_level:
+        return None
+    return r.aborted or ()

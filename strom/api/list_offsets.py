@@ -9,6 +9,8 @@ Behaviour per partition (leader only):
   -5 LATEST_TIERED -1 (no tiered storage)
   t >= 0           the first offset whose timestamp is >= t (time index, then a scan);
                    offset -1 and timestamp -1 when there is none
+isolation_level READ_COMMITTED (v2+) bounds LATEST and the lookups by the last stable
+offset instead of the high watermark, as Kafka does.
 Errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH.
 """
 
@@ -22,14 +24,20 @@ from strom.protocol.messages import make, response_module, response_schema
 
 API_KEY = 2
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
+READ_COMMITTED = 1
 
 
 def lookup(ctx: RequestContext, topic: str, index: int, timestamp: int, epoch: int,
-           replica_id: int) -> tuple[int, int, int]:
+           replica_id: int, isolation_level: int = 0) -> tuple[int, int, int]:
     """(timestamp, offset, leader epoch) for one partition."""
     p = ctx.broker.replicas.leader_partition(topic, index, epoch)
     plog = p.log
-    limit = plog.log_end_offset if replica_id >= 0 else p.high_watermark
+    if replica_id >= 0:
+        limit = plog.log_end_offset
+    elif isolation_level == READ_COMMITTED:
+        limit = plog.last_stable_offset
+    else:
+        limit = p.high_watermark
     if timestamp == LATEST:
         return -1, limit, p.leader_epoch
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
@@ -63,7 +71,8 @@ async def handle(ctx: RequestContext, request):
     def answer(t, p):
         (ts, offset, epoch), error = attempt(
             lookup, ctx, t.name, p.partition_index, p.timestamp,
-            getattr(p, "current_leader_epoch", -1), request.replica_id, failed=(-1, -1, -1))
+            getattr(p, "current_leader_epoch", -1), request.replica_id,
+            getattr(request, "isolation_level", 0), failed=(-1, -1, -1))
         return make(mod.ListOffsetsPartitionResponse, partition_index=p.partition_index,
                     error_code=error, timestamp=ts, offset=offset, leader_epoch=epoch)
 

@@ -8,6 +8,11 @@ most 16 x max.message.bytes (at least 16 MiB), else MESSAGE_TOO_LARGE. acks=0 ge
 response at all; acks=1 and acks=-1 are answered after the append (acks=-1 waits, without
 blocking the connection's loop, until the high watermark passes the batch: every ISR member
 has it). Idempotent batches are deduplicated by producer id, epoch and sequence.
+Transactional batches need the request's transactional_id and open a transaction on the
+partition (the transaction coordinator's verifier checks a producer's first batch on a
+partition: KIP-890); a plain batch from a producer with a transaction open there is
+INVALID_TXN_STATE, a transactional batch without a transactional_id
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED, a stale epoch INVALID_PRODUCER_EPOCH.
 Errors per partition: INVALID_TOPIC_EXCEPTION for an internal topic (`__consumer_offsets`,
 `__transaction_state`: only the coordinators write them; as in Kafka, a client whose
 client id is `__admin_client` may), UNKNOWN_TOPIC_OR_PARTITION (auto-create does not apply
@@ -60,14 +65,12 @@ async def handle(ctx: RequestContext, request):
                 if acks not in (-1, 0, 1):
                     raise KafkaError(f"Invalid required acks {acks}",
                                      ErrorCode.invalid_required_acks)
-                if request.transactional_id is not None:
-                    raise KafkaError("Transactions are not supported yet",
-                                     ErrorCode.transactional_id_authorization_failed)
                 if pd.records is None:
                     raise KafkaError("No record batch", ErrorCode.invalid_record)
                 result = await replicas.append_produced(
                     topic.name, pd.index, pd.records, acks,
-                    internal_topics_allowed=ctx.header.client_id == ADMIN_CLIENT_ID)
+                    internal_topics_allowed=ctx.header.client_id == ADMIN_CLIENT_ID,
+                    transactional_id=request.transactional_id)
                 out["base_offset"] = result.base_offset
                 if result.log_append_time >= 0:
                     out["log_append_time"] = _EPOCH + datetime.timedelta(

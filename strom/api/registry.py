@@ -91,6 +91,7 @@ def load_all() -> dict[int, ApiSpec]:
         produce,
         sync_group,
         txn_offset_commit,
+        write_txn_markers,
     )
 
     return HANDLERS

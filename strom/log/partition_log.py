@@ -1,11 +1,20 @@
 """PartitionLog: the segments of one partition replica, and everything offsets mean there.
 
-    log start offset <= high watermark <= log end offset
+    log start offset <= last stable offset <= high watermark <= log end offset
     |-- closed segments --|-- active segment --|
 
 Appends go to the active segment, which rolls on `segment.bytes`, `segment.ms`, a full
 index, or a relative offset that would overflow. Retention deletes whole closed segments
-and moves the log start offset. The leader epoch cache maps each leader epoch to its first
+and moves the log start offset.
+
+Transactions: producer state (producer_state.py) tracks each producer's open transaction;
+the last stable offset (LSO) is where read_committed consumers stop. A COMMIT/ABORT marker
+(a control batch, `append_marker` as leader, or replicated/loaded like any batch) ends a
+transaction; an aborted one gets an entry in the `.txnindex` of the segment holding its
+marker (transaction_index.py), which read_committed Fetch collects (`collect_aborted_txns`).
+Producer state is snapshotted (`<offset>.snapshot`, producer_snapshot.py) at every roll and
+on close; loading starts from the latest snapshot and replays the batches after it, so a
+restart, clean or after kill -9, rebuilds the exact state from little data. The leader epoch cache maps each leader epoch to its first
 offset (leader-epoch-checkpoint). Owned by the broker's event loop; blocking fsyncs are
 handed to an executor by the LogManager.
 """
@@ -21,11 +30,18 @@ from dataclasses import dataclass
 
 from strom.clock import Clock
 from strom.config import TopicConfig
-from strom.log import checkpoint, files, swap
+from strom.log import checkpoint, files, producer_snapshot, swap
 from strom.log.page_cache import PageCacheWindow
-from strom.log.producer_state import BatchMetadata, ProducerStateManager
+from strom.log.producer_state import BatchMetadata, CompletedTxn, ProducerStateManager
 from strom.log.segment import NO_WINDOW, CorruptBatch, FileSlice, LogSegment
-from strom.protocol.batch import BatchHeader, InvalidBatch, assign_offsets, set_log_append_time
+from strom.log.transaction_index import AbortedTxn, TransactionIndex
+from strom.protocol.batch import (
+    BatchHeader,
+    InvalidBatch,
+    assign_offsets,
+    read_header,
+    set_log_append_time,
+)
 from strom.protocol.errors import (
     CorruptMessage,
     KafkaError,
@@ -76,13 +92,15 @@ class PartitionLog:
         self.segments: list[LogSegment] = []
         self._base_offsets: list[int] = []
         self.log_start_offset = 0
-        self.high_watermark = 0
+        self._high_watermark = 0
         self.recovery_point = 0
         self.leader_epochs: list[tuple[int, int]] = []  # (epoch, start offset), increasing
         self._epoch_file = checkpoint.LeaderEpochFile(
             os.path.join(dir_, files.LEADER_EPOCH_CHECKPOINT))
         self._epoch_writes: set[asyncio.Task] = set()
         self.producer_state = ProducerStateManager()
+        self._txn_indexes: dict[int, TransactionIndex] = {}  # segment base offset ->
+        self._has_snapshots = False
         self.unflushed_messages = 0
         self.last_flush_ms = clock.now_ms()
         self.deleted = False
@@ -219,15 +237,115 @@ class PartitionLog:
                           page_cache=self.page_cache)
 
     def _load_producer_state(self) -> None:
+        """Producer state as of the log end offset: the latest valid snapshot at or below
+        it, then the batches after it replayed (markers rewrite their `.txnindex` entries).
+        Without a snapshot (a log written before snapshots existed) the batches of the last
+        PRODUCER_STATE_SEGMENTS + 1 segments are replayed. Snapshots past the log end
+        (truncation) or below the first segment are deleted."""
         self.producer_state.clear()
-        for seg in self.segments[-PRODUCER_STATE_SEGMENTS - 1:]:
+        end = self.log_end_offset
+        start: int | None = None
+        for offset, path in reversed(self._snapshot_files()):
+            if offset > end or offset < self.segments[0].base_offset:
+                _unlink(path)
+                continue
+            if start is not None:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    entries = producer_snapshot.decode(f.read())
+            except (OSError, producer_snapshot.CorruptSnapshot) as e:
+                log.warning("Ignoring producer-state snapshot %s: %s", path, e)
+                _unlink(path)
+                continue
+            self._has_snapshots = True
+            self.producer_state.load_snapshot(
+                entries, self.clock.now_ms(),
+                self.config.broker.get("producer.id.expiration.ms"))
+            start = offset
+        if start is None:
+            first = self.segments[-PRODUCER_STATE_SEGMENTS - 1:][0]
+            start = first.base_offset
+        i = self._segment_for(start)
+        for seg in self.segments[i:]:
+            self.txn_index(seg).truncate_to(start)
+        for seg in self.segments[i:]:
+            if seg.next_offset <= start:
+                continue
             try:
                 for bp in seg.batches():
-                    if bp.header.producer_id >= 0:
-                        self.producer_state.update(bp.header, bp.header.max_timestamp)
+                    h = bp.header
+                    if h.base_offset >= start and h.producer_id >= 0:
+                        data = seg.read_bytes(bp.position, h.size) if h.is_control else b""
+                        self._apply_to_producer_state(seg, h, data)
             except InvalidBatch as e:
                 log.warning("%s: stopped reading producer state: %s", seg.log_path, e)
+        self.producer_state.on_high_watermark(self._high_watermark)
         self.remove_expired_producers()
+
+    def _snapshot_files(self) -> list[tuple[int, str]]:
+        """(offset, path) of the producer-state snapshots, by offset."""
+        out = []
+        for name in os.listdir(self.dir):
+            if name.endswith(files.SNAPSHOT_SUFFIX):
+                try:
+                    out.append((files.offset_from_filename(name),
+                                os.path.join(self.dir, name)))
+                except ValueError:
+                    continue
+        return sorted(out)
+
+    def take_snapshot(self) -> None:
+        """Write `<log end offset>.snapshot` (at a roll, on close). Not fsynced here: a
+        torn snapshot fails its CRC on load and an older one (or the log) is used. A log
+        that never had producers writes none (Kafka writes empty ones too), so plain logs
+        keep their file set; once one exists, every roll writes one."""
+        if not self.producer_state.producers and not self._has_snapshots:
+            return
+        self._has_snapshots = True
+        path = files.segment_path(self.dir, self.log_end_offset, files.SNAPSHOT_SUFFIX)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(producer_snapshot.encode(self.producer_state.snapshot_entries()))
+        os.replace(tmp, path)
+
+    def _delete_snapshots_below(self, offset: int) -> None:
+        """Snapshots below the first segment go with the segments (Kafka keeps none for
+        data that is gone)."""
+        for snap_offset, path in self._snapshot_files():
+            if snap_offset < offset:
+                _unlink(path)
+
+    def txn_index(self, seg: LogSegment) -> TransactionIndex:
+        index = self._txn_indexes.get(seg.base_offset)
+        path = files.segment_path(self.dir, seg.base_offset, files.TXN_INDEX_SUFFIX)
+        if index is None or index.path != path:
+            index = TransactionIndex(path)
+            self._txn_indexes[seg.base_offset] = index
+        return index
+
+    def _apply_to_producer_state(self, seg: LogSegment, header: BatchHeader,
+                                 data: bytes | bytearray | memoryview) -> None:
+        """Record an appended batch in producer state; a COMMIT/ABORT marker (`data`: the
+        control batch's bytes) completes its producer's transaction, and an ABORT adds
+        the transaction to `seg`'s `.txnindex`."""
+        if not header.is_control:
+            self.producer_state.update(header, header.max_timestamp)
+            return
+        marker = read_marker(data)
+        if marker is None:
+            self.producer_state.update(header, header.max_timestamp)
+            return
+        commit, coordinator_epoch = marker
+        completed = self.producer_state.apply_marker(header, commit, coordinator_epoch,
+                                                     header.max_timestamp)
+        self._index_completed(seg, completed)
+
+    def _index_completed(self, seg: LogSegment, completed: CompletedTxn) -> None:
+        if completed.aborted:
+            self.txn_index(seg).append(AbortedTxn(
+                completed.producer_id, completed.first_offset, completed.last_offset,
+                self.producer_state.last_stable_offset_after(completed)))
 
     def remove_expired_producers(self) -> int:
         """Forget producers idle for producer.id.expiration.ms (see producer_state.py)."""
@@ -235,6 +353,37 @@ class PartitionLog:
             self.clock.now_ms(), self.config.broker.get("producer.id.expiration.ms"))
 
     # --- offsets ----------------------------------------------------------------------
+    @property
+    def high_watermark(self) -> int:
+        return self._high_watermark
+
+    @high_watermark.setter
+    def high_watermark(self, offset: int) -> None:
+        self._high_watermark = offset
+        self.producer_state.on_high_watermark(offset)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Where read_committed reads stop: the first offset of the earliest transaction
+        not decided or whose marker is not below the high watermark, else the high
+        watermark. Never moves backwards (a transaction only starts at the log end)."""
+        unstable = self.producer_state.first_unstable_offset()
+        hw = self._high_watermark
+        return hw if unstable is None or unstable > hw else unstable
+
+    def collect_aborted_txns(self, start: int, end: int) -> list[AbortedTxn]:
+        """The aborted transactions overlapping offsets [start, end), oldest first (for a
+        read_committed Fetch; Kafka's collectAbortedTransactions)."""
+        out: list[AbortedTxn] = []
+        for seg in self.segments[self._segment_for(start):]:
+            if seg.base_offset >= end and out:
+                break
+            found, complete = self.txn_index(seg).collect(start, end)
+            out.extend(found)
+            if complete:
+                break
+        return out
+
     @property
     def active_segment(self) -> LogSegment:
         return self.segments[-1]
@@ -279,6 +428,21 @@ class PartitionLog:
         self._append(batch, header)
         return AppendResult(base_offset, header.last_offset, log_append_time)
 
+    def append_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int,
+                      commit: bool, leader_epoch: int) -> AppendResult:
+        """As leader: append a COMMIT/ABORT control batch for the producer (Kafka's
+        control record: key version 0 + type, value version 0 + coordinator epoch), ending
+        its transaction here. INVALID_PRODUCER_EPOCH for an older producer epoch,
+        TRANSACTION_COORDINATOR_FENCED for an older coordinator epoch."""
+        from strom.log.records import build_batch, end_txn_marker
+
+        self.producer_state.check_marker(producer_id, producer_epoch, coordinator_epoch)
+        now = self.clock.now_ms()
+        batch = bytearray(build_batch(
+            [end_txn_marker(commit, coordinator_epoch, now)], producer_id=producer_id,
+            producer_epoch=producer_epoch, is_transactional=True, is_control=True))
+        return self.append_as_leader(batch, read_header(batch), leader_epoch)
+
     def append_as_follower(self, data: bytes | bytearray | memoryview,
                            headers: list[BatchHeader]) -> None:
         """Append batches fetched from the leader, with their offsets as they are. The
@@ -299,8 +463,13 @@ class PartitionLog:
             for header in run:
                 self._maybe_assign_epoch(header.partition_leader_epoch, header.base_offset)
             segment.append_batches(view[pos:pos + size], run)
+            at = pos
             for header in run:
-                self.producer_state.update(header, header.max_timestamp)
+                if header.producer_id >= 0:
+                    self._apply_to_producer_state(
+                        segment, header, view[at:at + header.size] if header.is_control
+                        else b"")
+                at += header.size
                 self.unflushed_messages += header.records_count
             pos += size
             i = j
@@ -331,7 +500,8 @@ class PartitionLog:
     def _append(self, data: bytes | bytearray, header: BatchHeader) -> None:
         segment = self._maybe_roll(len(data), header)
         segment.append(data, header)
-        self.producer_state.update(header, header.max_timestamp)
+        if header.producer_id >= 0:
+            self._apply_to_producer_state(segment, header, data)
         self.unflushed_messages += header.records_count
 
     def _maybe_roll(self, size: int, header: BatchHeader) -> LogSegment:
@@ -369,6 +539,11 @@ class PartitionLog:
         if old.size == 0:
             return old
         old.on_roll()
+        try:
+            self.take_snapshot()
+        except OSError as e:
+            log.warning("%s-%d: cannot write a producer-state snapshot: %s", self.topic,
+                        self.partition, e)
         new = self._new_segment(self.log_end_offset, self.clock.now_ms(), create=True)
         new.next_offset = new.base_offset
         self.segments.append(new)
@@ -584,6 +759,8 @@ class PartitionLog:
             self._base_offsets.pop()
             self._retire(seg)
         self.active_segment.truncate_to(offset)
+        for seg in self.segments[self._segment_for(offset):]:
+            self.txn_index(seg).truncate_to(offset)
         if self.active_segment.next_offset < offset:
             self.active_segment.next_offset = max(offset, self.active_segment.base_offset) \
                 if self.active_segment.size == 0 else self.active_segment.next_offset
@@ -607,6 +784,7 @@ class PartitionLog:
         self.segments.append(new)
         self._base_offsets.append(offset)
         self.log_start_offset = self.high_watermark = self.recovery_point = offset
+        self._txn_indexes.clear()
         self.leader_epochs = []
         self._write_leader_epochs()
         self._load_producer_state()
@@ -664,6 +842,9 @@ class PartitionLog:
             self._base_offsets = [s.base_offset for s in self.segments]
             self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
             self._retired.extend(deletable)
+            for seg in deletable:
+                self._txn_indexes.pop(seg.base_offset, None)
+            self._delete_snapshots_below(self.segments[0].base_offset)
         return len(deletable)
 
     def _retire(self, seg: LogSegment) -> None:
@@ -755,6 +936,14 @@ class PartitionLog:
         self.flushed(end)
 
     def close(self) -> None:
+        """Clean shutdown: a producer-state snapshot at the log end, so the next load
+        replays nothing."""
+        if not self.deleted:
+            try:
+                self.take_snapshot()
+            except OSError as e:
+                log.warning("%s-%d: cannot write a producer-state snapshot: %s", self.topic,
+                            self.partition, e)
         for seg in self.segments:
             seg.close()
         for seg in self.take_retired():
@@ -771,3 +960,35 @@ class PartitionLog:
         doomed = f"{self.dir}.{uuid.uuid4().hex}{files.DELETE_DIR_SUFFIX}"
         os.rename(self.dir, doomed)
         return doomed
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def read_marker(data: bytes | bytearray | memoryview) -> tuple[bool, int] | None:
+    """(commit, coordinator epoch) of a COMMIT/ABORT control batch's bytes; None for
+    another control record type (or an unreadable one, logged)."""
+    from strom.log.records import (
+        ControlRecordType,
+        CorruptRecordError,
+        decode_control_record,
+        decode_records,
+    )
+
+    try:
+        records = decode_records(bytes(data), 0, verify_crc=False)
+        if not records:
+            return None
+        kind, coordinator_epoch = decode_control_record(records[0])
+    except (InvalidBatch, CorruptRecordError) as e:
+        log.warning("Unreadable control batch at offset %d: %s", read_header(data).base_offset, e)
+        return None
+    if kind == ControlRecordType.COMMIT:
+        return True, coordinator_epoch or 0
+    if kind == ControlRecordType.ABORT:
+        return False, coordinator_epoch or 0
+    return None

@@ -147,6 +147,21 @@ class Partition:
         self.maybe_increment_high_watermark()
         return result
 
+    def append_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int,
+                      commit: bool) -> AppendResult:
+        """A COMMIT/ABORT marker as leader (WriteTxnMarkers), held to min.insync.replicas
+        like an acks=all Produce."""
+        self.check_leader()
+        min_isr = self.log.config.get("min.insync.replicas")
+        if len(self.isr) < min_isr:
+            raise NotEnoughReplicas(
+                f"The size of the current ISR {list(self.isr)} is insufficient to satisfy "
+                f"the min.isr requirement of {min_isr} for partition {self.topic}-{self.index}")
+        result = self.log.append_marker(producer_id, producer_epoch, coordinator_epoch,
+                                        commit, self.leader_epoch)
+        self.maybe_increment_high_watermark()
+        return result
+
     def check_follower(self, replica_id: int, client_epoch: int = -1) -> None:
         """A fetch with `replica_id` comes from one of this partition's followers; else, as
         Kafka, UNKNOWN_LEADER_EPOCH when the request named the current epoch (the replica

@@ -15,6 +15,13 @@ As leader it keeps the ISR: followers that have not caught up for replica.lag.ti
 are dropped, caught-up ones added back; each change is a compare-and-set write of the
 partition state znode (leader, leader_epoch, isr, controller_epoch), so a write based on a
 stale state (the controller moved leadership meanwhile) is refused. Owned by the event loop.
+
+Transactions, the partition side: Produce takes transactional batches (a batch from a
+producer with no transaction open on the partition is first checked by `txn_verifier`, set
+by the transaction coordinator: KIP-890's verification); `append_txn_marker` writes a
+COMMIT/ABORT marker as leader (WriteTxnMarkers) and tells the `add_txn_marker_listener`
+callbacks (the group coordinator's pending transactional offsets); read_committed fetches
+stop at the last stable offset and list the aborted transactions of the range.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from strom.clock import Clock
@@ -33,6 +40,7 @@ from strom.cluster.topic_names import INTERNAL_TOPICS
 from strom.config import BrokerConfig, TopicConfig
 from strom.log.manager import LogManager
 from strom.log.partition_log import AppendResult, ReadResult
+from strom.log.transaction_index import AbortedTxn
 from strom.log.validator import needs_records, validate_header, validate_records
 from strom.protocol.errors import (
     ErrorCode,
@@ -40,6 +48,7 @@ from strom.protocol.errors import (
     KafkaError,
     NotLeaderOrFollower,
     RequestTimedOut,
+    TransactionalIdAuthorizationFailed,
     UnknownTopicOrPartition,
     error,
 )
@@ -58,6 +67,13 @@ _Waiters = dict[TopicPartition, list[tuple[int, asyncio.Future]]]
 # an uncompressed batch up to this size has its records checked on the loop (a few hundred
 # microseconds at most); a compressed or larger one in the executor
 INLINE_RECORDS_BYTES = 64 * 1024
+READ_COMMITTED = 1  # Fetch / ListOffsets isolation_level
+# how long a marker waits for the ISR (Kafka's markers wait request.timeout.ms)
+MARKER_TIMEOUT_MS = 30_000
+
+# (transactional_id, producer_id, producer_epoch, topic, partition) -> error code
+TxnVerifier = Callable[[str, int, int, str, int], Awaitable[int]]
+TxnMarkerListener = Callable[[str, int, int, bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +95,8 @@ class FetchPartitionResult:
     last_stable_offset: int = -1
     log_start_offset: int = -1
     read: ReadResult | None = None
+    # read_committed: (producer id, first offset) of the aborted transactions in the range
+    aborted: tuple[tuple[int, int], ...] | None = None
 
     @property
     def size(self) -> int:
@@ -106,6 +124,9 @@ class ReplicaManager:
         self.fetchers: ReplicaFetcherManager | None = None
         self._isr_task: asyncio.Task | None = None
         self._isr_writes: set[asyncio.Task] = set()
+        # set by the transaction coordinator (see the module docstring); None: no check
+        self.txn_verifier: TxnVerifier | None = None
+        self._txn_marker_listeners: list[TxnMarkerListener] = []
         cache.on_change(self.on_topics_changed)
 
     def start(self) -> None:
@@ -226,15 +247,33 @@ class ReplicaManager:
         return result
 
     async def append_produced(self, topic: str, partition: int, data: bytes, acks: int, *,
-                              internal_topics_allowed: bool = False) -> AppendResult:
+                              internal_topics_allowed: bool = False,
+                              transactional_id: str | None = None) -> AppendResult:
         """A client's batch: as `append`, but when the topic needs its records read (keys on
         a compacted topic, another compression.type) and the batch is compressed or larger
-        than INLINE_RECORDS_BYTES, that work runs in the default executor, off the loop."""
+        than INLINE_RECORDS_BYTES, that work runs in the default executor, off the loop.
+        A transactional batch needs the request's `transactional_id` (else, as Kafka's
+        authorizer answers a null id, TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and, when its
+        producer has no transaction open here, the `txn_verifier`'s approval."""
         self._check_internal(topic, internal_topics_allowed)
         p = self.leader_partition(topic, partition)
         batch = bytearray(data)
         config = p.log.config
         header = validate_header(batch, config, self.clock.now_ms())
+        if header.is_transactional:
+            if transactional_id is None:
+                raise TransactionalIdAuthorizationFailed(
+                    "A transactional batch needs the request's transactional id")
+            verifier = self.txn_verifier
+            if verifier is not None and \
+                    not p.log.producer_state.has_ongoing_txn(header.producer_id):
+                code = await verifier(transactional_id, header.producer_id,
+                                      header.producer_epoch, topic, partition)
+                if code:
+                    raise error(ErrorCode(code))(
+                        f"Transaction verification of producer {header.producer_id} for "
+                        f"{topic}-{partition} failed")
+                p = self.leader_partition(topic, partition)  # it may have moved meanwhile
         if needs_records(header, config):
             if header.compression_id == 0 and header.size <= INLINE_RECORDS_BYTES:
                 batch, header = validate_records(batch, header, config)
@@ -245,6 +284,34 @@ class ReplicaManager:
         result = p.append_as_leader(batch, header, acks)
         self._wake((topic, partition))
         return result
+
+    # --- transaction markers -------------------------------------------------------------
+    def add_txn_marker_listener(self, callback: TxnMarkerListener) -> None:
+        """`callback(topic, partition, producer_id, commit)` runs on the loop after each
+        marker this broker appends as leader is replicated to the ISR."""
+        self._txn_marker_listeners.append(callback)
+
+    async def append_txn_marker(self, topic: str, partition: int, producer_id: int,
+                                producer_epoch: int, coordinator_epoch: int,
+                                commit: bool) -> int:
+        """Append a COMMIT/ABORT marker as leader and wait for the ISR (as an acks=all
+        Produce); returns a Kafka error code (0 on success). Internal topics take markers
+        too (TxnOffsetCommit writes to __consumer_offsets)."""
+        try:
+            p = self.leader_partition(topic, partition)
+            result = p.append_marker(producer_id, producer_epoch, coordinator_epoch, commit)
+            self._wake((topic, partition))
+            await self.wait_for_replication(topic, partition, result.last_offset + 1,
+                                            MARKER_TIMEOUT_MS)
+        except KafkaError as e:
+            return int(e.code)
+        for callback in list(self._txn_marker_listeners):
+            try:
+                callback(topic, partition, producer_id, commit)
+            except Exception:
+                log.exception("Transaction marker listener failed for %s-%d", topic,
+                              partition)
+        return ErrorCode.none
 
     @staticmethod
     def _check_internal(topic: str, allowed: bool) -> None:
@@ -385,37 +452,54 @@ class ReplicaManager:
 
     # --- fetch ----------------------------------------------------------------------------
     def read_partition(self, req: FetchPartitionRequest, max_bytes: int, min_one: bool,
-                       replica_id: int = -1) -> FetchPartitionResult:
+                       replica_id: int = -1, isolation_level: int = 0
+                       ) -> FetchPartitionResult:
+        """Read for a follower (to the log end offset), a read_uncommitted consumer (to the
+        high watermark) or a read_committed one (to the last stable offset, with the
+        aborted transactions that overlap what it may read)."""
         try:
             p = self.leader_partition(req.topic, req.partition, req.current_leader_epoch)
             if replica_id >= 0:
                 p.check_follower(replica_id, req.current_leader_epoch)
             plog = p.log
-            max_offset = plog.log_end_offset if replica_id >= 0 else p.high_watermark
+            lso = plog.last_stable_offset
+            aborted: tuple[tuple[int, int], ...] | None = None
+            if replica_id >= 0:
+                max_offset = plog.log_end_offset
+            elif isolation_level == READ_COMMITTED:
+                max_offset = lso
+            else:
+                max_offset = p.high_watermark
             read = plog.read(req.fetch_offset, min(max_bytes, req.max_bytes), max_offset,
                              min_one)
+            if isolation_level == READ_COMMITTED and replica_id < 0:
+                aborted = _aborted_pairs(plog.collect_aborted_txns(req.fetch_offset, max_offset)) \
+                    if read.slice is not None else ()
             return FetchPartitionResult(req.topic, req.partition, None, p.high_watermark,
-                                        p.high_watermark, plog.log_start_offset, read)
+                                        lso, plog.log_start_offset, read, aborted)
         except KafkaError as e:
             p2 = self.partitions.get((req.topic, req.partition))
             hw = p2.high_watermark if p2 else -1
             start = p2.log.log_start_offset if p2 else -1
-            return FetchPartitionResult(req.topic, req.partition, e, hw, hw, start)
+            lso = p2.log.last_stable_offset if p2 else -1
+            return FetchPartitionResult(req.topic, req.partition, e, hw, lso, start)
 
     def read_all(self, requests: list[FetchPartitionRequest], max_bytes: int,
-                 replica_id: int = -1) -> list[FetchPartitionResult]:
+                 replica_id: int = -1, isolation_level: int = 0
+                 ) -> list[FetchPartitionResult]:
         results = []
         remaining = max_bytes
         for req in requests:
             r = self.read_partition(req, max(remaining, 0), min_one=not any(
-                x.size for x in results), replica_id=replica_id)
+                x.size for x in results), replica_id=replica_id,
+                isolation_level=isolation_level)
             remaining -= r.size
             results.append(r)
         return results
 
     async def fetch(self, requests: list[FetchPartitionRequest], max_bytes: int,
-                    min_bytes: int, max_wait_ms: int, replica_id: int = -1
-                    ) -> list[FetchPartitionResult]:
+                    min_bytes: int, max_wait_ms: int, replica_id: int = -1,
+                    isolation_level: int = 0) -> list[FetchPartitionResult]:
         """Read now; if less than min_bytes is available and nothing failed, park until
         data arrives for one of the partitions or max_wait_ms passes."""
         loop = asyncio.get_running_loop()
@@ -423,7 +507,7 @@ class ReplicaManager:
         if replica_id >= 0:
             self._update_followers(requests, replica_id)
         while True:
-            results = self.read_all(requests, max_bytes, replica_id)
+            results = self.read_all(requests, max_bytes, replica_id, isolation_level)
             total = sum(r.size for r in results)
             if total >= min_bytes or max_wait_ms <= 0 or any(r.error for r in results) \
                     or not requests:
@@ -450,7 +534,7 @@ class ReplicaManager:
                         if not s:
                             del waiters[k]
             if expired:
-                return self.read_all(requests, max_bytes, replica_id)
+                return self.read_all(requests, max_bytes, replica_id, isolation_level)
 
     def _wake(self, tp: TopicPartition) -> None:
         """Answer every fetch parked on `tp` (data arrived, or the partition changed)."""
@@ -491,6 +575,10 @@ def _fail(waiters: _Waiters, tp: TopicPartition, exc: KafkaError) -> None:
     for _, fut in waiters.pop(tp, ()):
         if not fut.done():
             fut.set_exception(exc)
+
+
+def _aborted_pairs(txns: list[AbortedTxn]) -> tuple[tuple[int, int], ...]:
+    return tuple((t.producer_id, t.first_offset) for t in txns)
 
 
 def _expire(fut: asyncio.Future) -> None:

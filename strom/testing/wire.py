@@ -116,11 +116,12 @@ def api_versions_flexible(version: int, correlation_id: int = 1) -> bytes:
 
 
 def produce(topic: str, partition: int, records: bytes | None, *, version: int = 8,
-            acks: int = -1, timeout_ms: int = 10000, correlation_id: int = 1) -> bytes:
+            acks: int = -1, timeout_ms: int = 10000, correlation_id: int = 1,
+            transactional_id: str | None = None) -> bytes:
     """Produce v3..v8: one topic, one partition."""
     if not 3 <= version <= 8:
         raise ValueError("this encoder writes Produce v3..v8 only")
-    body = (string(None) + i16(acks) + i32(timeout_ms)
+    body = (string(transactional_id) + i16(acks) + i32(timeout_ms)
             + i32(1) + string(topic) + i32(1) + i32(partition) + nbytes(records))
     return request(API_PRODUCE, version, correlation_id, body)
 
@@ -188,15 +189,17 @@ def _encode_record(offset_delta: int, r: Record) -> bytes:
 def encode_record_batch(records: list[Record], *, base_timestamp: int | None = None,
                         producer_id: int = -1, producer_epoch: int = -1,
                         base_sequence: int = -1, corrupt_crc: bool = False,
-                        offset_deltas: list[int] | None = None) -> bytes:
+                        offset_deltas: list[int] | None = None,
+                        transactional: bool = False) -> bytes:
     """An uncompressed magic-2 batch with base offset 0 (the broker assigns offsets).
-    `offset_deltas` overrides the records' offsetDelta fields (0, 1, ... by default)."""
+    `offset_deltas` overrides the records' offsetDelta fields (0, 1, ... by default);
+    `transactional` sets the isTransactional attribute (bit 4)."""
     if base_timestamp is None:
         base_timestamp = int(time.time() * 1000)
     deltas = offset_deltas if offset_deltas is not None else range(len(records))
     recs = b"".join(_encode_record(d, r) for d, r in zip(deltas, records, strict=True))
     max_ts = base_timestamp + max((r.timestamp_delta for r in records), default=0)
-    after_crc = (i16(0) + i32(len(records) - 1) + i64(base_timestamp) + i64(max_ts)
+    after_crc = (i16(0x10 if transactional else 0) + i32(len(records) - 1) + i64(base_timestamp) + i64(max_ts)
                  + i64(producer_id) + i16(producer_epoch) + i32(base_sequence)
                  + i32(len(records)) + recs)
     crc = crc32c.crc32c(after_crc)
