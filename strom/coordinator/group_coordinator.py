@@ -82,9 +82,7 @@ class GroupCoordinator(ClassicProtocol):
         # TxnOffsetCommit's offsets until their transaction's marker
         self.pending_txn = PendingTxnOffsets()
         cache.on_change(self._on_topics_changed)
-        add_listener = getattr(replicas, "add_txn_marker_listener", None)
-        if add_listener is not None:  # until the partition side lands
-            add_listener(self._on_txn_marker)
+        replicas.add_txn_marker_listener(self._on_txn_marker)
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
