@@ -2,7 +2,8 @@
 
 Behaviour: the state, timeout, start time, producer id and epoch and partitions of each
 transactional id this broker coordinates. Errors per id: TRANSACTIONAL_ID_NOT_FOUND,
-NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS.
+NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS. A transaction not started has start time
+0 where Kafka sends -1 (kio cannot read a negative timestamp; see docs/deviations.md).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ async def handle(ctx: RequestContext, request):
         except KafkaError as e:
             out.append(make(mod.TransactionState, error_code=e.code, transactional_id=txn_id,
                             transaction_state="", transaction_timeout=datetime.timedelta(0),
-                            transaction_start_time=_EPOCH - datetime.timedelta(
-                                milliseconds=1),
+                            transaction_start_time=_EPOCH,
                             producer_id=-1, producer_epoch=-1, topics=()))
             continue
         by_topic: dict[str, list[int]] = {}
@@ -39,7 +39,8 @@ async def handle(ctx: RequestContext, request):
             mod.TransactionState, error_code=ErrorCode.none, transactional_id=txn_id,
             transaction_state=txn.state.kafka_name,
             transaction_timeout=datetime.timedelta(milliseconds=txn.timeout_ms),
-            transaction_start_time=_EPOCH + datetime.timedelta(milliseconds=txn.start_ms),
+            transaction_start_time=_EPOCH + datetime.timedelta(
+                milliseconds=max(txn.start_ms, 0)),
             producer_id=txn.producer_id, producer_epoch=txn.producer_epoch,
             topics=tuple(make(mod.TopicData, topic=t, partitions=tuple(ps))
                          for t, ps in by_topic.items())))

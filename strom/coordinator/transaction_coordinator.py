@@ -323,7 +323,7 @@ class TransactionCoordinator:
         for a partition the producer has no open transaction on may be appended. Asks the
         transaction's coordinator (this broker, or AddPartitionsToTxn v4 verify_only) and
         answers Produce's code: 0, INVALID_TXN_STATE (not added), INVALID_PRODUCER_EPOCH,
-        or NOT_ENOUGH_REPLICAS (retriable) while the coordinator cannot answer."""
+        INVALID_PRODUCER_ID_MAPPING, or NOT_ENOUGH_REPLICAS (retriable) while the coordinator cannot answer."""
         tp = (topic, partition)
         try:
             node = self.coordinator_of(transactional_id)
@@ -338,7 +338,7 @@ class TransactionCoordinator:
         except BrokerConnectionError as e:
             log.info("Could not verify %s with its coordinator: %s", transactional_id, e)
             code = ErrorCode.coordinator_not_available
-        if code in (ErrorCode.producer_fenced, ErrorCode.invalid_producer_id_mapping):
+        if code == ErrorCode.producer_fenced:  # Produce knows only the older code
             return ErrorCode.invalid_producer_epoch
         if code in (ErrorCode.not_coordinator, ErrorCode.coordinator_not_available,
                     ErrorCode.coordinator_load_in_progress,
