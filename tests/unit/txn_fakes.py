@@ -71,7 +71,8 @@ class FakeReplicas:
 
 
 class FakeMarkers:
-    """Records each transaction's markers; while `hold` is set, writes wait for `release`."""
+    """Records each transaction's markers; while `hold` is set, a write waits for the next
+    `release`."""
 
     def __init__(self) -> None:
         self.written: list[tuple[int, int, int, bool, frozenset]] = []
@@ -83,7 +84,7 @@ class FakeMarkers:
         self._released = asyncio.Event()
 
     async def write(self, producer_id, producer_epoch, coordinator_epoch, commit, partitions):
-        while self.hold:
+        if self.hold:
             await self._released.wait()
         self.written.append((producer_id, producer_epoch, coordinator_epoch, commit,
                              frozenset(partitions)))
