@@ -68,6 +68,7 @@ def load_all() -> dict[int, ApiSpec]:
         delete_topics,
         describe_cluster,
         describe_log_dirs,
+        describe_producers,
         describe_topic_partitions,
         elect_leaders,
         fetch,
