@@ -260,4 +260,8 @@ def test_cleaner_keeps_committed_values_markers_and_aborted_index(tmp_path):
     assert (False, 0, b"committed") in kept and (False, 2, b"aborted") in kept
     assert [o for c, o, _ in kept if c] == [1, 3]
     assert plog.collect_aborted_txns(0, 6) == [AbortedTxn(2, 2, 3, 4)]
+    # on disk too: the cleaned segment's .txnindex went through the swap with its files
+    txn_file = os.path.join(plog.dir, f"{plog.segments[0].base_offset:020d}.txnindex")
+    with open(txn_file, "rb") as f:
+        assert decode_entries(f.read()) == [AbortedTxn(2, 2, 3, 4)]
     logs.shutdown()
