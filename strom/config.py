@@ -273,7 +273,22 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("transaction.state.log.num.partitions", I, 50, "", at_least(1)),
     ConfigKey("transaction.state.log.replication.factor", ConfigType.SHORT, 3, "",
               at_least(1)),
-    ConfigKey("transactional.id.expiration.ms", I, 604800000, "", at_least(1)),
+    ConfigKey("transaction.state.log.min.isr", I, 2, "min.insync.replicas of "
+              "__transaction_state (capped at its replication factor)", at_least(1)),
+    ConfigKey("transaction.state.log.segment.bytes", I, 104857600, "Segment size of "
+              "__transaction_state", at_least(1)),
+    ConfigKey("transaction.max.timeout.ms", I, 900000, "Largest transaction timeout a "
+              "producer may ask for", at_least(1)),
+    ConfigKey("transaction.abort.timed.out.transaction.cleanup.interval.ms", I, 10000,
+              "Period of the check that aborts transactions past their timeout",
+              at_least(1)),
+    ConfigKey("transaction.remove.expired.transaction.cleanup.interval.ms", I, 3600000,
+              "Period of the check that expires idle transactional ids", at_least(1)),
+    ConfigKey("transaction.partition.verification.enable", B, True, "Verify with the "
+              "transaction coordinator that a partition is in the transaction before a "
+              "transactional batch is appended (KIP-890)"),
+    ConfigKey("transactional.id.expiration.ms", I, 604800000, "How long a transactional "
+              "id with no transaction is kept", at_least(1)),
     ConfigKey("producer.id.expiration.ms", I, _DAY_MS, "How long a partition keeps the "
               "state of an idempotent producer after the timestamp of its last batch",
               at_least(1)),

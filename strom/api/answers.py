@@ -26,3 +26,11 @@ def each_partition(topics: Iterable, answer: Callable, topic_answer: Callable) -
     """The answers to a request's topics, in its order: `topic_answer(t, partitions)` where
     `partitions` holds `answer(t, p)` for each partition `p` of topic `t`."""
     return tuple(topic_answer(t, tuple(answer(t, p) for p in t.partitions)) for t in topics)
+
+
+def fenced(code: int, version: int, since: int) -> int:
+    """PRODUCER_FENCED for versions from `since` on (KIP-588), INVALID_PRODUCER_EPOCH for
+    older clients, which do not know the newer code; other codes unchanged."""
+    if code == ErrorCode.producer_fenced and version < since:
+        return ErrorCode.invalid_producer_epoch
+    return code

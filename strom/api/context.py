@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from strom.config import BrokerConfig
     from strom.coordinator.group_coordinator import GroupCoordinator
     from strom.coordinator.producer_ids import ProducerIdManager
+    from strom.coordinator.transaction_coordinator import TransactionCoordinator
     from strom.log.manager import LogManager
     from strom.replication.replica_manager import ReplicaManager
 
@@ -35,6 +36,7 @@ class BrokerServices:
     logs: LogManager
     producer_ids: ProducerIdManager
     groups: GroupCoordinator
+    transactions: TransactionCoordinator
     dynamic_configs: DynamicBrokerConfigs | None = None
     fetch_sessions: FetchSessionCache = field(
         default_factory=lambda: FetchSessionCache(1000, time.monotonic))

@@ -2,9 +2,10 @@
 
 Behaviour: for a group key (key_type 0) answers the leader of the group's partition of
 `__consumer_offsets`, creating that topic on first use (offsets.topic.num.partitions, and
-offsets.topic.replication.factor capped at the live brokers). COORDINATOR_NOT_AVAILABLE
-while it has no leader; INVALID_REQUEST for an empty group id. Transaction coordinators
-(key_type 1) are not served yet: INVALID_REQUEST with a message.
+offsets.topic.replication.factor capped at the live brokers). For a transactional id
+(key_type 1) the leader of its partition of `__transaction_state`, created the same way
+(transaction.state.log.*). COORDINATOR_NOT_AVAILABLE while it has no leader;
+INVALID_REQUEST for an empty key or an unknown key type.
 Version notes: v4+ batches several keys in coordinator_keys.
 """
 
@@ -22,14 +23,14 @@ GROUP, TRANSACTION = 0, 1
 async def _lookup(ctx: RequestContext, key: str, key_type: int):
     """(error, message, node id, host, port) for one key."""
     try:
-        if key_type == TRANSACTION:
-            raise KafkaError("Transactions are not supported by this broker yet",
-                             ErrorCode.invalid_request)
-        if key_type != GROUP:
+        if key_type not in (GROUP, TRANSACTION):
             raise KafkaError(f"Unknown key type {key_type}", ErrorCode.invalid_request)
         if not key:
-            raise KafkaError("The group id must not be empty", ErrorCode.invalid_request)
-        node = await ctx.broker.groups.find_coordinator(key)
+            raise KafkaError("The key must not be empty", ErrorCode.invalid_request)
+        if key_type == TRANSACTION:
+            node = await ctx.broker.transactions.find_coordinator(key)
+        else:
+            node = await ctx.broker.groups.find_coordinator(key)
         endpoint = ctx.broker.cache.endpoint(node, ctx.listener)
         if endpoint is None:
             raise KafkaError(None, ErrorCode.coordinator_not_available)

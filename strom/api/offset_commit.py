@@ -22,23 +22,34 @@ from strom.protocol.messages import make, response_module, response_schema
 API_KEY = 8
 
 
+def requested(request) -> list[OffsetCommitRequest]:
+    """The offsets an OffsetCommit or TxnOffsetCommit request asks to commit."""
+    return [OffsetCommitRequest(t.name, p.partition_index, p.committed_offset,
+                                getattr(p, "committed_leader_epoch", -1),
+                                p.committed_metadata)
+            for t in request.topics for p in t.partitions]
+
+
+def answer(api_key: int, version: int, results: list[tuple[str, int, int]], prefix: str):
+    """The response of `results` (topic, partition, code); `prefix` names kio's classes
+    (OffsetCommitResponse, TxnOffsetCommitResponse)."""
+    mod = response_module(api_key, version)
+    by_topic: dict[str, list] = {}
+    for topic, partition, code in results:
+        by_topic.setdefault(topic, []).append(make(
+            getattr(mod, f"{prefix}Partition"), partition_index=partition, error_code=code))
+    return make(response_schema(api_key, version), topics=tuple(
+        make(getattr(mod, f"{prefix}Topic"), name=t, partitions=tuple(ps))
+        for t, ps in by_topic.items()))
+
+
 @register(API_KEY, "offset_commit", 2, 9)
 async def handle(ctx: RequestContext, request):
-    mod = response_module(API_KEY, ctx.version)
-    wanted = [OffsetCommitRequest(t.name, p.partition_index, p.committed_offset,
-                                  getattr(p, "committed_leader_epoch", -1),
-                                  p.committed_metadata)
-              for t in request.topics for p in t.partitions]
+    wanted = requested(request)
     try:
         results = await ctx.broker.groups.commit_offsets(
             request.group_id, request.generation_id_or_member_epoch, request.member_id,
             getattr(request, "group_instance_id", None), wanted)
     except KafkaError as e:
         results = [(o.topic, o.partition, e.code) for o in wanted]
-    by_topic: dict[str, list] = {}
-    for topic, partition, code in results:
-        by_topic.setdefault(topic, []).append(
-            make(mod.OffsetCommitResponsePartition, partition_index=partition, error_code=code))
-    return make(response_schema(API_KEY, ctx.version), topics=tuple(
-        make(mod.OffsetCommitResponseTopic, name=t, partitions=tuple(ps))
-        for t, ps in by_topic.items()))
+    return answer(API_KEY, ctx.version, results, "OffsetCommitResponse")

@@ -4,8 +4,8 @@ Behaviour: the committed offset, leader epoch and metadata of each requested par
 (all of the group's when topics is null, v2+); -1 and "" where nothing was committed.
 Group-level errors: NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, INVALID_GROUP_ID
 (v2+ in error_code; v1 repeats it in every partition).
-Version notes: v8+ asks for several groups at once; require_stable is accepted (no
-transactional offsets exist yet, so nothing is ever pending).
+Version notes: v8+ asks for several groups at once; v7+ require_stable: partitions whose
+offsets wait for a transaction's marker (TxnOffsetCommit) get UNSTABLE_OFFSET_COMMIT.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from strom.protocol.messages import make, response_module, response_schema
 API_KEY = 9
 
 
-def _fetch(ctx: RequestContext, group_id: str, topics):
+def _fetch(ctx: RequestContext, group_id: str, topics, require_stable: bool):
     partitions = None if topics is None else [
         (t.name, p) for t in topics for p in t.partition_indexes]
     try:
-        return ErrorCode.none, ctx.broker.groups.fetch_offsets(group_id, partitions)
+        return ErrorCode.none, ctx.broker.groups.fetch_offsets(group_id, partitions,
+                                                               require_stable)
     except KafkaError as e:
         return e.code, [] if partitions is None else [
             _Failed(t, p, e.code) for t, p in partitions]
@@ -49,15 +50,16 @@ def _topics(mod, topic_cls: str, partition_cls: str, fetched, version: int):
 async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
     cls = response_schema(API_KEY, ctx.version)
+    stable = getattr(request, "require_stable", False)
     if ctx.version >= 8:
         groups = []
         for g in request.groups:
-            error, fetched = _fetch(ctx, g.group_id, g.topics)
+            error, fetched = _fetch(ctx, g.group_id, g.topics, stable)
             groups.append(make(mod.OffsetFetchResponseGroup, group_id=g.group_id,
                                error_code=error, topics=_topics(
                                    mod, "OffsetFetchResponseTopics",
                                    "OffsetFetchResponsePartitions", fetched, ctx.version)))
         return make(cls, groups=tuple(groups))
-    error, fetched = _fetch(ctx, request.group_id, request.topics)
+    error, fetched = _fetch(ctx, request.group_id, request.topics, stable)
     return make(cls, error_code=error, topics=_topics(
         mod, "OffsetFetchResponseTopic", "OffsetFetchResponsePartition", fetched, ctx.version))

@@ -58,6 +58,8 @@ def register(api_key: int, name: str, min_version: int, max_version: int,
 def load_all() -> dict[int, ApiSpec]:
     """Import every API module so each registers itself."""
     from strom.api import (  # noqa: F401
+        add_offsets_to_txn,
+        add_partitions_to_txn,
         admin_configs,
         api_versions,
         consumer_group_describe,
@@ -70,7 +72,9 @@ def load_all() -> dict[int, ApiSpec]:
         describe_log_dirs,
         describe_producers,
         describe_topic_partitions,
+        describe_transactions,
         elect_leaders,
+        end_txn,
         fetch,
         find_coordinator,
         group_admin,
@@ -79,6 +83,7 @@ def load_all() -> dict[int, ApiSpec]:
         join_group,
         leave_group,
         list_offsets,
+        list_transactions,
         metadata,
         offset_commit,
         offset_fetch,
@@ -86,6 +91,7 @@ def load_all() -> dict[int, ApiSpec]:
         partition_reassignments,
         produce,
         sync_group,
+        txn_offset_commit,
         write_txn_markers,
     )
 

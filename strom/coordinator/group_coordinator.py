@@ -42,6 +42,8 @@ from strom.coordinator.group_results import (
     OffsetCommitRequest,
     SyncResult,
 )
+from strom.coordinator.internal_topic import InternalTopic, java_string_hash
+from strom.coordinator.txn_offsets import PendingTxnOffsets
 from strom.log.records import NewRecord, build_batch
 from strom.protocol.errors import ErrorCode, KafkaError, kafka_error
 from strom.replication.replica_manager import ReplicaManager
@@ -51,15 +53,6 @@ log = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
 SWEEP_INTERVAL_S = 0.2
-
-
-def java_string_hash(s: str) -> int:
-    """Java's String.hashCode over UTF-16 code units, as a signed 32-bit int."""
-    h = 0
-    data = s.encode("utf-16-be")
-    for i in range(0, len(data), 2):
-        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
-    return h - (1 << 32) if h >= 1 << 31 else h
 
 
 class GroupCoordinator(ClassicProtocol):
@@ -78,9 +71,18 @@ class GroupCoordinator(ClassicProtocol):
         self._loaders: set[asyncio.Task] = set()
         # the KIP-848 protocol, on the same groups
         self.consumer = ConsumerCoordinator(self.registry, config, clock, cache)
-        self._creating_topic: asyncio.Task | None = None
+        self.topic = InternalTopic(
+            OFFSETS_TOPIC, cache, controller, config.get("offsets.topic.num.partitions"),
+            lambda live: NewTopic(
+                OFFSETS_TOPIC, config.get("offsets.topic.num.partitions"),
+                min(config.get("offsets.topic.replication.factor"), live), None,
+                {"cleanup.policy": "compact", "compression.type": "producer",
+                 "segment.bytes": str(config.get("offsets.topic.segment.bytes"))}))
         self._last_expiry = 0.0
+        # TxnOffsetCommit's offsets until their transaction's marker
+        self.pending_txn = PendingTxnOffsets()
         cache.on_change(self._on_topics_changed)
+        replicas.add_txn_marker_listener(self._on_txn_marker)
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -103,47 +105,17 @@ class GroupCoordinator(ClassicProtocol):
 
     @property
     def num_partitions(self) -> int:
-        info = self.cache.topic(OFFSETS_TOPIC)
-        if info is not None:
-            return len(info.partitions)
-        return self.config.get("offsets.topic.num.partitions")
+        return self.topic.num_partitions
 
     def partition_for(self, group_id: str) -> int:
-        return (java_string_hash(group_id) & 0x7FFFFFFF) % self.num_partitions
+        return self.topic.partition_for(group_id)
 
-    # --- finding the coordinator -------------------------------------------------------
     async def find_coordinator(self, group_id: str) -> int:
         """The broker id coordinating `group_id`; creates __consumer_offsets on first use.
 
         Raises COORDINATOR_NOT_AVAILABLE while the topic has no leader for the partition.
         """
-        if self.cache.topic(OFFSETS_TOPIC) is None:
-            await self._create_offsets_topic()
-        info = self.cache.partition(OFFSETS_TOPIC, self.partition_for(group_id))
-        if info is None or info.leader < 0 or info.leader not in self.cache.brokers:
-            raise kafka_error(ErrorCode.coordinator_not_available,
-                              "The coordinator is not available.")
-        return info.leader
-
-    async def _create_offsets_topic(self) -> None:
-        if self._creating_topic is None or self._creating_topic.done():
-            self._creating_topic = asyncio.get_running_loop().create_task(
-                self._do_create_offsets_topic())
-        await asyncio.shield(self._creating_topic)
-
-    async def _do_create_offsets_topic(self) -> None:
-        rf = min(self.config.get("offsets.topic.replication.factor"),
-                 max(1, len(self.cache.brokers)))
-        try:
-            await self.controller.create_topic(NewTopic(
-                OFFSETS_TOPIC, self.config.get("offsets.topic.num.partitions"), rf, None,
-                {"cleanup.policy": "compact", "compression.type": "producer",
-                 "segment.bytes": str(self.config.get("offsets.topic.segment.bytes"))}),
-                internal=True)
-        except KafkaError as e:
-            if e.code != ErrorCode.topic_already_exists:
-                raise
-        await self.cache.refresh_now({OFFSETS_TOPIC})
+        return await self.topic.find_coordinator(group_id)
 
     # --- partition loading -------------------------------------------------------------
     def _on_topics_changed(self, topics: set[str]) -> None:
@@ -167,6 +139,7 @@ class GroupCoordinator(ClassicProtocol):
 
     def _unload(self, p: int) -> None:
         groups = self.registry.remove_partition(p)
+        self.pending_txn.drop_partition(p)
         for group in groups:
             self._fail_waiters(group, ErrorCode.not_coordinator)
         log.info("Unloaded %d groups of %s-%d", len(groups), OFFSETS_TOPIC, p)
@@ -176,13 +149,15 @@ class GroupCoordinator(ClassicProtocol):
         state = self.registry.partitions.get(p)
         if partition is None or state is None:
             return
-        offsets, groups = await group_store.replay(partition.log, f"{OFFSETS_TOPIC}-{p}")
+        replayed = await group_store.replay(partition.log, f"{OFFSETS_TOPIC}-{p}")
+        offsets, groups = replayed.offsets, replayed.groups
         now = self.clock.monotonic()
         restored = [group for group_id in set(offsets) | set(groups)
                     if (group := group_store.restore(group_id, groups.get(group_id),
                                                      offsets.get(group_id, {}), now))]
         if not self.registry.loaded(p, state, restored):
             return  # unloaded while loading
+        self.pending_txn.load(p, replayed.pending)
         log.info("Loaded %d groups from %s-%d", len(restored), OFFSETS_TOPIC, p)
 
     def check_coordinator(self, group_id: str) -> None:
@@ -190,19 +165,23 @@ class GroupCoordinator(ClassicProtocol):
         self.registry.check_coordinator(group_id)
 
     # --- persistence ------------------------------------------------------------------
-    async def _write(self, group_id: str, records: list[tuple[bytes, bytes | None]]) -> None:
+    async def _write(self, group_id: str, records: list[tuple[bytes, bytes | None]],
+                     producer: tuple[int, int] | None = None) -> None:
+        """Append records (as a transactional batch of `producer`: (id, epoch), when given)
+        and wait for the ISR."""
         if not records:
             return
         now = self.clock.now_ms()
-        batch = build_batch([NewRecord(key=k, value=v, timestamp=now) for k, v in records])
+        txn = {} if producer is None else {
+            "producer_id": producer[0], "producer_epoch": producer[1],
+            "is_transactional": True}
+        batch = build_batch([NewRecord(key=k, value=v, timestamp=now) for k, v in records],
+                            **txn)
         partition = self.partition_for(group_id)
         try:
-            result = self.replicas.append(OFFSETS_TOPIC, partition, batch, -1,
-                                          internal_topics_allowed=True)
             # as Kafka: acks=all, answered when the ISR has it (offsets.commit.timeout.ms)
-            await self.replicas.wait_for_replication(
-                OFFSETS_TOPIC, partition, result.last_offset + 1,
-                self.config.get("offsets.commit.timeout.ms"))
+            await self.topic.append(self.replicas, partition, batch,
+                                    self.config.get("offsets.commit.timeout.ms"))
         except KafkaError as e:
             log.warning("Could not write group %s to %s: %s", group_id, OFFSETS_TOPIC, e)
             if e.code in (ErrorCode.not_leader_or_follower,
@@ -236,8 +215,18 @@ class GroupCoordinator(ClassicProtocol):
             member = group.members[member_id]
             member.heartbeat_deadline = self.clock.monotonic() + \
                 member.session_timeout_ms / 1000
-        max_metadata = self.config.get("offset.metadata.max.bytes")
         now = self.clock.now_ms()
+        results, records, accepted = self._offset_records(group_id, offsets, now)
+        if records:
+            await self._write(group_id, records)
+            for o in accepted:
+                group.offsets[(o.topic, o.partition)] = CommittedOffset(
+                    o.offset, o.leader_epoch, o.metadata or "", now)
+        return results
+
+    def _offset_records(self, group_id: str, offsets: list[OffsetCommitRequest], now: int):
+        """(per-partition results, records to write, accepted requests)."""
+        max_metadata = self.config.get("offset.metadata.max.bytes")
         results = []
         records = []
         accepted = []
@@ -253,29 +242,74 @@ class GroupCoordinator(ClassicProtocol):
                                 fmt.offset_value(value)))
                 accepted.append(o)
             results.append((o.topic, o.partition, code))
+        return results, records, accepted
+
+    async def txn_commit_offsets(self, group_id: str, producer_id: int, producer_epoch: int,
+                                 generation_id: int, member_id: str, instance_id: str | None,
+                                 offsets: list[OffsetCommitRequest]
+                                 ) -> list[tuple[str, int, ErrorCode]]:
+        """TxnOffsetCommit: the offsets are written as the producer's transactional batch
+        and stay pending (pending_txn) until its transaction's marker."""
+        self.registry.check_coordinator(group_id)
+        group = self.registry.get(group_id)
+        if generation_id >= 0 or member_id or instance_id is not None:
+            # a member's commit (KIP-447): it must still belong to the generation
+            if isinstance(group, ConsumerGroup):
+                self.consumer.validate_commit(group, member_id, generation_id)
+            elif group is None:
+                raise kafka_error(ErrorCode.illegal_generation)
+            else:
+                self._validate_member(group, member_id, instance_id)
+                if generation_id != group.generation_id:
+                    raise kafka_error(ErrorCode.illegal_generation)
+        elif group is None:
+            self._get_or_create(group_id)
+        now = self.clock.now_ms()
+        results, records, accepted = self._offset_records(group_id, offsets, now)
         if records:
-            await self._write(group_id, records)
-            for o in accepted:
-                group.offsets[(o.topic, o.partition)] = CommittedOffset(
-                    o.offset, o.leader_epoch, o.metadata or "", now)
+            await self._write(group_id, records, (producer_id, producer_epoch))
+            self.pending_txn.add(self.partition_for(group_id), producer_id, group_id, {
+                (o.topic, o.partition): CommittedOffset(o.offset, o.leader_epoch,
+                                                        o.metadata or "", now)
+                for o in accepted})
         return results
 
-    def fetch_offsets(self, group_id: str, partitions: list[tuple[str, int]] | None
-                      ) -> list[FetchedOffset]:
+    def _on_txn_marker(self, topic: str, partition: int, producer_id: int,
+                       commit: bool) -> None:
+        """A marker was appended on this broker: its transactional offsets count (COMMIT)
+        or are dropped (ABORT)."""
+        if topic != OFFSETS_TOPIC:
+            return
+        for group_id, offsets in self.pending_txn.end(partition, producer_id).items():
+            group = self.registry.get(group_id)
+            if commit and group is not None:
+                group.offsets.update(offsets)
+
+    def fetch_offsets(self, group_id: str, partitions: list[tuple[str, int]] | None,
+                      require_stable: bool = False) -> list[FetchedOffset]:
+        """Committed offsets; with `require_stable`, UNSTABLE_OFFSET_COMMIT for partitions
+        whose offsets wait for a transaction's marker."""
         self.registry.check_coordinator(group_id)
         group = self.registry.get(group_id)
         committed = group.offsets if group is not None else {}
+        p_offsets = self.partition_for(group_id)
+        if require_stable and self.pending_txn.has_pending(p_offsets, group_id):
+            if partitions is None:
+                partitions = sorted(committed)
+            return [FetchedOffset(t, p, -1, -1, "", ErrorCode.unstable_offset_commit)
+                    if self.pending_txn.is_pending(p_offsets, group_id, (t, p)) else
+                    self._fetched(committed, t, p) for t, p in partitions]
         if partitions is None:
             return [FetchedOffset(t, p, c.offset, c.leader_epoch, c.metadata)
                     for (t, p), c in sorted(committed.items())]
-        out = []
-        for t, p in partitions:
-            c = committed.get((t, p))
-            if c is None:
-                out.append(FetchedOffset(t, p, -1, -1, ""))
-            else:
-                out.append(FetchedOffset(t, p, c.offset, c.leader_epoch, c.metadata))
-        return out
+        return [self._fetched(committed, t, p) for t, p in partitions]
+
+    @staticmethod
+    def _fetched(committed, t: str, p: int) -> FetchedOffset:
+        c = committed.get((t, p))
+        if c is None:
+            return FetchedOffset(t, p, -1, -1, "")
+        return FetchedOffset(t, p, c.offset, c.leader_epoch, c.metadata)
 
     async def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]]
                              ) -> list[tuple[str, int, ErrorCode]]:

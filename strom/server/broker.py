@@ -52,6 +52,7 @@ from strom.cluster.zk_store import ZkMetadataStore
 from strom.config import BrokerConfig, TopicConfig, parse_connection_overrides
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
+from strom.coordinator.transaction_coordinator import TransactionCoordinator
 from strom.log import checkpoint, files
 from strom.log.cleaner_manager import LogCleanerManager
 from strom.log.manager import LogManager
@@ -145,10 +146,17 @@ class Broker:
         self.groups = GroupCoordinator(self.broker_id, config, self.clock, self.cache,
                                        self.controller, self.replicas)
         self.groups.start()
+        self.transactions = TransactionCoordinator(
+            self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
+            self.producer_ids.generate)
+        self.transactions.start()
+        if config.get("transaction.partition.verification.enable"):
+            self.replicas.txn_verifier = self.transactions.verify_for_produce
         listeners = config.listeners()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
-            self.logs, self.producer_ids, self.groups, dynamic_configs=self.dynamic_configs,
+            self.logs, self.producer_ids, self.groups, self.transactions,
+            dynamic_configs=self.dynamic_configs,
             fetch_sessions=self.fetch_sessions)
         self.dispatcher = Dispatcher(self.services)
         queued_max = config.get("queued.max.request.bytes")
@@ -493,6 +501,8 @@ class Broker:
         self.loop_lag.stop()
         if hasattr(self, "groups"):
             self.groups.stop()
+        if hasattr(self, "transactions"):
+            await self.transactions.stop()
         self._closing_connections = True
         for task in list(self._resolve_tasks):
             task.cancel()

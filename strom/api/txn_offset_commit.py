@@ -1,0 +1,50 @@
+"""TxnOffsetCommit (key 28), versions 0-5.
+
+Behaviour: offsets a transactional producer commits for a group
+(GroupCoordinator.txn_commit_offsets): written to the group's partition of
+`__consumer_offsets` as the producer's transactional batch, visible to OffsetFetch only
+once the transaction commits. With partition verification on (KIP-890) the coordinator
+first checks that AddOffsetsToTxn put that partition in the transaction
+(INVALID_TXN_STATE otherwise). Errors as OffsetCommit (UNKNOWN_MEMBER_ID,
+ILLEGAL_GENERATION, FENCED_INSTANCE_ID for a member's commit; per partition
+OFFSET_METADATA_TOO_LARGE, UNKNOWN_TOPIC_OR_PARTITION), plus INVALID_PRODUCER_EPOCH.
+Version notes: v3+ generation_id, member_id, group_instance_id (KIP-447).
+"""
+
+from __future__ import annotations
+
+from strom.api.context import RequestContext
+from strom.api.offset_commit import answer, requested
+from strom.api.registry import register
+from strom.coordinator.group_coordinator import OFFSETS_TOPIC
+from strom.protocol.errors import ErrorCode, KafkaError
+
+API_KEY = 28
+
+
+async def _verify(ctx: RequestContext, request) -> int:
+    verifier = ctx.broker.replicas.txn_verifier
+    if verifier is None:
+        return ErrorCode.none
+    partition = ctx.broker.groups.partition_for(request.group_id)
+    return await verifier(request.transactional_id, request.producer_id,
+                          request.producer_epoch, OFFSETS_TOPIC, partition)
+
+
+@register(API_KEY, "txn_offset_commit", 0, 5)
+async def handle(ctx: RequestContext, request):
+    wanted = requested(request)
+    try:
+        if not request.group_id:
+            raise KafkaError(None, ErrorCode.invalid_group_id)
+        ctx.broker.groups.check_coordinator(request.group_id)
+        code = await _verify(ctx, request)
+        if code != ErrorCode.none:
+            raise KafkaError(None, ErrorCode(code))
+        results = await ctx.broker.groups.txn_commit_offsets(
+            request.group_id, request.producer_id, request.producer_epoch,
+            getattr(request, "generation_id", -1), getattr(request, "member_id", ""),
+            getattr(request, "group_instance_id", None), wanted)
+    except KafkaError as e:
+        results = [(o.topic, o.partition, e.code) for o in wanted]
+    return answer(API_KEY, ctx.version, results, "TxnOffsetCommitResponse")

@@ -1,0 +1,204 @@
+"""Transactions end to end, coordinator and partitions together (issue 12), with real
+clients: confluent-kafka consume-transform-produce across two topics with random aborts
+(read_committed sees each committed record exactly once and no aborted one;
+read_uncommitted sees both), zombie fencing, kafka-python's and aiokafka's transactional
+producers, and a producer killed mid-transaction that the coordinator aborts after its
+timeout so the LSO moves on."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from strom.testing.kafka import create_topic
+
+pytestmark = pytest.mark.timeout(120)
+
+OVERRIDES = {"transaction.state.log.num.partitions": 2, "offsets.topic.num.partitions": 2,
+             "transaction.abort.timed.out.transaction.cleanup.interval.ms": 300}
+
+
+@pytest.fixture(scope="module")
+def broker_overrides():
+    return OVERRIDES
+
+
+def txn_producer(bootstrap: str, txn_id: str, **conf) -> Producer:
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id,
+                  "linger.ms": 5, **conf})
+    p.init_transactions(30)
+    return p
+
+
+def read_values(bootstrap: str, topic: str, partitions: int, committed: bool) -> list[bytes]:
+    """Every record of `topic` up to its end (the LSO for read_committed), partition by
+    partition: read until each partition reports its end (PARTITION_EOF)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                  "enable.partition.eof": True, "enable.auto.commit": False,
+                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
+    out: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    at_end: set[int] = set()
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        deadline = time.monotonic() + 20
+        while len(at_end) < partitions:
+            assert time.monotonic() < deadline, f"no end of {topic} reached"
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                at_end.add(m.partition())
+            else:
+                out[m.partition()].append(m.value())
+    finally:
+        c.close()
+    return [v for p in range(partitions) for v in out[p]]
+
+
+def test_consume_transform_produce_with_random_aborts(module_broker, topic_names):
+    bootstrap = module_broker.bootstrap
+    src, dst = topic_names.new(), topic_names.new()
+    create_topic(bootstrap, src, partitions=2)
+    create_topic(bootstrap, dst, partitions=2)
+    plain = Producer({"bootstrap.servers": bootstrap})
+    values = [f"v{i}".encode() for i in range(40)]
+    for i, v in enumerate(values):
+        plain.produce(src, v, partition=i % 2)
+    assert plain.flush(15) == 0
+    group = f"ctp-{src}"
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(src, 0, 0), TopicPartition(src, 1, 0)])
+    producer = txn_producer(bootstrap, f"ctp-{src}")
+    rnd = random.Random(12)
+    committed, aborted = [], []
+    deadline = time.monotonic() + 60
+    while len(committed) < len(values):
+        assert time.monotonic() < deadline, (len(committed), len(aborted))
+        msgs = [m for m in consumer.consume(6, timeout=1) if not m.error()]
+        if not msgs:
+            continue
+        producer.begin_transaction()
+        for m in msgs:
+            producer.produce(dst, m.value() + b"-out", partition=m.partition())
+        assert producer.flush(15) == 0  # in the log before an abort, for read_uncommitted
+        producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                             consumer.consumer_group_metadata(), 15)
+        if rnd.random() < 0.35:
+            producer.abort_transaction(30)
+            aborted += [m.value() + b"-out" for m in msgs]
+            firsts: dict[int, int] = {}
+            for m in msgs:
+                firsts.setdefault(m.partition(), m.offset())
+            for p, offset in firsts.items():
+                consumer.seek(TopicPartition(src, p, offset))
+        else:
+            producer.commit_transaction(30)
+            committed += [m.value() + b"-out" for m in msgs]
+    assert aborted, "the seed aborts at least one transaction"
+    assert sorted(committed) == sorted(v + b"-out" for v in values)
+    seen = read_values(bootstrap, dst, 2, committed=True)
+    assert sorted(seen) == sorted(committed)  # each exactly once, none aborted
+    everything = read_values(bootstrap, dst, 2, committed=False)
+    assert sorted(everything) == sorted(committed + aborted)
+    # the offsets committed in the transactions are the group's
+    offsets = consumer.committed([TopicPartition(src, 0), TopicPartition(src, 1)], 10)
+    assert [tp.offset for tp in offsets] == [20, 20]
+    consumer.close()
+
+
+def test_zombie_producer_is_fenced(module_broker, topic_name):
+    bootstrap = module_broker.bootstrap
+    create_topic(bootstrap, topic_name, partitions=1)
+    txn_id = f"zombie-{topic_name}"
+    old = txn_producer(bootstrap, txn_id)
+    old.begin_transaction()
+    old.produce(topic_name, b"zombie", partition=0)
+    assert old.flush(15) == 0
+    new = txn_producer(bootstrap, txn_id)  # aborts the old transaction, bumps the epoch
+    with pytest.raises(KafkaException) as e:
+        old.commit_transaction(15)
+    assert e.value.args[0].fatal() or "fenced" in str(e.value).lower()
+    new.begin_transaction()
+    new.produce(topic_name, b"new", partition=0)
+    new.commit_transaction(30)
+    assert read_values(bootstrap, topic_name, 1, committed=True) == [b"new"]
+    assert read_values(bootstrap, topic_name, 1, committed=False) == [b"zombie", b"new"]
+
+
+def test_kafka_python_and_aiokafka_transactional_producers(module_broker, topic_name):
+    from aiokafka import AIOKafkaProducer
+    from kafka import KafkaProducer
+
+    bootstrap = module_broker.bootstrap
+    create_topic(bootstrap, topic_name, partitions=1)
+    kp = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"kp-{topic_name}")
+    try:
+        kp.init_transactions()
+        kp.begin_transaction()
+        kp.send(topic_name, b"kp-aborted", partition=0)
+        kp.flush(timeout=10)  # in the log before the abort
+        kp.abort_transaction()
+        kp.begin_transaction()
+        kp.send(topic_name, b"kp-committed", partition=0)
+        kp.commit_transaction()
+    finally:
+        kp.close(timeout=10)
+
+    async def aio():
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap,
+                                    transactional_id=f"aio-{topic_name}")
+        await producer.start()
+        try:
+            async with producer.transaction():
+                await producer.send_and_wait(topic_name, b"aio-committed", partition=0)
+            await producer.begin_transaction()
+            await producer.send_and_wait(topic_name, b"aio-aborted", partition=0)
+            await producer.abort_transaction()
+        finally:
+            await producer.stop()
+
+    asyncio.run(asyncio.wait_for(aio(), 60))
+    assert read_values(bootstrap, topic_name, 1, committed=True) == \
+        [b"kp-committed", b"aio-committed"]
+    assert len(read_values(bootstrap, topic_name, 1, committed=False)) == 4
+
+
+def test_killed_producer_is_aborted_after_its_timeout(module_broker, topic_name):
+    bootstrap = module_broker.bootstrap
+    create_topic(bootstrap, topic_name, partitions=1)
+    script = textwrap.dedent(f"""
+        import os
+        from confluent_kafka import Producer
+        p = Producer({{"bootstrap.servers": "{bootstrap}", "transactional.id": "killed",
+                      "transaction.timeout.ms": 2000}})
+        p.init_transactions(30)
+        p.begin_transaction()
+        p.produce("{topic_name}", b"never", partition=0)
+        assert p.flush(15) == 0
+        os.kill(os.getpid(), 9)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert proc.returncode == -9
+    plain = Producer({"bootstrap.servers": bootstrap})
+    plain.produce(topic_name, b"after", partition=0)
+    assert plain.flush(15) == 0
+    # read_committed reaches "after" only once the open transaction is aborted
+    deadline = time.monotonic() + 30
+    while True:
+        got = read_values(bootstrap, topic_name, 1, committed=True)
+        if got:
+            break
+        assert time.monotonic() < deadline, "the LSO never moved past the open transaction"
+        time.sleep(0.3)
+    assert got == [b"after"]
+    assert read_values(bootstrap, topic_name, 1, committed=False) == [b"never", b"after"]
