@@ -70,6 +70,7 @@ def load_all() -> dict[int, ApiSpec]:
         delete_topics,
         describe_cluster,
         describe_log_dirs,
+        describe_producers,
         describe_topic_partitions,
         describe_transactions,
         elect_leaders,

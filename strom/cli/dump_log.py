@@ -31,6 +31,7 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 TXN_INDEX_SUFFIX = ".txnindex"
+SNAPSHOT_SUFFIX = ".snapshot"
 
 _INDEX_ENTRY = struct.Struct(">ii")  # relative offset, position
 _TIME_INDEX_ENTRY = struct.Struct(">qi")  # timestamp, relative offset
@@ -39,8 +40,8 @@ _TXN_INDEX_ENTRY = struct.Struct(">hqqqq")  # version, producerId, first, last, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--files", required=True, metavar="FILE1,FILE2,...",
-                        help="REQUIRED: comma separated list of .log, .index, .timeindex and "
-                             ".txnindex files to dump")
+                        help="REQUIRED: comma separated list of .log, .index, .timeindex, "
+                             ".txnindex and .snapshot files to dump")
     add_flags(parser, {
         "--print-data-log": "print each record's key and value (implies --deep-iteration)",
         "--deep-iteration": "print every record, not only batch headers",
@@ -111,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
                                  findings)
             elif suffix == TXN_INDEX_SUFFIX:
                 _dump_txn_index(path)
+            elif suffix == SNAPSHOT_SUFFIX:
+                _dump_snapshot(path)
             else:
                 print(f"Ignoring unknown file {name}", file=sys.stderr)
         except BrokenPipeError:
@@ -462,3 +465,29 @@ def _dump_txn_index(path: Path) -> None:
               f"lastOffset: {last} lastStableOffset: {last_stable}")
     if whole < len(data):
         print(f"Found {len(data) - whole} invalid bytes at the end of {path.name}")
+
+
+# --- .snapshot (producer state) -------------------------------------------------------------
+
+
+def _dump_snapshot(path: Path) -> None:
+    """One line per producer, as Kafka's dumpProducerIdSnapshot prints a snapshot file."""
+    from strom.log import producer_snapshot
+
+    try:
+        entries = producer_snapshot.decode(path.read_bytes())
+    except producer_snapshot.CorruptSnapshot as exc:
+        print(f"Found invalid snapshot {path.name}: {exc}")
+        return
+    for e in entries:
+        txn = f"OptionalLong[{e.current_txn_first_offset}]" \
+            if e.current_txn_first_offset >= 0 else "OptionalLong.empty"
+        line = (f"producerId: {e.producer_id} producerEpoch: {e.epoch} "
+                f"coordinatorEpoch: {e.coordinator_epoch} currentTxnFirstOffset: {txn} "
+                f"lastTimestamp: {e.timestamp} ")
+        if e.last_offset >= 0:
+            first_seq = e.last_sequence - e.offset_delta if e.last_sequence >= 0 else -1
+            line += (f"firstSequence: {first_seq} lastSequence: {e.last_sequence} "
+                     f"lastOffset: {e.last_offset} offsetDelta: {e.offset_delta} "
+                     f"timestamp: {e.timestamp}")
+        print(line.rstrip())

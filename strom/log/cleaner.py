@@ -16,7 +16,10 @@ event loop; see cleaner_manager.py):
      whose batch's delete horizon has passed.
    Keyless records (written before the topic became compacted) are dropped and counted, as
    Kafka's cleaner does (`invalid messages`), with a warning per round. Control batches are
-   kept whole. The last batch of each producer (producer state) is kept even when all its
+   kept whole. Records of aborted transactions are not mapped (they must not hide the
+   committed value of their key) and are kept, as their markers and `.txnindex` entries are
+   (read_committed consumers skip them; Kafka's cleaner removes them: docs/deviations.md).
+   The range never reaches the first unstable offset (an open transaction). The last batch of each producer (producer state) is kept even when all its
    records go (as an empty batch: base and last offsets, sequence and epoch stay), so
    idempotent producers keep their sequence after a restart; so is the batch that ends at
    the first uncleanable offset, so the log keeps the offset it reached.
@@ -134,6 +137,8 @@ class CleanRequest:
     need_compaction_now: bool = False
     truncations: int = 0  # the log's truncation count when the request was made
     log: object = field(default=None, compare=False, repr=False)  # the PartitionLog
+    # (producer id, first offset, marker offset) of the aborted transactions in the range
+    aborted_txns: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -539,7 +544,8 @@ class Cleaner:
                 if header.last_offset < start:
                     continue
                 stats.map_bytes_read += header.size
-                if header.is_control:
+                if header.is_control or (header.is_transactional and _in_aborted_txn(
+                        req.aborted_txns, header)):
                     offset_map.latest_offset = header.last_offset
                     continue
                 keys = [(key, offset) for offset, key in self._keys(header, view)
@@ -701,3 +707,9 @@ class Cleaner:
             max_timestamp=max_ts, last_offset_delta=header.last_offset_delta,
             delete_horizon_ms=horizon)
         return data, max_ts
+
+
+def _in_aborted_txn(aborted: tuple[tuple[int, int, int], ...], header: BatchHeader) -> bool:
+    """Whether a transactional batch belongs to one of the aborted transactions."""
+    return any(pid == header.producer_id and first <= header.base_offset < marker
+               for pid, first, marker in aborted)

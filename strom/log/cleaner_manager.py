@@ -225,7 +225,7 @@ class LogCleanerManager:
             else:
                 first_dirty = stored
         closed = plog.segments[:-1]
-        uncleanable = min(plog.high_watermark, plog.active_segment.base_offset)
+        uncleanable = min(plog.last_stable_offset, plog.active_segment.base_offset)
         min_lag = plog.config.get("min.compaction.lag.ms")
         if min_lag > 0:
             for seg in closed:
@@ -260,7 +260,9 @@ class LogCleanerManager:
             plog.topic, plog.partition, plog.dir, infos, first_dirty, uncleanable,
             CleanConfig(cfg.get("delete.retention.ms"), cfg.get("segment.bytes"),
                         cfg.get("segment.index.bytes"), cfg.get("index.interval.bytes")),
-            last_batches, clean_bytes, cleanable, need_now, plog.truncations, plog)
+            last_batches, clean_bytes, cleanable, need_now, plog.truncations, plog,
+            tuple((t.producer_id, t.first_offset, t.last_offset)
+                  for t in plog.collect_aborted_txns(first_dirty, uncleanable)))
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_of(self, topic: str, partition: int) -> int | None:

@@ -4,9 +4,10 @@ The steps of a swap (the owner of the log runs 2-4 in one go, see
 `PartitionLog.replace_segments`; the cleaner thread runs 1)::
 
     1. <b>.log.cleaned  <b>.index.cleaned  <b>.timeindex.cleaned   written and fsynced
-    2. .cleaned -> .swap      the two indexes first, the log file last
+       (and <b>.txnindex.cleaned, by the owner, when the segments hold aborted transactions)
+    2. .cleaned -> .swap      the indexes first, the log file last
     3. old segments' files -> .deleted   (their open descriptors stay valid for reads)
-    4. .swap -> final name    the two indexes first, the log file last
+    4. .swap -> final name    the indexes first, the log file last
 
 Recovery (`recover_swaps`, run before a log's segments are loaded), as Kafka's LogLoader:
 
@@ -36,7 +37,10 @@ SEGMENT_SUFFIXES = (files.LOG_SUFFIX, files.INDEX_SUFFIX, files.TIME_INDEX_SUFFI
                     files.TXN_INDEX_SUFFIX)
 # the order of renames in steps 2 and 4: the log file last, so a `.log.swap` exists only
 # once its indexes are in place
-RENAME_ORDER = (files.INDEX_SUFFIX, files.TIME_INDEX_SUFFIX, files.LOG_SUFFIX)
+RENAME_ORDER = (files.TXN_INDEX_SUFFIX, files.INDEX_SUFFIX, files.TIME_INDEX_SUFFIX,
+                files.LOG_SUFFIX)
+# a cleaned segment has a .txnindex only when it keeps aborted transactions
+OPTIONAL_SUFFIXES = (files.TXN_INDEX_SUFFIX,)
 
 # A test hook: called with the name of each step as it is done ("swap.index", "deleted.0"
 # (the first old segment renamed), "final.log", ...), so a test can crash the swap at any point.
@@ -50,6 +54,8 @@ def no_step(_name: str) -> None:
 def rename_cleaned_to_swap(dir_: str, base: int, step: StepHook = no_step) -> None:
     for suffix in RENAME_ORDER:
         path = files.segment_path(dir_, base, suffix)
+        if suffix in OPTIONAL_SUFFIXES and not os.path.exists(path + files.CLEANED_SUFFIX):
+            continue
         os.replace(path + files.CLEANED_SUFFIX, path + files.SWAP_SUFFIX)
         step("swap" + suffix)
 
@@ -57,6 +63,8 @@ def rename_cleaned_to_swap(dir_: str, base: int, step: StepHook = no_step) -> No
 def rename_swap_to_final(dir_: str, base: int, step: StepHook = no_step) -> None:
     for suffix in RENAME_ORDER:
         path = files.segment_path(dir_, base, suffix)
+        if suffix in OPTIONAL_SUFFIXES and not os.path.exists(path + files.SWAP_SUFFIX):
+            continue
         os.replace(path + files.SWAP_SUFFIX, path)
         step("final" + suffix)
 

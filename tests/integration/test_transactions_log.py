@@ -227,3 +227,37 @@ def _first_producer(_records, broker, topic: str) -> tuple[int, int]:
     raw = batches[0][2]
     return int.from_bytes(raw[43:51], "big", signed=True), \
         int.from_bytes(raw[51:53], "big", signed=True)
+
+
+def test_describe_producers_lists_open_transactions(module_broker, topic_name):
+    import asyncio
+
+    from strom.protocol.client import BrokerConnection
+    from strom.protocol.messages import make, request_module, request_schema
+
+    create_topic(module_broker.bootstrap, topic_name, 1)
+    p = RawTxnProducer(module_broker.port)
+    try:
+        p.send(topic_name, 0, [b"x", b"y"])
+        p.commit(coordinator_epoch=3)
+        p.send(topic_name, 0, [b"z"])  # offset 3: open
+    finally:
+        p.close()
+
+    async def describe(topic):
+        mod = request_module(61, 0)
+        conn = BrokerConnection("127.0.0.1", module_broker.port)
+        await conn.connect()
+        try:
+            return await conn.request(make(request_schema(61, 0), topics=(
+                make(mod.TopicRequest, name=topic, partition_indexes=(0, 1)),)))
+        finally:
+            await conn.close()
+
+    [topic] = asyncio.run(describe(topic_name)).topics
+    ok, missing = topic.partitions
+    assert (ok.error_code, missing.error_code) == (NONE, 3)
+    [state] = ok.active_producers
+    assert (state.producer_id, state.producer_epoch, state.last_sequence,
+            state.coordinator_epoch, state.current_txn_start_offset) == (
+        p.producer_id, p.epoch, 2, 3, 3)

@@ -280,13 +280,34 @@ def test_txn_index(capsys, tmp_path):
 
 def test_several_files_missing_and_unknown(capsys, segment):
     d, _, _ = segment
-    files = ",".join([str(d / f"{NAME}.index"), str(d / "missing.log"), str(d / "x.snapshot")])
+    files = ",".join([str(d / f"{NAME}.index"), str(d / "missing.log"), str(d / "x.unknown")])
     code, out, err = run_tool(capsys, "--files", files)
     assert code == 1
     assert out[0] == f"Dumping {d / NAME}.index"
     assert f"Dumping {d / 'missing.log'}" in out
     assert any("cannot read" in line and "missing.log" in line for line in err)
-    assert f"Ignoring unknown file {d / 'x.snapshot'}" in err
+    assert f"Ignoring unknown file {d / 'x.unknown'}" in err
+
+
+def test_producer_snapshot(capsys, tmp_path):
+    from strom.log import producer_snapshot as ps
+
+    snap = tmp_path / f"{12:020d}.snapshot"
+    snap.write_bytes(ps.encode([ps.SnapshotEntry(5, 1, 9, 11, 4, 1000, 2, 10),
+                                ps.SnapshotEntry(6, 0, -1, -1, 0, 900, 3, -1)]))
+    bad = tmp_path / f"{13:020d}.snapshot"
+    bad.write_bytes(b"\x00\x01junk")
+    code, out, _ = run_tool(capsys, "--files", f"{snap},{bad}")
+    assert code == 0
+    assert out == [
+        f"Dumping {snap}",
+        "producerId: 5 producerEpoch: 1 coordinatorEpoch: 2 currentTxnFirstOffset: "
+        "OptionalLong[10] lastTimestamp: 1000 firstSequence: 5 lastSequence: 9 lastOffset: 11 "
+        "offsetDelta: 4 timestamp: 1000",
+        "producerId: 6 producerEpoch: 0 coordinatorEpoch: 3 currentTxnFirstOffset: "
+        "OptionalLong.empty lastTimestamp: 900",
+        f"Dumping {bad}",
+        f"Found invalid snapshot {bad.name}: snapshot of 6 bytes is too short"]
 
 
 def test_max_bytes_limits_the_log(capsys, segment):

@@ -215,3 +215,53 @@ def test_snapshots_go_with_deleted_segments(tmp_path):
     first = plog.segments[0].base_offset
     left = sorted(n for n in os.listdir(plog.dir) if n.endswith(".snapshot"))
     assert left and all(int(n.split(".")[0]) >= first for n in left)
+
+
+def test_cleaner_keeps_committed_values_markers_and_aborted_index(tmp_path):
+    from strom.log.cleaner_manager import LogCleanerManager
+    from strom.log.manager import LogManager
+    from strom.log.records import decode_batch, iter_batches
+
+    root = str(tmp_path / "data")
+    clock = ManualClock(NOW)
+    config = topic_config(cleanup_policy="compact", min_cleanable_dirty_ratio="0.01")
+    logs = LogManager([root], clock, 1, "cluster")
+    logs.prepare_dirs()
+    logs.startup(lambda t: config, lambda t: None)
+    plog = logs.get_or_create("t", 0, config, None)
+
+    def send(pid, key, value, transactional=True):
+        data = bytearray(build_batch([NewRecord(value, key=key, timestamp=NOW)],
+                                     producer_id=pid, producer_epoch=0,
+                                     base_sequence=plog.log_end_offset,
+                                     is_transactional=transactional))
+        plog.append_as_leader(data, read_header(data), 0)
+        replicate(plog)
+
+    send(1, b"K", b"committed")                 # 0
+    plog.append_marker(1, 0, 0, True, 0)        # 1
+    send(2, b"K", b"aborted")                   # 2
+    plog.append_marker(2, 0, 0, False, 0)       # 3
+    plog.roll()
+    send(3, b"K", b"open")                      # 4: an open transaction
+    plog.roll()
+    send(4, b"Z", b"z", transactional=False)    # 5, active segment
+    replicate(plog)
+    manager = LogCleanerManager(logs, BrokerConfig({}), clock)
+    result = manager.clean_once()
+    assert result is not None and result.end_offset == 4  # stops at the open transaction
+    kept = []
+    for seg in plog.segments:
+        data = seg.read_bytes(0, seg.size)
+        kept += [(b.header.is_control, r.offset, r.value)
+                 for b in (decode_batch(data, pos) for pos, _ in iter_batches(data))
+                 for r in b.records]
+    # the aborted value does not hide the committed one; the markers stay
+    assert (False, 0, b"committed") in kept and (False, 2, b"aborted") in kept
+    assert [o for c, o, _ in kept if c] == [1, 3]
+    assert plog.collect_aborted_txns(0, 6) == [AbortedTxn(2, 2, 3, 4)]
+    # on disk too: the cleaned segment's .txnindex went through the swap with its files
+    txn_file = os.path.join(plog.dir, f"{plog.segments[0].base_offset:020d}.txnindex")
+    with open(txn_file, "rb") as f:
+        assert decode_entries(f.read()) == [AbortedTxn(2, 2, 3, 4)]
+    logs.shutdown()
