@@ -202,3 +202,56 @@ def test_killed_producer_is_aborted_after_its_timeout(module_broker, topic_name)
         time.sleep(0.3)
     assert got == [b"after"]
     assert read_values(bootstrap, topic_name, 1, committed=False) == [b"never", b"after"]
+
+
+def strom_tool(broker, *args: str) -> str:
+    """`python -m strom transactions <args>`: its stdout (asserting success)."""
+    proc = subprocess.run([sys.executable, "-m", "strom", "transactions", *args,
+                           "--bootstrap-server", broker.bootstrap],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_transactions_tool(start_broker, topic_name):
+    from strom.testing.transactions import RawTxnProducer
+
+    # without KIP-890 verification a producer the coordinator does not know can leave a
+    # hanging transaction, as with an older broker
+    module_broker = start_broker({**OVERRIDES,
+                                  "transaction.partition.verification.enable": "false"})
+    bootstrap = module_broker.bootstrap
+    create_topic(bootstrap, topic_name, partitions=1)
+    txn_id = f"tool-{topic_name}"
+    p = txn_producer(bootstrap, txn_id)
+    p.begin_transaction()
+    p.produce(topic_name, b"open", partition=0)
+    assert p.flush(15) == 0
+    listed = strom_tool(module_broker, "list").splitlines()
+    assert listed[0].split() == ["TransactionalId", "Coordinator", "ProducerId",
+                                 "TransactionState"]
+    row = next(line.split() for line in listed if line.startswith(txn_id))
+    assert row[1] == "1" and row[3] == "Ongoing"
+    described = strom_tool(module_broker, "describe", "--transactional-id", txn_id)
+    fields = described.splitlines()[1].split()
+    assert fields[0] == "1" and fields[1] == txn_id and fields[4] == "Ongoing"
+    assert fields[-1] == f"{topic_name}-0"
+    producers = strom_tool(module_broker, "describe-producers", "--topic", topic_name,
+                           "--partition", "0").splitlines()
+    assert producers[0].split()[0] == "ProducerId"
+    assert producers[1].split()[0] == row[2] and producers[1].split()[-1] == "0"
+    p.commit_transaction(30)
+    # a transaction no coordinator knows (markers never written): hanging, then aborted
+    raw = RawTxnProducer(module_broker.port, transactional_id=txn_id)
+    try:
+        assert raw.send(topic_name, 0, [b"hung"]).error_code == 0
+    finally:
+        raw.sock.close()
+    time.sleep(0.01)
+    hanging = strom_tool(module_broker, "find-hanging", "--broker-id", "1",
+                         "--max-transaction-timeout", "0", "--topic", topic_name)
+    rows = [line.split() for line in hanging.splitlines()[1:]]
+    assert [(r[0], r[2], r[5]) for r in rows] == [(topic_name, str(raw.producer_id), "2")]
+    strom_tool(module_broker, "abort", "--topic", topic_name, "--partition", "0",
+               "--start-offset", "2")
+    assert read_values(bootstrap, topic_name, 1, committed=True) == [b"open"]
