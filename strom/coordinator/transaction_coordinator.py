@@ -62,6 +62,7 @@ class TxnPartition:
     coordinator_epoch: int
     loading: bool = True
     txns: dict[str, TransactionMetadata] = field(default_factory=dict)
+    tasks: set[asyncio.Task] = field(default_factory=set)  # its loader and marker tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,6 @@ class TransactionCoordinator:
         self.new_producer_id = new_producer_id
         self.markers = markers or TxnMarkerChannel(broker_id, config, cache, replicas)
         self.partitions: dict[int, TxnPartition] = {}
-        self._tasks: set[asyncio.Task] = set()
         self._timer: asyncio.Task | None = None
         self.topic = InternalTopic(
             TRANSACTION_STATE_TOPIC, cache, controller,
@@ -105,8 +105,9 @@ class TransactionCoordinator:
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        for state in self.partitions.values():
+            for task in list(state.tasks):
+                task.cancel()
         await self.markers.close()
 
     def _new_topic(self, live_brokers: int) -> NewTopic:
@@ -150,10 +151,15 @@ class TransactionCoordinator:
             self.partitions[p] = state
             spawn(run_until_done(lambda p=p, state=state: self._load(p, state),
                                  f"Loading transactions of {TRANSACTION_STATE_TOPIC}-{p}"),
-                  f"txn-loader-{p}", self._tasks)
+                  f"txn-loader-{p}", state.tasks)
 
     def _unload(self, p: int) -> None:
+        """Another broker (or this one at a newer epoch) coordinates the partition now:
+        its loader and marker tasks stop; the new coordinator completes what they did
+        not."""
         state = self.partitions.pop(p)
+        for task in list(state.tasks):
+            task.cancel()
         log.info("Unloaded %d transactional ids of %s-%d", len(state.txns),
                  TRANSACTION_STATE_TOPIC, p)
 
@@ -162,8 +168,7 @@ class TransactionCoordinator:
         if replica is None or self.partitions.get(p) is not state:
             return
         plog = replica.log
-        # as Kafka: read only what is committed (up to the high watermark)
-        end = min(plog.log_end_offset, replica.high_watermark)
+        end = plog.log_end_offset  # as Kafka: the leader's whole log
         values: dict[str, txlog.TxnLogValue | None] = {}
         count = 0
         for seg, bp in plog.batches_from(plog.log_start_offset, end):
@@ -393,7 +398,7 @@ class TransactionCoordinator:
 
     def _spawn_markers(self, p: int, state: TxnPartition, txn: TransactionMetadata) -> None:
         spawn(self._complete(p, state, txn), f"txn-markers-{txn.transactional_id}",
-              self._tasks)
+              state.tasks)
 
     async def _complete(self, p: int, state: TxnPartition, txn: TransactionMetadata) -> None:
         """Write the markers of a prepared transaction, then CompleteCommit/Abort."""
