@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import shutil
 import tempfile
 import threading
 import uuid
@@ -86,7 +85,10 @@ class EmbeddedBroker:
         self.port = port if port is not None else _free_port()
         self._own_dir: Path | None = None
         if log_dir is None:
+            from strom.testing.processes import keep_dir
+
             self._own_dir = Path(tempfile.mkdtemp(prefix="strom-embedded-"))
+            keep_dir(self._own_dir)  # removed at exit even if never closed
             log_dir = self._own_dir / "data"
         self.log_dir = Path(log_dir)
         self.keep_data = False  # set to keep an own temp log dir at close (for inspection)
@@ -151,7 +153,12 @@ class EmbeddedBroker:
             raise EmbeddedBrokerError(str(e)) from None
 
     def _start_thread(self) -> None:
+        from strom.cli.server import _import_broker
         from strom.config import BrokerConfig, ConfigError
+
+        # in the caller's thread: the import briefly hides hypothesis from sys.modules,
+        # which must not race with an import of it elsewhere while start() waits
+        _import_broker()
 
         try:
             config = BrokerConfig.load(None, [f"{k}={v}" for k, v in self._settings().items()])
@@ -191,10 +198,7 @@ class EmbeddedBroker:
 
     def _serve(self, config, started: threading.Event, outcome: list[BaseException]) -> None:
         """The broker thread: its own event loop, start-up, wait for stop(), shutdown."""
-        from strom.cli.server import _import_broker
-
-        _import_broker()  # the broker's modules, without kio's hypothesis strategies
-        from strom.server.broker import Broker
+        from strom.server.broker import Broker  # imported by _start_thread
 
         try:
             import uvloop
@@ -272,8 +276,10 @@ class EmbeddedBroker:
             if self._process is not None:
                 self._process.close()
                 self._process = None
-            if self._own_dir is not None and not self.keep_data:
-                shutil.rmtree(self._own_dir, ignore_errors=True)
+            if self._own_dir is not None:
+                from strom.testing.processes import release_dir, remove_dir
+
+                (release_dir if self.keep_data else remove_dir)(self._own_dir)
 
     def __enter__(self) -> Self:
         return self.start()
