@@ -21,7 +21,10 @@ because it runs in the test process itself:
   process must stay free of broker threads.
 
 Both take any broker config (Kafka's names and values); an unknown key, a port in use or an
-unusable log dir raise `EmbeddedBrokerError` from `start()` instead of hanging. `stop()`
+unusable log dir raise `EmbeddedBrokerError` from `start()` instead of hanging. Two defaults
+differ from Kafka's, for tests: `group.initial.rebalance.delay.ms=0` (a consumer group forms
+at once, not after 3 s) and `offsets.topic.replication.factor=1` (one broker); `config`
+overrides both. `stop()`
 shuts down cleanly (flush, checkpoints); `restart()` starts again on the same port and data,
 so open clients reconnect and see what was written before.
 
@@ -70,7 +73,12 @@ def _unique_topic_name() -> str:
 
 
 class EmbeddedBroker:
-    """One broker, started by `start()` or a (sync or async) `with`; see the module doc."""
+    """One broker, started by `start()` or a (sync or async) `with`; see the module doc.
+
+    The methods are for one caller thread at a time; `_thread`, `_loop`, `_broker` and
+    `_process` belong to it. In thread mode the broker's own state lives on its loop in
+    the broker thread, which the caller only ever touches through `call_soon_threadsafe`.
+    """
 
     def __init__(self, config: dict[str, Any] | None = None, *, mode: str = "thread",
                  port: int | None = None, log_dir: str | os.PathLike | None = None,
