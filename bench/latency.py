@@ -124,14 +124,22 @@ def one_run(bootstrap, topic, args, pid):
                     # 2,000/s this spins and takes a core from the broker
                     producer.poll(d)
                 else:
-                    producer.poll(0)  # serves delivery reports
-                    time.sleep(d)
+                    time.sleep(d)  # delivery reports are served by `serve_reports`
             late_max[0] = max(late_max[0], (time.perf_counter() - target) * 1000)
             now = time.perf_counter_ns()
             sent_ns[i] = now
             producer.produce(topic, struct.pack(">qI", now, i) + pad)
-            producer.poll(0)
+            if args.spin_pacing:
+                producer.poll(0)
         producer.flush(30)
+
+    producing = threading.Event()
+
+    def serve_reports():
+        # a blocking poll wakes when a report arrives, so a delivery is timed when it
+        # happens, not at the producer's next send
+        while producing.is_set():
+            producer.poll(0.05)
 
     e2e_ns = [None] * n
     received = 0
@@ -141,6 +149,11 @@ def one_run(bootstrap, topic, args, pid):
     if args.lag:
         os.kill(pid, signal.SIGUSR1)  # resets the broker's loop-lag window
     th = threading.Thread(target=produce_loop, daemon=True)
+    producing.set()
+    reporter = None
+    if not args.spin_pacing:
+        reporter = threading.Thread(target=serve_reports, daemon=True)
+        reporter.start()
     th.start()
     deadline = time.monotonic() + n * interval + 30
     while received < n and time.monotonic() < deadline:
@@ -153,6 +166,9 @@ def one_run(bootstrap, topic, args, pid):
             e2e_ns[seq] = now - sent
             received += 1
     th.join(30)
+    producing.clear()
+    if reporter is not None:
+        reporter.join(5)
     wall = time.perf_counter() - wall0
     cpu = cpu_s(pid) - cpu0
     client1 = resource.getrusage(resource.RUSAGE_SELF)
