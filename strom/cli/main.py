@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "configs": ("strom.cli.configs", "describe and alter topic and broker configs"),
     "transactions": ("strom.cli.transactions",
                      "list, describe and abort transactions; find hanging ones"),
+    "producer-perf-test": ("strom.cli.producer_perf_test",
+                           "producer throughput and latency test (Kafka's output)"),
+    "consumer-perf-test": ("strom.cli.consumer_perf_test",
+                           "consumer throughput test (Kafka's output)"),
 }
 
 
