@@ -61,6 +61,16 @@ class FakeReplicas:
     def __init__(self, logs: dict[int, PartitionLog]) -> None:
         self.partitions = {(OFFSETS_TOPIC, p): SimpleNamespace(log=plog)
                            for p, plog in logs.items()}
+        self.marker_listeners = []
+
+    def add_txn_marker_listener(self, callback) -> None:
+        self.marker_listeners.append(callback)
+
+    def marker(self, p: int, producer_id: int, epoch: int, commit: bool) -> None:
+        """As ReplicaManager.append_txn_marker: the control batch, then the listeners."""
+        self.partitions[(OFFSETS_TOPIC, p)].log.append_marker(producer_id, epoch, 0, commit, 0)
+        for callback in self.marker_listeners:
+            callback(OFFSETS_TOPIC, p, producer_id, commit)
 
     def append(self, topic_name, p, batch, acks, internal_topics_allowed=False):
         assert internal_topics_allowed  # the coordinator writes its internal topic
@@ -90,8 +100,9 @@ class Harness:
         self.coordinator = self.new_coordinator()
 
     def new_coordinator(self) -> GroupCoordinator:
+        self.replicas = FakeReplicas(self.logs)
         return GroupCoordinator(BROKER, self.config, self.clock, self.cache, None,
-                                FakeReplicas(self.logs))
+                                self.replicas)
 
     async def load(self, coordinator: GroupCoordinator | None = None) -> GroupCoordinator:
         coordinator = coordinator or self.coordinator
@@ -340,4 +351,36 @@ def test_an_empty_consumer_group_becomes_classic(tmp_path):
         member_id, join = await join_new_member(h, group_id)
         assert (await asyncio.wait_for(join, 5)).leader == member_id
         assert h.coordinator.describe_group(group_id).protocol_type == "consumer"
+    run(main())
+
+
+def test_transactional_offsets_count_on_commit_only_and_replay(tmp_path):
+    async def main():
+        h = Harness(tmp_path)
+        await h.load()
+        group_id = h.group_in(0)
+        c = h.coordinator
+        await c.commit_offsets(group_id, -1, "", None, [OffsetCommitRequest("t", 0, 5, -1, None)])
+        for pid, offset in ((100, 10), (101, 99)):
+            results = await c.txn_commit_offsets(
+                group_id, pid, 0, -1, "", None, [OffsetCommitRequest("t", 0, offset, -1, None)])
+            assert results == [("t", 0, ErrorCode.none)]
+        # pending: the committed offset stays; require_stable refuses the partition
+        assert [f.offset for f in c.fetch_offsets(group_id, [("t", 0)])] == [5]
+        stable = c.fetch_offsets(group_id, [("t", 0), ("t", 1)], require_stable=True)
+        assert [(f.offset, f.error) for f in stable] == \
+            [(-1, ErrorCode.unstable_offset_commit), (-1, ErrorCode.none)]
+        h.replicas.marker(0, 101, 0, False)  # aborted: dropped
+        h.replicas.marker(0, 100, 0, True)   # committed: visible
+        assert [(f.offset, f.error) for f in c.fetch_offsets(
+            group_id, [("t", 0)], require_stable=True)] == [(10, ErrorCode.none)]
+        # a replay reads the same: the aborted offset never counts
+        again = await h.load(h.new_coordinator())
+        assert [f.offset for f in again.fetch_offsets(group_id, [("t", 0)])] == [10]
+        # an offset whose marker is not in the log yet is pending after a replay too
+        await again.txn_commit_offsets(group_id, 102, 0, -1, "", None,
+                                       [OffsetCommitRequest("t", 1, 3, -1, None)])
+        third = await h.load(h.new_coordinator())
+        assert [f.error for f in third.fetch_offsets(group_id, [("t", 1)], True)] == \
+            [ErrorCode.unstable_offset_commit]
     run(main())
