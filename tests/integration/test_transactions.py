@@ -2,8 +2,9 @@
 clients: confluent-kafka consume-transform-produce across two topics with random aborts
 (read_committed sees each committed record exactly once and no aborted one;
 read_uncommitted sees both), zombie fencing, kafka-python's and aiokafka's transactional
-producers, and a producer killed mid-transaction that the coordinator aborts after its
-timeout so the LSO moves on."""
+producers, a producer killed mid-transaction that the coordinator aborts after its
+timeout so the LSO moves on, a broker killed (-9) while transactions commit (after its
+restart every transaction is whole or absent), and `strom transactions`."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import textwrap
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from strom.testing.kafka import create_topic
+from strom.testing.txn_clients import TxnWorker, check_atomic, read_to_end
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,29 +40,7 @@ def txn_producer(bootstrap: str, txn_id: str, **conf) -> Producer:
 
 
 def read_values(bootstrap: str, topic: str, partitions: int, committed: bool) -> list[bytes]:
-    """Every record of `topic` up to its end (the LSO for read_committed), partition by
-    partition: read until each partition reports its end (PARTITION_EOF)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
-                  "enable.partition.eof": True, "enable.auto.commit": False,
-                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
-    out: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
-    at_end: set[int] = set()
-    try:
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        deadline = time.monotonic() + 20
-        while len(at_end) < partitions:
-            assert time.monotonic() < deadline, f"no end of {topic} reached"
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                at_end.add(m.partition())
-            else:
-                out[m.partition()].append(m.value())
-    finally:
-        c.close()
-    return [v for p in range(partitions) for v in out[p]]
+    return read_to_end(bootstrap, topic, partitions, committed, timeout=20)
 
 
 def test_consume_transform_produce_with_random_aborts(module_broker, topic_names):
@@ -255,3 +235,24 @@ def test_transactions_tool(start_broker, topic_name):
     strom_tool(module_broker, "abort", "--topic", topic_name, "--partition", "0",
                "--start-offset", "2")
     assert read_values(bootstrap, topic_name, 1, committed=True) == [b"open"]
+
+
+def test_broker_kill_mid_commit_leaves_every_transaction_whole_or_absent(start_broker,
+                                                                        topic_name):
+    b = start_broker(OVERRIDES)
+    create_topic(b.bootstrap, topic_name, partitions=2)
+    workers = [TxnWorker(b.bootstrap, f"k{n}-{topic_name}", topic_name, 2, records=4)
+               .start() for n in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(w.committed() >= 3 for w in workers):
+        assert time.monotonic() < deadline, "no commits before the kill"
+        time.sleep(0.05)
+    b.restart(crash=True)
+    before = [len(w.outcomes) for w in workers]
+    while not all(w.committed(since) >= 2 for w, since in zip(workers, before, strict=True)):
+        assert time.monotonic() < deadline + 60, "no commits after the restart"
+        time.sleep(0.1)
+    for w in workers:
+        w.stop()
+    outcomes = {txn: o for w in workers for txn, o in w.outcomes.items()}
+    check_atomic(read_values(b.bootstrap, topic_name, 2, committed=True), outcomes, 4)
