@@ -403,12 +403,17 @@ class TransactionCoordinator:
     async def _complete(self, p: int, state: TxnPartition, txn: TransactionMetadata) -> None:
         """Write the markers of a prepared transaction, then CompleteCommit/Abort."""
         commit = txn.state == TxnState.PREPARE_COMMIT
-        try:
-            await self.markers.write(txn.producer_id, txn.producer_epoch,
-                                     state.coordinator_epoch, commit, set(txn.partitions))
-        except MarkersFenced as e:
-            log.warning("Stopped completing %s: %s", txn.transactional_id, e)
-            return
+        while True:
+            try:
+                await self.markers.write(txn.producer_id, txn.producer_epoch,
+                                         state.coordinator_epoch, commit, set(txn.partitions))
+                break
+            except MarkersFenced as e:
+                log.warning("Stopped completing %s: %s", txn.transactional_id, e)
+                return
+            except Exception:  # never leave a prepared transaction behind: try again
+                log.exception("Writing the markers of %s failed", txn.transactional_id)
+                await asyncio.sleep(1.0)
         while self.partitions.get(p) is state:
             try:
                 await self._write(p, state, txn, txn.prepare_complete(self.clock.now_ms()))
