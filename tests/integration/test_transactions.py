@@ -117,6 +117,7 @@ def test_zombie_producer_is_fenced(module_broker, topic_name):
 
 def test_kafka_python_and_aiokafka_transactional_producers(module_broker, topic_name):
     from aiokafka import AIOKafkaProducer
+    from aiokafka.structs import TopicPartition as AioTopicPartition
     from kafka import KafkaProducer
 
     bootstrap = module_broker.bootstrap
@@ -141,6 +142,8 @@ def test_kafka_python_and_aiokafka_transactional_producers(module_broker, topic_
         try:
             async with producer.transaction():
                 await producer.send_and_wait(topic_name, b"aio-committed", partition=0)
+                await producer.send_offsets_to_transaction(
+                    {AioTopicPartition(topic_name, 0): 7}, f"aio-group-{topic_name}")
             await producer.begin_transaction()
             await producer.send_and_wait(topic_name, b"aio-aborted", partition=0)
             await producer.abort_transaction()
@@ -151,6 +154,12 @@ def test_kafka_python_and_aiokafka_transactional_producers(module_broker, topic_
     assert read_values(bootstrap, topic_name, 1, committed=True) == \
         [b"kp-committed", b"aio-committed"]
     assert len(read_values(bootstrap, topic_name, 1, committed=False)) == 4
+    # aiokafka's TxnOffsetCommit (an older version) committed with the transaction
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"aio-group-{topic_name}"})
+    try:
+        assert [tp.offset for tp in c.committed([TopicPartition(topic_name, 0)], 10)] == [7]
+    finally:
+        c.close()
 
 
 def test_killed_producer_is_aborted_after_its_timeout(module_broker, topic_name):
