@@ -190,7 +190,8 @@ def test_group_sweeper_keeps_running_after_a_failure(caplog, monkeypatch):
     """Before: the group sweeper's task died on its first exception: no member of any
     group ever expired again."""
     config = BrokerConfig({})
-    replicas = type("Replicas", (), {"partitions": {}})()
+    replicas = type("Replicas", (), {"partitions": {},
+                                     "add_txn_marker_listener": lambda self, cb: None})()
     coordinator = GroupCoordinator(1, config, ManualClock(), _Cache(), None, replicas)
     expire = FailsOnce()
     monkeypatch.setattr(coordinator, "_expire_members", expire)
