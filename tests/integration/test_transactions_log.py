@@ -1,6 +1,8 @@
 """The partition side of transactions (issue 12) without a coordinator: transactional
 batches written raw (`strom.testing.transactions`), ended with WriteTxnMarkers, read back by
-real consumers with isolation.level read_committed and read_uncommitted."""
+real consumers with isolation.level read_committed and read_uncommitted. The brokers run
+with transaction.partition.verification.enable=false (no coordinator knows these
+transactions)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,15 @@ from strom.testing.kafka import create_topic
 from strom.testing.transactions import RawTxnProducer
 
 pytestmark = pytest.mark.timeout(120)
+
+# the raw producer writes transactions no coordinator knows of: verification (KIP-890,
+# the coordinator's txn_verifier) is off, as a Kafka broker with this setting does
+NO_VERIFICATION = {"transaction.partition.verification.enable": "false"}
+
+
+@pytest.fixture(scope="module")
+def broker_overrides() -> dict:
+    return NO_VERIFICATION
 
 NONE = 0
 INVALID_PRODUCER_EPOCH = 47
@@ -171,7 +182,7 @@ def test_kafka_python_and_aiokafka_read_committed(module_broker, topic_name):
 
 
 def test_kill_9_with_an_open_transaction_restores_the_exact_state(start_broker, topic_name):
-    b = start_broker({"log.segment.bytes": 2000})
+    b = start_broker({"log.segment.bytes": 2000, **NO_VERIFICATION})
     create_topic(b.bootstrap, topic_name, 1)
     p = RawTxnProducer(b.port, "crash")
     q = RawTxnProducer(b.port, "other")
