@@ -325,10 +325,12 @@ class PartitionLog:
                 _unlink(path)
 
     def txn_index(self, seg: LogSegment) -> TransactionIndex:
+        """The segment's `.txnindex`, read on first use (segments replaced or deleted drop
+        theirs from the cache)."""
         index = self._txn_indexes.get(seg.base_offset)
-        path = files.segment_path(self.dir, seg.base_offset, files.TXN_INDEX_SUFFIX)
-        if index is None or index.path != path:
-            index = TransactionIndex(path)
+        if index is None:
+            index = TransactionIndex(
+                files.segment_path(self.dir, seg.base_offset, files.TXN_INDEX_SUFFIX))
             self._txn_indexes[seg.base_offset] = index
         return index
 
@@ -859,6 +861,7 @@ class PartitionLog:
         """Truncation drops a segment as Kafka does: renamed `.deleted` now (cheap, on
         the loop), removed off the loop after file.delete.delay.ms (see take_retired)."""
         seg.rename_to_deleted()
+        self._txn_indexes.pop(seg.base_offset, None)
         self._retired.append(seg)
 
     def replace_segments(self, old: list[LogSegment], base_offset: int,

@@ -4,7 +4,9 @@ A `RawTxnProducer` gets a producer id from InitProducerId (the idempotent kind: 
 transactional id reaches a coordinator), writes transactional batches with Produce (the
 transactional id rides in the request, as a real client's does) and ends its transactions
 with WriteTxnMarkers, as a coordinator would: the partition side of transactions
-(producer state, LSO, `.txnindex`, read_committed Fetch) tested on its own. Built on
+(producer state, LSO, `.txnindex`, read_committed Fetch) tested on its own. The broker must
+run with `transaction.partition.verification.enable=false`: its transaction coordinator
+knows nothing of these transactions and would refuse their batches. Built on
 `strom.testing.wire` (struct-encoded, sharing no code with the broker).
 """
 

@@ -1,6 +1,8 @@
 """The partition side of transactions (issue 12) without a coordinator: transactional
 batches written raw (`strom.testing.transactions`), ended with WriteTxnMarkers, read back by
-real consumers with isolation.level read_committed and read_uncommitted."""
+real consumers with isolation.level read_committed and read_uncommitted. The brokers run
+with transaction.partition.verification.enable=false (no coordinator knows these
+transactions)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,15 @@ from strom.testing.kafka import create_topic
 from strom.testing.transactions import RawTxnProducer
 
 pytestmark = pytest.mark.timeout(120)
+
+# the raw producer writes transactions no coordinator knows of: verification (KIP-890,
+# the coordinator's txn_verifier) is off, as a Kafka broker with this setting does
+NO_VERIFICATION = {"transaction.partition.verification.enable": "false"}
+
+
+@pytest.fixture(scope="module")
+def broker_overrides() -> dict:
+    return NO_VERIFICATION
 
 NONE = 0
 INVALID_PRODUCER_EPOCH = 47

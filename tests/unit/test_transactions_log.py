@@ -265,3 +265,24 @@ def test_cleaner_keeps_committed_values_markers_and_aborted_index(tmp_path):
     with open(txn_file, "rb") as f:
         assert decode_entries(f.read()) == [AbortedTxn(2, 2, 3, 4)]
     logs.shutdown()
+
+
+def test_truncation_drops_aborted_entries_past_the_new_end(tmp_path):
+    plog = open_log(tmp_path / "t-0", segment_bytes=300)
+    p = Producer(plog, 5)
+    for _ in range(4):
+        p.send(2)
+        p.end(commit=False)
+    replicate(plog)
+    assert len(plog.segments) > 1
+    everything = plog.collect_aborted_txns(0, plog.log_end_offset)
+    assert len(everything) == 4
+    cut = everything[1].last_offset  # the second ABORT marker and what follows go
+    plog.truncate_to(cut)
+    assert plog.collect_aborted_txns(0, cut) == everything[:1]
+    # the transaction whose marker was cut is open again
+    assert plog.producer_state.ongoing_txns() == [(everything[1].first_offset, 5)]
+    p.end(commit=True)
+    plog.high_watermark = plog.log_end_offset
+    assert plog.collect_aborted_txns(0, plog.log_end_offset) == everything[:1]
+    assert plog.last_stable_offset == plog.log_end_offset
