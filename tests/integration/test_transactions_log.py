@@ -26,20 +26,13 @@ NO_VERIFICATION = {"transaction.partition.verification.enable": "false"}
 def broker_overrides() -> dict:
     return NO_VERIFICATION
 
+
 NONE = 0
 INVALID_PRODUCER_EPOCH = 47
 INVALID_TXN_STATE = 48
 TRANSACTION_COORDINATOR_FENCED = 52
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 PARTITION_EOF = -191
-# the raw producers' ids come from idempotent InitProducerId: no coordinator knows them,
-# so the coordinator's KIP-890 verification (on by default) would refuse their batches
-NO_VERIFICATION = {"transaction.partition.verification.enable": "false"}
-
-
-@pytest.fixture(scope="module")
-def broker_overrides():
-    return NO_VERIFICATION
 
 
 def read_to_eof(bootstrap: str, topic: str, partition: int, isolation: str,

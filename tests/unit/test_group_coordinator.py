@@ -80,9 +80,6 @@ class FakeReplicas:
     async def wait_for_replication(self, *args) -> None:
         return None
 
-    def add_txn_marker_listener(self, callback) -> None:
-        """The group coordinator listens for markers (pending transactional offsets)."""
-
 
 def config(**extra) -> BrokerConfig:
     values = {"group.initial.rebalance.delay.ms": "3000", "offsets.topic.num.partitions": "2",
