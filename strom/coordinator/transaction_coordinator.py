@@ -273,7 +273,9 @@ class TransactionCoordinator:
                 producer_epoch == txn.last_producer_epoch
             if not (current or previous):
                 raise kafka_error(ErrorCode.producer_fenced)
-            if previous:  # a retry of an InitProducerId that already rotated the id
+            retry = previous or (producer_epoch == txn.last_producer_epoch !=
+                                 txn.producer_epoch and txn.state == TxnState.EMPTY)
+            if retry:  # its earlier InitProducerId bumped (or rotated) already
                 return txn.producer_id, txn.producer_epoch
         if txn.state == TxnState.ONGOING:
             await self._end(p, state, txn, commit=False, fence=True)

@@ -86,6 +86,8 @@ def test_fencing_and_producer_errors(tmp_path):
         assert await code_of(c.init_producer_id("", 1000)) == ErrorCode.invalid_request
         # KIP-360: the current producer recovering its epoch
         assert await c.init_producer_id("tx", 60_000, pid, e0 + 2) == (pid, e0 + 3)
+        # its retry (the answer was lost) gets the same epoch, not another bump
+        assert await c.init_producer_id("tx", 60_000, pid, e0 + 2) == (pid, e0 + 3)
         assert await code_of(c.init_producer_id("tx", 60_000, pid, e0)) == \
             ErrorCode.producer_fenced
     run(main())
