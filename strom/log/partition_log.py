@@ -281,7 +281,10 @@ class PartitionLog:
             if seg.next_offset <= start:
                 continue
             try:
-                for bp in seg.batches():
+                first = seg.find_batch(start)  # through the index: no scan before `start`
+                if first is None:
+                    continue
+                for bp in seg.batches(first.position):
                     h = bp.header
                     if h.base_offset >= start and h.producer_id >= 0:
                         data = seg.read_bytes(bp.position, h.size) if h.is_control else b""
