@@ -29,6 +29,16 @@ async def code_of(coro) -> ErrorCode:
     return ErrorCode.none
 
 
+async def open_transaction(tmp_path, partitions, **config):
+    """A loaded coordinator with transaction "tx" open on `partitions`:
+    (harness, coordinator, producer id, epoch)."""
+    h = TxnHarness(tmp_path, **config)
+    c = await h.load()
+    pid, epoch = await c.init_producer_id("tx", 60_000)
+    await c.add_partitions("tx", pid, epoch, partitions)
+    return h, c, pid, epoch
+
+
 def test_commit_writes_markers_then_completes_and_replays(tmp_path):
     async def main():
         h = TxnHarness(tmp_path)
@@ -57,10 +67,7 @@ def test_commit_writes_markers_then_completes_and_replays(tmp_path):
 
 def test_fencing_and_producer_errors(tmp_path):
     async def main():
-        h = TxnHarness(tmp_path)
-        c = await h.load()
-        pid, e0 = await c.init_producer_id("tx", 60_000)
-        await c.add_partitions("tx", pid, e0, {T0})
+        h, c, pid, e0 = await open_transaction(tmp_path, {T0})
         # a second producer with the same id: the open transaction is aborted with a
         # bumped epoch, the newcomer retries
         assert await code_of(c.init_producer_id("tx", 60_000)) == \
@@ -95,10 +102,7 @@ def test_fencing_and_producer_errors(tmp_path):
 
 def test_requests_while_markers_are_written_get_concurrent_transactions(tmp_path):
     async def main():
-        h = TxnHarness(tmp_path)
-        c = await h.load()
-        pid, epoch = await c.init_producer_id("tx", 60_000)
-        await c.add_partitions("tx", pid, epoch, {T0})
+        h, c, pid, epoch = await open_transaction(tmp_path, {T0})
         h.markers.hold = True
         await c.end_txn("tx", pid, epoch, False)
         assert c.describe("tx").state == TxnState.PREPARE_ABORT
@@ -121,10 +125,7 @@ def test_requests_while_markers_are_written_get_concurrent_transactions(tmp_path
 
 def test_a_new_coordinator_completes_a_prepared_commit(tmp_path):
     async def main():
-        h = TxnHarness(tmp_path)
-        c = await h.load()
-        pid, epoch = await c.init_producer_id("tx", 60_000)
-        await c.add_partitions("tx", pid, epoch, {T0, T1})
+        h, c, pid, epoch = await open_transaction(tmp_path, {T0, T1})
         h.markers.hold = True
         await c.end_txn("tx", pid, epoch, True)
         await c.stop()  # the old coordinator dies before the markers
@@ -138,10 +139,7 @@ def test_a_new_coordinator_completes_a_prepared_commit(tmp_path):
 
 def test_verify_partitions_for_produce(tmp_path):
     async def main():
-        h = TxnHarness(tmp_path)
-        c = await h.load()
-        pid, epoch = await c.init_producer_id("tx", 60_000)
-        await c.add_partitions("tx", pid, epoch, {T0})
+        h, c, pid, epoch = await open_transaction(tmp_path, {T0})
         assert await c.verify_for_produce("tx", pid, epoch, "t", 0) == ErrorCode.none
         assert await c.verify_for_produce("tx", pid, epoch, "t", 1) == \
             ErrorCode.invalid_txn_state
