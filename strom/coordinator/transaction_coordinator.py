@@ -494,8 +494,8 @@ class TransactionCoordinator:
                 if txn.state == TxnState.DEAD or (states and txn.state not in states) or \
                         (producer_ids and txn.producer_id not in producer_ids):
                     continue
-                if min_duration_ms >= 0 and (not txn.in_transaction or
-                                             now - txn.start_ms < min_duration_ms):
+                # as Kafka: an id with no transaction (start -1) passes any duration
+                if min_duration_ms >= 0 and now - txn.start_ms <= min_duration_ms:
                     continue
                 if regex is not None and not regex.search(txn.transactional_id):
                     continue

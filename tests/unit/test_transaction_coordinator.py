@@ -186,6 +186,10 @@ def test_timed_out_transactions_are_aborted_and_idle_ids_expire(tmp_path):
         assert [t.transactional_id for t in c.list_transactions(
             {TxnState.EMPTY})] == ["idle"]
         assert [t.producer_id for t in c.list_transactions(producer_ids={idle})] == [idle]
+        # open for 11 s: longer than 10 s, not than 11 s
+        assert [t.transactional_id for t in c.list_transactions(
+            {TxnState.COMPLETE_ABORT}, min_duration_ms=10_000)] == ["tx"]
+        assert c.list_transactions({TxnState.COMPLETE_ABORT}, min_duration_ms=11_000) == []
         h.clock.advance(95_000)
         await c.expire_transactional_ids()  # "idle" was last updated 106 s ago
         assert [t.transactional_id for t in c.list_transactions()] == ["tx"]
