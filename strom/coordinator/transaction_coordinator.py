@@ -273,7 +273,9 @@ class TransactionCoordinator:
                 producer_epoch == txn.last_producer_epoch
             if not (current or previous):
                 raise kafka_error(ErrorCode.producer_fenced)
-            if previous:  # a retry of an InitProducerId that already rotated the id
+            retry = previous or (producer_epoch == txn.last_producer_epoch !=
+                                 txn.producer_epoch and txn.state == TxnState.EMPTY)
+            if retry:  # its earlier InitProducerId bumped (or rotated) already
                 return txn.producer_id, txn.producer_epoch
         if txn.state == TxnState.ONGOING:
             await self._end(p, state, txn, commit=False, fence=True)
@@ -492,8 +494,8 @@ class TransactionCoordinator:
                 if txn.state == TxnState.DEAD or (states and txn.state not in states) or \
                         (producer_ids and txn.producer_id not in producer_ids):
                     continue
-                if min_duration_ms >= 0 and (not txn.in_transaction or
-                                             now - txn.start_ms < min_duration_ms):
+                # as Kafka: an id with no transaction (start -1) passes any duration
+                if min_duration_ms >= 0 and now - txn.start_ms <= min_duration_ms:
                     continue
                 if regex is not None and not regex.search(txn.transactional_id):
                     continue

@@ -182,8 +182,3 @@ class TransactionMetadata:
     def prepare_dead(self) -> TxnTransition:
         return self._prepare(replace(self._current(), state=TxnState.DEAD,
                                      partitions=frozenset()))
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.state in (TxnState.ONGOING, TxnState.PREPARE_COMMIT,
-                              TxnState.PREPARE_ABORT, TxnState.PREPARE_EPOCH_FENCE)

@@ -28,6 +28,7 @@ class TxnWorker(threading.Thread):
         self.timeout_ms = timeout_ms
         self.outcomes: dict[str, str] = {}  # transaction -> committed, aborted, unknown
         self.error: BaseException | None = None
+        self.fatal: list[KafkaError] = []  # errors that needed a new producer
         self._stop_flag = threading.Event()
 
     def start(self) -> TxnWorker:
@@ -81,7 +82,11 @@ class TxnWorker(threading.Thread):
                             pass
                     elif err.retriable():
                         continue
-                    producer.flush(5)
+                    self.fatal.append(err)
+                    try:
+                        producer.flush(5)
+                    except KafkaException:
+                        pass  # a producer in a fatal state refuses even that
                     producer = self._producer()  # fences what the old one left open
         except BaseException as e:  # noqa: BLE001 - re-raised by stop()
             self.error = e

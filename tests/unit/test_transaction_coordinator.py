@@ -29,6 +29,16 @@ async def code_of(coro) -> ErrorCode:
     return ErrorCode.none
 
 
+async def open_transaction(tmp_path, partitions, **config):
+    """A loaded coordinator with transaction "tx" open on `partitions`:
+    (harness, coordinator, producer id, epoch)."""
+    h = TxnHarness(tmp_path, **config)
+    c = await h.load()
+    pid, epoch = await c.init_producer_id("tx", 60_000)
+    await c.add_partitions("tx", pid, epoch, partitions)
+    return h, c, pid, epoch
+
+
 def test_commit_writes_markers_then_completes_and_replays(tmp_path):
     async def main():
         h = TxnHarness(tmp_path)
@@ -57,10 +67,7 @@ def test_commit_writes_markers_then_completes_and_replays(tmp_path):
 
 def test_fencing_and_producer_errors(tmp_path):
     async def main():
-        h = TxnHarness(tmp_path)
-        c = await h.load()
-        pid, e0 = await c.init_producer_id("tx", 60_000)
-        await c.add_partitions("tx", pid, e0, {T0})
+        h, c, pid, e0 = await open_transaction(tmp_path, {T0})
         # a second producer with the same id: the open transaction is aborted with a
         # bumped epoch, the newcomer retries
         assert await code_of(c.init_producer_id("tx", 60_000)) == \
@@ -86,6 +93,8 @@ def test_fencing_and_producer_errors(tmp_path):
         assert await code_of(c.init_producer_id("", 1000)) == ErrorCode.invalid_request
         # KIP-360: the current producer recovering its epoch
         assert await c.init_producer_id("tx", 60_000, pid, e0 + 2) == (pid, e0 + 3)
+        # its retry (the answer was lost) gets the same epoch, not another bump
+        assert await c.init_producer_id("tx", 60_000, pid, e0 + 2) == (pid, e0 + 3)
         assert await code_of(c.init_producer_id("tx", 60_000, pid, e0)) == \
             ErrorCode.producer_fenced
     run(main())
@@ -93,10 +102,7 @@ def test_fencing_and_producer_errors(tmp_path):
 
 def test_requests_while_markers_are_written_get_concurrent_transactions(tmp_path):
     async def main():
-        h = TxnHarness(tmp_path)
-        c = await h.load()
-        pid, epoch = await c.init_producer_id("tx", 60_000)
-        await c.add_partitions("tx", pid, epoch, {T0})
+        h, c, pid, epoch = await open_transaction(tmp_path, {T0})
         h.markers.hold = True
         await c.end_txn("tx", pid, epoch, False)
         assert c.describe("tx").state == TxnState.PREPARE_ABORT
@@ -119,10 +125,7 @@ def test_requests_while_markers_are_written_get_concurrent_transactions(tmp_path
 
 def test_a_new_coordinator_completes_a_prepared_commit(tmp_path):
     async def main():
-        h = TxnHarness(tmp_path)
-        c = await h.load()
-        pid, epoch = await c.init_producer_id("tx", 60_000)
-        await c.add_partitions("tx", pid, epoch, {T0, T1})
+        h, c, pid, epoch = await open_transaction(tmp_path, {T0, T1})
         h.markers.hold = True
         await c.end_txn("tx", pid, epoch, True)
         await c.stop()  # the old coordinator dies before the markers
@@ -136,10 +139,7 @@ def test_a_new_coordinator_completes_a_prepared_commit(tmp_path):
 
 def test_verify_partitions_for_produce(tmp_path):
     async def main():
-        h = TxnHarness(tmp_path)
-        c = await h.load()
-        pid, epoch = await c.init_producer_id("tx", 60_000)
-        await c.add_partitions("tx", pid, epoch, {T0})
+        h, c, pid, epoch = await open_transaction(tmp_path, {T0})
         assert await c.verify_for_produce("tx", pid, epoch, "t", 0) == ErrorCode.none
         assert await c.verify_for_produce("tx", pid, epoch, "t", 1) == \
             ErrorCode.invalid_txn_state
@@ -186,6 +186,10 @@ def test_timed_out_transactions_are_aborted_and_idle_ids_expire(tmp_path):
         assert [t.transactional_id for t in c.list_transactions(
             {TxnState.EMPTY})] == ["idle"]
         assert [t.producer_id for t in c.list_transactions(producer_ids={idle})] == [idle]
+        # open for 11 s: longer than 10 s, not than 11 s
+        assert [t.transactional_id for t in c.list_transactions(
+            {TxnState.COMPLETE_ABORT}, min_duration_ms=10_000)] == ["tx"]
+        assert c.list_transactions({TxnState.COMPLETE_ABORT}, min_duration_ms=11_000) == []
         h.clock.advance(95_000)
         await c.expire_transactional_ids()  # "idle" was last updated 106 s ago
         assert [t.transactional_id for t in c.list_transactions()] == ["tx"]
