@@ -1,0 +1,211 @@
+"""A cleaner thread's child process: the heavy half of a cleaning round, off the broker's GIL.
+
+Building the key map and copying the retained records into `.cleaned` files is CPU work in
+Python; done in a thread of the broker it takes the GIL from the event loop, and produce and
+fetch latency suffer for the length of a round. So each cleaner thread (cleaner_manager.py)
+hands its rounds to one `CleanerWorker`: a process started with multiprocessing's `spawn`
+(nothing of the broker's state, locks or sockets is inherited), niced by `WORKER_NICENESS`,
+that runs `Cleaner.clean` (cleaner.py) exactly as the thread would.
+
+The thread and its worker talk over a Pipe, one round at a time:
+
+    thread -> worker   ("clean", request, map memory, IO rate, now)   the request carries paths,
+                                                                       sizes and offsets only
+    worker -> thread   ("swap", base offsets of the group, base)       a group's .cleaned files
+                                                                       are written and fsynced
+    thread -> worker   ("swapped", True | False | None)               the owner swapped them (or
+                                                                       refused; None: it failed)
+    worker -> thread   ("done", CleanResult) | ("error", exception)
+
+so the swap itself (`.cleaned` -> `.swap` -> final names, on the event loop), and with it
+crash safety and the cleaner checkpoint, stay with the broker as before; the worker only
+reads segment files and writes `.cleaned` ones. `now` comes from the broker's clock, so a
+round's delete horizons are the broker's. The IO throttle runs in the worker, at the rate
+given with each round (the cleaner threads' share of log.cleaner.io.max.bytes.per.second).
+
+Stopping: `stop()` sets an event the worker checks between batches (and that cuts its
+throttle sleeps): the round ends with CleanerAborted and its `.cleaned` files removed. A
+worker whose broker is gone (its parent changed) stops the same way, and exits when its pipe
+closes. A worker that dies mid-round fails that round (the thread starts a new worker for the
+next one); a `.cleaned` file it left is removed by the next round of that log, or by log
+recovery at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import threading
+from typing import Any
+
+from strom.clock import ManualClock
+from strom.log.cleaner import (
+    Cleaner,
+    CleanerAborted,
+    CleanRequest,
+    CleanResult,
+    SegmentInfo,
+    SwapFn,
+    Throttler,
+)
+
+log = logging.getLogger(__name__)
+
+WORKER_NICENESS = 10  # added to the broker's niceness: the event loop comes first
+POLL_S = 0.2  # how often a waiting thread looks at its stop event
+STOP_TIMEOUT_S = 10.0
+
+
+class CleanerWorkerDied(RuntimeError):
+    """The worker process ended in the middle of a round."""
+
+
+class _Stop:
+    """The worker's stop signal: the broker's event, or the broker gone."""
+
+    def __init__(self, event: Any, parent: int) -> None:
+        self.event = event
+        self.parent = parent
+
+    def is_set(self) -> bool:
+        return self.event.is_set() or os.getppid() != self.parent
+
+    def wait(self, timeout: float) -> bool:
+        return self.event.wait(timeout)
+
+
+def _portable(req: CleanRequest) -> CleanRequest:
+    """The request without its live objects (the PartitionLog and LogSegments)."""
+    return dataclasses.replace(
+        req, log=None,
+        segments=tuple(dataclasses.replace(s, segment=None) for s in req.segments))
+
+
+def _worker_main(conn: Any, stop_event: Any, parent: int) -> None:
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
+    stop = _Stop(stop_event, parent)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the broker closed the pipe (or is gone)
+        if message is None:
+            return
+        _kind, req, map_memory, io_rate, now_ms = message
+        try:
+            result = _clean(conn, req, map_memory, io_rate, now_ms, stop)
+            reply: tuple = ("done", result)
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the broker
+            reply = ("error", e)
+        try:
+            conn.send(reply)
+        except (OSError, EOFError):
+            return
+        except Exception as e:  # noqa: BLE001 - an exception that does not pickle
+            conn.send(("error", RuntimeError(repr(reply[1] if len(reply) > 1 else e))))
+
+
+def _clean(conn: Any, req: CleanRequest, map_memory: int, io_rate: float, now_ms: int,
+           stop: _Stop) -> CleanResult:
+    def swap(_req: CleanRequest, group: list[SegmentInfo], base: int) -> bool:
+        conn.send(("swap", [s.base_offset for s in group], base))
+        kind, swapped = conn.recv()
+        if swapped is None:
+            raise CleanerAborted("the broker failed to swap the cleaned segment")
+        return swapped
+
+    throttler = Throttler(io_rate, stop.wait)
+    return Cleaner(ManualClock(now_ms), map_memory, throttler, stop).clean(req, swap)
+
+
+class CleanerWorker:
+    """One worker process, started on first use and again after it dies. Used by one
+    cleaner thread at a time."""
+
+    def __init__(self, name: str, stop: threading.Event) -> None:
+        self.name = name
+        self.stop = stop  # the cleaner manager's (threads)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stop_event = self._ctx.Event()
+        self._process: Any = None
+        self._conn: Any = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            return
+        self._discard()
+        ours, theirs = self._ctx.Pipe()
+        process = self._ctx.Process(target=_worker_main, name=self.name, daemon=True,
+                                    args=(theirs, self._stop_event, os.getpid()))
+        process.start()
+        theirs.close()
+        self._process, self._conn = process, ours
+        log.info("Started log cleaner worker process %s (pid %d)", self.name, process.pid)
+
+    def clean(self, req: CleanRequest, swap: SwapFn, map_memory: int, io_rate: float,
+              now_ms: int) -> CleanResult:
+        """Run `req` in the worker; `swap` is called here, in the calling thread."""
+        self.start()
+        by_base = {s.base_offset: s for s in req.segments}
+        try:
+            self._pass_stop()
+            self._conn.send(("clean", _portable(req), map_memory, io_rate, now_ms))
+            while True:
+                message = self._receive()
+                if message[0] == "swap":
+                    _kind, bases, base = message
+                    try:
+                        swapped = swap(req, [by_base[b] for b in bases], base)
+                    except BaseException:
+                        self._conn.send(("swapped", None))  # the worker discards its files
+                        self._receive()
+                        raise
+                    self._pass_stop()  # before the next group: a stop asked for meanwhile
+                    self._conn.send(("swapped", bool(swapped)))
+                elif message[0] == "done":
+                    return message[1]
+                else:
+                    raise message[1]
+        except (EOFError, OSError, BrokenPipeError) as e:
+            self._discard()
+            raise CleanerWorkerDied(f"log cleaner worker {self.name} ended: {e!r}") from None
+
+    def _pass_stop(self) -> None:
+        if self.stop.is_set():
+            self._stop_event.set()
+
+    def _receive(self) -> Any:
+        while not self._conn.poll(POLL_S):
+            self._pass_stop()
+            if not self._process.is_alive() and not self._conn.poll(0):
+                raise EOFError(f"exit code {self._process.exitcode}")
+        return self._conn.recv()
+
+    def close(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the worker (a round in progress is abandoned) and wait for it to exit."""
+        self._stop_event.set()
+        self._discard(timeout)
+
+    def _discard(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        conn, process = self._conn, self._process
+        self._conn = self._process = None
+        if conn is not None:
+            try:
+                conn.send(None)
+            except (OSError, ValueError):
+                pass
+            conn.close()
+        if process is not None:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()  # our own child, by its handle
+                process.join(timeout)
