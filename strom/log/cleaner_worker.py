@@ -38,7 +38,7 @@ import logging
 import multiprocessing
 import os
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from strom.clock import ManualClock
 from strom.log.cleaner import (
@@ -153,42 +153,52 @@ class CleanerWorker:
 
     def clean(self, req: CleanRequest, swap: SwapFn, map_memory: int, io_rate: float,
               now_ms: int) -> CleanResult:
-        """Run `req` in the worker; `swap` is called here, in the calling thread."""
+        """Run `req` in the worker; `swap` is called here, in the calling thread. The
+        worker's own exceptions (CleanerAborted, an OSError such as ENOSPC, a corrupt
+        batch) are raised here as they were there; CleanerWorkerDied if it ended."""
         self.start()
         by_base = {s.base_offset: s for s in req.segments}
-        try:
-            self._pass_stop()
-            self._conn.send(("clean", _portable(req), map_memory, io_rate, now_ms))
-            while True:
-                message = self._receive()
-                if message[0] == "swap":
-                    _kind, bases, base = message
-                    try:
-                        swapped = swap(req, [by_base[b] for b in bases], base)
-                    except BaseException:
-                        self._conn.send(("swapped", None))  # the worker discards its files
-                        self._receive()
-                        raise
-                    self._pass_stop()  # before the next group: a stop asked for meanwhile
-                    self._conn.send(("swapped", bool(swapped)))
-                elif message[0] == "done":
-                    return message[1]
-                else:
-                    raise message[1]
-        except (EOFError, OSError, BrokenPipeError) as e:
-            self._discard()
-            raise CleanerWorkerDied(f"log cleaner worker {self.name} ended: {e!r}") from None
+        self._pass_stop()
+        self._send(("clean", _portable(req), map_memory, io_rate, now_ms))
+        while True:
+            message = self._receive()
+            if message[0] == "done":
+                return message[1]
+            if message[0] == "error":
+                raise message[1]
+            _kind, bases, base = message  # "swap"
+            try:
+                swapped = swap(req, [by_base[b] for b in bases], base)
+            except BaseException:
+                self._send(("swapped", None))  # the worker discards its files
+                self._receive()
+                raise
+            self._pass_stop()  # before the next group: a stop asked for meanwhile
+            self._send(("swapped", bool(swapped)))
 
     def _pass_stop(self) -> None:
         if self.stop.is_set():
             self._stop_event.set()
 
+    def _send(self, message: tuple) -> None:
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError) as e:
+            self._died(e)
+
     def _receive(self) -> Any:
-        while not self._conn.poll(POLL_S):
-            self._pass_stop()
-            if not self._process.is_alive() and not self._conn.poll(0):
-                raise EOFError(f"exit code {self._process.exitcode}")
-        return self._conn.recv()
+        try:
+            while not self._conn.poll(POLL_S):
+                self._pass_stop()
+                if not self._process.is_alive() and not self._conn.poll(0):
+                    raise EOFError(f"exit code {self._process.exitcode}")
+            return self._conn.recv()
+        except (EOFError, OSError) as e:
+            self._died(e)
+
+    def _died(self, e: BaseException) -> NoReturn:
+        self._discard()
+        raise CleanerWorkerDied(f"log cleaner worker {self.name} ended: {e!r}") from None
 
     def close(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop the worker (a round in progress is abandoned) and wait for it to exit."""
