@@ -3,11 +3,14 @@
 Building the key map and copying the retained records into `.cleaned` files is CPU work in
 Python; done in a thread of the broker it takes the GIL from the event loop, and produce and
 fetch latency suffer for the length of a round. So each cleaner thread (cleaner_manager.py)
-hands its rounds to one `CleanerWorker`: a process started with multiprocessing's `spawn`
-(nothing of the broker's state, locks or sockets is inherited), niced by `WORKER_NICENESS`,
-that runs `Cleaner.clean` (cleaner.py) exactly as the thread would.
+hands its rounds to one `CleanerWorker`: a fresh interpreter running this module
+(`python -m strom.log.cleaner_worker`, so nothing of the broker's state, locks or sockets is
+inherited, and no program's main module is imported again, as multiprocessing's spawn
+would), niced by `WORKER_NICENESS`, that runs `Cleaner.clean` (cleaner.py) exactly as the
+thread would.
 
-The thread and its worker talk over a Pipe, one round at a time:
+The thread and its worker talk over a socket pair (multiprocessing Connections: pickled
+messages), one round at a time:
 
     thread -> worker   ("clean", request, map memory, IO rate, now)   the request carries paths,
                                                                        sizes and offsets only
@@ -23,10 +26,10 @@ reads segment files and writes `.cleaned` ones. `now` comes from the broker's cl
 round's delete horizons are the broker's. The IO throttle runs in the worker, at the rate
 given with each round (the cleaner threads' share of log.cleaner.io.max.bytes.per.second).
 
-Stopping: `stop()` sets an event the worker checks between batches (and that cuts its
-throttle sleeps): the round ends with CleanerAborted and its `.cleaned` files removed. A
-worker whose broker is gone (its parent changed) stops the same way, and exits when its pipe
-closes. A worker that dies mid-round fails that round (the thread starts a new worker for the
+Stopping: the thread writes a byte to a stop pipe, which the worker checks between batches
+(and which cuts its throttle sleeps): the round ends with CleanerAborted and its `.cleaned`
+files removed. A worker whose broker is gone sees the stop pipe closed and stops the same
+way, and exits when its connection closes. A worker that dies mid-round fails that round (the thread starts a new worker for the
 next one); a `.cleaned` file it left is removed by the next round of that log, or by log
 recovery at start-up.
 """
@@ -35,9 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import os
+import select
+import socket
+import subprocess
+import sys
 import threading
+from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 from strom.clock import ManualClock
@@ -63,17 +70,17 @@ class CleanerWorkerDied(RuntimeError):
 
 
 class _Stop:
-    """The worker's stop signal: the broker's event, or the broker gone."""
+    """The worker's stop signal: the stop pipe is readable (a byte written, or the broker
+    gone and its end closed)."""
 
-    def __init__(self, event: Any, parent: int) -> None:
-        self.event = event
-        self.parent = parent
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
 
     def is_set(self) -> bool:
-        return self.event.is_set() or os.getppid() != self.parent
+        return bool(select.select([self.fd], [], [], 0)[0])
 
     def wait(self, timeout: float) -> bool:
-        return self.event.wait(timeout)
+        return bool(select.select([self.fd], [], [], max(timeout, 0))[0])
 
 
 def _portable(req: CleanRequest) -> CleanRequest:
@@ -83,31 +90,34 @@ def _portable(req: CleanRequest) -> CleanRequest:
         segments=tuple(dataclasses.replace(s, segment=None) for s in req.segments))
 
 
-def _worker_main(conn: Any, stop_event: Any, parent: int) -> None:
+def main(argv: list[str]) -> int:
+    """The worker process: `python -m strom.log.cleaner_worker <connection fd> <stop fd>`."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="[%(asctime)s] %(levelname)s %(message)s (%(name)s)")
     try:
         os.nice(WORKER_NICENESS)
     except OSError:
         pass
-    stop = _Stop(stop_event, parent)
+    conn = Connection(int(argv[0]))
+    stop = _Stop(int(argv[1]))
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
-            return  # the broker closed the pipe (or is gone)
+            return 0  # the broker closed the connection (or is gone)
         if message is None:
-            return
+            return 0
         _kind, req, map_memory, io_rate, now_ms = message
         try:
-            result = _clean(conn, req, map_memory, io_rate, now_ms, stop)
-            reply: tuple = ("done", result)
+            reply: tuple = ("done", _clean(conn, req, map_memory, io_rate, now_ms, stop))
         except Exception as e:  # noqa: BLE001 - every failure goes back to the broker
             reply = ("error", e)
         try:
             conn.send(reply)
         except (OSError, EOFError):
-            return
-        except Exception as e:  # noqa: BLE001 - an exception that does not pickle
-            conn.send(("error", RuntimeError(repr(reply[1] if len(reply) > 1 else e))))
+            return 0
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            conn.send(("error", RuntimeError(repr(reply[1]))))
 
 
 def _clean(conn: Any, req: CleanRequest, map_memory: int, io_rate: float, now_ms: int,
@@ -130,25 +140,39 @@ class CleanerWorker:
     def __init__(self, name: str, stop: threading.Event) -> None:
         self.name = name
         self.stop = stop  # the cleaner manager's (threads)
-        self._ctx = multiprocessing.get_context("spawn")
-        self._stop_event = self._ctx.Event()
-        self._process: Any = None
-        self._conn: Any = None
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._stop_w = -1  # the write end of the worker's stop pipe
+        self._stopped = False
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        if self._process is not None and self._process.is_alive():
+        if self._process is not None and self._process.poll() is None:
             return
         self._discard()
-        ours, theirs = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker_main, name=self.name, daemon=True,
-                                    args=(theirs, self._stop_event, os.getpid()))
-        process.start()
-        theirs.close()
-        self._process, self._conn = process, ours
+        ours, theirs = socket.socketpair()
+        stop_r, stop_w = os.pipe()
+        env = dict(os.environ)
+        # the strom this broker runs, whatever the child's sys.path would find first
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "strom.log.cleaner_worker", str(theirs.fileno()),
+                 str(stop_r)],
+                pass_fds=(theirs.fileno(), stop_r), stdin=subprocess.DEVNULL, env=env)
+        except BaseException:
+            ours.close()
+            os.close(stop_w)
+            raise
+        finally:
+            theirs.close()
+            os.close(stop_r)
+        self._process, self._conn, self._stop_w = process, Connection(ours.detach()), stop_w
+        self._stopped = False
         log.info("Started log cleaner worker process %s (pid %d)", self.name, process.pid)
 
     def clean(self, req: CleanRequest, swap: SwapFn, map_memory: int, io_rate: float,
@@ -177,8 +201,12 @@ class CleanerWorker:
             self._send(("swapped", bool(swapped)))
 
     def _pass_stop(self) -> None:
-        if self.stop.is_set():
-            self._stop_event.set()
+        if self.stop.is_set() and not self._stopped and self._stop_w >= 0:
+            self._stopped = True
+            try:
+                os.write(self._stop_w, b"s")
+            except OSError:
+                pass
 
     def _send(self, message: tuple) -> None:
         try:
@@ -190,8 +218,8 @@ class CleanerWorker:
         try:
             while not self._conn.poll(POLL_S):
                 self._pass_stop()
-                if not self._process.is_alive() and not self._conn.poll(0):
-                    raise EOFError(f"exit code {self._process.exitcode}")
+                if self._process.poll() is not None and not self._conn.poll(0):
+                    raise EOFError(f"exit code {self._process.returncode}")
             return self._conn.recv()
         except (EOFError, OSError) as e:
             self._died(e)
@@ -202,12 +230,13 @@ class CleanerWorker:
 
     def close(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop the worker (a round in progress is abandoned) and wait for it to exit."""
-        self._stop_event.set()
         self._discard(timeout)
 
     def _discard(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        conn, process = self._conn, self._process
-        self._conn = self._process = None
+        conn, process, stop_w = self._conn, self._process, self._stop_w
+        self._conn, self._process, self._stop_w = None, None, -1
+        if stop_w >= 0:
+            os.close(stop_w)  # the worker's stop pipe reads as stopped from now on
         if conn is not None:
             try:
                 conn.send(None)
@@ -215,7 +244,12 @@ class CleanerWorker:
                 pass
             conn.close()
         if process is not None:
-            process.join(timeout)
-            if process.is_alive():
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
                 process.kill()  # our own child, by its handle
-                process.join(timeout)
+                process.wait(timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -90,7 +90,7 @@ def test_a_worker_that_dies_fails_its_round_and_is_started_again(tmp_path):
     def swap_and_kill(req, group, base):
         first_pid.append(worker.pid)
         worker._process.kill()  # our own child, by its handle
-        worker._process.join(10)
+        worker._process.wait(10)
         return real_swap(req, group, base)
 
     env.manager._swap = swap_and_kill
