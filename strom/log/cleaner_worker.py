@@ -28,8 +28,8 @@ given with each round (the cleaner threads' share of log.cleaner.io.max.bytes.pe
 
 Stopping: the thread writes a byte to a stop pipe, which the worker checks between batches
 (and which cuts its throttle sleeps): the round ends with CleanerAborted and its `.cleaned`
-files removed. A worker whose broker is gone sees the stop pipe closed and stops the same
-way, and exits when its connection closes. A worker that dies mid-round fails that round (the thread starts a new worker for the
+files removed. A worker whose broker is gone (the stop pipe closed, another parent) exits
+there and then, and an idle one when its connection closes. A worker that dies mid-round fails that round (the thread starts a new worker for the
 next one); a `.cleaned` file it left is removed by the next round of that log, or by log
 recovery at start-up.
 """
@@ -70,17 +70,25 @@ class CleanerWorkerDied(RuntimeError):
 
 
 class _Stop:
-    """The worker's stop signal: the stop pipe is readable (a byte written, or the broker
-    gone and its end closed)."""
+    """The worker's stop signal: the stop pipe is readable (a byte written, or its end
+    closed). When the broker is gone the worker exits at once, leaving its files as they
+    are: the broker's next start removes `.cleaned` files in its recovery, and a worker
+    that tidied up after that could remove a new round's files of the same name."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.parent = os.getppid()
+
+    def _stopped(self, ready: list) -> bool:
+        if ready and os.getppid() != self.parent:
+            os._exit(1)
+        return bool(ready)
 
     def is_set(self) -> bool:
-        return bool(select.select([self.fd], [], [], 0)[0])
+        return self._stopped(select.select([self.fd], [], [], 0)[0])
 
     def wait(self, timeout: float) -> bool:
-        return bool(select.select([self.fd], [], [], max(timeout, 0))[0])
+        return self._stopped(select.select([self.fd], [], [], max(timeout, 0))[0])
 
 
 def _portable(req: CleanRequest) -> CleanRequest:
