@@ -115,8 +115,9 @@ class LogCleanerManager:
         for i in range(self.config.get("log.cleaner.threads")):
             worker = None
             if self.worker_processes:
+                # its process starts with the first round (a broker with nothing to
+                # compact never pays for it)
                 worker = CleanerWorker(f"kafka-log-cleaner-worker-{i}", self.stop_event)
-                worker.start()  # now, so the interpreter start-up is not in a round
                 self.workers.append(worker)
             t = threading.Thread(target=self._run, args=(worker,),
                                  name=f"kafka-log-cleaner-thread-{i}", daemon=True)

@@ -142,8 +142,8 @@ def _clean(conn: Any, req: CleanRequest, map_memory: int, io_rate: float, now_ms
 
 
 class CleanerWorker:
-    """One worker process, started on first use and again after it dies. Used by one
-    cleaner thread at a time."""
+    """One worker process, started on first use (the first round) and again after it
+    dies. Used by one cleaner thread at a time."""
 
     def __init__(self, name: str, stop: threading.Event) -> None:
         self.name = name
