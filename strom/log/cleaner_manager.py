@@ -28,9 +28,14 @@ Threads and ownership: `log.cleaner.threads` daemon threads (none when
 `log.cleaner.backoff.ms` when there is nothing to clean. Everything that reads or changes a
 PartitionLog runs on its owner through `run_on_owner` (the broker passes a function that
 schedules the call on the event loop and waits for it; tests run it in place): choosing the
-log, and the swap of each cleaned group (`PartitionLog.replace_segments`). The threads read
-only segment files, through their own descriptors. This class's own state (checkpoints,
-logs in progress, uncleanable logs) is guarded by `self._lock`.
+log, and the swap of each cleaned group (`PartitionLog.replace_segments`). The cleaning
+itself reads only segment files, through its own descriptors: with `worker_processes`
+(the broker's case) each thread hands it to its own child process (cleaner_worker.py), so
+the key map and the copy never hold the event loop's GIL, and the thread only waits and
+runs the swaps; without (tests, the in-process bench) the thread cleans in place. Each
+worker throttles its IO to its share of `log.cleaner.io.max.bytes.per.second` (the rate
+divided by the threads); in place, the threads share one throttle. This class's own state
+(checkpoints, logs in progress, uncleanable logs) is guarded by `self._lock`.
 
 A failure while cleaning a log (an OSError such as ENOSPC, a corrupt batch) marks that log
 uncleanable until the broker restarts and is logged; the broker keeps serving it, and the
@@ -57,6 +62,7 @@ from strom.log.cleaner import (
     SegmentInfo,
     Throttler,
 )
+from strom.log.cleaner_worker import CleanerWorker
 from strom.log.manager import LogManager
 from strom.log.partition_log import PartitionLog
 from strom.log.swap import StepHook, no_step
@@ -74,8 +80,11 @@ def run_in_place(fn: Callable[[], T]) -> T:
 
 class LogCleanerManager:
     def __init__(self, logs: LogManager, config: BrokerConfig, clock: Clock,
-                 run_on_owner: Callable[[Callable[[], Any]], Any] = run_in_place) -> None:
+                 run_on_owner: Callable[[Callable[[], Any]], Any] = run_in_place,
+                 worker_processes: bool = False) -> None:
         self.logs = logs
+        self.worker_processes = worker_processes
+        self.workers: list[CleanerWorker] = []
         self.config = config
         self.clock = clock
         self.run_on_owner = run_on_owner
@@ -104,8 +113,14 @@ class LogCleanerManager:
             log.info("Log cleaner disabled (log.cleaner.enable=false)")
             return
         for i in range(self.config.get("log.cleaner.threads")):
-            t = threading.Thread(target=self._run, name=f"kafka-log-cleaner-thread-{i}",
-                                 daemon=True)
+            worker = None
+            if self.worker_processes:
+                # its process starts with the first round (a broker with nothing to
+                # compact never pays for it)
+                worker = CleanerWorker(f"kafka-log-cleaner-worker-{i}", self.stop_event)
+                self.workers.append(worker)
+            t = threading.Thread(target=self._run, args=(worker,),
+                                 name=f"kafka-log-cleaner-thread-{i}", daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -123,11 +138,14 @@ class LogCleanerManager:
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+        for worker in self.workers:
+            worker.close()
+        self.workers.clear()
 
-    def _run(self) -> None:
+    def _run(self, worker: CleanerWorker | None) -> None:
         while not self.stop_event.is_set():
             try:
-                cleaned = self.clean_once()
+                cleaned = self.clean_once(worker)
             except Exception:
                 log.exception("Log cleaner round failed")
                 cleaned = False
@@ -135,15 +153,20 @@ class LogCleanerManager:
                 self.stop_event.wait(self.config.get("log.cleaner.backoff.ms") / 1000)
 
     # --- one round ------------------------------------------------------------------------
-    def clean_once(self) -> CleanResult | None:
-        """Clean the filthiest log, if one needs it; None if none did (or on shutdown)."""
+    def clean_once(self, worker: CleanerWorker | None = None) -> CleanResult | None:
+        """Clean the filthiest log, if one needs it (in `worker`'s process, or in place);
+        None if none did (or on shutdown)."""
         req = self.run_on_owner(self.grab_filthiest)
         if req is None:
             return None
         tp = (req.topic, req.partition)
-        cleaner = Cleaner(self.clock, self.map_memory, self.throttler, self.stop_event)
         try:
-            result = cleaner.clean(req, self._swap)
+            if worker is not None:
+                result = worker.clean(req, self._swap, self.map_memory,
+                                      self.throttler.rate / self.threads, self.clock.now_ms())
+            else:
+                result = Cleaner(self.clock, self.map_memory, self.throttler,
+                                 self.stop_event).clean(req, self._swap)
         except CleanerAborted as e:
             log.info("Cleaning of %s-%d stopped: %s", req.topic, req.partition, e)
             return None

@@ -9,7 +9,13 @@ is what moves the leader's high watermark and keeps the follower in the ISR.
 
 A response is applied only if the partition is still followed at the same leader epoch as
 when the request went out, so a leader change in between never mixes two leaders' data.
-Owned by the event loop.
+
+Each fetcher keeps a fetch session (KIP-227) with its leader, as Kafka's replica fetcher:
+a full fetch opens it, then each Fetch carries only the partitions whose fetch position
+changed (and forgets those no longer fetched: a leadership change, a partition in back-off
+or truncating), and the leader answers only partitions with something new. A lost or
+refused session, or a dropped connection, makes the next fetch a full one
+(fetch_session_handler.py). Owned by the event loop.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from strom.protocol.batch import HEADER_SIZE, InvalidBatch, crc_is_valid, read_h
 from strom.protocol.client import BrokerConnection, BrokerConnectionError
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import make, request_module, request_schema
+from strom.replication.fetch_session_handler import FetchSessionHandler, PartitionData
 from strom.replication.partition import Partition
 from strom.tasks import essential, spawn
 
@@ -34,6 +41,7 @@ log = logging.getLogger(__name__)
 
 FETCH_VERSION = 12
 OFFSET_FOR_LEADER_EPOCH_VERSION = 3
+SESSION_ERRORS = (ErrorCode.fetch_session_id_not_found, ErrorCode.invalid_fetch_session_epoch)
 
 TopicPartition = tuple[str, int]
 
@@ -75,6 +83,7 @@ class ReplicaFetcher:
         self.targets: dict[TopicPartition, FetchTarget] = {}
         self._changed = asyncio.Event()
         self._conn: BrokerConnection | None = None
+        self.session = FetchSessionHandler()
         # the loop retries every failure itself: if it ends anyway, the broker fails loudly
         self._task = essential(spawn(self._run(), f"replica-fetcher-{leader_id}"))
         self._backoff = config.get("replica.fetch.backoff.ms") / 1000
@@ -147,6 +156,7 @@ class ReplicaFetcher:
         return conn
 
     async def _drop_connection(self) -> None:
+        self.session.handle_error()  # a request may have gone unanswered
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.close()
@@ -229,32 +239,52 @@ class ReplicaFetcher:
     async def _fetch(self, conn: BrokerConnection, targets: dict[TopicPartition, FetchTarget]
                      ) -> None:
         mod = request_module(1, FETCH_VERSION)
-        parts: dict[TopicPartition, object] = {}
+        max_bytes = self.config.get("replica.fetch.max.bytes")
+        wanted: dict[TopicPartition, PartitionData] = {}
         offsets: dict[TopicPartition, int] = {}
         for tp, t in targets.items():
             plog = t.partition.log
             offsets[tp] = plog.log_end_offset
-            parts[tp] = make(
-                mod.FetchPartition, partition=tp[1], current_leader_epoch=t.leader_epoch,
-                fetch_offset=plog.log_end_offset, last_fetched_epoch=-1,
-                log_start_offset=plog.log_start_offset,
-                partition_max_bytes=self.config.get("replica.fetch.max.bytes"))
+            wanted[tp] = PartitionData(plog.log_end_offset, plog.log_start_offset, max_bytes,
+                                       t.leader_epoch)
+        fetch = self.session.build(wanted)
+        parts = {tp: make(mod.FetchPartition, partition=tp[1],
+                          current_leader_epoch=d.current_leader_epoch,
+                          fetch_offset=d.fetch_offset, last_fetched_epoch=d.last_fetched_epoch,
+                          log_start_offset=d.log_start_offset, partition_max_bytes=d.max_bytes)
+                 for tp, d in fetch.to_send.items()}
+        forgotten: dict[str, list[int]] = {}
+        for topic, index in fetch.to_forget:
+            forgotten.setdefault(topic, []).append(index)
         request = make(
             request_schema(1, FETCH_VERSION), cluster_id=None, replica_id=self.broker_id,
             max_wait=datetime.timedelta(milliseconds=self.config.get("replica.fetch.wait.max.ms")),
             min_bytes=self.config.get("replica.fetch.min.bytes"),
             max_bytes=self.config.get("replica.fetch.response.max.bytes"),
-            isolation_level=0, session_id=0, session_epoch=-1,
+            isolation_level=0, session_id=fetch.session_id, session_epoch=fetch.epoch,
             topics=_per_topic(mod.FetchTopic, parts),
-            forgotten_topics_data=(), rack_id="")
+            forgotten_topics_data=tuple(
+                make(mod.ForgottenTopic, topic=topic, partitions=tuple(indexes))
+                for topic, indexes in forgotten.items()),
+            rack_id="")
         frame = await conn.request_frame(request)
         try:
             response = fetch_response.decode(frame, FETCH_VERSION)
         except ValueError as e:
             raise BrokerConnectionError(f"malformed Fetch response from broker "
                                         f"{self.leader_id}: {e}") from None
-        if response.error_code != ErrorCode.none:
-            raise ConnectionError(f"fetch failed: {ErrorCode(response.error_code).name}")
+        answered = [(r.topic, r.partition_index) for r in response.partitions]
+        if not self.session.handle_response(fetch, response.error_code, response.session_id,
+                                            answered):
+            if response.error_code not in SESSION_ERRORS and response.error_code:
+                raise ConnectionError(f"fetch failed: {ErrorCode(response.error_code).name}")
+            # as Kafka's fetcher: a session error is not a broker failure; the next fetch
+            # (a full one) goes out at once
+            log.info("Fetcher for leader %d: fetch session %d at epoch %d: %s; the next "
+                     "fetch is a full one", self.leader_id, fetch.session_id, fetch.epoch,
+                     ErrorCode(response.error_code).name if response.error_code
+                     else "the response answered partitions outside the session")
+            return
         for r in response.partitions:
             tp = (r.topic, r.partition_index)
             t = targets.get(tp)

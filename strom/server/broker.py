@@ -176,7 +176,8 @@ class Broker:
             log.info("Listening on %s://%s:%d", name, host, port)
         self._start_periodic()
         self.cleaner = LogCleanerManager(self.logs, config, self.clock,
-                                         _runner_on(asyncio.get_running_loop()))
+                                         _runner_on(asyncio.get_running_loop()),
+                                         worker_processes=True)
         self.cleaner.start()
         self.dynamic_configs.on_change(self.cleaner.reconfigure)
         self.dynamic_configs.on_change(
