@@ -19,11 +19,11 @@ from strom.api.fetch import RawResponse
 from strom.api.produce import NO_RESPONSE
 from strom.api.registry import CloseConnection as HandlerClose
 from strom.api.registry import load_all
+from strom.metrics.stats import RequestStats
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import (
     MalformedRequest,
     RequestHeader,
-    api_name,
     encode_response,
     parse_request,
     peek_header,
@@ -32,6 +32,7 @@ from strom.protocol.messages import (
 log = logging.getLogger(__name__)
 
 API_VERSIONS = 18
+FETCH = 1
 
 
 class CloseConnection(Exception):
@@ -39,9 +40,13 @@ class CloseConnection(Exception):
 
 
 class Dispatcher:
-    def __init__(self, services: BrokerServices) -> None:
+    def __init__(self, services: BrokerServices, stats: RequestStats | None = None) -> None:
         self.services = services
         self.handlers = load_all()
+        # Kafka's RequestMetrics when the metrics endpoint is on: requests by version and
+        # their total time from parse to response (waits for acks=all and min_bytes too)
+        self.stats = stats
+        self._names = {key: _request_name(spec.name) for key, spec in self.handlers.items()}
 
     async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
                        appended: Callable[[], None] | None = None
@@ -67,6 +72,20 @@ class Dispatcher:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
         ctx = RequestContext(header, self.services, client_host, listener, appended)
+        if self.stats is not None:
+            started = self.services.clock.monotonic()
+            try:
+                return await self._handle(spec, ctx, body, client)
+            finally:
+                ms = (self.services.clock.monotonic() - started) * 1000.0
+                self.stats.record(self._names[api_key], version, ms)
+                if api_key == FETCH:
+                    self.stats.record_fetch(_is_follower(body), ms)
+        return await self._handle(spec, ctx, body, client)
+
+    async def _handle(self, spec, ctx: RequestContext, body: Any, client: str
+                      ) -> bytes | RawResponse | None:
+        correlation_id = ctx.header.correlation_id
         try:
             response: Any = await spec.handler(ctx, body)
             if response is NO_RESPONSE:
@@ -78,8 +97,20 @@ class Dispatcher:
             raise CloseConnection(str(e)) from None
         except Exception:
             log.exception("Unexpected error handling %s v%d (correlation id %d) from %s",
-                          api_name(api_key), version, correlation_id, client)
+                          spec.name, ctx.version, correlation_id, client)
             raise CloseConnection("unexpected server error") from None
+
+
+def _request_name(name: str) -> str:
+    """Kafka's name of an API in its request metrics: list_offsets -> ListOffsets."""
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _is_follower(body: Any) -> bool:
+    replica_state = getattr(body, "replica_state", None)  # Fetch v15+
+    replica_id = replica_state.replica_id if replica_state is not None else \
+        getattr(body, "replica_id", -1)
+    return replica_id >= 0
 
 
 __all__ = ["CloseConnection", "Dispatcher", "RequestHeader"]

@@ -1,0 +1,145 @@
+"""Counters and latency histograms updated on the hot path, read at scrape time.
+
+Nothing here touches prometheus_client: a produced batch costs a few integer additions on
+a `TopicStats` object the partition already holds (no label lookup, no lock: everything
+runs on the broker's event loop), a request one dict lookup by (api key, version) and one
+bucket increment. The collectors (collectors.py) turn these into metric families only
+when Prometheus scrapes.
+
+The broker-wide series (Kafka's "all topics" BrokerTopicMetrics) are the sum of the live
+topics, the requests no topic could be charged with (`unattributed`), and the totals of
+topics already deleted (`retired`), so a counter never goes backwards when a topic goes.
+
+Owned by the event loop.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+# upper bounds (ms) of the latency buckets; Prometheus' histogram gets them in seconds
+LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500,
+                      5000, 10000, 30000)
+QUANTILES = (0.5, 0.75, 0.95, 0.98, 0.99, 0.999)  # the ones Kafka's Yammer histograms show
+QUANTILE_WINDOW_S = 60.0  # quantiles describe roughly the last one to two windows
+
+
+class TopicStats:
+    """Kafka's BrokerTopicMetrics for one topic (or for the unattributed requests)."""
+
+    __slots__ = ("messages_in", "bytes_in", "bytes_out", "produce_requests",
+                 "failed_produce_requests", "fetch_requests", "failed_fetch_requests")
+
+    FIELDS = __slots__
+
+    def __init__(self) -> None:
+        for name in self.FIELDS:
+            setattr(self, name, 0)
+
+    def add_to(self, other: TopicStats) -> None:
+        for name in self.FIELDS:
+            setattr(other, name, getattr(other, name) + getattr(self, name))
+
+
+class BrokerTopicStats:
+    """Per-topic stats of the topics this broker hosts, and the broker-wide totals."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, TopicStats] = {}
+        self.unattributed = TopicStats()  # unknown topics, requests before a partition
+        self.retired = TopicStats()  # topics deleted since start-up
+
+    def topic(self, name: str) -> TopicStats:
+        stats = self.topics.get(name)
+        if stats is None:
+            stats = self.topics[name] = TopicStats()
+        return stats
+
+    def remove(self, name: str) -> None:
+        """The topic is gone: its series go, its counts stay in the broker-wide totals."""
+        stats = self.topics.pop(name, None)
+        if stats is not None:
+            stats.add_to(self.retired)
+
+    def totals(self) -> TopicStats:
+        total = TopicStats()
+        self.unattributed.add_to(total)
+        self.retired.add_to(total)
+        for stats in self.topics.values():
+            stats.add_to(total)
+        return total
+
+
+class Latency:
+    """A cumulative histogram of durations in ms (Prometheus' histogram), and a recent
+    window of the same buckets from which the quantiles Kafka reports are estimated."""
+
+    __slots__ = ("counts", "sum_ms", "count", "_window_start", "_previous")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self.sum_ms = 0.0
+        self.count = 0
+        self._window_start: tuple[float, list[int]] | None = None
+        self._previous: list[int] | None = None
+
+    def record(self, ms: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self.sum_ms += ms
+        self.count += 1
+
+    def quantiles(self, now: float) -> list[tuple[float, float]]:
+        """(quantile, upper estimate in ms) over the samples since the window before the
+        current one started; NaN when there were none (as an idle Yammer histogram)."""
+        if self._window_start is None:
+            self._window_start = (now, list(self.counts))
+            base = [0] * len(self.counts)
+        else:
+            started, snapshot = self._window_start
+            if now - started >= QUANTILE_WINDOW_S:
+                self._previous = snapshot
+                self._window_start = (now, list(self.counts))
+            base = self._previous or [0] * len(self.counts)
+        recent = [c - b for c, b in zip(self.counts, base, strict=True)]
+        total = sum(recent)
+        out = []
+        for q in QUANTILES:
+            out.append((q, _bucket_bound(recent, total, q)))
+        return out
+
+
+def _bucket_bound(counts: list[int], total: int, q: float) -> float:
+    if not total:
+        return float("nan")
+    rank = q * total
+    seen = 0
+    for i, c in enumerate(counts):
+        seen += c
+        if c and seen >= rank:
+            return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
+    return float("inf")
+
+
+class RequestStats:
+    """Kafka's RequestMetrics: requests by (api key, version), and their total time by
+    request name (Fetch is also counted as FetchConsumer or FetchFollower, as Kafka)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency: dict[str, Latency] = {}
+
+    def record(self, name: str, version: int, ms: float) -> None:
+        key = (name, version)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        latency = self.latency.get(name)
+        if latency is None:
+            latency = self.latency[name] = Latency()
+        latency.record(ms)
+
+    def record_fetch(self, follower: bool, ms: float) -> None:
+        """A Fetch also counts as FetchFollower or FetchConsumer, as in Kafka."""
+        name = "FetchFollower" if follower else "FetchConsumer"
+        latency = self.latency.get(name)
+        if latency is None:
+            latency = self.latency[name] = Latency()
+        latency.record(ms)
