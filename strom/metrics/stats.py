@@ -120,26 +120,44 @@ def _bucket_bound(counts: list[int], total: int, q: float) -> float:
     return float("inf")
 
 
+class ApiStats:
+    """One API's figures: requests by version (a list indexed by version: no dict lookup
+    per request) and its total time."""
+
+    __slots__ = ("name", "versions", "latency")
+
+    def __init__(self, name: str, max_version: int) -> None:
+        self.name = name
+        self.versions = [0] * (max_version + 1)
+        self.latency = Latency()
+
+
 class RequestStats:
-    """Kafka's RequestMetrics: requests by (api key, version), and their total time by
-    request name (Fetch is also counted as FetchConsumer or FetchFollower, as Kafka)."""
+    """Kafka's RequestMetrics: requests by API and version, and their total time by request
+    name (a Fetch is also timed as FetchConsumer or FetchFollower, as in Kafka)."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}
-        self.latency: dict[str, Latency] = {}
+        self.apis: dict[int, ApiStats] = {}
+        self.fetch_consumer = Latency()
+        self.fetch_follower = Latency()
 
-    def record(self, name: str, version: int, ms: float) -> None:
-        key = (name, version)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        latency = self.latency.get(name)
-        if latency is None:
-            latency = self.latency[name] = Latency()
-        latency.record(ms)
+    def api(self, api_key: int, name: str, max_version: int) -> ApiStats:
+        """The stats of one API, made once (the dispatcher keeps them per handler)."""
+        stats = self.apis.get(api_key)
+        if stats is None:
+            stats = self.apis[api_key] = ApiStats(name, max_version)
+        return stats
 
-    def record_fetch(self, follower: bool, ms: float) -> None:
-        """A Fetch also counts as FetchFollower or FetchConsumer, as in Kafka."""
-        name = "FetchFollower" if follower else "FetchConsumer"
-        latency = self.latency.get(name)
-        if latency is None:
-            latency = self.latency[name] = Latency()
-        latency.record(ms)
+    @property
+    def requests(self) -> dict[tuple[str, int], int]:
+        return {(a.name, v): n for a in self.apis.values() for v, n in enumerate(a.versions)
+                if n}
+
+    @property
+    def latency(self) -> dict[str, Latency]:
+        out = {a.name: a.latency for a in self.apis.values() if a.latency.count}
+        for name, lat in (("FetchConsumer", self.fetch_consumer),
+                          ("FetchFollower", self.fetch_follower)):
+            if lat.count:
+                out[name] = lat
+        return out

@@ -19,7 +19,7 @@ from strom.api.fetch import RawResponse
 from strom.api.produce import NO_RESPONSE
 from strom.api.registry import CloseConnection as HandlerClose
 from strom.api.registry import load_all
-from strom.metrics.stats import RequestStats
+from strom.metrics.stats import ApiStats, RequestStats
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import (
     MalformedRequest,
@@ -46,7 +46,9 @@ class Dispatcher:
         # Kafka's RequestMetrics when the metrics endpoint is on: requests by version and
         # their total time from parse to response (waits for acks=all and min_bytes too)
         self.stats = stats
-        self._names = {key: _request_name(spec.name) for key, spec in self.handlers.items()}
+        self._api_stats = {key: stats.api(key, _request_name(spec.name), spec.max_version)
+                           for key, spec in self.handlers.items()} if stats else {}
+        self._now = services.clock.monotonic
 
     async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
                        appended: Callable[[], None] | None = None
@@ -72,20 +74,8 @@ class Dispatcher:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
         ctx = RequestContext(header, self.services, client_host, listener, appended)
-        if self.stats is not None:
-            started = self.services.clock.monotonic()
-            try:
-                return await self._handle(spec, ctx, body, client)
-            finally:
-                ms = (self.services.clock.monotonic() - started) * 1000.0
-                self.stats.record(self._names[api_key], version, ms)
-                if api_key == FETCH:
-                    self.stats.record_fetch(_is_follower(body), ms)
-        return await self._handle(spec, ctx, body, client)
-
-    async def _handle(self, spec, ctx: RequestContext, body: Any, client: str
-                      ) -> bytes | RawResponse | None:
-        correlation_id = ctx.header.correlation_id
+        api_stats = self._api_stats.get(api_key)
+        started = self._now() if api_stats is not None else 0.0
         try:
             response: Any = await spec.handler(ctx, body)
             if response is NO_RESPONSE:
@@ -97,8 +87,22 @@ class Dispatcher:
             raise CloseConnection(str(e)) from None
         except Exception:
             log.exception("Unexpected error handling %s v%d (correlation id %d) from %s",
-                          spec.name, ctx.version, correlation_id, client)
+                          spec.name, version, correlation_id, client)
             raise CloseConnection("unexpected server error") from None
+        finally:
+            if api_stats is not None:
+                self._record(api_stats, version, api_key, body, started)
+
+    def _record(self, api_stats: ApiStats, version: int, api_key: int, body: Any,
+                started: float) -> None:
+        """Kafka's RequestMetrics of one request: its count by version, its total time."""
+        ms = (self._now() - started) * 1000.0
+        api_stats.versions[version] += 1
+        api_stats.latency.record(ms)
+        if api_key == FETCH:
+            assert self.stats is not None
+            (self.stats.fetch_follower if _is_follower(body) else
+             self.stats.fetch_consumer).record(ms)
 
 
 def _request_name(name: str) -> str:

@@ -47,12 +47,18 @@ def test_latency_quantiles_are_bucket_bounds_and_nan_when_idle():
 
 def test_request_stats_count_by_version_and_time_by_name():
     rs = RequestStats()
-    rs.record("Produce", 9, 1.0)
-    rs.record("Produce", 9, 2.0)
-    rs.record("Fetch", 12, 3.0)
-    rs.record_fetch(True, 3.0)
+    produce = rs.api(0, "Produce", 12)
+    assert rs.api(0, "Produce", 12) is produce
+    for ms in (1.0, 2.0):
+        produce.versions[9] += 1
+        produce.latency.record(ms)
+    fetch = rs.api(1, "Fetch", 17)
+    fetch.versions[12] += 1
+    fetch.latency.record(3.0)
+    rs.fetch_follower.record(3.0)
     assert rs.requests == {("Produce", 9): 2, ("Fetch", 12): 1}
     assert rs.latency["Produce"].count == 2 and rs.latency["FetchFollower"].count == 1
+    assert "FetchConsumer" not in rs.latency  # none yet: no series
 
 
 def test_loop_idle_fraction_from_thread_cpu_time():
