@@ -1,4 +1,4 @@
-"""Prometheus collectors: the broker's state and stats read at scrape time, named as the
+"""Prometheus collectors: a snapshot of the broker (snapshot.py) and its stats, as the
 dashboards that watch Kafka name them.
 
 Two families of names:
@@ -10,18 +10,15 @@ Two families of names:
   emitted by exactly one broker (a partition's leader, a group's coordinator, the active
   controller), so a sum over the cluster's brokers is the cluster's figure.
 
-The collectors run on the event loop (the endpoint calls them there), so they read the
-broker's objects without locks; they only read. The broker object is duck-typed: its
-`replicas`, `cache`, `controller`, `groups`, `logs`, `loop_lag`, `served` and `stats`
-attributes appear during start-up, and a scrape before they exist answers what it can.
+`collect` runs in the endpoint's worker thread, on the snapshot the endpoint took on the
+loop just before (`current()`), so it never touches the broker's objects themselves; only
+one scrape renders at a time.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,7 +28,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from strom.metrics.stats import LATENCY_BUCKETS_MS, Latency, RequestStats, TopicStats
+from strom.metrics.snapshot import Snapshot
+from strom.metrics.stats import LATENCY_BUCKETS_MS, Latency, RequestStats
 
 # TopicStats field -> the BrokerTopicMetrics meter name (Strimzi: lower case, no PerSec)
 TOPIC_METERS = (
@@ -50,6 +48,7 @@ TOPIC_METERS = (
 GROUP_STATES = {"STABLE": "numgroupsstable", "PREPARING_REBALANCE": "numgroupspreparingrebalance",
                 "COMPLETING_REBALANCE": "numgroupscompletingrebalance", "EMPTY": "numgroupsempty",
                 "DEAD": "numgroupsdead"}
+PARTITION_LABELS = ["topic", "partition"]
 
 
 def _summary(name: str, doc: str, label: str | None, series: dict[str, Latency], now: float
@@ -70,16 +69,18 @@ def _q(q: float) -> str:
     return f"{q:.3f}".rstrip("0") if q >= 0.999 else f"{q:.2f}"
 
 
-def _histogram_seconds(name: str, doc: str, label: str, series: dict[str, Latency]
-                       ) -> HistogramMetricFamily:
-    h = HistogramMetricFamily(name, doc, labels=[label])
-    for value, latency in series.items():
+def _histogram(name: str, doc: str, labels: list[str],
+               series: list[tuple[list[str], tuple[float, ...], list[int], float]]
+               ) -> HistogramMetricFamily:
+    """A Prometheus histogram in seconds from bucket counts over bounds in ms."""
+    h = HistogramMetricFamily(name, doc, labels=labels)
+    for values, bounds_ms, counts, sum_ms in series:
         buckets, seen = [], 0
-        for bound, count in zip(LATENCY_BUCKETS_MS, latency.counts, strict=False):
+        for bound, count in zip(bounds_ms, counts, strict=False):
             seen += count
             buckets.append((repr(bound / 1000), seen))
-        buckets.append(("+Inf", latency.count))
-        h.add_metric([value], buckets, latency.sum_ms / 1000)
+        buckets.append(("+Inf", sum(counts)))
+        h.add_metric(values, buckets, sum_ms / 1000)
     return h
 
 
@@ -97,20 +98,25 @@ def _disk_io() -> tuple[int, int]:
 class BrokerCollector(Collector):
     """Kafka's broker MBeans under Strimzi's names (see the module docstring)."""
 
-    def __init__(self, broker: Any, partition_level: bool = True,
+    def __init__(self, current: Callable[[], Snapshot], partition_level: bool = True,
                  request_stats: RequestStats | None = None,
                  flush_latency: Latency | None = None) -> None:
-        self.broker = broker
+        self.current = current
         self.partition_level = partition_level
         self.request_stats = request_stats
         self.flush_latency = flush_latency
 
     def collect(self) -> Iterator[Metric]:
-        b = self.broker
-        now = time.monotonic()
-        replicas = getattr(b, "replicas", None)
-        yield from self._loop(b, now)
-        yield from self._connections(b)
+        s = self.current()
+        now = s.taken
+        yield from self._loop(s)
+        if s.connections is not None:
+            g = GaugeMetricFamily("kafka_server_socket_server_metrics_connection_count",
+                                  "Open client connections",
+                                  labels=["listener", "networkProcessor"])
+            for listener, n in s.connections.items():
+                g.add_metric([listener, "0"], n)
+            yield g
         read, written = _disk_io()
         yield GaugeMetricFamily("kafka_server_kafkaserver_linux_disk_read_bytes",
                                 "Bytes read from disk by this process", value=read)
@@ -118,62 +124,40 @@ class BrokerCollector(Collector):
                                 "Bytes written to disk by this process", value=written)
         if self.request_stats is not None:
             yield from self._requests(self.request_stats, now)
-        flush = self.flush_latency
-        if flush is not None:
+        if self.flush_latency is not None:
             yield _summary("kafka_log_logflushstats_logflushrateandtimems",
-                           "Time of one log flush (fsync) in ms", None, {"": flush}, now)
-        if replicas is not None:
-            yield from self._topic_meters(replicas.stats)
-            yield from self._replica_manager(replicas)
+                           "Time of one log flush (fsync) in ms", None,
+                           {"": self.flush_latency}, now)
+        if s.topic_stats is not None:
+            yield from self._topic_meters(s)
+        if s.partitions is not None:
+            yield from self._replica_manager(s)
             if self.partition_level:
-                yield from self._partitions(replicas)
-        logs = getattr(b, "logs", None)
-        if logs is not None:
-            offline = sum(1 for d in logs.log_dirs
+                yield from self._partitions(s)
+        if s.log_dirs is not None:
+            offline = sum(1 for d in s.log_dirs
                           if not (os.path.isdir(d) and os.access(d, os.W_OK)))
             yield GaugeMetricFamily("kafka_log_logmanager_offlinelogdirectorycount",
                                     "Log dirs this broker cannot use", value=offline)
-        controller = getattr(b, "controller", None)
-        if controller is not None:
-            yield from self._controller(b, controller)
-        groups = getattr(b, "groups", None)
-        if groups is not None:
-            yield from self._groups(groups)
+        if s.controller_active is not None:
+            yield from self._controller(s)
+        if s.groups is not None:
+            yield from self._groups(s)
 
-    def _loop(self, b: Any, now: float) -> Iterator[Metric]:
-        loop_lag = getattr(b, "loop_lag", None)
-        if loop_lag is None:
-            return
-        idle = loop_lag.idle_fraction()
-        doc = ("Fraction of time the event loop was idle (one loop does Kafka's network "
-               "and request-handler work)")
-        yield GaugeMetricFamily("kafka_server_kafkarequesthandlerpool_requesthandleravgidle_percent",
-                                doc, value=idle)
-        yield GaugeMetricFamily("kafka_network_socketserver_networkprocessoravgidle_percent",
-                                doc, value=idle)
-        h = HistogramMetricFamily("strom_event_loop_lag_seconds",
-                                  "How late the event loop ran a timer")
-        buckets, seen = [], 0
-        for bound, count in zip(loop_lag.bounds_ms, loop_lag.total_counts, strict=False):
-            seen += count
-            buckets.append((repr(bound / 1000), seen))
-        buckets.append(("+Inf", sum(loop_lag.total_counts)))
-        h.add_metric([], buckets, loop_lag.total_ms / 1000)
-        yield h
-
-    def _connections(self, b: Any) -> Iterator[Metric]:
-        served = getattr(b, "served", None)
-        if served is None:
-            return
-        counts: dict[str, int] = {}
-        for listener in served.values():
-            counts[listener] = counts.get(listener, 0) + 1
-        g = GaugeMetricFamily("kafka_server_socket_server_metrics_connection_count",
-                              "Open client connections",
-                              labels=["listener", "networkProcessor"])
-        for listener in getattr(b, "listener_names", counts):
-            g.add_metric([listener, "0"], counts.get(listener, 0))
-        yield g
+    def _loop(self, s: Snapshot) -> Iterator[Metric]:
+        if s.idle is not None:
+            doc = ("Fraction of time the event loop was idle (one loop does Kafka's network "
+                   "and request-handler work)")
+            yield GaugeMetricFamily(
+                "kafka_server_kafkarequesthandlerpool_requesthandleravgidle_percent", doc,
+                value=s.idle)
+            yield GaugeMetricFamily("kafka_network_socketserver_networkprocessoravgidle_percent",
+                                    doc, value=s.idle)
+        if s.loop_lag is not None:
+            bounds, counts, total_ms = s.loop_lag
+            yield _histogram("strom_event_loop_lag_seconds",
+                             "How late the event loop ran a timer", [],
+                             [([], bounds, counts, total_ms)])
 
     def _requests(self, stats: RequestStats, now: float) -> Iterator[Metric]:
         c = CounterMetricFamily("kafka_network_requestmetrics_requests",
@@ -182,40 +166,38 @@ class BrokerCollector(Collector):
         for (name, version), n in sorted(stats.requests.items()):
             c.add_metric([name, str(version)], n)
         yield c
+        latency = stats.latency
         yield _summary("kafka_network_requestmetrics_totaltimems",
                        "Time from a request's parse to its response, in ms (quantiles of "
-                       "the last one to two minutes)", "request", stats.latency, now)
-        yield _histogram_seconds("strom_network_request_total_time_seconds",
-                                 "Time from a request's parse to its response", "request",
-                                 stats.latency)
+                       "the last one to two minutes)", "request", latency, now)
+        yield _histogram("strom_network_request_total_time_seconds",
+                         "Time from a request's parse to its response", ["request"],
+                         [([name], LATENCY_BUCKETS_MS, list(lat.counts), lat.sum_ms)
+                          for name, lat in latency.items()])
 
-    def _topic_meters(self, stats: Any) -> Iterator[Metric]:
-        totals: TopicStats = stats.totals()
-        for field, meter, doc in TOPIC_METERS:
+    def _topic_meters(self, s: Snapshot) -> Iterator[Metric]:
+        assert s.topic_stats is not None and s.topic_totals is not None
+        for attr, meter, doc in TOPIC_METERS:
             name = f"kafka_server_brokertopicmetrics_{meter}"
             c = CounterMetricFamily(name, doc, labels=["topic"])
-            c.add_sample(name + "_total", {}, getattr(totals, field))
-            for topic, s in stats.topics.items():
-                c.add_metric([topic], getattr(s, field))
+            c.add_sample(name + "_total", {}, getattr(s.topic_totals, attr))
+            for topic, stats in s.topic_stats:
+                c.add_metric([topic], getattr(stats, attr))
             yield c
 
-    def _replica_manager(self, replicas: Any) -> Iterator[Metric]:
-        hosted = leaders = under = under_min = at_min = 0
-        for p in replicas.partitions.values():
-            hosted += 1
+    def _replica_manager(self, s: Snapshot) -> Iterator[Metric]:
+        assert s.partitions is not None
+        leaders = under = under_min = at_min = 0
+        for p in s.partitions:
             if not p.is_leader:
                 continue
             leaders += 1
-            isr = len(p.isr)
-            if isr < len(p.replicas):
-                under += 1
-            min_isr = p.log.config.get("min.insync.replicas")
-            if isr < min_isr:
-                under_min += 1
-            elif isr == min_isr:
-                at_min += 1
+            under += p.isr < p.replicas
+            under_min += p.isr < p.min_isr
+            at_min += p.isr == p.min_isr
         rm = "kafka_server_replicamanager_"
-        yield GaugeMetricFamily(rm + "partitioncount", "Partitions hosted", value=hosted)
+        yield GaugeMetricFamily(rm + "partitioncount", "Partitions hosted",
+                                value=len(s.partitions))
         yield GaugeMetricFamily(rm + "leadercount", "Partitions led", value=leaders)
         yield GaugeMetricFamily(rm + "underreplicatedpartitions",
                                 "Led partitions whose ISR is smaller than their replicas",
@@ -229,13 +211,14 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily(rm + "offlinereplicacount",
                                 "Replicas on an offline log dir", value=0)
         yield CounterMetricFamily(rm + "isrshrinks", "ISR shrinks of led partitions",
-                                  value=replicas.isr_shrinks)
+                                  value=s.isr_shrinks)
         yield CounterMetricFamily(rm + "isrexpands", "ISR expansions of led partitions",
-                                  value=replicas.isr_expands)
+                                  value=s.isr_expands)
 
-    def _partitions(self, replicas: Any) -> Iterator[Metric]:
-        labels = ["topic", "partition"]
-        fams = {name: GaugeMetricFamily(f"kafka_cluster_partition_{name}", doc, labels=labels)
+    def _partitions(self, s: Snapshot) -> Iterator[Metric]:
+        assert s.partitions is not None
+        fams = {name: GaugeMetricFamily(f"kafka_cluster_partition_{name}", doc,
+                                        labels=PARTITION_LABELS)
                 for name, doc in (
                     ("underreplicated", "1 if this led partition is under-replicated"),
                     ("underminisr", "1 if this led partition's ISR is below "
@@ -244,69 +227,58 @@ class BrokerCollector(Collector):
                     ("replicascount", "Replicas of this led partition (0 on a follower)"),
                     ("insyncreplicascount", "ISR size of this led partition (0 on a "
                                             "follower)"))}
-        logs = {name: GaugeMetricFamily(f"kafka_log_log_{name}", doc, labels=labels)
+        logs = {name: GaugeMetricFamily(f"kafka_log_log_{name}", doc, labels=PARTITION_LABELS)
                 for name, doc in (("size", "Bytes of this replica's log"),
                                   ("logstartoffset", "Log start offset of this replica"),
                                   ("logendoffset", "Log end offset of this replica"),
                                   ("numlogsegments", "Segments of this replica's log"))}
-        for (topic, index), p in replicas.partitions.items():
-            key = [topic, str(index)]
-            plog = p.log
-            logs["size"].add_metric(key, plog.size_in_bytes)
-            logs["logstartoffset"].add_metric(key, plog.log_start_offset)
-            logs["logendoffset"].add_metric(key, plog.log_end_offset)
-            logs["numlogsegments"].add_metric(key, len(plog.segments))
+        for p in s.partitions:
+            key = [p.topic, str(p.index)]
+            logs["size"].add_metric(key, p.size)
+            logs["logstartoffset"].add_metric(key, p.log_start)
+            logs["logendoffset"].add_metric(key, p.log_end)
+            logs["numlogsegments"].add_metric(key, p.segments)
             leader = p.is_leader
-            isr = len(p.isr) if leader else 0
-            n = len(p.replicas) if leader else 0
-            min_isr = plog.config.get("min.insync.replicas")
+            isr = p.isr if leader else 0
+            n = p.replicas if leader else 0
             fams["underreplicated"].add_metric(key, int(leader and isr < n))
-            fams["underminisr"].add_metric(key, int(leader and isr < min_isr))
-            fams["atminisr"].add_metric(key, int(leader and isr == min_isr))
+            fams["underminisr"].add_metric(key, int(leader and isr < p.min_isr))
+            fams["atminisr"].add_metric(key, int(leader and isr == p.min_isr))
             fams["replicascount"].add_metric(key, n)
             fams["insyncreplicascount"].add_metric(key, isr)
         yield from fams.values()
         yield from logs.values()
 
-    def _controller(self, b: Any, controller: Any) -> Iterator[Metric]:
-        active = bool(controller.active)
-        offline = 0
-        partitions = 0
-        cache = getattr(b, "cache", None)
-        if active and cache is not None:
-            for info in cache.topics.values():
-                for pinfo in info.partitions.values():
-                    partitions += 1
-                    offline += pinfo.leader < 0
+    def _controller(self, s: Snapshot) -> Iterator[Metric]:
+        active = bool(s.controller_active)
         kc = "kafka_controller_kafkacontroller_"
         yield GaugeMetricFamily(kc + "activecontrollercount",
                                 "1 on the active controller, 0 elsewhere", value=int(active))
         yield GaugeMetricFamily(kc + "offlinepartitionscount",
                                 "Partitions without a leader (active controller only)",
-                                value=offline)
+                                value=sum(offline for _, _, offline in s.topic_partitions))
         yield GaugeMetricFamily(kc + "globalpartitioncount",
                                 "Partitions in the cluster (active controller only)",
-                                value=partitions)
+                                value=sum(n for _, n, _ in s.topic_partitions))
         yield GaugeMetricFamily(kc + "globaltopiccount",
                                 "Topics in the cluster (active controller only)",
-                                value=len(cache.topics) if active and cache is not None else 0)
+                                value=len(s.topic_partitions))
         yield CounterMetricFamily("kafka_controller_controllerstats_uncleanleaderelections",
                                   "Unclean leader elections made by this broker as controller",
-                                  value=controller.unclean_leader_elections)
+                                  value=s.unclean_elections)
 
-    def _groups(self, groups: Any) -> Iterator[Metric]:
+    def _groups(self, s: Snapshot) -> Iterator[Metric]:
+        assert s.groups is not None
         counts = dict.fromkeys(GROUP_STATES.values(), 0)
-        n = offsets = 0
-        for group in groups.registry:
-            n += 1
-            offsets += len(group.offsets)
-            name = GROUP_STATES.get(getattr(group.state, "name", ""))
+        for g in s.groups:
+            name = GROUP_STATES.get(g.state)
             if name is not None:
                 counts[name] += 1
         gm = "kafka_coordinator_group_groupmetadatamanager_"
-        yield GaugeMetricFamily(gm + "numgroups", "Groups this broker coordinates", value=n)
+        yield GaugeMetricFamily(gm + "numgroups", "Groups this broker coordinates",
+                                value=len(s.groups))
         yield GaugeMetricFamily(gm + "numoffsets", "Committed offsets of those groups",
-                                value=offsets)
+                                value=sum(len(g.offsets) for g in s.groups))
         for name, value in counts.items():
             yield GaugeMetricFamily(gm + name, "Coordinated groups in this state",
                                     value=value)
@@ -315,24 +287,20 @@ class BrokerCollector(Collector):
 class ClusterCollector(Collector):
     """kafka_exporter's names, each series from the one broker responsible for it."""
 
-    def __init__(self, broker: Any) -> None:
-        self.broker = broker
+    def __init__(self, current: Callable[[], Snapshot]) -> None:
+        self.current = current
 
     def collect(self) -> Iterator[Metric]:
-        b = self.broker
-        replicas = getattr(b, "replicas", None)
-        if replicas is not None:
-            yield from self._partitions(replicas)
-            groups = getattr(b, "groups", None)
-            if groups is not None:
-                yield from self._groups(groups, replicas)
-        controller = getattr(b, "controller", None)
-        cache = getattr(b, "cache", None)
-        if controller is not None and cache is not None and controller.active:
-            yield from self._cluster(cache)
+        s = self.current()
+        if s.partitions is not None:
+            yield from self._partitions(s)
+            if s.groups is not None:
+                yield from self._groups(s)
+        if s.controller_active:
+            yield from self._cluster(s)
 
-    def _partitions(self, replicas: Any) -> Iterator[Metric]:
-        labels = ["topic", "partition"]
+    def _partitions(self, s: Snapshot) -> Iterator[Metric]:
+        assert s.partitions is not None
         names = {
             "current_offset": "High watermark of the partition (kafka_exporter's newest offset)",
             "oldest_offset": "Log start offset of the partition",
@@ -342,27 +310,27 @@ class ClusterCollector(Collector):
             "leader_is_preferred": "1 if the leader is the first assigned replica",
             "under_replicated_partition": "1 if the ISR is smaller than the replicas",
         }
-        fams = {k: GaugeMetricFamily(f"kafka_topic_partition_{k}", doc, labels=labels)
+        fams = {k: GaugeMetricFamily(f"kafka_topic_partition_{k}", doc, labels=PARTITION_LABELS)
                 for k, doc in names.items()}
-        for (topic, index), p in replicas.partitions.items():
+        for p in s.partitions:
             if not p.is_leader:
                 continue
-            key = [topic, str(index)]
+            key = [p.topic, str(p.index)]
             fams["current_offset"].add_metric(key, p.high_watermark)
-            fams["oldest_offset"].add_metric(key, p.log.log_start_offset)
+            fams["oldest_offset"].add_metric(key, p.log_start)
             fams["leader"].add_metric(key, p.leader)
-            fams["replicas"].add_metric(key, len(p.replicas))
-            fams["in_sync_replica"].add_metric(key, len(p.isr))
-            fams["leader_is_preferred"].add_metric(
-                key, int(bool(p.replicas) and p.replicas[0] == p.leader))
-            fams["under_replicated_partition"].add_metric(key, int(len(p.isr) < len(p.replicas)))
+            fams["replicas"].add_metric(key, p.replicas)
+            fams["in_sync_replica"].add_metric(key, p.isr)
+            fams["leader_is_preferred"].add_metric(key, int(p.preferred))
+            fams["under_replicated_partition"].add_metric(key, int(p.isr < p.replicas))
         yield from fams.values()
 
-    def _groups(self, groups: Any, replicas: Any) -> Iterator[Metric]:
+    def _groups(self, s: Snapshot) -> Iterator[Metric]:
         """Committed offsets and lag of the groups this broker coordinates. The end offset
         is the high watermark this broker knows for the partition (as leader, or as a
         follower from its leader's fetch responses); a partition this broker does not host
         has no lag series here (docs/monitoring.md)."""
+        assert s.partitions is not None and s.groups is not None
         group_labels = ["consumergroup", "topic", "partition"]
         current = GaugeMetricFamily("kafka_consumergroup_current_offset",
                                     "Committed offset of the group", labels=group_labels)
@@ -377,43 +345,38 @@ class ClusterCollector(Collector):
                                     labels=["consumergroup", "topic"])
         members = GaugeMetricFamily("kafka_consumergroup_members", "Members of the group",
                                     labels=["consumergroup"])
-        partitions = replicas.partitions
-        for group in groups.registry:
-            gid = group.group_id
-            members.add_metric([gid], len(group.members))
+        ends = {(p.topic, p.index): p.high_watermark for p in s.partitions}
+        for g in s.groups:
+            members.add_metric([g.group_id], g.members)
             sums: dict[str, list[int]] = {}
-            for (topic, index), committed in group.offsets.items():
-                key = [gid, topic, str(index)]
-                current.add_metric(key, committed.offset)
-                p = partitions.get((topic, index))
+            for topic, index, offset in g.offsets:
+                key = [g.group_id, topic, str(index)]
+                current.add_metric(key, offset)
                 total = sums.setdefault(topic, [0, 0])
-                total[0] += committed.offset
-                if p is None:
+                total[0] += offset
+                end = ends.get((topic, index))
+                if end is None:
                     continue
-                hw = p.high_watermark
-                value = max(hw - committed.offset, 0) if committed.offset >= 0 else -1
+                value = max(end - offset, 0) if offset >= 0 else -1
                 lag.add_metric(key, value)
-                if value > 0:
-                    total[1] += value
+                total[1] += max(value, 0)
             for topic, (offset_sum, lag_total) in sums.items():
-                current_sum.add_metric([gid, topic], offset_sum)
-                lag_sum.add_metric([gid, topic], lag_total)
+                current_sum.add_metric([g.group_id, topic], offset_sum)
+                lag_sum.add_metric([g.group_id, topic], lag_total)
         yield from (current, lag, current_sum, lag_sum, members)
 
-    def _cluster(self, cache: Any) -> Iterator[Metric]:
+    def _cluster(self, s: Snapshot) -> Iterator[Metric]:
         yield GaugeMetricFamily("kafka_brokers", "Brokers registered in the cluster",
-                                value=len(cache.brokers))
+                                value=len(s.brokers))
         info = GaugeMetricFamily("kafka_broker_info", "A registered broker",
                                  labels=["id", "address"])
-        for broker_id, broker in sorted(cache.brokers.items()):
-            first = broker.endpoints[0] if broker.endpoints else None
-            address = f"{first.host}:{first.port}" if first is not None else ""
+        for broker_id, address in s.brokers:
             info.add_metric([str(broker_id), address], 1)
         yield info
         topics = GaugeMetricFamily("kafka_topic_partitions", "Partitions of the topic",
                                    labels=["topic"])
-        for name, t in sorted(cache.topics.items()):
-            topics.add_metric([name], len(t.partitions))
+        for name, n, _ in s.topic_partitions:
+            topics.add_metric([name], n)
         yield topics
 
 

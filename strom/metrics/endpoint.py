@@ -1,9 +1,11 @@
 """The HTTP endpoint Prometheus scrapes: `/metrics`, `/healthz`, `/readyz`.
 
-A small HTTP/1.1 server on the broker's event loop (asyncio streams), so the collectors
-read the broker's objects on the thread that owns them. Prometheus' own client library
-renders the answer (text format 0.0.4, or OpenMetrics when the scraper's Accept header asks
-for it); this module only frames requests and answers.
+A small HTTP/1.1 server on the broker's event loop (asyncio streams). A scrape first calls
+`prepare` on the loop (the broker's state is copied: snapshot.py), then Prometheus' own
+client library builds and encodes the answer in the `strom-metrics` thread (text format
+0.0.4, or OpenMetrics when the scraper's Accept header asks for it), one scrape at a time,
+so a large broker's scrape shares the CPU with the loop instead of stopping it. This
+module only frames requests and answers.
 
 One request per connection (`Connection: close`), and everything bounded so that no
 client of this port can hurt the broker: at most MAX_CLIENTS connections at once (more are
@@ -19,6 +21,7 @@ Owned by the event loop: `start` and `close` from it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable
@@ -38,13 +41,18 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
 
 class MetricsEndpoint:
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
-                 ready: Callable[[], str | None]) -> None:
+                 ready: Callable[[], str | None],
+                 prepare: Callable[[], None] = lambda: None) -> None:
         self.host = host
         self.port = port
         self.registry = registry
         self.ready = ready  # None when ready, else why not
+        self.prepare = prepare  # on the loop, before the registry is collected
         self.server: asyncio.Server | None = None
         self.clients: set[asyncio.Task] = set()
+        self._render = asyncio.Lock()  # one scrape renders at a time
+        self._renderer = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="strom-metrics")
 
     async def start(self) -> None:
         """Listen; a port in use (or any other bind failure) stops start-up with a clear
@@ -68,6 +76,7 @@ class MetricsEndpoint:
             task.cancel()
         if self.clients:
             await asyncio.wait(self.clients, timeout=1)
+        self._renderer.shutdown(wait=False, cancel_futures=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                      ) -> None:
@@ -114,7 +123,10 @@ class MetricsEndpoint:
         head_only = method == "HEAD"
         if path == "/metrics":
             encoder, content_type = choose_encoder(headers.get("accept", ""))
-            body = encoder(self.registry)
+            async with self._render:
+                self.prepare()
+                body = await asyncio.get_running_loop().run_in_executor(
+                    self._renderer, encoder, self.registry)
             await self._send(writer, 200, body, head_only, content_type=content_type)
         elif path == "/healthz":
             await self._send(writer, 200, b"ok\n", head_only)

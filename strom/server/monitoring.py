@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from strom.config import BrokerConfig, parse_listener
+from strom.metrics import snapshot
 from strom.metrics.collectors import BrokerCollector, ClusterCollector
 from strom.metrics.endpoint import MetricsEndpoint
 from strom.metrics.stats import Latency, RequestStats
@@ -30,11 +31,18 @@ class Monitoring:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
-        registry.register(BrokerCollector(broker, partition_level, self.request_stats,
-                                          self.flush_latency))
-        registry.register(ClusterCollector(broker))
+        self.snapshot = snapshot.Snapshot()
+        registry.register(BrokerCollector(self._current, partition_level,
+                                          self.request_stats, self.flush_latency))
+        registry.register(ClusterCollector(self._current))
         self.registry = registry
-        self.endpoint = MetricsEndpoint(host, port, registry, self.not_ready)
+        self.endpoint = MetricsEndpoint(host, port, registry, self.not_ready, self._prepare)
+
+    def _prepare(self) -> None:
+        self.snapshot = snapshot.take(self.broker)
+
+    def _current(self) -> snapshot.Snapshot:
+        return self.snapshot
 
     @classmethod
     def from_config(cls, broker: Any, config: BrokerConfig) -> Monitoring | None:

@@ -17,6 +17,7 @@ from strom.config import BrokerConfig, ConfigError
 from strom.metrics import endpoint as endpoint_module
 from strom.metrics.collectors import BrokerCollector, ClusterCollector
 from strom.metrics.endpoint import MetricsEndpoint
+from strom.metrics.snapshot import take
 from strom.metrics.stats import BrokerTopicStats, Latency, RequestStats
 from strom.server.loop_lag import LoopLagMonitor
 
@@ -119,6 +120,12 @@ def _fake_broker():
                            listener_names=["PLAINTEXT", "INTERNAL"], logs=None)
 
 
+def _on(broker):
+    """The `current` of a collector: a snapshot of `broker`, taken now."""
+    snap = take(broker)
+    return lambda: snap
+
+
 def _exposed(*collectors):
     registry = CollectorRegistry(auto_describe=False)
     for c in collectors:
@@ -133,7 +140,7 @@ def _exposed(*collectors):
 
 def test_broker_collector_names_and_values():
     b = _fake_broker()
-    out = _exposed(BrokerCollector(b))
+    out = _exposed(BrokerCollector(_on(b)))
     assert out[("kafka_server_brokertopicmetrics_messagesin_total", (("topic", "t"),))] == 3
     assert out[("kafka_server_brokertopicmetrics_messagesin_total", ())] == 3
     assert out[("kafka_server_replicamanager_partitioncount", ())] == 3
@@ -152,13 +159,13 @@ def test_broker_collector_names_and_values():
     assert out[("kafka_server_socket_server_metrics_connection_count",
                 (("listener", "INTERNAL"), ("networkProcessor", "0")))] == 0
     assert out[("kafka_coordinator_group_groupmetadatamanager_numgroupsstable", ())] == 1
-    without = _exposed(BrokerCollector(b, partition_level=False))
+    without = _exposed(BrokerCollector(_on(b), partition_level=False))
     assert not any(name.startswith(("kafka_cluster_partition", "kafka_log_log_"))
                    for name, _ in without)
 
 
 def test_cluster_collector_emits_what_this_broker_is_responsible_for():
-    out = _exposed(ClusterCollector(_fake_broker()))
+    out = _exposed(ClusterCollector(_on(_fake_broker())))
     offsets = {k: v for k, v in out.items() if k[0] == "kafka_topic_partition_current_offset"}
     assert set(offsets) == {("kafka_topic_partition_current_offset",
                              (("partition", str(i)), ("topic", "t"))) for i in (0, 1)}
@@ -176,7 +183,7 @@ def test_cluster_collector_emits_what_this_broker_is_responsible_for():
     assert out[("kafka_topic_partitions", (("topic", "t"),))] == 3
     b = _fake_broker()
     b.controller.active = False
-    assert ("kafka_brokers", ()) not in _exposed(ClusterCollector(b))
+    assert ("kafka_brokers", ()) not in _exposed(ClusterCollector(_on(b)))
 
 
 # --- the endpoint -----------------------------------------------------------------------------
@@ -193,7 +200,7 @@ async def _request(port: int, data: bytes, read: bool = True) -> bytes:
 def _run_endpoint(test, ready=lambda: None):
     async def main():
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(ClusterCollector(_fake_broker()))
+        registry.register(ClusterCollector(_on(_fake_broker())))
         ep = MetricsEndpoint("127.0.0.1", 0, registry, ready)
         await ep.start()
         try:
@@ -274,3 +281,19 @@ def test_port_in_use_is_a_clear_start_up_error():
         asyncio.run(main())
     finally:
         holder.close()
+
+
+def test_readiness_follows_start_up_replicas_and_shutdown():
+    from strom.server.monitoring import Monitoring
+
+    follower = SimpleNamespace(is_leader=False, isr=(2, 3), __str__=lambda self: "t-0")
+    broker = SimpleNamespace(stopping=asyncio.Event(), started=False, broker_id=1,
+                             replicas=SimpleNamespace(partitions={("t", 0): follower}))
+    m = Monitoring(broker, "127.0.0.1", 0, True)
+    assert m.not_ready() == "starting"
+    broker.started = True
+    assert "1 replicas not in their ISR" in m.not_ready()
+    follower.isr = (2, 3, 1)
+    assert m.not_ready() is None
+    broker.stopping.set()
+    assert m.not_ready() == "shutting down"
