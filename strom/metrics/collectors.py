@@ -328,8 +328,8 @@ class ClusterCollector(Collector):
     def _groups(self, s: Snapshot) -> Iterator[Metric]:
         """Committed offsets and lag of the groups this broker coordinates. The end offset
         is the high watermark this broker knows for the partition (as leader, or as a
-        follower from its leader's fetch responses); a partition this broker does not host
-        has no lag series here (docs/monitoring.md)."""
+        follower from its leader's fetch responses), else the one its leader gave for this
+        scrape (`remote_ends`); a partition with neither has no lag series."""
         assert s.partitions is not None and s.groups is not None
         group_labels = ["consumergroup", "topic", "partition"]
         current = GaugeMetricFamily("kafka_consumergroup_current_offset",
@@ -345,7 +345,8 @@ class ClusterCollector(Collector):
                                     labels=["consumergroup", "topic"])
         members = GaugeMetricFamily("kafka_consumergroup_members", "Members of the group",
                                     labels=["consumergroup"])
-        ends = {(p.topic, p.index): p.high_watermark for p in s.partitions}
+        ends = dict(s.remote_ends)
+        ends.update(((p.topic, p.index), p.high_watermark) for p in s.partitions)
         for g in s.groups:
             members.add_metric([g.group_id], g.members)
             sums: dict[str, list[int]] = {}

@@ -1,6 +1,6 @@
 """The HTTP endpoint Prometheus scrapes: `/metrics`, `/healthz`, `/readyz`.
 
-A small HTTP/1.1 server on the broker's event loop (asyncio streams). A scrape first calls
+A small HTTP/1.1 server on the broker's event loop (asyncio streams). A scrape first awaits
 `prepare` on the loop (the broker's state is copied: snapshot.py), then Prometheus' own
 client library builds and encodes the answer in the `strom-metrics` thread (text format
 0.0.4, or OpenMetrics when the scraper's Accept header asks for it), one scrape at a time,
@@ -24,7 +24,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -42,12 +42,12 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
 class MetricsEndpoint:
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
                  ready: Callable[[], str | None],
-                 prepare: Callable[[], None] = lambda: None) -> None:
+                 prepare: Callable[[], Awaitable[None]] | None = None) -> None:
         self.host = host
         self.port = port
         self.registry = registry
         self.ready = ready  # None when ready, else why not
-        self.prepare = prepare  # on the loop, before the registry is collected
+        self.prepare = prepare  # awaited on the loop before the registry is collected
         self.server: asyncio.Server | None = None
         self.clients: set[asyncio.Task] = set()
         self._render = asyncio.Lock()  # one scrape renders at a time
@@ -124,7 +124,8 @@ class MetricsEndpoint:
         if path == "/metrics":
             encoder, content_type = choose_encoder(headers.get("accept", ""))
             async with self._render:
-                self.prepare()
+                if self.prepare is not None:
+                    await self.prepare()
                 body = await asyncio.get_running_loop().run_in_executor(
                     self._renderer, encoder, self.registry)
             await self._send(writer, 200, body, head_only, content_type=content_type)

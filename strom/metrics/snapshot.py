@@ -65,11 +65,13 @@ class Snapshot:
     brokers: list[tuple[int, str]] = field(default_factory=list)  # (id, host:port)
     topic_partitions: list[tuple[str, int, int]] = field(default_factory=list)  # name, n, offline
     groups: list[GroupRow] | None = None
+    # high watermarks of partitions not hosted here (server/end_offsets.py), for lag
+    remote_ends: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
-def take(broker: Any) -> Snapshot:
+def take(broker: Any, remote_ends: dict[tuple[str, int], int] | None = None) -> Snapshot:
     """Copy what the collectors need; on the broker's event loop."""
-    s = Snapshot(taken=time.monotonic())
+    s = Snapshot(taken=time.monotonic(), remote_ends=dict(remote_ends or {}))
     loop_lag = getattr(broker, "loop_lag", None)
     if loop_lag is not None:
         s.idle = loop_lag.idle_fraction()

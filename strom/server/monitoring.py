@@ -18,6 +18,7 @@ from strom.metrics import snapshot
 from strom.metrics.collectors import BrokerCollector, ClusterCollector
 from strom.metrics.endpoint import MetricsEndpoint
 from strom.metrics.stats import Latency, RequestStats
+from strom.server.end_offsets import RemoteEndOffsets
 
 
 class Monitoring:
@@ -32,14 +33,28 @@ class Monitoring:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         self.snapshot = snapshot.Snapshot()
+        self.remote_ends: RemoteEndOffsets | None = None
         registry.register(BrokerCollector(self._current, partition_level,
                                           self.request_stats, self.flush_latency))
         registry.register(ClusterCollector(self._current))
         self.registry = registry
         self.endpoint = MetricsEndpoint(host, port, registry, self.not_ready, self._prepare)
 
-    def _prepare(self) -> None:
-        self.snapshot = snapshot.take(self.broker)
+    async def _prepare(self) -> None:
+        """Before a scrape, on the loop: the end offsets of the partitions whose committed
+        offsets this broker's groups hold but which it does not host, then the snapshot."""
+        b = self.broker
+        cache, groups, replicas = (getattr(b, name, None)
+                                   for name in ("cache", "groups", "replicas"))
+        if cache is not None and groups is not None and replicas is not None:
+            if self.remote_ends is None:
+                listener = b.config.get("inter.broker.listener.name") or \
+                    b.config.listeners()[0][0]
+                self.remote_ends = RemoteEndOffsets(b.broker_id, cache, listener)
+            hosted = replicas.partitions
+            await self.remote_ends.refresh({tp for g in groups.registry for tp in g.offsets
+                                            if tp not in hosted})
+        self.snapshot = snapshot.take(b, self.remote_ends.ends if self.remote_ends else None)
 
     def _current(self) -> snapshot.Snapshot:
         return self.snapshot
@@ -57,6 +72,8 @@ class Monitoring:
 
     async def close(self) -> None:
         await self.endpoint.close()
+        if self.remote_ends is not None:
+            await self.remote_ends.close()
 
     def not_ready(self) -> str | None:
         """Why the broker is not ready to serve (None: it is): Kafka's RUNNING state

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from strom.testing.cluster import wait_until
 from strom.testing.kafka import create_topics
+from strom.testing.metrics import matching, scrape
 from strom.testing.prometheus import (
     MONITORING,
     PrometheusProcess,
@@ -53,7 +54,7 @@ def _meets(result: list, expectation: str) -> bool:
         return bool(result)
     m = re.fullmatch(r"(>=|=|>)(-?\d+(?:\.\d+)?)", expectation)
     assert m, f"bad expectation {expectation!r}"
-    return len(result) == 1 and OPS[m.group(1)](result[0][1], float(m.group(2)))
+    return bool(result) and all(OPS[m.group(1)](v, float(m.group(2))) for _, v in result)
 
 
 def _check_phase(prom: PrometheusProcess, phase: str, timeout: float = 30) -> None:
@@ -76,6 +77,30 @@ def _check_phase(prom: PrometheusProcess, phase: str, timeout: float = 30) -> No
     except TimeoutError:
         details = [(panel, want, prom.query(expr)) for panel, expr, want in pending]
         pytest.fail(f"{phase}: panels not as expected: {details}")
+
+
+def _check_lag_of_partitions_the_coordinator_does_not_host(cluster, consumer, ports):
+    """A topic with one replica per partition, spread over the brokers: the group's
+    coordinator asks the other partitions' leaders for their end offsets, so each lag
+    series appears once in the cluster, with the right value."""
+    create_topics(cluster.bootstrap, [("audit", 3)], replication_factor=1)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap})
+    for i in range(30):
+        producer.produce("audit", b"a", partition=i % 3)
+    assert producer.flush(30) == 0
+    consumer.commit(offsets=[TopicPartition("audit", p, 4) for p in range(3)],
+                    asynchronous=False)
+
+    def lag_once_each():
+        per_broker = [matching(scrape(port), "kafka_consumergroup_lag", topic="audit")
+                      for port in ports]
+        merged = {labels: v for series in per_broker for labels, v in series.items()}
+        return sum(len(series) for series in per_broker) == 3 and \
+            sorted(merged.values()) == [6, 6, 6]
+
+    wait_until(lag_once_each, 20, what="lag of every audit partition, once")
+    consumer.commit(offsets=[TopicPartition("audit", p, 10) for p in range(3)],
+                    asynchronous=False)  # caught up: the phases below see no audit lag
 
 
 def _alert_rules(prom: PrometheusProcess) -> dict[str, dict]:
@@ -105,6 +130,7 @@ def test_prometheus_scrapes_the_cluster_and_dashboards_and_alerts_answer(make_cl
             consumer.commit(offsets=[TopicPartition(TOPIC, p, 0) for p in range(3)],
                             asynchronous=False)
             _check_phase(prom, "loaded")
+            _check_lag_of_partitions_the_coordinator_does_not_host(cluster, consumer, ports)
 
             # the exporter job holds only kafka_exporter's names, the broker job none
             assert not prom.query('{job="strom-kafka", __name__=~"kafka_consumergroup_.+"}')
