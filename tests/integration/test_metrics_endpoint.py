@@ -123,3 +123,42 @@ def test_metrics_port_in_use_is_a_clear_start_up_error():
     finally:
         b.close()
         holder.close()
+
+
+def test_scrapes_while_the_broker_starts_and_stops_answer_or_are_refused():
+    """Scrapes running all along a broker's start and its shutdown each get an answer
+    (200, or 503 from /readyz before it is ready) or a refused connection: none hangs."""
+    import threading
+    import urllib.error
+
+    port = free_port()
+    b = BrokerProcess(overrides={"metrics.listener": f"http://127.0.0.1:{port}"})
+    outcomes: list[object] = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            for path in ("/readyz", "/metrics"):
+                try:
+                    outcomes.append(http_get(port, path, timeout=5)[0])
+                except (ConnectionError, urllib.error.URLError) as e:
+                    reason = getattr(e, "reason", e)
+                    outcomes.append("timeout" if isinstance(reason, TimeoutError)
+                                    else "refused")
+                except TimeoutError:
+                    outcomes.append("timeout")
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        b.start()
+        wait_until(lambda: 200 in outcomes, 15, what="a ready answer")
+        b.stop()
+    finally:
+        stop.set()
+        poller.join(15)
+        b.close()
+    assert not poller.is_alive()
+    assert "timeout" not in outcomes, outcomes
+    assert set(outcomes) <= {200, 503, "refused"}, set(outcomes)
+    assert 200 in outcomes and "refused" in outcomes
