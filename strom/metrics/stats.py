@@ -45,6 +45,8 @@ class BrokerTopicStats:
     """Per-topic stats of the topics this broker hosts, and the broker-wide totals."""
 
     def __init__(self) -> None:
+        # False when nothing reads them (no metrics.listener): the hot path skips counting
+        self.enabled = True
         self.topics: dict[str, TopicStats] = {}
         self.unattributed = TopicStats()  # unknown topics, requests before a partition
         self.retired = TopicStats()  # topics deleted since start-up

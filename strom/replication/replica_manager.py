@@ -241,6 +241,9 @@ class ReplicaManager:
         a compacted topic, another compression.type) and the batch is compressed or larger
         than INLINE_RECORDS_BYTES, that work runs in the default executor, off the loop.
         Counted in the topic's stats (the unattributed ones for a partition not hosted)."""
+        if not self.stats.enabled:
+            return await self._append_produced(topic, partition, data, acks,
+                                               internal_topics_allowed)
         p = self.partitions.get((topic, partition))
         stats = p.stats if p is not None else self.stats.unattributed
         stats.produce_requests += 1
@@ -451,6 +454,8 @@ class ReplicaManager:
         if replica_id >= 0:
             self._update_followers(requests, replica_id)
         results = await self._fetch(requests, max_bytes, min_bytes, max_wait_ms, replica_id)
+        if not self.stats.enabled:
+            return results
         partitions = self.partitions
         unattributed = self.stats.unattributed
         for r in results:  # Kafka's fetch meters, per partition read; bytes out: consumers

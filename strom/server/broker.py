@@ -139,6 +139,7 @@ class Broker:
         self.logs.startup(self._config_for, self._topic_id_for)
         self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs,
                                        self.cache, self.store)
+        self.replicas.stats.enabled = self.monitoring is not None
         self.replicas.on_topics_changed(set(self.cache.topics))
         self.fetch_sessions = FetchSessionCache(
             config.get("max.incremental.fetch.session.cache.slots"), self.clock.monotonic)

@@ -2,9 +2,9 @@
 (strom's collectors plus prometheus_client's process, platform and GC collectors) and the
 readiness the endpoint's /readyz reports.
 
-Everything is off unless `metrics.listener` is set: then the Dispatcher times requests
-and the flush job its fsyncs; the per-topic counters of the ReplicaManager are kept
-either way (a few integer additions per produce or fetch).
+Everything is off unless `metrics.listener` is set: then the Dispatcher times requests,
+the flush job its fsyncs, and the ReplicaManager counts produces and fetches per topic
+(`BrokerTopicStats.enabled`); without it none of them counts anything.
 """
 
 from __future__ import annotations
