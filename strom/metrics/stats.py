@@ -76,19 +76,30 @@ class Latency:
     """A cumulative histogram of durations in ms (Prometheus' histogram), and a recent
     window of the same buckets from which the quantiles Kafka reports are estimated."""
 
-    __slots__ = ("counts", "sum_ms", "count", "_window_start", "_previous")
+    __slots__ = ("counts", "sum_ms", "_window_start", "_previous")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self.sum_ms = 0.0
-        self.count = 0
         self._window_start: tuple[float, list[int]] | None = None
         self._previous: list[int] | None = None
 
     def record(self, ms: float) -> None:
         self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
         self.sum_ms += ms
-        self.count += 1
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    @classmethod
+    def merged(cls, *parts: Latency) -> Latency:
+        """One histogram of several (Fetch = FetchConsumer + FetchFollower), for a scrape;
+        its quantile window is its own, so it starts at the first scrape."""
+        out = cls()
+        out.counts = [sum(c) for c in zip(*(p.counts for p in parts), strict=True)]
+        out.sum_ms = sum(p.sum_ms for p in parts)
+        return out
 
     def quantiles(self, now: float) -> list[tuple[float, float]]:
         """(quantile, upper estimate in ms) over the samples since the window before the
@@ -136,12 +147,14 @@ class ApiStats:
 
 class RequestStats:
     """Kafka's RequestMetrics: requests by API and version, and their total time by request
-    name (a Fetch is also timed as FetchConsumer or FetchFollower, as in Kafka)."""
+    name. A Fetch is timed once, as FetchConsumer or FetchFollower; Kafka's third name for
+    it, Fetch, is their sum (made at scrape time)."""
 
     def __init__(self) -> None:
         self.apis: dict[int, ApiStats] = {}
         self.fetch_consumer = Latency()
         self.fetch_follower = Latency()
+        self._fetch_window: Latency | None = None  # the merged Fetch's quantile window
 
     def api(self, api_key: int, name: str, max_version: int) -> ApiStats:
         """The stats of one API, made once (the dispatcher keeps them per handler)."""
@@ -162,4 +175,11 @@ class RequestStats:
                           ("FetchFollower", self.fetch_follower)):
             if lat.count:
                 out[name] = lat
+        if "FetchConsumer" in out or "FetchFollower" in out:
+            fetch = Latency.merged(self.fetch_consumer, self.fetch_follower)
+            if self._fetch_window is not None:  # keep the window of the quantiles
+                fetch._window_start = self._fetch_window._window_start
+                fetch._previous = self._fetch_window._previous
+            self._fetch_window = fetch
+            out["Fetch"] = fetch
         return out

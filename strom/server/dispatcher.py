@@ -96,25 +96,20 @@ class Dispatcher:
     def _record(self, api_stats: ApiStats, version: int, api_key: int, body: Any,
                 started: float) -> None:
         """Kafka's RequestMetrics of one request: its count by version, its total time."""
-        ms = (self._now() - started) * 1000.0
         api_stats.versions[version] += 1
-        api_stats.latency.record(ms)
-        if api_key == FETCH:
+        ms = (self._now() - started) * 1000.0
+        if api_key != FETCH:
+            api_stats.latency.record(ms)
+        else:  # timed once, under FetchFollower or FetchConsumer (Fetch is their sum)
             assert self.stats is not None
-            (self.stats.fetch_follower if _is_follower(body) else
-             self.stats.fetch_consumer).record(ms)
+            follower = (body.replica_state.replica_id if version >= 15 else
+                        body.replica_id) >= 0
+            (self.stats.fetch_follower if follower else self.stats.fetch_consumer).record(ms)
 
 
 def _request_name(name: str) -> str:
     """Kafka's name of an API in its request metrics: list_offsets -> ListOffsets."""
     return "".join(part.capitalize() for part in name.split("_"))
-
-
-def _is_follower(body: Any) -> bool:
-    replica_state = getattr(body, "replica_state", None)  # Fetch v15+
-    replica_id = replica_state.replica_id if replica_state is not None else \
-        getattr(body, "replica_id", -1)
-    return replica_id >= 0
 
 
 __all__ = ["CloseConnection", "Dispatcher", "RequestHeader"]

@@ -55,11 +55,14 @@ def test_request_stats_count_by_version_and_time_by_name():
         produce.latency.record(ms)
     fetch = rs.api(1, "Fetch", 17)
     fetch.versions[12] += 1
-    fetch.latency.record(3.0)
-    rs.fetch_follower.record(3.0)
+    rs.fetch_follower.record(3.0)  # a Fetch is timed once, by who sent it
     assert rs.requests == {("Produce", 9): 2, ("Fetch", 12): 1}
-    assert rs.latency["Produce"].count == 2 and rs.latency["FetchFollower"].count == 1
-    assert "FetchConsumer" not in rs.latency  # none yet: no series
+    latency = rs.latency
+    assert latency["Produce"].count == 2 and latency["FetchFollower"].count == 1
+    assert "FetchConsumer" not in latency  # none yet: no series
+    rs.fetch_consumer.record(30.0)
+    merged = rs.latency["Fetch"]  # Kafka's third name: the sum of both
+    assert merged.count == 2 and merged.sum_ms == pytest.approx(33.0)
 
 
 def test_loop_idle_fraction_from_thread_cpu_time():
