@@ -300,3 +300,31 @@ def test_readiness_follows_start_up_replicas_and_shutdown():
     assert m.not_ready() is None
     broker.stopping.set()
     assert m.not_ready() == "shutting down"
+
+
+def test_end_offsets_of_a_silent_leader_are_bounded_and_kept(monkeypatch):
+    """A leader that accepts the connection but never answers costs a scrape at most
+    TIMEOUT_S, and the end offsets known before stay."""
+    from strom.server import end_offsets
+
+    monkeypatch.setattr(end_offsets, "TIMEOUT_S", 0.3)
+
+    async def main():
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # silent
+        port = server.sockets[0].getsockname()[1]
+        endpoint = SimpleNamespace(host="127.0.0.1", port=port)
+        cache = SimpleNamespace(partition=lambda t, p: SimpleNamespace(leader=2),
+                                endpoint=lambda b, listener: endpoint)
+        remote = end_offsets.RemoteEndOffsets(1, cache, "PLAINTEXT")
+        remote.ends = {("t", 0): 42, ("gone", 0): 7}
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await remote.refresh({("t", 0)})
+        took = loop.time() - began
+        await remote.close()
+        server.close()
+        return remote.ends, took
+
+    ends, took = asyncio.run(main())
+    assert ends == {("t", 0): 42}  # kept; partitions no longer wanted are forgotten
+    assert took < 5
