@@ -21,11 +21,13 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+SCRAPE_INTERVAL_S = 5.0  # the strom-metrics peer is scraped this often (Prometheus: 15-30 s)
 QUICK = ["--sizes", "20000x100,5000x1000", "--lat-msgs", "2000", "--scenario-timeout", "60",
          "--idle-timeout", "10"]
 
@@ -97,22 +99,41 @@ def rss_mib(pid):
     return None
 
 
-def broker_command(name, port, tmpdir, tansu):
+def broker_command(name, port, tmpdir, tansu, metrics_port=None):
     if name == "tansu":
         url = f"tcp://127.0.0.1:{port}"
         return [str(tansu), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"]
-    return [sys.executable, "-m", "strom", "server",
-            "--override", f"listeners=PLAINTEXT://127.0.0.1:{port}",
-            "--override", f"log.dirs={tmpdir}"]
+    cmd = [sys.executable, "-m", "strom", "server",
+           "--override", f"listeners=PLAINTEXT://127.0.0.1:{port}",
+           "--override", f"log.dirs={tmpdir}"]
+    if metrics_port is not None:  # the strom-metrics peer: the same broker, metrics on
+        cmd += ["--override", f"metrics.listener=http://127.0.0.1:{metrics_port}"]
+    return cmd
 
 
-def start_broker(name, port, tmpdir, logf, tansu, ready_timeout):
+def scrape_every(port, seconds, stop):
+    """Scrape /metrics every `seconds` until `stop` is set (the strom-metrics peer: the
+    cost of being scraped is part of the cost of metrics). Returns the scrape count."""
+    import urllib.request
+    count = 0
+    while not stop.wait(seconds):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                r.read()
+            count += 1
+        except OSError:
+            pass
+    return count
+
+
+def start_broker(name, port, tmpdir, logf, tansu, ready_timeout, metrics_port=None):
     """Start the broker; return (proc, info) with ready_s once it answers ApiVersions, else info["error"]."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OTEL_", "LISTENER_URL", "ADVERTISED_", "STORAGE_ENGINE"))}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(broker_command(name, port, tmpdir, tansu), cwd=REPO, env=env,
+    proc = subprocess.Popen(broker_command(name, port, tmpdir, tansu, metrics_port), cwd=REPO,
+                            env=env,
                             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                             start_new_session=True)
     info = {"pid": proc.pid, "port": port}
@@ -176,8 +197,15 @@ def bench_broker(name, args, kbench, tansu, stamp, extra):
     rec = {"scenario": "broker", "label": name, "bootstrap": f"127.0.0.1:{port}"}
     log(f"starting {name} on 127.0.0.1:{port}")
     with open(RESULTS / f"{stamp}-{name}.log", "wb") as logf:
-        proc, info = start_broker(name, port, tmpdir, logf, tansu, args.ready_timeout)
+        metrics_port = free_port() if name == "strom-metrics" else None
+        proc, info = start_broker(name, port, tmpdir, logf, tansu, args.ready_timeout,
+                                  metrics_port)
         rec.update(info)
+        stop_scraping = threading.Event()
+        if metrics_port is not None:
+            scraper = threading.Thread(target=scrape_every, daemon=True,
+                                       args=(metrics_port, SCRAPE_INTERVAL_S, stop_scraping))
+            scraper.start()
         try:
             if "error" not in info:
                 log(f"{name} ready in {info['ready_s']:.3f}s; measuring idle for {args.idle_seconds:.0f}s")
@@ -188,6 +216,7 @@ def bench_broker(name, args, kbench, tansu, stamp, extra):
                 if proc.poll() is not None:
                     rec["error"] = f"broker exited with code {proc.returncode} during the run"
         finally:
+            stop_scraping.set()
             rec["exit_code"] = stop_broker(proc)
             shutil.rmtree(tmpdir, ignore_errors=True)
     if "error" in rec:
@@ -279,7 +308,9 @@ def print_table(results):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1])
     ap.add_argument("--kbench", help="path of kbench.py (default: ../shared/bench/kbench.py beside the repo)")
-    ap.add_argument("--peer", choices=["tansu", "none"], default="tansu")
+    ap.add_argument("--peer", choices=["tansu", "strom-metrics", "none"], default="tansu",
+                    help="strom-metrics: strom itself with metrics.listener set and scraped "
+                         f"every {SCRAPE_INTERVAL_S:.0f} s (the cost of metrics)")
     ap.add_argument("--repeat", type=int, help="kbench repeats; medians are reported (default 3, 1 with --quick)")
     ap.add_argument("--quick", action="store_true", help="small message counts: a smoke run of a minute or two")
     ap.add_argument("--scenarios", help="passed to kbench (default: all of its scenarios)")

@@ -9,7 +9,10 @@ produce-and-fetch round trip (time.process_time), which machine load hardly move
 change to the request path can be measured on a busy machine. The socket writes and the
 event loop's own work are not in it: bench/latency.py measures the whole.
 
-    python bench/request_cost.py [--rounds 20000] [--repeat 5]
+    python bench/request_cost.py [--rounds 20000] [--repeat 5] [--metrics off|on|both]
+
+`--metrics on` sets `metrics.listener` (the dispatcher then times every request); `both`
+alternates runs without and with it and prints the ratio.
 """
 
 from __future__ import annotations
@@ -53,9 +56,12 @@ def fetch_frame(correlation_id: int, offset: int) -> bytes:
     return encode_request(correlation_id, "rdkafka", req)[4:]
 
 
-async def measure(rounds: int, repeat: int) -> list[float]:
+async def measure(rounds: int, repeat: int, metrics: bool = False) -> list[float]:
     tmp = tempfile.mkdtemp(prefix="strom-request-cost-")
-    config = BrokerConfig.load(None, [f"log.dirs={tmp}", "listeners=PLAINTEXT://127.0.0.1:0"])
+    settings = [f"log.dirs={tmp}", "listeners=PLAINTEXT://127.0.0.1:0"]
+    if metrics:
+        settings.append("metrics.listener=http://127.0.0.1:0")
+    config = BrokerConfig.load(None, settings)
     broker = Broker(config)
     await broker.startup()
     try:
@@ -86,10 +92,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--metrics", choices=["off", "on", "both"], default="off")
     args = ap.parse_args()
-    results = asyncio.run(measure(args.rounds, args.repeat))
-    print(f"CPU per produce+fetch round trip: median {statistics.median(results):.1f} us "
-          f"(runs: {', '.join(f'{r:.1f}' for r in results)})")
+    if args.metrics != "both":
+        results = asyncio.run(measure(args.rounds, args.repeat, args.metrics == "on"))
+        print(f"CPU per produce+fetch round trip: median {statistics.median(results):.1f} us "
+              f"(runs: {', '.join(f'{r:.1f}' for r in results)})")
+        return 0
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.repeat):  # alternated, so machine load falls on both alike
+        for metrics in (False, True):
+            runs[metrics] += asyncio.run(measure(args.rounds, 1, metrics))
+    off, on = statistics.median(runs[False]), statistics.median(runs[True])
+    for metrics, label in ((False, "metrics off"), (True, "metrics on ")):
+        print(f"{label}: CPU per produce+fetch round trip: median "
+              f"{statistics.median(runs[metrics]):.1f} us "
+              f"(runs: {', '.join(f'{r:.1f}' for r in runs[metrics])})")
+    print(f"on/off: {on / off:.3f}")
     return 0
 
 

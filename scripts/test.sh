@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need and run the whole suite.
-#   Debian packages: kcat (librdkafka 2.0.2, the oldest client we support) and zookeeper
+#   Debian packages: kcat (librdkafka 2.0.2, the oldest client we support), zookeeper and
+#   prometheus (tests/cluster/test_monitoring.py scrapes a cluster with it)
 #   Python packages: strom itself with its [test] extra
 # Usage: bash scripts/test.sh [extra pytest arguments]
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 [ -e /usr/share/zookeeper/bin/zkServer.sh ] || need+=(zookeeper)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== apt-get install ${need[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

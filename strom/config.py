@@ -175,6 +175,16 @@ _DAY_MS = 24 * 3600 * 1000
 _TIMESTAMP_TYPES = one_of("CreateTime", "LogAppendTime")
 _COMPRESSION = one_of(*TOPIC_COMPRESSION_TYPES)
 
+def _metrics_listener(v: Any) -> str | None:
+    if v is None:
+        return None
+    try:
+        scheme, _, _ = parse_listener(v)
+    except ConfigError as e:
+        return str(e).replace("NAME://", "http://")
+    return None if scheme == "HTTP" else "must be http://host:port"
+
+
 BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("node.id", I, -1, "The broker's id", at_least(-1)),
     ConfigKey("broker.id", I, -1, "Synonym of node.id", at_least(-1)),
@@ -325,6 +335,11 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
     ConfigKey("controlled.shutdown.max.retries", I, 3, "", at_least(0)),
     ConfigKey("controlled.shutdown.retry.backoff.ms", L, 5000, "", at_least(0)),
     ConfigKey("broker.rack", S, None, "Rack of this broker"),
+    ConfigKey("metrics.listener", S, None, "strom only: http://host:port of the Prometheus "
+              "endpoint (/metrics, /healthz, /readyz); off when unset", _metrics_listener),
+    ConfigKey("metrics.partition.level", B, True, "strom only: emit the per-partition "
+              "series (kafka_cluster_partition_*, kafka_log_log_*); false on brokers with "
+              "very many partitions"),
     ConfigKey("cluster.id", S, None, "Cluster id (generated when absent)"),
     ConfigKey("controlled.shutdown.enable", B, True, ""),
     ConfigKey("group.initial.rebalance.delay.ms", I, 3000, "", at_least(0)),

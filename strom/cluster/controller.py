@@ -184,6 +184,7 @@ class Controller:
         self.epoch = 0
         self.epoch_version = -1  # the /controller_epoch znode version this controller wrote
         self.active = False
+        self.unclean_leader_elections = 0  # read by strom.metrics
         self.lock = asyncio.Lock()  # see ControllerContext
         self._watching = False
         self._stopped = False
@@ -369,6 +370,7 @@ class Controller:
         live_replicas = [b for b in replicas if b in live]
         if unclean and live_replicas:
             leader = live_replicas[0]
+            self.unclean_leader_elections += 1  # Kafka's UncleanLeaderElectionsPerSec
             log.warning("Unclean leader election for %s-%d: broker %d was not in the ISR %s; "
                         "records acknowledged by the old ISR may be lost", name, p, leader,
                         list(st.isr))

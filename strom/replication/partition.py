@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from strom.cluster.model import PartitionState
 from strom.log.partition_log import AppendResult, PartitionLog
+from strom.metrics.stats import TopicStats
 from strom.protocol.batch import BatchHeader
 from strom.protocol.errors import (
     ErrorCode,
@@ -65,6 +66,7 @@ class Partition:
         self.controller_epoch = 0
         self.followers: dict[int, ReplicaState] = {}
         self.pending_isr: tuple[int, ...] | None = None  # an ISR write in flight
+        self.stats = TopicStats()  # the ReplicaManager gives it its topic's shared stats
 
     def __repr__(self) -> str:
         return f"{self.topic}-{self.index}"

@@ -42,6 +42,7 @@ from strom.log.manager import LogManager
 from strom.log.partition_log import AppendResult, ReadResult
 from strom.log.transaction_index import AbortedTxn
 from strom.log.validator import needs_records, validate_header, validate_records
+from strom.metrics.stats import BrokerTopicStats
 from strom.protocol.errors import (
     ErrorCode,
     InvalidTopic,
@@ -127,6 +128,10 @@ class ReplicaManager:
         # set by the transaction coordinator (see the module docstring); None: no check
         self.txn_verifier: TxnVerifier | None = None
         self._txn_marker_listeners: list[TxnMarkerListener] = []
+        # Kafka's BrokerTopicMetrics and ReplicaManager meters, read by strom.metrics
+        self.stats = BrokerTopicStats()
+        self.isr_shrinks = 0
+        self.isr_expands = 0
         cache.on_change(self.on_topics_changed)
 
     def start(self) -> None:
@@ -179,10 +184,14 @@ class ReplicaManager:
                 if partition is None:
                     plog = self.logs.get_or_create(name, p, config, info.topic_id)
                     partition = Partition(name, p, info.topic_id, plog, self.broker_id)
+                    partition.stats = self.stats.topic(name)
                     self.partitions[tp] = partition
                 partition.log.config = config
                 st = pinfo.state
                 if st.leader == self.broker_id:
+                    if partition.is_leader and st.leader_epoch == partition.leader_epoch \
+                            and len(st.isr) < len(partition.isr):
+                        self.isr_shrinks += 1  # the controller took a dead broker out
                     if partition.make_leader(st, pinfo.replicas, now) and self.fetchers:
                         self.fetchers.stop_following(tp)
                     self._complete_produce_waiters(tp, partition)
@@ -215,6 +224,7 @@ class ReplicaManager:
             self._stop_replica(tp)
         for tp in [tp for tp in self.logs.logs if tp[0] == name]:
             self.logs.delete(*tp)
+        self.stats.remove(name)
 
     def get_partition(self, topic: str, partition: int) -> Partition:
         p = self.partitions.get((topic, partition))
@@ -254,7 +264,27 @@ class ReplicaManager:
         than INLINE_RECORDS_BYTES, that work runs in the default executor, off the loop.
         A transactional batch needs the request's `transactional_id` (else, as Kafka's
         authorizer answers a null id, TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and, when its
-        producer has no transaction open here, the `txn_verifier`'s approval."""
+        producer has no transaction open here, the `txn_verifier`'s approval.
+        Counted in the topic's stats (the unattributed ones for a partition not hosted)."""
+        if not self.stats.enabled:
+            return await self._append_produced(topic, partition, data, acks,
+                                               internal_topics_allowed, transactional_id)
+        p = self.partitions.get((topic, partition))
+        stats = p.stats if p is not None else self.stats.unattributed
+        stats.produce_requests += 1
+        try:
+            result = await self._append_produced(topic, partition, data, acks,
+                                                 internal_topics_allowed, transactional_id)
+        except KafkaError:
+            stats.failed_produce_requests += 1
+            raise
+        stats.messages_in += result.last_offset - result.base_offset + 1
+        stats.bytes_in += len(data)
+        return result
+
+    async def _append_produced(self, topic: str, partition: int, data: bytes, acks: int,
+                               internal_topics_allowed: bool,
+                               transactional_id: str | None) -> AppendResult:
         self._check_internal(topic, internal_topics_allowed)
         p = self.leader_partition(topic, partition)
         batch = bytearray(data)
@@ -425,6 +455,10 @@ class ReplicaManager:
                 p.pending_isr = None
             return
         if self.partitions.get(tp) is p and p.is_leader and p.leader_epoch == epoch and                 p.state_version == version:
+            if len(isr) < len(p.isr):
+                self.isr_shrinks += 1
+            elif len(isr) > len(p.isr):
+                self.isr_expands += 1
             if p.isr_written(isr, new_version):
                 self._high_watermark_moved(tp, p)
             else:
@@ -502,10 +536,29 @@ class ReplicaManager:
                     isolation_level: int = 0) -> list[FetchPartitionResult]:
         """Read now; if less than min_bytes is available and nothing failed, park until
         data arrives for one of the partitions or max_wait_ms passes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_ms / 1000
         if replica_id >= 0:
             self._update_followers(requests, replica_id)
+        results = await self._fetch(requests, max_bytes, min_bytes, max_wait_ms, replica_id,
+                                    isolation_level)
+        if not self.stats.enabled:
+            return results
+        partitions = self.partitions
+        unattributed = self.stats.unattributed
+        for r in results:  # Kafka's fetch meters, per partition read; bytes out: consumers
+            p = partitions.get((r.topic, r.partition))
+            stats = p.stats if p is not None else unattributed
+            stats.fetch_requests += 1
+            if r.error is not None:
+                stats.failed_fetch_requests += 1
+            elif replica_id < 0 and r.read is not None and r.read.slice:
+                stats.bytes_out += r.read.slice.size
+        return results
+
+    async def _fetch(self, requests: list[FetchPartitionRequest], max_bytes: int,
+                     min_bytes: int, max_wait_ms: int, replica_id: int,
+                     isolation_level: int) -> list[FetchPartitionResult]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait_ms / 1000
         while True:
             results = self.read_all(requests, max_bytes, replica_id, isolation_level)
             total = sum(r.size for r in results)

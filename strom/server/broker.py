@@ -63,6 +63,7 @@ from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.connection_quotas import Admission, ConnectionQuotas, normalize_ip
 from strom.server.dispatcher import Dispatcher
 from strom.server.loop_lag import LoopLagMonitor
+from strom.server.monitoring import Monitoring
 from strom.tasks import essential, run_forever, spawn
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,17 @@ class Broker:
         self.store: MetadataStore | None = None
         self.failure: str | None = None  # why an essential task ended (exit non-zero)
         self.loop_lag = LoopLagMonitor(self.clock)
+        self.started = False  # start-up completed (/readyz)
+        self.listener_names = [name for name, _, _ in config.listeners()]
+        self.monitoring = Monitoring.from_config(self, config)
 
     # --- start-up -------------------------------------------------------------------------
     async def startup(self) -> None:
         started = time.monotonic()
         config = self.config
         asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
+        if self.monitoring is not None:  # first: /healthz answers while the broker starts
+            await self.monitoring.start()
         # the log dirs first: locked, and checked to be this node's, before anything writes
         self.logs = LogManager(config.log_dirs, self.clock, self.broker_id,
                                config.get("cluster.id"),
@@ -134,6 +140,7 @@ class Broker:
         self.logs.startup(self._config_for, self._topic_id_for)
         self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs,
                                        self.cache, self.store)
+        self.replicas.stats.enabled = self.monitoring is not None
         self.replicas.on_topics_changed(set(self.cache.topics))
         self.fetch_sessions = FetchSessionCache(
             config.get("max.incremental.fetch.session.cache.slots"), self.clock.monotonic)
@@ -158,7 +165,8 @@ class Broker:
             self.logs, self.producer_ids, self.groups, self.transactions,
             dynamic_configs=self.dynamic_configs,
             fetch_sessions=self.fetch_sessions)
-        self.dispatcher = Dispatcher(self.services)
+        self.dispatcher = Dispatcher(
+            self.services, self.monitoring.request_stats if self.monitoring else None)
         queued_max = config.get("queued.max.request.bytes")
         pool = MemoryPool(queued_max) if queued_max > 0 else None
         self.quotas = ConnectionQuotas(
@@ -185,6 +193,7 @@ class Broker:
                           self.tasks))
         self.loop_lag.start()
         gc.freeze()  # start-up objects never need collecting: shorter GC pauses later
+        self.started = True
         log.info("strom broker %d started in %.0f ms (cluster id %s)", self.broker_id,
                  (time.monotonic() - started) * 1000, self.cache.cluster_id)
 
@@ -424,9 +433,13 @@ class Broker:
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
+        timed = self.monitoring.flush_latency if self.monitoring else None
         for plog in self.logs.logs_needing_flush():
             end, segments = plog.start_flush()
+            begun = self.clock.monotonic()
             await loop.run_in_executor(None, plog.fsync_segments, segments)
+            if timed is not None:  # Kafka's LogFlushRateAndTimeMs
+                timed.record((self.clock.monotonic() - begun) * 1000.0)
             plog.flushed(end)
 
     async def _checkpoint(self) -> None:
@@ -493,6 +506,8 @@ class Broker:
                 await self._controlled_shutdown()
             except Exception:
                 log.exception("Controlled shutdown failed")
+        if self.monitoring is not None:
+            await self.monitoring.close()
         if hasattr(self, "controller"):
             await self.controller.stop()
         for server in self.servers:

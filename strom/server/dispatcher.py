@@ -19,11 +19,11 @@ from strom.api.fetch import RawResponse
 from strom.api.produce import NO_RESPONSE
 from strom.api.registry import CloseConnection as HandlerClose
 from strom.api.registry import load_all
+from strom.metrics.stats import ApiStats, RequestStats
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import (
     MalformedRequest,
     RequestHeader,
-    api_name,
     encode_response,
     parse_request,
     peek_header,
@@ -32,6 +32,7 @@ from strom.protocol.messages import (
 log = logging.getLogger(__name__)
 
 API_VERSIONS = 18
+FETCH = 1
 
 
 class CloseConnection(Exception):
@@ -39,9 +40,15 @@ class CloseConnection(Exception):
 
 
 class Dispatcher:
-    def __init__(self, services: BrokerServices) -> None:
+    def __init__(self, services: BrokerServices, stats: RequestStats | None = None) -> None:
         self.services = services
         self.handlers = load_all()
+        # Kafka's RequestMetrics when the metrics endpoint is on: requests by version and
+        # their total time from parse to response (waits for acks=all and min_bytes too)
+        self.stats = stats
+        self._api_stats = {key: stats.api(key, _request_name(spec.name), spec.max_version)
+                           for key, spec in self.handlers.items()} if stats else {}
+        self._now = services.clock.monotonic
 
     async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
                        appended: Callable[[], None] | None = None
@@ -67,6 +74,8 @@ class Dispatcher:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
         ctx = RequestContext(header, self.services, client_host, listener, appended)
+        api_stats = self._api_stats.get(api_key)
+        started = self._now() if api_stats is not None else 0.0
         try:
             response: Any = await spec.handler(ctx, body)
             if response is NO_RESPONSE:
@@ -78,8 +87,29 @@ class Dispatcher:
             raise CloseConnection(str(e)) from None
         except Exception:
             log.exception("Unexpected error handling %s v%d (correlation id %d) from %s",
-                          api_name(api_key), version, correlation_id, client)
+                          spec.name, version, correlation_id, client)
             raise CloseConnection("unexpected server error") from None
+        finally:
+            if api_stats is not None:
+                self._record(api_stats, version, api_key, body, started)
+
+    def _record(self, api_stats: ApiStats, version: int, api_key: int, body: Any,
+                started: float) -> None:
+        """Kafka's RequestMetrics of one request: its count by version, its total time."""
+        api_stats.versions[version] += 1
+        ms = (self._now() - started) * 1000.0
+        if api_key != FETCH:
+            api_stats.latency.record(ms)
+        else:  # timed once, under FetchFollower or FetchConsumer (Fetch is their sum)
+            assert self.stats is not None
+            follower = (body.replica_state.replica_id if version >= 15 else
+                        body.replica_id) >= 0
+            (self.stats.fetch_follower if follower else self.stats.fetch_consumer).record(ms)
+
+
+def _request_name(name: str) -> str:
+    """Kafka's name of an API in its request metrics: list_offsets -> ListOffsets."""
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
 __all__ = ["CloseConnection", "Dispatcher", "RequestHeader"]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import time
+from collections.abc import Callable
 
 from strom.clock import Clock
 
@@ -30,9 +32,19 @@ BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 200
 
 
 class LoopLagMonitor:
-    def __init__(self, clock: Clock, interval: float = 0.02) -> None:
+    bounds_ms = BUCKETS_MS
+
+    def __init__(self, clock: Clock, interval: float = 0.02,
+                 cpu_time: Callable[[], float] = time.thread_time) -> None:
         self.clock = clock  # its monotonic() measures; the loop's own timers schedule
         self.interval = interval
+        # the CPU time of the loop's thread (read on that thread): busy = CPU / wall time
+        self.cpu_time = cpu_time
+        self._idle_from: tuple[float, float] | None = None
+        self._idle = 1.0
+        # since start, never reset (the metrics endpoint's histogram)
+        self.total_counts = [0] * (len(BUCKETS_MS) + 1)
+        self.total_ms = 0.0
         self._counts = [0] * (len(BUCKETS_MS) + 1)
         self._max_ms = 0.0
         self._samples = 0
@@ -42,6 +54,7 @@ class LoopLagMonitor:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._idle_from = (self.clock.monotonic(), self.cpu_time())
         self._schedule()
 
     def stop(self) -> None:
@@ -63,10 +76,27 @@ class LoopLagMonitor:
 
     def record(self, lag_ms: float) -> None:
         lag_ms = max(0.0, lag_ms)
-        self._counts[bisect.bisect_left(BUCKETS_MS, lag_ms)] += 1
+        bucket = bisect.bisect_left(BUCKETS_MS, lag_ms)
+        self._counts[bucket] += 1
+        self.total_counts[bucket] += 1
+        self.total_ms += lag_ms
         self._samples += 1
         if lag_ms > self._max_ms:
             self._max_ms = lag_ms
+
+    def idle_fraction(self, min_window_s: float = 1.0) -> float:
+        """The fraction of wall time the loop's thread spent off the CPU since the previous
+        call at least `min_window_s` ago (waiting for the network or a timer): the honest
+        equivalent of Kafka's request-handler and network-processor idle ratios, for one
+        loop does both jobs. Called on the loop's thread (the endpoint's scrape)."""
+        if self._idle_from is None:
+            return self._idle
+        wall, cpu = self.clock.monotonic(), self.cpu_time()
+        wall0, cpu0 = self._idle_from
+        if wall - wall0 >= min_window_s:
+            self._idle = min(1.0, max(0.0, 1.0 - (cpu - cpu0) / (wall - wall0)))
+            self._idle_from = (wall, cpu)
+        return self._idle
 
     def _percentile(self, p: float) -> float | None:
         """The upper bound of the bucket holding the p-th percentile (an upper estimate),

@@ -142,6 +142,12 @@ class BrokerProcess(ChildProcess):
         return f"{HOST}:{self.port}"
 
     @property
+    def metrics_port(self) -> int | None:
+        """The port of `metrics.listener` when the overrides set one."""
+        listener = self.overrides.get("metrics.listener")
+        return int(listener.rsplit(":", 1)[1]) if listener else None
+
+    @property
     def returncode(self) -> int | None:
         return self._proc.poll() if self._proc is not None else None
 

@@ -7,7 +7,8 @@
 
 Each cluster gets its own ZooKeeper chroot (a fresh `/strom-<random>`), so many clusters
 can share one ZooKeeper server. Brokers are `BrokerProcess`es (node ids 1..size, free
-ports, temp log dirs); `overrides` apply to all of them. Cluster state is read the way a
+ports, temp log dirs); `overrides` apply to all of them; `metrics=True` gives each its
+own `metrics.listener` on a free port (`BrokerProcess.metrics_port`). Cluster state is read the way a
 client sees it: Metadata through confluent-kafka's AdminClient. What a replica holds is read
 from its files: `log_bytes()` cuts a replica's segments at an offset, so tests can compare
 replicas byte for byte up to the high watermark.
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from strom.testing.broker import BrokerProcess
+from strom.testing.processes import free_port
 
 __all__ = ["BackgroundProducer", "Cluster", "read_partitions", "wait_until"]
 
@@ -49,7 +51,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 class Cluster:
     def __init__(self, zk_connect: str, size: int = 3, overrides: dict | None = None,
-                 session_timeout_ms: int = 6000) -> None:
+                 session_timeout_ms: int = 6000, metrics: bool = False) -> None:
+        self.metrics = metrics
         self.chroot = f"/strom-{uuid.uuid4().hex[:10]}"
         self.zk_connect = zk_connect + self.chroot
         settings = {
@@ -68,7 +71,10 @@ class Cluster:
             self.add_broker(node_id, start=False)
 
     def add_broker(self, node_id: int, start: bool = True) -> BrokerProcess:
-        b = BrokerProcess(overrides=self.overrides, node_id=node_id, startup_timeout=30.0,
+        overrides = dict(self.overrides)
+        if self.metrics:
+            overrides["metrics.listener"] = f"http://127.0.0.1:{free_port()}"
+        b = BrokerProcess(overrides=overrides, node_id=node_id, startup_timeout=30.0,
                           stop_timeout=30.0)
         self.brokers[node_id] = b
         if start:
