@@ -329,8 +329,13 @@ class PartitionLog:
         return j, size
 
     def _append(self, data: bytes | bytearray, header: BatchHeader) -> None:
-        segment = self._maybe_roll(len(data), header)
-        segment.append(data, header)
+        try:
+            segment = self._maybe_roll(len(data), header)
+            segment.append(data, header)
+        except OSError as e:
+            # a full disk (ENOSPC) or an IO error: the segment cut the partial write off,
+            # so the log ends where it did; the producer gets KAFKA_STORAGE_ERROR and retries
+            raise self.write_failure(e) from None
         self.producer_state.update(header, header.max_timestamp)
         self.unflushed_messages += header.records_count
 
@@ -475,6 +480,17 @@ class PartitionLog:
             log.error("%s-%d: %s fail with %s: %s", self.topic, self.partition, what,
                       error.code.name.upper(), e)
         return error
+
+    def write_failure(self, e: OSError) -> KafkaError:
+        """KAFKA_STORAGE_ERROR for an append the file system refused (ENOSPC, EIO), as
+        Kafka's produce path answers a KafkaStorageException; logged once per errno."""
+        where = (f"write {self.topic}-{self.partition}", e.errno or 0)
+        if where not in self._read_failures_logged:
+            self._read_failures_logged.add(where)
+            log.error("%s-%d: appends fail with KAFKA_STORAGE_ERROR: %s", self.topic,
+                      self.partition, e)
+        return KafkaStorageError(f"Appending to {self.topic}-{self.partition} failed: "
+                                 f"{e.strerror or e}")
 
     def batches_from(self, offset: int, max_offset: int | None = None):
         """(segment, BatchPosition) for each batch holding offsets >= `offset`."""
