@@ -67,9 +67,12 @@ class Cluster:
         for node_id in range(1, size + 1):
             self.add_broker(node_id, start=False)
 
-    def add_broker(self, node_id: int, start: bool = True) -> BrokerProcess:
-        b = BrokerProcess(overrides=self.overrides, node_id=node_id, startup_timeout=30.0,
-                          stop_timeout=30.0)
+    def add_broker(self, node_id: int, start: bool = True, log_dir: Path | None = None,
+                   overrides: dict | None = None) -> BrokerProcess:
+        """A broker with the cluster's settings (and its own `overrides`), on a temp log
+        dir or `log_dir`."""
+        b = BrokerProcess(log_dir=log_dir, overrides={**self.overrides, **(overrides or {})},
+                          node_id=node_id, startup_timeout=30.0, stop_timeout=30.0)
         self.brokers[node_id] = b
         if start:
             b.start()
