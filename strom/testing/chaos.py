@@ -228,12 +228,14 @@ def settle(cluster: Cluster, topic: str, partitions: int, timeout: float = 90) -
 
 def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
                  history: Path | None = None, topic: str = "chaos", partitions: int = 3,
-                 progress: int = 100, say: Callable[[str], None] = print) -> Verdict:
+                 progress: int = 100, say: Callable[[str], None] = print,
+                 until: float | None = None) -> Verdict:
     """The whole run: an RF=3, min.insync.replicas=2 topic, an idempotent acks=all
     producer and a committing group consumer running throughout; each fault is injected,
     held for its seconds, healed, and the cluster must settle and the producer make
     `progress` more acknowledged records before the next. Then `check()`. Every step goes
-    to `history` (one line each, with the seed first) and through `say`."""
+    to `history` (one line each, with the seed first) and through `say`. With `until` (a
+    time.monotonic() deadline) no fault is injected after it."""
     began = time.monotonic()
     lines: list[str] = []
 
@@ -256,6 +258,8 @@ def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
         with producer:
             producer.wait_for_acks(progress, timeout=60)
             for fault in faults:
+                if until is not None and time.monotonic() >= until:
+                    break
                 if not chaos.nemesis.supports(fault.kind):
                     note(f"skip {fault}: not possible on this machine")
                     continue
@@ -263,6 +267,7 @@ def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
                 chaos.nemesis.inject(fault)
                 injected += 1
                 time.sleep(fault.seconds)
+                note(f"before heal: {_leaders(cluster, topic, partitions)}")
                 chaos.nemesis.heal()
                 note(f"heal {fault}")
                 settle(cluster, topic, partitions)
@@ -287,3 +292,13 @@ def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
     verdict = check(cluster, producer, injected, consumer)
     note(verdict.details())
     return verdict
+
+
+def _leaders(cluster: Cluster, topic: str, partitions: int) -> str:
+    """Leader and ISR of each partition as the reachable brokers answer, for the history."""
+    try:
+        md = cluster.metadata(topic).topics[topic].partitions
+        return " ".join(f"p{p}:leader={md[p].leader},isr={sorted(md[p].isrs)}"
+                        for p in range(partitions))
+    except Exception as e:  # noqa: BLE001 - the history says what it could not read
+        return f"(metadata unavailable: {e})"
