@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--brokers", type=int, default=3, help="3 to 5 brokers")
     ap.add_argument("--history", type=Path, default=None,
                     help="history file (default chaos-<seed>.history here)")
+    ap.add_argument("--disk-mb", type=int, default=512,
+                    help="size of each broker's tmpfs log dir (it holds the whole run)")
     ap.add_argument("--session-timeout-ms", type=int, default=4000,
                     help="brokers' zookeeper.session.timeout.ms")
     args = ap.parse_args(argv)
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                       brokers=list(range(1, args.brokers + 1)), zk_members=[1, 2, 3])
     overrides = {"replica.fetch.backoff.ms": 200, "replica.lag.time.max.ms": 4000}
     with ZooKeeperEnsemble(3) as zk, ChaosCluster(
-            zk, args.brokers, overrides, session_timeout_ms=args.session_timeout_ms) as chaos:
+            zk, args.brokers, overrides, session_timeout_ms=args.session_timeout_ms,
+            disk_bytes=args.disk_mb << 20) as chaos:
         try:
             verdict = run_schedule(chaos, faults, seed, history,
                                    until=time.monotonic() + args.minutes * 60)
