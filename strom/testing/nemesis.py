@@ -17,7 +17,9 @@ Faults (`FAULT_KINDS`):
                  cut) while it still talks to clients and other brokers: its session
                  expires, the controller moves its leaderships; healed by reconnecting.
 - `full-disk`    the broker's log dir (a small tmpfs of its own, `SmallDisk`) is filled to
-                 the last byte; healed by deleting the filler file.
+                 the last byte: its next append fails, the dir goes offline and the broker,
+                 with no dir left, stops (KIP-112); healed by deleting the filler file and
+                 starting the broker again.
 
 Network partitions use `TcpProxy` (strom.testing.zookeeper) rather than network namespaces:
 those need privileges and tools a test machine often lacks, while a proxy between a broker
@@ -214,6 +216,8 @@ class Nemesis:
             self.links[n].restore()
         elif fault.kind == "full-disk":
             self.disks[n].free()
+            if not c.brokers[n].is_alive():  # its only log dir went offline: it stopped
+                c.brokers[n].start()
         self.history.append(f"heal {fault}")
 
 
