@@ -16,15 +16,22 @@ Faults (`FAULT_KINDS`):
 - `zk-partition` the broker loses every connection to ZooKeeper (its `ZkLink` proxies are
                  cut) while it still talks to clients and other brokers: its session
                  expires, the controller moves its leaderships; healed by reconnecting.
+- `isolate-broker` nothing reaches the broker through its advertised address any more
+                 (a `TcpProxy` in front of its listener, on hold: packets dropped, so
+                 peers and clients see timeouts); its followers cannot fetch from it, so as
+                 a leader it shrinks its ISR to itself and can acknowledge nothing with
+                 min.insync.replicas=2. It still reaches ZooKeeper and the other brokers.
+                 Healed by letting the traffic through again.
 - `full-disk`    the broker's log dir (a small tmpfs of its own, `SmallDisk`) is filled to
                  the last byte: its next append fails, the dir goes offline and the broker,
                  with no dir left, stops (KIP-112); healed by deleting the filler file and
                  starting the broker again.
 
 Network partitions use `TcpProxy` (strom.testing.zookeeper) rather than network namespaces:
-those need privileges and tools a test machine often lacks, while a proxy between a broker
-and ZooKeeper gives the same failure to both sides (connections reset, new ones refused).
-Partitions between brokers are not injected yet (docs/reliability.md).
+those need privileges and tools a test machine often lacks, while a proxy gives the same
+failure to both sides. A broker has one advertised address, so `isolate-broker` cuts what
+comes in to it from every peer and client at once; a partition between two chosen brokers
+only is not injected (docs/reliability.md).
 
 A schedule is a pure function of its seed, so the seed printed with a failure reproduces the
 same faults in the same order.
@@ -46,7 +53,8 @@ from strom.testing.zookeeper import TcpProxy, ZooKeeperEnsemble
 
 __all__ = ["FAULT_KINDS", "ChaosCluster", "Fault", "Nemesis", "SmallDisk", "ZkLink", "schedule"]
 
-FAULT_KINDS = ("kill-broker", "pause-broker", "kill-zk", "zk-partition", "full-disk")
+FAULT_KINDS = ("kill-broker", "pause-broker", "kill-zk", "zk-partition", "isolate-broker",
+               "full-disk")
 
 
 @dataclass(frozen=True)
@@ -168,17 +176,20 @@ class Nemesis:
 
     def __init__(self, cluster: Cluster, ensemble: ZooKeeperEnsemble | None = None,
                  links: dict[int, ZkLink] | None = None,
-                 disks: dict[int, SmallDisk] | None = None) -> None:
+                 disks: dict[int, SmallDisk] | None = None,
+                 fronts: dict[int, TcpProxy] | None = None) -> None:
         self.cluster = cluster
         self.ensemble = ensemble
         self.links = links or {}
         self.disks = disks or {}
+        self.fronts = fronts or {}  # broker id -> the proxy of its advertised listener
         self.current: Fault | None = None
         self.history: list[str] = []
 
     def supports(self, kind: str) -> bool:
         return {"kill-zk": self.ensemble is not None, "zk-partition": bool(self.links),
-                "full-disk": bool(self.disks)}.get(kind, True)
+                "full-disk": bool(self.disks),
+                "isolate-broker": bool(self.fronts)}.get(kind, True)
 
     def inject(self, fault: Fault) -> None:
         assert self.current is None, f"{self.current} is not healed yet"
@@ -192,6 +203,9 @@ class Nemesis:
             self.ensemble.kill(n)
         elif fault.kind == "zk-partition":
             self.links[n].cut()
+        elif fault.kind == "isolate-broker":
+            self.fronts[n].hold()
+            c.unreachable.add(n)
         elif fault.kind == "full-disk":
             self.disks[n].fill()
         else:
@@ -214,6 +228,9 @@ class Nemesis:
             self.ensemble.wait_for_quorum()
         elif fault.kind == "zk-partition":
             self.links[n].restore()
+        elif fault.kind == "isolate-broker":
+            self.fronts[n].restore()
+            c.unreachable.discard(n)
         elif fault.kind == "full-disk":
             self.disks[n].free()
             if not c.brokers[n].is_alive():  # its only log dir went offline: it stopped
@@ -238,6 +255,7 @@ class ChaosCluster:
                                session_timeout_ms=session_timeout_ms)
         self.links: dict[int, ZkLink] = {}
         self.disks: dict[int, SmallDisk] = {}
+        self.fronts: dict[int, TcpProxy] = {}
         mount = disks and SmallDisk.available()
         try:
             for n in range(1, size + 1):
@@ -246,12 +264,16 @@ class ChaosCluster:
                 if mount:
                     self.disks[n] = SmallDisk(disk_bytes)
                     log_dir = self.disks[n].path / "data"
-                self.cluster.add_broker(n, start=False, log_dir=log_dir, overrides={
+                b = self.cluster.add_broker(n, start=False, log_dir=log_dir, overrides={
                     "zookeeper.connect": self.links[n].connect_string(self.cluster.chroot)})
+                # peers and clients reach it through a proxy (bootstrap aside)
+                self.fronts[n] = TcpProxy(b.port).start()
+                b.overrides["advertised.listeners"] = \
+                    f"PLAINTEXT://{self.fronts[n].connect_string}"
         except BaseException:
             self.close()
             raise
-        self.nemesis = Nemesis(self.cluster, ensemble, self.links, self.disks)
+        self.nemesis = Nemesis(self.cluster, ensemble, self.links, self.disks, self.fronts)
 
     def start(self) -> ChaosCluster:
         self.cluster.start()
@@ -261,6 +283,8 @@ class ChaosCluster:
         self.cluster.close()
         for link in self.links.values():
             link.close()
+        for front in self.fronts.values():
+            front.close()
         for disk in self.disks.values():
             disk.close()
 

@@ -350,8 +350,11 @@ class TcpProxy:
     """Forwards 127.0.0.1:`port` to `target_port`, with a switch to cut the line.
 
     `cut()` closes every connection through the proxy and makes it refuse new ones (accept,
-    then close at once) until `restore()`. Used as a context manager or with start()/close();
-    one thread accepts, one thread per connection pumps both directions."""
+    then close at once) until `restore()`. `hold()` is the quieter partition: nothing
+    passes any more in either direction and new connections wait unanswered (in the listen
+    backlog), so both sides see timeouts, as when packets are dropped; `restore()` lets the
+    data through again. Used as a context manager or with start()/close(); one thread
+    accepts, one thread per connection pumps both directions."""
 
     def __init__(self, target_port: int, target_host: str = HOST) -> None:
         self.target = (target_host, target_port)
@@ -359,6 +362,7 @@ class TcpProxy:
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._cut = False
+        self._held = False
         self._closed = False
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -383,6 +387,9 @@ class TcpProxy:
     def _accept_loop(self) -> None:
         assert self._listener is not None
         while not self._closed:
+            if self._held:
+                time.sleep(0.05)
+                continue
             try:
                 client, _ = self._listener.accept()
             except TimeoutError:
@@ -407,6 +414,9 @@ class TcpProxy:
         peer = {a: b, b: a}
         try:
             while not self._closed:
+                if self._held:
+                    time.sleep(0.05)
+                    continue
                 readable, _, _ = select.select([a, b], [], [], 0.2)
                 for s in readable:
                     data = s.recv(65536)
@@ -441,8 +451,13 @@ class TcpProxy:
         self._cut = True
         self._drop_all()
 
+    def hold(self) -> None:
+        """Let nothing through (existing or new connections) until restore()."""
+        self._held = True
+
     def restore(self) -> None:
         self._cut = False
+        self._held = False
 
     def close(self) -> None:
         self._closed = True
