@@ -39,6 +39,7 @@ same faults in the same order.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -129,6 +130,7 @@ class SmallDisk:
             self.path.rmdir()
             raise
         self.mounted = True
+        atexit.register(self.close)  # a test that dies leaves no mount behind
 
     @staticmethod
     def available() -> bool:
@@ -161,6 +163,7 @@ class SmallDisk:
             os.unlink(self.path / self.FILLER)
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30)
             self.mounted = False
