@@ -7,8 +7,8 @@ ChaosCluster: each broker behind its own ZooKeeper proxies and, when this machin
 mount, on a small tmpfs log dir). An idempotent acks=all producer (RF=3,
 min.insync.replicas=2) and a committing group consumer run throughout while faults drawn
 from --seed (kill -9 / SIGSTOP of a broker, kill -9 of a ZooKeeper member, a broker cut off
-from ZooKeeper, a full log dir) are injected one at a time, each held 2-8 s, healed, and
-the cluster allowed to settle; faults stop after --minutes. strom.testing.chaos then reads
+from ZooKeeper, a broker nobody reaches, a full log dir) are injected one at a time, each
+held 2-8 s, healed, and the cluster allowed to settle; faults stop after --minutes. strom.testing.chaos then reads
 everything back and compares replicas. The last line is
 
     faults=F acknowledged=A lost=L duplicated=D divergent=V
