@@ -31,6 +31,7 @@ from strom.log import checkpoint, files
 from strom.log.page_cache import PageCacheWindow
 from strom.log.partition_log import PartitionLog
 from strom.log.segment import NO_WINDOW, LogSegment, unlink_paths
+from strom.protocol.errors import KafkaStorageError
 from strom.tasks import off_loop
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class LogManager:
         self._locks: list[int] = []
         self.background: set[asyncio.Task] = set()  # file jobs running off the loop
         self._checkpoint_order = _CheckpointOrder()
+        # KIP-112: dirs an append failed in (ENOSPC, EIO), offline until the broker restarts
+        self.offline_dirs: set[str] = set()
+        # called (on the loop) once every log dir is offline: the broker stops
+        self.on_all_dirs_offline: Callable[[], None] | None = None
 
     def prepare_dirs(self) -> str:
         """Create and lock every log dir, and check or write its meta.properties.
@@ -192,8 +197,7 @@ class LogManager:
                              "(%d%%) loaded in %s", name, (time.monotonic() - started) * 1000,
                              plog.log_end_offset, loaded, len(partition_dirs),
                              100 * loaded // len(partition_dirs), d)
-                self.logs[tp] = plog
-                self._dir_of[tp] = d
+                self._add(tp, plog, d)
             try:
                 os.unlink(os.path.join(d, files.CLEAN_SHUTDOWN_FILE))
             except FileNotFoundError:
@@ -241,16 +245,45 @@ class LogManager:
         if plog is None:
             # as Kafka's LogManager.nextLogDirs: the dir with the fewest partitions, ties
             # going to the first in log.dirs
-            counts = {x: 0 for x in self.log_dirs}
+            online = [x for x in self.log_dirs if x not in self.offline_dirs]
+            if not online:
+                raise KafkaStorageError(f"Every log dir is offline: {self.log_dirs}")
+            counts = {x: 0 for x in online}
             for x in self._dir_of.values():
-                counts[x] += 1
-            d = min(self.log_dirs, key=counts.__getitem__)
+                if x in counts:
+                    counts[x] += 1
+            d = min(online, key=counts.__getitem__)
             path = os.path.join(d, files.partition_dir_name(topic, partition))
             plog = PartitionLog.open(path, topic, partition, config, self.clock, topic_id,
                                      page_cache=self.page_cache)
-            self.logs[tp] = plog
-            self._dir_of[tp] = d
+            self._add(tp, plog, d)
         return plog
+
+    def _add(self, tp: TopicPartition, plog: PartitionLog, d: str) -> None:
+        self.logs[tp] = plog
+        self._dir_of[tp] = d
+        plog.on_dir_failure = lambda e, d=d: self.mark_dir_offline(d, e)
+
+    def mark_dir_offline(self, d: str, error: OSError) -> None:
+        """A write in `d` failed: as Kafka's LogDirFailureChannel (KIP-112), the whole dir
+        goes offline until the broker restarts. Its partitions answer KAFKA_STORAGE_ERROR
+        (their data stays as it was on disk: no checkpoint or clean-shutdown marker is
+        written there again, so the next start recovers it); new partitions go to the
+        other dirs; once no dir is left, `on_all_dirs_offline` stops the broker (Kafka
+        halts it), so its leaderships move to other replicas."""
+        if d in self.offline_dirs:
+            return
+        self.offline_dirs.add(d)
+        held = [tp for tp, x in self._dir_of.items() if x == d]
+        for tp in held:
+            self.logs[tp].offline = True
+        log.error("Log directory %s is offline: %s; its %d partitions answer "
+                  "KAFKA_STORAGE_ERROR until the broker restarts", d, error, len(held))
+        if self.offline_dirs >= set(self.log_dirs):
+            log.critical("Shutting down the broker: all log dirs in %s have failed",
+                         self.log_dirs)
+            if self.on_all_dirs_offline is not None:
+                self.on_all_dirs_offline()
 
     def delete(self, topic: str, partition: int) -> None:
         """Delete a partition's log: its directory is renamed on the loop and removed
@@ -302,8 +335,11 @@ class LogManager:
     def checkpoint_snapshot(self) -> CheckpointSnapshot:
         """On the loop: the offsets the checkpoint files will hold, copied out of the
         logs (which only the loop may read), for `write_checkpoint_snapshot`."""
-        dirs: dict[str, tuple[dict, dict, dict]] = {d: ({}, {}, {}) for d in self.log_dirs}
+        dirs: dict[str, tuple[dict, dict, dict]] = {
+            d: ({}, {}, {}) for d in self.log_dirs if d not in self.offline_dirs}
         for tp, plog in self.logs.items():
+            if self._dir_of[tp] in self.offline_dirs:
+                continue
             recovery, starts, hws = dirs[self._dir_of[tp]]
             recovery[tp] = plog.recovery_point
             starts[tp] = plog.log_start_offset
@@ -344,14 +380,16 @@ class LogManager:
             self.release_locks()
             return
         for plog in self.logs.values():
-            plog.fsync()
+            if not plog.offline:
+                plog.fsync()
         self.write_checkpoints()
         for plog in self.logs.values():
             plog.close()
         self.delete_retired(force=True)
         self.page_cache.close()
         for d in self.log_dirs:
-            checkpoint.write_atomically(os.path.join(d, files.CLEAN_SHUTDOWN_FILE), "")
+            if d not in self.offline_dirs:  # an offline dir is recovered at the next start
+                checkpoint.write_atomically(os.path.join(d, files.CLEAN_SHUTDOWN_FILE), "")
         self.loaded = False
         self.release_locks()
         log.info("Log manager shut down cleanly")

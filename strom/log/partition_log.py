@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from strom.clock import Clock
@@ -107,6 +109,10 @@ class PartitionLog:
         self._retired: list[LogSegment] = []
         self._flush_after_roll = False
         self._read_failures_logged: set[tuple[str, int | str]] = set()
+        # KIP-112: the LogManager takes this log's dir offline when a write in it fails
+        # (`on_dir_failure`); an offline log refuses appends and reads until a restart
+        self.on_dir_failure: Callable[[OSError], None] | None = None
+        self.offline = False
         # truncations so far: a cleaner's swap, or a flush's move of the recovery point, is
         # refused after one (see cleaner_manager.py, `flushed`)
         self.truncations = 0
@@ -466,6 +472,17 @@ class PartitionLog:
                 raise InvalidBatch(f"offset {header.base_offset} is below the log end "
                                    f"offset {expected}")
             expected = header.last_offset + 1
+        if self.offline:
+            raise OSError(errno.EIO, f"the log dir of {self.topic}-{self.partition} is offline")
+        try:
+            self._append_runs(data, headers)
+        except OSError as e:
+            if self.on_dir_failure is not None:
+                self.on_dir_failure(e)
+            raise
+
+    def _append_runs(self, data: bytes | bytearray | memoryview, headers: list[BatchHeader]
+                     ) -> None:
         view = memoryview(data)
         pos = i = 0
         while i < len(headers):
@@ -511,8 +528,15 @@ class PartitionLog:
         return j, size
 
     def _append(self, data: bytes | bytearray, header: BatchHeader) -> None:
-        segment = self._maybe_roll(len(data), header)
-        segment.append(data, header)
+        self._check_online()
+        try:
+            segment = self._maybe_roll(len(data), header)
+            segment.append(data, header)
+        except OSError as e:
+            # a full disk (ENOSPC) or an IO error: the segment cut the partial write off,
+            # so the log ends where it did; the producer gets KAFKA_STORAGE_ERROR (and
+            # another leader once the dir is offline, see LogManager.mark_dir_offline)
+            raise self.write_failure(e) from None
         if header.producer_id >= 0:
             self._apply_to_producer_state(segment, header, data)
         self.unflushed_messages += header.records_count
@@ -663,6 +687,24 @@ class PartitionLog:
             log.error("%s-%d: %s fail with %s: %s", self.topic, self.partition, what,
                       error.code.name.upper(), e)
         return error
+
+    def _check_online(self) -> None:
+        if self.offline:
+            raise KafkaStorageError(f"The log dir of {self.topic}-{self.partition} is offline")
+
+    def write_failure(self, e: OSError) -> KafkaError:
+        """KAFKA_STORAGE_ERROR for an append the file system refused (ENOSPC, EIO), as
+        Kafka's produce path answers a KafkaStorageException; logged once per errno. The
+        dir goes offline (`on_dir_failure`)."""
+        if self.on_dir_failure is not None:
+            self.on_dir_failure(e)
+        where = (f"write {self.topic}-{self.partition}", e.errno or 0)
+        if where not in self._read_failures_logged:
+            self._read_failures_logged.add(where)
+            log.error("%s-%d: appends fail with KAFKA_STORAGE_ERROR: %s", self.topic,
+                      self.partition, e)
+        return KafkaStorageError(f"Appending to {self.topic}-{self.partition} failed: "
+                                 f"{e.strerror or e}")
 
     def batches_from(self, offset: int, max_offset: int | None = None):
         """(segment, BatchPosition) for each batch holding offsets >= `offset`."""

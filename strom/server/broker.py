@@ -102,6 +102,7 @@ class Broker:
                                config.get("cluster.id"),
                                PageCacheWindow(config.get("log.page.cache.window.bytes")))
         self.logs.check_dirs()  # each one a usable directory, before the store opens one
+        self.logs.on_all_dirs_offline = self._all_log_dirs_offline
         zk_connect = config.get("zookeeper.connect")
         if zk_connect:
             self.store = ZkMetadataStore(zk_connect,
@@ -430,6 +431,17 @@ class Broker:
             self.failure = context.get("message", "an essential task failed")
             log.critical("%s: shutting down the broker", self.failure)
             self.stopping.set()
+
+    def _all_log_dirs_offline(self) -> None:
+        """Every log dir failed (KIP-112): stop, exiting non-zero, so the controller moves
+        this broker's leaderships to replicas that can still write. Kafka halts at once;
+        strom goes through its shutdown (controlled shutdown first), which moves them
+        sooner, and writes nothing to the failed dirs. The stop begins half a second
+        later, so the answers in flight (KAFKA_STORAGE_ERROR for the append that failed)
+        reach their clients before the connections close."""
+        if self.failure is None:
+            self.failure = "all log dirs have failed"
+            asyncio.get_running_loop().call_later(0.5, self.stopping.set)
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()

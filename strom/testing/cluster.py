@@ -70,12 +70,15 @@ class Cluster:
         for node_id in range(1, size + 1):
             self.add_broker(node_id, start=False)
 
-    def add_broker(self, node_id: int, start: bool = True) -> BrokerProcess:
-        overrides = dict(self.overrides)
+    def add_broker(self, node_id: int, start: bool = True, log_dir: Path | None = None,
+                   overrides: dict | None = None) -> BrokerProcess:
+        """A broker with the cluster's settings (and its own `overrides`), on a temp log
+        dir or `log_dir`."""
+        merged = {**self.overrides, **(overrides or {})}
         if self.metrics:
-            overrides["metrics.listener"] = f"http://127.0.0.1:{free_port()}"
-        b = BrokerProcess(overrides=overrides, node_id=node_id, startup_timeout=30.0,
-                          stop_timeout=30.0)
+            merged["metrics.listener"] = f"http://127.0.0.1:{free_port()}"
+        b = BrokerProcess(log_dir=log_dir, overrides=merged, node_id=node_id,
+                          startup_timeout=30.0, stop_timeout=30.0)
         self.brokers[node_id] = b
         if start:
             b.start()

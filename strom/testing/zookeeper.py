@@ -39,6 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from strom.testing.broker import _listens
@@ -48,7 +49,9 @@ from strom.testing.broker import _listens
 from strom.testing.processes import HOST, ChildProcess, end, free_port, keep_dir, remove_dir, track
 
 __all__ = [
+    "QuorumMember",
     "TcpProxy",
+    "ZooKeeperEnsemble",
     "ZooKeeperProcess",
     "ZooKeeperStartError",
     "find_zookeeper",
@@ -56,6 +59,7 @@ __all__ = [
 
 _JAVA_DIR = Path("/usr/share/java")
 _MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
+_QUORUM_MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 # A small, quick-starting JVM: C1 only and the serial GC start in ~0.3 s instead of ~0.7 s.
 _JVM_FLAGS = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
               "-XX:-UsePerfData"]
@@ -104,7 +108,8 @@ class ZooKeeperProcess(ChildProcess):
 
     def __init__(self, *, port: int | None = None, tick_time_ms: int = 500,
                  min_session_timeout_ms: int = 1000, max_session_timeout_ms: int = 60000,
-                 startup_timeout: float = 30.0, stop_timeout: float = 10.0) -> None:
+                 startup_timeout: float = 30.0, stop_timeout: float = 10.0,
+                 quorum: QuorumMember | None = None) -> None:
         found = find_zookeeper()
         if found is None:
             raise FileNotFoundError(
@@ -127,6 +132,10 @@ class ZooKeeperProcess(ChildProcess):
         self.starts = 0
         self.startup_seconds: float | None = None  # how long the last start() took
         self._proc: subprocess.Popen | None = None
+        self.quorum = quorum
+        if quorum is not None:
+            self._port_chosen = False  # the ensemble's ports are fixed in every member's cfg
+            (self.data_dir / "myid").write_text(f"{quorum.my_id}\n")
 
     @property
     def connect_string(self) -> str:
@@ -145,12 +154,13 @@ class ZooKeeperProcess(ChildProcess):
             "admin.enableServer=false",
             "4lw.commands.whitelist=srvr,ruok,stat,mntr,cons",
             "forceSync=no",
+            *(self.quorum.config_lines() if self.quorum is not None else ()),
             "",
         ]))
 
     def command(self) -> list[str]:
-        return [self.java, *_JVM_FLAGS, "-cp", self.classpath, _MAIN_CLASS,
-                str(self.config_path)]
+        main = _MAIN_CLASS if self.quorum is None else _QUORUM_MAIN_CLASS
+        return [self.java, *_JVM_FLAGS, "-cp", self.classpath, main, str(self.config_path)]
 
     def log_text(self) -> str:
         try:
@@ -182,10 +192,13 @@ class ZooKeeperProcess(ChildProcess):
                     f"ZooKeeper exited with code {proc.returncode} before serving on "
                     f"{self.connect_string}; log:\n{self.log_text()}")
             try:
-                serving = four_letter_word(self.port, b"srvr", 0.5).startswith(
-                    b"Zookeeper version")
+                reply = four_letter_word(self.port, b"srvr", 0.5)
             except OSError:
-                serving = False
+                reply = b""
+            # a quorum member answers (not serving) until a majority has elected a leader:
+            # its start ends when it answers; ZooKeeperEnsemble waits for the quorum
+            serving = reply.startswith(b"Zookeeper version") or \
+                (self.quorum is not None and bool(reply))
             if serving and _listens(proc.pid, self.port):
                 self.startup_seconds = time.monotonic() - began
                 return
@@ -195,6 +208,22 @@ class ZooKeeperProcess(ChildProcess):
                     f"ZooKeeper did not serve on {self.connect_string} within "
                     f"{self.startup_timeout:.0f}s; log:\n{self.log_text()}")
             time.sleep(0.02)
+
+    def serving(self) -> bool:
+        """Whether the server answers clients now (a quorum member: part of a quorum)."""
+        try:
+            return four_letter_word(self.port, b"srvr", 0.5).startswith(b"Zookeeper version")
+        except OSError:
+            return False
+
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its sockets but answers nothing."""
+        if self.is_alive():
+            os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.is_alive():
+            os.kill(self.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL (a crash); port, data and the temp dir stay for a later start()."""
@@ -217,12 +246,115 @@ class ZooKeeperProcess(ChildProcess):
         return f"<ZooKeeperProcess {self.connect_string} {state}>"
 
 
+@dataclass(frozen=True)
+class QuorumMember:
+    """One server's place in an ensemble: its `myid` and every member's
+    (id, peer port, election port, client port)."""
+
+    my_id: int
+    servers: tuple[tuple[int, int, int, int], ...]
+
+    def config_lines(self) -> list[str]:
+        # initLimit/syncLimit in ticks: a follower syncs within 5 s, drops after 2.5 s
+        lines = ["initLimit=10", "syncLimit=5"]
+        lines += [f"server.{i}={HOST}:{peer}:{election};{HOST}:{client}"
+                  for i, peer, election, client in self.servers]
+        return lines
+
+
+class ZooKeeperEnsemble:
+    """`size` (default 3) ZooKeeper servers forming one quorum on loopback ports:
+
+        with ZooKeeperEnsemble() as zk:
+            Cluster(zk.connect_string, 3)     # clients know every member
+            zk.kill(1)                        # one down: the quorum goes on
+            zk.kill(2)                        # majority down: nothing is served
+            zk.start_member(1); zk.wait_for_quorum()
+
+    Members are `ZooKeeperProcess`es (QuorumPeerMain, the same tickTime=500 settings), ids
+    1..size; each keeps its ports and data across kill()/start_member(), as a real server
+    after a crash."""
+
+    def __init__(self, size: int = 3, startup_timeout: float = 60.0) -> None:
+        ids = range(1, size + 1)
+        servers = tuple((i, free_port(), free_port(), free_port()) for i in ids)
+        self.startup_timeout = startup_timeout
+        self.members: dict[int, ZooKeeperProcess] = {
+            i: ZooKeeperProcess(port=client, startup_timeout=startup_timeout,
+                                quorum=QuorumMember(i, servers))
+            for i, _, _, client in servers}
+
+    @property
+    def connect_string(self) -> str:
+        return ",".join(m.connect_string for m in self.members.values())
+
+    def start(self) -> ZooKeeperEnsemble:
+        errors: list[BaseException] = []
+
+        def start(m: ZooKeeperProcess) -> None:
+            try:
+                m.start()
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+
+        threads = [threading.Thread(target=start, args=(m,), daemon=True)
+                   for m in self.members.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.close()
+            raise errors[0]
+        self.wait_for_quorum()
+        return self
+
+    def serving(self) -> list[int]:
+        return [i for i, m in self.members.items() if m.is_alive() and m.serving()]
+
+    def wait_for_quorum(self, timeout: float | None = None) -> None:
+        """Wait until every running member serves (a quorum has a leader and they joined)."""
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        while True:
+            running = [i for i, m in self.members.items() if m.is_alive()]
+            if len(running) * 2 > len(self.members) and set(self.serving()) == set(running):
+                return
+            if time.monotonic() >= deadline:
+                logs = "\n".join(f"--- member {i}:\n{m.log_text()[-3000:]}"
+                                 for i, m in self.members.items())
+                raise ZooKeeperStartError(f"no ZooKeeper quorum of {running} serving in time;"
+                                          f" logs:\n{logs}")
+            time.sleep(0.1)
+
+    def kill(self, member: int) -> None:
+        self.members[member].kill()
+
+    def start_member(self, member: int) -> None:
+        """Start a killed member again (returns when it answers; it serves once it has
+        joined a quorum: see wait_for_quorum)."""
+        self.members[member].start()
+
+    def close(self) -> None:
+        for m in self.members.values():
+            m.resume()
+            m.stop()
+
+    def __enter__(self) -> ZooKeeperEnsemble:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to `target_port`, with a switch to cut the line.
 
     `cut()` closes every connection through the proxy and makes it refuse new ones (accept,
-    then close at once) until `restore()`. Used as a context manager or with start()/close();
-    one thread accepts, one thread per connection pumps both directions."""
+    then close at once) until `restore()`. `hold()` is the quieter partition: nothing
+    passes any more in either direction and new connections wait unanswered (in the listen
+    backlog), so both sides see timeouts, as when packets are dropped; `restore()` lets the
+    data through again. Used as a context manager or with start()/close(); one thread
+    accepts, one thread per connection pumps both directions."""
 
     def __init__(self, target_port: int, target_host: str = HOST) -> None:
         self.target = (target_host, target_port)
@@ -230,6 +362,7 @@ class TcpProxy:
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._cut = False
+        self._held = False
         self._closed = False
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -254,6 +387,9 @@ class TcpProxy:
     def _accept_loop(self) -> None:
         assert self._listener is not None
         while not self._closed:
+            if self._held:
+                time.sleep(0.05)
+                continue
             try:
                 client, _ = self._listener.accept()
             except TimeoutError:
@@ -278,6 +414,9 @@ class TcpProxy:
         peer = {a: b, b: a}
         try:
             while not self._closed:
+                if self._held:
+                    time.sleep(0.05)
+                    continue
                 readable, _, _ = select.select([a, b], [], [], 0.2)
                 for s in readable:
                     data = s.recv(65536)
@@ -312,8 +451,13 @@ class TcpProxy:
         self._cut = True
         self._drop_all()
 
+    def hold(self) -> None:
+        """Let nothing through (existing or new connections) until restore()."""
+        self._held = True
+
     def restore(self) -> None:
         self._cut = False
+        self._held = False
 
     def close(self) -> None:
         self._closed = True

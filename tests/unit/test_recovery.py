@@ -17,6 +17,7 @@ from strom.log.manager import LogDirError, LogManager
 from strom.log.partition_log import PartitionLog
 from strom.log.records import NewRecord, build_batch, decode_batch
 from strom.protocol.batch import read_header
+from strom.protocol.errors import KafkaStorageError
 
 NOW = 1_700_000_000_000
 TOPIC_ID = uuid.UUID("5f0c9a8e-2c1b-4d7e-9a3b-1f2e3d4c5b6a")
@@ -454,7 +455,7 @@ def test_a_failed_append_leaves_no_partial_batch_behind(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", short_then_full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(KafkaStorageError):  # what the producer is answered
         append(plog, [b"lost"])
     append(plog, [b"b"])
     assert records(plog) == [(0, b"a"), (1, b"b")]
@@ -462,6 +463,45 @@ def test_a_failed_append_leaves_no_partial_batch_behind(tmp_path, monkeypatch):
     again = reopen(plog.dir, needs_recovery=True)
     assert records(again) == [(0, b"a"), (1, b"b")]
     again.close()
+
+
+def test_a_failed_append_takes_its_log_dir_offline(tmp_path, monkeypatch):
+    """KIP-112: an append that fails in a log dir takes that dir offline until a restart:
+    its partitions refuse appends (KAFKA_STORAGE_ERROR) even once the disk works again, new
+    partitions go to the other dirs, and when no dir is left the broker is told to stop.
+    Nothing is written to an offline dir at shutdown, so the next start recovers it."""
+    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    manager = LogManager(dirs, ManualClock(NOW), node_id=1, cluster_id="c")
+    manager.startup(lambda t: topic_config(), lambda t: uuid.UUID(int=1))
+    stopped = []
+    manager.on_all_dirs_offline = lambda: stopped.append(True)
+    first = manager.get_or_create("t", 0, topic_config(), None)
+    second = manager.get_or_create("t", 1, topic_config(), None)
+    assert manager.dir_of("t", 0) == dirs[0] and manager.dir_of("t", 1) == dirs[1]
+    append(first, [b"a"])
+    real_write = os.write
+
+    def full_disk(fd, data):
+        monkeypatch.setattr(os, "write", real_write)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(KafkaStorageError):
+        append(first, [b"lost"])
+    assert manager.offline_dirs == {dirs[0]} and first.offline and not stopped
+    with pytest.raises(KafkaStorageError):  # offline until a restart
+        append(first, [b"later"])
+    append(second, [b"b"])
+    assert manager.get_or_create("u", 0, topic_config(), None) is not None
+    assert manager.dir_of("u", 0) == dirs[1]
+
+    manager.mark_dir_offline(dirs[1], OSError(5, "Input/output error"))
+    assert stopped == [True]
+    with pytest.raises(KafkaStorageError):
+        manager.get_or_create("v", 0, topic_config(), None)
+    manager.shutdown()
+    assert not os.path.exists(os.path.join(dirs[0], ".kafka_cleanshutdown"))
+    assert not os.path.exists(os.path.join(dirs[1], ".kafka_cleanshutdown"))
 
 
 def test_recovery_logs_its_progress(written, caplog):
