@@ -84,6 +84,7 @@ def load_all() -> dict[int, ApiSpec]:
         offset_for_leader_epoch,
         partition_reassignments,
         produce,
+        sasl,
         sync_group,
     )
 

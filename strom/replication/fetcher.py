@@ -134,8 +134,7 @@ class ReplicaFetcher:
     async def _connection(self) -> BrokerConnection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        listener = self.config.get("inter.broker.listener.name") or \
-            self.config.listeners()[0][0]
+        listener = self.config.inter_broker_listener()
         endpoint = self.cache.endpoint(self.leader_id, listener)
         if endpoint is None:
             raise ConnectionError(f"broker {self.leader_id} is not registered")
