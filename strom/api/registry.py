@@ -85,6 +85,7 @@ def load_all() -> dict[int, ApiSpec]:
         partition_reassignments,
         produce,
         sasl,
+        scram_credentials,
         sync_group,
     )
 

@@ -1,4 +1,4 @@
-"""SaslHandshake (17) v1 and SaslAuthenticate (36) v0-2, when they reach the dispatcher.
+"""SaslHandshake (17) v0-1 and SaslAuthenticate (36) v0-2, when they reach the dispatcher.
 
 On a SASL listener the connection's authenticator (strom.server.authenticator) answers both
 before anything is dispatched, so a handler here sees only what Kafka's KafkaApis sees: a
@@ -16,7 +16,7 @@ from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import make, response_schema
 
 
-@register(17, "sasl_handshake", 1, 1)
+@register(17, "sasl_handshake", 0, 1)
 async def handle_handshake(ctx: RequestContext, request) -> object:
     return make(response_schema(17, ctx.version), error_code=ErrorCode.illegal_sasl_state,
                 mechanisms=())

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -105,6 +106,7 @@ class ScramServer:
         self.lifetime_ms: int | None = None
         self._state = "first"
         self._client_first_bare = self._server_first = self._nonce = ""
+        self._client_nonce = ""
         self._credential: ScramCredential | None = None
 
     async def evaluate(self, token: bytes) -> bytes:
@@ -137,8 +139,10 @@ class ScramServer:
         if credential is None:
             raise SaslFailed("Authentication failed: Invalid user credentials")
         self.authorization_id, self._credential = user, credential
-        self._nonce = attrs["r"] + base64.b64encode(os.urandom(24)).decode().rstrip("=")
+        # alphanumeric, as Kafka's: librdkafka 2.0 mangles a nonce with '+' or '/'
+        self._nonce = attrs["r"] + secrets.token_hex(16)
         self._client_first_bare = bare
+        self._client_nonce = attrs["r"]
         self._server_first = (f"r={self._nonce},s={base64.b64encode(credential.salt).decode()}"
                               f",i={credential.iterations}")
         self._state = "final"
@@ -150,7 +154,9 @@ class ScramServer:
         if not sep:
             raise SaslFailed("Invalid SCRAM client-final message: no proof")
         attrs = _attributes(without_proof)
-        if attrs.get("r") != self._nonce:
+        # librdkafka before 2.6.1 sends its own nonce once more in front of the combined
+        # one; Kafka 3.8.1-3.9 accept that form (its nonce check is endsWith), and so do we
+        if attrs.get("r") not in (self._nonce, self._client_nonce + self._nonce):
             raise SaslFailed("Invalid SCRAM client-final message: nonce mismatch")
         if attrs.get("c") not in ("biws", "eSws"):  # 'n,,' and 'y,,'
             raise SaslFailed("Invalid SCRAM client-final message: channel binding")

@@ -14,9 +14,11 @@ States (`SaslState`) and their moves:
                    with the same principal and mechanism
     FAILED         the connection closes once the answer is written
 
-Any other request before COMPLETE (and SaslHandshake v0, whose raw tokens modern clients
-no longer send) closes the connection after one log line: an unauthenticated request is
-never served. Until COMPLETE, a frame larger than sasl.server.max.receive.size closes the
+After a SaslHandshake v0 (older clients; librdkafka before 1.x and kafka-python), the
+AUTHENTICATE state reads raw SASL tokens, each a size-prefixed frame that is not a Kafka
+request, and answers each with a size-prefixed challenge; a failure closes the connection
+without an answer, as Kafka. Any other request before COMPLETE closes the connection
+after one log line: an unauthenticated request is never served. Until COMPLETE, a frame larger than sasl.server.max.receive.size closes the
 connection. With connections.max.reauth.ms (or a token's expiry, for OAUTHBEARER), the
 session has a lifetime, told to the client in SaslAuthenticate v1+; a request after it ends
 that is not a re-authentication closes the connection.
@@ -88,6 +90,7 @@ class Authenticator:
         self.expires_at_ms: float | None = None
         self._server: SaslServer | None = None
         self._reauthenticating = False
+        self._raw_tokens = False  # after SaslHandshake v0
 
     def _move(self, to: SaslState) -> None:
         if to not in _MOVES[self.state]:
@@ -106,6 +109,8 @@ class Authenticator:
     async def intercept(self, frame: bytes | bytearray) -> Answer | None:
         """The authenticator's answer to a frame, or None when the dispatcher serves it.
         Raises AuthenticationClose."""
+        if self.state is SaslState.AUTHENTICATE and self._raw_tokens:
+            return await self._raw_token(bytes(frame))
         try:
             api_key, version, _ = peek_header(frame)
         except MalformedRequest as e:
@@ -131,8 +136,8 @@ class Authenticator:
 
     def _handshake(self, frame: bytes | bytearray, reauthentication: bool) -> Answer:
         header, body = _parse(frame)
-        if header.api_version < 1:
-            raise AuthenticationClose("SaslHandshake v0 (raw SASL tokens) is not served")
+        if reauthentication and header.api_version < 1:
+            raise AuthenticationClose("re-authentication needs SaslHandshake v1")
         enabled = tuple(self.security.mechanisms)
         factory = self.security.mechanisms.get(body.mechanism)
         if reauthentication:
@@ -149,6 +154,7 @@ class Authenticator:
                 mechanisms=enabled)), close=True)
         self._server = factory()
         self.mechanism = body.mechanism
+        self._raw_tokens = header.api_version == 0
         self._move(SaslState.AUTHENTICATE)
         return Answer(encode_response(header.correlation_id, make(
             cls, error_code=ErrorCode.none, mechanisms=enabled)))
@@ -184,6 +190,20 @@ class Authenticator:
         return Answer(encode_response(header.correlation_id, make(
             cls, error_code=ErrorCode.none, error_message=None, auth_bytes=challenge,
             session_lifetime=timedelta(milliseconds=lifetime_ms))))
+
+    async def _raw_token(self, token: bytes) -> Answer:
+        server = self._server
+        assert server is not None
+        try:
+            challenge = await server.evaluate(token)
+        except SaslFailed as e:
+            self._move(SaslState.FAILED)
+            raise AuthenticationClose(f"failed authentication ({self.mechanism} {e})") \
+                from None
+        if server.complete:
+            self.principal = f"User:{server.authorization_id}"
+            self._move(SaslState.COMPLETE)
+        return Answer(len(challenge).to_bytes(4, "big") + challenge)
 
     def _session_lifetime_ms(self, server: SaslServer, version: int) -> int:
         """As Kafka: the shorter of connections.max.reauth.ms and the credential's own

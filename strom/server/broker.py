@@ -59,6 +59,7 @@ from strom.log.page_cache import PageCacheWindow
 from strom.protocol.framing import MemoryPool
 from strom.replication.replica_manager import ReplicaManager
 from strom.security.credentials import ScramCredentials
+from strom.security.inter_broker import client_security
 from strom.security.listener import ListenerSecurity, listener_security
 from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.connection_quotas import Admission, ConnectionQuotas, normalize_ip
@@ -133,8 +134,13 @@ class Broker:
         self.controller = Controller(self.broker_id, self.store, self.cache, config)
         await self.cache.start()
         self.logs.startup(self._config_for, self._topic_id_for)
+        try:
+            inter_broker = client_security(config)
+        except ConfigError as e:
+            raise SystemExit(f"Inter-broker listener {config.inter_broker_listener()}: {e}") \
+                from None
         self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs,
-                                       self.cache, self.store)
+                                       self.cache, self.store, inter_broker)
         self.replicas.on_topics_changed(set(self.cache.topics))
         self.fetch_sessions = FetchSessionCache(
             config.get("max.incremental.fetch.session.cache.slots"), self.clock.monotonic)
