@@ -331,6 +331,16 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
               "use between themselves"),
     ConfigKey("sasl.jaas.config", ConfigType.PASSWORD, None, "JAAS login context (the "
               "listener.name.<l>.<mechanism>.sasl.jaas.config form is preferred)"),
+    ConfigKey("sasl.oauthbearer.jwks.endpoint.url", S, None, "JWKS of the identity "
+              "provider (file: or http(s): URL): OAUTHBEARER tokens must be signed by it"),
+    ConfigKey("sasl.oauthbearer.expected.audience", LST, None, ""),
+    ConfigKey("sasl.oauthbearer.expected.issuer", S, None, ""),
+    ConfigKey("sasl.oauthbearer.sub.claim.name", S, "sub", ""),
+    ConfigKey("sasl.oauthbearer.scope.claim.name", S, "scope", ""),
+    ConfigKey("sasl.oauthbearer.clock.skew.seconds", I, 30, "", at_least(0)),
+    ConfigKey("sasl.server.callback.handler.class", ConfigType.CLASS, None, "Accepted: "
+              "OAUTHBEARER tokens are checked against the JWKS when "
+              "sasl.oauthbearer.jwks.endpoint.url is set"),
     ConfigKey("sasl.server.max.receive.size", I, 524288, "Largest frame read before a "
               "SASL client is authenticated", at_least(1)),
     ConfigKey("connections.max.reauth.ms", L, 0, "Longest SASL session before the client "

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from strom.config import BrokerConfig, ConfigError
-from strom.security import jaas, oauthbearer, plain, scram, tls
+from strom.security import jaas, jwks, oauthbearer, plain, scram, tls
 from strom.security.credentials import ScramCredentials
 from strom.security.mechanism import SaslServer
 
@@ -72,6 +72,11 @@ def listener_security(config: BrokerConfig, listener: str,
         elif mechanism in scram.HASHES:
             out.mechanisms[mechanism] = lambda m=mechanism: scram.ScramServer(
                 m, credentials.lookup)
+        elif config.for_listener(listener, "sasl.oauthbearer.jwks.endpoint.url",
+                                 mechanism):
+            validator = jwks.JwksValidator(
+                lambda key, m=mechanism: config.for_listener(listener, key, m))
+            out.mechanisms[mechanism] = lambda v=validator: oauthbearer.OAuthBearerServer(v)
         else:
             validator = oauthbearer.UnsecuredValidator(options)
             out.mechanisms[mechanism] = lambda v=validator: oauthbearer.OAuthBearerServer(v)

@@ -74,6 +74,8 @@ class UnsecuredValidator:
 
 
 class OAuthBearerServer:
+    """`validator`: an UnsecuredValidator, or a jwks.JwksValidator for signed tokens."""
+
     def __init__(self, validator: UnsecuredValidator) -> None:
         self.validator = validator
         self.complete = False

@@ -23,8 +23,11 @@ import time
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
 
 from strom.testing.broker import BrokerProcess
+from strom.testing.processes import free_port
 from strom.testing.security import SecureListeners
 from strom.testing.wire import Closed, KafkaSocket, Reader, nbytes, request, string
 
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.timeout(180)
 SCRAM_USER = "carol"
 SCRAM_PASSWORD = "carol-secret"
 HANDSHAKE, AUTHENTICATE, METADATA = 17, 36, 3
+JWKS_KEY = ECKey.generate_key("P-256", parameters={"kid": "idp-1"})
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +44,16 @@ def secure(tmp_path_factory):
     listeners = SecureListeners.make(tmp_path_factory.mktemp("certs"))
     overrides = listeners.overrides()
     overrides["group.initial.rebalance.delay.ms"] = "0"
+    # one more listener whose OAUTHBEARER tokens must be signed by a key of a JWKS
+    listeners.jwks_port = free_port()
+    jwks_file = listeners.ca.dir / "jwks.json"
+    jwks_file.write_text(json.dumps(KeySet([JWKS_KEY]).as_dict(private=False)))
+    overrides["listeners"] += f",JWKS://127.0.0.1:{listeners.jwks_port}"
+    overrides["listener.security.protocol.map"] += ",JWKS:SASL_PLAINTEXT"
+    overrides["listener.name.jwks.sasl.enabled.mechanisms"] = "OAUTHBEARER"
+    overrides["listener.name.jwks.oauthbearer.sasl.oauthbearer.jwks.endpoint.url"] = \
+        jwks_file.as_uri()
+    overrides["sasl.oauthbearer.expected.audience"] = "kafka"
     broker = BrokerProcess(overrides=overrides, port=listeners.plaintext)
     broker.start()
     try:
@@ -125,6 +139,27 @@ def test_scram_deleted_credential_no_longer_authenticates(secure, topic_name):
         code, message, _, _ = authenticate(s, b"n,,n=dave,r=abcdefgh")
         assert code == 58 and "Invalid user credentials" in message
         assert s.wait_closed()
+
+
+def _signed_token_cb(key):
+    def oauth_cb(_config):
+        expiry = int(time.time()) + 300
+        token = jwt.encode({"alg": "ES256", "kid": "idp-1"},
+                           {"sub": "grace", "aud": "kafka", "exp": expiry}, key)
+        return token, expiry
+    return oauth_cb
+
+
+def test_confluent_kafka_oauthbearer_signed_by_jwks(secure, topic_name):
+    listeners, _ = secure
+    conf = {"bootstrap.servers": f"127.0.0.1:{listeners.jwks_port}",
+            "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER",
+            "oauth_cb": _signed_token_cb(JWKS_KEY)}
+    assert produce_consume_confluent(conf, topic_name) == [b"v%d" % i for i in range(5)]
+    forged = {**conf, "oauth_cb": _signed_token_cb(ECKey.generate_key(
+        "P-256", parameters={"kid": "idp-1"}))}
+    with pytest.raises(KafkaException):
+        AdminClient(forged).list_topics(timeout=5)
 
 
 # --- kafka-python and aiokafka -------------------------------------------------------------

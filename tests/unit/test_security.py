@@ -385,3 +385,39 @@ def test_mtls_principal_is_the_mapped_subject(tmp_path):
     with pytest.raises(BrokerConnectionError):  # no client certificate: no connection
         asyncio.run(_serve_and_connect(config, "SSL", _Store(),
                                        security=ClientSecurity(bare)))
+
+
+# --- OAUTHBEARER with a JWKS ---------------------------------------------------------------------
+
+def test_jwks_validator(tmp_path):
+    import time
+
+    from joserfc import jwt
+    from joserfc.jwk import ECKey, KeySet
+
+    from strom.security.jwks import JwksValidator
+
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    other = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(KeySet([key]).as_dict(private=False)))
+    config = BrokerConfig({"sasl.oauthbearer.jwks.endpoint.url": path.as_uri(),
+                           "sasl.oauthbearer.expected.issuer": "idp",
+                           "sasl.oauthbearer.expected.audience": "kafka,other"})
+    now = float(int(time.time()))
+    validator = JwksValidator(config.get, now=lambda: now)
+
+    def token(signer=key, **claims):
+        base = {"sub": "frank", "iss": "idp", "aud": "kafka", "exp": int(now) + 60}
+        return jwt.encode({"alg": "ES256", "kid": "k1"}, {**base, **claims}, signer)
+
+    assert validator.validate(token()) == ("frank", 60000)
+    for bad, reason in ((token(iss="evil"), "iss"), (token(aud="nobody"), "aud"),
+                        (token(exp=int(now) - 120), "expired|exp"),
+                        (token(signer=other), "signature|invalid"),
+                        (_jws({"alg": "none"}, {"sub": "x", "exp": now + 60}), "invalid")):
+        with pytest.raises(SaslFailed, match=reason):
+            validator.validate(bad)
+    with pytest.raises(ConfigError):
+        JwksValidator(BrokerConfig({"sasl.oauthbearer.jwks.endpoint.url":
+                                    (tmp_path / "missing.json").as_uri()}).get)
