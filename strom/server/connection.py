@@ -35,7 +35,7 @@ from strom.protocol.framing import FrameReader, MemoryPool
 from strom.protocol.messages import peek_produce_acks
 from strom.security.listener import ListenerSecurity
 from strom.security.tls import ANONYMOUS, ssl_principal
-from strom.server.authenticator import AuthenticationClose, Authenticator
+from strom.server.authenticator import SASL_HANDSHAKE, AuthenticationClose, Authenticator
 from strom.server.dispatcher import CloseConnection, Dispatcher
 
 log = logging.getLogger(__name__)
@@ -229,9 +229,9 @@ class Connection:
     async def _handle(self, frame: bytes | bytearray) -> bool:
         """One request; False if the connection is to close."""
         if self.authenticator is not None:
-            return_now = await self._authenticate(frame)
-            if return_now is not None:
-                return return_now
+            verdict = await self._authenticate(frame)
+            if verdict is not None:
+                return verdict
         if len(frame) >= 2 and frame[0] == 0 and frame[1] == PRODUCE:
             return await self._produce(frame)
         if not await self._pipeline_done():
@@ -252,10 +252,11 @@ class Connection:
         else whether the connection stays open."""
         auth = self.authenticator
         assert auth is not None
-        if auth.authenticated and auth.expires_at_ms is None and \
-                not (len(frame) >= 2 and frame[0] == 0 and frame[1] == 17):
-            return None  # the common case, decided without parsing the header
-        if not await self._pipeline_done():
+        if auth.authenticated and not (len(frame) >= 2 and frame[0] == 0 and
+                                       frame[1] == SASL_HANDSHAKE):
+            if auth.expires_at_ms is None:
+                return None  # the common case, decided without parsing the header
+        elif not await self._pipeline_done():  # the authenticator answers: in order
             return False
         try:
             answer = await auth.intercept(frame)

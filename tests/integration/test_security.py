@@ -125,6 +125,29 @@ def test_scram_credentials_are_described(secure):
     assert "SCRAM-SHA-256=iterations=8192" in out and "SCRAM-SHA-512=iterations=4096" in out
 
 
+def test_scram_credential_admin_errors(secure):
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    _, broker = secure
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    few = UserScramCredentialUpsertion(
+        "heidi", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 100), b"pw")
+    with pytest.raises(KafkaException, match="Too few iterations"):
+        admin.alter_user_scram_credentials([few])["heidi"].result(timeout=30)
+    missing = UserScramCredentialDeletion("heidi", ScramMechanism.SCRAM_SHA_512)
+    with pytest.raises(KafkaException, match="does not exist"):
+        admin.alter_user_scram_credentials([missing])["heidi"].result(timeout=30)
+    with pytest.raises(KafkaException, match="does not exist"):
+        admin.describe_user_scram_credentials(["heidi"])["heidi"].result(timeout=30)
+    described = admin.describe_user_scram_credentials().result(timeout=30)
+    assert SCRAM_USER in described and "heidi" not in described
+
+
 def test_scram_deleted_credential_no_longer_authenticates(secure, topic_name):
     listeners, broker = secure
     strom_cli("configs", "--bootstrap-server", broker.bootstrap, "--alter", "--entity-type",
