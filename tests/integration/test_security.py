@@ -118,10 +118,16 @@ def test_confluent_kafka(secure, topic_name, listener, mechanism):
     assert produce_consume_confluent(conf, topic_name) == [b"v%d" % i for i in range(5)]
 
 
-def test_scram_credentials_are_described(secure):
-    _, broker = secure
-    out = strom_cli("configs", "--bootstrap-server", broker.bootstrap, "--describe",
-                    "--entity-type", "users", "--entity-name", SCRAM_USER)
+def test_scram_credentials_are_described(secure, tmp_path):
+    listeners, _ = secure
+    # the tool itself over SASL_SSL, its client settings in --command-config
+    conf = listeners.confluent("SASL_SSL", "SCRAM-SHA-256", SCRAM_USER, SCRAM_PASSWORD)
+    properties = tmp_path / "client.properties"
+    properties.write_text("".join(f"{k}={v}\n" for k, v in conf.items()
+                                  if k != "bootstrap.servers"))
+    out = strom_cli("configs", "--bootstrap-server", str(conf["bootstrap.servers"]),
+                    "--command-config", str(properties), "--describe", "--entity-type",
+                    "users", "--entity-name", SCRAM_USER)
     assert "SCRAM-SHA-256=iterations=8192" in out and "SCRAM-SHA-512=iterations=4096" in out
 
 
@@ -298,8 +304,9 @@ def test_aiokafka(secure, topic_name, listener, mechanism):
 # --- kcat ------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not shutil.which("kcat"), reason="kcat is not installed")
-@pytest.mark.parametrize("listener,mechanism", [("SSL", None),
-                                                ("SASL_SSL", "SCRAM-SHA-256")])
+@pytest.mark.parametrize("listener,mechanism", [
+    ("SSL", None), ("SASL_SSL", "SCRAM-SHA-256"), ("SASL_PLAINTEXT", "PLAIN"),
+    ("SASL_PLAINTEXT", "OAUTHBEARER")])
 def test_kcat(secure, topic_name, listener, mechanism):
     listeners, _ = secure
     user, password = user_for(mechanism)
