@@ -167,7 +167,8 @@ class Connection:
         self.principal = ANONYMOUS
         self.authenticator: Authenticator | None = None
         self._security_problem: str | None = None
-        if security is not None and security.mapper is not None and ssl_object is not None:
+        if security is not None and security.mapper is not None and ssl_object is not None \
+                and not security.sasl:  # on SASL_SSL the principal comes from SASL
             try:
                 self.principal = ssl_principal(ssl_object, security.mapper)
             except ValueError as e:
