@@ -343,6 +343,9 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
               "sasl.oauthbearer.jwks.endpoint.url is set"),
     ConfigKey("sasl.server.max.receive.size", I, 524288, "Largest frame read before a "
               "SASL client is authenticated", at_least(1)),
+    ConfigKey("connection.failed.authentication.delay.ms", I, 100, "How long a connection "
+              "whose authentication failed stays open (answered) before it is closed",
+              at_least(0)),
     ConfigKey("connections.max.reauth.ms", L, 0, "Longest SASL session before the client "
               "must re-authenticate (KIP-368; 0: never)", at_least(0)),
     ConfigKey("ssl.keystore.type", S, "JKS", "", one_of("JKS", "PKCS12", "PEM")),

@@ -26,6 +26,7 @@ class ListenerSecurity:
     mechanisms: dict[str, Callable[[], SaslServer]] = field(default_factory=dict)
     reauth_ms: int = 0
     max_receive_size: int = 524288
+    failed_delay_ms: int = 100  # connection.failed.authentication.delay.ms
 
     @property
     def sasl(self) -> bool:
@@ -44,7 +45,9 @@ def listener_security(config: BrokerConfig, listener: str,
     protocol = config.security_protocol(listener)
     out = ListenerSecurity(listener, protocol,
                            reauth_ms=config.for_listener(listener, "connections.max.reauth.ms"),
-                           max_receive_size=config.get("sasl.server.max.receive.size"))
+                           max_receive_size=config.get("sasl.server.max.receive.size"),
+                           failed_delay_ms=config.get(
+                               "connection.failed.authentication.delay.ms"))
 
     def get(key: str):
         return config.for_listener(listener, key)

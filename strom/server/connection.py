@@ -35,7 +35,12 @@ from strom.protocol.framing import FrameReader, MemoryPool
 from strom.protocol.messages import peek_produce_acks
 from strom.security.listener import ListenerSecurity
 from strom.security.tls import ANONYMOUS, ssl_principal
-from strom.server.authenticator import SASL_HANDSHAKE, AuthenticationClose, Authenticator
+from strom.server.authenticator import (
+    SASL_HANDSHAKE,
+    AuthenticationClose,
+    Authenticator,
+    SaslState,
+)
 from strom.server.dispatcher import CloseConnection, Dispatcher
 
 log = logging.getLogger(__name__)
@@ -273,6 +278,10 @@ class Connection:
             return False
         if answer.close:
             await self.protocol.drain()
+            if auth.state is SaslState.FAILED and auth.security.failed_delay_ms:
+                # connection.failed.authentication.delay.ms: a client that guesses
+                # passwords waits before its next try
+                await asyncio.sleep(auth.security.failed_delay_ms / 1000)
             return False
         return True
 
