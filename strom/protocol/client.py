@@ -22,7 +22,11 @@ itself (the replica fetcher, see fetch_response.decode).
 
 With a `ClientSecurity`, the connection is made over TLS (its SSL context, the broker's
 host name checked when the context asks) and then authenticated by its `authenticate`
-step (a SASL exchange, see strom.security.inter_broker) before `connect` returns.
+step (a SASL exchange, see strom.security.inter_broker) before `connect` returns. The step
+sends its requests with `authentication_request` and reports the SASL session's lifetime
+with `session_started`; a connection whose session has a lifetime (KIP-368) runs the step
+again before 85 % of it has passed, ahead of the next request (requests made meanwhile
+wait for it).
 
 Any socket error, timeout (`timeout_s` bounds the connect and each request), EOF,
 correlation id mismatch or unparsable response closes the connection, fails every request
@@ -155,6 +159,8 @@ class BrokerConnection:
         self._correlation_ids = itertools.count(1)
         self._closed = True
         self._error: BrokerConnectionError | None = None
+        self._reauth_at: float | None = None  # loop time of the next re-authentication
+        self._reauthenticating: asyncio.Future | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -187,6 +193,7 @@ class BrokerConnection:
         self._in_flight.clear()
         self._error = None
         self._closed = False
+        self._reauth_at = None
         if self.security is not None and self.security.authenticate is not None:
             try:
                 async with asyncio.timeout(self.timeout_s):
@@ -214,7 +221,43 @@ class BrokerConnection:
         size; the response header first), for the caller to parse."""
         return await self._request(request, raw=True)
 
-    async def _request(self, request: Any, raw: bool) -> Any:
+    async def authentication_request(self, request: Any) -> Any:
+        """As `request`, for the authenticate step: never waits for a re-authentication."""
+        return await self._request(request, raw=False, authenticating=True)
+
+    def session_started(self, lifetime_ms: int) -> None:
+        """The authenticate step's SASL session lasts `lifetime_ms` (0: for ever)."""
+        self._reauth_at = asyncio.get_running_loop().time() + lifetime_ms * 0.85 / 1000 \
+            if lifetime_ms > 0 else None
+
+    async def _reauthenticate_if_due(self) -> None:
+        if self._reauthenticating is not None:
+            await asyncio.shield(self._reauthenticating)
+            return
+        if self._reauth_at is None or asyncio.get_running_loop().time() < self._reauth_at:
+            return
+        assert self.security is not None and self.security.authenticate is not None
+        done = self._reauthenticating = asyncio.get_running_loop().create_future()
+        try:
+            await self.security.authenticate(self)
+        except asyncio.CancelledError:
+            done.cancel()
+            raise
+        except Exception as e:
+            error = e if isinstance(e, BrokerConnectionError) else BrokerConnectionError(
+                f"re-authenticating to {self.where} failed: {e}")
+            done.set_exception(error)
+            done.exception()  # those waiting get it; none waiting is no warning
+            raise self._fail(error) from e
+        else:
+            done.set_result(None)
+        finally:
+            self._reauthenticating = None
+
+    async def _request(self, request: Any, raw: bool, authenticating: bool = False) -> Any:
+        if not authenticating and (self._reauth_at is not None or
+                                   self._reauthenticating is not None):
+            await self._reauthenticate_if_due()
         api_key, api_version = request_api(request)
         protocol = self._protocol
         if self._closed or protocol is None or protocol.transport is None:

@@ -76,8 +76,8 @@ def _authenticator(mechanism: str, options: dict[str, str], listener: str):
 
 
 async def _handshake(conn: BrokerConnection, mechanism: str) -> None:
-    response = await conn.request(make(request_schema(17, HANDSHAKE_VERSION),
-                                       mechanism=mechanism))
+    response = await conn.authentication_request(make(
+        request_schema(17, HANDSHAKE_VERSION), mechanism=mechanism))
     if response.error_code != ErrorCode.none:
         raise BrokerConnectionError(
             f"{conn.where} does not serve SASL mechanism {mechanism} "
@@ -85,11 +85,13 @@ async def _handshake(conn: BrokerConnection, mechanism: str) -> None:
 
 
 async def _authenticate(conn: BrokerConnection, token: bytes) -> bytes:
-    response = await conn.request(make(request_schema(36, AUTHENTICATE_VERSION),
-                                       auth_bytes=token))
+    response = await conn.authentication_request(make(
+        request_schema(36, AUTHENTICATE_VERSION), auth_bytes=token))
     if response.error_code != ErrorCode.none:
         raise BrokerConnectionError(f"SASL authentication to {conn.where} failed: "
                                     f"{response.error_message or response.error_code.name}")
+    lifetime = response.session_lifetime
+    conn.session_started(int(lifetime.total_seconds() * 1000) if lifetime else 0)
     return response.auth_bytes
 
 

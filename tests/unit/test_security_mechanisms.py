@@ -421,3 +421,51 @@ def test_jwks_validator(tmp_path):
     with pytest.raises(ConfigError):
         JwksValidator(BrokerConfig({"sasl.oauthbearer.jwks.endpoint.url":
                                     (tmp_path / "missing.json").as_uri()}).get)
+
+
+def test_inter_broker_client_reauthenticates_before_the_session_ends(tmp_path):
+    config, _ = _secure_config(tmp_path, "SASL_PLAINTEXT", "SCRAM-SHA-256")
+    config = BrokerConfig({**config.values, **config.unknown,
+                           "connections.max.reauth.ms": 300})
+    store = _Store()
+    store.nodes[user_path("admin")] = json.dumps({"version": 1, "config": {
+        "SCRAM-SHA-256": scram.make_credential("SCRAM-SHA-256", "admin-secret").to_text()}}
+    ).encode()
+    reads = []
+    real_get = store.get
+
+    async def counting_get(path):
+        reads.append(path)
+        return await real_get(path)
+
+    store.get = counting_get
+
+    async def main():
+        dispatcher = _Principals()
+        listener = listener_security(config, "SASL_PLAINTEXT", ScramCredentials(store))
+        tasks = []
+
+        def connected(p):
+            tasks.append(asyncio.get_running_loop().create_task(
+                Connection(p, dispatcher, "SASL_PLAINTEXT", -1, listener).serve()))
+
+        server = await asyncio.get_running_loop().create_server(
+            lambda: ConnectionProtocol(1 << 20, connected), "127.0.0.1", 0)
+        conn = BrokerConnection("127.0.0.1", server.sockets[0].getsockname()[1],
+                                timeout_s=10, security=client_security(config))
+        try:
+            await conn.connect()
+            await conn.request(make(request_schema(18, 0)))
+            await asyncio.sleep(0.3)  # past 85 % of the 300 ms session
+            await asyncio.gather(conn.request(make(request_schema(18, 0))),
+                                 conn.request(make(request_schema(18, 0))))
+        finally:
+            await conn.close()
+            server.close()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return dispatcher.seen
+
+    assert asyncio.run(main()) == ["User:admin"] * 3
+    assert len(reads) == 2  # the credential was read by each of the two logins
