@@ -330,7 +330,14 @@ def _secure_config(tmp_path, protocol: str, mechanism: str = "PLAIN", client_aut
     }), client
 
 
-async def _serve_and_connect(config, protocol, store, client_pem=None, security=None):
+async def _one_request(conn) -> None:
+    await conn.request(make(request_schema(18, 0)))
+
+
+async def _serve_and_connect(config, protocol, store, client_pem=None, security=None,
+                             talk=_one_request):
+    """A listener with `config`'s security on the loop, and a BrokerConnection to it that
+    connects and runs `talk(conn)`; the principals the dispatcher saw."""
     dispatcher = _Principals()
     listener = listener_security(config, protocol, ScramCredentials(store))
     tasks = []
@@ -349,7 +356,7 @@ async def _serve_and_connect(config, protocol, store, client_pem=None, security=
     conn = BrokerConnection("127.0.0.1", port, timeout_s=10, security=security)
     try:
         await conn.connect()
-        await conn.request(make(request_schema(18, 0)))
+        await talk(conn)
     finally:
         await conn.close()
         server.close()
@@ -440,32 +447,12 @@ def test_inter_broker_client_reauthenticates_before_the_session_ends(tmp_path):
 
     store.get = counting_get
 
-    async def main():
-        dispatcher = _Principals()
-        listener = listener_security(config, "SASL_PLAINTEXT", ScramCredentials(store))
-        tasks = []
+    async def talk(conn):
+        await conn.request(make(request_schema(18, 0)))
+        await asyncio.sleep(0.3)  # past 85 % of the 300 ms session
+        await asyncio.gather(conn.request(make(request_schema(18, 0))),
+                             conn.request(make(request_schema(18, 0))))
 
-        def connected(p):
-            tasks.append(asyncio.get_running_loop().create_task(
-                Connection(p, dispatcher, "SASL_PLAINTEXT", -1, listener).serve()))
-
-        server = await asyncio.get_running_loop().create_server(
-            lambda: ConnectionProtocol(1 << 20, connected), "127.0.0.1", 0)
-        conn = BrokerConnection("127.0.0.1", server.sockets[0].getsockname()[1],
-                                timeout_s=10, security=client_security(config))
-        try:
-            await conn.connect()
-            await conn.request(make(request_schema(18, 0)))
-            await asyncio.sleep(0.3)  # past 85 % of the 300 ms session
-            await asyncio.gather(conn.request(make(request_schema(18, 0))),
-                                 conn.request(make(request_schema(18, 0))))
-        finally:
-            await conn.close()
-            server.close()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return dispatcher.seen
-
-    assert asyncio.run(main()) == ["User:admin"] * 3
+    seen = asyncio.run(_serve_and_connect(config, "SASL_PLAINTEXT", store, talk=talk))
+    assert seen == ["User:admin"] * 3
     assert len(reads) == 2  # the credential was read by each of the two logins
