@@ -203,7 +203,17 @@ def _python_client_settings(listeners, listener, mechanism):
     if listener == "MTLS":
         cert = listeners.ca.client("bob")
         settings["ssl_certfile"], settings["ssl_keyfile"] = str(cert.cert), str(cert.key)
-    if mechanism:
+    if mechanism == "OAUTHBEARER":
+        from kafka.net.sasl.oauth import AbstractTokenProvider
+
+        from strom.security.oauthbearer import unsecured_token
+
+        class Token(AbstractTokenProvider):
+            def token(self) -> str:
+                return unsecured_token("ivan")
+
+        settings.update(sasl_mechanism=mechanism, sasl_oauth_token_provider=Token())
+    elif mechanism:
         user, password = user_for(mechanism)
         settings.update(sasl_mechanism=mechanism, sasl_plain_username=user,
                         sasl_plain_password=password or "alice-secret")
@@ -212,6 +222,7 @@ def _python_client_settings(listeners, listener, mechanism):
 
 @pytest.mark.parametrize("listener,mechanism", [
     ("SASL_SSL", "PLAIN"), ("MTLS", None), ("SASL_PLAINTEXT", "SCRAM-SHA-512"),
+    ("SASL_PLAINTEXT", "OAUTHBEARER"),
 ])
 def test_kafka_python(secure, topic_name, listener, mechanism):
     from kafka import KafkaConsumer, KafkaProducer
