@@ -51,6 +51,9 @@ class RequestContext:
     # Produce (acks=all) calls this once its records are appended and only the wait for
     # replication is left: the connection may then start on its next Produce request
     appended: Callable[[], None] | None = None
+    # who sent the request: "User:<name>" from SASL or a client certificate, else
+    # "User:ANONYMOUS" (as Kafka's KafkaPrincipal.ANONYMOUS)
+    principal: str = "User:ANONYMOUS"
 
     @property
     def version(self) -> int:

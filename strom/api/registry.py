@@ -90,6 +90,8 @@ def load_all() -> dict[int, ApiSpec]:
         offset_for_leader_epoch,
         partition_reassignments,
         produce,
+        sasl,
+        scram_credentials,
         sync_group,
         txn_offset_commit,
         write_txn_markers,

@@ -15,6 +15,9 @@ examples:
   strom configs --alter --entity-type brokers --entity-name 1 --delete-config log.retention.ms
   strom configs --alter --entity-type broker-loggers --entity-name 1 \
       --add-config strom.replication=DEBUG
+  strom configs --alter --entity-type users --entity-name alice \
+      --add-config 'SCRAM-SHA-256=[iterations=8192,password=alice-secret]'
+  strom configs --describe --entity-type users
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from strom.cli import scram_configs
 from strom.cli._common import (
     ToolError,
     add_actions,
@@ -39,7 +43,7 @@ from strom.cli._common import (
 
 TIMEOUT = 30.0  # seconds, for every admin request
 ACTIONS = ("describe", "alter")
-ENTITY_TYPES = ("topics", "brokers", "broker-loggers")
+ENTITY_TYPES = ("topics", "brokers", "broker-loggers", "users")
 RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8}
 SOURCE_NAMES = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG",
                 3: "DYNAMIC_DEFAULT_BROKER_CONFIG", 4: "STATIC_BROKER_CONFIG",
@@ -57,9 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alter": "add (--add-config) and delete (--delete-config) configs of the entity",
     })
     parser.add_argument("--entity-type", choices=ENTITY_TYPES,
-                        help="topics, brokers, or broker-loggers (a broker's loggers and "
-                             "their levels: FATAL, ERROR, WARN, INFO, DEBUG, TRACE)")
-    parser.add_argument("--entity-name", help="topic name, or broker id")
+                        help="topics, brokers, broker-loggers (a broker's loggers and "
+                             "their levels: FATAL, ERROR, WARN, INFO, DEBUG, TRACE), or users "
+                             "(SCRAM credentials: SCRAM-SHA-256=[iterations=N,password=P])")
+    parser.add_argument("--entity-name", help="topic name, broker id, or user name")
     parser.add_argument("--topic", help="same as --entity-type topics --entity-name TOPIC")
     parser.add_argument("--broker", help="same as --entity-type brokers --entity-name ID")
     add_flags(parser, {
@@ -231,6 +236,8 @@ def entry_line(entry) -> str:
 
 def describe(admin, args: argparse.Namespace) -> int:
     etype, name = _entity(args)
+    if etype == "users":
+        return scram_configs.describe(admin, name)
     if name is None:
         if etype == "topics":
             names = sorted(admin.list_topics(timeout=TIMEOUT).topics)
@@ -260,6 +267,8 @@ def alter(admin, args: argparse.Namespace) -> int:
     deleted = [k.strip() for item in args.delete_config for k in item.split(",") if k.strip()]
     if not added and not deleted:
         raise ToolError("--alter needs --add-config and/or --delete-config")
+    if etype == "users":
+        return scram_configs.alter(admin, name, added, deleted)
     current = {e.name for e in _describe_one(admin, args.bootstrap_server, etype, name, False)}
     if etype == "broker-loggers":
         invalid = [k for k in [*deleted, *added] if k not in current]

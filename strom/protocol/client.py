@@ -20,6 +20,14 @@ handed to the caller, so record bytes are not copied again on their way to the l
 `request_frame` returns that frame (without its size prefix) for a caller that parses it
 itself (the replica fetcher, see fetch_response.decode).
 
+With a `ClientSecurity`, the connection is made over TLS (its SSL context, the broker's
+host name checked when the context asks) and then authenticated by its `authenticate`
+step (a SASL exchange, see strom.security.inter_broker) before `connect` returns. The step
+sends its requests with `authentication_request` and reports the SASL session's lifetime
+with `session_started`; a connection whose session has a lifetime (KIP-368) runs the step
+again before 85 % of it has passed, ahead of the next request (requests made meanwhile
+wait for it).
+
 Any socket error, timeout (`timeout_s` bounds the connect and each request), EOF,
 correlation id mismatch or unparsable response closes the connection, fails every request
 in flight with `BrokerConnectionError` (a `ConnectionError`), and the caller reconnects
@@ -34,7 +42,9 @@ import collections
 import contextlib
 import itertools
 import logging
+import ssl
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +64,20 @@ log = logging.getLogger(__name__)
 _INT32 = struct.Struct(">i")
 MAX_RESPONSE_BYTES = 1 << 30  # a size above this is a broken stream, not a response
 
-__all__ = ["BrokerConnection", "BrokerConnectionError"]
+__all__ = ["BrokerConnection", "BrokerConnectionError", "ClientSecurity"]
 
 
 class BrokerConnectionError(ConnectionError):
     """The connection failed (and is closed): reconnect to retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSecurity:
+    """How to secure a connection to a broker's listener: TLS with `ssl_context` (None:
+    plain TCP), then `authenticate(conn)` (None: no SASL), which raises on failure."""
+
+    ssl_context: ssl.SSLContext | None = None
+    authenticate: Callable[[BrokerConnection], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -128,7 +147,8 @@ class _FrameProtocol(FrameReader):
 
 class BrokerConnection:
     def __init__(self, host: str, port: int, client_id: str = "strom",
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, security: ClientSecurity | None = None) -> None:
+        self.security = security
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -139,6 +159,8 @@ class BrokerConnection:
         self._correlation_ids = itertools.count(1)
         self._closed = True
         self._error: BrokerConnectionError | None = None
+        self._reauth_at: float | None = None  # loop time of the next re-authentication
+        self._reauthenticating: asyncio.Future | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -154,10 +176,12 @@ class BrokerConnection:
         if not self._closed:
             return
         loop = asyncio.get_running_loop()
+        tls = self.security.ssl_context if self.security is not None else None
         try:
             async with asyncio.timeout(self.timeout_s):
                 _transport, protocol = await loop.create_connection(
-                    lambda: _FrameProtocol(self), self.host, self.port)
+                    lambda: _FrameProtocol(self), self.host, self.port, ssl=tls,
+                    server_hostname=self.host if tls is not None else None)
         except TimeoutError:
             raise BrokerConnectionError(
                 f"connecting to {self.host}:{self.port} timed out after "
@@ -169,6 +193,23 @@ class BrokerConnection:
         self._in_flight.clear()
         self._error = None
         self._closed = False
+        self._reauth_at = None
+        if self.security is not None and self.security.authenticate is not None:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self.security.authenticate(self)
+            except TimeoutError:
+                await self.close()
+                raise BrokerConnectionError(
+                    f"authenticating to {self.where} timed out after "
+                    f"{self.timeout_s:g} s") from None
+            except BrokerConnectionError:
+                await self.close()
+                raise
+            except Exception as e:
+                await self.close()
+                raise BrokerConnectionError(
+                    f"authenticating to {self.where} failed: {e}") from e
 
     async def request(self, request: Any) -> Any:
         """Send one kio request entity and return the kio response entity of the same
@@ -180,7 +221,43 @@ class BrokerConnection:
         size; the response header first), for the caller to parse."""
         return await self._request(request, raw=True)
 
-    async def _request(self, request: Any, raw: bool) -> Any:
+    async def authentication_request(self, request: Any) -> Any:
+        """As `request`, for the authenticate step: never waits for a re-authentication."""
+        return await self._request(request, raw=False, authenticating=True)
+
+    def session_started(self, lifetime_ms: int) -> None:
+        """The authenticate step's SASL session lasts `lifetime_ms` (0: for ever)."""
+        self._reauth_at = asyncio.get_running_loop().time() + lifetime_ms * 0.85 / 1000 \
+            if lifetime_ms > 0 else None
+
+    async def _reauthenticate_if_due(self) -> None:
+        if self._reauthenticating is not None:
+            await asyncio.shield(self._reauthenticating)
+            return
+        if self._reauth_at is None or asyncio.get_running_loop().time() < self._reauth_at:
+            return
+        assert self.security is not None and self.security.authenticate is not None
+        done = self._reauthenticating = asyncio.get_running_loop().create_future()
+        try:
+            await self.security.authenticate(self)
+        except asyncio.CancelledError:
+            done.cancel()
+            raise
+        except Exception as e:
+            error = e if isinstance(e, BrokerConnectionError) else BrokerConnectionError(
+                f"re-authenticating to {self.where} failed: {e}")
+            done.set_exception(error)
+            done.exception()  # those waiting get it; none waiting is no warning
+            raise self._fail(error) from e
+        else:
+            done.set_result(None)
+        finally:
+            self._reauthenticating = None
+
+    async def _request(self, request: Any, raw: bool, authenticating: bool = False) -> Any:
+        if not authenticating and (self._reauth_at is not None or
+                                   self._reauthenticating is not None):
+            await self._reauthenticate_if_due()
         api_key, api_version = request_api(request)
         protocol = self._protocol
         if self._closed or protocol is None or protocol.transport is None:

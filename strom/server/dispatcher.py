@@ -51,10 +51,11 @@ class Dispatcher:
         self._now = services.clock.monotonic
 
     async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
-                       appended: Callable[[], None] | None = None
-                       ) -> bytes | RawResponse | None:
+                       appended: Callable[[], None] | None = None,
+                       principal: str = "User:ANONYMOUS") -> bytes | RawResponse | None:
         """The response to `frame` (None: none is sent). `appended` is called by an acks=all
-        Produce once its records are appended (see RequestContext.appended)."""
+        Produce once its records are appended (see RequestContext.appended); `principal`
+        is the authenticated client (see RequestContext.principal)."""
         try:
             api_key, version, correlation_id = peek_header(frame)
         except MalformedRequest as e:
@@ -73,7 +74,7 @@ class Dispatcher:
         except MalformedRequest as e:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
-        ctx = RequestContext(header, self.services, client_host, listener, appended)
+        ctx = RequestContext(header, self.services, client_host, listener, appended, principal)
         api_stats = self._api_stats.get(api_key)
         started = self._now() if api_stats is not None else 0.0
         try:
