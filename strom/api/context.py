@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from strom.coordinator.producer_ids import ProducerIdManager
     from strom.log.manager import LogManager
     from strom.replication.replica_manager import ReplicaManager
+    from strom.security.authorizer import Authorizer
+    from strom.security.quotas import ClientQuotaManager
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class BrokerServices:
     dynamic_configs: DynamicBrokerConfigs | None = None
     fetch_sessions: FetchSessionCache = field(
         default_factory=lambda: FetchSessionCache(1000, time.monotonic))
+    authorizer: Authorizer | None = None  # None: authorizer.class.name is not set
+    quotas: ClientQuotaManager | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class RequestContext:
     # Produce (acks=all) calls this once its records are appended and only the wait for
     # replication is left: the connection may then start on its next Produce request
     appended: Callable[[], None] | None = None
+    # the authenticated principal of the connection (Kafka's KafkaPrincipal as text)
+    principal: str = "User:ANONYMOUS"
 
     @property
     def version(self) -> int:

@@ -58,6 +58,7 @@ def register(api_key: int, name: str, min_version: int, max_version: int,
 def load_all() -> dict[int, ApiSpec]:
     """Import every API module so each registers itself."""
     from strom.api import (  # noqa: F401
+        acls,
         admin_configs,
         api_versions,
         consumer_group_describe,

@@ -58,6 +58,7 @@ from strom.log.manager import LogManager
 from strom.log.page_cache import PageCacheWindow
 from strom.protocol.framing import MemoryPool
 from strom.replication.replica_manager import ReplicaManager
+from strom.security.authorizer import Authorizer, parse_super_users
 from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.connection_quotas import Admission, ConnectionQuotas, normalize_ip
 from strom.server.dispatcher import Dispatcher
@@ -146,10 +147,15 @@ class Broker:
                                        self.controller, self.replicas)
         self.groups.start()
         listeners = config.listeners()
+        authorizer = None
+        if config.get("authorizer.class.name"):
+            authorizer = Authorizer(self.store, parse_super_users(config.get("super.users")),
+                                    config.get("allow.everyone.if.no.acl.found"))
+            await authorizer.start()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
             self.logs, self.producer_ids, self.groups, dynamic_configs=self.dynamic_configs,
-            fetch_sessions=self.fetch_sessions)
+            fetch_sessions=self.fetch_sessions, authorizer=authorizer)
         self.dispatcher = Dispatcher(self.services)
         queued_max = config.get("queued.max.request.bytes")
         pool = MemoryPool(queued_max) if queued_max > 0 else None

@@ -44,8 +44,8 @@ class Dispatcher:
         self.handlers = load_all()
 
     async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
-                       appended: Callable[[], None] | None = None
-                       ) -> bytes | RawResponse | None:
+                       appended: Callable[[], None] | None = None,
+                       principal: str = "User:ANONYMOUS") -> bytes | RawResponse | None:
         """The response to `frame` (None: none is sent). `appended` is called by an acks=all
         Produce once its records are appended (see RequestContext.appended)."""
         try:
@@ -66,7 +66,8 @@ class Dispatcher:
         except MalformedRequest as e:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
-        ctx = RequestContext(header, self.services, client_host, listener, appended)
+        ctx = RequestContext(header, self.services, client_host, listener, appended,
+                             principal)
         try:
             response: Any = await spec.handler(ctx, body)
             if response is NO_RESPONSE:
