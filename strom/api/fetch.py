@@ -23,11 +23,14 @@ Errors per partition: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_T
 id that is not one of the partition's followers gets NOT_LEADER_OR_FOLLOWER (or
 UNKNOWN_LEADER_EPOCH when it names the current epoch), an offset outside the log
 OFFSET_OUT_OF_RANGE, and neither moves the follower's state or the high watermark.
+With an authorizer: TOPIC_AUTHORIZATION_FAILED for a topic the consumer may not READ, and
+for every partition of a follower fetch without CLUSTER_ACTION on the cluster.
 Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.fetch_session import PartitionRequest, SessionError
 from strom.api.registry import register
@@ -62,6 +65,7 @@ async def handle(ctx: RequestContext, request):
     wanted: list[FetchPartitionRequest] = []
     order: list[tuple[str, object, list[int]]] = []
     unknown_ids: list[tuple[object, list[int]]] = []
+    denied: set[str] = set()
     for t in request.topics:
         if ctx.version >= 13:
             info = cache.topic_by_id(t.topic_id)
@@ -72,6 +76,9 @@ async def handle(ctx: RequestContext, request):
         else:
             name = t.topic
         order.append((name, t, [p.partition for p in t.partitions]))
+        if not _may_read(ctx, name, replica_id):
+            denied.add(name)
+            continue
         for p in t.partitions:
             wanted.append(FetchPartitionRequest(name, p.partition, p.fetch_offset,
                                                 p.partition_max_bytes,
@@ -86,6 +93,10 @@ async def handle(ctx: RequestContext, request):
         info = cache.topic(name)
         parts = []
         for index in partitions:
+            if name in denied:
+                parts.append(fetch_response.FetchPartitionData(
+                    index, ErrorCode.topic_authorization_failed, -1, -1, -1, None))
+                continue
             r = by_tp[(name, index)]
             code = r.error.code if r.error else ErrorCode.none
             leader = None
@@ -109,6 +120,13 @@ async def handle(ctx: RequestContext, request):
     return RawResponse(parts, size)
 
 
+def _may_read(ctx: RequestContext, topic: str, replica_id: int) -> bool:
+    """A follower needs CLUSTER_ACTION on the cluster, a consumer READ on the topic."""
+    if replica_id >= 0:
+        return allowed(ctx, Op.CLUSTER_ACTION, Res.CLUSTER)
+    return allowed(ctx, Op.READ, Res.TOPIC, topic)
+
+
 async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> RawResponse:
     """A fetch that opens (epoch 0) or continues a session."""
     cache = ctx.broker.cache
@@ -128,6 +146,7 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
     partitions = context.partitions()
     names: list[str | None] = []
     wanted: list[FetchPartitionRequest] = []
+    denied: set[str] = set()
     for e in partitions:
         if by_id:
             info = cache.topic_by_id(e.key)
@@ -135,7 +154,9 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
         else:
             name = e.key
         names.append(name)
-        if name is not None:
+        if name is not None and not _may_read(ctx, name, replica_id):
+            denied.add(name)
+        elif name is not None:
             wanted.append(FetchPartitionRequest(name, e.partition, e.fetch_offset, e.max_bytes,
                                                 e.leader_epoch, e.log_start_offset))
     results = await ctx.broker.replicas.fetch(
@@ -145,7 +166,9 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
     rows = []
     for e, name in zip(partitions, names, strict=True):
         r = by_tp.get((name, e.partition)) if name is not None else None
-        if r is None:
+        if name in denied:
+            rows.append((e, ErrorCode.topic_authorization_failed, -1, -1, -1, 0))
+        elif r is None:
             rows.append((e, ErrorCode.unknown_topic_id, -1, -1, -1, 0))
         else:
             rows.append((e, r.error.code if r.error else ErrorCode.none, r.high_watermark,

@@ -5,11 +5,14 @@ Behaviour: for a group key (key_type 0) answers the leader of the group's partit
 offsets.topic.replication.factor capped at the live brokers). COORDINATOR_NOT_AVAILABLE
 while it has no leader; INVALID_REQUEST for an empty group id. Transaction coordinators
 (key_type 1) are not served yet: INVALID_REQUEST with a message.
+With an authorizer: GROUP_AUTHORIZATION_FAILED (TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+without DESCRIBE on the group (transactional id).
 Version notes: v4+ batches several keys in coordinator_keys.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -22,6 +25,12 @@ GROUP, TRANSACTION = 0, 1
 async def _lookup(ctx: RequestContext, key: str, key_type: int):
     """(error, message, node id, host, port) for one key."""
     try:
+        if key_type == TRANSACTION and not allowed(ctx, Op.DESCRIBE, Res.TRANSACTIONAL_ID, key):
+            raise KafkaError("Transactional Id authorization failed.",
+                             ErrorCode.transactional_id_authorization_failed)
+        if key_type == GROUP and not allowed(ctx, Op.DESCRIBE, Res.GROUP, key):
+            raise KafkaError("Group authorization failed.",
+                             ErrorCode.group_authorization_failed)
         if key_type == TRANSACTION:
             raise KafkaError("Transactions are not supported by this broker yet",
                              ErrorCode.invalid_request)

@@ -15,6 +15,7 @@ Errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADE
 from __future__ import annotations
 
 from strom.api.answers import attempt, each_partition
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -27,6 +28,7 @@ LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4,
 def lookup(ctx: RequestContext, topic: str, index: int, timestamp: int, epoch: int,
            replica_id: int) -> tuple[int, int, int]:
     """(timestamp, offset, leader epoch) for one partition."""
+    check(ctx, Op.DESCRIBE, Res.TOPIC, topic)
     p = ctx.broker.replicas.leader_partition(topic, index, epoch)
     plog = p.log
     limit = plog.log_end_offset if replica_id >= 0 else p.high_watermark

@@ -17,6 +17,7 @@ NOT_ENOUGH_REPLICAS, and for acks=-1 NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR s
 min.insync.replicas while waiting) and REQUEST_TIMED_OUT (timeout_ms passed);
 INVALID_REQUIRED_ACKS for acks outside -1, 0, 1.
 Version notes: v8+ record_errors and error_message; v10+ current_leader hints.
+With an authorizer: TOPIC_AUTHORIZATION_FAILED for a topic without WRITE.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.metadata import live_brokers
 from strom.api.registry import CloseConnection, register
@@ -50,6 +52,7 @@ async def handle(ctx: RequestContext, request):
     timeout_ms = int(request.timeout.total_seconds() * 1000)
     results: list[tuple[str, list[dict]]] = []
     waits: list[tuple[dict, str, int, int]] = []  # acks=-1: (out, topic, partition, end)
+    writable: dict[str, bool] = {}
     for topic in request.topic_data:
         parts = []
         for pd in topic.partition_data:
@@ -63,6 +66,10 @@ async def handle(ctx: RequestContext, request):
                 if request.transactional_id is not None:
                     raise KafkaError("Transactions are not supported yet",
                                      ErrorCode.transactional_id_authorization_failed)
+                if not writable.setdefault(topic.name, allowed(ctx, Op.WRITE, Res.TOPIC,
+                                                               topic.name)):
+                    raise KafkaError(f"Not authorized to WRITE topic {topic.name!r}",
+                                     ErrorCode.topic_authorization_failed)
                 if pd.records is None:
                     raise KafkaError("No record batch", ErrorCode.invalid_record)
                 result = await replicas.append_produced(
