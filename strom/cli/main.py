@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                        "delete the records of partitions below an offset"),
     "log-dirs": ("strom.cli.log_dirs", "describe the log directories of brokers"),
     "configs": ("strom.cli.configs", "describe and alter topic and broker configs"),
+    "acls": ("strom.cli.acls", "add, remove and list ACLs"),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -136,7 +137,7 @@ def test_confluent_kafka_matrix(acl_broker):
     # is denied)
     assert "open-denied" in admin.list_topics(timeout=10).topics
     seen = admin.describe_acls(AclBindingFilter(
-        CkResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+        CkResourceType.ANY, None, ResourcePatternType.ANY, ANON, None, AclOperation.ANY,
         AclPermissionType.ANY)).result(10)
     assert len(seen) == len(SEEDED)
 
@@ -194,6 +195,37 @@ def test_kcat_metadata_hides_and_produce_refused(acl_broker):
                           "message.timeout.ms=5000"], input="v\n", capture_output=True,
                          text=True, timeout=30)
     assert "authoriz" in (out.stderr + out.stdout).lower()
+
+
+def _strom_acls(broker, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "strom", "acls", "--bootstrap-server",
+                           broker.bootstrap, *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_strom_acls_cli(acl_broker):
+    added = _strom_acls(acl_broker, "--add", "--allow-principal", "User:alice", "--producer",
+                        "--idempotent", "--topic", "cli-", "--resource-pattern-type",
+                        "prefixed")
+    assert added.returncode == 0, added.stderr
+    assert "name=cli-, patternType=PREFIXED" in added.stdout
+    listed = _strom_acls(acl_broker, "--list", "--topic", "cli-x", "--resource-pattern-type",
+                         "match")
+    assert listed.stdout.count("principal=User:alice") == 3  # Write, Describe, Create
+    assert "operation=WRITE" in listed.stdout
+    cluster = _strom_acls(acl_broker, "--list", "--cluster", "--principal", "User:alice")
+    assert "operation=IDEMPOTENT_WRITE" in cluster.stdout
+    bad = _strom_acls(acl_broker, "--add", "--allow-principal", "User:alice", "--operation",
+                      "ClusterAction", "--topic", "t")
+    assert bad.returncode == 1 and "only supports operations" in bad.stderr
+    removed = _strom_acls(acl_broker, "--remove", "--topic", "cli-", "--resource-pattern-type",
+                          "prefixed")
+    assert removed.returncode == 0 and removed.stdout.count("User:alice") == 3
+    removed = _strom_acls(acl_broker, "--remove", "--allow-principal", "User:alice",
+                          "--cluster", "--operation", "IdempotentWrite")
+    assert removed.stdout.count("User:alice") == 1
+    left = _strom_acls(acl_broker, "--list", "--principal", "User:alice")
+    assert "User:alice" not in left.stdout
 
 
 def _raw(broker, api_key: int, version: int, **fields):
