@@ -334,6 +334,10 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
               "StandardAuthorizer names switch on strom's ACL authorizer (empty: none)"),
     ConfigKey("super.users", S, "", "Principals allowed everything, User:a;User:b"),
     ConfigKey("allow.everyone.if.no.acl.found", B, False, "Allow a resource no ACL covers"),
+    ConfigKey("quota.window.num", I, 11, "Samples kept to measure client quotas",
+              at_least(1)),
+    ConfigKey("quota.window.size.seconds", I, 1, "Time of each client quota sample",
+              at_least(1)),
     ConfigKey("queued.max.request.bytes", L, -1, "Bytes of requests read and not yet "
               "handled, across connections, before no more are read (-1: unbounded)"),
 ]}

@@ -55,6 +55,9 @@ class RequestContext:
     appended: Callable[[], None] | None = None
     # the authenticated principal of the connection (Kafka's KafkaPrincipal as text)
     principal: str = "User:ANONYMOUS"
+    # called with a throttle time (ms) when the client is over a quota: the connection
+    # then reads no further request for that long (KIP-219)
+    throttled: Callable[[int], None] | None = None
 
     @property
     def version(self) -> int:

@@ -25,6 +25,8 @@ UNKNOWN_LEADER_EPOCH when it names the current epoch), an offset outside the log
 OFFSET_OUT_OF_RANGE, and neither moves the follower's state or the high watermark.
 With an authorizer: TOPIC_AUTHORIZATION_FAILED for a topic the consumer may not READ, and
 for every partition of a follower fetch without CLUSTER_ACTION on the cluster.
+A consumer's response bytes count against consumer_byte_rate: over it, the response (with
+its records: Kafka sends an empty one) carries throttle_time_ms and the channel is muted.
 Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1.
 """
 
@@ -34,6 +36,7 @@ from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.fetch_session import PartitionRequest, SessionError
 from strom.api.registry import register
+from strom.api.throttling import FETCH_QUOTA, record_quota
 from strom.protocol import fetch_response
 from strom.protocol.errors import ErrorCode
 from strom.replication.replica_manager import FetchPartitionRequest
@@ -115,8 +118,20 @@ async def handle(ctx: RequestContext, request):
         topics.append(fetch_response.FetchTopicData("", topic_id, [
             fetch_response.FetchPartitionData(i, ErrorCode.unknown_topic_id, -1, -1, -1, None)
             for i in partitions]))
-    parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
-                                        ErrorCode.none, 0, topics)
+    return _framed(ctx, replica_id, ErrorCode.none, 0, topics)
+
+
+def _framed(ctx: RequestContext, replica_id: int, error: ErrorCode, session_id: int,
+            topics: list) -> RawResponse:
+    """The response; a consumer's bytes count against consumer_byte_rate, and a throttle
+    time goes into throttle_time_ms (the response is framed again with it)."""
+    parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0, error,
+                                        session_id, topics)
+    if replica_id < 0:
+        throttle_ms = record_quota(ctx, FETCH_QUOTA, size)
+        if throttle_ms:
+            parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id,
+                                                throttle_ms, error, session_id, topics)
     return RawResponse(parts, size)
 
 
@@ -195,6 +210,4 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
             topics.append(fetch_response.FetchTopicData(
                 name or "", e.key if by_id else (info.topic_id if info else None), current[1]))
         current[1].append(data)
-    parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
-                                        context.error_code, context.session_id, topics)
-    return RawResponse(parts, size)
+    return _framed(ctx, replica_id, context.error_code, context.session_id, topics)

@@ -61,6 +61,7 @@ def load_all() -> dict[int, ApiSpec]:
         acls,
         admin_configs,
         api_versions,
+        client_quotas,
         consumer_group_describe,
         consumer_group_heartbeat,
         create_partitions,

@@ -59,6 +59,7 @@ from strom.log.page_cache import PageCacheWindow
 from strom.protocol.framing import MemoryPool
 from strom.replication.replica_manager import ReplicaManager
 from strom.security.authorizer import Authorizer, parse_super_users
+from strom.security.quotas import ClientQuotaManager
 from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.connection_quotas import Admission, ConnectionQuotas, normalize_ip
 from strom.server.dispatcher import Dispatcher
@@ -152,10 +153,15 @@ class Broker:
             authorizer = Authorizer(self.store, parse_super_users(config.get("super.users")),
                                     config.get("allow.everyone.if.no.acl.found"))
             await authorizer.start()
+        quotas = ClientQuotaManager(self.store, config.get("quota.window.num"),
+                                    config.get("quota.window.size.seconds"),
+                                    lambda: self.clock.monotonic() * 1000)
+        await quotas.start()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
             self.logs, self.producer_ids, self.groups, dynamic_configs=self.dynamic_configs,
-            fetch_sessions=self.fetch_sessions, authorizer=authorizer)
+            fetch_sessions=self.fetch_sessions, authorizer=authorizer,
+            quotas=quotas)
         self.dispatcher = Dispatcher(self.services)
         queued_max = config.get("queued.max.request.bytes")
         pool = MemoryPool(queued_max) if queued_max > 0 else None

@@ -157,12 +157,14 @@ class Connection:
         self._pipeline: collections.deque[asyncio.Task] = collections.deque()
         self._pipeline_writer: asyncio.Task | None = None
         self._pipeline_waiter: asyncio.Future | None = None
+        self._throttled_until = 0.0  # loop time: a client over its quota is muted till then
 
     async def serve(self) -> None:
         requests, transport = self.protocol, self.transport
         self._arm_idle_timer()
         try:
             while True:
+                await self._wait_throttle()
                 frame = await requests.next_frame()
                 if frame is None:
                     if requests.bad_size is not None:
@@ -195,6 +197,23 @@ class Connection:
                 self._pipeline_writer.cancel()
             transport.close()
 
+    # --- client quotas (KIP-219) -----------------------------------------------------------
+    def _throttle(self, throttle_ms: int) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        self._throttled_until = max(self._throttled_until, loop_time + throttle_ms / 1000)
+
+    async def _wait_throttle(self) -> None:
+        """A throttled client's channel is muted: no further request is read (nor taken
+        from those read ahead) until its throttle time has passed, as Kafka mutes it."""
+        delay = self._throttled_until - asyncio.get_running_loop().time()
+        if delay <= 0:
+            return
+        self.protocol.pause_reading("throttle")
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.protocol.resume_reading("throttle")
+
     async def _handle(self, frame: bytes | bytearray) -> bool:
         """One request; False if the connection is to close."""
         if len(frame) >= 2 and frame[0] == 0 and frame[1] == PRODUCE:
@@ -203,7 +222,7 @@ class Connection:
             return False
         try:
             response = await self.dispatcher.dispatch(frame, self.client, self.client_host,
-                                                      self.listener)
+                                                      self.listener, throttled=self._throttle)
         except CloseConnection as e:
             log.warning("Closing connection from %s: %s", self.client, e)
             return False
@@ -270,7 +289,8 @@ class Connection:
             # nothing waits for replication: handled inline, like any other request
             try:
                 response = await self.dispatcher.dispatch(frame, self.client,
-                                                          self.client_host, self.listener)
+                                                          self.client_host, self.listener,
+                                                          throttled=self._throttle)
             except CloseConnection as e:
                 log.warning("Closing connection from %s: %s", self.client, e)
                 return False
@@ -286,7 +306,8 @@ class Connection:
                 progress.set_result(None)
 
         task = loop.create_task(self.dispatcher.dispatch(
-            frame, self.client, self.client_host, self.listener, advance))
+            frame, self.client, self.client_host, self.listener, advance,
+            throttled=self._throttle))
         task.add_done_callback(advance)
         waited = False  # `progress` stays bound: `advance` may still run after this
         if not self._pipeline and self._pipeline_writer is None:

@@ -1,0 +1,21 @@
+"""Recording a request against the client's quotas (strom.security.quotas), for handlers."""
+
+from __future__ import annotations
+
+from strom.api.context import RequestContext
+from strom.security.quotas import FETCH as FETCH_QUOTA
+from strom.security.quotas import PRODUCE as PRODUCE_QUOTA
+
+__all__ = ["FETCH_QUOTA", "PRODUCE_QUOTA", "record_quota"]
+
+
+def record_quota(ctx: RequestContext, key: str, value: float) -> int:
+    """Record `value` (bytes) against the client's quota `key`; the throttle time in ms,
+    also reported to the connection (`RequestContext.throttled`) so it mutes the channel."""
+    quotas = ctx.broker.quotas
+    if quotas is None or ctx.throttled is None or not quotas.quotas:
+        return 0
+    throttle_ms = quotas.record(key, ctx.principal, ctx.header.client_id or "", value)
+    if throttle_ms:
+        ctx.throttled(throttle_ms)
+    return throttle_ms
