@@ -30,6 +30,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
 import signal
 import statistics
 import struct
@@ -118,21 +119,41 @@ def one_run(bootstrap, topic, args, pid):
                 d = target - time.perf_counter()
                 if d <= 0:
                     break
-                producer.poll(d)  # serves delivery reports while it waits
+                if args.spin_pacing:
+                    # the old pacing: poll() rounds a wait under 1 ms down to 0, so at
+                    # 2,000/s this spins and takes a core from the broker
+                    producer.poll(d)
+                else:
+                    time.sleep(d)  # delivery reports are served by `serve_reports`
             late_max[0] = max(late_max[0], (time.perf_counter() - target) * 1000)
             now = time.perf_counter_ns()
             sent_ns[i] = now
             producer.produce(topic, struct.pack(">qI", now, i) + pad)
-            producer.poll(0)
+            if args.spin_pacing:
+                producer.poll(0)
         producer.flush(30)
+
+    producing = threading.Event()
+
+    def serve_reports():
+        # a blocking poll wakes when a report arrives, so a delivery is timed when it
+        # happens, not at the producer's next send
+        while producing.is_set():
+            producer.poll(0.05)
 
     e2e_ns = [None] * n
     received = 0
     cpu0 = cpu_s(pid)
+    client0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.perf_counter()
     if args.lag:
         os.kill(pid, signal.SIGUSR1)  # resets the broker's loop-lag window
     th = threading.Thread(target=produce_loop, daemon=True)
+    producing.set()
+    reporter = None
+    if not args.spin_pacing:
+        reporter = threading.Thread(target=serve_reports, daemon=True)
+        reporter.start()
     th.start()
     deadline = time.monotonic() + n * interval + 30
     while received < n and time.monotonic() < deadline:
@@ -145,8 +166,13 @@ def one_run(bootstrap, topic, args, pid):
             e2e_ns[seq] = now - sent
             received += 1
     th.join(30)
+    producing.clear()
+    if reporter is not None:
+        reporter.join(5)
     wall = time.perf_counter() - wall0
     cpu = cpu_s(pid) - cpu0
+    client1 = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = (client1.ru_utime - client0.ru_utime) + (client1.ru_stime - client0.ru_stime)
     lag = read_loop_lag(args, pid) if args.lag else None
     consumer.close()
     dl = sorted(x / 1e6 for x in delivery_ns if x is not None)
@@ -157,6 +183,9 @@ def one_run(bootstrap, topic, args, pid):
         "producer_max_lateness_ms": round(late_max[0], 3), "wall_s": round(wall, 3),
         "broker_cpu_s": round(cpu, 3),
         "broker_cpu_s_per_10k": round(cpu * 10000 / max(1, received), 3),
+        # the client's own CPU (producer, consumer and librdkafka's threads) and the
+        # machine's load: a busy client or machine, not the broker, may set the tail
+        "client_cpu_s": round(client_cpu, 3), "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     for name, vals in (("delivery", dl), ("e2e", e2e)):
         rec.update({f"{name}_p50_ms": pct(vals, 50), f"{name}_p99_ms": pct(vals, 99),
@@ -247,7 +276,7 @@ def bench(name, label, tree, args, tansu, out):
 
 FIGURES = ["delivery_p50_ms", "delivery_p99_ms", "delivery_p999_ms", "e2e_p50_ms",
            "e2e_p99_ms", "e2e_p999_ms", "broker_cpu_s_per_10k", "loop_lag_p99_ms",
-           "loop_lag_max_ms"]
+           "loop_lag_max_ms", "client_cpu_s", "loadavg_1m"]
 
 
 def print_table(records):
@@ -284,6 +313,9 @@ def main():
                     help="extra producer setting (repeatable), the same for every broker")
     ap.add_argument("--consumer-conf", action="append", default=[], metavar="K=V",
                     help="extra consumer setting (repeatable), the same for every broker")
+    ap.add_argument("--spin-pacing", action="store_true",
+                    help="pace the producer with poll(wait) as before: librdkafka rounds a "
+                         "wait under 1 ms to 0, so the client spins on a core")
     ap.add_argument("--no-loop-lag", action="store_true",
                     help="do not ask strom for its event-loop lag")
     ap.add_argument("--strom-tree", action="append", default=[], metavar="LABEL=DIR",

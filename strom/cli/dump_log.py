@@ -176,12 +176,15 @@ def _dump_log(path: Path, deep: bool, print_data: bool, skip_metadata: bool,
         valid_bytes = 0
         last_offset: int | None = None
         gaps: list[tuple[int, int]] = []
-        for pos, header in rec.iter_batches(data, 0, limit):
-            _print_batch(rec, data, pos, header)
-            if deep:
-                last_offset = _print_records(rec, data, pos, header, print_data, skip_metadata,
-                                             last_offset, gaps)
-            valid_bytes = pos + header.size
+        with _progress(path.name, limit) as progress:
+            for pos, header in rec.iter_batches(data, 0, limit):
+                _print_batch(rec, data, pos, header)
+                if deep:
+                    last_offset = _print_records(rec, data, pos, header, print_data,
+                                                 skip_metadata, last_offset, gaps)
+                valid_bytes = pos + header.size
+                if valid_bytes - progress.done >= PROGRESS_STEP:
+                    progress.advance(valid_bytes - progress.done)
         if gaps:
             findings.non_consecutive.setdefault(str(path.absolute()), []).extend(gaps)
         trailing = limit - valid_bytes
@@ -189,6 +192,21 @@ def _dump_log(path: Path, deep: bool, print_data: bool, skip_metadata: bool,
             print(f"Found {trailing} invalid bytes at the end of {path.name}")
             print(f"  at position {valid_bytes}: {_why_invalid(rec, data, valid_bytes, limit)}",
                   file=sys.stderr)
+
+
+# A segment this large shows its progress on stderr (a bar on a terminal, else a line every
+# 5 s), advanced every PROGRESS_STEP bytes: stdout carries only the dump.
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+PROGRESS_STEP = 1024 * 1024
+PROGRESS_PLAIN_EVERY = 5.0
+
+
+def _progress(name: str, size: int):
+    from strom.cli.progress import Progress
+
+    large = size >= PROGRESS_MIN_BYTES
+    return Progress(f"Dumping {name}", total=size, unit="bytes", plain_every=PROGRESS_PLAIN_EVERY
+                    if large else 0.0, interactive=None if large else False)
 
 
 def _why_invalid(rec, data, pos: int, limit: int) -> str:

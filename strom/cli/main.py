@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "log-dirs": ("strom.cli.log_dirs", "describe the log directories of brokers"),
     "configs": ("strom.cli.configs", "describe and alter topic and broker configs"),
     "acls": ("strom.cli.acls", "add, remove and list ACLs"),
+    "producer-perf-test": ("strom.cli.producer_perf_test",
+                           "producer throughput and latency test (Kafka's output)"),
+    "consumer-perf-test": ("strom.cli.consumer_perf_test",
+                           "consumer throughput test (Kafka's output)"),
 }
 
 

@@ -54,6 +54,8 @@ _OPTION_ACTIONS = {
     "reassignment_json_file": ("execute", "verify", "cancel"),
     "additional": ("execute",),
     "preserve_throttles": ("verify", "cancel"),
+    "wait": ("execute", "verify"),
+    "wait_timeout_ms": ("execute", "verify"),
 }
 _REQUIRED = {
     "generate": ("topics_to_move_json_file", "broker_list"),
@@ -91,7 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--additional": "for --execute: start it even though other reassignments are in progress",
         "--preserve-throttles": "for --verify and --cancel: accepted for compatibility (strom "
                                 "sets no replication throttles)",
+        "--wait": "for --execute and --verify: wait until the moves completed, showing "
+                  "their progress (a strom addition)",
     })
+    parser.add_argument("--wait-timeout-ms", type=int, default=0, metavar="MS",
+                        help="with --wait: give up after this long (0, the default: no limit)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -454,11 +460,39 @@ def _execute(cluster: _Cluster, args) -> int:
             f"{_tp(tp)}: {errors[tp]}" for tp in sorted(errors)))
     print(f"Successfully started partition reassignment{'' if len(proposed) == 1 else 's'} "
           f"for {','.join(_tp(tp) for tp in sorted(proposed))}")
+    if args.wait:
+        _wait(cluster, set(proposed), args.wait_timeout_ms)
+        return _verify(cluster, args)
     return 0
+
+
+WAIT_POLL_S = 0.5
+
+
+def _wait(cluster: _Cluster, partitions: set[TopicPartition], timeout_ms: int) -> None:
+    """Poll ListPartitionReassignments until none of `partitions` is still moving; the
+    count of finished moves is a progress bar on a terminal, else a line every 5 s on
+    stderr. TimeoutError after `timeout_ms` (> 0); the moves go on regardless."""
+    from strom.cli.progress import Progress
+
+    deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
+    with Progress("Reassigning", total=len(partitions), unit="partitions",
+                  plain_every=5.0) as progress:
+        while True:
+            moving = partitions & set(cluster.list_reassignments(sorted(partitions)))
+            progress.advance(len(partitions) - len(moving) - progress.done)
+            if not moving:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{len(moving)} of {len(partitions)} partition moves "
+                                   f"still in progress after {timeout_ms} ms")
+            time.sleep(WAIT_POLL_S)
 
 
 def _verify(cluster: _Cluster, args) -> int:
     targets = dict(parse_reassignment_json(common.read_text(args.reassignment_json_file)))
+    if args.wait and args.verify:
+        _wait(cluster, set(targets), args.wait_timeout_ms)
     ongoing = cluster.list_reassignments()
     assignments = cluster.replicas({tp[0] for tp in targets if tp not in ongoing})
     print("Status of partition reassignment:")

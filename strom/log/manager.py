@@ -153,6 +153,7 @@ class LogManager:
             recovery = checkpoint.read_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT))
             starts = checkpoint.read_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT))
             hws = checkpoint.read_offsets(os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT))
+            partition_dirs = []
             for name in sorted(os.listdir(d)):
                 path = os.path.join(d, name)
                 if not os.path.isdir(path):
@@ -161,8 +162,11 @@ class LogManager:
                     shutil.rmtree(path, ignore_errors=True)
                     continue
                 tp = files.parse_partition_dir(name)
-                if tp is None:
-                    continue
+                if tp is not None:
+                    partition_dirs.append((name, path, tp))
+            # a count and a percentage per partition after a crash, as Kafka logs its
+            # progress, so an operator sees a long recovery advance
+            for loaded, (name, path, tp) in enumerate(partition_dirs, 1):
                 if tp in self._dir_of:
                     raise LogDirError(
                         f"Duplicate log directories for {name} are found in both {path} and "
@@ -184,8 +188,10 @@ class LogManager:
                     page_cache=self.page_cache)
                 if needs_recovery:
                     self.recovered_partitions += 1
-                    log.info("Recovered %s in %.1f ms (log end offset %d)", name,
-                             (time.monotonic() - started) * 1000, plog.log_end_offset)
+                    log.info("Recovered %s in %.1f ms (log end offset %d); %d/%d logs "
+                             "(%d%%) loaded in %s", name, (time.monotonic() - started) * 1000,
+                             plog.log_end_offset, loaded, len(partition_dirs),
+                             100 * loaded // len(partition_dirs), d)
                 self.logs[tp] = plog
                 self._dir_of[tp] = d
             try:

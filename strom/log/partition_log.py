@@ -155,6 +155,9 @@ class PartitionLog:
         base_offsets.sort()
         now = self.clock.now_ms()
         truncated_at: int | None = None
+        unflushed = sum(1 for i, b in enumerate(base_offsets) if needs_recovery and (
+            i == len(base_offsets) - 1 or base_offsets[i + 1] > recovery_point))
+        recovering = 0
         for i, base in enumerate(base_offsets):
             if truncated_at is not None:  # everything after a corrupt segment goes
                 seg = self._new_segment(base, now, create=False)
@@ -165,6 +168,11 @@ class PartitionLog:
             is_last = i == len(base_offsets) - 1
             next_base = base_offsets[i + 1] if not is_last else None
             if needs_recovery and (is_last or next_base is None or next_base > recovery_point):
+                recovering += 1
+                if unflushed > 1:  # one segment (the usual case) needs no progress
+                    log.info("Recovering unflushed segment %d of %s-%d (%d/%d, %d%%)", base,
+                             self.topic, self.partition, recovering, unflushed,
+                             100 * (recovering - 1) // unflushed)
                 truncated = seg.recover(max_batch_size=self._max_batch_on_disk(),
                                         limit_offset=next_base)
                 if recovered_from is None:

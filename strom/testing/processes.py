@@ -49,6 +49,12 @@ def remove_dir(path: Path) -> None:
         _tmp_dirs.discard(path)
 
 
+def release_dir(path: Path) -> None:
+    """Leave `path` in place at exit after all (kept for inspection)."""
+    with _live_lock:
+        _tmp_dirs.discard(path)
+
+
 def end(proc: subprocess.Popen, sig: int, timeout: float) -> None:
     """Send `sig` to `proc` if it is still running and wait up to `timeout` seconds for it to
     exit, then SIGKILL it (waiting up to 10 s more)."""

@@ -276,6 +276,12 @@ def test_reassign_with_the_cli_while_producing(make_cluster, tmp_path):
                                  "during rollback",
                              f"Successfully started partition reassignment for {topic}-0"]
         producer.wait_for_acks(200, timeout=30)
+        # --wait polls until the move completed, then prints --verify's status
+        rc, out, err = strom("reassign-partitions", "--bootstrap-server", bootstrap,
+                             "--verify", "--wait", "--wait-timeout-ms", "60000",
+                             "--reassignment-json-file", plan_file)
+        assert (rc, out) == (0, "Status of partition reassignment:\n"
+                                f"Reassignment of partition {topic}-0 is completed.\n"), err
 
         def completed():
             rc, out, _ = strom("reassign-partitions", "--bootstrap-server", bootstrap,
@@ -373,6 +379,10 @@ def test_list_verify_and_cancel(make_cluster, tmp_path):
                        "--reassignment-json-file", plan_file)
     assert (rc, out) == (0, "Status of partition reassignment:\n"
                             f"Reassignment of partition {topic}-0 is still in progress.\n")
+    # --wait gives up after --wait-timeout-ms while the move cannot finish
+    rc, out, err = strom("reassign-partitions", "--bootstrap-server", live, "--verify", "--wait",
+                         "--wait-timeout-ms", "1500", "--reassignment-json-file", plan_file)
+    assert rc == 1 and "1 of 1 partition moves still in progress after 1500 ms" in err, err
     # another --execute needs --additional while one is in progress
     other = write_json(tmp_path, "other.json", plan({(topic, 0): [3]}))
     rc, out, err = strom("reassign-partitions", "--bootstrap-server", live, "--execute",

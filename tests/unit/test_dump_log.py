@@ -296,3 +296,19 @@ def test_max_bytes_limits_the_log(capsys, segment):
     assert code == 0
     assert len([line for line in out if line.startswith("baseOffset:")]) == 1
     assert not any(line.startswith("Found") for line in out)
+
+
+def test_large_segment_shows_progress_on_stderr_only(capsys, segment, monkeypatch):
+    """A segment past PROGRESS_MIN_BYTES reports how far the dump is on stderr (plain lines
+    off a terminal); stdout is the same dump as without it."""
+    tmp_path, a, b = segment
+    path = str(tmp_path / f"{NAME}.log")
+    _, plain_out, plain_err = run_tool(capsys, "--files", path)
+    monkeypatch.setattr(dump_log, "PROGRESS_MIN_BYTES", 1)
+    monkeypatch.setattr(dump_log, "PROGRESS_STEP", 1)
+    monkeypatch.setattr(dump_log, "PROGRESS_PLAIN_EVERY", 1e-9)
+    code, out, err = run_tool(capsys, "--files", path)
+    assert code == 0 and out == plain_out and plain_err == []
+    total = len(a) + len(b)
+    assert err == [f"Dumping {NAME}.log: {len(a)}/{total} bytes ({100 * len(a) // total}%)",
+                   f"Dumping {NAME}.log: {total}/{total} bytes (100%)"]

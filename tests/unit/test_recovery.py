@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import uuid
 
@@ -461,3 +462,33 @@ def test_a_failed_append_leaves_no_partial_batch_behind(tmp_path, monkeypatch):
     again = reopen(plog.dir, needs_recovery=True)
     assert records(again) == [(0, b"a"), (1, b"b")]
     again.close()
+
+
+def test_recovery_logs_its_progress(written, caplog):
+    """After a crash every unflushed segment is logged with a count and a percentage (as
+    Kafka's "Recovering unflushed segment"), and the LogManager counts the logs it loaded."""
+    dir_, cfg, expected = written
+    with caplog.at_level("INFO", logger="strom.log"):
+        plog = reopen(dir_, needs_recovery=True, **cfg)  # recovery point 0: all 3 segments
+    assert records(plog) == expected
+    plog.close()
+    lines = [r.getMessage() for r in caplog.records if "Recovering unflushed" in r.getMessage()]
+    assert lines == [f"Recovering unflushed segment {base} of t-0 ({n}/3, {pct}%)"
+                     for base, n, pct in ((0, 1, 0), (4, 2, 33), (8, 3, 66))]
+
+
+def test_log_manager_logs_recovered_logs_with_a_count(tmp_path, caplog):
+    d = tmp_path / "data"
+    lm = LogManager([str(d)], ManualClock(NOW), node_id=1)
+    lm.startup(config_for, topic_id_for)
+    for p in range(2):
+        append(lm.get_or_create("t", p, config_for("t"), TOPIC_ID), [b"x"])
+    for plog in lm.logs.values():  # a crash: no shutdown, no clean-shutdown marker
+        plog.close()
+    lm.release_locks()
+    lm2 = LogManager([str(d)], ManualClock(NOW), node_id=1)
+    with caplog.at_level("INFO", logger="strom.log"):
+        lm2.startup(config_for, topic_id_for)
+    lm2.shutdown()
+    counts = re.findall(r"; (\d)/2 logs \((\d+)%\) loaded in ", caplog.text)
+    assert counts == [("1", "50"), ("2", "100")]

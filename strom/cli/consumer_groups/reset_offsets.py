@@ -5,8 +5,10 @@ the group has no members."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 
 from strom.cli._common import ToolError
 from strom.cli.consumer_groups.admin import GroupAdmin, err, line, state_name
@@ -15,11 +17,10 @@ from strom.cli.consumer_groups.options import (
     parse_duration_ms,
     parse_topic_partitions,
 )
+from strom.cli.progress import Progress
 
 
 def do_reset_offsets(tool: GroupAdmin) -> int:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
     args = tool.args
     if not args.dry_run and not args.execute:
         print("WARN: No action will be performed as the --execute option is missing. "
@@ -27,31 +28,14 @@ def do_reset_offsets(tool: GroupAdmin) -> int:
               file=sys.stderr)
     descriptions = tool.describe_groups(tool.group_ids())
     plans: dict[str, dict[tuple[str, int], int]] = {}
-    metadata = None
-    for gid, desc in descriptions.items():
-        state = state_name(desc.state)
-        if state not in ("Empty", "Dead"):
-            err(f"Assignments can only be reset if the group '{gid}' is inactive, but the "
-                f"current state is {state}.")
-            tool.failed = True
-            continue
-        if metadata is None:
-            metadata = tool.partitions_metadata()
-        committed = {tp: c.offset for tp, c in tool.committed(gid).items()}
-        partitions = _partitions_to_reset(tool, committed, metadata)
-        plan = _prepare(tool, partitions, committed)
-        if args.execute and plan:
-            request = ConsumerGroupTopicPartitions(
-                gid, [TopicPartition(t, p, o) for (t, p), o in sorted(plan.items())])
-            futures = tool.admin.alter_consumer_group_offsets([request],
-                                                              request_timeout=tool.timeout)
-            result = tool.result(futures[gid])
-            errors = [tp for tp in result.topic_partitions or [] if tp.error is not None]
-            if errors:
-                tp = errors[0]
-                raise ToolError(f"could not commit the offset of {tp.topic}-{tp.partition}: "
-                                f"{tp.error.str()}")
-        plans[gid] = plan
+    metadata = functools.cache(tool.partitions_metadata)  # read once, when first needed
+    # each group costs a few round trips: with --all-groups on a large cluster the bar (or
+    # a line every 5 s on stderr) shows how far the reset is
+    with Progress("Resetting offsets", total=len(descriptions), unit="groups",
+                  plain_every=5.0) as progress:
+        for gid, desc in descriptions.items():
+            _reset_group(tool, gid, desc, plans, metadata)
+            progress.advance()
     if plans:
         rows = [(gid, t, p, o) for gid, plan in plans.items()
                 for (t, p), o in sorted(plan.items())]
@@ -62,6 +46,35 @@ def do_reset_offsets(tool: GroupAdmin) -> int:
         for row in rows:
             print(line(widths, list(row)))
     return 1 if tool.failed else 0
+
+
+def _reset_group(tool: GroupAdmin, gid: str, desc, plans: dict,
+                 metadata: Callable[[], dict]) -> None:
+    """Plan (and with --execute commit) the new offsets of one group into `plans`."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    args = tool.args
+    state = state_name(desc.state)
+    if state not in ("Empty", "Dead"):
+        err(f"Assignments can only be reset if the group '{gid}' is inactive, but the "
+            f"current state is {state}.")
+        tool.failed = True
+        return
+    committed = {tp: c.offset for tp, c in tool.committed(gid).items()}
+    partitions = _partitions_to_reset(tool, committed, metadata())
+    plan = _prepare(tool, partitions, committed)
+    if args.execute and plan:
+        request = ConsumerGroupTopicPartitions(
+            gid, [TopicPartition(t, p, o) for (t, p), o in sorted(plan.items())])
+        futures = tool.admin.alter_consumer_group_offsets([request],
+                                                          request_timeout=tool.timeout)
+        result = tool.result(futures[gid])
+        errors = [tp for tp in result.topic_partitions or [] if tp.error is not None]
+        if errors:
+            tp = errors[0]
+            raise ToolError(f"could not commit the offset of {tp.topic}-{tp.partition}: "
+                            f"{tp.error.str()}")
+    plans[gid] = plan
 
 
 def _partitions_to_reset(tool: GroupAdmin, committed: dict, metadata: dict
