@@ -29,7 +29,8 @@ class Echo:
     def __init__(self) -> None:
         self.seen: list[int] = []
 
-    async def dispatch(self, frame, client, client_host, listener, appended=None):
+    async def dispatch(self, frame, client, client_host, listener, appended=None,
+                       principal="User:ANONYMOUS", throttled=None):
         self.seen.append(len(frame))
         await asyncio.sleep(0)
         body = struct.pack(">i", len(frame)) + bytes(frame)[::-1]
@@ -200,7 +201,8 @@ class Replicating:
         self.release: dict[int, asyncio.Event] = {}
         self.closing: set[int] = set()  # these close the connection, as a failed acks=0
 
-    async def dispatch(self, request, client, client_host, listener, appended=None):
+    async def dispatch(self, request, client, client_host, listener, appended=None,
+                       principal="User:ANONYMOUS", throttled=None):
         n = struct.unpack(">i", bytes(request[-4:]))[0]
         if request[:2] == b"\x00\x00" and n in self.closing:
             self.events.append(f"close {n}")
@@ -294,7 +296,8 @@ class SegmentFetch:
         self.path, self.decoy_path = path, decoy_path
         self.reused = self.decoy = None
 
-    async def dispatch(self, frame, client, client_host, listener, appended=None):
+    async def dispatch(self, frame, client, client_host, listener, appended=None,
+                       principal="User:ANONYMOUS", throttled=None):
         fd = os.open(self.path, os.O_RDONLY)
         parts = [b"\0" * (4 << 20), FileSlice(fd, 0, 1 << 20), FileSlice(fd, 1 << 20, 1000),
                  FileSlice(fd, (1 << 20) + 1000, 1 << 20, cold=True)]
@@ -345,7 +348,8 @@ class ColdFetch:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    async def dispatch(self, frame, client, client_host, listener, appended=None):
+    async def dispatch(self, frame, client, client_host, listener, appended=None,
+                       principal="User:ANONYMOUS", throttled=None):
         parts = [FileSlice(self.fd, i << 20, 1 << 20, cold=True) for i in range(16)]
         return RawResponse(parts, 16 << 20)
 
@@ -386,7 +390,8 @@ class Held:
         self.release = asyncio.Event()
         self.seen: list[bytes] = []
 
-    async def dispatch(self, frame, client, client_host, listener, appended=None):
+    async def dispatch(self, frame, client, client_host, listener, appended=None,
+                       principal="User:ANONYMOUS", throttled=None):
         self.seen.append(bytes(frame[:8]))
         if bytes(frame[:4]) == b"hold":
             await self.release.wait()
@@ -521,7 +526,8 @@ class CloseOnBad:
     def __init__(self) -> None:
         self.go = asyncio.Event()
 
-    async def dispatch(self, frame, client, client_host, listener, appended=None):
+    async def dispatch(self, frame, client, client_host, listener, appended=None,
+                       principal="User:ANONYMOUS", throttled=None):
         if bytes(frame[:3]) == b"bad":
             await self.go.wait()
             raise CloseConnection("bad request")
