@@ -177,6 +177,37 @@ AUTHORIZER_CLASS_NAMES = frozenset({
     "strom.security.authorizer.Authorizer",
 })
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def parse_protocol_map(value: list[str] | None) -> dict[str, str]:
+    """listener.security.protocol.map: ['CLIENT:SASL_SSL', ...] -> {'CLIENT': 'SASL_SSL'};
+    unset, each security protocol's name maps to itself (Kafka's default). Raises
+    ValueError."""
+    if value is None:
+        return {p: p for p in SECURITY_PROTOCOLS}
+    out: dict[str, str] = {}
+    for item in value:
+        name, sep, protocol = item.partition(":")
+        name, protocol = name.strip().upper(), protocol.strip().upper()
+        if not sep or not name:
+            raise ValueError(f"expected NAME:PROTOCOL, got {item!r}")
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"unknown security protocol {protocol!r} for listener {name}")
+        if name in out:
+            raise ValueError(f"listener {name} is mapped twice")
+        out[name] = protocol
+    return out
+
+
+def _protocol_map(v: Any) -> str | None:
+    try:
+        parse_protocol_map(v)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 B, S, I, L, D, LST = (  # noqa: E741
     ConfigType.BOOLEAN, ConfigType.STRING, ConfigType.INT, ConfigType.LONG,
                       ConfigType.DOUBLE, ConfigType.LIST)
@@ -294,8 +325,58 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
               at_least(1)),
     ConfigKey("zookeeper.connection.timeout.ms", I, None, "How long to wait for ZooKeeper at "
               "start (default: the session timeout)", at_least(1)),
-    ConfigKey("inter.broker.listener.name", S, None, "Listener followers fetch through "
-              "(default: the first listener)"),
+    ConfigKey("inter.broker.listener.name", S, None, "Listener other brokers connect "
+              "through (default: the listener named by security.inter.broker.protocol when "
+              "that is set, else the first listener)"),
+    ConfigKey("security.inter.broker.protocol", S, None, "Security protocol between "
+              "brokers, when inter.broker.listener.name is unset",
+              one_of(*SECURITY_PROTOCOLS)),
+    ConfigKey("listener.security.protocol.map", LST, None, "listener name:security "
+              "protocol pairs (default: each protocol's own name maps to itself)",
+              _protocol_map),
+    ConfigKey("sasl.enabled.mechanisms", LST, ["GSSAPI"], "SASL mechanisms served "
+              "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER; GSSAPI is not served)"),
+    ConfigKey("sasl.mechanism.inter.broker.protocol", S, "GSSAPI", "SASL mechanism brokers "
+              "use between themselves"),
+    ConfigKey("sasl.jaas.config", ConfigType.PASSWORD, None, "JAAS login context (the "
+              "listener.name.<l>.<mechanism>.sasl.jaas.config form is preferred)"),
+    ConfigKey("sasl.oauthbearer.jwks.endpoint.url", S, None, "JWKS of the identity "
+              "provider (file: or http(s): URL): OAUTHBEARER tokens must be signed by it"),
+    ConfigKey("sasl.oauthbearer.expected.audience", LST, None, ""),
+    ConfigKey("sasl.oauthbearer.expected.issuer", S, None, ""),
+    ConfigKey("sasl.oauthbearer.sub.claim.name", S, "sub", ""),
+    ConfigKey("sasl.oauthbearer.scope.claim.name", S, "scope", ""),
+    ConfigKey("sasl.oauthbearer.clock.skew.seconds", I, 30, "", at_least(0)),
+    ConfigKey("sasl.server.callback.handler.class", ConfigType.CLASS, None, "Accepted: "
+              "OAUTHBEARER tokens are checked against the JWKS when "
+              "sasl.oauthbearer.jwks.endpoint.url is set"),
+    ConfigKey("sasl.server.max.receive.size", I, 524288, "Largest frame read before a "
+              "SASL client is authenticated", at_least(1)),
+    ConfigKey("connections.max.reauth.ms", L, 0, "Longest SASL session before the client "
+              "must re-authenticate (KIP-368; 0: never)", at_least(0)),
+    ConfigKey("ssl.keystore.type", S, "JKS", "", one_of("JKS", "PKCS12", "PEM")),
+    ConfigKey("ssl.keystore.location", S, None, "Key and certificate file (PEM or PKCS12)"),
+    ConfigKey("ssl.keystore.password", ConfigType.PASSWORD, None, ""),
+    ConfigKey("ssl.key.password", ConfigType.PASSWORD, None, ""),
+    ConfigKey("ssl.keystore.certificate.chain", ConfigType.PASSWORD, None,
+              "PEM certificate chain (with ssl.keystore.key, in place of a file)"),
+    ConfigKey("ssl.keystore.key", ConfigType.PASSWORD, None, "PEM private key"),
+    ConfigKey("ssl.truststore.type", S, "JKS", "", one_of("JKS", "PKCS12", "PEM")),
+    ConfigKey("ssl.truststore.location", S, None, "Trusted CA certificates (PEM or PKCS12)"),
+    ConfigKey("ssl.truststore.password", ConfigType.PASSWORD, None, ""),
+    ConfigKey("ssl.truststore.certificates", ConfigType.PASSWORD, None,
+              "PEM CA certificates (in place of a file)"),
+    ConfigKey("ssl.client.auth", S, "none", "Client certificates: required, requested, none",
+              one_of("required", "requested", "none")),
+    ConfigKey("ssl.enabled.protocols", LST, ["TLSv1.2", "TLSv1.3"], "",
+              one_of("TLSv1.2", "TLSv1.3")),
+    ConfigKey("ssl.protocol", S, "TLSv1.3", ""),
+    ConfigKey("ssl.cipher.suites", LST, [], "OpenSSL or IANA names (TLS 1.2); empty: "
+              "OpenSSL's defaults"),
+    ConfigKey("ssl.endpoint.identification.algorithm", S, "https", "Inter-broker clients "
+              "check the host name of the broker's certificate ('https'), or not (empty)"),
+    ConfigKey("ssl.principal.mapping.rules", S, "DEFAULT", "Certificate subject to user "
+              "name rules (RULE:pattern/replacement/[LU], DEFAULT)"),
     ConfigKey("max.incremental.fetch.session.cache.slots", I, 1000, "Incremental fetch "
               "sessions the broker keeps (KIP-227)", at_least(0)),
     ConfigKey("replica.fetch.max.bytes", I, 1048576, "Bytes per partition a follower asks "
@@ -435,7 +516,8 @@ class BrokerConfig:
             values[k.strip()] = v.strip()
         config = cls(values)
         for name in config.unknown:
-            log.warning("Unknown configuration %r is ignored", name)
+            if not name.startswith("listener.name."):  # read by for_listener
+                log.warning("Unknown configuration %r is ignored", name)
         return config
 
     def layers(self) -> tuple[tuple[dict[str, Any], ConfigSource], ...]:
@@ -467,6 +549,19 @@ class BrokerConfig:
                     parse_listener(listener)
                 except ConfigError as e:
                     raise ConfigError(f"Invalid value for configuration {name}: {e}") from None
+        protocols = parse_protocol_map(self.get("listener.security.protocol.map"))
+        names = [parse_listener(x)[0] for x in self.get("listeners")]
+        for name in names:
+            if name not in protocols:
+                raise ConfigError(f"No security protocol defined for listener {name} in "
+                                  "listener.security.protocol.map")
+        if self.get("inter.broker.listener.name") and \
+                self.get("security.inter.broker.protocol"):
+            raise ConfigError("Only one of inter.broker.listener.name and "
+                              "security.inter.broker.protocol should be set.")
+        if self.inter_broker_listener() not in names:
+            raise ConfigError(f"inter.broker.listener.name must be a listener name defined in "
+                              f"listeners: {self.inter_broker_listener()} is not")
         queued = self.get("queued.max.request.bytes")
         if 0 < queued < self.get("socket.request.max.bytes"):
             raise ConfigError("Invalid value for configuration queued.max.request.bytes: must "
@@ -497,6 +592,30 @@ class BrokerConfig:
 
     def listeners(self) -> list[tuple[str, str, int]]:
         return [parse_listener(x) for x in self.get("listeners")]
+
+    def security_protocol(self, listener: str) -> str:
+        """The security protocol of a listener (listener.security.protocol.map)."""
+        return parse_protocol_map(self.get("listener.security.protocol.map"))[listener]
+
+    def inter_broker_listener(self) -> str:
+        """The listener brokers use between themselves: inter.broker.listener.name, else
+        the listener named as security.inter.broker.protocol, else the first listener."""
+        name = self.get("inter.broker.listener.name") or \
+            self.get("security.inter.broker.protocol")
+        return name.upper() if name else self.listeners()[0][0]
+
+    def for_listener(self, listener: str, name: str, mechanism: str | None = None) -> Any:
+        """A config for one listener, as Kafka reads it: 'listener.name.<listener>.[<sasl
+        mechanism>.]<name>' (lower-case names) first, then '[<mechanism>.]<name>' for a
+        mechanism's own key, then the plain key."""
+        prefix = f"listener.name.{listener.lower()}."
+        keys = [f"{prefix}{mechanism.lower()}.{name}"] if mechanism else []
+        keys.append(prefix + name)
+        for key in keys:
+            if key in self.unknown:
+                return parse_value(BROKER_KEYS[name], self.unknown[key]) \
+                    if name in BROKER_KEYS else self.unknown[key]
+        return self.get(name) if name in BROKER_KEYS else None
 
     def advertised(self) -> list[tuple[str, str, int]]:
         return [parse_listener(x) for x in (self.get("advertised.listeners")

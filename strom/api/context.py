@@ -53,7 +53,8 @@ class RequestContext:
     # Produce (acks=all) calls this once its records are appended and only the wait for
     # replication is left: the connection may then start on its next Produce request
     appended: Callable[[], None] | None = None
-    # the authenticated principal of the connection (Kafka's KafkaPrincipal as text)
+    # who sent the request: "User:<name>" from SASL or a client certificate, else
+    # "User:ANONYMOUS" (as Kafka's KafkaPrincipal.ANONYMOUS)
     principal: str = "User:ANONYMOUS"
     # called with a throttle time (ms) when the client is over a quota: the connection
     # then reads no further request for that long (KIP-219)

@@ -86,6 +86,8 @@ def load_all() -> dict[int, ApiSpec]:
         offset_for_leader_epoch,
         partition_reassignments,
         produce,
+        sasl,
+        scram_credentials,
         sync_group,
     )
 

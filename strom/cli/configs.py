@@ -1,5 +1,5 @@
-"""Describe and alter topic and broker configs, broker log levels and client quotas (like
-Kafka's kafka-configs.sh).
+"""Describe and alter topic and broker configs, broker log levels, users' SCRAM credentials
+and client quotas (like Kafka's kafka-configs.sh).
 
 --describe prints the configs set on an entity (a topic's overrides, a broker's dynamic
 configs, the cluster-wide broker default, a broker's loggers), or every config with --all;
@@ -16,6 +16,8 @@ examples:
   strom configs --alter --entity-type broker-loggers --entity-name 1 \
       --add-config strom.replication=DEBUG
   strom configs --alter --entity-type users --entity-name alice \
+      --add-config 'SCRAM-SHA-256=[iterations=8192,password=alice-secret]'
+  strom configs --alter --entity-type users --entity-name alice \
       --add-config producer_byte_rate=1048576,consumer_byte_rate=2097152
   strom configs --alter --entity-type clients --entity-default --add-config request_percentage=200
   strom configs --alter --user alice --client app --add-config producer_byte_rate=10240
@@ -29,6 +31,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from strom.cli import scram_configs
 from strom.cli._common import (
     ToolError,
     add_actions,
@@ -65,10 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entity-type", choices=ENTITY_TYPES,
                         help="topics, brokers, broker-loggers (a broker's loggers and "
                              "their levels: FATAL, ERROR, WARN, INFO, DEBUG, TRACE), users "
-                             "or clients (client quotas: producer_byte_rate, "
-                             "consumer_byte_rate, request_percentage, "
+                             "(SCRAM credentials: SCRAM-SHA-256=[iterations=N,password=P], "
+                             "and client quotas) or clients (client quotas: "
+                             "producer_byte_rate, consumer_byte_rate, request_percentage, "
                              "controller_mutation_rate)")
-    parser.add_argument("--entity-name", help="topic name, or broker id")
+    parser.add_argument("--entity-name", help="topic name, broker id, user or client id")
     parser.add_argument("--topic", help="same as --entity-type topics --entity-name TOPIC")
     parser.add_argument("--broker", help="same as --entity-type brokers --entity-name ID")
     parser.add_argument("--user", help="same as --entity-type users --entity-name USER; "
@@ -243,6 +247,8 @@ def entry_line(entry) -> str:
 
 def describe(admin, args: argparse.Namespace) -> int:
     etype, name = _entity(args)
+    if etype == "users":
+        return scram_configs.describe(admin, name)
     if name is None:
         if etype == "topics":
             names = sorted(admin.list_topics(timeout=TIMEOUT).topics)
@@ -272,6 +278,8 @@ def alter(admin, args: argparse.Namespace) -> int:
     deleted = [k.strip() for item in args.delete_config for k in item.split(",") if k.strip()]
     if not added and not deleted:
         raise ToolError("--alter needs --add-config and/or --delete-config")
+    if etype == "users":
+        return scram_configs.alter(admin, name, added, deleted)
     current = {e.name for e in _describe_one(admin, args.bootstrap_server, etype, name, False)}
     if etype == "broker-loggers":
         invalid = [k for k in [*deleted, *added] if k not in current]
@@ -347,7 +355,7 @@ def describe_quotas(host: str, port: int, entity: list[tuple[str, str | None]]) 
 
 
 def alter_quotas(host: str, port: int, entity: list[tuple[str, str | None]],
-                 added: dict[str, str], deleted: list[str]) -> int:
+                 added: dict[str, str], deleted: list[str], quiet: bool = False) -> int:
     from strom.protocol.messages import make, request_module, request_schema
 
     if any(n == "" for _, n in entity):
@@ -370,6 +378,8 @@ def alter_quotas(host: str, port: int, entity: list[tuple[str, str | None]],
         ops=tuple(make(mod.OpData, key=k, value=v, remove=r) for k, v, r in ops)),))
     result = _send(host, port, request).entries[0]
     _check(result.error_code, result.error_message)
+    if quiet:
+        return 0
     if len(entity) == 1 and entity[0][1] is None:
         kind = "users" if entity[0][0] == "user" else "clients"
         print(f"Completed updating default config for {kind} in the cluster.")
@@ -380,6 +390,37 @@ def alter_quotas(host: str, port: int, entity: list[tuple[str, str | None]],
     return 0
 
 
+def _users_and_clients(args: argparse.Namespace, action: str,
+                       entity: list[tuple[str, str | None]]) -> int:
+    """Users and clients: client quotas, and a user's SCRAM credentials (scram_configs),
+    together as kafka-configs does."""
+    from confluent_kafka.admin import AdminClient
+
+    host, port = _first_broker(args.bootstrap_server)
+    one_user = len(entity) == 1 and entity[0][0] == "user"
+    admin = AdminClient(client_config(args.bootstrap_server, args.command_config))
+    if action == "describe":
+        describe_quotas(host, port, entity)
+        if one_user and entity[0][1] is not None:
+            scram_configs.describe(admin, entity[0][1] or None)
+        return 0
+    added = parse_add_config(args.add_config) if args.add_config else {}
+    deleted = [k.strip() for item in args.delete_config for k in item.split(",")
+               if k.strip()]
+    scram_added = {k: v for k, v in added.items() if scram_configs.is_scram(k)}
+    scram_deleted = [k for k in deleted if scram_configs.is_scram(k)]
+    if scram_added or scram_deleted:
+        if not one_user or not entity[0][1]:
+            raise ToolError("SCRAM credentials are set on one named user "
+                            "(--entity-type users --entity-name NAME)")
+        quota_added = {k: v for k, v in added.items() if k not in scram_added}
+        quota_deleted = [k for k in deleted if k not in scram_deleted]
+        if quota_added or quota_deleted:
+            alter_quotas(host, port, entity, quota_added, quota_deleted, quiet=True)
+        return scram_configs.alter(admin, entity[0][1], scram_added, scram_deleted)
+    return alter_quotas(host, port, entity, added, deleted)
+
+
 def run(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient
 
@@ -387,13 +428,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         quota_entity = _quota_entity(args)
         if quota_entity is not None:
-            host, port = _first_broker(args.bootstrap_server)
-            if action == "describe":
-                return describe_quotas(host, port, quota_entity)
-            added = parse_add_config(args.add_config) if args.add_config else {}
-            deleted = [k.strip() for item in args.delete_config for k in item.split(",")
-                       if k.strip()]
-            return alter_quotas(host, port, quota_entity, added, deleted)
+            return _users_and_clients(args, action, quota_entity)
         if action == "describe" and (args.add_config or args.delete_config):
             raise ToolError("--add-config and --delete-config can only be used with --alter")
         if args.all and action != "describe":

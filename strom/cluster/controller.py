@@ -190,7 +190,7 @@ class Controller:
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self._registrations: dict[int, bytes] = {}  # broker id -> its /brokers/ids data
-        listener = config.get("inter.broker.listener.name") or config.listeners()[0][0]
+        listener = config.inter_broker_listener()
         self.liveness = BrokerLiveness(broker_id, store, listener,
                                        lambda b: self._spawn(lambda: self._on_broker_dead(b)))
 

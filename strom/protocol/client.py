@@ -20,6 +20,10 @@ handed to the caller, so record bytes are not copied again on their way to the l
 `request_frame` returns that frame (without its size prefix) for a caller that parses it
 itself (the replica fetcher, see fetch_response.decode).
 
+With a `ClientSecurity`, the connection is made over TLS (its SSL context, the broker's
+host name checked when the context asks) and then authenticated by its `authenticate`
+step (a SASL exchange, see strom.security.inter_broker) before `connect` returns.
+
 Any socket error, timeout (`timeout_s` bounds the connect and each request), EOF,
 correlation id mismatch or unparsable response closes the connection, fails every request
 in flight with `BrokerConnectionError` (a `ConnectionError`), and the caller reconnects
@@ -34,7 +38,9 @@ import collections
 import contextlib
 import itertools
 import logging
+import ssl
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +60,20 @@ log = logging.getLogger(__name__)
 _INT32 = struct.Struct(">i")
 MAX_RESPONSE_BYTES = 1 << 30  # a size above this is a broken stream, not a response
 
-__all__ = ["BrokerConnection", "BrokerConnectionError"]
+__all__ = ["BrokerConnection", "BrokerConnectionError", "ClientSecurity"]
 
 
 class BrokerConnectionError(ConnectionError):
     """The connection failed (and is closed): reconnect to retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSecurity:
+    """How to secure a connection to a broker's listener: TLS with `ssl_context` (None:
+    plain TCP), then `authenticate(conn)` (None: no SASL), which raises on failure."""
+
+    ssl_context: ssl.SSLContext | None = None
+    authenticate: Callable[[BrokerConnection], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -128,7 +143,8 @@ class _FrameProtocol(FrameReader):
 
 class BrokerConnection:
     def __init__(self, host: str, port: int, client_id: str = "strom",
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, security: ClientSecurity | None = None) -> None:
+        self.security = security
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -154,10 +170,12 @@ class BrokerConnection:
         if not self._closed:
             return
         loop = asyncio.get_running_loop()
+        tls = self.security.ssl_context if self.security is not None else None
         try:
             async with asyncio.timeout(self.timeout_s):
                 _transport, protocol = await loop.create_connection(
-                    lambda: _FrameProtocol(self), self.host, self.port)
+                    lambda: _FrameProtocol(self), self.host, self.port, ssl=tls,
+                    server_hostname=self.host if tls is not None else None)
         except TimeoutError:
             raise BrokerConnectionError(
                 f"connecting to {self.host}:{self.port} timed out after "
@@ -169,6 +187,22 @@ class BrokerConnection:
         self._in_flight.clear()
         self._error = None
         self._closed = False
+        if self.security is not None and self.security.authenticate is not None:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self.security.authenticate(self)
+            except TimeoutError:
+                await self.close()
+                raise BrokerConnectionError(
+                    f"authenticating to {self.where} timed out after "
+                    f"{self.timeout_s:g} s") from None
+            except BrokerConnectionError:
+                await self.close()
+                raise
+            except Exception as e:
+                await self.close()
+                raise BrokerConnectionError(
+                    f"authenticating to {self.where} failed: {e}") from e
 
     async def request(self, request: Any) -> Any:
         """Send one kio request entity and return the kio response entity of the same

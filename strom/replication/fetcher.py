@@ -24,7 +24,7 @@ from strom.cluster.metadata_cache import MetadataCache
 from strom.config import BrokerConfig
 from strom.protocol import fetch_response
 from strom.protocol.batch import HEADER_SIZE, InvalidBatch, crc_is_valid, read_header
-from strom.protocol.client import BrokerConnection, BrokerConnectionError
+from strom.protocol.client import BrokerConnection, BrokerConnectionError, ClientSecurity
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import make, request_module, request_schema
 from strom.replication.partition import Partition
@@ -66,8 +66,10 @@ class ReplicaFetcher:
     """Copies the partitions led by one broker."""
 
     def __init__(self, broker_id: int, leader_id: int, config: BrokerConfig,
-                 cache: MetadataCache, on_appended: Callable[[TopicPartition], None]) -> None:
+                 cache: MetadataCache, on_appended: Callable[[TopicPartition], None],
+                 security: ClientSecurity | None = None) -> None:
         self.broker_id = broker_id
+        self.security = security
         self.leader_id = leader_id
         self.config = config
         self.cache = cache
@@ -134,14 +136,14 @@ class ReplicaFetcher:
     async def _connection(self) -> BrokerConnection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        listener = self.config.get("inter.broker.listener.name") or \
-            self.config.listeners()[0][0]
+        listener = self.config.inter_broker_listener()
         endpoint = self.cache.endpoint(self.leader_id, listener)
         if endpoint is None:
             raise ConnectionError(f"broker {self.leader_id} is not registered")
         conn = BrokerConnection(endpoint.host, endpoint.port,
                                 client_id=f"strom-replica-fetcher-{self.broker_id}",
-                                timeout_s=self.config.get("replica.socket.timeout.ms") / 1000)
+                                timeout_s=self.config.get("replica.socket.timeout.ms") / 1000,
+                                security=self.security)
         await conn.connect()
         self._conn = conn
         return conn
@@ -329,8 +331,10 @@ class ReplicaFetcherManager:
     """The fetchers of this broker, one per leader broker it follows."""
 
     def __init__(self, broker_id: int, config: BrokerConfig, cache: MetadataCache,
-                 on_appended: Callable[[TopicPartition], None]) -> None:
+                 on_appended: Callable[[TopicPartition], None],
+                 security: ClientSecurity | None = None) -> None:
         self.broker_id = broker_id
+        self.security = security
         self.config = config
         self.cache = cache
         self.on_appended = on_appended
@@ -348,7 +352,7 @@ class ReplicaFetcherManager:
         fetcher = self.fetchers.get(partition.leader)
         if fetcher is None:
             fetcher = ReplicaFetcher(self.broker_id, partition.leader, self.config,
-                                     self.cache, self.on_appended)
+                                     self.cache, self.on_appended, self.security)
             self.fetchers[partition.leader] = fetcher
         fetcher.add(partition)
         self._following[tp] = partition.leader

@@ -34,6 +34,7 @@ from strom.config import BrokerConfig, TopicConfig
 from strom.log.manager import LogManager
 from strom.log.partition_log import AppendResult, ReadResult
 from strom.log.validator import needs_records, validate_header, validate_records
+from strom.protocol.client import ClientSecurity
 from strom.protocol.errors import (
     ErrorCode,
     InvalidTopic,
@@ -87,9 +88,10 @@ class FetchPartitionResult:
 
 class ReplicaManager:
     def __init__(self, broker_id: int, config: BrokerConfig, clock: Clock,
-                 logs: LogManager, cache: MetadataCache, store: MetadataStore | None = None
-                 ) -> None:
+                 logs: LogManager, cache: MetadataCache, store: MetadataStore | None = None,
+                 client_security: ClientSecurity | None = None) -> None:
         self.broker_id = broker_id
+        self.client_security = client_security  # how followers connect to leaders
         self.config = config
         self.clock = clock
         self.logs = logs
@@ -111,7 +113,7 @@ class ReplicaManager:
     def start(self) -> None:
         """Start the fetchers and the ISR check (needs a running loop)."""
         self.fetchers = ReplicaFetcherManager(self.broker_id, self.config, self.cache,
-                                              self._on_follower_append)
+                                              self._on_follower_append, self.client_security)
         lag = self.config.get("replica.lag.time.max.ms")
         self._isr_task = essential(spawn(
             run_forever(self._expire_isr, "ISR expiration", max(lag / 2000, 0.05)),

@@ -49,7 +49,7 @@ from strom.cluster.store import (
     StoreError,
 )
 from strom.cluster.zk_store import ZkMetadataStore
-from strom.config import BrokerConfig, TopicConfig, parse_connection_overrides
+from strom.config import BrokerConfig, ConfigError, TopicConfig, parse_connection_overrides
 from strom.coordinator.group_coordinator import GroupCoordinator
 from strom.coordinator.producer_ids import ProducerIdManager
 from strom.log import checkpoint, files
@@ -59,6 +59,9 @@ from strom.log.page_cache import PageCacheWindow
 from strom.protocol.framing import MemoryPool
 from strom.replication.replica_manager import ReplicaManager
 from strom.security.authorizer import Authorizer, parse_super_users
+from strom.security.credentials import ScramCredentials
+from strom.security.inter_broker import client_security
+from strom.security.listener import ListenerSecurity, listener_security
 from strom.security.quotas import ClientQuotaManager
 from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.connection_quotas import Admission, ConnectionQuotas, normalize_ip
@@ -133,8 +136,13 @@ class Broker:
         self.controller = Controller(self.broker_id, self.store, self.cache, config)
         await self.cache.start()
         self.logs.startup(self._config_for, self._topic_id_for)
+        try:
+            inter_broker = client_security(config)
+        except ConfigError as e:
+            raise SystemExit(f"Inter-broker listener {config.inter_broker_listener()}: {e}") \
+                from None
         self.replicas = ReplicaManager(self.broker_id, config, self.clock, self.logs,
-                                       self.cache, self.store)
+                                       self.cache, self.store, inter_broker)
         self.replicas.on_topics_changed(set(self.cache.topics))
         self.fetch_sessions = FetchSessionCache(
             config.get("max.incremental.fetch.session.cache.slots"), self.clock.monotonic)
@@ -169,15 +177,23 @@ class Broker:
             config.get("max.connections"), config.get("max.connections.per.ip"),
             await _startup_overrides(config.get("max.connections.per.ip.overrides")),
             [name for name, _, _ in listeners],
-            config.get("inter.broker.listener.name") or listeners[0][0],
+            config.inter_broker_listener(),
             self._broker_addresses)
+        self.security: dict[str, ListenerSecurity] = {}
+        credentials = ScramCredentials(self.store)
+        for name, _, _ in listeners:
+            try:
+                self.security[name] = listener_security(config, name, credentials)
+            except ConfigError as e:
+                raise SystemExit(f"Listener {name}: {e}") from None
         for name, host, port in listeners:
+            security = self.security[name]
             server = await asyncio.get_running_loop().create_server(
                 functools.partial(ConnectionProtocol, self.config.get("socket.request.max.bytes"),
                                   functools.partial(self._on_connection, name), pool),
-                host or "0.0.0.0", port, reuse_address=True)
+                host or "0.0.0.0", port, reuse_address=True, ssl=security.ssl_context)
             self.servers.append(server)
-            log.info("Listening on %s://%s:%d", name, host, port)
+            log.info("Listening on %s://%s:%d (%s)", name, host, port, security.protocol)
         self._start_periodic()
         self.cleaner = LogCleanerManager(self.logs, config, self.clock,
                                          _runner_on(asyncio.get_running_loop()))
@@ -394,7 +410,8 @@ class Broker:
     async def _serve(self, listener: str, protocol: ConnectionProtocol) -> None:
         try:
             await Connection(protocol, self.dispatcher, listener,
-                             self.config.get("connections.max.idle.ms")).serve()
+                             self.config.get("connections.max.idle.ms"),
+                             self.security.get(listener)).serve()
         except asyncio.CancelledError:
             pass  # shutdown cancels the connections
         except Exception:

@@ -33,6 +33,9 @@ from strom.api.fetch import RawResponse
 from strom.log.page_cache import read_cold
 from strom.protocol.framing import FrameReader, MemoryPool
 from strom.protocol.messages import peek_produce_acks
+from strom.security.listener import ListenerSecurity
+from strom.security.tls import ANONYMOUS, ssl_principal
+from strom.server.authenticator import SASL_HANDSHAKE, AuthenticationClose, Authenticator
 from strom.server.dispatcher import CloseConnection, Dispatcher
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ MAX_PIPELINED_PRODUCES = 5
 PRODUCE = 0  # API key
 # idle times beyond this (over 30 years) are never reached: no timer
 MAX_TIMER_MS = 10**12
+# over TLS (no sendfile) a large file slice is read and written in pieces of this size
+TLS_CHUNK_BYTES = 256 * 1024
 
 
 class ConnectionProtocol(FrameReader):
@@ -100,7 +105,9 @@ class ConnectionProtocol(FrameReader):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake()
-        return True  # keep the transport open: the last response may still be written
+        # keep the transport open: the last response may still be written (TLS cannot
+        # half-close: there the transport closes itself)
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
@@ -138,7 +145,8 @@ class ConnectionProtocol(FrameReader):
 
 class Connection:
     def __init__(self, protocol: ConnectionProtocol, dispatcher: Dispatcher,
-                 listener: str, max_idle_ms: int = -1) -> None:
+                 listener: str, max_idle_ms: int = -1,
+                 security: ListenerSecurity | None = None) -> None:
         self.protocol = protocol
         # connections.max.idle.ms: closed after this long without a byte read or written,
         # unless a request is in progress (negative: never)
@@ -153,7 +161,23 @@ class Connection:
         self.client = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self.client_host = f"/{peer[0]}" if peer else ""  # as Kafka shows it in groups
         sock = self.transport.get_extra_info("socket")
-        self._sock_fd = sock.fileno() if sock is not None else -1
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        # sendfile would bypass TLS: over TLS every byte goes through the transport
+        self._sock_fd = sock.fileno() if sock is not None and ssl_object is None else -1
+        self.principal = ANONYMOUS
+        self.authenticator: Authenticator | None = None
+        self._security_problem: str | None = None
+        if security is not None and security.mapper is not None and ssl_object is not None:
+            try:
+                self.principal = ssl_principal(ssl_object, security.mapper)
+            except ValueError as e:
+                self._security_problem = f"failed authentication: {e}"
+        if security is not None and security.sasl:
+            clock = dispatcher.services.clock
+            self.authenticator = Authenticator(security, self.client,
+                                               lambda: clock.monotonic() * 1000)
+            protocol.max_frame_bytes = min(protocol.max_frame_bytes,
+                                           security.max_receive_size)
         self._pipeline: collections.deque[asyncio.Task] = collections.deque()
         self._pipeline_writer: asyncio.Task | None = None
         self._pipeline_waiter: asyncio.Future | None = None
@@ -161,6 +185,10 @@ class Connection:
 
     async def serve(self) -> None:
         requests, transport = self.protocol, self.transport
+        if self._security_problem is not None:
+            log.info("Closing connection from %s: %s", self.client, self._security_problem)
+            transport.close()
+            return
         self._arm_idle_timer()
         try:
             while True:
@@ -168,9 +196,12 @@ class Connection:
                 frame = await requests.next_frame()
                 if frame is None:
                     if requests.bad_size is not None:
+                        limit = "socket.request.max.bytes"
+                        if self.authenticator and not self.authenticator.authenticated:
+                            limit = "sasl.server.max.receive.size (not authenticated)"
                         log.warning("Closing connection from %s: request size %d is outside "
-                                    "0..socket.request.max.bytes (%d)", self.client,
-                                    requests.bad_size, self.max_request_size)
+                                    "0..%s (%d)", self.client, requests.bad_size, limit,
+                                    requests.max_frame_bytes)
                     else:
                         await self._pipeline_done()  # the client may still read them
                     return
@@ -216,17 +247,52 @@ class Connection:
 
     async def _handle(self, frame: bytes | bytearray) -> bool:
         """One request; False if the connection is to close."""
+        if self.authenticator is not None:
+            verdict = await self._authenticate(frame)
+            if verdict is not None:
+                return verdict
         if len(frame) >= 2 and frame[0] == 0 and frame[1] == PRODUCE:
             return await self._produce(frame)
         if not await self._pipeline_done():
             return False
         try:
-            response = await self.dispatcher.dispatch(frame, self.client, self.client_host,
-                                                      self.listener, throttled=self._throttle)
+            response = await self._dispatch(frame)
         except CloseConnection as e:
             log.warning("Closing connection from %s: %s", self.client, e)
             return False
         return await self._respond(response)
+
+    def _dispatch(self, frame: bytes | bytearray, appended: Callable[[], None] | None = None):
+        return self.dispatcher.dispatch(frame, self.client, self.client_host, self.listener,
+                                        appended, self.principal, self._throttle)
+
+    async def _authenticate(self, frame: bytes | bytearray) -> bool | None:
+        """SASL: the authenticator's turn at a frame. None: the dispatcher serves it;
+        else whether the connection stays open."""
+        auth = self.authenticator
+        assert auth is not None
+        if auth.authenticated and not (len(frame) >= 2 and frame[0] == 0 and
+                                       frame[1] == SASL_HANDSHAKE):
+            if auth.expires_at_ms is None:
+                return None  # the common case, decided without parsing the header
+        elif not await self._pipeline_done():  # the authenticator answers: in order
+            return False
+        try:
+            answer = await auth.intercept(frame)
+        except AuthenticationClose as e:
+            log.warning("Closing connection from %s: %s", self.client, e)
+            return False
+        if answer is None:
+            return None
+        if auth.authenticated:
+            self.principal = auth.principal or ANONYMOUS
+            self.protocol.max_frame_bytes = self.max_request_size
+        if not await self._respond(answer.response):
+            return False
+        if answer.close:
+            await self.protocol.drain()
+            return False
+        return True
 
     # --- connections.max.idle.ms ----------------------------------------------------------
     def _arm_idle_timer(self) -> None:
@@ -288,9 +354,7 @@ class Connection:
         if idle and peek_produce_acks(frame) in (0, 1):
             # nothing waits for replication: handled inline, like any other request
             try:
-                response = await self.dispatcher.dispatch(frame, self.client,
-                                                          self.client_host, self.listener,
-                                                          throttled=self._throttle)
+                response = await self._dispatch(frame)
             except CloseConnection as e:
                 log.warning("Closing connection from %s: %s", self.client, e)
                 return False
@@ -305,9 +369,7 @@ class Connection:
             if not progress.done():
                 progress.set_result(None)
 
-        task = loop.create_task(self.dispatcher.dispatch(
-            frame, self.client, self.client_host, self.listener, advance,
-            throttled=self._throttle))
+        task = loop.create_task(self._dispatch(frame, advance))
         task.add_done_callback(advance)
         waited = False  # `progress` stays bound: `advance` may still run after this
         if not self._pipeline and self._pipeline_writer is None:
@@ -434,6 +496,19 @@ class Connection:
                             break
                         position += sent
                         remaining -= sent
+                if remaining and self._sock_fd < 0 and remaining >= SENDFILE_MIN_BYTES:
+                    # TLS: in pieces, each handed to the transport before the next is
+                    # read, so a large fetch holds at most a few pieces in memory
+                    if pending:
+                        transport.writelines(pending)
+                        pending = []
+                    while remaining:
+                        n = min(remaining, TLS_CHUNK_BYTES)
+                        transport.write(os.pread(fd, n, position))
+                        position += n
+                        remaining -= n
+                        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+                            await self.protocol.drain()
                 if remaining:
                     pending.append(os.pread(fd, remaining, position))
             if pending:

@@ -60,7 +60,8 @@ class Dispatcher:
                        throttled: Callable[[int], None] | None = None
                        ) -> bytes | RawResponse | None:
         """The response to `frame` (None: none is sent). `appended` is called by an acks=all
-        Produce once its records are appended (see RequestContext.appended); `throttled`
+        Produce once its records are appended (see RequestContext.appended); `principal`
+        is the authenticated client (see RequestContext.principal); `throttled` is called
         with a throttle time (ms) when the client is over a quota."""
         try:
             api_key, version, correlation_id = peek_header(frame)

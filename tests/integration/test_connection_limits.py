@@ -186,7 +186,8 @@ def test_the_inter_broker_listener_is_served_at_max_connections(start_broker):
     of another listener is closed to make room."""
     internal, external = free_port(), free_port()
     b = start_broker({"max.connections": "2", "inter.broker.listener.name": "INTERNAL",
-                      "listeners": f"INTERNAL://{HOST}:{internal},EXTERNAL://{HOST}:{external}"},
+                      "listeners": f"INTERNAL://{HOST}:{internal},EXTERNAL://{HOST}:{external}",
+                      "listener.security.protocol.map": "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT"},
                      port=internal)
     older = served_connection(external)
     newer = served_connection(external)
