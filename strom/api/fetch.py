@@ -98,7 +98,7 @@ async def handle(ctx: RequestContext, request):
         for index in partitions:
             if name in denied:
                 parts.append(fetch_response.FetchPartitionData(
-                    index, ErrorCode.topic_authorization_failed, -1, -1, -1, None))
+                    index, ErrorCode.topic_authorization_failed, -1, -1, -1, b""))
                 continue
             r = by_tp[(name, index)]
             code = r.error.code if r.error else ErrorCode.none

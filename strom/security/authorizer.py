@@ -235,11 +235,10 @@ class Authorizer:
                 break
             except (BadVersionError, NodeExistsError, NoNodeError):
                 continue
-        if wanted:
-            self.acls[pattern] = frozenset(wanted)
-        else:
-            self.acls.pop(pattern, None)
         await self._notify(pattern)
+        # re-read: this broker answers with the change in force, and a re-read started
+        # before the write (by an older notification) can no longer win
+        await self.reload()
 
     async def _notify(self, pattern: ResourcePattern) -> None:
         if pattern.pattern_type == PatternType.LITERAL:

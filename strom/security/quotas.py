@@ -261,12 +261,8 @@ class ClientQuotaManager:
                 break
             except (BadVersionError, NodeExistsError, NoNodeError):
                 continue
-        quotas = _quotas_of((data, 0))
-        if quotas:
-            self.quotas[entity] = quotas
-        else:
-            self.quotas.pop(entity, None)
         await self._notify(path.removeprefix("/config/"))
+        await self.reload()  # in force on this broker when the request is answered
 
     async def _notify(self, entity_path_: str) -> None:
         data = json.dumps({"version": 2, "entity_path": entity_path_}).encode()
