@@ -275,3 +275,26 @@ def test_security_disabled_without_authorizer(broker):
                          AclOperation.READ, AclPermissionType.ALLOW)
     with pytest.raises(KafkaException):
         admin.create_acls([binding])[binding].result(10)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_every_acl_api_version_round_trips(acl_broker, version):
+    from strom.protocol.messages import request_module
+    name = f"v{version}-topic"
+    mod = request_module(30, version)
+    created = _raw(acl_broker, 30, version, creations=(make(
+        mod.AclCreation, resource_type=2, resource_name=name, resource_pattern_type=3,
+        principal="User:v", host="*", operation=3, permission_type=3),))
+    assert [r.error_code for r in created.results] == [0]
+    described = _raw(acl_broker, 29, version, resource_type_filter=2,
+                     resource_name_filter=name, pattern_type_filter=1, principal_filter=None,
+                     host_filter=None, operation=1, permission_type=1)
+    assert described.error_code == 0
+    assert [(r.resource_name, [a.principal for a in r.acls]) for r in described.resources] \
+        == [(name, ["User:v"])]
+    dmod = request_module(31, version)
+    deleted = _raw(acl_broker, 31, version, filters=(make(
+        dmod.DeleteAclsFilter, resource_type_filter=2, resource_name_filter=name,
+        pattern_type_filter=1, principal_filter=None, host_filter=None, operation=1,
+        permission_type=1),))
+    assert [len(f.matching_acls) for f in deleted.filter_results] == [1]
