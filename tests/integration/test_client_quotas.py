@@ -210,3 +210,19 @@ def test_strom_configs_users_and_clients(module_broker):
     r = strom("--alter", "--entity-type", "users", "--entity-name", "bob", "--add-config",
               "bogus=1")
     assert r.returncode == 1 and "bogus" in r.stderr
+
+
+def test_request_percentage_throttles_busy_client(module_broker):
+    from confluent_kafka.admin import AdminClient
+
+    assert _alter(module_broker, [("client-id", "busy")],
+                  [("request_percentage", 0.01, False)]).error_code == 0
+    throttles: list = []
+    admin = AdminClient({"bootstrap.servers": module_broker.bootstrap, "client.id": "busy",
+                         "throttle_cb": lambda event: throttles.append(event.throttle_time)})
+    for _ in range(30):
+        admin.list_topics(timeout=10)
+        admin.poll(0)
+        if throttles:
+            break
+    assert throttles and max(throttles) > 0
