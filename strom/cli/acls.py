@@ -4,10 +4,10 @@ and DescribeAcls; the broker must run with an authorizer (`authorizer.class.name
 Bindings are every combination of the principals (--allow-principal / --deny-principal),
 hosts (--allow-host / --deny-host, default `*`) and operations (--operation, default All
 for --add) on every resource given (--topic, --group, --cluster, --transactional-id;
-the cluster's pattern is always literal). --producer and --consumer add the operations those clients need
-(producer: Write, Describe, Create on the topics, IdempotentWrite on the cluster with
---idempotent, Write and Describe on --transactional-id; consumer: Read and Describe on the
-topics, Read on the group). --remove with no principal removes every ACL of the resource
+the cluster's pattern is always literal). --producer and --consumer add the operations
+those clients need (producer: Write, Describe, Create on the topics, IdempotentWrite on
+the cluster with --idempotent, Write and Describe on --transactional-id; consumer: Read
+and Describe on the topics, Read on the group). --remove with no principal removes every ACL of the resource
 pattern; --list shows the ACLs of the resources given (all of them when none is), filtered
 by --principal. kafka-acls asks before removing unless --force: strom never asks.
 

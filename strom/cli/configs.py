@@ -13,11 +13,11 @@ examples:
       --add-config retention.ms=3600000,cleanup.policy=[compact,delete]
   strom configs --alter --entity-type brokers --entity-default --add-config log.retention.ms=86400000
   strom configs --alter --entity-type brokers --entity-name 1 --delete-config log.retention.ms
-  strom configs --alter --entity-type broker-loggers --entity-name 1 \
+  strom configs --alter --entity-type broker-loggers --entity-name 1 \\
       --add-config strom.replication=DEBUG
-  strom configs --alter --entity-type users --entity-name alice \
+  strom configs --alter --entity-type users --entity-name alice \\
       --add-config 'SCRAM-SHA-256=[iterations=8192,password=alice-secret]'
-  strom configs --alter --entity-type users --entity-name alice \
+  strom configs --alter --entity-type users --entity-name alice \\
       --add-config producer_byte_rate=1048576,consumer_byte_rate=2097152
   strom configs --alter --entity-type clients --entity-default --add-config request_percentage=200
   strom configs --alter --user alice --client app --add-config producer_byte_rate=10240
