@@ -25,8 +25,10 @@ UNKNOWN_LEADER_EPOCH when it names the current epoch), an offset outside the log
 OFFSET_OUT_OF_RANGE, and neither moves the follower's state or the high watermark.
 With an authorizer: TOPIC_AUTHORIZATION_FAILED for a topic the consumer may not READ, and
 for every partition of a follower fetch without CLUSTER_ACTION on the cluster.
-A consumer's response bytes count against consumer_byte_rate: over it, the response (with
-its records: Kafka sends an empty one) carries throttle_time_ms and the channel is muted.
+A consumer's response bytes count against consumer_byte_rate (its max_bytes capped at what
+the quota allows within the measured windows): over it, the response carries
+throttle_time_ms and is empty (in a fetch session it keeps its records), and the channel is
+muted.
 Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1.
 """
 
@@ -36,7 +38,7 @@ from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.fetch_session import PartitionRequest, SessionError
 from strom.api.registry import register
-from strom.api.throttling import FETCH_QUOTA, record_quota
+from strom.api.throttling import FETCH_QUOTA, fetch_bytes_cap, record_quota, unrecord_quota
 from strom.protocol import fetch_response
 from strom.protocol.errors import ErrorCode
 from strom.replication.replica_manager import FetchPartitionRequest
@@ -88,7 +90,9 @@ async def handle(ctx: RequestContext, request):
                                                 getattr(p, "current_leader_epoch", -1),
                                                 getattr(p, "log_start_offset", -1)))
     results = await ctx.broker.replicas.fetch(
-        wanted, request.max_bytes if hasattr(request, "max_bytes") else 0x7FFFFFFF,
+        wanted, fetch_bytes_cap(
+            ctx, request.max_bytes if hasattr(request, "max_bytes") else 0x7FFFFFFF,
+            replica_id),
         request.min_bytes, int(request.max_wait.total_seconds() * 1000), replica_id)
     by_tp = {(r.topic, r.partition): r for r in results}
     topics = []
@@ -123,13 +127,19 @@ async def handle(ctx: RequestContext, request):
 
 def _framed(ctx: RequestContext, replica_id: int, error: ErrorCode, session_id: int,
             topics: list) -> RawResponse:
-    """The response; a consumer's bytes count against consumer_byte_rate, and a throttle
-    time goes into throttle_time_ms (the response is framed again with it)."""
+    """The response; a consumer's bytes count against consumer_byte_rate. Over it, the
+    response carries throttle_time_ms; without a session it is empty, as Kafka answers a
+    throttled fetch, and its bytes are not counted (the consumer fetches them again after
+    the throttle time); in a session the records go out (the session has taken them as
+    sent)."""
     parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0, error,
                                         session_id, topics)
     if replica_id < 0:
         throttle_ms = record_quota(ctx, FETCH_QUOTA, size)
         if throttle_ms:
+            if session_id == 0:
+                unrecord_quota(ctx, FETCH_QUOTA, size)
+                topics = []
             parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id,
                                                 throttle_ms, error, session_id, topics)
     return RawResponse(parts, size)
@@ -175,7 +185,7 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
             wanted.append(FetchPartitionRequest(name, e.partition, e.fetch_offset, e.max_bytes,
                                                 e.leader_epoch, e.log_start_offset))
     results = await ctx.broker.replicas.fetch(
-        wanted, request.max_bytes, request.min_bytes,
+        wanted, fetch_bytes_cap(ctx, request.max_bytes, replica_id), request.min_bytes,
         int(request.max_wait.total_seconds() * 1000), replica_id)
     by_tp = {(r.topic, r.partition): r for r in results}
     rows = []

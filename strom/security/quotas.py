@@ -189,6 +189,23 @@ class ClientQuotaManager:
                 return entity, value
         return None
 
+    def max_window_value(self, key: str, principal: str, client_id: str) -> float | None:
+        """The most the client may use within the measured windows (Kafka's
+        getMaxValueInQuotaWindow: bound x (num - 1) x window size); None: unlimited. A
+        consumer's fetch is capped at it, so one response can never exceed the quota for
+        good (and starve the consumer)."""
+        found = self.bound(key, principal, client_id)
+        if found is None:
+            return None
+        return found[1] * (self.window_num - 1 or 1) * self.window_ms / 1000
+
+    def unrecord(self, key: str, principal: str, client_id: str, value: float) -> None:
+        """Take back a recorded `value` (a throttled fetch whose records are not sent)."""
+        found = self.bound(key, principal, client_id)
+        rate = self.sensors.get((key, found[0])) if found is not None else None
+        if rate is not None:
+            rate.record(-value, self.now_ms())
+
     def record(self, key: str, principal: str, client_id: str, value: float) -> int:
         """Record `value` against the client's quota of `key`; the throttle time in ms
         (0 when within the bound or unlimited)."""
