@@ -145,3 +145,14 @@ def test_timed_counts_steps_not_waits():
         with pytest.raises(ValueError):
             await _timed(failing(), [0.0])
     asyncio.run(run_failing())
+
+
+def test_window_cap_and_unrecord():
+    from strom.security.quotas import FETCH
+
+    m, _ = manager(quotas={(None, "c"): {FETCH: 1000.0}}, num=11, size=1)
+    assert m.max_window_value(FETCH, "User:u", "c") == 10_000  # 1000 B/s x 10 windows
+    assert m.max_window_value(FETCH, "User:u", "other") is None
+    assert m.record(FETCH, "User:u", "c", 30_000) > 0
+    m.unrecord(FETCH, "User:u", "c", 30_000)  # a throttled fetch sent nothing
+    assert m.record(FETCH, "User:u", "c", 5_000) == 0
