@@ -168,6 +168,15 @@ def _connection_overrides(v: Any) -> str | None:
     return None
 
 
+# the names of Kafka's ACL authorizers, any of which switches on strom's
+# (strom.security.authorizer)
+AUTHORIZER_CLASS_NAMES = frozenset({
+    "kafka.security.authorizer.AclAuthorizer",
+    "kafka.security.auth.SimpleAclAuthorizer",
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "strom.security.authorizer.Authorizer",
+})
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
@@ -435,6 +444,14 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
               "more are closed at once", at_least(0)),
     ConfigKey("max.connections.per.ip.overrides", S, "", "Per-address limits, "
               "host:count,host:count", _connection_overrides),
+    ConfigKey("authorizer.class.name", S, "", "The authorizer; Kafka's AclAuthorizer and "
+              "StandardAuthorizer names switch on strom's ACL authorizer (empty: none)"),
+    ConfigKey("super.users", S, "", "Principals allowed everything, User:a;User:b"),
+    ConfigKey("allow.everyone.if.no.acl.found", B, False, "Allow a resource no ACL covers"),
+    ConfigKey("quota.window.num", I, 11, "Samples kept to measure client quotas",
+              at_least(1)),
+    ConfigKey("quota.window.size.seconds", I, 1, "Time of each client quota sample",
+              at_least(1)),
     ConfigKey("queued.max.request.bytes", L, -1, "Bytes of requests read and not yet "
               "handled, across connections, before no more are read (-1: unbounded)"),
 ]}
@@ -587,6 +604,12 @@ class BrokerConfig:
                 not self.get("max.connections.per.ip.overrides"):
             raise ConfigError("Invalid value 0 for configuration max.connections.per.ip: it "
                               "can be 0 only if max.connections.per.ip.overrides is set")
+        authorizer = self.get("authorizer.class.name")
+        if authorizer and authorizer not in AUTHORIZER_CLASS_NAMES:
+            raise ConfigError(
+                f"Invalid value {authorizer!r} for configuration authorizer.class.name: "
+                f"strom's ACL authorizer is named by any of "
+                f"{', '.join(sorted(AUTHORIZER_CLASS_NAMES))}")
         if self.get("message.max.bytes") > self.get("socket.request.max.bytes"):
             log.warning("message.max.bytes is larger than socket.request.max.bytes")
 

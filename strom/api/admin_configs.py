@@ -13,11 +13,15 @@ nothing half-applied) and honour validate_only. Broker configs Kafka cannot chan
 dynamically are refused as Kafka refuses them (strom/cluster/broker_configs.py). Broker
 loggers (type 8): the broker's Python loggers and their levels, set by
 IncrementalAlterConfigs (broker_loggers.py).
+With an authorizer: DescribeConfigs needs DESCRIBE_CONFIGS and the alters ALTER_CONFIGS, on
+the topic (TOPIC_AUTHORIZATION_FAILED) or, for brokers and loggers, on the cluster
+(CLUSTER_AUTHORIZATION_FAILED).
 """
 
 from __future__ import annotations
 
 from strom.api import broker_loggers
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster.broker_configs import DYNAMIC_KEYS, validate_broker_configs
@@ -34,6 +38,7 @@ from strom.config import (
 )
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
+from strom.security.acls import AclOperation
 
 TOPIC, BROKER, BROKER_LOGGER = 2, 4, 8
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
@@ -137,6 +142,7 @@ async def describe_configs(ctx: RequestContext, request):
         error, message, configs = ErrorCode.none, None, ()
         try:
             keys = list(r.configuration_keys) if r.configuration_keys else None
+            _check_resource(ctx, r, Op.DESCRIBE_CONFIGS)
             if r.resource_type == TOPIC:
                 configs = _topic_entries(ctx, mod, r.resource_name, keys, synonyms, docs)
             elif r.resource_type == BROKER:
@@ -153,6 +159,15 @@ async def describe_configs(ctx: RequestContext, request):
                             resource_type=r.resource_type, resource_name=r.resource_name,
                             configs=configs))
     return make(response_schema(32, ctx.version), results=tuple(results))
+
+
+def _check_resource(ctx: RequestContext, r, op: AclOperation) -> None:
+    """A topic's configs need `op` on the topic; a broker's and its loggers' on the
+    cluster (as KafkaApis)."""
+    if r.resource_type == TOPIC:
+        check(ctx, op, Res.TOPIC, r.resource_name)
+    elif r.resource_type in (BROKER, BROKER_LOGGER):
+        check(ctx, op, Res.CLUSTER)
 
 
 async def _alter_topic(ctx: RequestContext, name: str, new: dict[str, str],
@@ -217,6 +232,7 @@ async def _alter_each(ctx: RequestContext, request, api_key: int, new_overrides)
     for r in request.resources:
         error, message = ErrorCode.none, None
         try:
+            _check_resource(ctx, r, Op.ALTER_CONFIGS)
             if r.resource_type == TOPIC:
                 await _alter_topic(ctx, r.resource_name, new_overrides(r),
                                    request.validate_only)

@@ -3,10 +3,12 @@
 Behaviour: describes consumer-protocol groups: state (Empty, Assigning, Reconciling,
 Stable), group and assignment epochs, assignor, and each member's subscription, current
 and target assignment. A classic group or an unknown id gets GROUP_ID_NOT_FOUND.
+With an authorizer: GROUP_AUTHORIZATION_FAILED without DESCRIBE on the group.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import NOT_ASKED, Op, Res, check, operations
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.coordinator.consumer_group import ConsumerGroup
@@ -14,7 +16,6 @@ from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
 API_KEY = 69
-ALL_GROUP_OPERATIONS = 0b100110100000
 
 
 def _assignment(ctx: RequestContext, mod, assignment):
@@ -29,10 +30,12 @@ def _assignment(ctx: RequestContext, mod, assignment):
 @register(API_KEY, "consumer_group_describe", 0, 1)
 async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
-    ops = ALL_GROUP_OPERATIONS if request.include_authorized_operations else -2147483648
     out = []
     for group_id in request.group_ids:
+        ops = operations(ctx, Res.GROUP, group_id) if request.include_authorized_operations \
+            else NOT_ASKED
         try:
+            check(ctx, Op.DESCRIBE, Res.GROUP, group_id)
             ctx.broker.groups.check_coordinator(group_id)
             group = ctx.broker.groups.registry.get(group_id)
             if not isinstance(group, ConsumerGroup):

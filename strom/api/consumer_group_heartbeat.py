@@ -11,12 +11,14 @@ GROUP_ID_NOT_FOUND (the id belongs to a classic group with members), NOT_COORDIN
 COORDINATOR_LOAD_IN_PROGRESS, INVALID_GROUP_ID.
 Version notes: v1 clients choose their member id (KIP-1082) and may subscribe by regex
 (RE2 syntax, as Kafka; matched against whole topic names).
+With an authorizer: GROUP_AUTHORIZATION_FAILED without READ on the group.
 """
 
 from __future__ import annotations
 
 import datetime
 
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -34,6 +36,7 @@ async def handle(ctx: RequestContext, request):
         owned = {t.topic_id: set(t.partitions) for t in request.topic_partitions}
     rebalance_ms = int(request.rebalance_timeout.total_seconds() * 1000)
     try:
+        check(ctx, Op.READ, Res.GROUP, request.group_id)
         r = await ctx.broker.groups.consumer.heartbeat(
             request.group_id, request.member_id, request.member_epoch, request.instance_id,
             request.rack_id, rebalance_ms, request.subscribed_topic_names,

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from strom.coordinator.transaction_coordinator import TransactionCoordinator
     from strom.log.manager import LogManager
     from strom.replication.replica_manager import ReplicaManager
+    from strom.security.authorizer import Authorizer
+    from strom.security.quotas import ClientQuotaManager
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,8 @@ class BrokerServices:
     dynamic_configs: DynamicBrokerConfigs | None = None
     fetch_sessions: FetchSessionCache = field(
         default_factory=lambda: FetchSessionCache(1000, time.monotonic))
+    authorizer: Authorizer | None = None  # None: authorizer.class.name is not set
+    quotas: ClientQuotaManager | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,9 @@ class RequestContext:
     # who sent the request: "User:<name>" from SASL or a client certificate, else
     # "User:ANONYMOUS" (as Kafka's KafkaPrincipal.ANONYMOUS)
     principal: str = "User:ANONYMOUS"
+    # called with a throttle time (ms) when the client is over a quota: the connection
+    # then reads no further request for that long (KIP-219)
+    throttled: Callable[[int], None] | None = None
 
     @property
     def version(self) -> int:

@@ -3,12 +3,14 @@
 Behaviour: increases a topic's partition count (never decreases: INVALID_PARTITIONS),
 with Kafka's placement or the explicit assignments given; honours validate_only.
 Duplicate topics in one request are INVALID_REQUEST.
+With an authorizer: TOPIC_AUTHORIZATION_FAILED without ALTER on the topic.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -28,6 +30,7 @@ async def handle(ctx: RequestContext, request):
             if counts[t.name] > 1:
                 raise KafkaError(f"Duplicate topic {t.name} in the request",
                                  ErrorCode.invalid_request)
+            check(ctx, Op.ALTER, Res.TOPIC, t.name)
             assignment = [list(a.broker_ids) for a in t.assignments] \
                 if t.assignments is not None else None
             await ctx.broker.controller.create_partitions(t.name, t.count, assignment,

@@ -6,12 +6,14 @@ are INVALID_CONFIG) and, unless validate_only, creates it through the controller
 with both '.' and '_' succeeds with a warning in error_message. Duplicate names in one
 request are INVALID_REQUEST for each.
 Version notes: v5+ returns partitions, replication factor and configs; v7 the topic id.
+With an authorizer: TOPIC_AUTHORIZATION_FAILED without CREATE on the cluster or the topic.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from strom.api.authorization import Op, Res, allowed, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster.controller import NewTopic
@@ -41,6 +43,8 @@ async def handle(ctx: RequestContext, request):
             if counts[t.name] > 1:
                 raise KafkaError(f"Create topics request from client contains multiple entries "
                                  f"for topic {t.name}", ErrorCode.invalid_request)
+            if not allowed(ctx, Op.CREATE, Res.CLUSTER):
+                check(ctx, Op.CREATE, Res.TOPIC, t.name)
             assignment = {a.partition_index: tuple(a.broker_ids) for a in t.assignments}
             configs = {c.name: c.value for c in t.configs}
             created = await ctx.broker.controller.create_topic(

@@ -14,12 +14,14 @@ POLICY_VIOLATION (cleanup.policy without `delete`), INVALID_TOPIC_EXCEPTION (int
 topics, as Kafka), REQUEST_TIMED_OUT (the replicas did not follow in time; the leader's
 start offset has moved all the same). low_watermark is -1 with an error.
 Version notes: v1 is v0 (throttling order only); v2 is flexible.
+With an authorizer: TOPIC_AUTHORIZATION_FAILED without DELETE on the topic.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -36,7 +38,9 @@ async def handle(ctx: RequestContext, request):
 
     async def one(topic: str, index: int, offset: int):
         code, low = ErrorCode.none, -1
-        if ctx.broker.cache.partition(topic, index) is None:
+        if not allowed(ctx, Op.DELETE, Res.TOPIC, topic):
+            code = ErrorCode.topic_authorization_failed
+        elif ctx.broker.cache.partition(topic, index) is None:
             code = ErrorCode.unknown_topic_or_partition
         else:
             try:

@@ -5,10 +5,12 @@ topic's partition directories. Unknown topics get UNKNOWN_TOPIC_OR_PARTITION (or
 UNKNOWN_TOPIC_ID when named by id, v6); internal topics cannot be deleted
 (INVALID_TOPIC_EXCEPTION); `delete.topic.enable=false` gives TOPIC_DELETION_DISABLED.
 Version notes: v6 may name topics by id.
+With an authorizer: TOPIC_AUTHORIZATION_FAILED without DELETE on the topic.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -35,6 +37,7 @@ async def handle(ctx: RequestContext, request):
                     raise KafkaError(f"Topic id {topic_id} not found",
                                      ErrorCode.unknown_topic_id)
                 name = info.name
+            check(ctx, Op.DELETE, Res.TOPIC, name)
             if not ctx.broker.config.get("delete.topic.enable"):
                 raise KafkaError("Topic deletion is disabled.",
                                  ErrorCode.topic_deletion_disabled)

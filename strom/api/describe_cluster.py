@@ -7,6 +7,7 @@ UNSUPPORTED_ENDPOINT_TYPE as a broker does. Authorized operations are INT32_MIN 
 
 from __future__ import annotations
 
+from strom.api.authorization import NOT_ASKED, Res, operations
 from strom.api.context import RequestContext
 from strom.api.metadata import live_brokers
 from strom.api.registry import register
@@ -27,9 +28,8 @@ async def handle(ctx: RequestContext, request):
                     brokers=())
     brokers = tuple(make(mod.DescribeClusterBroker, broker_id=i, host=h, port=p, rack=r)
                     for i, h, p, r in live_brokers(ctx))
-    ops = -2147483648
-    if request.include_cluster_authorized_operations:
-        ops = 0b1111111110  # every cluster operation: no authorizer is configured
+    ops = operations(ctx, Res.CLUSTER) if request.include_cluster_authorized_operations \
+        else NOT_ASKED
     return make(cls, error_code=ErrorCode.none, cluster_id=cache.cluster_id or "",
                 controller_id=cache.controller_id, brokers=brokers,
                 cluster_authorized_operations=ops)

@@ -11,6 +11,8 @@ A dir whose volume cannot be read answers KAFKA_STORAGE_ERROR. No authorizer: th
 top-level error is NONE.
 Version notes: v3+ top-level error code, v4+ total/usable bytes of the dir's volume
 (v0, deprecated in Kafka and removed from its 4.x clients, is not parsed by kio).
+With an authorizer: without DESCRIBE on the cluster, no log dirs and (v3+)
+CLUSTER_AUTHORIZATION_FAILED.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
     cls = response_schema(API_KEY, ctx.version)
+    if not allowed(ctx, Op.DESCRIBE, Res.CLUSTER):  # v3+ says so; before, nothing
+        return make(cls, error_code=ErrorCode.cluster_authorization_failed, results=())
     logs = ctx.broker.logs
     hosted = ctx.broker.replicas.partitions
     wanted = None

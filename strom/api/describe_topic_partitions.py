@@ -3,10 +3,13 @@
 Behaviour: like Metadata for the named topics (all topics when the list is empty), sorted
 by name, paginated by response_partition_limit with a cursor (topic, partition) to resume.
 Unknown topics get UNKNOWN_TOPIC_OR_PARTITION. No eligible leader replicas (no KIP-966).
+With an authorizer: topics without DESCRIBE are left out of "all", and a named one gets
+TOPIC_AUTHORIZATION_FAILED.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.metadata import partition_entities
 from strom.api.registry import register
@@ -20,7 +23,8 @@ API_KEY = 75
 async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
     cache = ctx.broker.cache
-    names = sorted({t.name for t in request.topics}) if request.topics else sorted(cache.topics)
+    names = sorted({t.name for t in request.topics}) if request.topics else \
+        [n for n in sorted(cache.topics) if allowed(ctx, Op.DESCRIBE, Res.TOPIC, n)]
     cursor = request.cursor
     if cursor is not None:
         names = [n for n in names if n >= cursor.topic_name]
@@ -28,6 +32,11 @@ async def handle(ctx: RequestContext, request):
     topics, next_cursor = [], None
     for name in names:
         info = cache.topic(name)
+        if not allowed(ctx, Op.DESCRIBE, Res.TOPIC, name):
+            topics.append(make(mod.DescribeTopicPartitionsResponseTopic,
+                               error_code=ErrorCode.topic_authorization_failed, name=name,
+                               topic_id=None, partitions=()))
+            continue
         if info is None:
             topics.append(make(mod.DescribeTopicPartitionsResponseTopic,
                                error_code=ErrorCode.unknown_topic_or_partition, name=name,

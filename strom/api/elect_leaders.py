@@ -7,10 +7,12 @@ partition; the answer then leaves out the partitions that needed no election, as
 does. Per partition: ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE,
 ELIGIBLE_LEADERS_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION. See cluster/leadership.py.
 Version notes: v0 has no election_type (preferred) and no top-level error code.
+With an authorizer: CLUSTER_AUTHORIZATION_FAILED without ALTER on the cluster.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster import leadership
@@ -29,6 +31,7 @@ async def handle(ctx: RequestContext, request):
     if request.topic_partitions is not None:
         wanted = [(t.topic, p) for t in request.topic_partitions for p in t.partitions]
     try:
+        check(ctx, Op.ALTER, Res.CLUSTER)
         results = await leadership.elect_leaders(ctx.broker.controller, election_type, wanted)
     except KafkaError as e:
         by_topic_err: dict[str, list] = {}

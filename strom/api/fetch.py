@@ -25,14 +25,22 @@ Errors per partition: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_T
 id that is not one of the partition's followers gets NOT_LEADER_OR_FOLLOWER (or
 UNKNOWN_LEADER_EPOCH when it names the current epoch), an offset outside the log
 OFFSET_OUT_OF_RANGE, and neither moves the follower's state or the high watermark.
+With an authorizer: TOPIC_AUTHORIZATION_FAILED for a topic the consumer may not READ, and
+for every partition of a follower fetch without CLUSTER_ACTION on the cluster.
+A consumer's response bytes count against consumer_byte_rate (its max_bytes capped at what
+the quota allows within the measured windows): over it, the response carries
+throttle_time_ms and is empty (in a fetch session it keeps its records), and the channel is
+muted.
 Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.fetch_session import PartitionRequest, SessionError
 from strom.api.registry import register
+from strom.api.throttling import FETCH_QUOTA, fetch_bytes_cap, record_quota, unrecord_quota
 from strom.protocol import fetch_response
 from strom.protocol.errors import ErrorCode
 from strom.replication.replica_manager import FetchPartitionRequest
@@ -64,6 +72,7 @@ async def handle(ctx: RequestContext, request):
     wanted: list[FetchPartitionRequest] = []
     order: list[tuple[str, object, list[int]]] = []
     unknown_ids: list[tuple[object, list[int]]] = []
+    denied: set[str] = set()
     for t in request.topics:
         if ctx.version >= 13:
             info = cache.topic_by_id(t.topic_id)
@@ -74,13 +83,18 @@ async def handle(ctx: RequestContext, request):
         else:
             name = t.topic
         order.append((name, t, [p.partition for p in t.partitions]))
+        if not _may_read(ctx, name, replica_id):
+            denied.add(name)
+            continue
         for p in t.partitions:
             wanted.append(FetchPartitionRequest(name, p.partition, p.fetch_offset,
                                                 p.partition_max_bytes,
                                                 getattr(p, "current_leader_epoch", -1),
                                                 getattr(p, "log_start_offset", -1)))
     results = await ctx.broker.replicas.fetch(
-        wanted, request.max_bytes if hasattr(request, "max_bytes") else 0x7FFFFFFF,
+        wanted, fetch_bytes_cap(
+            ctx, request.max_bytes if hasattr(request, "max_bytes") else 0x7FFFFFFF,
+            replica_id),
         request.min_bytes, int(request.max_wait.total_seconds() * 1000), replica_id,
         request.isolation_level)
     by_tp = {(r.topic, r.partition): r for r in results}
@@ -89,6 +103,10 @@ async def handle(ctx: RequestContext, request):
         info = cache.topic(name)
         parts = []
         for index in partitions:
+            if name in denied:
+                parts.append(fetch_response.FetchPartitionData(
+                    index, ErrorCode.topic_authorization_failed, -1, -1, -1, b""))
+                continue
             r = by_tp[(name, index)]
             code = r.error.code if r.error else ErrorCode.none
             leader = None
@@ -107,9 +125,34 @@ async def handle(ctx: RequestContext, request):
         topics.append(fetch_response.FetchTopicData("", topic_id, [
             fetch_response.FetchPartitionData(i, ErrorCode.unknown_topic_id, -1, -1, -1, None)
             for i in partitions]))
-    parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
-                                        ErrorCode.none, 0, topics)
+    return _framed(ctx, replica_id, ErrorCode.none, 0, topics)
+
+
+def _framed(ctx: RequestContext, replica_id: int, error: ErrorCode, session_id: int,
+            topics: list) -> RawResponse:
+    """The response; a consumer's bytes count against consumer_byte_rate. Over it, the
+    response carries throttle_time_ms; without a session it is empty, as Kafka answers a
+    throttled fetch, and its bytes are not counted (the consumer fetches them again after
+    the throttle time); in a session the records go out (the session has taken them as
+    sent)."""
+    parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0, error,
+                                        session_id, topics)
+    if replica_id < 0:
+        throttle_ms = record_quota(ctx, FETCH_QUOTA, size)
+        if throttle_ms:
+            if session_id == 0:
+                unrecord_quota(ctx, FETCH_QUOTA, size)
+                topics = []
+            parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id,
+                                                throttle_ms, error, session_id, topics)
     return RawResponse(parts, size)
+
+
+def _may_read(ctx: RequestContext, topic: str, replica_id: int) -> bool:
+    """A follower needs CLUSTER_ACTION on the cluster, a consumer READ on the topic."""
+    if replica_id >= 0:
+        return allowed(ctx, Op.CLUSTER_ACTION, Res.CLUSTER)
+    return allowed(ctx, Op.READ, Res.TOPIC, topic)
 
 
 async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> RawResponse:
@@ -131,6 +174,7 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
     partitions = context.partitions()
     names: list[str | None] = []
     wanted: list[FetchPartitionRequest] = []
+    denied: set[str] = set()
     for e in partitions:
         if by_id:
             info = cache.topic_by_id(e.key)
@@ -138,17 +182,21 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
         else:
             name = e.key
         names.append(name)
-        if name is not None:
+        if name is not None and not _may_read(ctx, name, replica_id):
+            denied.add(name)
+        elif name is not None:
             wanted.append(FetchPartitionRequest(name, e.partition, e.fetch_offset, e.max_bytes,
                                                 e.leader_epoch, e.log_start_offset))
     results = await ctx.broker.replicas.fetch(
-        wanted, request.max_bytes, request.min_bytes,
+        wanted, fetch_bytes_cap(ctx, request.max_bytes, replica_id), request.min_bytes,
         int(request.max_wait.total_seconds() * 1000), replica_id, request.isolation_level)
     by_tp = {(r.topic, r.partition): r for r in results}
     rows = []
     for e, name in zip(partitions, names, strict=True):
         r = by_tp.get((name, e.partition)) if name is not None else None
-        if r is None:
+        if name in denied:
+            rows.append((e, ErrorCode.topic_authorization_failed, -1, -1, -1, 0))
+        elif r is None:
             rows.append((e, ErrorCode.unknown_topic_id, -1, -1, -1, 0))
         else:
             rows.append((e, r.error.code if r.error else ErrorCode.none, r.high_watermark,
@@ -176,9 +224,7 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
             topics.append(fetch_response.FetchTopicData(
                 name or "", e.key if by_id else (info.topic_id if info else None), current[1]))
         current[1].append(data)
-    parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
-                                        context.error_code, context.session_id, topics)
-    return RawResponse(parts, size)
+    return _framed(ctx, replica_id, context.error_code, context.session_id, topics)
 
 
 def _aborted(r, isolation_level: int) -> tuple[tuple[int, int], ...] | None:

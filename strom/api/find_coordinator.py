@@ -6,11 +6,14 @@ offsets.topic.replication.factor capped at the live brokers). For a transactiona
 (key_type 1) the leader of its partition of `__transaction_state`, created the same way
 (transaction.state.log.*). COORDINATOR_NOT_AVAILABLE while it has no leader;
 INVALID_REQUEST for an empty key or an unknown key type.
+With an authorizer: GROUP_AUTHORIZATION_FAILED (TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+without DESCRIBE on the group (transactional id).
 Version notes: v4+ batches several keys in coordinator_keys.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -23,6 +26,12 @@ GROUP, TRANSACTION = 0, 1
 async def _lookup(ctx: RequestContext, key: str, key_type: int):
     """(error, message, node id, host, port) for one key."""
     try:
+        if key_type == TRANSACTION and not allowed(ctx, Op.DESCRIBE, Res.TRANSACTIONAL_ID, key):
+            raise KafkaError("Transactional Id authorization failed.",
+                             ErrorCode.transactional_id_authorization_failed)
+        if key_type == GROUP and not allowed(ctx, Op.DESCRIBE, Res.GROUP, key):
+            raise KafkaError("Group authorization failed.",
+                             ErrorCode.group_authorization_failed)
         if key_type not in (GROUP, TRANSACTION):
             raise KafkaError(f"Unknown key type {key_type}", ErrorCode.invalid_request)
         if not key:

@@ -10,11 +10,15 @@ INVALID_TRANSACTION_TIMEOUT (not in 1..transaction.max.timeout.ms), NOT_COORDINA
 COORDINATOR_LOAD_IN_PROGRESS, CONCURRENT_TRANSACTIONS, PRODUCER_FENCED.
 Version notes: v3+ producer_id/producer_epoch of a producer recovering its epoch
 (KIP-360); PRODUCER_FENCED from v4, INVALID_PRODUCER_EPOCH before.
+With an authorizer (as Kafka since KIP-679): an idempotent producer needs IDEMPOTENT_WRITE
+on the cluster or WRITE on some topic, else CLUSTER_AUTHORIZATION_FAILED; a transactional
+one needs WRITE on its transactional id, else TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 """
 
 from __future__ import annotations
 
 from strom.api.answers import fenced
+from strom.api.authorization import Op, Res, allowed, allowed_any
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -27,8 +31,15 @@ API_KEY = 22
 async def handle(ctx: RequestContext, request):
     cls = response_schema(API_KEY, ctx.version)
     if request.transactional_id is None:
+        if not (allowed(ctx, Op.IDEMPOTENT_WRITE, Res.CLUSTER)
+                or allowed_any(ctx, Op.WRITE, Res.TOPIC)):
+            return make(cls, error_code=ErrorCode.cluster_authorization_failed,
+                        producer_id=-1, producer_epoch=-1)
         pid = await ctx.broker.producer_ids.generate()
         return make(cls, error_code=ErrorCode.none, producer_id=pid, producer_epoch=0)
+    if not allowed(ctx, Op.WRITE, Res.TRANSACTIONAL_ID, request.transactional_id):
+        return make(cls, error_code=ErrorCode.transactional_id_authorization_failed,
+                    producer_id=-1, producer_epoch=-1)
     try:
         pid, epoch = await ctx.broker.transactions.init_producer_id(
             request.transactional_id,

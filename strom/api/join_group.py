@@ -9,10 +9,12 @@ INCONSISTENT_GROUP_PROTOCOL, UNKNOWN_MEMBER_ID, GROUP_MAX_SIZE_REACHED, NOT_COOR
 COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE.
 Version notes: v0 has no rebalance timeout (the session timeout is used); v7+ carries the
 protocol type in the response; v9 skip_assignment for a static leader that rejoined.
+With an authorizer: GROUP_AUTHORIZATION_FAILED without READ on the group.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import KafkaError
@@ -33,6 +35,7 @@ async def handle(ctx: RequestContext, request):
     rebalance_ms = _ms(request.rebalance_timeout) if hasattr(request, "rebalance_timeout") \
         else session_ms
     try:
+        check(ctx, Op.READ, Res.GROUP, request.group_id)
         result = await ctx.broker.groups.join_group(
             request.group_id, request.member_id, getattr(request, "group_instance_id", None),
             request.protocol_type, [(p.name, p.metadata) for p in request.protocols],

@@ -3,10 +3,12 @@
 Behaviour: removes the members at once and rebalances the rest (no wait for the session
 timeout). v0-2 name one member; v3+ a batch, static members by group_instance_id, each
 with its own error (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID).
+With an authorizer: GROUP_AUTHORIZATION_FAILED without READ on the group.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -23,6 +25,7 @@ async def handle(ctx: RequestContext, request):
     else:
         wanted = [(request.member_id, None)]
     try:
+        check(ctx, Op.READ, Res.GROUP, request.group_id)
         results = await ctx.broker.groups.leave_group(request.group_id, wanted)
     except KafkaError as e:
         return make(cls, error_code=e.code, members=())

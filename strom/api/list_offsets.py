@@ -17,6 +17,7 @@ Errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADE
 from __future__ import annotations
 
 from strom.api.answers import attempt, each_partition
+from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -30,6 +31,7 @@ READ_COMMITTED = 1
 def lookup(ctx: RequestContext, topic: str, index: int, timestamp: int, epoch: int,
            replica_id: int, isolation_level: int = 0) -> tuple[int, int, int]:
     """(timestamp, offset, leader epoch) for one partition."""
+    check(ctx, Op.DESCRIBE, Res.TOPIC, topic)
     p = ctx.broker.replicas.leader_partition(topic, index, epoch)
     plog = p.log
     if replica_id >= 0:

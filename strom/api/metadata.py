@@ -8,12 +8,16 @@ default.replication.factor: the response then says LEADER_NOT_AVAILABLE for it, 
 does, and the client asks again. Invalid names get INVALID_TOPIC_EXCEPTION.
 Version notes: v10+ topic ids (v12 may ask by id), v8-10 authorized operations are
 INT32_MIN unless asked for.
+With an authorizer: listing all topics shows only those the principal may DESCRIBE; a
+named one it may not gets TOPIC_AUTHORIZATION_FAILED, as does an unknown one it may not
+CREATE (CREATE on the cluster or the topic) when auto-creation applies.
 """
 
 from __future__ import annotations
 
 import logging
 
+from strom.api.authorization import NOT_ASKED, Op, Res, allowed, operations
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster import topic_names
@@ -60,6 +64,11 @@ def partition_entities(ctx: RequestContext, info, cls):
     return tuple(parts)
 
 
+def may_create(ctx: RequestContext, topic: str) -> bool:
+    """CREATE on the cluster or on the topic (as KafkaApis)."""
+    return allowed(ctx, Op.CREATE, Res.CLUSTER) or allowed(ctx, Op.CREATE, Res.TOPIC, topic)
+
+
 async def auto_create(ctx: RequestContext, name: str) -> ErrorCode:
     try:
         await ctx.broker.controller.create_topic(NewTopic(name, -1, -1))
@@ -79,7 +88,9 @@ async def handle(ctx: RequestContext, request):
     allow_auto = getattr(request, "allow_auto_topic_creation", True) and \
         ctx.broker.config.get("auto.create.topics.enable")
     if request.topics is None or (ctx.version == 0 and not request.topics):
-        wanted = [(name, None) for name in sorted(cache.topics)]
+        # all topics: only those the principal may describe
+        wanted = [(name, None) for name in sorted(cache.topics)
+                  if allowed(ctx, Op.DESCRIBE, Res.TOPIC, name)]
     else:
         wanted = []
         for t in request.topics:
@@ -97,6 +108,12 @@ async def handle(ctx: RequestContext, request):
                                name=None if ctx.version >= 12 else "", topic_id=tid,
                                partitions=()))
             continue
+        if request.topics is not None and not allowed(ctx, Op.DESCRIBE, Res.TOPIC, name):
+            topics.append(make(mod.MetadataResponseTopic,
+                               error_code=ErrorCode.topic_authorization_failed, name=name,
+                               topic_id=None, is_internal=False, partitions=(),
+                               topic_authorized_operations=NOT_ASKED))
+            continue
         info = cache.topic(name)
         error = ErrorCode.none
         if info is None:
@@ -107,7 +124,8 @@ async def handle(ctx: RequestContext, request):
                 error = e.code
             if error == ErrorCode.unknown_topic_or_partition and allow_auto \
                     and request.topics is not None and not topic_names.is_internal(name):
-                error = await auto_create(ctx, name)
+                error = await auto_create(ctx, name) if may_create(ctx, name) \
+                    else ErrorCode.topic_authorization_failed
                 info = cache.topic(name)
                 if info is not None and error == ErrorCode.none:
                     error = ErrorCode.none
@@ -118,8 +136,14 @@ async def handle(ctx: RequestContext, request):
         topics.append(make(
             mod.MetadataResponseTopic, error_code=error, name=info.name,
             topic_id=info.topic_id, is_internal=info.is_internal,
-            partitions=partition_entities(ctx, info, mod.MetadataResponsePartition)))
+            partitions=partition_entities(ctx, info, mod.MetadataResponsePartition),
+            topic_authorized_operations=operations(ctx, Res.TOPIC, info.name)
+            if getattr(request, "include_topic_authorized_operations", False)
+            else NOT_ASKED))
     return make(response_schema(API_KEY, ctx.version),
                 brokers=brokers_entities(ctx, mod.MetadataResponseBroker),
                 cluster_id=cache.cluster_id, controller_id=cache.controller_id,
-                topics=tuple(topics))
+                topics=tuple(topics),
+                cluster_authorized_operations=operations(ctx, Res.CLUSTER)
+                if getattr(request, "include_cluster_authorized_operations", False)
+                else NOT_ASKED)

@@ -10,10 +10,13 @@ returns the ongoing reassignments (of the partitions asked for, or all for null 
 with their replicas, adding and removing replicas.
 Version notes: Alter v1's allow_replication_factor_change=false refuses a target of a
 different size with INVALID_REPLICATION_FACTOR.
+With an authorizer: CLUSTER_AUTHORIZATION_FAILED without ALTER (alter) or DESCRIBE (list)
+on the cluster.
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster import reassignment
@@ -29,6 +32,9 @@ async def alter(ctx: RequestContext, request):
     mod = response_module(ALTER, ctx.version)
     cls = response_schema(ALTER, ctx.version)
     controller = ctx.broker.controller
+    if not allowed(ctx, Op.ALTER, Res.CLUSTER):
+        return make(cls, error_code=ErrorCode.cluster_authorization_failed,
+                    error_message="Cluster authorization failed.", responses=())
     changes: dict[tuple[str, int], list[int] | None] = {}
     early: dict[tuple[str, int], KafkaError] = {}
     keep_rf = not getattr(request, "allow_replication_factor_change", True)
@@ -59,6 +65,9 @@ async def list_(ctx: RequestContext, request):
     mod = response_module(LIST, ctx.version)
     cls = response_schema(LIST, ctx.version)
     controller = ctx.broker.controller
+    if not allowed(ctx, Op.DESCRIBE, Res.CLUSTER):
+        return make(cls, error_code=ErrorCode.cluster_authorization_failed,
+                    error_message="Cluster authorization failed.", topics=())
     if not controller.active:
         return make(cls, error_code=ErrorCode.not_controller,
                     error_message="This broker is not the controller", topics=())

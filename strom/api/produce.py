@@ -22,6 +22,8 @@ NOT_ENOUGH_REPLICAS, and for acks=-1 NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR s
 min.insync.replicas while waiting) and REQUEST_TIMED_OUT (timeout_ms passed);
 INVALID_REQUIRED_ACKS for acks outside -1, 0, 1.
 Version notes: v8+ record_errors and error_message; v10+ current_leader hints.
+With an authorizer: TOPIC_AUTHORIZATION_FAILED for a topic without WRITE. The bytes of
+the batches count against producer_byte_rate (throttle_time_ms, then the channel is muted).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.metadata import live_brokers
 from strom.api.registry import CloseConnection, register
+from strom.api.throttling import PRODUCE_QUOTA, record_quota
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import (
     ResponseTemplate,
@@ -55,6 +59,7 @@ async def handle(ctx: RequestContext, request):
     timeout_ms = int(request.timeout.total_seconds() * 1000)
     results: list[tuple[str, list[dict]]] = []
     waits: list[tuple[dict, str, int, int]] = []  # acks=-1: (out, topic, partition, end)
+    writable: dict[str, bool] = {}
     for topic in request.topic_data:
         parts = []
         for pd in topic.partition_data:
@@ -65,6 +70,14 @@ async def handle(ctx: RequestContext, request):
                 if acks not in (-1, 0, 1):
                     raise KafkaError(f"Invalid required acks {acks}",
                                      ErrorCode.invalid_required_acks)
+                if request.transactional_id is not None and not allowed(
+                        ctx, Op.WRITE, Res.TRANSACTIONAL_ID, request.transactional_id):
+                    raise KafkaError("Transactional Id authorization failed.",
+                                     ErrorCode.transactional_id_authorization_failed)
+                if not writable.setdefault(topic.name, allowed(ctx, Op.WRITE, Res.TOPIC,
+                                                               topic.name)):
+                    raise KafkaError(f"Not authorized to WRITE topic {topic.name!r}",
+                                     ErrorCode.topic_authorization_failed)
                 if pd.records is None:
                     raise KafkaError("No record batch", ErrorCode.invalid_record)
                 result = await replicas.append_produced(
@@ -97,6 +110,9 @@ async def handle(ctx: RequestContext, request):
                     name, index, end, max(deadline - loop.time(), 0) * 1000)
             except KafkaError as e:
                 _fail(out, e, mod)
+    throttle_ms = record_quota(ctx, PRODUCE_QUOTA, sum(
+        len(pd.records) for t in request.topic_data for pd in t.partition_data
+        if pd.records is not None))
     leaders: set[int] = set()
     if hasattr(mod, "LeaderIdAndEpoch"):  # v10+: tell the client where the leader is
         for name, parts in results:
@@ -109,7 +125,7 @@ async def handle(ctx: RequestContext, request):
                                                      leader_id=info.leader,
                                                      leader_epoch=info.leader_epoch)
                         leaders.add(info.leader)
-    if acks != 0 and len(results) == 1 and len(results[0][1]) == 1:
+    if acks != 0 and len(results) == 1 and len(results[0][1]) == 1 and not throttle_ms:
         fast = _one_partition_response(ctx, mod, results[0][0], results[0][1][0])
         if fast is not None:
             return fast

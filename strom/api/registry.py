@@ -58,10 +58,12 @@ def register(api_key: int, name: str, min_version: int, max_version: int,
 def load_all() -> dict[int, ApiSpec]:
     """Import every API module so each registers itself."""
     from strom.api import (  # noqa: F401
+        acls,
         add_offsets_to_txn,
         add_partitions_to_txn,
         admin_configs,
         api_versions,
+        client_quotas,
         consumer_group_describe,
         consumer_group_heartbeat,
         create_partitions,

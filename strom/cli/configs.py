@@ -1,5 +1,5 @@
-"""Describe and alter topic and broker configs and broker log levels (like Kafka's
-kafka-configs.sh).
+"""Describe and alter topic and broker configs, broker log levels, users' SCRAM credentials
+and client quotas (like Kafka's kafka-configs.sh).
 
 --describe prints the configs set on an entity (a topic's overrides, a broker's dynamic
 configs, the cluster-wide broker default, a broker's loggers), or every config with --all;
@@ -13,10 +13,14 @@ examples:
       --add-config retention.ms=3600000,cleanup.policy=[compact,delete]
   strom configs --alter --entity-type brokers --entity-default --add-config log.retention.ms=86400000
   strom configs --alter --entity-type brokers --entity-name 1 --delete-config log.retention.ms
-  strom configs --alter --entity-type broker-loggers --entity-name 1 \
+  strom configs --alter --entity-type broker-loggers --entity-name 1 \\
       --add-config strom.replication=DEBUG
-  strom configs --alter --entity-type users --entity-name alice \
+  strom configs --alter --entity-type users --entity-name alice \\
       --add-config 'SCRAM-SHA-256=[iterations=8192,password=alice-secret]'
+  strom configs --alter --entity-type users --entity-name alice \\
+      --add-config producer_byte_rate=1048576,consumer_byte_rate=2097152
+  strom configs --alter --entity-type clients --entity-default --add-config request_percentage=200
+  strom configs --alter --user alice --client app --add-config producer_byte_rate=10240
   strom configs --describe --entity-type users
 """
 
@@ -43,7 +47,8 @@ from strom.cli._common import (
 
 TIMEOUT = 30.0  # seconds, for every admin request
 ACTIONS = ("describe", "alter")
-ENTITY_TYPES = ("topics", "brokers", "broker-loggers", "users")
+ENTITY_TYPES = ("topics", "brokers", "broker-loggers", "users", "clients")
+QUOTA_ENTITY_TYPES = {"users": "user", "clients": "client-id"}
 RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8}
 SOURCE_NAMES = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG",
                 3: "DYNAMIC_DEFAULT_BROKER_CONFIG", 4: "STATIC_BROKER_CONFIG",
@@ -62,13 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     })
     parser.add_argument("--entity-type", choices=ENTITY_TYPES,
                         help="topics, brokers, broker-loggers (a broker's loggers and "
-                             "their levels: FATAL, ERROR, WARN, INFO, DEBUG, TRACE), or users "
-                             "(SCRAM credentials: SCRAM-SHA-256=[iterations=N,password=P])")
-    parser.add_argument("--entity-name", help="topic name, broker id, or user name")
+                             "their levels: FATAL, ERROR, WARN, INFO, DEBUG, TRACE), users "
+                             "(SCRAM credentials: SCRAM-SHA-256=[iterations=N,password=P], "
+                             "and client quotas) or clients (client quotas: "
+                             "producer_byte_rate, consumer_byte_rate, request_percentage, "
+                             "controller_mutation_rate)")
+    parser.add_argument("--entity-name", help="topic name, broker id, user or client id")
     parser.add_argument("--topic", help="same as --entity-type topics --entity-name TOPIC")
     parser.add_argument("--broker", help="same as --entity-type brokers --entity-name ID")
+    parser.add_argument("--user", help="same as --entity-type users --entity-name USER; "
+                                       "with --client, the quotas of that user's client")
+    parser.add_argument("--client", help="same as --entity-type clients --entity-name ID")
     add_flags(parser, {
-        "--entity-default": "the cluster-wide default of brokers",
+        "--entity-default": "the cluster-wide default of brokers, users or clients",
         "--broker-defaults": "same as --entity-type brokers --entity-default",
         "--all": "with --describe: every config, with its value in effect",
     })
@@ -295,11 +306,129 @@ def alter(admin, args: argparse.Namespace) -> int:
     return 0
 
 
+def _quota_entity(args: argparse.Namespace) -> list[tuple[str, str | None]] | None:
+    """The client-quota entity named on the command line: [(entity type, name)], a None
+    name for the default entity; [(type, "")] for every entity of the type; None when the
+    command is not about quotas."""
+    if args.user is not None or args.client is not None:
+        out: list[tuple[str, str | None]] = []
+        if args.user is not None:
+            out.append(("user", args.user))
+        if args.client is not None:
+            out.append(("client-id", args.client))
+        return out
+    if args.entity_type not in QUOTA_ENTITY_TYPES:
+        return None
+    kind = QUOTA_ENTITY_TYPES[args.entity_type]
+    if args.entity_default:
+        return [(kind, None)]
+    return [(kind, args.entity_name if args.entity_name is not None else "")]
+
+
+def _quota_text(entity: list[tuple[str, str | None]]) -> str:
+    names = {"user": "user-principal", "client-id": "client-id"}
+    return ", ".join(f"the default {names[t]}" if n is None else f"{names[t]} '{n}'"
+                     for t, n in entity)
+
+
+def describe_quotas(host: str, port: int, entity: list[tuple[str, str | None]]) -> int:
+    """DescribeClientQuotas (confluent-kafka has no call for it); every entity of the type
+    (named and default) when no name was given."""
+    from strom.protocol.messages import make, request_module, request_schema
+
+    mod = request_module(48, 1)
+    if entity[0][1] == "":
+        filters = [[(entity[0][0], 2, None)], [(entity[0][0], 1, None)]]
+    else:
+        filters = [[(t, 0 if n is not None else 1, n) for t, n in entity]]
+    for components in filters:
+        request = make(request_schema(48, 1), strict=True, components=tuple(
+            make(mod.ComponentData, entity_type=t, match_type=m, match=n)
+            for t, m, n in components))
+        result = _send(host, port, request)
+        _check(result.error_code, result.error_message)
+        for e in result.entries or ():
+            values = ", ".join(f"{v.key}={float(v.value)}" for v in e.values)
+            who = _quota_text([(x.entity_type, x.entity_name) for x in e.entity])
+            print(f"Quota configs for {who} are {values}")
+    return 0
+
+
+def alter_quotas(host: str, port: int, entity: list[tuple[str, str | None]],
+                 added: dict[str, str], deleted: list[str], quiet: bool = False) -> int:
+    from strom.protocol.messages import make, request_module, request_schema
+
+    if any(n == "" for _, n in entity):
+        raise ToolError("an entity name (--entity-name, or --entity-default) is required "
+                        "with --alter")
+    ops = []
+    for key, value in added.items():
+        try:
+            ops.append((key, float(value), False))
+        except ValueError:
+            raise ToolError(f"Cannot parse quota configuration value for {key}: "
+                            f"{value}") from None
+    ops += [(key, 0.0, True) for key in deleted]
+    if not ops:
+        raise ToolError("--alter needs --add-config and/or --delete-config")
+    mod = request_module(49, 1)
+    request = make(request_schema(49, 1), validate_only=False, entries=(make(
+        mod.EntryData, entity=tuple(make(mod.EntityData, entity_type=t, entity_name=n)
+                                    for t, n in entity),
+        ops=tuple(make(mod.OpData, key=k, value=v, remove=r) for k, v, r in ops)),))
+    result = _send(host, port, request).entries[0]
+    _check(result.error_code, result.error_message)
+    if quiet:
+        return 0
+    if len(entity) == 1 and entity[0][1] is None:
+        kind = "users" if entity[0][0] == "user" else "clients"
+        print(f"Completed updating default config for {kind} in the cluster.")
+    else:
+        print("Completed updating config for " + ", ".join(
+            f"{'user' if t == 'user' else 'client'} {'<default>' if n is None else n}"
+            for t, n in entity) + ".")
+    return 0
+
+
+def _users_and_clients(args: argparse.Namespace, action: str,
+                       entity: list[tuple[str, str | None]]) -> int:
+    """Users and clients: client quotas, and a user's SCRAM credentials (scram_configs),
+    together as kafka-configs does."""
+    from confluent_kafka.admin import AdminClient
+
+    host, port = _first_broker(args.bootstrap_server)
+    one_user = len(entity) == 1 and entity[0][0] == "user"
+    admin = AdminClient(client_config(args.bootstrap_server, args.command_config))
+    if action == "describe":
+        describe_quotas(host, port, entity)
+        if one_user and entity[0][1] is not None:
+            scram_configs.describe(admin, entity[0][1] or None)
+        return 0
+    added = parse_add_config(args.add_config) if args.add_config else {}
+    deleted = [k.strip() for item in args.delete_config for k in item.split(",")
+               if k.strip()]
+    scram_added = {k: v for k, v in added.items() if scram_configs.is_scram(k)}
+    scram_deleted = [k for k in deleted if scram_configs.is_scram(k)]
+    if scram_added or scram_deleted:
+        if not one_user or not entity[0][1]:
+            raise ToolError("SCRAM credentials are set on one named user "
+                            "(--entity-type users --entity-name NAME)")
+        quota_added = {k: v for k, v in added.items() if k not in scram_added}
+        quota_deleted = [k for k in deleted if k not in scram_deleted]
+        if quota_added or quota_deleted:
+            alter_quotas(host, port, entity, quota_added, quota_deleted, quiet=True)
+        return scram_configs.alter(admin, entity[0][1], scram_added, scram_deleted)
+    return alter_quotas(host, port, entity, added, deleted)
+
+
 def run(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient
 
     action = chosen_action(args, ACTIONS)
     try:
+        quota_entity = _quota_entity(args)
+        if quota_entity is not None:
+            return _users_and_clients(args, action, quota_entity)
         if action == "describe" and (args.add_config or args.delete_config):
             raise ToolError("--add-config and --delete-config can only be used with --alter")
         if args.all and action != "describe":

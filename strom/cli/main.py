@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "configs": ("strom.cli.configs", "describe and alter topic and broker configs"),
     "transactions": ("strom.cli.transactions",
                      "list, describe and abort transactions; find hanging ones"),
+    "acls": ("strom.cli.acls", "add, remove and list ACLs"),
     "producer-perf-test": ("strom.cli.producer_perf_test",
                            "producer throughput and latency test (Kafka's output)"),
     "consumer-perf-test": ("strom.cli.consumer_perf_test",

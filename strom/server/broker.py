@@ -59,9 +59,11 @@ from strom.log.manager import LogManager
 from strom.log.page_cache import PageCacheWindow
 from strom.protocol.framing import MemoryPool
 from strom.replication.replica_manager import ReplicaManager
+from strom.security.authorizer import Authorizer, parse_super_users
 from strom.security.credentials import ScramCredentials
 from strom.security.inter_broker import client_security
 from strom.security.listener import ListenerSecurity, listener_security
+from strom.security.quotas import ClientQuotaManager
 from strom.server.connection import Connection, ConnectionProtocol
 from strom.server.connection_quotas import Admission, ConnectionQuotas, normalize_ip
 from strom.server.dispatcher import Dispatcher
@@ -169,11 +171,21 @@ class Broker:
         if config.get("transaction.partition.verification.enable"):
             self.replicas.txn_verifier = self.transactions.verify_for_produce
         listeners = config.listeners()
+        authorizer = None
+        if config.get("authorizer.class.name"):
+            authorizer = Authorizer(self.store, parse_super_users(config.get("super.users")),
+                                    config.get("allow.everyone.if.no.acl.found"))
+            await authorizer.start()
+        quotas = ClientQuotaManager(self.store, config.get("quota.window.num"),
+                                    config.get("quota.window.size.seconds"),
+                                    lambda: self.clock.monotonic() * 1000)
+        await quotas.start()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
             self.logs, self.producer_ids, self.groups, self.transactions,
             dynamic_configs=self.dynamic_configs,
-            fetch_sessions=self.fetch_sessions)
+            fetch_sessions=self.fetch_sessions, authorizer=authorizer,
+            quotas=quotas)
         self.dispatcher = Dispatcher(
             self.services, self.monitoring.request_stats if self.monitoring else None)
         queued_max = config.get("queued.max.request.bytes")

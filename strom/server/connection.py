@@ -187,6 +187,7 @@ class Connection:
         self._pipeline: collections.deque[asyncio.Task] = collections.deque()
         self._pipeline_writer: asyncio.Task | None = None
         self._pipeline_waiter: asyncio.Future | None = None
+        self._throttled_until = 0.0  # loop time: a client over its quota is muted till then
 
     async def serve(self) -> None:
         requests, transport = self.protocol, self.transport
@@ -197,6 +198,7 @@ class Connection:
         self._arm_idle_timer()
         try:
             while True:
+                await self._wait_throttle()
                 frame = await requests.next_frame()
                 if frame is None:
                     if requests.bad_size is not None:
@@ -232,6 +234,23 @@ class Connection:
                 self._pipeline_writer.cancel()
             transport.close()
 
+    # --- client quotas (KIP-219) -----------------------------------------------------------
+    def _throttle(self, throttle_ms: int) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        self._throttled_until = max(self._throttled_until, loop_time + throttle_ms / 1000)
+
+    async def _wait_throttle(self) -> None:
+        """A throttled client's channel is muted: no further request is read (nor taken
+        from those read ahead) until its throttle time has passed, as Kafka mutes it."""
+        delay = self._throttled_until - asyncio.get_running_loop().time()
+        if delay <= 0:
+            return
+        self.protocol.pause_reading("throttle")
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.protocol.resume_reading("throttle")
+
     async def _handle(self, frame: bytes | bytearray) -> bool:
         """One request; False if the connection is to close."""
         if self.authenticator is not None:
@@ -251,7 +270,7 @@ class Connection:
 
     def _dispatch(self, frame: bytes | bytearray, appended: Callable[[], None] | None = None):
         return self.dispatcher.dispatch(frame, self.client, self.client_host, self.listener,
-                                        appended, self.principal)
+                                        appended, self.principal, self._throttle)
 
     async def _authenticate(self, frame: bytes | bytearray) -> bool | None:
         """SASL: the authenticator's turn at a frame. None: the dispatcher serves it;

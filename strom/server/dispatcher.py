@@ -5,11 +5,21 @@ Two channels for errors, as in Kafka: business failures are error codes inside r
 a version we do not serve) close the connection. ApiVersions at a version we do not serve
 is the exception: it gets a v0 response with UNSUPPORTED_VERSION and our version ranges.
 Unexpected exceptions are logged here, once, and close the connection.
+
+Client quotas (strom.security.quotas): handlers record their bytes (Produce, Fetch) and
+report a throttle time through `RequestContext.throttled`; with a request_percentage quota
+the handler's own time on the loop is measured (`_timed`) and recorded here. The largest
+throttle time goes into the response's throttle_time_ms and to the connection, which then
+reads nothing for that long.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
+import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +38,7 @@ from strom.protocol.messages import (
     parse_request,
     peek_header,
 )
+from strom.security.quotas import REQUEST
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +63,13 @@ class Dispatcher:
 
     async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
                        appended: Callable[[], None] | None = None,
-                       principal: str = "User:ANONYMOUS") -> bytes | RawResponse | None:
+                       principal: str = "User:ANONYMOUS",
+                       throttled: Callable[[int], None] | None = None
+                       ) -> bytes | RawResponse | None:
         """The response to `frame` (None: none is sent). `appended` is called by an acks=all
         Produce once its records are appended (see RequestContext.appended); `principal`
-        is the authenticated client (see RequestContext.principal)."""
+        is the authenticated client (see RequestContext.principal); `throttled` is called
+        with a throttle time (ms) when the client is over a quota."""
         try:
             api_key, version, correlation_id = peek_header(frame)
         except MalformedRequest as e:
@@ -74,11 +88,25 @@ class Dispatcher:
         except MalformedRequest as e:
             log.debug("Malformed frame from %s: %s", client, frame[:256].hex())
             raise CloseConnection(f"malformed request: {e}") from None
-        ctx = RequestContext(header, self.services, client_host, listener, appended, principal)
+        quotas = self.services.quotas
+        throttles: list[int] = []
+        ctx = RequestContext(header, self.services, client_host, listener, appended,
+                             principal, throttles.append if quotas is not None else None)
         api_stats = self._api_stats.get(api_key)
         started = self._now() if api_stats is not None else 0.0
         try:
-            response: Any = await spec.handler(ctx, body)
+            client_id = header.client_id or ""
+            if quotas is not None and quotas.bound(REQUEST, principal, client_id):
+                busy = [0.0]
+                response: Any = await _timed(spec.handler(ctx, body), busy)
+                throttles.append(quotas.record(REQUEST, principal, client_id, busy[0] * 100))
+            else:
+                response = await spec.handler(ctx, body)
+            throttle_ms = max(throttles, default=0)
+            if throttle_ms > 0:
+                if throttled is not None:
+                    throttled(throttle_ms)
+                response = _with_throttle(response, throttle_ms)
             if response is NO_RESPONSE:
                 return None
             if isinstance(response, (RawResponse, bytes)):  # framed by the handler already
@@ -111,6 +139,41 @@ class Dispatcher:
 def _request_name(name: str) -> str:
     """Kafka's name of an API in its request metrics: list_offsets -> ListOffsets."""
     return "".join(part.capitalize() for part in name.split("_"))
+
+
+@types.coroutine
+def _timed(coro, busy: list[float]):
+    """Run `coro`, adding to busy[0] the seconds its steps ran on the loop (not the time
+    it waited): a request's share of the loop, for request_percentage."""
+    value: Any = None
+    failure: BaseException | None = None
+    while True:
+        started = time.perf_counter()
+        try:
+            step = coro.throw(failure) if failure is not None else coro.send(value)
+        except StopIteration as done:
+            busy[0] += time.perf_counter() - started
+            return done.value
+        except BaseException:
+            busy[0] += time.perf_counter() - started
+            raise
+        busy[0] += time.perf_counter() - started
+        try:
+            value, failure = (yield step), None
+        except BaseException as e:  # noqa: BLE001 - handed to the coroutine, as await does
+            value, failure = None, e
+
+
+def _with_throttle(response: Any, throttle_ms: int) -> Any:
+    """A response entity with throttle_time_ms raised to `throttle_ms` (framed responses
+    keep theirs: the handler set it)."""
+    if response is NO_RESPONSE or isinstance(response, (RawResponse, bytes)) or \
+            not hasattr(response, "throttle_time"):
+        return response
+    wanted = datetime.timedelta(milliseconds=throttle_ms)
+    if response.throttle_time >= wanted:
+        return response
+    return dataclasses.replace(response, throttle_time=wanted)
 
 
 __all__ = ["CloseConnection", "Dispatcher", "RequestHeader"]

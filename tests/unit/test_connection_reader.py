@@ -30,7 +30,7 @@ class Echo:
         self.seen: list[int] = []
 
     async def dispatch(self, frame, client, client_host, listener, appended=None,
-                       principal="User:ANONYMOUS"):
+                       principal="User:ANONYMOUS", throttled=None):
         self.seen.append(len(frame))
         await asyncio.sleep(0)
         body = struct.pack(">i", len(frame)) + bytes(frame)[::-1]
@@ -202,7 +202,7 @@ class Replicating:
         self.closing: set[int] = set()  # these close the connection, as a failed acks=0
 
     async def dispatch(self, request, client, client_host, listener, appended=None,
-                       principal="User:ANONYMOUS"):
+                       principal="User:ANONYMOUS", throttled=None):
         n = struct.unpack(">i", bytes(request[-4:]))[0]
         if request[:2] == b"\x00\x00" and n in self.closing:
             self.events.append(f"close {n}")
@@ -297,7 +297,7 @@ class SegmentFetch:
         self.reused = self.decoy = None
 
     async def dispatch(self, frame, client, client_host, listener, appended=None,
-                       principal="User:ANONYMOUS"):
+                       principal="User:ANONYMOUS", throttled=None):
         fd = os.open(self.path, os.O_RDONLY)
         parts = [b"\0" * (4 << 20), FileSlice(fd, 0, 1 << 20), FileSlice(fd, 1 << 20, 1000),
                  FileSlice(fd, (1 << 20) + 1000, 1 << 20, cold=True)]
@@ -349,7 +349,7 @@ class ColdFetch:
         self.fd = fd
 
     async def dispatch(self, frame, client, client_host, listener, appended=None,
-                       principal="User:ANONYMOUS"):
+                       principal="User:ANONYMOUS", throttled=None):
         parts = [FileSlice(self.fd, i << 20, 1 << 20, cold=True) for i in range(16)]
         return RawResponse(parts, 16 << 20)
 
@@ -391,7 +391,7 @@ class Held:
         self.seen: list[bytes] = []
 
     async def dispatch(self, frame, client, client_host, listener, appended=None,
-                       principal="User:ANONYMOUS"):
+                       principal="User:ANONYMOUS", throttled=None):
         self.seen.append(bytes(frame[:8]))
         if bytes(frame[:4]) == b"hold":
             await self.release.wait()
@@ -527,7 +527,7 @@ class CloseOnBad:
         self.go = asyncio.Event()
 
     async def dispatch(self, frame, client, client_host, listener, appended=None,
-                       principal="User:ANONYMOUS"):
+                       principal="User:ANONYMOUS", throttled=None):
         if bytes(frame[:3]) == b"bad":
             await self.go.wait()
             raise CloseConnection("bad request")

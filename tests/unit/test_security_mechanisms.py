@@ -304,7 +304,7 @@ class _Principals:
         self.seen: list[str] = []
 
     async def dispatch(self, frame, client, client_host, listener, appended=None,
-                       principal="User:ANONYMOUS"):
+                       principal="User:ANONYMOUS", throttled=None):
         from strom.api.api_versions import build_response
         from strom.protocol.messages import encode_response, peek_header
 
