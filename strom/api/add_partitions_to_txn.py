@@ -5,7 +5,10 @@ add_partitions), written to `__transaction_state` before the answer. Every parti
 the transaction's error; partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION and
 the others OPERATION_NOT_ATTEMPTED (nothing is added). Errors: INVALID_PRODUCER_ID_MAPPING,
 PRODUCER_FENCED, CONCURRENT_TRANSACTIONS (a previous EndTxn is still completing),
-NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, INVALID_REQUEST.
+NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, INVALID_REQUEST. With an authorizer:
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the transactional id, and
+TOPIC_AUTHORIZATION_FAILED for topics without WRITE (the others OPERATION_NOT_ATTEMPTED);
+v4+ needs CLUSTER_ACTION (CLUSTER_AUTHORIZATION_FAILED).
 Version notes: v0-3 are the clients' (one transaction); v4+ the brokers' batched form
 (KIP-890): several transactions, each possibly verify_only, which only answers whether
 each partition is already in the transaction (INVALID_TXN_STATE when not); PRODUCER_FENCED
@@ -15,6 +18,7 @@ from v2, INVALID_PRODUCER_EPOCH before.
 from __future__ import annotations
 
 from strom.api.answers import fenced
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -26,6 +30,13 @@ API_KEY = 24
 async def _one(ctx: RequestContext, txn_id: str, pid: int, epoch: int, topics,
                verify_only: bool) -> dict[tuple[str, int], int]:
     wanted = [(t.name, p) for t in topics for p in t.partitions]
+    if not verify_only and ctx.version <= 3:  # the client's form: as Kafka's KafkaApis
+        if not allowed(ctx, Op.WRITE, Res.TRANSACTIONAL_ID, txn_id):
+            return dict.fromkeys(wanted, ErrorCode.transactional_id_authorization_failed)
+        writable = {t for t, _ in wanted if allowed(ctx, Op.WRITE, Res.TOPIC, t)}
+        if len(writable) < len({t for t, _ in wanted}):
+            return {tp: ErrorCode.operation_not_attempted if tp[0] in writable else
+                    ErrorCode.topic_authorization_failed for tp in wanted}
     unknown = {tp for tp in wanted if ctx.broker.cache.partition(*tp) is None}
     coordinator = ctx.broker.transactions
     try:
@@ -60,6 +71,9 @@ async def handle(ctx: RequestContext, request):
                            request.v3_and_below_producer_epoch,
                            request.v3_and_below_topics, False)
         return make(cls, results_by_topic_v3_and_below=_topic_results(mod, codes))
+    if not allowed(ctx, Op.CLUSTER_ACTION, Res.CLUSTER):  # v4+: brokers only
+        return make(cls, error_code=ErrorCode.cluster_authorization_failed,
+                    results_by_transaction=())
     results = []
     for txn in request.transactions:
         codes = await _one(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch,

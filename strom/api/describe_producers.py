@@ -10,6 +10,7 @@ here, as Kafka's Partition.activeProducerState answers).
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -25,6 +26,8 @@ async def handle(ctx: RequestContext, request):
 
     def answer(topic: str, index: int):
         try:
+            if not allowed(ctx, Op.READ, Res.TOPIC, topic):
+                raise KafkaError(None, ErrorCode.topic_authorization_failed)
             p = replicas.leader_partition(topic, index)
         except KafkaError as e:
             return make(mod.PartitionResponse, partition_index=index, error_code=e.code,

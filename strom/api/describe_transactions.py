@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -25,6 +26,8 @@ async def handle(ctx: RequestContext, request):
     out = []
     for txn_id in request.transactional_ids:
         try:
+            if not allowed(ctx, Op.DESCRIBE, Res.TRANSACTIONAL_ID, txn_id):
+                raise KafkaError(None, ErrorCode.transactional_id_authorization_failed)
             txn = ctx.broker.transactions.describe(txn_id)
         except KafkaError as e:
             out.append(make(mod.TransactionState, error_code=e.code, transactional_id=txn_id,

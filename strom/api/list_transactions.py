@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.coordinator.transaction_metadata import TxnState
@@ -50,4 +51,6 @@ async def handle(ctx: RequestContext, request):
     return make(cls, error_code=ErrorCode.none, unknown_state_filters=tuple(unknown),
                 transaction_states=tuple(make(
                     mod.TransactionState, transactional_id=t.transactional_id,
-                    producer_id=t.producer_id, transaction_state=t.state) for t in listed))
+                    producer_id=t.producer_id, transaction_state=t.state) for t in listed
+                    # with an authorizer, only the ids the principal may DESCRIBE
+                    if allowed(ctx, Op.DESCRIBE, Res.TRANSACTIONAL_ID, t.transactional_id)))

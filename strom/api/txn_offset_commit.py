@@ -8,11 +8,14 @@ first checks that AddOffsetsToTxn put that partition in the transaction
 (INVALID_TXN_STATE otherwise). Errors as OffsetCommit (UNKNOWN_MEMBER_ID,
 ILLEGAL_GENERATION, FENCED_INSTANCE_ID for a member's commit; per partition
 OFFSET_METADATA_TOO_LARGE, UNKNOWN_TOPIC_OR_PARTITION), plus INVALID_PRODUCER_EPOCH.
+With an authorizer: WRITE on the transactional id, READ on the group and on each topic
+(TRANSACTIONAL_ID_, GROUP_, TOPIC_AUTHORIZATION_FAILED).
 Version notes: v3+ generation_id, member_id, group_instance_id (KIP-447).
 """
 
 from __future__ import annotations
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.offset_commit import answer, requested
 from strom.api.registry import register
@@ -34,6 +37,19 @@ async def _verify(ctx: RequestContext, request) -> int:
 @register(API_KEY, "txn_offset_commit", 0, 5)
 async def handle(ctx: RequestContext, request):
     wanted = requested(request)
+    denied: list = []
+    if not allowed(ctx, Op.WRITE, Res.TRANSACTIONAL_ID, request.transactional_id):
+        return answer(API_KEY, ctx.version, [
+            (o.topic, o.partition, ErrorCode.transactional_id_authorization_failed)
+            for o in wanted], "TxnOffsetCommitResponse")
+    if not allowed(ctx, Op.READ, Res.GROUP, request.group_id):
+        return answer(API_KEY, ctx.version, [
+            (o.topic, o.partition, ErrorCode.group_authorization_failed) for o in wanted],
+            "TxnOffsetCommitResponse")
+    readable = {o.topic for o in wanted if allowed(ctx, Op.READ, Res.TOPIC, o.topic)}
+    denied = [(o.topic, o.partition, ErrorCode.topic_authorization_failed)
+              for o in wanted if o.topic not in readable]
+    wanted = [o for o in wanted if o.topic in readable]
     try:
         if not request.group_id:
             raise KafkaError(None, ErrorCode.invalid_group_id)
@@ -47,4 +63,4 @@ async def handle(ctx: RequestContext, request):
             getattr(request, "group_instance_id", None), wanted)
     except KafkaError as e:
         results = [(o.topic, o.partition, e.code) for o in wanted]
-    return answer(API_KEY, ctx.version, results, "TxnOffsetCommitResponse")
+    return answer(API_KEY, ctx.version, results + denied, "TxnOffsetCommitResponse")

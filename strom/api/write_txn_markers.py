@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
+from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.protocol.errors import ErrorCode
@@ -32,7 +33,11 @@ async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
     replicas = ctx.broker.replicas
 
+    may = allowed(ctx, Op.CLUSTER_ACTION, Res.CLUSTER)  # brokers only, as in Kafka
+
     async def one(marker, topic: str, index: int) -> int:
+        if not may:
+            return ErrorCode.cluster_authorization_failed
         if ctx.broker.cache.partition(topic, index) is None:
             return ErrorCode.unknown_topic_or_partition
         return await replicas.append_txn_marker(

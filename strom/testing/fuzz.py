@@ -157,6 +157,8 @@ def _sample(tp: Any, name: str, version_of: type, depth: int = 0) -> Any:
         if name == "max_bytes" or name == "partition_max_bytes":
             return tp(1 << 16)
         return tp(0)
+    if isinstance(base, type) and issubclass(base, float):  # client quota values
+        return tp(1024.0)
     raise TypeError(f"no sample for {tp!r} ({name})")
 
 

@@ -218,3 +218,37 @@ def test_user_quota_throttles_that_user_only(sasl, plaintext_bootstrap):
 
     assert max_throttle("alice") > 0
     assert max_throttle("admin") == 0
+
+
+def test_transactional_producer_needs_write_on_its_transactional_id(sasl):
+    """InitProducerId and FindCoordinator check the transactional id as Kafka does: refused
+    (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) until admin grants WRITE on it; then alice's
+    transaction commits and a read_committed consumer sees its record."""
+    admin = AdminClient(conf(sasl, "admin"))
+    for f in admin.create_topics([NewTopic("txn-out", 1)]).values():
+        f.result(30)
+    grant(sasl, *(AclBinding(ResourceType.TOPIC, "txn-out", ResourcePatternType.LITERAL,
+                             "User:alice", "*", op, AclPermissionType.ALLOW)
+                  for op in (AclOperation.WRITE, AclOperation.DESCRIBE)))
+    refused = Producer(conf(sasl, "alice", **{"transactional.id": "alice-txn"}))
+    with pytest.raises(KafkaException) as e:
+        refused.init_transactions(20)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    grant(sasl, AclBinding(ResourceType.TRANSACTIONAL_ID, "alice-txn",
+                           ResourcePatternType.LITERAL, "User:alice", "*",
+                           AclOperation.WRITE, AclPermissionType.ALLOW))
+    p = Producer(conf(sasl, "alice", **{"transactional.id": "alice-txn"}))
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce("txn-out", b"committed")
+    p.commit_transaction(30)
+    c = Consumer(conf(sasl, "admin", **{"group.id": "txn-reader", "auto.offset.reset":
+                                        "earliest", "isolation.level": "read_committed"}))
+    c.subscribe(["txn-out"])
+    got, deadline = [], time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value())
+    c.close()
+    assert got == [b"committed"]
