@@ -86,6 +86,10 @@ class TransactionCoordinator:
         self.new_producer_id = new_producer_id
         self.markers = markers or TxnMarkerChannel(broker_id, config, cache, replicas)
         self.partitions: dict[int, TxnPartition] = {}
+        # transaction-coordinator-metrics (read by strom.metrics): partition load times
+        self.partitions_loaded = 0
+        self.partition_load_time_max_ms = 0.0
+        self.partition_load_time_total_ms = 0.0
         self._timer: asyncio.Task | None = None
         self.topic = InternalTopic(
             TRANSACTION_STATE_TOPIC, cache, controller,
@@ -168,6 +172,7 @@ class TransactionCoordinator:
         if replica is None or self.partitions.get(p) is not state:
             return
         plog = replica.log
+        started = self.clock.monotonic()
         end = plog.log_end_offset  # as Kafka: the leader's whole log
         values: dict[str, txlog.TxnLogValue | None] = {}
         count = 0
@@ -198,6 +203,10 @@ class TransactionCoordinator:
                 partitions=set(v.partitions), start_ms=v.start_ms,
                 last_update_ms=v.last_update_ms)
         state.loading = False
+        took_ms = (self.clock.monotonic() - started) * 1000
+        self.partitions_loaded += 1
+        self.partition_load_time_total_ms += took_ms
+        self.partition_load_time_max_ms = max(self.partition_load_time_max_ms, took_ms)
         log.info("Loaded %d transactional ids from %s-%d (coordinator epoch %d)",
                  len(state.txns), TRANSACTION_STATE_TOPIC, p, state.coordinator_epoch)
         for txn in state.txns.values():

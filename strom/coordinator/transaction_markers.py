@@ -48,6 +48,10 @@ class TxnMarkerChannel:
         self.replicas = replicas
         self._conns: dict[int, BrokerConnection] = {}
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Kafka's TransactionMarkerChannelManager gauges (read by strom.metrics): markers
+        # waiting for a leader, and markers to send again after a failed round
+        self.unknown_destination = 0
+        self.log_append_retry = 0
 
     async def close(self) -> None:
         for conn in self._conns.values():
@@ -59,29 +63,40 @@ class TxnMarkerChannel:
         """Returns once every partition (of a topic that still exists) has its marker."""
         left = set(partitions)
         attempt = 0
-        while left:
-            by_leader: dict[int, list[tuple[str, int]]] = defaultdict(list)
-            for tp in sorted(left):
-                if self.cache.topic(tp[0]) is None:
-                    log.info("Dropping the marker for %s-%d: its topic is gone", *tp)
-                    left.discard(tp)
-                    continue
-                info = self.cache.partition(*tp)
-                if info is not None and info.leader >= 0:
-                    by_leader[info.leader].append(tp)
-            results = await asyncio.gather(*(
-                self._send(leader, tps, producer_id, producer_epoch, coordinator_epoch,
-                           commit) for leader, tps in by_leader.items()))
-            for result in results:
-                for tp, code in result.items():
-                    if code == ErrorCode.none:
+        unknown = retry = 0  # this call's share of the two gauges
+        try:
+            while left:
+                by_leader: dict[int, list[tuple[str, int]]] = defaultdict(list)
+                for tp in sorted(left):
+                    if self.cache.topic(tp[0]) is None:
+                        log.info("Dropping the marker for %s-%d: its topic is gone", *tp)
                         left.discard(tp)
-                    elif code in _FENCED:
-                        raise MarkersFenced(
-                            f"marker for {tp[0]}-{tp[1]} refused: {code.name}", code)
-            if left:
-                await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
-                attempt += 1
+                        continue
+                    info = self.cache.partition(*tp)
+                    if info is not None and info.leader >= 0:
+                        by_leader[info.leader].append(tp)
+                waiting = len(left) - sum(len(tps) for tps in by_leader.values())
+                self.unknown_destination += waiting - unknown
+                unknown = waiting
+                results = await asyncio.gather(*(
+                    self._send(leader, tps, producer_id, producer_epoch, coordinator_epoch,
+                               commit) for leader, tps in by_leader.items()))
+                for result in results:
+                    for tp, code in result.items():
+                        if code == ErrorCode.none:
+                            left.discard(tp)
+                        elif code in _FENCED:
+                            raise MarkersFenced(
+                                f"marker for {tp[0]}-{tp[1]} refused: {code.name}", code)
+                self.log_append_retry += len(left) - retry
+                retry = len(left)
+                if left:
+                    await asyncio.sleep(
+                        RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+                    attempt += 1
+        finally:
+            self.unknown_destination -= unknown
+            self.log_append_retry -= retry
 
     async def _send(self, leader: int, tps: list[tuple[str, int]], producer_id: int,
                     producer_epoch: int, coordinator_epoch: int, commit: bool

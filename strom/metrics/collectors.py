@@ -143,6 +143,8 @@ class BrokerCollector(Collector):
             yield from self._controller(s)
         if s.groups is not None:
             yield from self._groups(s)
+        if s.transactions is not None:
+            yield from self._transactions(s)
 
     def _loop(self, s: Snapshot) -> Iterator[Metric]:
         if s.idle is not None:
@@ -284,6 +286,30 @@ class BrokerCollector(Collector):
                                     value=value)
 
 
+    def _transactions(self, s: Snapshot) -> Iterator[Metric]:
+        t = s.transactions
+        assert t is not None
+        tm = "kafka_coordinator_transaction_transactionmarkerchannelmanager_"
+        yield GaugeMetricFamily(tm + "unknowndestinationqueuesize",
+                                "Transaction markers waiting for a partition leader",
+                                value=t.unknown_destination)
+        yield GaugeMetricFamily(tm + "logappendretryqueuesize",
+                                "Transaction markers to be sent again", value=t.log_append_retry)
+        tc = "kafka_server_transaction_coordinator_metrics_"
+        yield GaugeMetricFamily(tc + "partition_load_time_max",
+                                "Longest load of a __transaction_state partition (ms)",
+                                value=t.load_time_max_ms)
+        yield GaugeMetricFamily(tc + "partition_load_time_avg",
+                                "Mean load time of __transaction_state partitions (ms)",
+                                value=t.load_time_avg_ms)
+        states = GaugeMetricFamily("strom_transaction_coordinator_transactions",
+                                   "Transactional ids this broker coordinates, by state",
+                                   labels=["state"])
+        for name, count in sorted(t.states.items()):
+            states.add_metric([name], count)
+        yield states
+
+
 class ClusterCollector(Collector):
     """kafka_exporter's names, each series from the one broker responsible for it."""
 
@@ -354,13 +380,16 @@ class ClusterCollector(Collector):
                 key = [g.group_id, topic, str(index)]
                 current.add_metric(key, offset)
                 total = sums.setdefault(topic, [0, 0])
+                if offset < 0:  # assigned, nothing committed: lag -1 as kafka_exporter
+                    lag.add_metric(key, -1)
+                    continue
                 total[0] += offset
                 end = ends.get((topic, index))
                 if end is None:
                     continue
-                value = max(end - offset, 0) if offset >= 0 else -1
+                value = max(end - offset, 0)
                 lag.add_metric(key, value)
-                total[1] += max(value, 0)
+                total[1] += value
             for topic, (offset_sum, lag_total) in sums.items():
                 current_sum.add_metric([g.group_id, topic], offset_sum)
                 lag_sum.add_metric([g.group_id, topic], lag_total)

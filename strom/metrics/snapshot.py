@@ -18,6 +18,7 @@ snapshot taken before they exist holds what there is.
 
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -45,7 +46,19 @@ class GroupRow(NamedTuple):
     group_id: str
     members: int
     state: str
-    offsets: list[tuple[str, int, int]]  # (topic, partition, committed offset)
+    # (topic, partition, committed offset); -1: assigned to a member, nothing committed
+    offsets: list[tuple[str, int, int]]
+
+
+class TxnRow(NamedTuple):
+    """The transaction coordinator's figures (Kafka's TransactionMarkerChannelManager and
+    transaction-coordinator-metrics)."""
+
+    states: dict[str, int]  # transactional ids per state, of the partitions led here
+    unknown_destination: int  # markers waiting for a partition without a leader
+    log_append_retry: int  # markers to be sent again after a failed attempt
+    load_time_max_ms: float
+    load_time_avg_ms: float
 
 
 @dataclass(slots=True)
@@ -65,6 +78,7 @@ class Snapshot:
     brokers: list[tuple[int, str]] = field(default_factory=list)  # (id, host:port)
     topic_partitions: list[tuple[str, int, int]] = field(default_factory=list)  # name, n, offline
     groups: list[GroupRow] | None = None
+    transactions: TxnRow | None = None
     # high watermarks of partitions not hosted here (server/end_offsets.py), for lag
     remote_ends: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -104,9 +118,74 @@ def take(broker: Any, remote_ends: dict[tuple[str, int], int] | None = None) -> 
     groups = getattr(broker, "groups", None)
     if groups is not None:
         s.groups = [GroupRow(g.group_id, len(g.members), getattr(g.state, "name", ""),
-                             [(t, i, o.offset) for (t, i), o in g.offsets.items()])
-                    for g in groups.registry]
+                             _group_offsets(g, cache)) for g in groups.registry]
+    transactions = getattr(broker, "transactions", None)
+    if transactions is not None:
+        states: dict[str, int] = {}
+        for state in list(transactions.partitions.values()):
+            for txn in state.txns.values():
+                states[txn.state.name] = states.get(txn.state.name, 0) + 1
+        markers = transactions.markers
+        loads = transactions.partitions_loaded
+        s.transactions = TxnRow(
+            states, markers.unknown_destination, markers.log_append_retry,
+            transactions.partition_load_time_max_ms,
+            transactions.partition_load_time_total_ms / loads if loads else 0.0)
     return s
+
+
+def _group_offsets(group: Any, cache: Any) -> list[tuple[str, int, int]]:
+    """The group's committed offsets, and -1 for each partition assigned to a member with
+    nothing committed (kafka_exporter reports those with lag -1, to alert on)."""
+    out = [(t, i, o.offset) for (t, i), o in group.offsets.items()]
+    committed = set(group.offsets)
+    for tp in _assigned(group, cache):
+        if tp not in committed:
+            committed.add(tp)
+            out.append((tp[0], tp[1], -1))
+    return out
+
+
+def _assigned(group: Any, cache: Any) -> list[tuple[str, int]]:
+    """The partitions assigned to the group's members: the new protocol's (by topic id),
+    or a classic consumer group's, decoded from the leader's assignments."""
+    out: list[tuple[str, int]] = []
+    for member in list(group.members.values()):
+        assigned = getattr(member, "assigned", None)
+        if assigned is not None:  # KIP-848 member
+            for topic_id, partitions in assigned.items():
+                info = cache.topic_by_id(topic_id) if cache is not None else None
+                if info is not None:
+                    out += [(info.name, p) for p in partitions]
+        elif getattr(group, "protocol_type", None) == "consumer":
+            out += _decode_assignment(getattr(member, "assignment", b""))
+    return out
+
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+
+def _decode_assignment(data: bytes) -> list[tuple[str, int]]:
+    """The topic partitions of a consumer protocol Assignment (any version: they share
+    this prefix); [] for anything that does not parse."""
+    try:
+        pos = 2  # version
+        (topics,) = _I32.unpack_from(data, pos)
+        pos += 4
+        out = []
+        for _ in range(max(topics, 0)):
+            (n,) = _I16.unpack_from(data, pos)
+            topic = bytes(data[pos + 2:pos + 2 + n]).decode()
+            pos += 2 + n
+            (count,) = _I32.unpack_from(data, pos)
+            pos += 4
+            for _ in range(max(count, 0)):
+                out.append((topic, _I32.unpack_from(data, pos)[0]))
+                pos += 4
+        return out
+    except (struct.error, UnicodeDecodeError):
+        return []
 
 
 def _partition_row(p: Any) -> PartitionRow:

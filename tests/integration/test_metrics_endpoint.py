@@ -85,6 +85,44 @@ def test_produce_fetch_and_lag_move_their_metrics(metrics_broker, topic_name):
     assert not matching(gone, "kafka_log_log_size", topic=topic)
 
 
+def test_uncommitted_assigned_partitions_lag_minus_one_and_transaction_metrics(
+        metrics_broker, topic_name):
+    """A subscribed consumer that has committed nothing: each assigned partition shows
+    current_offset and lag -1 (kafka_exporter's signal to alert on); a committed
+    transaction shows in the transaction coordinator's metrics."""
+    b = metrics_broker
+    port = b.metrics_port
+    topic = create_topic(b.bootstrap, topic_name, partitions=2)
+    group = f"{topic}-idle"
+    consumer = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "latest"})
+    try:
+        consumer.subscribe([topic])
+        wait_until(lambda: bool(consumer.poll(0.2) or consumer.assignment()), 30,
+                   what="an assignment")
+        for partition in ("0", "1"):
+            labels = {"consumergroup": group, "topic": topic, "partition": partition}
+            wait_until(lambda labels=labels: value(scrape(port), "kafka_consumergroup_lag",
+                                                   **labels) == -1, 15, what="lag -1")
+            assert value(scrape(port), "kafka_consumergroup_current_offset", **labels) == -1
+    finally:
+        consumer.close()
+
+    producer = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": f"{topic}-tx"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"in a transaction", partition=0)
+    producer.commit_transaction(30)
+    # EndTxn is answered once PrepareCommit is written; the markers follow
+    wait_until(lambda: value(scrape(port), "strom_transaction_coordinator_transactions",
+                             state="COMPLETE_COMMIT") == 1, 15, what="the commit completed")
+    out = scrape(port)
+    assert value(out, "kafka_server_transaction_coordinator_metrics_partition_load_time_max") \
+        is not None
+    assert value(out, "kafka_coordinator_transaction_transactionmarkerchannelmanager_"
+                      "unknowndestinationqueuesize") == 0
+
+
 def test_bad_http_input_leaves_the_kafka_listener_working(metrics_broker, topic_name):
     b = metrics_broker
     port = b.metrics_port

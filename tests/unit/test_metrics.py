@@ -328,3 +328,16 @@ def test_end_offsets_of_a_silent_leader_are_bounded_and_kept(monkeypatch):
     ends, took = asyncio.run(main())
     assert ends == {("t", 0): 42}  # kept; partitions no longer wanted are forgotten
     assert took < 5
+
+
+def test_consumer_protocol_assignment_decodes_and_garbage_gives_nothing():
+    import struct
+
+    from strom.metrics.snapshot import _decode_assignment
+    data = struct.pack(">hi", 1, 1) + struct.pack(">h", 3) + b"abc" + struct.pack(">iii", 2, 0, 4)
+    data += struct.pack(">i", -1)  # user data: null
+    assert _decode_assignment(data) == [("abc", 0), ("abc", 4)]
+    assert _decode_assignment(data[:9]) == []
+    assert _decode_assignment(b"") == []
+    assert _decode_assignment(struct.pack(">hi", 0, 1) + struct.pack(">h", 2) + b"\xff\xfe"
+                              + struct.pack(">i", 0)) == []
