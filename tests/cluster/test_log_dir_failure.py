@@ -15,6 +15,7 @@ import pytest
 from strom.testing.chaos import check
 from strom.testing.cluster import BackgroundProducer, read_partitions, wait_until
 from strom.testing.nemesis import SmallDisk
+from tests.cluster.test_log_dirs_tool import log_dirs
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -64,6 +65,8 @@ def test_failed_log_dir_moves_its_leaderships(make_cluster, small_disk, topic_na
         cluster.wait_for_isr(on_small, 0, {2, 3}, timeout=60)
         producer.wait_for_acks(300, timeout=60)  # acks=all goes on with the new leader
     assert cluster.brokers[1].is_alive()
+    # broker 1 does not follow its offline replica, so it never rejoins the ISR
+    assert set(cluster.isr_of(on_small, 0)) == {2, 3}
     assert "Reported the failed log dir" in cluster.brokers[1].log_text()
 
     # the healthy dir is served as before: broker 1 still leads it, with the full ISR
@@ -72,6 +75,14 @@ def test_failed_log_dir_moves_its_leaderships(make_cluster, small_disk, topic_na
     offset = produce_one(cluster.bootstrap, on_healthy, b"healthy")
     records = read_partitions(cluster.bootstrap, on_healthy, {0: offset + 1})[0]
     assert [v for _, _, v in records] == [b"healthy"]
+
+    # DescribeLogDirs (`strom log-dirs`): the failed dir answers KAFKA_STORAGE_ERROR
+    _, answer = log_dirs(cluster.brokers[1].bootstrap, "--broker-list", "1")
+    by_dir = {d["logDir"]: d for d in answer["brokers"][0]["logDirs"]}
+    assert by_dir[str(small)]["error"] == \
+        "org.apache.kafka.common.errors.KafkaStorageException"
+    assert by_dir[str(healthy)]["error"] is None
+    assert f"{on_healthy}-0" in {p["partition"] for p in by_dir[str(healthy)]["partitions"]}
 
     small_disk.free()
     cluster.restart(1)
