@@ -490,13 +490,13 @@ class Broker:
         data = model.encode_log_dir_event(self.broker_id, partitions)
         for attempt in range(10):
             try:
-                await self.store.create(path, data)
+                if await self.store.exists(path):  # only this broker writes it
+                    await self.store.set(path, data)
+                else:
+                    await self.store.create(path, data)
                 log.warning("Reported the failed log dir %s to the controller", d)
                 return
-            except NodeExistsError:
-                await self.store.set(path, data)
-                return
-            except StoreError as e:  # the local store's file may sit in the failed dir
+            except (StoreError, OSError) as e:  # the local store's file may be in that dir
                 log.error("Reporting the failed log dir %s failed: %s", d, e)
                 await asyncio.sleep(min(1.0 * (attempt + 1), 5.0))
 
