@@ -14,6 +14,9 @@ The active controller watches `/brokers/ids`. When brokers come or go it re-elec
   last in-sync replica can lead again when it returns), unless the topic's
   unclean.leader.election.enable allows an out-of-sync live replica to lead (logged as a
   possible loss of acknowledged records).
+A broker whose log dir failed (KIP-112) writes an event under `/log_dir_event_notification`
+naming that dir's partitions; the controller watches it too and re-elects the same way, with
+that broker's replicas of those partitions counted as dead (`_offline_replicas`).
 Leaders change the ISR themselves (see replication/replica_manager.py).
 
 Topic administration (create, delete, partitions, configs) is plain znode writes that
