@@ -59,6 +59,8 @@ async def handle(ctx: RequestContext, request):
     results = []
     for d, topics in by_dir.items():
         try:
+            if d in logs.offline_dirs:  # KIP-112: failed, until the broker restarts
+                raise OSError("the log dir is offline")
             st = os.statvfs(d)
         except OSError as e:
             log.warning("Unable to describe log dir %s: %s", d, e)

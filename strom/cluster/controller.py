@@ -14,6 +14,9 @@ The active controller watches `/brokers/ids`. When brokers come or go it re-elec
   last in-sync replica can lead again when it returns), unless the topic's
   unclean.leader.election.enable allows an out-of-sync live replica to lead (logged as a
   possible loss of acknowledged records).
+A broker whose log dir failed (KIP-112) writes an event under `/log_dir_event_notification`
+naming that dir's partitions; the controller watches it too and re-elects the same way, with
+that broker's replicas of those partitions counted as dead (`_offline_replicas`).
 Leaders change the ISR themselves (see replication/replica_manager.py).
 
 Topic administration (create, delete, partitions, configs) is plain znode writes that
@@ -274,6 +277,12 @@ class Controller:
             self._watching = True
             self.store.watch_children(model.BROKER_IDS,
                                       lambda _: self._spawn(self.on_brokers_changed))
+            try:  # KIP-112: a broker reports a failed log dir here
+                await self.store.create(model.LOG_DIR_EVENT_NOTIFICATION)
+            except NodeExistsError:
+                pass
+            self.store.watch_children(model.LOG_DIR_EVENT_NOTIFICATION,
+                                      lambda _: self._spawn(self.on_brokers_changed))
         await self.on_brokers_changed()
         return True
 
@@ -330,22 +339,70 @@ class Controller:
             log.info("Controller %d: live brokers %s%s%s", self.broker_id, sorted(live),
                      f" (restarted: {sorted(bounced)})" if bounced else "",
                      f" (dead, still registered: {dead})" if dead else "")
+            offline = await self._offline_replicas(registrations)
             names = await self.store.get_children(model.TOPICS)
             if bounced:
                 for name in names:
-                    await self._reelect_topic(name, live - bounced)
+                    await self._reelect_topic(name, live - bounced, offline)
             for name in names:
-                await self._reelect_topic(name, live)
+                await self._reelect_topic(name, live, offline)
 
-    async def _reelect_topic(self, name: str, live: set[int]) -> None:
+    async def _offline_replicas(self, registrations: dict[int, bytes]
+                                ) -> dict[tuple[str, int], set[int]]:
+        """KIP-112: partition -> the registered brokers whose replica of it sits in a failed
+        log dir, from the brokers' log dir events (each broker deletes its own when it
+        starts again, before it registers, so the events of a running broker are current).
+        Kafka's onBrokerLogDirFailure deletes the events and keeps the replicas in memory;
+        here they stay until the broker restarts, so a new controller reads them too."""
+        out: dict[tuple[str, int], set[int]] = {}
+        for child in await self.store.get_children(model.LOG_DIR_EVENT_NOTIFICATION):
+            node = await self.store.get(f"{model.LOG_DIR_EVENT_NOTIFICATION}/{child}")
+            if node is None:
+                continue
+            try:
+                broker, partitions = model.decode_log_dir_event(node[0])
+            except (ValueError, KeyError, TypeError):
+                log.warning("Ignoring the malformed log dir event %s", child)
+                continue
+            if broker not in registrations:
+                continue
+            for tp in partitions:
+                out.setdefault(tp, set()).add(broker)
+        if out:
+            log.info("Controller %d: replicas in failed log dirs: %s", self.broker_id,
+                     {f"{t}-{p}": sorted(b) for (t, p), b in sorted(out.items())})
+        return out
+
+    async def _reelect_topic(self, name: str, live: set[int],
+                             offline: dict[tuple[str, int], set[int]] | None = None) -> None:
         node = await self.store.get(model.topic_path(name))
         if node is None:
             return
         assignment = model.TopicAssignment.from_json(name, node[0], node[1])
         unclean = self._unclean_allowed(name)
+        offline = offline or {}
         for p, replicas in sorted(assignment.replicas.items()):
+            gone = offline.get((name, p))
+            if gone:
+                await self.update_state(name, p, lambda st, q=p, r=replicas, g=gone:
+                                        self._elect_without(name, q, st, r, live, g, unclean))
+                continue
             await self.update_state(name, p, lambda st, q=p, r=replicas: self._elect(
                 name, q, st, r, live, unclean), create_missing=(replicas, live))
+
+    def _elect_without(self, name: str, p: int, st: model.PartitionState,
+                       replicas: tuple[int, ...], live: set[int], offline: set[int],
+                       unclean: bool) -> model.PartitionState | None:
+        """As `_elect`, with the `offline` replicas (in a failed log dir) counted as dead:
+        a new leader from the rest of the ISR, and they leave the ISR. But when no other
+        replica can lead, the state stays as it is (the leader answers
+        KAFKA_STORAGE_ERROR) rather than the partition going leaderless (Kafka's
+        OfflinePartition): either way nothing can be written, and a single broker with a
+        failed dir keeps its partitions' states as they were."""
+        new = self._elect(name, p, st, replicas, live - offline, unclean)
+        if new is not None and new.leader == model.NO_LEADER and st.leader in live:
+            return None
+        return new
 
     def _unclean_allowed(self, name: str) -> bool:
         info = self.cache.topic(name)

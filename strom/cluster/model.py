@@ -33,8 +33,29 @@ TOPIC_CONFIGS = "/config/topics"
 BROKER_CONFIGS = "/config/brokers"
 BROKER_DEFAULT = "<default>"  # Kafka's entity name of the cluster-wide broker default
 DELETE_TOPICS = "/admin/delete_topics"
+# KIP-112: a broker whose log dir failed writes an event here for the controller
+LOG_DIR_EVENT_NOTIFICATION = "/log_dir_event_notification"
+LOG_DIR_FAILURE_EVENT = 1
 
 NO_LEADER = -1
+
+
+def log_dir_event_path(broker_id: int, dir_index: int) -> str:
+    """One node per failed dir of a broker (Kafka: a sequential `log_dir_event_<seq>`)."""
+    return f"{LOG_DIR_EVENT_NOTIFICATION}/log_dir_event_{broker_id}_{dir_index}"
+
+
+def encode_log_dir_event(broker_id: int, partitions: list[tuple[str, int]]) -> bytes:
+    """Kafka's `{"version":1,"broker":<id>,"event":1}`, plus the partitions the failed dir
+    held (Kafka's controller learns them from the broker's LeaderAndIsr answers)."""
+    return json.dumps({"version": 1, "broker": broker_id, "event": LOG_DIR_FAILURE_EVENT,
+                       "partitions": [[t, p] for t, p in sorted(partitions)]}).encode()
+
+
+def decode_log_dir_event(data: bytes) -> tuple[int, list[tuple[str, int]]]:
+    """(broker id, the partitions of its failed dir)."""
+    d = json.loads(data)
+    return int(d["broker"]), [(str(t), int(p)) for t, p in d.get("partitions", [])]
 
 
 def broker_path(broker_id: int) -> str:

@@ -99,6 +99,9 @@ class LogManager:
         self.offline_dirs: set[str] = set()
         # called (on the loop) once every log dir is offline: the broker stops
         self.on_all_dirs_offline: Callable[[], None] | None = None
+        # called (on the loop) with a dir that went offline while others are left, and the
+        # partitions it held: the broker stops following them and tells the controller
+        self.on_dir_offline: Callable[[str, list[TopicPartition]], None] | None = None
 
     def prepare_dirs(self) -> str:
         """Create and lock every log dir, and check or write its meta.properties.
@@ -269,8 +272,9 @@ class LogManager:
         goes offline until the broker restarts. Its partitions answer KAFKA_STORAGE_ERROR
         (their data stays as it was on disk: no checkpoint or clean-shutdown marker is
         written there again, so the next start recovers it); new partitions go to the
-        other dirs; once no dir is left, `on_all_dirs_offline` stops the broker (Kafka
-        halts it), so its leaderships move to other replicas."""
+        other dirs; `on_dir_offline` has the controller move their leaderships (Kafka's
+        ReplicaManager.handleLogDirFailure); once no dir is left, `on_all_dirs_offline`
+        stops the broker (Kafka halts it), so its leaderships move to other replicas."""
         if d in self.offline_dirs:
             return
         self.offline_dirs.add(d)
@@ -284,6 +288,8 @@ class LogManager:
                          self.log_dirs)
             if self.on_all_dirs_offline is not None:
                 self.on_all_dirs_offline()
+        elif self.on_dir_offline is not None:
+            self.on_dir_offline(d, held)
 
     def delete(self, topic: str, partition: int) -> None:
         """Delete a partition's log: its directory is renamed on the loop and removed

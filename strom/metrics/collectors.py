@@ -135,8 +135,8 @@ class BrokerCollector(Collector):
             if self.partition_level:
                 yield from self._partitions(s)
         if s.log_dirs is not None:
-            offline = sum(1 for d in s.log_dirs
-                          if not (os.path.isdir(d) and os.access(d, os.W_OK)))
+            offline = sum(1 for d in s.log_dirs if d in s.offline_dirs
+                          or not (os.path.isdir(d) and os.access(d, os.W_OK)))
             yield GaugeMetricFamily("kafka_log_logmanager_offlinelogdirectorycount",
                                     "Log dirs this broker cannot use", value=offline)
         if s.controller_active is not None:
@@ -211,7 +211,8 @@ class BrokerCollector(Collector):
                                 "Led partitions with exactly min.insync.replicas in the ISR",
                                 value=at_min)
         yield GaugeMetricFamily(rm + "offlinereplicacount",
-                                "Replicas on an offline log dir", value=0)
+                                "Replicas on an offline log dir",
+                                value=s.offline_replicas)
         yield CounterMetricFamily(rm + "isrshrinks", "ISR shrinks of led partitions",
                                   value=s.isr_shrinks)
         yield CounterMetricFamily(rm + "isrexpands", "ISR expansions of led partitions",

@@ -73,6 +73,8 @@ class Snapshot:
     isr_expands: int = 0
     partitions: list[PartitionRow] | None = None
     log_dirs: list[str] | None = None
+    offline_dirs: list[str] = field(default_factory=list)  # failed (KIP-112)
+    offline_replicas: int = 0  # logs in a failed dir
     controller_active: bool | None = None
     unclean_elections: int = 0
     brokers: list[tuple[int, str]] = field(default_factory=list)  # (id, host:port)
@@ -105,6 +107,8 @@ def take(broker: Any, remote_ends: dict[tuple[str, int], int] | None = None) -> 
     logs = getattr(broker, "logs", None)
     if logs is not None:
         s.log_dirs = list(logs.log_dirs)
+        s.offline_dirs = list(logs.offline_dirs)
+        s.offline_replicas = sum(1 for plog in logs.logs.values() if plog.offline)
     controller = getattr(broker, "controller", None)
     cache = getattr(broker, "cache", None)
     if controller is not None:

@@ -205,10 +205,19 @@ class ReplicaManager:
                             f"Leadership of {name}-{p} moved to {st.leader}"))
                         _fail(self._delete_waiters, tp, NotLeaderOrFollower(
                             f"Leadership of {name}-{p} moved to {st.leader}"))
-                    if self.fetchers is not None and (
+                    if self.fetchers is not None and partition.log.offline:
+                        self.fetchers.stop_following(tp)  # its log dir failed (KIP-112)
+                    elif self.fetchers is not None and (
                             changed or not self.fetchers.is_following(tp)):
                         self.fetchers.follow(partition)
                 self._wake(tp)
+
+    def stop_fetching(self, tps: list[TopicPartition]) -> None:
+        """KIP-112: these partitions' log dir failed; as Kafka's handleLogDirFailure, stop
+        following them (an append there can only fail) until the broker restarts."""
+        if self.fetchers is not None:
+            for tp in tps:
+                self.fetchers.stop_following(tp)
 
     def _stop_replica(self, tp: TopicPartition) -> None:
         self.partitions.pop(tp)

@@ -108,6 +108,7 @@ class Broker:
                                PageCacheWindow(config.get("log.page.cache.window.bytes")))
         self.logs.check_dirs()  # each one a usable directory, before the store opens one
         self.logs.on_all_dirs_offline = self._all_log_dirs_offline
+        self.logs.on_dir_offline = self._log_dir_offline
         zk_connect = config.get("zookeeper.connect")
         if zk_connect:
             self.store = ZkMetadataStore(zk_connect,
@@ -139,6 +140,7 @@ class Broker:
         self.dynamic_configs = DynamicBrokerConfigs(self.broker_id, self.store, config)
         await self.dynamic_configs.start()
         self.cache = MetadataCache(self.store)
+        await self._clear_log_dir_events()  # before registering: see Controller
         await self._register()
         self.store.on_session(self._on_session_event)
         self.controller = Controller(self.broker_id, self.store, self.cache, config)
@@ -471,6 +473,49 @@ class Broker:
         if self.failure is None:
             self.failure = "all log dirs have failed"
             asyncio.get_running_loop().call_later(0.5, self.stopping.set)
+
+    def _log_dir_offline(self, d: str, partitions: list[tuple[str, int]]) -> None:
+        """A log dir failed and others are left (KIP-112): stop following its partitions
+        and report it to the controller, which moves their leaderships to other in-sync
+        replicas and takes this broker out of their ISRs."""
+        replicas = getattr(self, "replicas", None)
+        if replicas is not None:
+            replicas.stop_fetching(partitions)
+        spawn(self._report_log_dir_failure(d, partitions), "log-dir-event", self.tasks)
+
+    async def _report_log_dir_failure(self, d: str, partitions: list[tuple[str, int]]
+                                      ) -> None:
+        assert self.store is not None
+        path = model.log_dir_event_path(self.broker_id, self.config.log_dirs.index(d))
+        data = model.encode_log_dir_event(self.broker_id, partitions)
+        for attempt in range(10):
+            try:
+                if await self.store.exists(path):  # only this broker writes it
+                    await self.store.set(path, data)
+                else:
+                    await self.store.create(path, data)
+                log.warning("Reported the failed log dir %s to the controller", d)
+                return
+            except (StoreError, OSError) as e:  # the local store's file may be in that dir
+                log.error("Reporting the failed log dir %s failed: %s", d, e)
+                await asyncio.sleep(min(1.0 * (attempt + 1), 5.0))
+
+    async def _clear_log_dir_events(self) -> None:
+        """Every log dir is back at a start: delete the failures this broker reported."""
+        assert self.store is not None
+        parent = model.LOG_DIR_EVENT_NOTIFICATION
+        for child in await self.store.get_children(parent):
+            node = await self.store.get(f"{parent}/{child}")
+            try:
+                mine = node is not None and \
+                    model.decode_log_dir_event(node[0])[0] == self.broker_id
+            except (ValueError, KeyError, TypeError):
+                mine = False
+            if mine:
+                try:
+                    await self.store.delete(f"{parent}/{child}")
+                except NoNodeError:
+                    pass
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()

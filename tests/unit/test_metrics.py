@@ -341,3 +341,16 @@ def test_consumer_protocol_assignment_decodes_and_garbage_gives_nothing():
     assert _decode_assignment(b"") == []
     assert _decode_assignment(struct.pack(">hi", 0, 1) + struct.pack(">h", 2) + b"\xff\xfe"
                               + struct.pack(">i", 0)) == []
+
+
+def test_offline_log_dir_and_its_replicas_are_counted(tmp_path):
+    """KIP-112: a dir that failed while running counts as offline, and so do its logs."""
+    b = _fake_broker()
+    good, failed = str(tmp_path / "good"), str(tmp_path / "failed")
+    (tmp_path / "good").mkdir()
+    (tmp_path / "failed").mkdir()
+    b.logs = SimpleNamespace(log_dirs=[good, failed], offline_dirs={failed}, logs={
+        ("t", 0): SimpleNamespace(offline=True), ("t", 1): SimpleNamespace(offline=False)})
+    out = _exposed(BrokerCollector(_on(b)))
+    assert out[("kafka_log_logmanager_offlinelogdirectorycount", ())] == 1
+    assert out[("kafka_server_replicamanager_offlinereplicacount", ())] == 1
