@@ -31,7 +31,7 @@ async def _verify(ctx: RequestContext, request) -> int:
         return ErrorCode.none
     partition = ctx.broker.groups.partition_for(request.group_id)
     return await verifier(request.transactional_id, request.producer_id,
-                          request.producer_epoch, OFFSETS_TOPIC, partition)
+                          request.producer_epoch, OFFSETS_TOPIC, partition, False)
 
 
 @register(API_KEY, "txn_offset_commit", 0, 5)
