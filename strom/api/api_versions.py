@@ -7,9 +7,8 @@ the client can retry at a version it shares with us.
 Version notes: v3+ carries client software name/version (logged at debug) and answers the
 broker's features (tagged fields): `transaction.version`, supported 0-2 and finalized at
 level 2 as a Kafka 4.0 cluster formatted with its defaults, so Transactions V2 clients
-(KIP-890 part 2) use EndTxn v5 and Produce v12. librdkafka clients are answered without
-them: librdkafka 2.0.2 (kcat) cannot skip tagged fields there, and no librdkafka speaks
-Transactions V2.
+(KIP-890 part 2) use EndTxn v5 and Produce v12 (librdkafka 2.0.2 in kcat and 2.16,
+kafka-python and aiokafka read past them).
 """
 
 from __future__ import annotations
@@ -29,13 +28,13 @@ TRANSACTION_VERSION_FINALIZED = 2
 FINALIZED_FEATURES_EPOCH = 1  # the levels never change while a broker runs
 
 
-def build_response(version: int, error: ErrorCode = ErrorCode.none, features: bool = False):
+def build_response(version: int, error: ErrorCode = ErrorCode.none):
     mod = response_module(API_KEY, version)
     keys = tuple(make(mod.ApiVersion, api_key=s.api_key, min_version=s.min_version,
                       max_version=s.max_version)
                  for s in sorted(HANDLERS.values(), key=lambda s: s.api_key))
     extra = {}
-    if features and version >= 3:
+    if version >= 3:
         low, high = TRANSACTION_VERSION_SUPPORTED
         extra = {
             "supported_features": (make(mod.SupportedFeatureKey, name=TRANSACTION_VERSION,
@@ -50,5 +49,4 @@ def build_response(version: int, error: ErrorCode = ErrorCode.none, features: bo
 
 @register(API_KEY, "api_versions", 0, 4)
 async def handle(ctx: RequestContext, request):
-    name = getattr(request, "client_software_name", None) or ""
-    return build_response(ctx.version, features=not name.startswith("librdkafka"))
+    return build_response(ctx.version)

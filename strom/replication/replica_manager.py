@@ -129,6 +129,9 @@ class ReplicaManager:
         self._isr_writes: set[asyncio.Task] = set()
         # set by the transaction coordinator (see the module docstring); None: no check
         self.txn_verifier: TxnVerifier | None = None
+        # transaction.partition.verification.enable: verify (KIP-890 part 1); adding a
+        # partition for Produce v12 (Transactions V2) happens either way
+        self.txn_verification = True
         self._txn_marker_listeners: list[TxnMarkerListener] = []
         # Kafka's BrokerTopicMetrics and ReplicaManager meters, read by strom.metrics
         self.stats = BrokerTopicStats()
@@ -302,7 +305,7 @@ class ReplicaManager:
                 raise TransactionalIdAuthorizationFailed(
                     "A transactional batch needs the request's transactional id")
             verifier = self.txn_verifier
-            if verifier is not None and \
+            if verifier is not None and (add_to_txn or self.txn_verification) and \
                     not p.log.producer_state.has_ongoing_txn(header.producer_id):
                 code = await verifier(transactional_id, header.producer_id,
                                       header.producer_epoch, topic, partition, add_to_txn)

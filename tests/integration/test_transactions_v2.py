@@ -4,7 +4,7 @@ librdkafka 2.16, kafka-python 3.0 and aiokafka 0.14 stop at V1): ApiVersions adv
 leader adds them), EndTxn v5 commit and abort each answering the bumped epoch, a retried
 EndTxn v5 with the previous epoch, the old epoch fenced (EndTxn and Produce), the partition
 producer state at the markers' epoch, and confluent-kafka read_committed consumers seeing
-exactly the committed records. Requests are kio entities on strom's BrokerConnection;
+exactly the committed records; TxnOffsetCommit v5 with no AddOffsetsToTxn. Requests are kio entities on strom's BrokerConnection;
 batches come from `strom.testing.wire` (struct-encoded)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import datetime
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from strom.protocol.client import BrokerConnection
 from strom.protocol.errors import ErrorCode
@@ -23,6 +24,7 @@ from strom.testing.wire import Record, encode_record_batch
 
 pytestmark = pytest.mark.timeout(90)
 TXN_ID = "v2-txn"
+GROUP = "v2-group"
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +138,20 @@ def test_transactions_v2_end_to_end(module_broker, topic_name):
             assert r.error_code == ErrorCode.invalid_txn_state
             p.bumped(pid, e0 + 2)
 
-            # 3: commit again
+            # 3: commit again, with a group's offsets (TxnOffsetCommit v5, no AddOffsetsToTxn)
             assert await p.send(1, [b"c3-a"]) == ErrorCode.none
             assert await p.send(0, [b"c3-b"]) == ErrorCode.none
+            g = await conn.request(req(10, 4, key_type=0, coordinator_keys=(GROUP,)))
+            assert g.coordinators[0].error_code == ErrorCode.none
+            mod = request_module(28, 5)
+            r = await conn.request(req(
+                28, 5, transactional_id=TXN_ID, group_id=GROUP, producer_id=pid,
+                producer_epoch=e0 + 2, generation_id=-1, member_id="", group_instance_id=None,
+                topics=(make(mod.TxnOffsetCommitRequestTopic, name=topic_name, partitions=(
+                    make(mod.TxnOffsetCommitRequestPartition, partition_index=0,
+                         committed_offset=42, committed_leader_epoch=-1,
+                         committed_metadata=None),)),)))
+            assert r.topics[0].partitions[0].error_code == ErrorCode.none
             r = await conn.request(end_txn(pid, e0 + 2, True))
             assert (r.error_code, r.producer_epoch) == (0, e0 + 3)
 
@@ -155,3 +168,9 @@ def test_transactions_v2_end_to_end(module_broker, topic_name):
     assert sorted(committed) == sorted([b"c1-a", b"c1-b", b"c1-c", b"c1-d", b"c3-a", b"c3-b"])
     everything = read_to_end(module_broker.bootstrap, topic_name, 2, False, timeout=20)
     assert sorted(everything) == sorted(committed + [b"a2-a", b"a2-b"])
+    consumer = Consumer({"bootstrap.servers": module_broker.bootstrap, "group.id": GROUP})
+    try:
+        [tp] = consumer.committed([TopicPartition(topic_name, 0)], timeout=20)
+        assert tp.offset == 42
+    finally:
+        consumer.close()
