@@ -197,7 +197,8 @@ class TransactionCoordinator:
             state.txns[txn_id] = TransactionMetadata(
                 txn_id, v.producer_id, v.producer_epoch, v.timeout_ms, TxnState(v.status),
                 partitions=set(v.partitions), start_ms=v.start_ms,
-                last_update_ms=v.last_update_ms)
+                last_update_ms=v.last_update_ms, last_producer_id=v.previous_producer_id,
+                next_producer_id=v.next_producer_id, txn_version=v.txn_version)
         state.loading = False
         log.info("Loaded %d transactional ids from %s-%d (coordinator epoch %d)",
                  len(state.txns), TRANSACTION_STATE_TOPIC, p, state.coordinator_epoch)
@@ -222,7 +223,8 @@ class TransactionCoordinator:
         """Write `t` (prepared on `txn`) and apply it; on failure drop it and raise."""
         value = None if t.state == TxnState.DEAD else txlog.txn_value(txlog.TxnLogValue(
             t.producer_id, t.producer_epoch, t.timeout_ms, int(t.state),
-            tuple(sorted(t.partitions)), t.update_ms, t.start_ms))
+            tuple(sorted(t.partitions)), t.update_ms, t.start_ms, t.last_producer_id,
+            t.next_producer_id, t.txn_version))
         batch = build_batch([NewRecord(key=txlog.txn_key(txn.transactional_id), value=value,
                                        timestamp=self.clock.now_ms())])
         try:

@@ -143,3 +143,25 @@ def test_timeout_abort_of_a_v2_transaction_fences_its_epoch(tmp_path):
         assert await code_of(c.end_txn("tx", pid, e0, False, v2=True)) == \
             ErrorCode.producer_fenced
     run(main())
+
+
+def test_v2_state_survives_a_coordinator_move(tmp_path):
+    async def main():
+        h, c, pid, _ = await started(tmp_path)
+        c.describe("tx").producer_epoch = MAX_EPOCH - 1
+        assert await c.verify_for_produce("tx", pid, MAX_EPOCH - 1, "t", 0, True) == 0
+        h.markers.hold = True
+        new_pid, epoch = await c.end_txn("tx", pid, MAX_EPOCH - 1, True, v2=True)
+        assert epoch == 0
+        await settle()
+        # a new coordinator replays PrepareCommit (written as a v1 value) and completes it
+        h.markers.hold = False
+        h.markers.release()
+        again = await h.load(h.new_coordinator(leader_epoch=1))
+        await settle()
+        txn = again.describe("tx")
+        assert (txn.producer_id, txn.producer_epoch, txn.state, txn.txn_version) == \
+            (new_pid, 0, TxnState.COMPLETE_COMMIT, 2)
+        # the retry from the old producer id is still recognised
+        assert await again.end_txn("tx", pid, MAX_EPOCH - 1, True, v2=True) == (new_pid, 0)
+    run(main())
