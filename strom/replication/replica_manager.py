@@ -306,7 +306,8 @@ class ReplicaManager:
                     "A transactional batch needs the request's transactional id")
             verifier = self.txn_verifier
             if verifier is not None and (add_to_txn or self.txn_verification) and \
-                    not p.log.producer_state.has_ongoing_txn(header.producer_id):
+                    not p.log.producer_state.has_ongoing_txn(
+                        header.producer_id, header.producer_epoch if add_to_txn else None):
                 code = await verifier(transactional_id, header.producer_id,
                                       header.producer_epoch, topic, partition, add_to_txn)
                 if code:

@@ -4,23 +4,28 @@ librdkafka 2.16, kafka-python 3.0 and aiokafka 0.14 stop at V1): ApiVersions adv
 leader adds them), EndTxn v5 commit and abort each answering the bumped epoch, a retried
 EndTxn v5 with the previous epoch, the old epoch fenced (EndTxn and Produce), the partition
 producer state at the markers' epoch, and confluent-kafka read_committed consumers seeing
-exactly the committed records; TxnOffsetCommit v5 with no AddOffsetsToTxn. Requests are kio entities on strom's BrokerConnection;
-batches come from `strom.testing.wire` (struct-encoded)."""
+exactly the committed records; TxnOffsetCommit v5 with no AddOffsetsToTxn
+(strom.testing.txn_v2)."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from strom.protocol.client import BrokerConnection
 from strom.protocol.errors import ErrorCode
-from strom.protocol.messages import make, request_module, request_schema
+from strom.protocol.messages import make, request_module
 from strom.testing.kafka import create_topic
 from strom.testing.txn_clients import read_to_end
-from strom.testing.wire import Record, encode_record_batch
+from strom.testing.txn_v2 import (
+    V2Producer,
+    end_retrying,
+    end_txn_v5,
+    init_producer_id,
+    req,
+)
 
 pytestmark = pytest.mark.timeout(90)
 TXN_ID = "v2-txn"
@@ -32,53 +37,8 @@ def broker_overrides():
     return {"transaction.state.log.num.partitions": 1, "offsets.topic.num.partitions": 1}
 
 
-def req(key: int, version: int, **fields):
-    return make(request_schema(key, version), **fields)
-
-
 def end_txn(pid: int, epoch: int, commit: bool):
-    return req(26, 5, transactional_id=TXN_ID, producer_id=pid, producer_epoch=epoch,
-               committed=commit)
-
-
-async def end_retrying(conn: BrokerConnection, pid: int, epoch: int, commit: bool):
-    """EndTxn v5 again while the previous one completes (CONCURRENT_TRANSACTIONS), as a
-    client retries."""
-    for _ in range(100):
-        r = await conn.request(end_txn(pid, epoch, commit))
-        if r.error_code != ErrorCode.concurrent_transactions:
-            return r
-        await asyncio.sleep(0.1)
-    raise AssertionError("EndTxn stayed CONCURRENT_TRANSACTIONS")
-
-
-class V2Producer:
-    """Transactional batches with Produce v12, each partition's sequence from 0 per epoch
-    (as a V2 client restarts them after each epoch bump)."""
-
-    def __init__(self, conn: BrokerConnection, topic: str, pid: int, epoch: int) -> None:
-        self.conn, self.topic, self.pid, self.epoch = conn, topic, pid, epoch
-        self.sequences: dict[int, int] = {}
-
-    async def send(self, partition: int, values: list[bytes], epoch: int | None = None
-                   ) -> int:
-        epoch = self.epoch if epoch is None else epoch
-        seq = self.sequences.get(partition, 0)
-        batch = encode_record_batch([Record(v, b"k") for v in values], producer_id=self.pid,
-                                    producer_epoch=epoch, base_sequence=seq,
-                                    transactional=True)
-        mod = request_module(0, 12)
-        r = await self.conn.request(req(
-            0, 12, transactional_id=TXN_ID, acks=-1, timeout=datetime.timedelta(seconds=10),
-            topic_data=(make(mod.TopicProduceData, name=self.topic, partition_data=(
-                make(mod.PartitionProduceData, index=partition, records=batch),)),)))
-        code = r.responses[0].partition_responses[0].error_code
-        if code == ErrorCode.none:
-            self.sequences[partition] = seq + len(values)
-        return code
-
-    def bumped(self, pid: int, epoch: int) -> None:
-        self.pid, self.epoch, self.sequences = pid, epoch, {}
+    return end_txn_v5(TXN_ID, pid, epoch, commit)
 
 
 async def producer_epochs(conn: BrokerConnection, topic: str) -> dict[int, int]:
@@ -107,12 +67,8 @@ def test_transactions_v2_end_to_end(module_broker, topic_name):
 
             found = await conn.request(req(10, 4, key_type=1, coordinator_keys=(TXN_ID,)))
             assert found.coordinators[0].error_code == ErrorCode.none
-            r = await conn.request(req(22, 5, transactional_id=TXN_ID,
-                                       transaction_timeout=datetime.timedelta(seconds=30),
-                                       producer_id=-1, producer_epoch=-1))
-            assert r.error_code == ErrorCode.none
-            pid, e0 = r.producer_id, r.producer_epoch
-            p = V2Producer(conn, topic_name, pid, e0)
+            pid, e0 = await init_producer_id(conn, TXN_ID)
+            p = V2Producer({0: conn, 1: conn}, TXN_ID, topic_name, pid, e0)
 
             # 1: commit, two partitions, no AddPartitionsToTxn
             assert await p.send(0, [b"c1-a", b"c1-b"]) == ErrorCode.none
@@ -121,7 +77,7 @@ def test_transactions_v2_end_to_end(module_broker, topic_name):
             r = await conn.request(end_txn(pid, e0, True))
             assert (r.error_code, r.producer_id, r.producer_epoch) == (0, pid, e0 + 1)
             # the retry of that EndTxn (previous epoch) succeeds with the same answer
-            r = await end_retrying(conn, pid, e0, True)
+            r = await end_retrying(conn, TXN_ID, pid, e0, True)
             assert (r.error_code, r.producer_id, r.producer_epoch) == (0, pid, e0 + 1)
             p.bumped(pid, e0 + 1)
 
@@ -131,10 +87,10 @@ def test_transactions_v2_end_to_end(module_broker, topic_name):
             assert await p.send(0, [b"zombie"], epoch=e0) == ErrorCode.invalid_producer_epoch
             r = await conn.request(end_txn(pid, e0 + 1, False))
             assert (r.error_code, r.producer_id, r.producer_epoch) == (0, pid, e0 + 2)
-            r = await end_retrying(conn, pid, e0, False)
+            r = await end_retrying(conn, TXN_ID, pid, e0, False)
             assert r.error_code == ErrorCode.producer_fenced
             # a commit "retry" of the abort is not one
-            r = await end_retrying(conn, pid, e0 + 1, True)
+            r = await end_retrying(conn, TXN_ID, pid, e0 + 1, True)
             assert r.error_code == ErrorCode.invalid_txn_state
             p.bumped(pid, e0 + 2)
 
