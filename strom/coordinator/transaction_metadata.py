@@ -175,7 +175,8 @@ class TransactionMetadata:
         completion moves to `next_producer_id`."""
         state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
         return self._prepare(replace(
-            self._current(), state=state, producer_epoch=self.producer_epoch + 1,
+            self._current(), state=state,
+            producer_epoch=min(self.producer_epoch + 1, MAX_EPOCH),
             last_producer_epoch=self.producer_epoch, next_producer_id=next_producer_id,
             txn_version=2, update_ms=now_ms))
 
