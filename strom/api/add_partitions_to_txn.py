@@ -12,7 +12,8 @@ v4+ needs CLUSTER_ACTION (CLUSTER_AUTHORIZATION_FAILED).
 Version notes: v0-3 are the clients' (one transaction); v4+ the brokers' batched form
 (KIP-890): several transactions, each possibly verify_only, which only answers whether
 each partition is already in the transaction (INVALID_TXN_STATE when not); PRODUCER_FENCED
-from v2, INVALID_PRODUCER_EPOCH before.
+from v2, INVALID_PRODUCER_EPOCH before. v5 (not verify_only) is what a Produce v12 leader
+sends to add a partition to a Transactions V2 transaction (KIP-890 part 2).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ async def _one(ctx: RequestContext, txn_id: str, pid: int, epoch: int, topics,
         if unknown:
             return {tp: ErrorCode.unknown_topic_or_partition if tp in unknown else
                     ErrorCode.operation_not_attempted for tp in wanted}
-        await coordinator.add_partitions(txn_id, pid, epoch, set(wanted))
+        # v5 from a Produce v12 leader: the partition joins a Transactions V2 transaction
+        await coordinator.add_partitions(txn_id, pid, epoch, set(wanted),
+                                         2 if ctx.version >= 5 else None)
         return dict.fromkeys(wanted, ErrorCode.none)
     except KafkaError as e:
         return dict.fromkeys(wanted, fenced(e.code, ctx.version, 2))

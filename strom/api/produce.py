@@ -21,7 +21,9 @@ record_errors), INVALID_TIMESTAMP, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCE
 NOT_ENOUGH_REPLICAS, and for acks=-1 NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below
 min.insync.replicas while waiting) and REQUEST_TIMED_OUT (timeout_ms passed);
 INVALID_REQUIRED_ACKS for acks outside -1, 0, 1.
-Version notes: v8+ record_errors and error_message; v10+ current_leader hints.
+Version notes: v8+ record_errors and error_message; v10+ current_leader hints; v12
+(Transactions V2, KIP-890 part 2): the leader adds a transactional batch's partition to the
+transaction itself (through the coordinator) instead of only verifying it.
 With an authorizer: TOPIC_AUTHORIZATION_FAILED for a topic without WRITE. The bytes of
 the batches count against producer_byte_rate (throttle_time_ms, then the channel is muted).
 """
@@ -49,6 +51,7 @@ NO_RESPONSE = object()
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.UTC)
 # Kafka lets only this client id append to internal topics (its admin tools' id)
 ADMIN_CLIENT_ID = "__admin_client"
+TXN_V2_VERSION = 12  # from here the leader adds partitions to transactions implicitly
 
 
 @register(API_KEY, "produce", 3, 12, advertised_min=0)
@@ -83,7 +86,8 @@ async def handle(ctx: RequestContext, request):
                 result = await replicas.append_produced(
                     topic.name, pd.index, pd.records, acks,
                     internal_topics_allowed=ctx.header.client_id == ADMIN_CLIENT_ID,
-                    transactional_id=request.transactional_id)
+                    transactional_id=request.transactional_id,
+                    add_to_txn=ctx.version >= TXN_V2_VERSION)
                 out["base_offset"] = result.base_offset
                 if result.log_append_time >= 0:
                     out["log_append_time"] = _EPOCH + datetime.timedelta(

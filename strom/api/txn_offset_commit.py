@@ -5,7 +5,8 @@ Behaviour: offsets a transactional producer commits for a group
 `__consumer_offsets` as the producer's transactional batch, visible to OffsetFetch only
 once the transaction commits. With partition verification on (KIP-890) the coordinator
 first checks that AddOffsetsToTxn put that partition in the transaction
-(INVALID_TXN_STATE otherwise). Errors as OffsetCommit (UNKNOWN_MEMBER_ID,
+(INVALID_TXN_STATE otherwise); from v5 (Transactions V2, KIP-890 part 2) the partition is
+added to the transaction instead, so no AddOffsetsToTxn is needed. Errors as OffsetCommit (UNKNOWN_MEMBER_ID,
 ILLEGAL_GENERATION, FENCED_INSTANCE_ID for a member's commit; per partition
 OFFSET_METADATA_TOO_LARGE, UNKNOWN_TOPIC_OR_PARTITION), plus INVALID_PRODUCER_EPOCH.
 With an authorizer: WRITE on the transactional id, READ on the group and on each topic
@@ -23,15 +24,18 @@ from strom.coordinator.group_coordinator import OFFSETS_TOPIC
 from strom.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = 28
+TXN_V2_VERSION = 5  # Transactions V2: the group's partition joins the transaction here
 
 
 async def _verify(ctx: RequestContext, request) -> int:
     verifier = ctx.broker.replicas.txn_verifier
-    if verifier is None:
+    add = ctx.version >= TXN_V2_VERSION
+    if verifier is None or not (add or ctx.broker.replicas.txn_verification):
         return ErrorCode.none
     partition = ctx.broker.groups.partition_for(request.group_id)
     return await verifier(request.transactional_id, request.producer_id,
-                          request.producer_epoch, OFFSETS_TOPIC, partition)
+                          request.producer_epoch, OFFSETS_TOPIC, partition,
+                          add)
 
 
 @register(API_KEY, "txn_offset_commit", 0, 5)

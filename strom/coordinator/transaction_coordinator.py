@@ -53,6 +53,7 @@ TRANSACTION_STATE_TOPIC = "__transaction_state"
 TIMER_INTERVAL_S = 0.5
 ADD_PARTITIONS_TO_TXN = 24
 VERIFY_VERSION = 4  # the first batched, broker-to-broker version (KIP-890)
+ADD_VERSION = 5  # a Produce v12 leader adding a partition (Transactions V2)
 
 
 @dataclass(eq=False)
@@ -201,7 +202,8 @@ class TransactionCoordinator:
             state.txns[txn_id] = TransactionMetadata(
                 txn_id, v.producer_id, v.producer_epoch, v.timeout_ms, TxnState(v.status),
                 partitions=set(v.partitions), start_ms=v.start_ms,
-                last_update_ms=v.last_update_ms)
+                last_update_ms=v.last_update_ms, last_producer_id=v.previous_producer_id,
+                next_producer_id=v.next_producer_id, txn_version=v.txn_version)
         state.loading = False
         took_ms = (self.clock.monotonic() - started) * 1000
         self.partitions_loaded += 1
@@ -230,7 +232,8 @@ class TransactionCoordinator:
         """Write `t` (prepared on `txn`) and apply it; on failure drop it and raise."""
         value = None if t.state == TxnState.DEAD else txlog.txn_value(txlog.TxnLogValue(
             t.producer_id, t.producer_epoch, t.timeout_ms, int(t.state),
-            tuple(sorted(t.partitions)), t.update_ms, t.start_ms))
+            tuple(sorted(t.partitions)), t.update_ms, t.start_ms, t.last_producer_id,
+            t.next_producer_id, t.txn_version))
         batch = build_batch([NewRecord(key=txlog.txn_key(txn.transactional_id), value=value,
                                        timestamp=self.clock.now_ms())])
         try:
@@ -309,7 +312,10 @@ class TransactionCoordinator:
         return txn
 
     async def add_partitions(self, transactional_id: str, producer_id: int,
-                             producer_epoch: int, partitions: set[tuple[str, int]]) -> None:
+                             producer_epoch: int, partitions: set[tuple[str, int]],
+                             txn_version: int | None = None) -> None:
+        """AddPartitionsToTxn; `txn_version` 2 when a Produce v12 leader adds a partition
+        for the producer (Transactions V2: the client sends no AddPartitionsToTxn)."""
         p, state = self._owner(transactional_id)
         txn = self._check_producer(state, transactional_id, producer_id, producer_epoch)
         if txn.pending is not None or txn.state in (
@@ -318,7 +324,7 @@ class TransactionCoordinator:
             raise kafka_error(ErrorCode.concurrent_transactions)
         if txn.state == TxnState.ONGOING and partitions <= txn.partitions:
             return
-        t = txn.prepare_add_partitions(partitions, self.clock.now_ms())
+        t = txn.prepare_add_partitions(partitions, self.clock.now_ms(), txn_version)
         await self._write(p, state, txn, t)
 
     def verify_partitions(self, transactional_id: str, producer_id: int,
@@ -334,21 +340,28 @@ class TransactionCoordinator:
                 ErrorCode.invalid_txn_state for tp in partitions}
 
     async def verify_for_produce(self, transactional_id: str, producer_id: int,
-                                 producer_epoch: int, topic: str, partition: int) -> int:
+                                 producer_epoch: int, topic: str, partition: int,
+                                 add: bool = False) -> int:
         """`ReplicaManager.txn_verifier` (KIP-890 part 1): whether a transactional batch
         for a partition the producer has no open transaction on may be appended. Asks the
         transaction's coordinator (this broker, or AddPartitionsToTxn v4 verify_only) and
         answers Produce's code: 0, INVALID_TXN_STATE (not added), INVALID_PRODUCER_EPOCH,
-        INVALID_PRODUCER_ID_MAPPING, or NOT_ENOUGH_REPLICAS (retriable) while the coordinator cannot answer."""
+        INVALID_PRODUCER_ID_MAPPING, or NOT_ENOUGH_REPLICAS (retriable) while the coordinator cannot answer.
+        With `add` (Produce v12, Transactions V2) the partition is added to the
+        transaction instead (AddPartitionsToTxn v5 from this broker when remote)."""
         tp = (topic, partition)
         try:
             node = self.coordinator_of(transactional_id)
-            if node == self.broker_id:
+            if node == self.broker_id and add:
+                await self.add_partitions(transactional_id, producer_id, producer_epoch,
+                                          {tp}, txn_version=2)
+                code = ErrorCode.none
+            elif node == self.broker_id:
                 code = self.verify_partitions(transactional_id, producer_id, producer_epoch,
                                               [tp])[tp]
             else:
                 code = await self._verify_remote(node, transactional_id, producer_id,
-                                                 producer_epoch, tp)
+                                                 producer_epoch, tp, add)
         except KafkaError as e:
             code = e.code
         except BrokerConnectionError as e:
@@ -363,11 +376,12 @@ class TransactionCoordinator:
         return code
 
     async def _verify_remote(self, node: int, transactional_id: str, producer_id: int,
-                             producer_epoch: int, tp: tuple[str, int]) -> int:
-        mod = request_module(ADD_PARTITIONS_TO_TXN, VERIFY_VERSION)
-        request = make(request_schema(ADD_PARTITIONS_TO_TXN, VERIFY_VERSION), transactions=(
+                             producer_epoch: int, tp: tuple[str, int], add: bool) -> int:
+        version = ADD_VERSION if add else VERIFY_VERSION
+        mod = request_module(ADD_PARTITIONS_TO_TXN, version)
+        request = make(request_schema(ADD_PARTITIONS_TO_TXN, version), transactions=(
             make(mod.AddPartitionsToTxnTransaction, transactional_id=transactional_id,
-                 producer_id=producer_id, producer_epoch=producer_epoch, verify_only=True,
+                 producer_id=producer_id, producer_epoch=producer_epoch, verify_only=not add,
                  topics=(make(mod.AddPartitionsToTxnTopic, name=tp[0],
                               partitions=(tp[1],)),)),))
         response = await self.markers.request(node, request)
@@ -382,7 +396,71 @@ class TransactionCoordinator:
 
     # --- EndTxn -----------------------------------------------------------------------
     async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                      commit: bool) -> None:
+                      commit: bool, v2: bool = False) -> tuple[int, int]:
+        """Commit or abort; answers the producer id and epoch the producer goes on with
+        (EndTxn v5's fields; for V1 they are unchanged)."""
+        if v2:
+            return await self._end_txn_v2(transactional_id, producer_id, producer_epoch,
+                                          commit)
+        await self._end_txn_v1(transactional_id, producer_id, producer_epoch, commit)
+        return producer_id, producer_epoch
+
+    async def _end_txn_v2(self, transactional_id: str, producer_id: int,
+                          producer_epoch: int, commit: bool) -> tuple[int, int]:
+        """EndTxn v5 (KIP-890 part 2), as Kafka's endTransaction for Transactions V2: the
+        transaction ends with epoch + 1 (a new producer id once the epoch is exhausted).
+        Since the epoch moves, a retry is told by its epoch being one below the current
+        (or the old producer id at MAX_EPOCH - 1 after a rotation): it succeeds when the
+        last transaction ended the same way. Once completed, only such a retry is valid:
+        the current epoch gets PRODUCER_FENCED there, as in Kafka."""
+        p, state = self._owner(transactional_id)
+        txn = state.txns.get(transactional_id)
+        if txn is None:
+            raise kafka_error(ErrorCode.invalid_producer_id_mapping)
+        v2_txn = txn.txn_version >= 2
+        retry_on_bump = v2_txn and txn.producer_epoch == producer_epoch + 1
+        retry_on_overflow = v2_txn and txn.last_producer_id == producer_id and \
+            producer_epoch == MAX_EPOCH - 1 and txn.producer_epoch == 0
+        s = txn.state
+        if not v2_txn:
+            valid = producer_epoch == txn.producer_epoch
+        elif s in (TxnState.ONGOING, TxnState.EMPTY, TxnState.DEAD):
+            valid = producer_epoch == txn.producer_epoch
+        elif s in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
+            valid = retry_on_bump
+        else:
+            valid = retry_on_bump or retry_on_overflow
+        if txn.producer_id != producer_id and not retry_on_overflow:
+            raise kafka_error(ErrorCode.invalid_producer_id_mapping)
+        if not valid:
+            raise kafka_error(ErrorCode.producer_fenced)
+        if txn.pending is not None:
+            raise kafka_error(ErrorCode.concurrent_transactions)
+        if s == TxnState.ONGOING:
+            next_pid = NO_PRODUCER_ID
+            if txn.producer_epoch >= MAX_EPOCH - 1:
+                next_pid = await self.new_producer_id()
+                if self._owner(transactional_id)[1].txns.get(transactional_id) is not txn \
+                        or txn.pending is not None or txn.state != TxnState.ONGOING:
+                    raise kafka_error(ErrorCode.concurrent_transactions)
+            t = txn.prepare_end_v2(commit, self.clock.now_ms(), next_pid)
+            await self._write(p, state, txn, t)
+            self._spawn_markers(p, state, txn)
+            if txn.next_producer_id != NO_PRODUCER_ID:
+                return txn.next_producer_id, 0
+            return txn.producer_id, txn.producer_epoch
+        if (s == TxnState.COMPLETE_COMMIT and commit) or \
+                (s == TxnState.COMPLETE_ABORT and not commit):
+            return txn.producer_id, txn.producer_epoch  # a retry of an EndTxn that completed
+        if (s == TxnState.PREPARE_COMMIT and commit) or \
+                (s == TxnState.PREPARE_ABORT and not commit):
+            raise kafka_error(ErrorCode.concurrent_transactions)
+        raise kafka_error(ErrorCode.invalid_txn_state,
+                          f"{'Commit' if commit else 'Abort'} of {transactional_id} in "
+                          f"state {s.kafka_name}")
+
+    async def _end_txn_v1(self, transactional_id: str, producer_id: int,
+                          producer_epoch: int, commit: bool) -> None:
         p, state = self._owner(transactional_id)
         txn = self._check_producer(state, transactional_id, producer_id, producer_epoch)
         if txn.pending is not None:

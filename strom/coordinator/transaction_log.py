@@ -12,9 +12,11 @@ Value:
     TransactionLogValue v1  the same fields in flexible encoding (compact strings and
                             arrays: unsigned varint length + 1, tagged fields after each
                             struct; tags 0 previous_producer_id, 1 next_producer_id,
-                            2 client_transaction_version). Read, not written.
+                            2 client_transaction_version). Written for Transactions
+                            V2 transactions (their retries and pending producer-id
+                            rotation must survive a coordinator move), v0 otherwise.
 Strings are int16 length + UTF-8. Status bytes are TxnState's values
-(transaction_metadata.py). This broker writes v0, as Kafka does for Transactions V1.
+(transaction_metadata.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from strom.coordinator.offsets_format import FormatError, _Reader, _s
+from strom.protocol.varint import uvarint
 
 KEY_VERSION = 0
 VALUE_VERSION = 0
@@ -39,6 +42,9 @@ class TxnLogValue:
     partitions: tuple[tuple[str, int], ...]  # sorted (topic, partition)
     last_update_ms: int
     start_ms: int
+    previous_producer_id: int = -1  # v1 tagged fields
+    next_producer_id: int = -1
+    txn_version: int = 0
 
 
 def txn_key(transactional_id: str) -> bytes:
@@ -49,12 +55,37 @@ def txn_value(v: TxnLogValue) -> bytes:
     by_topic: dict[str, list[int]] = {}
     for topic, partition in sorted(v.partitions):
         by_topic.setdefault(topic, []).append(partition)
+    if v.txn_version >= 2:
+        return _txn_value_v1(v, by_topic)
     out = bytearray(struct.pack(">hqhib", VALUE_VERSION, v.producer_id, v.producer_epoch,
                                 v.timeout_ms, v.status))
     out += struct.pack(">i", len(by_topic))
     for topic, parts in by_topic.items():
         out += _s(topic) + struct.pack(f">i{len(parts)}i", len(parts), *parts)
     out += struct.pack(">qq", v.last_update_ms, v.start_ms)
+    return bytes(out)
+
+
+def _compact_string(text: str) -> bytes:
+    raw = text.encode()
+    return uvarint(len(raw) + 1) + raw
+
+
+def _txn_value_v1(v: TxnLogValue, by_topic: dict[str, list[int]]) -> bytes:
+    out = bytearray(struct.pack(">hqhib", 1, v.producer_id, v.producer_epoch, v.timeout_ms,
+                                v.status))
+    out += uvarint(len(by_topic) + 1)
+    for topic, parts in by_topic.items():
+        out += _compact_string(topic) + uvarint(len(parts) + 1)
+        out += struct.pack(f">{len(parts)}i", *parts) + uvarint(0)
+    out += struct.pack(">qq", v.last_update_ms, v.start_ms)
+    tags = [(tag, data) for tag, data, default in (
+        (0, struct.pack(">q", v.previous_producer_id), v.previous_producer_id == -1),
+        (1, struct.pack(">q", v.next_producer_id), v.next_producer_id == -1),
+        (2, struct.pack(">h", v.txn_version), v.txn_version == 0)) if not default]
+    out += uvarint(len(tags))
+    for tag, data in tags:
+        out += uvarint(tag) + uvarint(len(data)) + data
     return bytes(out)
 
 
@@ -91,6 +122,16 @@ class _CompactReader(_Reader):
         self.pos += n
         return raw.decode()
 
+    def top_level_tags(self) -> dict[int, bytes]:
+        tags = {}
+        for _ in range(self.uvarint()):
+            tag, size = self.uvarint(), self.uvarint()
+            tags[tag] = bytes(self.data[self.pos:self.pos + size])
+            self.pos += size
+            if self.pos > len(self.data):
+                raise FormatError("tagged field runs past the end")
+        return tags
+
     def skip_tags(self) -> None:
         for _ in range(self.uvarint()):
             self.uvarint()
@@ -122,8 +163,14 @@ def read_value(data: bytes) -> TxnLogValue:
             topic = c.compact_string()
             partitions += [(topic, c.i32()) for _ in range(max(c.uvarint() - 1, 0))]
             c.skip_tags()
-        value = TxnLogValue(pid, epoch, timeout, status, tuple(sorted(partitions)),
-                            c.i64(), c.i64())
-        c.skip_tags()
-        return value
+        update_ms, start_ms = c.i64(), c.i64()
+        tags = c.top_level_tags()
+        try:
+            prev = struct.unpack(">q", tags[0])[0] if 0 in tags else -1
+            nxt = struct.unpack(">q", tags[1])[0] if 1 in tags else -1
+            version = struct.unpack(">h", tags[2])[0] if 2 in tags else 0
+        except struct.error:
+            raise FormatError("bad tagged field") from None
+        return TxnLogValue(pid, epoch, timeout, status, tuple(sorted(partitions)),
+                           update_ms, start_ms, prev, nxt, version)
     raise FormatError(f"unknown transaction log value version {version}")

@@ -12,6 +12,12 @@ States and the states each may follow (Kafka's TransactionState):
                           timeout fences an open transaction: epoch + 1, then abort)
     Dead               <- Empty, CompleteCommit, CompleteAbort   (the id expired)
 
+Transactions V2 (KIP-890 part 2, `txn_version` 2: EndTxn v5, or a partition added by a
+Produce v12 leader) bump the epoch at the end of every transaction: PrepareCommit/
+PrepareAbort carry epoch + 1 (the markers are written with it), or, when the epoch is
+exhausted, keep it at MAX_EPOCH and name `next_producer_id`, which the completion moves to
+(epoch 0), as Kafka's prepareAbortOrCommit and prepareComplete.
+
 A change is two steps, as in Kafka: `prepare_*` checks the move, sets `pending` and returns
 the target (`TxnTransition`); the target is written to `__transaction_state`; then
 `complete(target)` applies it, or `abort_pending()` drops it when the write failed. While
@@ -83,6 +89,8 @@ class TxnTransition:
     partitions: frozenset[tuple[str, int]]
     start_ms: int
     update_ms: int
+    next_producer_id: int = NO_PRODUCER_ID
+    txn_version: int = 0  # Kafka's clientTransactionVersion: 2 for Transactions V2
 
 
 @dataclass(slots=True)
@@ -98,12 +106,15 @@ class TransactionMetadata:
     start_ms: int = -1
     last_update_ms: int = -1
     pending: TxnState | None = None
+    next_producer_id: int = NO_PRODUCER_ID
+    txn_version: int = 0
 
     # --- the steps of a change -------------------------------------------------------
     def _current(self) -> TxnTransition:
         return TxnTransition(self.producer_id, self.last_producer_id, self.producer_epoch,
                              self.last_producer_epoch, self.timeout_ms, self.state,
-                             frozenset(self.partitions), self.start_ms, self.last_update_ms)
+                             frozenset(self.partitions), self.start_ms, self.last_update_ms,
+                             self.next_producer_id, self.txn_version)
 
     def _prepare(self, target: TxnTransition) -> TxnTransition:
         if self.pending is not None:
@@ -126,6 +137,7 @@ class TransactionMetadata:
         self.timeout_ms, self.state = t.timeout_ms, t.state
         self.partitions = set(t.partitions)
         self.start_ms, self.last_update_ms = t.start_ms, t.update_ms
+        self.next_producer_id, self.txn_version = t.next_producer_id, t.txn_version
         self.pending = None
 
     def abort_pending(self) -> None:
@@ -145,13 +157,28 @@ class TransactionMetadata:
         return self._prepare(TxnTransition(pid, last_pid, epoch, last_epoch, timeout_ms,
                                            TxnState.EMPTY, frozenset(), -1, now_ms))
 
-    def prepare_add_partitions(self, partitions: set[tuple[str, int]], now_ms: int
-                               ) -> TxnTransition:
+    def prepare_add_partitions(self, partitions: set[tuple[str, int]], now_ms: int,
+                               txn_version: int | None = None) -> TxnTransition:
+        """Ongoing with `partitions` added; `txn_version` 2 when a Produce v12 leader adds
+        them (the transaction is then a V2 one)."""
         start = now_ms if self.state in _ENDED else self.start_ms
+        version = self.txn_version if txn_version is None else txn_version
         return self._prepare(replace(
             self._current(), state=TxnState.ONGOING,
             partitions=frozenset(self.partitions | partitions), start_ms=start,
-            update_ms=now_ms))
+            update_ms=now_ms, txn_version=version))
+
+    def prepare_end_v2(self, commit: bool, now_ms: int, next_producer_id: int
+                       ) -> TxnTransition:
+        """EndTxn v5 (Transactions V2): PrepareCommit or PrepareAbort with epoch + 1; with
+        an exhausted epoch (`next_producer_id` given) the epoch becomes MAX_EPOCH and the
+        completion moves to `next_producer_id`."""
+        state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
+        return self._prepare(replace(
+            self._current(), state=state,
+            producer_epoch=min(self.producer_epoch + 1, MAX_EPOCH),
+            last_producer_epoch=self.producer_epoch, next_producer_id=next_producer_id,
+            txn_version=2, update_ms=now_ms))
 
     def prepare_end(self, commit: bool, now_ms: int, fence: bool = False
                     ) -> TxnTransition:
@@ -167,8 +194,8 @@ class TransactionMetadata:
             self.state = TxnState.PREPARE_EPOCH_FENCE
             epoch = self.producer_epoch if self.producer_epoch >= MAX_EPOCH else \
                 self.producer_epoch + 1
-            try:
-                return self._prepare(replace(cur, producer_epoch=epoch))
+            try:  # a fenced transaction ends as V1 would: retries of its epoch are fenced
+                return self._prepare(replace(cur, producer_epoch=epoch, txn_version=0))
             finally:
                 self.state = TxnState.ONGOING
         return self._prepare(cur)
@@ -176,8 +203,13 @@ class TransactionMetadata:
     def prepare_complete(self, now_ms: int) -> TxnTransition:
         state = TxnState.COMPLETE_COMMIT if self.state == TxnState.PREPARE_COMMIT else \
             TxnState.COMPLETE_ABORT
-        return self._prepare(replace(self._current(), state=state, partitions=frozenset(),
-                                     update_ms=now_ms))
+        done = replace(self._current(), state=state, partitions=frozenset(), update_ms=now_ms)
+        if self.txn_version >= 2 and self.next_producer_id != NO_PRODUCER_ID:
+            done = replace(done, producer_id=self.next_producer_id,
+                           last_producer_id=self.producer_id, producer_epoch=0,
+                           last_producer_epoch=self.producer_epoch,
+                           next_producer_id=NO_PRODUCER_ID)
+        return self._prepare(done)
 
     def prepare_dead(self) -> TxnTransition:
         return self._prepare(replace(self._current(), state=TxnState.DEAD,

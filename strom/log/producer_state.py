@@ -158,9 +158,13 @@ class ProducerStateManager:
         return entry
 
     # --- transactions -----------------------------------------------------------------
-    def has_ongoing_txn(self, producer_id: int) -> bool:
+    def has_ongoing_txn(self, producer_id: int, producer_epoch: int | None = None) -> bool:
+        """Whether the producer has a transaction open here; with `producer_epoch`, one of
+        that epoch (Transactions V2: a batch of the next epoch may arrive before the
+        previous transaction's marker, and must not join that transaction)."""
         entry = self.producers.get(producer_id)
-        return entry is not None and entry.current_txn_first_offset >= 0
+        return entry is not None and entry.current_txn_first_offset >= 0 and \
+            (producer_epoch is None or entry.epoch == producer_epoch)
 
     def check_marker(self, producer_id: int, producer_epoch: int,
                      coordinator_epoch: int) -> None:

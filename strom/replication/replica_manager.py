@@ -74,7 +74,7 @@ READ_COMMITTED = 1  # Fetch / ListOffsets isolation_level
 MARKER_TIMEOUT_MS = 30_000
 
 # (transactional_id, producer_id, producer_epoch, topic, partition) -> error code
-TxnVerifier = Callable[[str, int, int, str, int], Awaitable[int]]
+TxnVerifier = Callable[[str, int, int, str, int, bool], Awaitable[int]]
 TxnMarkerListener = Callable[[str, int, int, bool], None]
 
 
@@ -129,6 +129,9 @@ class ReplicaManager:
         self._isr_writes: set[asyncio.Task] = set()
         # set by the transaction coordinator (see the module docstring); None: no check
         self.txn_verifier: TxnVerifier | None = None
+        # transaction.partition.verification.enable: verify (KIP-890 part 1); adding a
+        # partition for Produce v12 (Transactions V2) happens either way
+        self.txn_verification = True
         self._txn_marker_listeners: list[TxnMarkerListener] = []
         # Kafka's BrokerTopicMetrics and ReplicaManager meters, read by strom.metrics
         self.stats = BrokerTopicStats()
@@ -269,23 +272,27 @@ class ReplicaManager:
 
     async def append_produced(self, topic: str, partition: int, data: bytes, acks: int, *,
                               internal_topics_allowed: bool = False,
-                              transactional_id: str | None = None) -> AppendResult:
+                              transactional_id: str | None = None,
+                              add_to_txn: bool = False) -> AppendResult:
         """A client's batch: as `append`, but when the topic needs its records read (keys on
         a compacted topic, another compression.type) and the batch is compressed or larger
         than INLINE_RECORDS_BYTES, that work runs in the default executor, off the loop.
         A transactional batch needs the request's `transactional_id` (else, as Kafka's
         authorizer answers a null id, TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and, when its
-        producer has no transaction open here, the `txn_verifier`'s approval.
+        producer has no transaction open here, the `txn_verifier`'s approval (with
+        `add_to_txn`, Produce v12: the verifier adds the partition to the transaction).
         Counted in the topic's stats (the unattributed ones for a partition not hosted)."""
         if not self.stats.enabled:
             return await self._append_produced(topic, partition, data, acks,
-                                               internal_topics_allowed, transactional_id)
+                                               internal_topics_allowed, transactional_id,
+                                               add_to_txn)
         p = self.partitions.get((topic, partition))
         stats = p.stats if p is not None else self.stats.unattributed
         stats.produce_requests += 1
         try:
             result = await self._append_produced(topic, partition, data, acks,
-                                                 internal_topics_allowed, transactional_id)
+                                                 internal_topics_allowed, transactional_id,
+                                                 add_to_txn)
         except KafkaError:
             stats.failed_produce_requests += 1
             raise
@@ -295,7 +302,8 @@ class ReplicaManager:
 
     async def _append_produced(self, topic: str, partition: int, data: bytes, acks: int,
                                internal_topics_allowed: bool,
-                               transactional_id: str | None) -> AppendResult:
+                               transactional_id: str | None,
+                               add_to_txn: bool = False) -> AppendResult:
         self._check_internal(topic, internal_topics_allowed)
         p = self.leader_partition(topic, partition)
         batch = bytearray(data)
@@ -306,10 +314,11 @@ class ReplicaManager:
                 raise TransactionalIdAuthorizationFailed(
                     "A transactional batch needs the request's transactional id")
             verifier = self.txn_verifier
-            if verifier is not None and \
-                    not p.log.producer_state.has_ongoing_txn(header.producer_id):
+            if verifier is not None and (add_to_txn or self.txn_verification) and \
+                    not p.log.producer_state.has_ongoing_txn(
+                        header.producer_id, header.producer_epoch if add_to_txn else None):
                 code = await verifier(transactional_id, header.producer_id,
-                                      header.producer_epoch, topic, partition)
+                                      header.producer_epoch, topic, partition, add_to_txn)
                 if code:
                     raise error(ErrorCode(code))(
                         f"Transaction verification of producer {header.producer_id} for "

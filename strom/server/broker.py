@@ -170,8 +170,9 @@ class Broker:
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,
             self.producer_ids.generate)
         self.transactions.start()
-        if config.get("transaction.partition.verification.enable"):
-            self.replicas.txn_verifier = self.transactions.verify_for_produce
+        # the V2 implicit add (Produce v12) needs the coordinator even without verification
+        self.replicas.txn_verifier = self.transactions.verify_for_produce
+        self.replicas.txn_verification = config.get("transaction.partition.verification.enable")
         listeners = config.listeners()
         authorizer = None
         if config.get("authorizer.class.name"):

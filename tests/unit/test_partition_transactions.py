@@ -286,3 +286,23 @@ def test_truncation_drops_aborted_entries_past_the_new_end(tmp_path):
     plog.high_watermark = plog.log_end_offset
     assert plog.collect_aborted_txns(0, plog.log_end_offset) == everything[:1]
     assert plog.last_stable_offset == plog.log_end_offset
+
+
+def test_v2_marker_at_the_bumped_epoch_and_ongoing_by_epoch(tmp_path):
+    """Transactions V2: the marker carries epoch + 1, the producer goes on at that epoch
+    from sequence 0; `has_ongoing_txn` by epoch tells a next-epoch batch apart from the
+    transaction still open."""
+    plog = open_log(tmp_path)
+    p = Producer(plog, pid=9, epoch=3)
+    p.send(2)
+    state = plog.producer_state
+    assert state.has_ongoing_txn(9) and state.has_ongoing_txn(9, 3)
+    assert not state.has_ongoing_txn(9, 4)  # the next epoch's batch is not part of it
+    p.end(True, epoch=4)
+    assert not state.has_ongoing_txn(9)
+    p.epoch, p.seq = 4, 0
+    p.send(1)
+    assert state.has_ongoing_txn(9, 4)
+    p.end(False, epoch=5)
+    replicate(plog)
+    assert plog.last_stable_offset == plog.log_end_offset

@@ -1,7 +1,9 @@
 """strom.coordinator.transaction_log: Kafka's TransactionLogKey/Value formats, pinned with
-golden bytes (v0 written and read, v1 flexible read)."""
+golden bytes (v0 written and read; v1, flexible, written for Transactions V2 and read)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -29,8 +31,10 @@ def test_value_v0_golden_bytes_and_round_trip():
     assert txlog.read_value(VALUE_V0) == VALUE
 
 
-def test_value_v1_is_read():
-    assert txlog.read_value(VALUE_V1) == VALUE
+def test_value_v1_golden_bytes_and_round_trip():
+    v2 = dataclasses.replace(VALUE, txn_version=2)
+    assert txlog.read_value(VALUE_V1) == v2
+    assert txlog.txn_value(v2) == VALUE_V1
 
 
 def test_empty_partitions_and_bad_input():
@@ -41,3 +45,13 @@ def test_empty_partitions_and_bad_input():
             txlog.read_value(bad)
     with pytest.raises(txlog.FormatError):
         txlog.read_key(b"\x00\x01\x00\x01a")
+
+
+def test_value_v1_written_for_transactions_v2_round_trips():
+    v2 = txlog.TxnLogValue(1000, 7, 60000, 2, (("t", 0), ("u", 3)), 5, 4,
+                           previous_producer_id=999, next_producer_id=1001, txn_version=2)
+    data = txlog.txn_value(v2)
+    assert data[:2] == b"\x00\x01"  # version 1, flexible
+    assert txlog.read_value(data) == v2
+    plain = txlog.TxnLogValue(1000, 7, 60000, 4, (), 5, 4, txn_version=2)
+    assert txlog.read_value(txlog.txn_value(plain)) == plain
