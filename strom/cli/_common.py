@@ -141,17 +141,36 @@ def error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+# the client properties of this run's tool (--command-config): its own requests are sent
+# with the same security as its confluent-kafka clients (set once by main.py)
+TOOL_PROPERTIES: dict[str, object] = {}
+
+
+def set_tool_properties(path: str | None) -> None:
+    TOOL_PROPERTIES.clear()
+    TOOL_PROPERTIES.update(load_properties(path))
+
+
 def broker_request(host: str, port: int, request, client_id: str, timeout_s: float):
-    """Send one kio request (built with strom.protocol.messages) to one broker over PLAINTEXT,
-    on a connection of its own made by strom.protocol's client, and return the response
-    entity. Raises BrokerConnectionError (a ConnectionError) when the connection or the
-    request fails."""
+    """Send one kio request (built with strom.protocol.messages) to one broker, on a
+    connection of its own made by strom.protocol's client, secured as the tool's
+    --command-config says (TLS, SASL), and return the response entity. Raises
+    BrokerConnectionError (a ConnectionError) when the connection or the request fails,
+    ToolError when the properties cannot be used."""
     import asyncio
 
+    from strom.config import ConfigError
     from strom.protocol.client import BrokerConnection
+    from strom.security.inter_broker import tool_security
+
+    try:
+        security = tool_security(TOOL_PROPERTIES)
+    except ConfigError as e:
+        raise ToolError(str(e)) from None
 
     async def once():
-        conn = BrokerConnection(host, port, client_id=client_id, timeout_s=timeout_s)
+        conn = BrokerConnection(host, port, client_id=client_id, timeout_s=timeout_s,
+                                security=security)
         try:
             await conn.connect()
             return await conn.request(request)

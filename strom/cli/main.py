@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "command_config", None):
+        # the tool's own requests (beside confluent-kafka's) use the same security
+        from strom.cli._common import ToolError, set_tool_properties
+        try:
+            set_tool_properties(args.command_config)
+        except ToolError as e:
+            print(e, file=sys.stderr)
+            return 1
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

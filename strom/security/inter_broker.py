@@ -12,6 +12,8 @@ it, as Kafka: `username` and `password` for PLAIN and SCRAM (the SCRAM user must
 
 from __future__ import annotations
 
+import ssl
+
 from strom.config import BrokerConfig, ConfigError
 from strom.protocol.client import BrokerConnection, BrokerConnectionError, ClientSecurity
 from strom.protocol.errors import ErrorCode
@@ -36,6 +38,57 @@ def client_security(config: BrokerConfig) -> ClientSecurity | None:
         mechanism = config.get("sasl.mechanism.inter.broker.protocol").upper()
         options = jaas_options(config, listener, mechanism)
         authenticate = _authenticator(mechanism, options, listener)
+    return ClientSecurity(context, authenticate)
+
+
+def tool_security(props: dict[str, object]) -> ClientSecurity | None:
+    """How a command-line tool's own requests (those confluent-kafka has no call for)
+    reach a secured listener, from the client properties it gives confluent-kafka
+    (`--command-config`, librdkafka's names): `security.protocol`, `sasl.mechanism(s)`,
+    `sasl.username` / `sasl.password`, `sasl.oauthbearer.config` (`principal=...`, an
+    unsecured token as librdkafka makes), `ssl.ca.location`, `ssl.certificate.location`,
+    `ssl.key.location` / `ssl.key.password`, `ssl.endpoint.identification.algorithm`,
+    `enable.ssl.certificate.verification`. None for PLAINTEXT; raises ConfigError."""
+    protocol = str(props.get("security.protocol", "plaintext")).upper()
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol not in ("SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError(f"Unknown security.protocol {protocol}")
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            ca = props.get("ssl.ca.location")
+            if ca:
+                context.load_verify_locations(cafile=str(ca))
+            else:
+                context.load_default_certs()
+            cert = props.get("ssl.certificate.location")
+            if cert:
+                key_password = props.get("ssl.key.password")
+                context.load_cert_chain(str(cert), str(props.get("ssl.key.location") or cert),
+                                        str(key_password) if key_password else None)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"Cannot load the client's TLS files: {e}") from None
+        verify = str(props.get("enable.ssl.certificate.verification", "true")).lower()
+        if verify == "false":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:  # librdkafka checks the host name by default ("https")
+            context.check_hostname = str(
+                props.get("ssl.endpoint.identification.algorithm", "https")).lower() == "https"
+    authenticate = None
+    if protocol.startswith("SASL_"):
+        mechanism = str(props.get("sasl.mechanism", props.get("sasl.mechanisms", "GSSAPI")))
+        mechanism = mechanism.upper()
+        options = {"username": props.get("sasl.username"),
+                   "password": props.get("sasl.password")}
+        if mechanism == "OAUTHBEARER":
+            config = str(props.get("sasl.oauthbearer.config", ""))
+            claims = dict(kv.split("=", 1) for kv in config.split() if "=" in kv)
+            options = {"unsecuredLoginStringClaim_sub": claims.get("principal")}
+        authenticate = _authenticator(mechanism, {k: str(v) for k, v in options.items()
+                                                  if v is not None}, "the tool's")
     return ClientSecurity(context, authenticate)
 
 
