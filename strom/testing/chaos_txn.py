@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from strom.testing.cluster import BackgroundProducer, Cluster, wait_until
 from strom.testing.txn_clients import read_to_end
 
-__all__ = ["TxnPipeline", "check_pipeline"]
+__all__ = ["TxnPipeline", "check_pipeline", "judge"]
 
 
 class TxnPipeline(threading.Thread):
@@ -180,6 +180,17 @@ def check_pipeline(cluster: Cluster, pipeline: TxnPipeline, source: BackgroundPr
     committed = pipeline.group_offsets()
     values = read_to_end(cluster.live_bootstrap(), pipeline.sink, pipeline.partitions,
                          committed=True, timeout=120)
+    return problems + judge(values, dict(pipeline.outcomes), dict(pipeline.sizes), committed,
+                            source.acked, pipeline.partitions)
+
+
+def judge(values: list[bytes], outcomes: dict[str, str], sizes: dict[str, int],
+          committed: dict[int, int], acked: list[tuple[int, int, int]], partitions: int
+          ) -> list[str]:
+    """What read_committed saw of the output (`values`), against each transaction's outcome
+    and size as the client saw them, the group's committed offsets of the input and the
+    input producer's acknowledgements (partition, offset, seq)."""
+    problems: list[str] = []
     seen: dict[tuple[int, int], bytes] = {}
     by_txn: dict[str, int] = {}
     for v in values:
@@ -190,34 +201,33 @@ def check_pipeline(cluster: Cluster, pipeline: TxnPipeline, source: BackgroundPr
                             f"{seen[key].decode()} and {txn.decode()})")
         seen[key] = txn
         by_txn[txn.decode()] = by_txn.get(txn.decode(), 0) + 1
-    for txn, outcome in list(pipeline.outcomes.items()):
+    for txn, outcome in outcomes.items():
         visible = by_txn.get(txn, 0)
         if outcome == "aborted" and visible:
             problems.append(f"{visible} records of aborted transaction {txn} visible")
-        elif outcome == "committed" and visible != pipeline.sizes[txn]:
-            problems.append(f"committed transaction {txn}: {visible} of "
-                            f"{pipeline.sizes[txn]} records visible")
-        elif visible not in (0, pipeline.sizes.get(txn)):
+        elif outcome == "committed" and visible != sizes[txn]:
+            problems.append(f"committed transaction {txn}: {visible} of {sizes[txn]} "
+                            f"records visible")
+        elif visible not in (0, sizes.get(txn)):
             problems.append(f"transaction {txn} ({outcome}) half visible: {visible}")
-    for txn in by_txn.keys() - pipeline.outcomes.keys():
+    for txn in by_txn.keys() - outcomes.keys():
         problems.append(f"records of transaction {txn} that was never begun")
-    acked = {(p, o): seq for p, o, seq in source.acked}
-    for p in range(pipeline.partitions):
+    for p in range(partitions):
         done = {o for q, o in seen if q == p}
-        if done != set(range(committed.get(p, 0))):
-            missing = sorted(set(range(committed.get(p, 0))) - done)
-            extra = sorted(o for o in done if o >= committed.get(p, 0))
-            problems.append(f"p{p}: group committed {committed.get(p)} but output covers "
-                            f"{len(done)} inputs (missing {missing[:5]}, beyond {extra[:5]})")
-    for (p, o), _seq in acked.items():
-        if (p, o) not in seen:
-            problems.append(f"acknowledged input p{p}@{o} never transformed")
-            break
+        upto = committed.get(p, 0)
+        if done != set(range(upto)):
+            missing = sorted(set(range(upto)) - done)
+            beyond = sorted(o for o in done if o >= upto)
+            problems.append(f"p{p}: group committed {upto} but the output covers "
+                            f"{len(done)} inputs (missing {missing[:5]}, beyond {beyond[:5]})")
+    by_offset = {(p, o): seq for p, o, seq in acked}
+    never = [f"p{p}@{o}" for p, o in by_offset if (p, o) not in seen]
+    if never:
+        problems.append(f"{len(never)} acknowledged inputs never transformed: {never[:5]}")
     for v in values:
         p, offset, value, _ = v.split(b":")
-        expected = acked.get((int(p), int(offset)))
+        expected = by_offset.get((int(p), int(offset)))
         if expected is not None and int(value) != expected:
             problems.append(f"input p{int(p)}@{int(offset)} transformed from {value!r}, "
                             f"acknowledged {expected}")
     return problems
-
