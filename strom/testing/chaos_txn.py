@@ -4,14 +4,17 @@ A `TxnPipeline` thread reads an input topic in a consumer group (read_committed)
 each batch it read opens a transaction on a transactional producer (confluent-kafka,
 `transactional.id`), writes one output record per input record to the same partition of
 the output topic, adds the consumer's positions with `send_offsets_to_transaction`, and
-commits, or (seeded, one in `abort_every`) aborts. After an abort, or a transaction whose
-end the client never learnt, it rewinds to the group's committed offsets, so the batch is
-transformed again. An output record's value names its input and its transaction:
+commits, or (seeded: one in five) aborts, or (one in ten) lets a successor producer with
+the same transactional.id fence it first, as when a paused instance is replaced: the
+zombie's commit must then fail and its transaction be aborted. After an abort, or a
+transaction whose end the client never learnt, it rewinds to the group's committed
+offsets, so the batch is transformed again. An output record's value names its input and its transaction:
 `<input partition>:<input offset>:<input value>:<transaction>`.
 
 `check_pipeline` reads the output topic with read_committed and finds:
 - a committed transaction (its commit acknowledged) not wholly visible, or an aborted one
   (its abort acknowledged) of which anything is visible;
+- a zombie's commit that succeeded after its successor fenced it;
 - an input record transformed twice, or one below the group's committed offset not
   transformed (committed offsets and output must agree: both are in one transaction);
 - an acknowledged input record not transformed at all once the pipeline drained;
@@ -35,17 +38,17 @@ __all__ = ["TxnPipeline", "check_pipeline", "judge"]
 
 class TxnPipeline(threading.Thread):
     def __init__(self, bootstrap: str, source: str, sink: str, partitions: int, seed: int,
-                 abort_every: int = 5, batch: int = 200, timeout_ms: int = 10000) -> None:
+                 batch: int = 200, timeout_ms: int = 10000) -> None:
         super().__init__(daemon=True, name="chaos-txn-pipeline")
         self.bootstrap, self.source, self.sink = bootstrap, source, sink
         self.partitions, self.batch, self.timeout_ms = partitions, batch, timeout_ms
         self.rng = random.Random(seed)
-        self.abort_every = abort_every
         self.group = f"chaos-txn-{seed}"
         self.transactional_id = f"chaos-txn-{seed}"
         self.outcomes: dict[str, str] = {}  # transaction -> committed, aborted, unknown
         self.sizes: dict[str, int] = {}  # transaction -> records written
-        self.fenced = 0  # producers replaced after a fatal error
+        self.fenced = 0  # producers replaced (after a fatal error, or to fence a zombie)
+        self.zombie_commits: list[str] = []  # a fenced producer's commit that succeeded
         self.error: BaseException | None = None
         self._stop_flag = threading.Event()
 
@@ -106,7 +109,8 @@ class TxnPipeline(threading.Thread):
                 n += 1
                 self.outcomes[txn] = "unknown"
                 self.sizes[txn] = len(msgs)
-                abort = self.rng.randrange(self.abort_every) == 0
+                roll = self.rng.randrange(10)
+                abort, zombie = roll < 2, roll == 2
                 try:
                     producer.begin_transaction()
                     for m in msgs:
@@ -118,6 +122,8 @@ class TxnPipeline(threading.Thread):
                     if abort:
                         producer.abort_transaction(30)
                         self.outcomes[txn] = "aborted"
+                    elif zombie:
+                        producer = self._zombie(producer, txn)
                     else:
                         self._commit(producer)
                         self.outcomes[txn] = "committed"
@@ -137,6 +143,20 @@ class TxnPipeline(threading.Thread):
             self.error = e
         finally:
             consumer.close()
+
+    def _zombie(self, producer: Producer, txn: str) -> Producer:
+        """A successor with the same transactional.id takes over while `txn` is open (as
+        after the old one was paused past its timeout); the old producer, a zombie now,
+        must be refused its commit, and `txn` is aborted. Returns the successor."""
+        successor = self._producer()
+        self.fenced += 1
+        try:
+            producer.commit_transaction(30)
+            self.zombie_commits.append(txn)
+            self.outcomes[txn] = "committed"
+        except KafkaException:
+            self.outcomes[txn] = "aborted"  # fenced: the coordinator aborted it
+        return successor
 
     @staticmethod
     def _commit(producer: Producer) -> None:
@@ -177,6 +197,8 @@ def check_pipeline(cluster: Cluster, pipeline: TxnPipeline, source: BackgroundPr
     pipeline.stop()
     if pipeline.error is not None:
         problems.append(f"pipeline failed: {pipeline.error!r}")
+    problems += [f"zombie committed {txn} after a successor fenced it"
+                 for txn in pipeline.zombie_commits]
     committed = pipeline.group_offsets()
     values = read_to_end(cluster.live_bootstrap(), pipeline.sink, pipeline.partitions,
                          committed=True, timeout=120)
