@@ -50,6 +50,8 @@ class TxnPipeline(threading.Thread):
         self.fenced = 0  # producers replaced (after a fatal error, or to fence a zombie)
         self.zombie_commits: list[str] = []  # a fenced producer's commit that succeeded
         self.error: BaseException | None = None
+        self._step = "starting"
+        self.step_since = time.monotonic()
         self._stop_flag = threading.Event()
 
     def start(self) -> TxnPipeline:
@@ -59,6 +61,15 @@ class TxnPipeline(threading.Thread):
     def stop(self, timeout: float = 90) -> None:
         self._stop_flag.set()
         self.join(timeout)
+
+    @property
+    def step(self) -> str:
+        """The client call under way (and `step_since`), to tell where a stall is."""
+        return self._step
+
+    @step.setter
+    def step(self, text: str) -> None:
+        self._step, self.step_since = text, time.monotonic()
 
     def committed_count(self) -> int:
         return sum(o == "committed" for o in list(self.outcomes.values()))
@@ -112,13 +123,16 @@ class TxnPipeline(threading.Thread):
                 roll = self.rng.randrange(10)
                 abort, zombie = roll < 2, roll == 2
                 try:
+                    self.step = f"{txn}: begin and produce {len(msgs)}"
                     producer.begin_transaction()
                     for m in msgs:
                         producer.produce(self.sink, partition=m.partition(), value=b"%d:%d:%s:%s" % (
                             m.partition(), m.offset(), m.value(), txn.encode()))
+                    self.step = f"{txn}: send_offsets_to_transaction"
                     producer.send_offsets_to_transaction(
                         consumer.position(consumer.assignment()),
                         consumer.consumer_group_metadata(), 30)
+                    self.step = f"{txn}: end ({'abort' if abort else 'commit'})"
                     if abort:
                         producer.abort_transaction(30)
                         self.outcomes[txn] = "aborted"
@@ -138,7 +152,9 @@ class TxnPipeline(threading.Thread):
                             producer = self._replace(producer)
                     else:
                         producer = self._replace(producer)
+                self.step = f"{txn}: rewind to the group's offsets"
                 self._rewind(consumer)
+            self.step = "stopped"
         except BaseException as e:  # noqa: BLE001 - reported by check_pipeline
             self.error = e
         finally:
@@ -193,7 +209,8 @@ def check_pipeline(cluster: Cluster, pipeline: TxnPipeline, source: BackgroundPr
             o >= ends[p] for p, o in pipeline.group_offsets().items()), drain_timeout,
             interval=1.0, what=f"the pipeline transforming up to {ends}")
     except TimeoutError as e:
-        problems.append(str(e))
+        problems.append(f"{e} (the pipeline's client call under way: {pipeline.step}, "
+                        f"since {time.monotonic() - pipeline.step_since:.0f} s)")
     pipeline.stop()
     if pipeline.error is not None:
         problems.append(f"pipeline failed: {pipeline.error!r}")
