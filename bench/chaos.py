@@ -5,16 +5,19 @@ It starts everything it needs on 127.0.0.1: a three-member ZooKeeper ensemble (D
 package, strom.testing.zookeeper) and --brokers strom brokers (strom.testing.nemesis's
 ChaosCluster: each broker behind its own ZooKeeper proxies and, when this machine lets us
 mount, on a small tmpfs log dir). An idempotent acks=all producer (RF=3,
-min.insync.replicas=2) and a committing group consumer run throughout while faults drawn
-from --seed (kill -9 / SIGSTOP of a broker, kill -9 of a ZooKeeper member, a broker cut off
-from ZooKeeper, a broker nobody reaches, a full log dir) are injected one at a time, each
-held 2-8 s, healed, and the cluster allowed to settle; faults stop after --minutes. strom.testing.chaos then reads
+min.insync.replicas=2), a committing group consumer and (unless --no-transactions) a
+transactional consume-transform-produce pipeline (strom.testing.chaos_txn) run throughout
+while faults drawn from --seed (kill -9 / SIGSTOP of a broker, kill -9 of a ZooKeeper
+member, a broker cut off from ZooKeeper, a broker nobody reaches, a link between two
+brokers cut, a full log dir) are injected one at a time, each held 2-8 s, healed, and the
+cluster allowed to settle; faults stop after --minutes. strom.testing.chaos then reads
 everything back and compares replicas. The last line is
 
-    faults=F acknowledged=A lost=L duplicated=D divergent=V
+    faults=F acknowledged=A lost=L duplicated=D divergent=V transactions=T txn_errors=E
 
-and the exit status is 1 when L, D or V (or any other check: unsent, reordered, consumer
-offsets) is not 0. Every step goes to the --history file with the seed first, so a failing
+(T: transactions whose commit was acknowledged; E: what the transactional checks found)
+and the exit status is 1 when L, D, V or E (or any other check: unsent, reordered,
+consumer offsets) is not 0. Every step goes to the --history file with the seed first, so a failing
 run can be replayed with the same --seed. Each broker's log is copied beside it.
 
 Example:  python bench/chaos.py --minutes 30 --seed 42 --history chaos-42.history
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="size of each broker's tmpfs log dir (it holds the whole run)")
     ap.add_argument("--session-timeout-ms", type=int, default=4000,
                     help="brokers' zookeeper.session.timeout.ms")
+    ap.add_argument("--no-transactions", action="store_true",
+                    help="leave out the transactional consume-transform-produce workload")
     args = ap.parse_args(argv)
     if not 3 <= args.brokers <= 5:
         ap.error("--brokers must be 3 to 5")
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             disk_bytes=args.disk_mb << 20) as chaos:
         try:
             verdict = run_schedule(chaos, faults, seed, history,
-                                   until=time.monotonic() + args.minutes * 60)
+                                   until=time.monotonic() + args.minutes * 60,
+                                   transactions=not args.no_transactions)
         finally:
             for n, b in chaos.cluster.brokers.items():
                 if b.log_path.exists():

@@ -19,13 +19,16 @@ record `seq` to partition seq % partitions with value b"<seq>"), consumes with a
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strom.testing.chaos_txn import TxnPipeline, check_pipeline
 from strom.testing.cluster import BackgroundProducer, Cluster, read_partitions, wait_until
 from strom.testing.nemesis import ChaosCluster, Fault
 
@@ -42,19 +45,25 @@ class Verdict:
     reordered: list[str] = field(default_factory=list)
     divergent: list[str] = field(default_factory=list)
     consumer: list[str] = field(default_factory=list)
+    transactions: int | None = None  # committed by the transactional workload, if it ran
+    transactional: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.unsent or self.reordered
-                    or self.divergent or self.consumer)
+                    or self.divergent or self.consumer or self.transactional)
 
     def summary(self) -> str:
-        return (f"faults={self.faults} acknowledged={self.acknowledged} lost={len(self.lost)} "
+        line = (f"faults={self.faults} acknowledged={self.acknowledged} lost={len(self.lost)} "
                 f"duplicated={len(self.duplicated)} divergent={len(self.divergent)}")
+        if self.transactions is not None:
+            line += f" transactions={self.transactions} txn_errors={len(self.transactional)}"
+        return line
 
     def details(self, limit: int = 10) -> str:
         lines = [self.summary()]
-        for name in ("lost", "duplicated", "unsent", "reordered", "divergent", "consumer"):
+        for name in ("lost", "duplicated", "unsent", "reordered", "divergent", "consumer",
+                     "transactional"):
             items = getattr(self, name)
             if items:
                 lines.append(f"{name} ({len(items)}): {items[:limit]}")
@@ -229,13 +238,15 @@ def settle(cluster: Cluster, topic: str, partitions: int, timeout: float = 90) -
 def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
                  history: Path | None = None, topic: str = "chaos", partitions: int = 3,
                  progress: int = 100, say: Callable[[str], None] = print,
-                 until: float | None = None) -> Verdict:
+                 until: float | None = None, transactions: bool = True) -> Verdict:
     """The whole run: an RF=3, min.insync.replicas=2 topic, an idempotent acks=all
     producer and a committing group consumer running throughout; each fault is injected,
     held for its seconds, healed, and the cluster must settle and the producer make
     `progress` more acknowledged records before the next. Then `check()`. Every step goes
     to `history` (one line each, with the seed first) and through `say`. With `until` (a
-    time.monotonic() deadline) no fault is injected after it."""
+    time.monotonic() deadline) no fault is injected after it. With `transactions` a
+    `TxnPipeline` (strom.testing.chaos_txn) transforms `<topic>-in`, written by a second,
+    slower producer, into `<topic>-out` throughout, and is checked too."""
     began = time.monotonic()
     lines: list[str] = []
 
@@ -253,9 +264,20 @@ def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
                                   max_in_flight=2000)
     consumer = GroupConsumer(cluster.bootstrap, topic)
     injected = 0
+    pipeline: TxnPipeline | None = None
+    source: BackgroundProducer | None = None
     consumer.start()
     try:
-        with producer:
+        with ExitStack() as running:
+            running.enter_context(producer)
+            if transactions:
+                for name in (f"{topic}-in", f"{topic}-out"):
+                    cluster.create_topic(name, partitions, 3, {"min.insync.replicas": "2"})
+                source = running.enter_context(BackgroundProducer(
+                    cluster.bootstrap, f"{topic}-in", partitions, records_per_tick=2,
+                    max_in_flight=500))
+                pipeline = TxnPipeline(cluster.bootstrap, f"{topic}-in", f"{topic}-out",
+                                       partitions, seed).start()
             producer.wait_for_acks(progress, timeout=60)
             for fault in faults:
                 if until is not None and time.monotonic() >= until:
@@ -273,7 +295,11 @@ def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
                 settle(cluster, topic, partitions)
                 producer.wait_for_acks(progress, timeout=120)
                 note(f"settled; acknowledged {len(producer.acked)}, delivery errors "
-                     f"{len(producer.errors)}")
+                     f"{len(producer.errors)}"
+                     + (f"; transactions committed {pipeline.committed_count()} of "
+                        f"{len(pipeline.outcomes)}" if pipeline else ""))
+            if source is not None:
+                source.stop()
         # the consumer catches up before the check reads the group's offsets
         ends = {p: cluster.high_watermark(topic, p) for p in range(partitions)}
         try:
@@ -283,6 +309,10 @@ def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
         except TimeoutError:
             note(f"the consumer read only up to {consumer.reached} of {ends}")
             raise
+    except BaseException:
+        if pipeline is not None:
+            pipeline.stop()
+        raise
     finally:
         consumer.stop()
         chaos.nemesis.heal()
@@ -290,8 +320,25 @@ def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,
          f"failed {len(producer.errors)}; consumer read {consumer.consumed} in "
          f"{consumer.assignments} assignments")
     verdict = check(cluster, producer, injected, consumer)
+    if pipeline is not None and source is not None:
+        verdict = _check_transactions(cluster, verdict, pipeline, source, note)
     note(verdict.details())
     return verdict
+
+
+def _check_transactions(cluster: Cluster, verdict: Verdict, pipeline: TxnPipeline,
+                        source: BackgroundProducer, note: Callable[[str], None]) -> Verdict:
+    """The transactional workload's verdict, added to `verdict`."""
+    problems = check_pipeline(cluster, pipeline, source)
+    ends = {p: cluster.high_watermark(pipeline.sink, p) for p in range(pipeline.partitions)}
+    problems += _divergent_replicas(cluster, pipeline.sink, ends, 60)
+    outcomes = list(pipeline.outcomes.values())
+    note(f"transactions: {outcomes.count('committed')} committed, "
+         f"{outcomes.count('aborted')} aborted, {outcomes.count('unknown')} unknown, "
+         f"{pipeline.fenced} producers replaced; input acknowledged {len(source.acked)}, "
+         f"output ends {ends}")
+    return dataclasses.replace(verdict, transactions=outcomes.count("committed"),
+                               transactional=problems)
 
 
 def _leaders(cluster: Cluster, topic: str, partitions: int) -> str:

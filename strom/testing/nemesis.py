@@ -22,6 +22,13 @@ Faults (`FAULT_KINDS`):
                  a leader it shrinks its ISR to itself and can acknowledge nothing with
                  min.insync.replicas=2. It still reaches ZooKeeper and the other brokers.
                  Healed by letting the traffic through again.
+- `partition-brokers` the link between two chosen brokers is cut both ways: neither's
+                 connections to the other's advertised address pass data any more (follower
+                 fetches, the controller's requests, transaction markers), while both still
+                 reach ZooKeeper, clients and the other brokers. Each broker's `TcpProxy`
+                 tells who connected (the broker process owning the client socket, read
+                 from /proc) and holds only that one's connections. Healed by letting them
+                 through again.
 - `full-disk`    the broker's log dir (a small tmpfs of its own, `SmallDisk`) is filled to
                  the last byte: its next append fails, the dir goes offline and the broker,
                  with no dir left, stops (KIP-112); healed by deleting the filler file and
@@ -30,8 +37,8 @@ Faults (`FAULT_KINDS`):
 Network partitions use `TcpProxy` (strom.testing.zookeeper) rather than network namespaces:
 those need privileges and tools a test machine often lacks, while a proxy gives the same
 failure to both sides. A broker has one advertised address, so `isolate-broker` cuts what
-comes in to it from every peer and client at once; a partition between two chosen brokers
-only is not injected (docs/reliability.md).
+comes in to it from every peer and client at once, and `partition-brokers` tells one peer's
+connections from the others' by the process that owns them.
 
 A schedule is a pure function of its seed, so the seed printed with a failure reproduces the
 same faults in the same order.
@@ -55,20 +62,23 @@ from strom.testing.zookeeper import TcpProxy, ZooKeeperEnsemble
 __all__ = ["FAULT_KINDS", "ChaosCluster", "Fault", "Nemesis", "SmallDisk", "ZkLink", "schedule"]
 
 FAULT_KINDS = ("kill-broker", "pause-broker", "kill-zk", "zk-partition", "isolate-broker",
-               "full-disk")
+               "partition-brokers", "full-disk")
 
 
 @dataclass(frozen=True)
 class Fault:
     """One fault of a schedule: `kind` applied to `target` (a broker id, or a ZooKeeper
-    member id for kill-zk) for `seconds`."""
+    member id for kill-zk) for `seconds`; `peer` is the other broker of a
+    partition-brokers."""
 
     kind: str
     target: int
     seconds: float
+    peer: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.kind}({self.target}, {self.seconds:.1f}s)"
+        target = self.target if self.peer is None else f"{self.target}|{self.peer}"
+        return f"{self.kind}({target}, {self.seconds:.1f}s)"
 
 
 def schedule(seed: int, count: int, kinds: tuple[str, ...], brokers: list[int],
@@ -85,8 +95,43 @@ def schedule(seed: int, count: int, kinds: tuple[str, ...], brokers: list[int],
             rng.shuffle(pool)
         kind = pool.pop()
         targets = zk_members if kind == "kill-zk" and zk_members else brokers
-        out.append(Fault(kind, rng.choice(targets), round(rng.uniform(min_s, max_s), 1)))
+        target = rng.choice(targets)
+        peer = None
+        if kind == "partition-brokers":
+            peer = rng.choice([b for b in brokers if b != target])
+        out.append(Fault(kind, target, round(rng.uniform(min_s, max_s), 1), peer))
     return out
+
+
+def _socket_inodes(port: int) -> set[str]:
+    """Inodes of the connected sockets whose local port is `port` (Linux /proc)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] != "0A" and \
+                    int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def _owns(pid: int, inodes: set[str]) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
 
 
 class ZkLink:
@@ -192,7 +237,8 @@ class Nemesis:
     def supports(self, kind: str) -> bool:
         return {"kill-zk": self.ensemble is not None, "zk-partition": bool(self.links),
                 "full-disk": bool(self.disks),
-                "isolate-broker": bool(self.fronts)}.get(kind, True)
+                "isolate-broker": bool(self.fronts),
+                "partition-brokers": len(self.fronts) > 1}.get(kind, True)
 
     def inject(self, fault: Fault) -> None:
         assert self.current is None, f"{self.current} is not healed yet"
@@ -209,6 +255,10 @@ class Nemesis:
         elif fault.kind == "isolate-broker":
             self.fronts[n].hold()
             c.unreachable.add(n)
+        elif fault.kind == "partition-brokers":
+            assert fault.peer is not None
+            self.fronts[n].block(fault.peer)
+            self.fronts[fault.peer].block(n)
         elif fault.kind == "full-disk":
             self.disks[n].fill()
         else:
@@ -234,6 +284,10 @@ class Nemesis:
         elif fault.kind == "isolate-broker":
             self.fronts[n].restore()
             c.unreachable.discard(n)
+        elif fault.kind == "partition-brokers":
+            assert fault.peer is not None
+            self.fronts[n].unblock(fault.peer)
+            self.fronts[fault.peer].unblock(n)
         elif fault.kind == "full-disk":
             self.disks[n].free()
             if not c.brokers[n].is_alive():  # its only log dir went offline: it stopped
@@ -270,13 +324,21 @@ class ChaosCluster:
                 b = self.cluster.add_broker(n, start=False, log_dir=log_dir, overrides={
                     "zookeeper.connect": self.links[n].connect_string(self.cluster.chroot)})
                 # peers and clients reach it through a proxy (bootstrap aside)
-                self.fronts[n] = TcpProxy(b.port).start()
+                self.fronts[n] = TcpProxy(b.port, origin=self._broker_at).start()
                 b.overrides["advertised.listeners"] = \
                     f"PLAINTEXT://{self.fronts[n].connect_string}"
         except BaseException:
             self.close()
             raise
         self.nemesis = Nemesis(self.cluster, ensemble, self.links, self.disks, self.fronts)
+
+    def _broker_at(self, port: int) -> int | None:
+        """The broker whose process owns the client socket on 127.0.0.1:`port`."""
+        inodes = _socket_inodes(port)
+        for n, b in self.cluster.brokers.items():
+            if b.pid is not None and inodes and _owns(b.pid, inodes):
+                return n
+        return None
 
     def start(self) -> ChaosCluster:
         self.cluster.start()

@@ -39,6 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,10 +355,17 @@ class TcpProxy:
     passes any more in either direction and new connections wait unanswered (in the listen
     backlog), so both sides see timeouts, as when packets are dropped; `restore()` lets the
     data through again. Used as a context manager or with start()/close(); one thread
-    accepts, one thread per connection pumps both directions."""
+    accepts, one thread per connection pumps both directions.
 
-    def __init__(self, target_port: int, target_host: str = HOST) -> None:
+    With `origin` (the client's port -> who connected, e.g. which broker process, or None)
+    `block(who)` holds only that one's connections, existing and new, as `hold()` holds
+    all, until `unblock(who)` or `restore()`: a partition between two chosen peers."""
+
+    def __init__(self, target_port: int, target_host: str = HOST,
+                 origin: Callable[[int], object] | None = None) -> None:
         self.target = (target_host, target_port)
+        self._origin = origin
+        self._blocked: set[object] = set()
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -391,7 +399,7 @@ class TcpProxy:
                 time.sleep(0.05)
                 continue
             try:
-                client, _ = self._listener.accept()
+                client, address = self._listener.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -399,6 +407,7 @@ class TcpProxy:
             if self._cut or self._closed:
                 client.close()
                 continue
+            who = self._origin(address[1]) if self._origin is not None else None
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
             except OSError:
@@ -408,13 +417,14 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._conns.update((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, who),
+                             daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket, who: object = None) -> None:
         peer = {a: b, b: a}
         try:
             while not self._closed:
-                if self._held:
+                if self._held or (who is not None and who in self._blocked):
                     time.sleep(0.05)
                     continue
                 readable, _, _ = select.select([a, b], [], [], 0.2)
@@ -455,9 +465,17 @@ class TcpProxy:
         """Let nothing through (existing or new connections) until restore()."""
         self._held = True
 
+    def block(self, who: object) -> None:
+        """Let nothing through on `who`'s connections (see `origin`) until unblock()."""
+        self._blocked.add(who)
+
+    def unblock(self, who: object) -> None:
+        self._blocked.discard(who)
+
     def restore(self) -> None:
         self._cut = False
         self._held = False
+        self._blocked.clear()
 
     def close(self) -> None:
         self._closed = True
