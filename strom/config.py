@@ -452,6 +452,10 @@ BROKER_KEYS: dict[str, ConfigKey] = {k.name: k for k in [
               at_least(1)),
     ConfigKey("quota.window.size.seconds", I, 1, "Time of each client quota sample",
               at_least(1)),
+    ConfigKey("controller.quota.window.num", I, 11, "Samples of the controller mutation "
+              "quota: its token bucket holds rate x samples x sample time", at_least(1)),
+    ConfigKey("controller.quota.window.size.seconds", I, 1, "Time of each controller "
+              "mutation quota sample", at_least(1)),
     ConfigKey("queued.max.request.bytes", L, -1, "Bytes of requests read and not yet "
               "handled, across connections, before no more are read (-1: unbounded)"),
 ]}

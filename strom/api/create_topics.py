@@ -7,6 +7,8 @@ with both '.' and '_' succeeds with a warning in error_message. Duplicate names 
 request are INVALID_REQUEST for each.
 Version notes: v5+ returns partitions, replication factor and configs; v7 the topic id.
 With an authorizer: TOPIC_AUTHORIZATION_FAILED without CREATE on the cluster or the topic.
+Quota: the partitions of each valid topic count against controller_mutation_rate (v6+:
+THROTTLING_QUOTA_EXCEEDED for a topic while it is exceeded; older: throttled only).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import Counter
 from strom.api.authorization import Op, Res, allowed, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
+from strom.api.throttling import ControllerMutationQuota
 from strom.cluster.controller import NewTopic
 from strom.config import TOPIC_KEYS, TopicConfig, render
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -35,6 +38,7 @@ def config_entities(ctx: RequestContext, cls, overrides: dict[str, str]):
 async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
     counts = Counter(t.name for t in request.topics)
+    quota = ControllerMutationQuota(ctx, strict_since=6)
     results = []
     for t in request.topics:
         fields = dict(name=t.name, topic_id=None, error_code=ErrorCode.none, error_message=None,
@@ -47,9 +51,13 @@ async def handle(ctx: RequestContext, request):
                 check(ctx, Op.CREATE, Res.TOPIC, t.name)
             assignment = {a.partition_index: tuple(a.broker_ids) for a in t.assignments}
             configs = {c.name: c.value for c in t.configs}
+            new = NewTopic(t.name, t.num_partitions, t.replication_factor, assignment or None,
+                           configs)
+            if quota.enabled and not request.validate_only:
+                checked = await ctx.broker.controller.create_topic(new, validate_only=True)
+                quota.record(checked.num_partitions)
             created = await ctx.broker.controller.create_topic(
-                NewTopic(t.name, t.num_partitions, t.replication_factor, assignment or None,
-                         configs), validate_only=request.validate_only)
+                new, validate_only=request.validate_only)
             fields.update(topic_id=created.topic_id, num_partitions=created.num_partitions,
                           replication_factor=created.replication_factor,
                           error_message=created.warning,

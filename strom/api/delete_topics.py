@@ -6,6 +6,8 @@ UNKNOWN_TOPIC_ID when named by id, v6); internal topics cannot be deleted
 (INVALID_TOPIC_EXCEPTION); `delete.topic.enable=false` gives TOPIC_DELETION_DISABLED.
 Version notes: v6 may name topics by id.
 With an authorizer: TOPIC_AUTHORIZATION_FAILED without DELETE on the topic.
+Quota: the partitions of each deleted topic count against controller_mutation_rate (v5+:
+THROTTLING_QUOTA_EXCEEDED for a topic while it is exceeded; older: throttled only).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
+from strom.api.throttling import ControllerMutationQuota
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
@@ -27,6 +30,7 @@ async def handle(ctx: RequestContext, request):
         wanted = [(t.name, t.topic_id) for t in request.topics]
     else:
         wanted = [(name, None) for name in request.topic_names]
+    quota = ControllerMutationQuota(ctx, strict_since=5)
     results = []
     for name, topic_id in wanted:
         error, message = ErrorCode.none, None
@@ -41,6 +45,9 @@ async def handle(ctx: RequestContext, request):
             if not ctx.broker.config.get("delete.topic.enable"):
                 raise KafkaError("Topic deletion is disabled.",
                                  ErrorCode.topic_deletion_disabled)
+            info = cache.topic(name)
+            if info is not None:
+                quota.record(len(info.partitions))
             topic_id = await ctx.broker.controller.delete_topic(name)
         except KafkaError as e:
             error, message = e.code, e.message

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from strom.api.context import RequestContext
+from strom.protocol.errors import ErrorCode, KafkaError
 from strom.security.quotas import FETCH as FETCH_QUOTA
+from strom.security.quotas import MUTATION as MUTATION_QUOTA
 from strom.security.quotas import PRODUCE as PRODUCE_QUOTA
 
-__all__ = ["FETCH_QUOTA", "PRODUCE_QUOTA", "fetch_bytes_cap", "record_quota",
-           "unrecord_quota"]
+__all__ = ["FETCH_QUOTA", "PRODUCE_QUOTA", "ControllerMutationQuota", "fetch_bytes_cap",
+           "record_quota", "unrecord_quota"]
 
 
 def record_quota(ctx: RequestContext, key: str, value: float) -> int:
@@ -36,3 +38,39 @@ def fetch_bytes_cap(ctx: RequestContext, max_bytes: int, replica_id: int) -> int
         return max_bytes
     cap = quotas.max_window_value(FETCH_QUOTA, ctx.principal, ctx.header.client_id or "")
     return max_bytes if cap is None else max(1, min(max_bytes, int(cap)))
+
+
+class ControllerMutationQuota:
+    """One request's controller_mutation_rate (KIP-599), as Kafka's Strict- and
+    PermissiveControllerMutationQuota. Strict (CreateTopics v6+, CreatePartitions v3+,
+    DeleteTopics v5+, whose clients know THROTTLING_QUOTA_EXCEEDED): a mutation while the
+    client's bucket is below zero is refused with that error and the throttle time; one that
+    starts within the quota is taken whole, even past it. Permissive (older versions): every
+    mutation is taken and the client is throttled once past the quota."""
+
+    def __init__(self, ctx: RequestContext, strict_since: int) -> None:
+        self.ctx = ctx
+        self.strict = ctx.version >= strict_since
+        quotas = ctx.broker.quotas
+        self.enabled = (quotas is not None and ctx.throttled is not None
+                        and quotas.bound(MUTATION_QUOTA, ctx.principal,
+                                         ctx.header.client_id or "") is not None)
+
+    def record(self, partitions: int) -> None:
+        """Count `partitions` created or deleted; KafkaError THROTTLING_QUOTA_EXCEEDED when
+        a strict quota is already exceeded (nothing is counted then)."""
+        if not self.enabled or partitions <= 0:
+            return
+        quotas, ctx = self.ctx.broker.quotas, self.ctx
+        client_id = ctx.header.client_id or ""
+        if self.strict:
+            throttle_ms = quotas.mutation_throttle(ctx.principal, client_id)
+            if throttle_ms:
+                ctx.throttled(throttle_ms)
+                raise KafkaError("The throttling quota has been exceeded.",
+                                 ErrorCode.throttling_quota_exceeded)
+            quotas.record_mutation(ctx.principal, client_id, partitions)
+        else:
+            throttle_ms = quotas.record_mutation(ctx.principal, client_id, partitions)
+            if throttle_ms:
+                ctx.throttled(throttle_ms)

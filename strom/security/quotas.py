@@ -4,8 +4,9 @@ client id, measured over a sliding window, answered with a throttle time.
 Quotas (`QUOTA_KEYS`): producer_byte_rate (bytes of produced records per second),
 consumer_byte_rate (bytes of fetch responses per second), request_percentage (percent of
 one event loop's time spent handling the client's requests; Kafka counts request handler
-and network threads, strom has one loop), controller_mutation_rate (stored and described;
-strom does not throttle topic mutations).
+and network threads, strom has one loop), controller_mutation_rate (partitions created or
+deleted per second by CreateTopics, CreatePartitions and DeleteTopics, KIP-599; measured by
+a token bucket, `ControllerMutationQuota` in strom.api.throttling applies it).
 
 Storage, Kafka's layout, `{"version":1,"config":{"producer_byte_rate":"1048576"}}` (other
 keys of the node, such as SCRAM credentials, are kept):
@@ -55,9 +56,9 @@ DEFAULT = "<default>"
 KEEP_NOTIFICATIONS = 100
 USER, CLIENT_ID = "user", "client-id"
 PRODUCE, FETCH, REQUEST = "producer_byte_rate", "consumer_byte_rate", "request_percentage"
+MUTATION = "controller_mutation_rate"
 # key -> whether its values are whole numbers (Kafka: LONG) or not (DOUBLE)
-QUOTA_KEYS: dict[str, bool] = {PRODUCE: True, FETCH: True, REQUEST: False,
-                               "controller_mutation_rate": False}
+QUOTA_KEYS: dict[str, bool] = {PRODUCE: True, FETCH: True, REQUEST: False, MUTATION: False}
 
 # An entity: (user, client id); each part None when absent, DEFAULT for the default
 Entity = tuple[str | None, str | None]
@@ -129,17 +130,50 @@ class Rate:
         return sum(v for _, v in live) / (elapsed / 1000), elapsed
 
 
+@dataclass(slots=True)
+class TokenBucket:
+    """Kafka's TokenBucket (KIP-599): refilled at the quota's rate up to a burst of
+    bound x `num` x window; a mutation takes its permits even when that leaves the bucket
+    below zero, and the quota is exceeded while it is below zero."""
+
+    burst_s: float  # num x window, in seconds
+    tokens: float | None = None  # None: full
+    last_ms: float = 0.0
+
+    def update(self, bound: float, now_ms: float) -> float:
+        """The tokens left now (refilled since the last update)."""
+        burst = bound * self.burst_s
+        if self.tokens is None:
+            self.tokens = burst
+        else:
+            self.tokens = min(burst, self.tokens + bound * max(0.0, now_ms - self.last_ms) / 1000)
+        self.last_ms = now_ms
+        return self.tokens
+
+    def throttle_ms(self, bound: float, now_ms: float) -> int:
+        """How long until the bucket is back at zero (0: within the quota)."""
+        tokens = self.update(bound, now_ms)
+        return round(-tokens / bound * 1000) if tokens < 0 else 0
+
+    def record(self, permits: float, bound: float, now_ms: float) -> None:
+        self.update(bound, now_ms)
+        self.tokens -= permits
+
+
 class ClientQuotaManager:
     """The quotas of every entity, and one rate per (quota key, entity in use)."""
 
     def __init__(self, store: MetadataStore, window_num: int, window_s: int,
-                 now_ms: Callable[[], float]) -> None:
+                 now_ms: Callable[[], float], mutation_window_num: int = 11,
+                 mutation_window_s: int = 1) -> None:
         self.store = store
         self.window_num = window_num
         self.window_ms = window_s * 1000
         self.now_ms = now_ms
+        self.mutation_burst_s = mutation_window_num * mutation_window_s
         self.quotas: dict[Entity, dict[str, float]] = {}
         self.sensors: dict[tuple[str, Entity], Rate] = {}
+        self.buckets: dict[Entity, TokenBucket] = {}
         self._tasks: set = set()
         self._reloads = 0
         self._applied = 0
@@ -222,6 +256,32 @@ class ClientQuotaManager:
         if observed <= bound:
             return 0
         return int((observed - bound) / bound * over_ms)
+
+    def _bucket(self, principal: str, client_id: str) -> tuple[TokenBucket, float] | None:
+        found = self.bound(MUTATION, principal, client_id)
+        if found is None:
+            return None
+        entity, bound = found
+        bucket = self.buckets.get(entity)
+        if bucket is None:
+            bucket = self.buckets[entity] = TokenBucket(self.mutation_burst_s)
+        return bucket, bound
+
+    def mutation_throttle(self, principal: str, client_id: str) -> int:
+        """The throttle time (ms) the client's controller_mutation_rate asks for now: > 0
+        when its bucket is below zero; 0 within the quota or unlimited."""
+        found = self._bucket(principal, client_id)
+        return 0 if found is None else found[0].throttle_ms(found[1], self.now_ms())
+
+    def record_mutation(self, principal: str, client_id: str, permits: float) -> int:
+        """Take `permits` (partitions) from the client's bucket; the throttle time after."""
+        found = self._bucket(principal, client_id)
+        if found is None:
+            return 0
+        bucket, bound = found
+        now = self.now_ms()
+        bucket.record(permits, bound, now)
+        return bucket.throttle_ms(bound, now)
 
     # --- administration -------------------------------------------------------------------
     def describe(self, components: list[tuple[str, int, str | None]], strict: bool

@@ -181,7 +181,9 @@ class Broker:
             await authorizer.start()
         quotas = ClientQuotaManager(self.store, config.get("quota.window.num"),
                                     config.get("quota.window.size.seconds"),
-                                    lambda: self.clock.monotonic() * 1000)
+                                    lambda: self.clock.monotonic() * 1000,
+                                    config.get("controller.quota.window.num"),
+                                    config.get("controller.quota.window.size.seconds"))
         await quotas.start()
         self.services = BrokerServices(
             self.broker_id, config, self.clock, self.cache, self.controller, self.replicas,

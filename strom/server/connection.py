@@ -196,6 +196,10 @@ class Connection:
             transport.close()
             return
         self._arm_idle_timer()
+        auth_deadline = None
+        if self.authenticator is not None and self.max_idle_s is not None:
+            auth_deadline = asyncio.get_running_loop().call_later(
+                self.max_idle_s, self._authentication_overdue)
         try:
             while True:
                 await self._wait_throttle()
@@ -225,6 +229,8 @@ class Connection:
                 raise
             return
         finally:
+            if auth_deadline is not None:
+                auth_deadline.cancel()
             requests.release_all()  # frames left unhandled give their memory back
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
@@ -305,6 +311,18 @@ class Connection:
         return True
 
     # --- connections.max.idle.ms ----------------------------------------------------------
+    def _authentication_overdue(self) -> None:
+        """A SASL client must authenticate within connections.max.idle.ms of connecting:
+        the idle timer alone would let one that sends a byte now and then hold an
+        unauthenticated connection for ever."""
+        if self.authenticator is None or self.authenticator.authenticated \
+                or self.transport.is_closing():
+            return
+        log.info("Closing connection from %s on listener %s: SASL authentication not "
+                 "completed within connections.max.idle.ms (%d)", self.client, self.listener,
+                 self.max_idle_s * 1000)
+        self.transport.abort()
+
     def _arm_idle_timer(self) -> None:
         if self.max_idle_s is None:
             return
