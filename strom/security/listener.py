@@ -53,7 +53,7 @@ def listener_security(config: BrokerConfig, listener: str,
         return config.for_listener(listener, key)
 
     if protocol in ("SSL", "SASL_SSL"):
-        out.ssl_context = tls.server_context(get)
+        out.ssl_context = tls.server_context(get, listener)
         out.mapper = tls.PrincipalMapper(get("ssl.principal.mapping.rules"))
     if not out.sasl:
         return out

@@ -18,10 +18,12 @@ certificate it is `User:ANONYMOUS`, as in Kafka.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +37,68 @@ _CLIENT_AUTH = {"required": ssl.CERT_REQUIRED, "requested": ssl.CERT_OPTIONAL,
 
 Get = Callable[[str], Any]  # a config key -> its value for the listener
 
+log = logging.getLogger(__name__)
 
-def server_context(get: Get) -> ssl.SSLContext:
+# at most one handshake-failure line per listener and reason in this many seconds (a flood
+# of bad clients must not flood the log); the lines say how many were not logged
+FAILURE_LOG_INTERVAL_S = 10.0
+
+
+class _HandshakeFailures:
+    """Logs failed TLS handshakes of one listener: asyncio and uvloop report them only in
+    debug mode, and an operator needs to see plaintext clients or untrusted certificates."""
+
+    def __init__(self, listener: str) -> None:
+        self.listener = listener
+        self._last: dict[str, tuple[float, int]] = {}  # reason -> (logged at, not logged)
+
+    def failed(self, e: ssl.SSLError) -> None:
+        reason = e.reason or type(e).__name__
+        now = time.monotonic()
+        logged_at, skipped = self._last.get(reason, (-FAILURE_LOG_INTERVAL_S, 0))
+        if now - logged_at < FAILURE_LOG_INTERVAL_S:
+            self._last[reason] = (logged_at, skipped + 1)
+            return
+        self._last[reason] = (now, 0)
+        more = f" ({skipped} more since the last report)" if skipped else ""
+        log.warning("TLS handshake failed on listener %s: %s%s (%s)", self.listener, reason,
+                    more, _HINTS.get(reason, e))
+
+
+_HINTS = {
+    "WRONG_VERSION_NUMBER": "a client speaking plaintext to a TLS listener?",
+    "HTTP_REQUEST": "an HTTP client on a Kafka TLS listener",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "ssl.client.auth=required: the client sent no "
+                                         "certificate",
+    "CERTIFICATE_VERIFY_FAILED": "the client's certificate is not signed by a CA in the "
+                                 "truststore, or has expired",
+    "TLSV1_ALERT_UNKNOWN_CA": "the client does not trust this broker's certificate",
+    "UNSUPPORTED_PROTOCOL": "the client's TLS version is not in ssl.enabled.protocols",
+    "NO_SHARED_CIPHER": "no cipher in common with the client (ssl.cipher.suites)",
+}
+
+
+def _logging_sslobject(failures: _HandshakeFailures) -> type[ssl.SSLObject]:
+    """The SSLObject class of a listener's context: asyncio and uvloop make one per
+    connection (`wrap_bio`), so its handshake failures reach the log."""
+
+    class ListenerSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as e:
+                failures.failed(e)
+                raise
+
+    return ListenerSSLObject
+
+
+def server_context(get: Get, listener: str = "") -> ssl.SSLContext:
     """The context of an SSL or SASL_SSL listener; raises ConfigError."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.sslobject_class = _logging_sslobject(_HandshakeFailures(listener))
     _common(ctx, get)
     _load_keystore(ctx, get, required=True)
     ctx.verify_mode = _CLIENT_AUTH[get("ssl.client.auth")]

@@ -27,6 +27,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from strom.testing.broker import BrokerProcess
+from strom.testing.cluster import wait_until
 from strom.testing.processes import free_port
 from strom.testing.security import SecureListeners
 from strom.testing.wire import Closed, KafkaSocket, Reader, nbytes, request, string
@@ -437,6 +438,9 @@ def test_plaintext_bytes_on_tls_port_and_tls_hello_on_plaintext_port(secure):
     with KafkaSocket("127.0.0.1", listeners.ssl) as s:  # a Kafka request, no TLS
         s.send(metadata_v1())
         assert s.wait_closed()
+    # the operator sees why (asyncio and uvloop log it only in debug mode)
+    wait_until(lambda: "TLS handshake failed on listener SSL: WRONG_VERSION_NUMBER"
+               in broker.log_text(), 10, what="the handshake failure in the broker log")
     context = ssl.create_default_context(cafile=str(listeners.ca.ca_pem))
     with socket.create_connection(("127.0.0.1", listeners.plaintext), timeout=10) as raw:
         with pytest.raises((ssl.SSLError, OSError)):
@@ -452,7 +456,7 @@ def test_plaintext_bytes_on_tls_port_and_tls_hello_on_plaintext_port(secure):
 def test_mtls_refuses_clients_without_a_trusted_certificate(secure, tmp_path):
     from strom.testing.certs import TestCA
 
-    listeners, _ = secure
+    listeners, broker = secure
     other = TestCA(tmp_path / "other").client("mallory")  # from an untrusted CA
     context = ssl.create_default_context(cafile=str(listeners.ca.ca_pem))
     context.load_cert_chain(str(other.cert), str(other.key))
@@ -466,6 +470,8 @@ def test_mtls_refuses_clients_without_a_trusted_certificate(secure, tmp_path):
                         raise Closed("closed")
     good = listeners.confluent("MTLS", client_cert=listeners.ca.client("alice"))
     assert AdminClient(good).list_topics(timeout=30).brokers
+    wait_until(lambda: "TLS handshake failed on listener MTLS" in broker.log_text(), 10,
+               what="the refused certificates in the broker log")
 
 
 # --- KIP-368 re-authentication ---------------------------------------------------------------
