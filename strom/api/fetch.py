@@ -31,6 +31,8 @@ A consumer's response bytes count against consumer_byte_rate (its max_bytes capp
 the quota allows within the measured windows): over it, the response carries
 throttle_time_ms and is empty (in a fetch session it keeps its records), and the channel is
 muted.
+Every partition carries a record set, empty on an error (never null: librdkafka fails the
+whole response on a null one, e.g. for a topic id deleted under a running consumer).
 Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1.
 """
 
@@ -123,7 +125,7 @@ async def handle(ctx: RequestContext, request):
             name, info.topic_id if info else None, parts))
     for topic_id, partitions in unknown_ids:
         topics.append(fetch_response.FetchTopicData("", topic_id, [
-            fetch_response.FetchPartitionData(i, ErrorCode.unknown_topic_id, -1, -1, -1, None)
+            fetch_response.FetchPartitionData(i, ErrorCode.unknown_topic_id, -1, -1, -1, b"")
             for i in partitions]))
     return _framed(ctx, replica_id, ErrorCode.none, 0, topics)
 

@@ -22,7 +22,9 @@ Layout per version (fields in Kafka's FetchResponse.json):
         log_start_offset    int64             v5+
         aborted_transactions nullable array   producer_id int64, first_offset int64
         preferred_read_replica int32          v11+
-        records             nullable bytes    v12+ compact (uvarint length + 1)
+        records             nullable bytes    v12+ compact (uvarint length + 1); never
+                                              sent null: librdkafka fails the whole
+                                              response on a null records field
         [tagged fields]                       v12+: 0 diverging_epoch, 1 current_leader
       [tagged fields]
     [tagged fields]
@@ -54,7 +56,7 @@ class FetchPartitionData:
     high_watermark: int
     last_stable_offset: int
     log_start_offset: int
-    records: Any | None  # an object with .size (a FileSlice), bytes, or None
+    records: Any | None  # an object with .size (a FileSlice), bytes; None is sent as empty
     aborted_transactions: Sequence[tuple[int, int]] | None = None
     preferred_read_replica: int = -1
     current_leader: tuple[int, int] | None = None  # (leader id, epoch) for NOT_LEADER errors
@@ -108,19 +110,17 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
             if version >= 11:
                 buf += _I32.pack(p.preferred_read_replica)
             records = p.records
+            # an empty record set, never null (librdkafka rejects a null one)
             size = 0 if records is None else (len(records) if isinstance(records, bytes | bytearray)
                                               else records.size)
-            if records is None:
-                buf += b"\0" if flexible else _I32.pack(-1)
-            else:
-                buf += uvarint(size + 1) if flexible else _I32.pack(size)
-                if size:
-                    if isinstance(records, bytes | bytearray):
-                        buf += records
-                    else:
-                        parts.append(bytes(buf))
-                        parts.append(records)
-                        buf = bytearray()
+            buf += uvarint(size + 1) if flexible else _I32.pack(size)
+            if size:
+                if isinstance(records, bytes | bytearray):
+                    buf += records
+                else:
+                    parts.append(bytes(buf))
+                    parts.append(records)
+                    buf = bytearray()
             if flexible:
                 tags = bytearray()
                 count = 0

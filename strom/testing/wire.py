@@ -266,6 +266,22 @@ class Reader:
         self.pos += n
         return b
 
+    def uvarint(self) -> int:
+        shift = value = 0
+        while True:
+            b = self.data[self.pos]
+            self.pos += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+
+    def skip_tags(self) -> None:
+        """Skip a flexible version's tagged fields."""
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.pos += self.uvarint()
+
     def remaining(self) -> int:
         return len(self.data) - self.pos
 

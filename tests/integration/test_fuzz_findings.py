@@ -64,25 +64,8 @@ def no_traceback(broker, request):
     assert "Traceback" not in new, f"the broker logged a traceback:\n{new[-3000:]}"
 
 
-def read_uvarint(r: Reader) -> int:
-    shift = value = 0
-    while True:
-        b = r.data[r.pos]
-        r.pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value
-        shift += 7
-
-
-def skip_tags(r: Reader) -> None:
-    for _ in range(read_uvarint(r)):
-        read_uvarint(r)
-        r.pos += read_uvarint(r)
-
-
 def read_compact_string(r: Reader) -> str | None:
-    n = read_uvarint(r) - 1
+    n = r.uvarint() - 1
     if n < 0:
         return None
     s = r.data[r.pos:r.pos + n].decode()
@@ -98,14 +81,14 @@ def test_fetch_v13_with_the_zero_topic_id_is_unknown_topic_id(broker):
     with KafkaSocket("127.0.0.1", broker.port) as s:
         r = Reader(s.roundtrip(request(API_FETCH, 13, 41, body, header_version=2)))
     assert r.i32() == 41
-    skip_tags(r)
+    r.skip_tags()
     r.i32()  # throttle
     assert r.i16() == 0
     r.i32()  # session id
-    assert read_uvarint(r) == 2
+    assert r.uvarint() == 2
     assert r.data[r.pos:r.pos + 16] == ZERO_UUID
     r.pos += 16
-    assert read_uvarint(r) == 2
+    assert r.uvarint() == 2
     assert (r.i32(), r.i16()) == (0, UNKNOWN_TOPIC_ID)
 
 
@@ -117,17 +100,17 @@ def test_metadata_v10_v11_with_the_zero_topic_id_and_null_name(broker, version):
     with KafkaSocket("127.0.0.1", broker.port) as s:
         r = Reader(s.roundtrip(request(API_METADATA, version, 42, body, header_version=2)))
     assert r.i32() == 42
-    skip_tags(r)
+    r.skip_tags()
     r.i32()  # throttle
-    for _ in range(read_uvarint(r) - 1):  # brokers
+    for _ in range(r.uvarint() - 1):  # brokers
         r.i32()
         read_compact_string(r)
         r.i32()
         read_compact_string(r)
-        skip_tags(r)
+        r.skip_tags()
     read_compact_string(r)  # cluster id
     r.i32()  # controller
-    assert read_uvarint(r) == 2
+    assert r.uvarint() == 2
     assert r.i16() == UNKNOWN_TOPIC_ID
     assert read_compact_string(r) == ""  # not nullable before v12
     assert r.data[r.pos:r.pos + 16] == ZERO_UUID

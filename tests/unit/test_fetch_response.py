@@ -95,7 +95,7 @@ def test_decode_reads_the_brokers_own_encoding():
     assert [(p.topic, p.partition_index, p.error_code, p.high_watermark,
              None if p.records is None else bytes(p.records)) for p in got.partitions] == [
         ("t", 0, 0, 10, records), ("t", 1, 0, 5, b"abc"),
-        ("t", 2, ErrorCode.fenced_leader_epoch, 7, b""), ("t", 3, 0, 1, None)]
+        ("t", 2, ErrorCode.fenced_leader_epoch, 7, b""), ("t", 3, 0, 1, b"")]
 
 
 @pytest.mark.parametrize("cut", [1, 5, 12, 20, 40, 60])
