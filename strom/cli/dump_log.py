@@ -3,6 +3,8 @@
   strom dump-log --files 00000000000000000000.log,00000000000000000000.index
   strom dump-log --files 00000000000000000000.log --print-data-log
   strom dump-log --files 00000000000000000000.index --index-sanity-check
+  strom dump-log --files __consumer_offsets-0/00000000000000000000.log --offsets-decoder
+  strom dump-log --files __transaction_state-0/00000000000000000000.log --transaction-log-decoder
 
 Reads the files directly (no broker needed); the output follows Kafka's tool line by line.
 Findings that compare an index with its log (mismatches, offsets not in the log, out of
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strom.cli import dump_log_decoders as decoders
 from strom.cli._common import add_flags
 
 RECORD_INDENT = "|"
@@ -49,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--index-sanity-check": "only check that index files are sane (increasing offsets, "
                                 "positions inside the log), without printing their entries",
         "--verify-index-only": "check index entries against the log without printing them",
+    })
+    decoders = parser.add_mutually_exclusive_group()
+    add_flags(decoders, {
+        "--offsets-decoder": "decode records as __consumer_offsets data (offset commits and "
+                             "group metadata, as JSON); implies --print-data-log",
+        "--transaction-log-decoder": "decode records as __transaction_state data "
+                                     "(transaction metadata); implies --print-data-log",
     })
     parser.add_argument("--max-bytes", type=int, default=None, metavar="N",
                         help="read at most N bytes of each .log file")
@@ -94,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("strom dump-log: --files names no file", file=sys.stderr)
         return 1
-    deep = args.deep_iteration or args.print_data_log
+    parser = _record_parser(args)
+    print_data = args.print_data_log or parser is not decoders.plain
+    deep = args.deep_iteration or print_data
     findings = _Findings()
     status = 0
     for name in files:
@@ -103,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         suffix = path.suffix
         try:
             if suffix == LOG_SUFFIX:
-                _dump_log(path, deep, args.print_data_log, args.skip_record_metadata,
+                _dump_log(path, deep, print_data, parser, args.skip_record_metadata,
                           args.max_bytes, findings)
             elif suffix == INDEX_SUFFIX:
                 _dump_index(path, args.index_sanity_check, args.verify_index_only, findings)
@@ -158,16 +170,19 @@ def _lower(flag: bool) -> str:
     return "true" if flag else "false"
 
 
-def _text(data: bytes) -> str:
-    """Kafka's StringDecoder: UTF-8, invalid bytes replaced."""
-    return data.decode("utf-8", errors="replace")
-
-
 # --- .log ---------------------------------------------------------------------------------
 
 
-def _dump_log(path: Path, deep: bool, print_data: bool, skip_metadata: bool,
-              max_bytes: int | None, findings: _Findings) -> None:
+def _record_parser(args: argparse.Namespace) -> decoders.Parser:
+    if args.offsets_decoder:
+        return decoders.offsets_record
+    if args.transaction_log_decoder:
+        return decoders.transaction_record
+    return decoders.plain
+
+
+def _dump_log(path: Path, deep: bool, print_data: bool, parser: decoders.Parser,
+              skip_metadata: bool, max_bytes: int | None, findings: _Findings) -> None:
     from strom.log import records as rec
 
     base = _base_offset(path)
@@ -183,7 +198,7 @@ def _dump_log(path: Path, deep: bool, print_data: bool, skip_metadata: bool,
             for pos, header in rec.iter_batches(data, 0, limit):
                 _print_batch(rec, data, pos, header)
                 if deep:
-                    last_offset = _print_records(rec, data, pos, header, print_data,
+                    last_offset = _print_records(rec, data, pos, header, print_data, parser,
                                                  skip_metadata, last_offset, gaps)
                 valid_bytes = pos + header.size
                 if valid_bytes - progress.done >= PROGRESS_STEP:
@@ -241,8 +256,9 @@ def _print_batch(rec, data, pos: int, header) -> None:
           f"crc: {header.crc} isvalid: {_lower(is_valid)}")
 
 
-def _print_records(rec, data, pos: int, header, print_data: bool, skip_metadata: bool,
-                   last_offset: int | None, gaps: list[tuple[int, int]]) -> int | None:
+def _print_records(rec, data, pos: int, header, print_data: bool, parser: decoders.Parser,
+                   skip_metadata: bool, last_offset: int | None,
+                   gaps: list[tuple[int, int]]) -> int | None:
     try:
         records = rec.decode_records(data, pos, header, verify_crc=False)
     except rec.CorruptRecordError as exc:
@@ -267,11 +283,12 @@ def _print_records(rec, data, pos: int, header, print_data: bool, skip_metadata:
             if header.is_control:
                 line.append(_control_text(rec, record))
         if print_data and not header.is_control:
-            if record.key is not None:
-                line.append(f"{prefix}key: {_text(record.key)}")
+            key, payload = parser(record.offset, record.key, record.value)
+            if key is not None:
+                line.append(f"{prefix}key: {key}")
                 prefix = " "
-            if record.value is not None:
-                line.append(f"{prefix}payload: {_text(record.value)}")
+            if payload is not None:
+                line.append(f"{prefix}payload: {payload}")
         print("".join(line))
     return last_offset
 
