@@ -870,7 +870,12 @@ class PartitionLog:
         return True
 
     def delete_segments_for_retention(self) -> int:
-        """Delete closed segments past retention.ms or retention.bytes; returns how many."""
+        """Delete the oldest segments past retention.ms or retention.bytes, or below the
+        log start offset; returns how many. As Kafka's UnifiedLog.deletableSegments, the
+        active segment counts too (by retention.ms and retention.bytes, when not empty and
+        all of it is below the high watermark): an idle partition's expired data goes
+        without waiting for an append to roll it. Deleting every segment rolls a new, empty
+        active segment at the log end offset first."""
         retention_ms = self.config.get("retention.ms")
         retention_bytes = self.config.get("retention.bytes")
         if self.config.compact and "delete" not in self.config.get("cleanup.policy"):
@@ -878,17 +883,20 @@ class PartitionLog:
         now = self.clock.now_ms()
         deletable: list[LogSegment] = []
         excess = self.size_in_bytes - retention_bytes if retention_bytes >= 0 else 0
-        for seg in self.segments[:-1]:
-            if seg.next_offset > self.high_watermark:
-                break  # never delete what consumers cannot see yet
+        active = self.active_segment
+        for seg in self.segments:
+            if seg.next_offset > self.high_watermark or (seg is active and not seg.size):
+                break  # never delete what consumers cannot see yet, nor an empty log
             expired = retention_ms >= 0 and seg.max_timestamp >= 0 and \
                 now - seg.max_timestamp > retention_ms
             too_big = excess > 0 and excess - seg.size >= 0
-            below_start = seg.next_offset <= self.log_start_offset
+            below_start = seg is not active and seg.next_offset <= self.log_start_offset
             if not (expired or too_big or below_start):
                 break
             excess -= seg.size
             deletable.append(seg)
+        if deletable and deletable[-1] is active:
+            self.roll("retention")  # a log always keeps one segment
         for seg in deletable:
             self.segments.remove(seg)
             seg.rename_to_deleted()

@@ -87,8 +87,8 @@ def test_retention_unlinks_off_the_loop(tmp_path, file_calls):
 
     plog = lm.get_or_create("t", 0, topic_config(segment_bytes=100, retention_ms=1000,
                                                   file_delete_delay_ms=0), TOPIC_ID)
-    for _ in range(3):
-        append(plog, [b"x" * 20])
+    for ts in (NOW, NOW, NOW + 10_000):  # the active segment's batch is not expired
+        append(plog, [b"x" * 20], [ts])
     plog.high_watermark = plog.log_end_offset
     clock.advance(5000)
 

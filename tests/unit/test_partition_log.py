@@ -196,8 +196,8 @@ def test_read_out_of_range(tmp_path):
 def test_read_below_log_start_after_retention(tmp_path):
     clock = ManualClock(NOW)
     plog = open_log(tmp_path, clock, segment_bytes=100, retention_ms=1000)
-    for _ in range(3):
-        append(plog, [b"x" * 20])
+    for ts in (NOW, NOW, NOW + 5000):  # the active segment's batch is not expired
+        append(plog, [b"x" * 20], [ts])
     plog.high_watermark = plog.log_end_offset
     clock.advance(2000)
     assert plog.delete_segments_for_retention() == 2
@@ -446,11 +446,26 @@ def test_retention_ms_deletes_expired_closed_segments(tmp_path):
     for seg in retired:
         seg.delete()
     assert not [n for n in os.listdir(plog.dir) if n.endswith(".deleted")]
-    clock.advance(100_000)  # everything expired: the active segment still stays
-    assert plog.delete_segments_for_retention() == 2
-    assert [s.base_offset for s in plog.segments] == [4]
-    assert plog.log_start_offset == 4
+    clock.advance(100_000)  # everything expired, the active segment too (as Kafka): a
+    # new empty segment is rolled at the log end, and the data of the idle log is gone
+    assert plog.delete_segments_for_retention() == 3
+    assert [s.base_offset for s in plog.segments] == [5]
+    assert plog.log_start_offset == 5
     assert plog.log_end_offset == 5
+    assert read_all(plog, 5) == []
+    assert f"{5:020d}.log" in os.listdir(plog.dir)
+    assert plog.delete_segments_for_retention() == 0  # an empty active segment stays
+    assert append(plog).base_offset == 5
+    plog.close()
+
+
+def test_retention_keeps_an_active_segment_with_unreplicated_data(tmp_path):
+    clock = ManualClock(NOW)
+    plog = five_segments(tmp_path, clock, retention_ms=1000)
+    plog.high_watermark = 4  # the active segment's batch (offset 4) is not replicated
+    clock.advance(100_000)
+    assert plog.delete_segments_for_retention() == 4
+    assert [s.base_offset for s in plog.segments] == [4]
     assert read_all(plog, 4) == [(4, b"x" * 20)]
     plog.close()
 
@@ -482,10 +497,10 @@ def test_retention_bytes(tmp_path):
     assert plog.size_in_bytes == 3 * size
     assert plog.log_start_offset == 2
     plog.config = topic_config(segment_bytes=100, retention_bytes=0)
-    # only closed segments: the active one stays even though it breaches retention.bytes
-    assert plog.delete_segments_for_retention() == 2
-    assert [s.base_offset for s in plog.segments] == [4]
-    assert plog.log_start_offset == 4
+    # the active segment breaches retention.bytes too: a new one is rolled (as Kafka)
+    assert plog.delete_segments_for_retention() == 3
+    assert [s.base_offset for s in plog.segments] == [5]
+    assert plog.log_start_offset == 5
     plog.close()
 
 
@@ -517,13 +532,13 @@ def test_deleted_files_are_removed_on_reopen(tmp_path):
     plog = five_segments(tmp_path, clock, retention_ms=1000)
     plog.high_watermark = plog.log_end_offset
     clock.advance(100_000)
-    assert plog.delete_segments_for_retention() == 4
+    assert plog.delete_segments_for_retention() == 5
     log_start = plog.log_start_offset
     plog.close()
     again = PartitionLog.open(plog.dir, "t", 0, topic_config(segment_bytes=100), clock,
                               log_start_offset=log_start)
     assert not [n for n in os.listdir(plog.dir) if n.endswith(".deleted")]
-    assert (again.log_start_offset, again.log_end_offset) == (4, 5)
+    assert (again.log_start_offset, again.log_end_offset) == (5, 5)
     again.close()
 
 

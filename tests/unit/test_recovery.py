@@ -383,8 +383,8 @@ def test_log_manager_retention_deletes_after_the_delay(tmp_path):
     lm.startup(config_for, topic_id_for)
     cfg = topic_config(segment_bytes=100, retention_ms=1000, file_delete_delay_ms=60_000)
     plog = lm.get_or_create("t", 0, cfg, TOPIC_ID)
-    for _ in range(3):
-        append(plog, [b"x" * 20])
+    for ts in (NOW, NOW, NOW + 100_000):  # the active segment's batch is not expired
+        append(plog, [b"x" * 20], [ts])
     plog.high_watermark = plog.log_end_offset
     clock.advance(5000)
     assert lm.run_retention(file_delete_delay_ms=60_000) == 2
@@ -409,8 +409,8 @@ def test_log_manager_shutdown_removes_retired_segments_at_once(tmp_path):
     lm.startup(config_for, topic_id_for)
     cfg = topic_config(segment_bytes=100, retention_ms=1000)
     plog = lm.get_or_create("t", 0, cfg, TOPIC_ID)
-    for _ in range(3):
-        append(plog, [b"x" * 20])
+    for ts in (NOW, NOW, NOW + 100_000):  # the active segment's batch is not expired
+        append(plog, [b"x" * 20], [ts])
     plog.high_watermark = plog.log_end_offset
     clock.advance(5000)
     assert lm.run_retention(file_delete_delay_ms=60_000) == 2
