@@ -308,7 +308,11 @@ class LogManager:
     def logs_needing_flush(self) -> list[PartitionLog]:
         return [p for p in self.logs.values() if p.needs_flush()]
 
-    def run_retention(self, file_delete_delay_ms: int) -> int:
+    def run_retention(self) -> int:
+        """Delete segments past retention (see PartitionLog.delete_segments_for_retention)
+        and remove retired segments whose delay has passed. The delay is each partition's
+        `file.delete.delay.ms`, whose default is the broker's `log.segment.delete.delay.ms`
+        (TopicConfig resolves it, and follows a dynamic change of it), as in Kafka."""
         deleted = 0
         now = self.clock.monotonic()
         for plog in list(self.logs.values()):

@@ -539,7 +539,7 @@ class Broker:
             None, LogManager.write_checkpoint_snapshot, snapshot)
 
     async def _retention(self) -> None:
-        self.logs.run_retention(self.config.get("log.segment.delete.delay.ms"))
+        self.logs.run_retention()
 
     async def _expire_producer_ids(self) -> None:
         expired = self.logs.remove_expired_producers()

@@ -94,7 +94,7 @@ def test_retention_unlinks_off_the_loop(tmp_path, file_calls):
 
     async def main():
         file_calls.clear()
-        assert lm.run_retention(file_delete_delay_ms=0) == 2
+        assert lm.run_retention() == 2
         await until(lambda: not getattr(lm, "background", None))
         return threading.current_thread()
 

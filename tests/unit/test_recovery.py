@@ -387,20 +387,54 @@ def test_log_manager_retention_deletes_after_the_delay(tmp_path):
         append(plog, [b"x" * 20], [ts])
     plog.high_watermark = plog.log_end_offset
     clock.advance(5000)
-    assert lm.run_retention(file_delete_delay_ms=60_000) == 2
+    assert lm.run_retention() == 2
     deleted = [n for n in os.listdir(plog.dir) if n.endswith(".deleted")]
     assert len(deleted) == 6  # .log, .index, .timeindex of two segments, removed later
     clock.advance(59_000)
-    assert lm.run_retention(file_delete_delay_ms=60_000) == 0
+    assert lm.run_retention() == 0
     assert len([n for n in os.listdir(plog.dir) if n.endswith(".deleted")]) == 6
     clock.advance(1_000)  # file.delete.delay.ms has passed
-    lm.run_retention(file_delete_delay_ms=60_000)
+    lm.run_retention()
     assert not [n for n in os.listdir(plog.dir) if n.endswith(".deleted")]
     assert sorted(os.listdir(plog.dir)) == [
         "00000000000000000002.index", "00000000000000000002.log",
         "00000000000000000002.timeindex", "leader-epoch-checkpoint", "partition.metadata"]
     lm.shutdown()
     assert read_text(d / "log-start-offset-checkpoint") == "0\n1\nt 0 2\n"
+
+
+@pytest.mark.parametrize(("broker", "override", "removed_after"), [
+    ({"log.segment.delete.delay.ms": "2000"}, {}, 2000),
+    ({"log.segment.delete.delay.ms": "2000"}, {"file.delete.delay.ms": "7000"}, 7000),
+    ({}, {}, 60_000),
+])
+def test_log_segment_delete_delay_ms_is_the_default_of_file_delete_delay_ms(
+        tmp_path, broker, override, removed_after):
+    """As in Kafka, the broker's log.segment.delete.delay.ms is what a topic without its own
+    file.delete.delay.ms waits before retired segment files are removed."""
+    clock = ManualClock(NOW)
+    lm = LogManager([str(tmp_path / "data")], clock, node_id=1)
+    lm.startup(config_for, topic_id_for)
+    cfg = TopicConfig.of(BrokerConfig(broker), {"segment.bytes": "100", "retention.ms": "1000",
+                                                **override})
+    plog = lm.get_or_create("t", 0, cfg, TOPIC_ID)
+    for ts in (NOW, NOW, NOW + 100_000):
+        append(plog, [b"x" * 20], [ts])
+    plog.high_watermark = plog.log_end_offset
+    clock.advance(5000)
+    assert lm.run_retention() == 2
+
+    def deleted_files() -> int:
+        return len([n for n in os.listdir(plog.dir) if n.endswith(".deleted")])
+
+    assert deleted_files() == 6
+    clock.advance(removed_after - 500)
+    lm.run_retention()
+    assert deleted_files() == 6
+    clock.advance(500)
+    lm.run_retention()
+    assert deleted_files() == 0
+    lm.shutdown()
 
 
 def test_log_manager_shutdown_removes_retired_segments_at_once(tmp_path):
@@ -413,7 +447,7 @@ def test_log_manager_shutdown_removes_retired_segments_at_once(tmp_path):
         append(plog, [b"x" * 20], [ts])
     plog.high_watermark = plog.log_end_offset
     clock.advance(5000)
-    assert lm.run_retention(file_delete_delay_ms=60_000) == 2
+    assert lm.run_retention() == 2
     lm.shutdown()
     assert not [n for n in os.listdir(plog.dir) if n.endswith(".deleted")]
 
