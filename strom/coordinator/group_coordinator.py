@@ -145,9 +145,20 @@ class GroupCoordinator(ClassicProtocol):
         log.info("Unloaded %d groups of %s-%d", len(groups), OFFSETS_TOPIC, p)
 
     async def _load(self, p: int) -> None:
+        """Replay partition `p` of __consumer_offsets into the registry. Without a log for
+        it in the ReplicaManager (its replica was removed after the load was scheduled) the
+        partition is marked loaded with no groups, as Kafka's loadGroupsAndOffsets does
+        ("found no log"): left loading, its groups would answer
+        COORDINATOR_LOAD_IN_PROGRESS until the next leadership change. A failed replay is
+        retried (run_until_done); the partition stays loading meanwhile."""
         partition = self.replicas.partitions.get((OFFSETS_TOPIC, p))
         state = self.registry.partitions.get(p)
-        if partition is None or state is None:
+        if state is None:
+            return  # unloaded before the load ran
+        if partition is None:
+            log.warning("Attempted to load groups from %s-%d, but found no log",
+                        OFFSETS_TOPIC, p)
+            self.registry.loaded(p, state, [])
             return
         replayed = await group_store.replay(partition.log, f"{OFFSETS_TOPIC}-{p}")
         offsets, groups = replayed.offsets, replayed.groups

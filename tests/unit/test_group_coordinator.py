@@ -165,6 +165,22 @@ def test_registry_checks(tmp_path):
     run(main())
 
 
+def test_load_without_a_log_does_not_leave_the_partition_loading(tmp_path):
+    """The replica of a led __consumer_offsets partition is gone when its load runs: as
+    Kafka ("found no log"), the partition is loaded with no groups; before, its groups got
+    COORDINATOR_LOAD_IN_PROGRESS until the next leadership change."""
+    async def main():
+        h = Harness(tmp_path)
+        group_id = h.group_in(0)
+        h.coordinator._on_topics_changed({OFFSETS_TOPIC})
+        del h.replicas.partitions[(OFFSETS_TOPIC, 0)]  # before the loader task runs
+        await asyncio.wait_for(asyncio.gather(*h.coordinator._loaders), 5)
+        assert not h.coordinator.registry.partitions[0].loading
+        h.coordinator.check_coordinator(group_id)
+        assert h.coordinator.list_groups() == []
+    run(main())
+
+
 def test_registry_refuses_a_stale_load():
     registry = GroupRegistry(lambda g: 0, lambda: True)
     first = registry.add_partition(0)
