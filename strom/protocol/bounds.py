@@ -1,4 +1,5 @@
-"""Length checks on a request before kio parses it.
+"""Length checks on a request (and on a response to strom's own client) before kio
+parses it.
 
 kio's native reader sizes a collection from its length prefix before reading it: an array
 (or string, or bytes) whose prefix says billions of elements makes it ask for that much
@@ -12,6 +13,9 @@ allocate a collection of size N, but there are only M bytes remaining."
 length prefixes and skipping the rest, and raises `LengthError` for a length that does not
 fit in the bytes left (an element takes at least one byte), a varint longer than 5 bytes,
 or a frame that ends early. It does not check values: kio does that when it parses.
+`check_response` does the same for a response frame that strom's inter-broker client
+(strom.protocol.client) receives: a leader or coordinator that sends garbage must cost the
+follower a connection, never its process.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from strom.protocol.varint import VarintError, read_uvarint
 
 _FIXED = {"int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint16": 2, "uint32": 4,
           "float64": 8, "bool": 1, "uuid": 16, "timedelta_i32": 4, "timedelta_i64": 8,
-          "datetime_i64": 8}
+          "datetime_i64": 8, "error_code": 2}
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 
@@ -227,6 +231,18 @@ def check_request(frame: bytes | memoryview, schema: type) -> None:
     if end < 10:
         raise _short(10, end)
     pos = 10 + max(_I16.unpack_from(frame, 8)[0], 0)  # api key, version, correlation, client id
+    if pos > end:
+        raise _short(pos, end)
+    if schema.__header_schema__.__flexible__:
+        pos = _tagged(frame, pos, end, None)
+    _checker(schema)(frame, pos, end)
+
+
+def check_response(frame: bytes | memoryview, schema: type) -> None:
+    """Check every length prefix of a response frame (without its size) for `schema`, the
+    kio response class of its API key and version. Raises LengthError."""
+    end = len(frame)
+    pos = 4  # correlation id
     if pos > end:
         raise _short(pos, end)
     if schema.__header_schema__.__flexible__:

@@ -19,7 +19,7 @@ from kio.schema.index import api_key_map, schema_name_map
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
-from strom.protocol.bounds import LengthError, check_request
+from strom.protocol.bounds import LengthError, check_request, check_response
 from strom.protocol.errors import ErrorCode
 from strom.protocol.varint import read_uvarint
 
@@ -304,8 +304,12 @@ def _read_only(frame: bytes | bytearray | memoryview) -> bytes | memoryview:
 def _parse_body(api_key: int, api_version: int, frame: bytes | memoryview) -> Any:
     frame = _read_only(frame)
     schema = response_schema(api_key, api_version)
+    check_response(frame, schema)  # before kio sizes anything from a length prefix
     _header, offset = _reader(schema.__header_schema__)(frame, 0)
     body, _size = _reader(schema)(frame, offset)
+    missing = _null_in_non_nullable(body)
+    if missing is not None:  # callers read it as a value: refuse it here, as a request
+        raise LengthError(f"non-nullable field {missing} was serialized as null")
     return body
 
 

@@ -1,7 +1,8 @@
 """strom.protocol.client.BrokerConnection against a real strom broker (ApiVersions v3,
 Metadata v12, Fetch v12 after a confluent-kafka produce, concurrent requests on one
 connection), and its failure modes (refused, closed, killed broker, and fake servers on
-127.0.0.1 that answer with a wrong correlation id, hang up mid-frame or never answer).
+127.0.0.1 that answer with a wrong correlation id, hang up mid-frame, never answer, or
+send collection lengths of billions).
 
 Each test runs its own event loop with `asyncio.run`, under an overall `asyncio.wait_for`.
 """
@@ -396,3 +397,66 @@ def test_cancelled_request_keeps_later_responses_matched():
                 await conn.close()
 
     run(main())
+
+
+# A leader (or any broker strom's client talks to) that answers with collection lengths of
+# billions: kio's native reader sized the collection from the prefix before reading it, the
+# allocation failed and the process aborted (the requests side was guarded by
+# strom.protocol.bounds, the responses side was not). Run in a child process, so that an
+# abort fails the test instead of ending the test run.
+def _huge_length_answers() -> None:
+    answers = iter([
+        # Metadata v12 (flexible): brokers, a compact array of 2^35 - 2 elements
+        lambda cid: struct.pack(">ib", cid, 0) + struct.pack(">i", 0)
+        + bytes.fromhex("ffffffff7f") + bytes(8),
+        # OffsetForLeaderEpoch v4 (flexible, as a follower could ask): topics, the same
+        lambda cid: struct.pack(">ib", cid, 0) + struct.pack(">i", 0)
+        + bytes.fromhex("ffffffff7f") + bytes(8),
+        # Metadata v12 cut short in its cluster id
+        lambda cid: struct.pack(">ib", cid, 0) + struct.pack(">i", 0) + b"\x01" + b"\x20ab",
+    ])
+
+    async def handle(correlation_id, writer):
+        answer = next(answers, None)
+        body = answer(correlation_id) if answer else api_versions_v0_answer(correlation_id)[4:]
+        writer.write(struct.pack(">i", len(body)) + body)
+
+    async def main():
+        server, port = await fake_server(handle)
+        epoch_mod = request_module(23, 4)
+        epoch_request = make(request_schema(23, 4), replica_id=2, topics=(make(
+            epoch_mod.OffsetForLeaderTopic, topic="t", partitions=(make(
+                epoch_mod.OffsetForLeaderPartition, partition=0, current_leader_epoch=1,
+                leader_epoch=1),)),))
+        async with server:
+            for request in (metadata(), epoch_request, metadata()):
+                conn = BrokerConnection(HOST, port)
+                await conn.connect()
+                with pytest.raises(BrokerConnectionError, match="malformed response"):
+                    await conn.request(request)
+                assert conn.closed
+                await conn.close()
+            conn = BrokerConnection(HOST, port)  # and the next connection works
+            await conn.connect()
+            r = await conn.request(api_versions(0))
+            await conn.close()
+        assert [(k.api_key, k.max_version) for k in r.api_keys] == [(18, 3)]
+        print("survived")
+
+    run(main())
+
+
+def test_huge_lengths_in_responses_do_not_abort_the_process():
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+    code = "from tests.integration.test_broker_client import _huge_length_answers as f; f()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=root, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "survived", \
+        f"exit {done.returncode}: {done.stdout[-500:]} {done.stderr[-1500:]}"
