@@ -104,12 +104,28 @@ class LogManager:
         self.on_dir_offline: Callable[[str, list[TopicPartition]], None] | None = None
 
     def prepare_dirs(self) -> str:
-        """Create and lock every log dir, and check or write its meta.properties.
+        """Create and lock every log dir (when `lock_dirs` has not yet), and check or write
+        its meta.properties.
 
         Returns the cluster id. Raises LogDirError when another process holds a dir's
         `.lock` or a dir belongs to another node or cluster; nothing is changed then.
         """
+        self.lock_dirs()
+        for d in self.log_dirs:
+            self._check_meta_properties(d, write=False)
+        for d in self.log_dirs:
+            self._check_meta_properties(d, write=True)
+        assert self.cluster_id is not None
+        return self.cluster_id
+
+    def lock_dirs(self) -> None:
+        """Create every log dir and take its `.lock` (a no-op when held): the first thing a
+        broker does to them, so a second broker on the same dirs stops before it opens or
+        writes anything there (the local metadata store lives in the first one). Raises
+        LogDirError, holding no lock then."""
         self.check_dirs()
+        if self._locks:
+            return
         for d in self.log_dirs:
             try:
                 fd = os.open(os.path.join(d, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
@@ -126,12 +142,6 @@ class LogManager:
                     f"Failed to acquire lock on file .lock in {d}. A strom or Kafka broker "
                     f"in another process is using this directory.") from None
             self._locks.append(fd)
-        for d in self.log_dirs:
-            self._check_meta_properties(d, write=False)
-        for d in self.log_dirs:
-            self._check_meta_properties(d, write=True)
-        assert self.cluster_id is not None
-        return self.cluster_id
 
     def check_dirs(self) -> None:
         """Create every log dir that does not exist yet; LogDirError naming the first one

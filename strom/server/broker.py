@@ -106,7 +106,7 @@ class Broker:
         self.logs = LogManager(config.log_dirs, self.clock, self.broker_id,
                                config.get("cluster.id"),
                                PageCacheWindow(config.get("log.page.cache.window.bytes")))
-        self.logs.check_dirs()  # each one a usable directory, before the store opens one
+        self.logs.lock_dirs()  # usable and ours alone, before the store opens the first
         self.logs.on_all_dirs_offline = self._all_log_dirs_offline
         self.logs.on_dir_offline = self._log_dir_offline
         zk_connect = config.get("zookeeper.connect")

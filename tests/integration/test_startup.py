@@ -116,3 +116,27 @@ def test_on_disk_layout_is_kafkas(start_broker, topic_name):
                      "00000000000000000000.timeindex", "partition.metadata",
                      "leader-epoch-checkpoint"):
             assert name in names, f"{name} missing from {pd.name}: {sorted(names)}"
+
+
+def test_a_second_broker_on_locked_dirs_fails_before_touching_them(tmp_path):
+    """Another process holds the first log dir's .lock (as a running broker does): the
+    broker exits with Kafka's message before it opens the local metadata store there (it
+    wrote its cluster id into that store first, racing the running broker's own file)."""
+    import fcntl
+    import os
+
+    data = tmp_path / "data"
+    data.mkdir()
+    fd = os.open(data / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        b = BrokerProcess(log_dir=data, startup_timeout=60)  # it exits well before
+        try:
+            with pytest.raises(BrokerStartError):
+                b.start()
+            assert "Failed to acquire lock on file .lock" in b.log_text()
+        finally:
+            b.close()
+        assert sorted(p.name for p in data.iterdir()) == [".lock"]
+    finally:
+        os.close(fd)
