@@ -62,6 +62,7 @@ from strom.log.files import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
+    fsync_dir,
     segment_path,
 )
 from strom.log.index import OffsetIndex, TimeIndex
@@ -457,14 +458,6 @@ class CleanedSegmentWriter:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- grouping --------------------------------------------------------------------------------

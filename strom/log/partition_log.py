@@ -313,10 +313,12 @@ class PartitionLog:
         return sorted(out)
 
     def take_snapshot(self) -> None:
-        """Write `<log end offset>.snapshot` (at a roll, on close). Not fsynced here: a
-        torn snapshot fails its CRC on load and an older one (or the log) is used. A log
-        that never had producers writes none (Kafka writes empty ones too), so plain logs
-        keep their file set; once one exists, every roll writes one."""
+        """Write `<log end offset>.snapshot` (at a roll, on close), forced to disk as
+        Kafka's: the file is fsynced before it is renamed into place and the directory
+        after, so a crash leaves the previous snapshot or this one, whole (a torn one would
+        still fail its CRC on load, and an older one, or the log, be used). A log that
+        never had producers writes none (Kafka writes empty ones too), so plain logs keep
+        their file set; once one exists, every roll writes one."""
         if not self.producer_state.producers and not self._has_snapshots:
             return
         self._has_snapshots = True
@@ -324,7 +326,10 @@ class PartitionLog:
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(producer_snapshot.encode(self.producer_state.snapshot_entries()))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        files.fsync_dir(self.dir)
 
     def _delete_snapshots_below(self, offset: int) -> None:
         """Snapshots below the first segment go with the segments (Kafka keeps none for

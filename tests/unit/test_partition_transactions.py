@@ -217,6 +217,24 @@ def test_snapshots_go_with_deleted_segments(tmp_path):
     assert left and all(int(n.split(".")[0]) >= first for n in left)
 
 
+def test_snapshots_are_forced_to_disk_before_and_after_their_rename(tmp_path, monkeypatch):
+    plog = open_log(tmp_path / "t-0")
+    Producer(plog, 3).send(2, transactional=False)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    plog.take_snapshot()
+    snapshot = os.path.join(plog.dir, f"{plog.log_end_offset:020d}.snapshot")
+    assert os.path.exists(snapshot)
+    # the file's own data (under its temporary name), then the directory holding the rename
+    assert synced == [snapshot + ".tmp", os.path.realpath(plog.dir)]
+
+
 def test_cleaner_keeps_committed_values_markers_and_aborted_index(tmp_path):
     from strom.log.cleaner_manager import LogCleanerManager
     from strom.log.manager import LogManager
