@@ -276,16 +276,20 @@ class LogCleanerManager:
         infos = tuple(SegmentInfo(s.base_offset, s.log_path, s.size, s.next_offset,
                                   s.max_timestamp, s.first_batch_timestamp, len(s.index),
                                   len(s.time_index), s) for s in closed)
+        producers = plog.producer_state.producers
         last_batches = {pid: e.batches[-1].last_offset
-                        for pid, e in plog.producer_state.producers.items() if e.batches}
+                        for pid, e in producers.items() if e.batches}
+        marker_epochs = {pid: e.epoch for pid, e in producers.items() if not e.batches}
         cfg = plog.config
         return CleanRequest(
             plog.topic, plog.partition, plog.dir, infos, first_dirty, uncleanable,
             CleanConfig(cfg.get("delete.retention.ms"), cfg.get("segment.bytes"),
                         cfg.get("segment.index.bytes"), cfg.get("index.interval.bytes")),
             last_batches, clean_bytes, cleanable, need_now, plog.truncations, plog,
-            tuple((t.producer_id, t.first_offset, t.last_offset)
-                  for t in plog.collect_aborted_txns(first_dirty, uncleanable)))
+            # every entry overlapping the segments a round may read, from the first one (the
+            # copy reads them all)
+            tuple(plog.collect_aborted_txns(plog.segments[0].base_offset, uncleanable)),
+            marker_epochs)
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_of(self, topic: str, partition: int) -> int | None:

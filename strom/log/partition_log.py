@@ -929,17 +929,8 @@ class PartitionLog:
                 any(a is not b for a, b in zip(self.segments[i:i + len(old)], old,
                                                strict=False)):
             return False
-        # the cleaned segment keeps the aborted transactions of the ones it replaces: its
-        # .txnindex goes through the swap's steps with its other files
-        kept_txns = sorted((e for seg in old for e in self.txn_index(seg).entries),
-                           key=lambda e: e.last_offset)
-        if kept_txns:
-            cleaned = files.segment_path(self.dir, base_offset, files.TXN_INDEX_SUFFIX) + \
-                files.CLEANED_SUFFIX
-            with open(cleaned, "wb") as f:
-                f.write(b"".join(e.encode() for e in kept_txns))
-                f.flush()
-                os.fsync(f.fileno())
+        # the cleaned segment's .txnindex (written by the cleaner with its other files: the
+        # aborted transactions whose data it keeps) goes through the swap's steps with them
         swap.rename_cleaned_to_swap(self.dir, base_offset, step)
         for k, seg in enumerate(old):
             seg.rename_to_deleted()
