@@ -7,10 +7,11 @@ uncleanable,
 
     first dirty offset   its cleaner checkpoint; the log start offset when there is none, or
                          it is below the log start offset or above the log end offset
-    first uncleanable    min(high watermark, base offset of the active segment, base offset
-                         of the first dirty segment whose largest timestamp is newer than
-                         now - min.compaction.lag.ms), rounded down to the base offset of
-                         the segment holding it
+    first uncleanable    min(last stable offset (at most the high watermark, and never past
+                         the first offset of an open transaction), base offset of the active
+                         segment, base offset of the first dirty segment whose largest
+                         timestamp is newer than now - min.compaction.lag.ms), rounded down
+                         to the base offset of the segment holding it
     clean bytes          size of the segments below the first dirty offset
     cleanable bytes      size of the segments from the first dirty offset to the first
                          uncleanable offset
