@@ -175,6 +175,30 @@ def test_a_producer_whose_only_batch_was_aborted_keeps_its_state(tmp_path):
     assert env.plog.producer_state.ongoing_txns() == []
 
 
+def test_a_marker_holding_its_producers_epoch_stays_as_an_empty_batch(tmp_path):
+    """Transactions V2: the marker carries the bumped epoch, so the producer's state holds
+    no data batch; its marker is what keeps the epoch (Kafka's isBatchLastRecordOfProducer,
+    case 3): past its horizon it loses its record, not its header."""
+    env = Env(tmp_path, delete_retention_ms=1000)
+    Txn(env, P1, epoch=0).send((b"a", b"1"))                    # 0
+    env.plog.append_marker(P1, 1, 0, True, 0)                   # 1, at epoch 1
+    env.append((b"a", b"2"), roll=True)                         # 2
+    env.append((b"z", b"1"))
+    for _ in range(3):
+        env.manager.clean_once()
+        env.clock.advance(1000)
+        env.append((b"z", b"2"), roll=True)
+    marker = env.batches()[0].header
+    assert (marker.base_offset, marker.is_control, marker.producer_id, marker.producer_epoch,
+            marker.records_count) == (1, True, P1, 1, 0)
+    assert data(env)[0] == (2, b"a", b"2")
+    env.crash()
+    for path in glob.glob(os.path.join(env.plog.dir, "*.snapshot")):
+        os.unlink(path)
+    env.open()
+    assert env.plog.producer_state.producers[P1].epoch == 1
+
+
 def test_aborted_batches_are_dropped_without_decoding_them(tmp_path, monkeypatch):
     env = Env(tmp_path)
     p1 = Txn(env, P1)
