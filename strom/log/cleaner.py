@@ -680,11 +680,11 @@ class Cleaner:
             tombstone_kept |= tombstone
         stats.records_written += len(keep)
         set_horizon = tombstone_kept and not has_horizon
+        if not keep and not keep_empty:
+            return None  # an empty batch too, once its producer has moved on (as Kafka)
         if len(keep) == len(items) and not set_horizon:
             stats.batches_copied += 1
             return view, header.max_timestamp
-        if not keep and not keep_empty:
-            return None
         stats.batches_rebuilt += 1
         horizon = now + req.config.delete_retention_ms if set_horizon else None
         if compressed:
@@ -701,13 +701,18 @@ class Cleaner:
         stats.records_read += header.records_count
         removable = txns.on_control_batch_read(header, _control_type(header, view))
         has_horizon = bool(header.attributes & _DELETE_HORIZON_BIT)
+        if not header.records_count:  # emptied before: its header stays only when needed
+            if not keep_empty:
+                return None
+            stats.batches_copied += 1
+            return view, header.max_timestamp
         if removable and has_horizon and now >= header.base_timestamp:
             if not keep_empty:
                 return None
             stats.batches_rebuilt += 1
             return _empty_batch(header)
         stats.records_written += header.records_count
-        if not removable or has_horizon or not header.records_count or header.compression:
+        if not removable or has_horizon or header.compression:
             stats.batches_copied += 1
             return view, header.max_timestamp
         if not crc_is_valid(view, 0, header):

@@ -199,6 +199,42 @@ def test_a_marker_holding_its_producers_epoch_stays_as_an_empty_batch(tmp_path):
     assert env.plog.producer_state.producers[P1].epoch == 1
 
 
+def test_empty_batches_go_once_their_producer_has_moved_on(tmp_path):
+    env = Env(tmp_path, delete_retention_ms=1000)
+    p5 = Txn(env, P5)
+    p5.send((b"k", b"aborted"))                 # 0
+    p5.end(commit=False)                        # 1
+    env.append((b"z", b"1"), roll=True)         # 2
+    env.append((b"z", b"2"))
+    env.manager.clean_once()
+    assert [(b.header.base_offset, len(b.records)) for b in env.batches()][:2] == \
+        [(0, 0), (1, 1)]  # producer 5's state: its empty batch and so its marker stay
+    p5.send((b"k", b"committed"))               # 4
+    p5.end(commit=True, roll=True)              # 5
+    env.append((b"y", b"1"))
+    for _ in range(3):  # rounds past the ABORT marker's horizon
+        env.manager.clean_once()
+        env.clock.advance(1000)
+        env.append((b"y", b"2"), roll=True)
+    assert [c[0] for c in control_batches(env)] == [5]
+    assert 0 not in [b.header.base_offset for b in env.batches()]
+    assert aborted_entries(env) == []
+
+
+def test_an_emptied_idempotent_batch_goes_once_its_producer_has_moved_on(tmp_path):
+    env = Env(tmp_path)
+    env.append((b"a", b"1"), producer_id=7, producer_epoch=0, base_sequence=0)  # 0
+    env.append((b"a", b"2"), roll=True)                                         # 1
+    env.append((b"z", b"1"))
+    env.manager.clean_once()
+    assert [(b.header.base_offset, len(b.records)) for b in env.batches()][0] == (0, 0)
+    env.append((b"b", b"1"), producer_id=7, producer_epoch=0, base_sequence=1,
+               roll=True)                                                       # 3
+    env.append((b"z", b"2"))
+    env.manager.clean_once()
+    assert [b.header.base_offset for b in env.batches()] == [1, 2, 3, 4]
+
+
 def test_aborted_batches_are_dropped_without_decoding_them(tmp_path, monkeypatch):
     env = Env(tmp_path)
     p1 = Txn(env, P1)
