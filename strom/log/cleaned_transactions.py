@@ -9,7 +9,7 @@ aborted transactions ahead of time from the `.txnindex` entries of the segments 
   offset <= the batch, before its ABORT marker) is aborted data: `on_batch_read` says so,
   and the cleaner drops its records whatever their keys (the batch itself stays, empty,
   when it is its producer's last: producer state).
-- An ABORT marker after which no data of its transaction was met in this pass may go: its
+- An ABORT marker before which no data of its transaction was met in this pass may go: its
   `.txnindex` entry is not carried into the cleaned segment (nothing is left for a
   read_committed consumer to skip). One whose data was met (and is being dropped now, or is
   kept as an empty producer-state batch) stays, and so does its entry.
@@ -19,8 +19,8 @@ aborted transactions ahead of time from the `.txnindex` entries of the segments 
 
 "May go" is not "goes": the cleaner first gives such a marker a delete horizon (now +
 `delete.retention.ms`, as a tombstone's) and removes it in a round after the horizon, so a
-consumer that read the transaction's data before the clean still sees its end. Two rounds at
-least, as Kafka: the one that drops the data keeps the marker, a later one starts its
+consumer that read the transaction's data before the clean still sees its end. Three rounds
+at least, as Kafka: the one that drops the data keeps the marker, a later one starts its
 horizon, one after the horizon removes it.
 
 One instance per pass over the log (the key map has its own), carried across the groups of
