@@ -235,6 +235,35 @@ def test_snapshots_are_forced_to_disk_before_and_after_their_rename(tmp_path, mo
     assert synced == [snapshot + ".tmp", os.path.realpath(plog.dir)]
 
 
+def test_a_roll_defers_the_snapshot_fsync_to_the_next_flush(tmp_path, monkeypatch):
+    """At a roll (on the event loop) the snapshot is written and renamed without an
+    fsync; the next flush, which runs off the loop, forces it and its directory, as
+    Kafka's flush after a roll does."""
+    plog = open_log(tmp_path / "t-0")
+    Producer(plog, 3).send(2, transactional=False)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    plog.roll()
+    snapshot = os.path.join(plog.dir, f"{plog.log_end_offset:020d}.snapshot")
+    assert os.path.exists(snapshot) and synced == []
+    assert plog.needs_flush()
+    end, segments = plog.start_flush()
+    plog.fsync_segments(segments)  # what the broker runs in its executor
+    plog.flushed(end)
+    assert snapshot in synced and os.path.realpath(plog.dir) in synced
+    assert synced.index(snapshot) < synced.index(os.path.realpath(plog.dir))
+    synced.clear()
+    plog.fsync()  # nothing left to force but the segments
+    assert snapshot not in synced
+    plog.close()
+
+
 def test_cleaner_drops_aborted_records_and_keeps_what_still_needs_markers(tmp_path):
     from strom.log.cleaner_manager import LogCleanerManager
     from strom.log.manager import LogManager
