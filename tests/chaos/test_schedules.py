@@ -12,9 +12,10 @@ the history of the run.
 
 The transactional consume-transform-produce workload (strom/testing/chaos_txn.py) runs only
 with `STROM_CHAOS_TXN=1` (and in bench/chaos.py): seed 1 with it still fails about one run
-in ten, on a group consumer that never starts (not explained yet) or librdkafka's
-send_offsets_to_transaction stall (docs/reliability.md, "Open findings"); the
-NOT_COORDINATOR failure that first kept it out is fixed ("Found by this suite and fixed").
+in six, mostly on librdkafka bugs (a consumer whose partitions never start after an
+OffsetFetch answered NOT_COORDINATOR; send_offsets_to_transaction stalling), see
+docs/reliability.md, "Open findings"; the NOT_COORDINATOR failure that first kept it out
+is fixed ("Found by this suite and fixed").
 """
 
 from __future__ import annotations
