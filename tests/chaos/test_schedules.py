@@ -12,7 +12,7 @@ the history of the run.
 
 The transactional consume-transform-produce workload (strom/testing/chaos_txn.py) runs only
 with `STROM_CHAOS_TXN=1` (and in bench/chaos.py): seed 1 with it still fails about one run
-in six, mostly on librdkafka bugs (a consumer whose partitions never start after an
+in seven, mostly on librdkafka bugs (a consumer whose partitions never start after an
 OffsetFetch answered NOT_COORDINATOR; send_offsets_to_transaction stalling), see
 docs/reliability.md, "Open findings"; the NOT_COORDINATOR failure that first kept it out
 is fixed ("Found by this suite and fixed").
