@@ -35,6 +35,10 @@ from strom.protocol.batch import (
 
 log = logging.getLogger(__name__)
 
+# a hot slice of the tail map up to this size is read at once (see LogSegment.read); the
+# connection sends larger ones with sendfile (server/connection.py, SENDFILE_MIN_BYTES)
+PREREAD_MAX_BYTES = 64 * 1024 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class FileSlice:
@@ -45,8 +49,11 @@ class FileSlice:
     position: int
     size: int
     cold: bool = False
+    data: bytes | None = None  # the bytes, when they were read already (a small tail read)
 
     def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
         return os.pread(self.fd, self.size, self.position)
 
 
@@ -410,8 +417,18 @@ class LogSegment:
             if found is None:
                 return None
             position, size, base_offset, first_size = found
-            self._check_header(position, base_offset, first_size)
-            return FileSlice(self.fd, position, size, position < self.cache.kept_from)
+            cold = position < self.cache.kept_from
+            if cold or size > PREREAD_MAX_BYTES:
+                self._check_header(position, base_offset, first_size)
+                return FileSlice(self.fd, position, size, cold)
+            # a small hot slice (a tailing consumer's, a follower's): read now, in the same
+            # pread as its header check, so the connection sends it with no read of its own
+            data = os.pread(self.fd, size, position)
+            if len(data) < size:
+                raise CorruptBatch(self.log_path, position,
+                                   f"{size} bytes were appended here, the file has {len(data)}")
+            self._check_header(position, base_offset, first_size, data)
+            return FileSlice(self.fd, position, size, False, data)
         first = self.find_batch(offset)
         if first is None or first.header.base_offset >= max_offset:
             return None
@@ -430,12 +447,15 @@ class LogSegment:
             return None
         return FileSlice(self.fd, position, size, position < self.cache.kept_from)
 
-    def _check_header(self, position: int, base_offset: int, size: int) -> None:
+    def _check_header(self, position: int, base_offset: int, size: int,
+                      data: bytes | None = None) -> None:
         """The file still holds the batch the tail map says is at `position` (one header
-        read: what a scan from the index would have read of the first batch); CorruptBatch
-        if not, OSError if the file cannot be read."""
+        read, or `data` read from there: what a scan from the index would have read of the
+        first batch); CorruptBatch if not, OSError if the file cannot be read."""
         try:
-            header = read_header(os.pread(self.fd, HEADER_SIZE, position))
+            if data is None:
+                data = os.pread(self.fd, HEADER_SIZE, position)
+            header = read_header(data)
         except InvalidBatch as e:
             raise CorruptBatch(self.log_path, position, str(e)) from None
         if header.base_offset != base_offset or header.size != size:

@@ -485,7 +485,8 @@ class Connection:
         transport = self.transport
         # before the first await: small hot slices are read now (no duplicate needed),
         # the others get a duplicate of their descriptor
-        parts = [part if isinstance(part, bytes) or part.cold or part.size >= SENDFILE_MIN_BYTES
+        parts = [part if isinstance(part, bytes) else part.data if part.data is not None
+                 else part if part.cold or part.size >= SENDFILE_MIN_BYTES
                  else os.pread(part.fd, part.size, part.position) for part in parts]
         fds = [-1 if isinstance(part, bytes) else os.dup(part.fd) for part in parts]
         pending: list = []  # gathered for one writelines

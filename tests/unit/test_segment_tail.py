@@ -4,12 +4,15 @@ index-and-scan path returns, after appends, truncation, recovery and a reopen.""
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strom.log import segment as segment_module
 from strom.log.records import NewRecord, build_batch
-from strom.log.segment import LogSegment
+from strom.log.segment import CorruptBatch, LogSegment
 from strom.protocol.batch import read_header
 
 TS = 1_700_000_000_000
@@ -45,6 +48,8 @@ def check(seg, end, queries):
         offset = q_offset % (end + 2)
         max_offset = min(end, offset + max_offset_delta)
         got = seg.read(offset, max_bytes, max_offset, min_one)
+        if got is not None:  # bytes read with the header check are the file's bytes
+            assert got.read() == os.pread(seg.fd, got.size, got.position)
         got = None if got is None else (got.position, got.size)
         assert got == scan_read(seg, offset, max_bytes, max_offset, min_one), \
             (offset, max_bytes, max_offset, min_one)
@@ -107,4 +112,38 @@ def test_index_entries_keep_the_map_and_a_roll_drops_it(tmp_path):
     seg.on_roll()
     assert not seg.tail.covers(0)
     check(seg, end, [(o, 10_000, 30, True) for o in range(end + 1)])
+    seg.close()
+
+
+def test_a_small_tail_read_is_one_pread_checked_against_the_map(tmp_path, monkeypatch):
+    """A small hot slice comes back with its bytes (read in the same pread as the header
+    check); a file that no longer holds what the map says, or ends early, is CorruptBatch
+    (the fetch answers CORRUPT_MESSAGE), never a slice shorter than its size."""
+    seg = LogSegment(str(tmp_path), 0, 1 << 30, 1 << 20, TS, create=True)
+    end = 0
+    for _ in range(3):
+        end = append(seg, end, 2, 20)
+    preads = []
+    real_pread = os.pread
+    monkeypatch.setattr(segment_module.os, "pread",
+                        lambda fd, n, pos: preads.append(n) or real_pread(fd, n, pos))
+    got = seg.read(2, 1 << 20, end, True)
+    assert got.data == real_pread(seg.fd, got.size, got.position) and len(preads) == 1
+    # a large slice is left to the connection (sendfile): only its header is read here
+    monkeypatch.setattr(segment_module, "PREREAD_MAX_BYTES", 10)
+    preads.clear()
+    got = seg.read(2, 1 << 20, end, True)
+    assert got.data is None and preads == [segment_module.HEADER_SIZE]
+    monkeypatch.setattr(segment_module, "PREREAD_MAX_BYTES", 1 << 16)
+    # the file ends before the mapped batches do (cut by something else than strom)
+    os.ftruncate(seg.fd, seg.size - 5)
+    with pytest.raises(CorruptBatch, match="the file has"):
+        seg.read(4, 1 << 20, end, True)
+    # another batch where the map says one was appended
+    first = real_pread(seg.fd, segment_module.HEADER_SIZE, 0)
+    fd = os.open(seg.log_path, os.O_WRONLY)  # the segment's own descriptor appends
+    os.pwrite(fd, first, seg.tail.starts[1])
+    os.close(fd)
+    with pytest.raises(CorruptBatch, match="where offset 2"):
+        seg.read(2, 1 << 20, 4, True)
     seg.close()
