@@ -69,6 +69,7 @@ def test_one_way_partitions(make_chaos):
             try:
                 time.sleep(8)  # twice the session timeout: ZooKeeper still hears it
                 producer.wait_for_acks(100, timeout=60)
+                assert cluster.controller_id() == controller  # its session lives on
             finally:
                 nemesis.heal()
             settle(cluster, TOPIC, 3)
