@@ -15,21 +15,26 @@ event loop; see cleaner_manager.py):
    - it has a key, no later offset of that key is in the map, and it is not a tombstone
      whose batch's delete horizon has passed.
    Keyless records (written before the topic became compacted) are dropped and counted, as
-   Kafka's cleaner does (`invalid messages`), with a warning per round. Control batches are
-   kept whole. Records of aborted transactions are not mapped (they must not hide the
-   committed value of their key) and are kept, as their markers and `.txnindex` entries are
-   (read_committed consumers skip them; Kafka's cleaner removes them: docs/deviations.md).
-   The range never reaches the first unstable offset (an open transaction). The last batch of each producer (producer state) is kept even when all its
-   records go (as an empty batch: base and last offsets, sequence and epoch stay), so
-   idempotent producers keep their sequence after a restart; so is the batch that ends at
-   the first uncleanable offset, so the log keeps the offset it reached.
-3. **Delete horizon.** A batch that keeps a tombstone and has no delete horizon yet gets one:
-   now + `delete.retention.ms`, in baseTimestamp with attribute bit 6 (KIP-534); its
-   records' timestamp deltas are rebased on it. A later round drops the tombstones once now
-   has passed the horizon.
-4. **Swap.** A group's result is written to `<base>.log.cleaned` (with `.index.cleaned` and
-   `.timeindex.cleaned`), fsynced, then handed to the log's owner (the event loop), which
-   renames them `.swap`, renames the old segments `.deleted`, renames the `.swap` files to
+   Kafka's cleaner does (`invalid messages`), with a warning per round. Transactions
+   (cleaned_transactions.py, from the `.txnindex` entries of the segments read): records of
+   aborted transactions are not mapped (they must not hide the committed value of their
+   key) and are all dropped, batch by batch without decoding; a COMMIT/ABORT marker stays
+   while data of its transaction is left, then gets a delete horizon, and goes in a round
+   after it; the cleaned segment's `.txnindex` keeps only the aborted transactions whose
+   data is still there. The range never reaches the first unstable offset (an open
+   transaction: the cleaner manager stops at the last stable offset). The last batch of
+   each producer (producer state: its last data batch, or its marker when its state holds
+   no data batch) is kept even when all its records go (as an empty batch: base and last
+   offsets, sequence and epoch stay), so idempotent producers keep their sequence after a
+   restart; so is the batch that ends at the first uncleanable offset, so the log keeps
+   the offset it reached.
+3. **Delete horizon.** A batch that keeps a tombstone, or a marker whose transaction has no
+   data left, and has no delete horizon yet gets one: now + `delete.retention.ms`, in
+   baseTimestamp with attribute bit 6 (KIP-534); its records' timestamp deltas are rebased
+   on it. A later round drops the tombstones and the marker once now has passed the horizon.
+4. **Swap.** A group's result is written to `<base>.log.cleaned` (with `.index.cleaned`,
+   `.timeindex.cleaned` and, when it keeps aborted transactions, `.txnindex.cleaned`),
+   fsynced, then handed to the log's owner (the event loop), which renames them `.swap`, renames the old segments `.deleted`, renames the `.swap` files to
    their final names and puts the new segment in the segment list
    (`PartitionLog.replace_segments`). Recovery after a crash at any of these steps:
    log/swap.py.
@@ -57,11 +62,16 @@ from dataclasses import dataclass, field
 import crc32c
 
 from strom.clock import Clock
+from strom.log.cleaned_transactions import (
+    CleanedTransactionMetadata,
+)
 from strom.log.files import (
     CLEANED_SUFFIX,
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
+    TXN_INDEX_SUFFIX,
+    fsync_dir,
     segment_path,
 )
 from strom.log.index import OffsetIndex, TimeIndex
@@ -72,6 +82,7 @@ from strom.log.records import (
     build_batch,
     decode_records,
 )
+from strom.log.transaction_index import AbortedTxn
 from strom.protocol.batch import HEADER_SIZE, BatchHeader, crc_is_valid, read_header
 
 log = logging.getLogger(__name__)
@@ -137,8 +148,12 @@ class CleanRequest:
     need_compaction_now: bool = False
     truncations: int = 0  # the log's truncation count when the request was made
     log: object = field(default=None, compare=False, repr=False)  # the PartitionLog
-    # (producer id, first offset, marker offset) of the aborted transactions in the range
-    aborted_txns: tuple[tuple[int, int, int], ...] = ()
+    # the `.txnindex` entries of the closed segments below the first uncleanable offset
+    # (all overlapping the offsets the cleaner reads), oldest first
+    aborted_txns: tuple[AbortedTxn, ...] = ()
+    # producer id -> epoch, for the producers whose state holds no data batch (their last
+    # entry in the log is a marker, of that epoch: kept, for fencing)
+    epoch_of_producer_without_data: dict[int, int] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -385,7 +400,8 @@ class _SegmentReader:
 
 class CleanedSegmentWriter:
     """`<base>.log.cleaned` with its offset and time indexes (same entries LogSegment would
-    make: one per `index.interval.bytes`, plus the final time index entry)."""
+    make: one per `index.interval.bytes`, plus the final time index entry), and its
+    `.txnindex.cleaned` when it keeps aborted transactions."""
 
     def __init__(self, dir_: str, base_offset: int, config: CleanConfig) -> None:
         self.base_offset = base_offset
@@ -395,8 +411,10 @@ class CleanedSegmentWriter:
         self.time_index = TimeIndex(
             segment_path(dir_, base_offset, TIME_INDEX_SUFFIX) + CLEANED_SUFFIX, base_offset,
             config.segment_index_bytes)
+        self.txn_index_path = segment_path(dir_, base_offset, TXN_INDEX_SUFFIX) + CLEANED_SUFFIX
         self.interval = config.index_interval_bytes
-        for path in (self.log_path, self.index.path, self.time_index.path):
+        self.aborted_txns: list[AbortedTxn] = []  # filled as its ABORT markers are copied
+        for path in self.paths:
             if os.path.exists(path):
                 os.unlink(path)
         self.fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -408,8 +426,8 @@ class CleanedSegmentWriter:
         self._pending_bytes = 0
 
     @property
-    def paths(self) -> tuple[str, str, str]:
-        return self.log_path, self.index.path, self.time_index.path
+    def paths(self) -> tuple[str, str, str, str]:
+        return self.log_path, self.index.path, self.time_index.path, self.txn_index_path
 
     def append(self, data: bytes | memoryview, last_offset: int, max_timestamp: int) -> None:
         if max_timestamp > self.max_timestamp:
@@ -435,7 +453,13 @@ class CleanedSegmentWriter:
             view = view[n:]
 
     def finish(self) -> None:
-        """Write out, add the final time index entry, fsync all three files."""
+        """Write out, add the final time index entry, write the `.txnindex` of the aborted
+        transactions it keeps (`aborted_txns`; none: no file), fsync all the files."""
+        if self.aborted_txns:
+            with open(self.txn_index_path, "wb") as f:
+                f.write(b"".join(t.encode() for t in self.aborted_txns))
+                f.flush()
+                os.fsync(f.fileno())
         self._write_pending()
         if self.max_timestamp >= 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max)
@@ -457,14 +481,6 @@ class CleanedSegmentWriter:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- grouping --------------------------------------------------------------------------------
@@ -523,8 +539,9 @@ class Cleaner:
         to_clean = [s for s in req.segments if s.base_offset < end_offset]
         groups = group_segments_by_size(to_clean, req.config.segment_bytes,
                                         req.config.segment_index_bytes)
+        txns = CleanedTransactionMetadata(req.aborted_txns)
         for group in groups:
-            self.clean_group(req, group, offset_map, now, stats, swap)
+            self.clean_group(req, group, offset_map, now, stats, swap, txns)
         if stats.invalid_records:
             log.warning("Cleaner removed %d records without a key from %s-%d (a compacted "
                         "topic needs keys)", stats.invalid_records, req.topic, req.partition)
@@ -536,6 +553,9 @@ class Cleaner:
         start = req.first_dirty_offset
         end = req.first_uncleanable_offset
         segments = [s for s in req.segments if s.base_offset < end and s.next_offset > start]
+        # transactions aborted before the first dirty offset must not make their producer's
+        # later batches look aborted
+        txns = CleanedTransactionMetadata(t for t in req.aborted_txns if t.last_offset >= start)
         for k, info in enumerate(segments):
             for header, view in _SegmentReader(info, self.throttler, self.stop,
                                                stats).batches():
@@ -544,8 +564,11 @@ class Cleaner:
                 if header.last_offset < start:
                     continue
                 stats.map_bytes_read += header.size
-                if header.is_control or (header.is_transactional and _in_aborted_txn(
-                        req.aborted_txns, header)):
+                if header.is_control:
+                    txns.on_control_batch_read(header, _control_type(header, view))
+                    offset_map.latest_offset = header.last_offset
+                    continue
+                if txns.on_batch_read(header):  # aborted: must not hide a committed value
                     offset_map.latest_offset = header.last_offset
                     continue
                 keys = [(key, offset) for offset, key in self._keys(header, view)
@@ -578,13 +601,15 @@ class Cleaner:
 
     # --- 2. copying --------------------------------------------------------------------
     def clean_group(self, req: CleanRequest, group: list[SegmentInfo], offset_map: OffsetMap,
-                    now: int, stats: CleanerStats, swap: SwapFn) -> None:
+                    now: int, stats: CleanerStats, swap: SwapFn,
+                    txns: CleanedTransactionMetadata) -> None:
         writer = CleanedSegmentWriter(req.dir, group[0].base_offset, req.config)
+        txns.retained_entries = writer.aborted_txns
         try:
             for info in group:
                 for header, view in _SegmentReader(info, self.throttler, self.stop,
                                                    stats).batches():
-                    out = self.filter_batch(req, header, view, offset_map, now, stats)
+                    out = self.filter_batch(req, header, view, offset_map, now, stats, txns)
                     if out is not None:
                         data, max_ts = out
                         writer.append(data, header.last_offset, max_ts)
@@ -606,17 +631,28 @@ class Cleaner:
         fsync_dir(req.dir)
 
     def filter_batch(self, req: CleanRequest, header: BatchHeader, view: memoryview,
-                     offset_map: OffsetMap, now: int, stats: CleanerStats
+                     offset_map: OffsetMap, now: int, stats: CleanerStats,
+                     txns: CleanedTransactionMetadata
                      ) -> tuple[bytes | memoryview, int] | None:
         """The batch as it goes to the cleaned segment, with its max timestamp; None to drop
         it."""
+        # kept even when empty (as Kafka): the last batch of a producer (its sequence and
+        # epoch), and the last batch of the round (the offset it reached)
+        keep_empty = header.last_offset + 1 == req.first_uncleanable_offset or \
+            _is_last_of_producer(req, header)
+        has_horizon = bool(header.attributes & _DELETE_HORIZON_BIT)
         if header.is_control:
-            stats.batches_copied += 1
-            return view, header.max_timestamp
+            return self._filter_control(req, header, view, now, stats, txns, keep_empty)
+        if txns.on_batch_read(header):
+            # aborted data: every record goes, undecoded (as Kafka, whatever its offset)
+            stats.records_read += header.records_count
+            if not keep_empty:
+                return None
+            stats.batches_rebuilt += 1
+            return _empty_batch(header)
         if not crc_is_valid(view, 0, header):
             raise CorruptRecordError(f"CRC mismatch in the batch at offset {header.base_offset}")
         latest = offset_map.latest_offset
-        has_horizon = bool(header.attributes & _DELETE_HORIZON_BIT)
         horizon_passed = has_horizon and now >= header.base_timestamp
         compressed = header.compression != 0
         if compressed:
@@ -644,22 +680,47 @@ class Cleaner:
             tombstone_kept |= tombstone
         stats.records_written += len(keep)
         set_horizon = tombstone_kept and not has_horizon
+        if not keep and not keep_empty:
+            return None  # an empty batch too, once its producer has moved on (as Kafka)
         if len(keep) == len(items) and not set_horizon:
             stats.batches_copied += 1
             return view, header.max_timestamp
-        # kept even when empty (as Kafka): the last batch of a producer (its sequence and
-        # epoch), and the last batch of the round (the offset it reached)
-        keep_empty = header.last_offset + 1 == req.first_uncleanable_offset or (
-            header.producer_id >= 0 and
-            req.last_batch_of_producer.get(header.producer_id) == header.last_offset)
-        if not keep and not keep_empty:
-            return None
         stats.batches_rebuilt += 1
         horizon = now + req.config.delete_retention_ms if set_horizon else None
         if compressed:
             return self._rebuild_decoded(header, [records[i] for i in keep], horizon)
         return self._rebuild_raw(header, view[HEADER_SIZE:], [records[i] for i in keep],
                                  horizon)
+
+    def _filter_control(self, req: CleanRequest, header: BatchHeader, view: memoryview,
+                        now: int, stats: CleanerStats, txns: CleanedTransactionMetadata,
+                        keep_empty: bool) -> tuple[bytes | memoryview, int] | None:
+        """A transaction marker: removed once no data of its transaction is left and its
+        delete horizon has passed; given a horizon (now + delete.retention.ms) on the first
+        round that finds it removable (cleaned_transactions.py)."""
+        stats.records_read += header.records_count
+        removable = txns.on_control_batch_read(header, _control_type(header, view))
+        has_horizon = bool(header.attributes & _DELETE_HORIZON_BIT)
+        if not header.records_count:  # emptied before: its header stays only when needed
+            if not keep_empty:
+                return None
+            stats.batches_copied += 1
+            return view, header.max_timestamp
+        if removable and has_horizon and now >= header.base_timestamp:
+            if not keep_empty:
+                return None
+            stats.batches_rebuilt += 1
+            return _empty_batch(header)
+        stats.records_written += header.records_count
+        if not removable or has_horizon or header.compression:
+            stats.batches_copied += 1
+            return view, header.max_timestamp
+        if not crc_is_valid(view, 0, header):
+            raise CorruptRecordError(f"CRC mismatch in the batch at offset {header.base_offset}")
+        stats.batches_rebuilt += 1
+        return self._rebuild_raw(header, view[HEADER_SIZE:],
+                                 list(scan_records(view[HEADER_SIZE:], header)),
+                                 now + req.config.delete_retention_ms)
 
     def _rebuild_raw(self, header: BatchHeader, body: memoryview, kept: list[RawRecord],
                      horizon: int | None) -> tuple[bytes, int]:
@@ -709,7 +770,39 @@ class Cleaner:
         return data, max_ts
 
 
-def _in_aborted_txn(aborted: tuple[tuple[int, int, int], ...], header: BatchHeader) -> bool:
-    """Whether a transactional batch belongs to one of the aborted transactions."""
-    return any(pid == header.producer_id and first <= header.base_offset < marker
-               for pid, first, marker in aborted)
+def _is_last_of_producer(req: CleanRequest, header: BatchHeader) -> bool:
+    """Whether the batch holds its producer's state (Kafka's isBatchLastRecordOfProducer):
+    the producer's last data batch, or, for a producer whose state has no data batch, a
+    marker of its current epoch."""
+    pid = header.producer_id
+    if pid < 0:
+        return False
+    last = req.last_batch_of_producer.get(pid)
+    if last is not None:
+        return header.last_offset == last
+    return header.is_control and \
+        req.epoch_of_producer_without_data.get(pid) == header.producer_epoch
+
+
+def _empty_batch(header: BatchHeader) -> tuple[bytes, int]:
+    """The batch's header with no records (offsets, producer, sequence and epoch kept; no
+    codec for no records), as Kafka's writeEmptyHeader."""
+    return _batch_bytes(header, header.attributes & ~0x07, header.base_timestamp,
+                        header.max_timestamp, 0, b""), header.max_timestamp
+
+
+def _control_type(header: BatchHeader, view: memoryview) -> int | None:
+    """The type of a control batch's record (ABORT 0, COMMIT 1, ...), None when it has no
+    record; -1 when it cannot be read (kept, as Kafka keeps an unknown type)."""
+    if header.records_count == 0:
+        return None
+    try:
+        if header.compression == 0:
+            key = next(scan_records(view[HEADER_SIZE:], header))[6]
+        else:
+            key = decode_records(view, 0, verify_crc=False)[0].key
+    except (CorruptRecordError, StopIteration, IndexError, ValueError):
+        return -1
+    if key is None or len(key) < 4:
+        return -1
+    return struct.unpack_from(">h", key, 2)[0]

@@ -7,10 +7,11 @@ uncleanable,
 
     first dirty offset   its cleaner checkpoint; the log start offset when there is none, or
                          it is below the log start offset or above the log end offset
-    first uncleanable    min(high watermark, base offset of the active segment, base offset
-                         of the first dirty segment whose largest timestamp is newer than
-                         now - min.compaction.lag.ms), rounded down to the base offset of
-                         the segment holding it
+    first uncleanable    min(last stable offset (at most the high watermark, and never past
+                         the first offset of an open transaction), base offset of the active
+                         segment, base offset of the first dirty segment whose largest
+                         timestamp is newer than now - min.compaction.lag.ms), rounded down
+                         to the base offset of the segment holding it
     clean bytes          size of the segments below the first dirty offset
     cleanable bytes      size of the segments from the first dirty offset to the first
                          uncleanable offset
@@ -277,16 +278,20 @@ class LogCleanerManager:
         infos = tuple(SegmentInfo(s.base_offset, s.log_path, s.size, s.next_offset,
                                   s.max_timestamp, s.first_batch_timestamp, len(s.index),
                                   len(s.time_index), s) for s in closed)
+        producers = plog.producer_state.producers
         last_batches = {pid: e.batches[-1].last_offset
-                        for pid, e in plog.producer_state.producers.items() if e.batches}
+                        for pid, e in producers.items() if e.batches}
+        marker_epochs = {pid: e.epoch for pid, e in producers.items() if not e.batches}
         cfg = plog.config
         return CleanRequest(
             plog.topic, plog.partition, plog.dir, infos, first_dirty, uncleanable,
             CleanConfig(cfg.get("delete.retention.ms"), cfg.get("segment.bytes"),
                         cfg.get("segment.index.bytes"), cfg.get("index.interval.bytes")),
             last_batches, clean_bytes, cleanable, need_now, plog.truncations, plog,
-            tuple((t.producer_id, t.first_offset, t.last_offset)
-                  for t in plog.collect_aborted_txns(first_dirty, uncleanable)))
+            # every entry overlapping the segments a round may read, from the first one (the
+            # copy reads them all)
+            tuple(plog.collect_aborted_txns(plog.segments[0].base_offset, uncleanable)),
+            marker_epochs)
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_of(self, topic: str, partition: int) -> int | None:

@@ -9,7 +9,7 @@
         00000000000000000000.log              record batches
         00000000000000000000.index            offset index (8-byte entries)
         00000000000000000000.timeindex        time index (12-byte entries)
-        00000000000000000000.txnindex         aborted transactions (not written yet)
+        00000000000000000000.txnindex         aborted transactions
         leader-epoch-checkpoint
         partition.metadata
 """
@@ -60,3 +60,12 @@ def parse_partition_dir(name: str) -> tuple[str, int] | None:
     if not sep or not topic or not index.isdigit():
         return None
     return topic, int(index)
+
+
+def fsync_dir(path: str) -> None:
+    """Force a directory's entries (files created, renamed or removed in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import errno
 import logging
 import os
@@ -103,6 +104,8 @@ class PartitionLog:
         self.producer_state = ProducerStateManager()
         self._txn_indexes: dict[int, TransactionIndex] = {}  # segment base offset ->
         self._has_snapshots = False
+        # snapshots written at a roll, fsynced by the next flush (see take_snapshot)
+        self._unsynced_snapshots: collections.deque[str] = collections.deque()
         self.unflushed_messages = 0
         self.last_flush_ms = clock.now_ms()
         self.deleted = False
@@ -312,9 +315,13 @@ class PartitionLog:
                     continue
         return sorted(out)
 
-    def take_snapshot(self) -> None:
-        """Write `<log end offset>.snapshot` (at a roll, on close). Not fsynced here: a
-        torn snapshot fails its CRC on load and an older one (or the log) is used. A log
+    def take_snapshot(self, sync: bool = True) -> None:
+        """Write `<log end offset>.snapshot` (at a roll, on close), forced to disk as
+        Kafka's: with `sync` (close) the file is fsynced before it is renamed into place and
+        the directory after, so a crash leaves the previous snapshot or this one, whole; at
+        a roll (not `sync`, on the loop) both fsyncs wait for the next flush, which runs
+        off the loop (`fsync_segments`), as Kafka defers them to its flush after a roll (a
+        torn snapshot fails its CRC on load, and an older one, or the log, is used). A log
         that never had producers writes none (Kafka writes empty ones too), so plain logs
         keep their file set; once one exists, every roll writes one."""
         if not self.producer_state.producers and not self._has_snapshots:
@@ -324,7 +331,14 @@ class PartitionLog:
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(producer_snapshot.encode(self.producer_state.snapshot_entries()))
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if sync:
+            files.fsync_dir(self.dir)
+        else:
+            self._unsynced_snapshots.append(path)
 
     def _delete_snapshots_below(self, offset: int) -> None:
         """Snapshots below the first segment go with the segments (Kafka keeps none for
@@ -577,7 +591,7 @@ class PartitionLog:
             return old
         old.on_roll()
         try:
-            self.take_snapshot()
+            self.take_snapshot(sync=False)
         except OSError as e:
             log.warning("%s-%d: cannot write a producer-state snapshot: %s", self.topic,
                         self.partition, e)
@@ -930,17 +944,8 @@ class PartitionLog:
                 any(a is not b for a, b in zip(self.segments[i:i + len(old)], old,
                                                strict=False)):
             return False
-        # the cleaned segment keeps the aborted transactions of the ones it replaces: its
-        # .txnindex goes through the swap's steps with its other files
-        kept_txns = sorted((e for seg in old for e in self.txn_index(seg).entries),
-                           key=lambda e: e.last_offset)
-        if kept_txns:
-            cleaned = files.segment_path(self.dir, base_offset, files.TXN_INDEX_SUFFIX) + \
-                files.CLEANED_SUFFIX
-            with open(cleaned, "wb") as f:
-                f.write(b"".join(e.encode() for e in kept_txns))
-                f.flush()
-                os.fsync(f.fileno())
+        # the cleaned segment's .txnindex (written by the cleaner with its other files: the
+        # aborted transactions whose data it keeps) goes through the swap's steps with them
         swap.rename_cleaned_to_swap(self.dir, base_offset, step)
         for k, seg in enumerate(old):
             seg.rename_to_deleted()
@@ -994,7 +999,26 @@ class PartitionLog:
         point; touches no state the loop owns."""
         for seg in segments:
             seg.fsync_files()
+        self._fsync_snapshots()
         self._epoch_file.write_latest()
+
+    def _fsync_snapshots(self) -> None:
+        """Off the loop: force the snapshots written at rolls since the last flush (the
+        loop appends to the deque, this thread takes from it) and their directory."""
+        synced = False
+        while self._unsynced_snapshots:
+            path = self._unsynced_snapshots.popleft()
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # deleted with its segments meanwhile
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            synced = True
+        if synced:
+            files.fsync_dir(self.dir)
 
     def flushed(self, end: int) -> None:
         """The fsync of a `start_flush` that returned `end` is done. A truncation since

@@ -4,7 +4,7 @@ The steps of a swap (the owner of the log runs 2-4 in one go, see
 `PartitionLog.replace_segments`; the cleaner thread runs 1)::
 
     1. <b>.log.cleaned  <b>.index.cleaned  <b>.timeindex.cleaned   written and fsynced
-       (and <b>.txnindex.cleaned, by the owner, when the segments hold aborted transactions)
+       (and <b>.txnindex.cleaned when the cleaned segment keeps aborted transactions)
     2. .cleaned -> .swap      the indexes first, the log file last
     3. old segments' files -> .deleted   (their open descriptors stay valid for reads)
     4. .swap -> final name    the indexes first, the log file last

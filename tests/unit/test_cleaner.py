@@ -263,6 +263,27 @@ def _history(env: Env) -> None:
     env.plog.roll()
 
 
+def clean_until_crash(env: Env, step: str, monkeypatch) -> None:
+    """A clean of `env` that "dies" at `step` of its swap ("cleaned": the .cleaned files are
+    written, the swap not begun)."""
+    def hook(name: str) -> None:
+        if name == step:
+            raise SimulatedCrash(name)
+
+    if step == "cleaned":
+        finish = cleaner_mod.CleanedSegmentWriter.finish
+
+        def finish_then_crash(self):
+            finish(self)
+            hook("cleaned")
+
+        monkeypatch.setattr(cleaner_mod.CleanedSegmentWriter, "finish", finish_then_crash)
+    env.manager.step = hook
+    with pytest.raises(SimulatedCrash):
+        env.manager.clean_once()
+    monkeypatch.undo()
+
+
 CRASH_STEPS = ["cleaned", "swap.index", "swap.timeindex", "swap.log", "deleted.0",
                "deleted.1", "final.index", "final.timeindex", "final.log"]
 
@@ -285,22 +306,7 @@ def test_a_crash_at_any_step_of_a_swap_leaves_a_log_equal_to_a_clean_run(tmp_pat
     expected = ref.records()
     assert latest_per_key(expected) == latest_per_key(original) and expected != original
 
-    def hook(name: str) -> None:
-        if name == step:
-            raise SimulatedCrash(name)
-
-    if step == "cleaned":  # the .cleaned files are written, the swap not begun
-        finish = cleaner_mod.CleanedSegmentWriter.finish
-
-        def finish_then_crash(self):
-            finish(self)
-            hook("cleaned")
-
-        monkeypatch.setattr(cleaner_mod.CleanedSegmentWriter, "finish", finish_then_crash)
-    env.manager.step = hook
-    with pytest.raises(SimulatedCrash):
-        env.manager.clean_once()
-    monkeypatch.undo()
+    clean_until_crash(env, step, monkeypatch)
     env.crash()
     env.open()  # recovery
     recovered = env.records()

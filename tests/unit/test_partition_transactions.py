@@ -217,7 +217,54 @@ def test_snapshots_go_with_deleted_segments(tmp_path):
     assert left and all(int(n.split(".")[0]) >= first for n in left)
 
 
-def test_cleaner_keeps_committed_values_markers_and_aborted_index(tmp_path):
+def test_snapshots_are_forced_to_disk_before_and_after_their_rename(tmp_path, monkeypatch):
+    plog = open_log(tmp_path / "t-0")
+    Producer(plog, 3).send(2, transactional=False)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    plog.take_snapshot()
+    snapshot = os.path.join(plog.dir, f"{plog.log_end_offset:020d}.snapshot")
+    assert os.path.exists(snapshot)
+    # the file's own data (under its temporary name), then the directory holding the rename
+    assert synced == [snapshot + ".tmp", os.path.realpath(plog.dir)]
+
+
+def test_a_roll_defers_the_snapshot_fsync_to_the_next_flush(tmp_path, monkeypatch):
+    """At a roll (on the event loop) the snapshot is written and renamed without an
+    fsync; the next flush, which runs off the loop, forces it and its directory, as
+    Kafka's flush after a roll does."""
+    plog = open_log(tmp_path / "t-0")
+    Producer(plog, 3).send(2, transactional=False)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    plog.roll()
+    snapshot = os.path.join(plog.dir, f"{plog.log_end_offset:020d}.snapshot")
+    assert os.path.exists(snapshot) and synced == []
+    assert plog.needs_flush()
+    end, segments = plog.start_flush()
+    plog.fsync_segments(segments)  # what the broker runs in its executor
+    plog.flushed(end)
+    assert snapshot in synced and os.path.realpath(plog.dir) in synced
+    assert synced.index(snapshot) < synced.index(os.path.realpath(plog.dir))
+    synced.clear()
+    plog.fsync()  # nothing left to force but the segments
+    assert snapshot not in synced
+    plog.close()
+
+
+def test_cleaner_drops_aborted_records_and_keeps_what_still_needs_markers(tmp_path):
     from strom.log.cleaner_manager import LogCleanerManager
     from strom.log.manager import LogManager
     from strom.log.records import decode_batch, iter_batches
@@ -250,14 +297,17 @@ def test_cleaner_keeps_committed_values_markers_and_aborted_index(tmp_path):
     manager = LogCleanerManager(logs, BrokerConfig({}), clock)
     result = manager.clean_once()
     assert result is not None and result.end_offset == 4  # stops at the open transaction
-    kept = []
+    kept, batches = [], []
     for seg in plog.segments:
         data = seg.read_bytes(0, seg.size)
-        kept += [(b.header.is_control, r.offset, r.value)
-                 for b in (decode_batch(data, pos) for pos, _ in iter_batches(data))
-                 for r in b.records]
-    # the aborted value does not hide the committed one; the markers stay
-    assert (False, 0, b"committed") in kept and (False, 2, b"aborted") in kept
+        for b in (decode_batch(data, pos) for pos, _ in iter_batches(data)):
+            batches.append((b.header.base_offset, len(b.records)))
+            kept += [(b.header.is_control, r.offset, r.value) for r in b.records]
+    # the aborted value does not hide the committed one, and is gone; its batch stays empty
+    # (producer 2's state), so its marker and index entry stay, as does producer 1's
+    # marker (its data is left)
+    assert (False, 0, b"committed") in kept and not [r for r in kept if r[2] == b"aborted"]
+    assert (2, 0) in batches
     assert [o for c, o, _ in kept if c] == [1, 3]
     assert plog.collect_aborted_txns(0, 6) == [AbortedTxn(2, 2, 3, 4)]
     # on disk too: the cleaned segment's .txnindex went through the swap with its files
