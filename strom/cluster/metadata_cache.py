@@ -3,7 +3,13 @@
 Readers (API handlers, the replica manager) see immutable TopicInfo/BrokerInfo snapshots.
 Listeners registered with `on_change` are called with the names of topics whose
 assignment, partition state or configs changed (or that were deleted) after the cache
-was updated. Owned by the event loop.
+was updated; one listener's failure is logged and the others are still called.
+
+A refresh that fails (ZooKeeper unreachable, a request timed out) keeps what it had to
+load and is tried again after a back-off, until it succeeds: a watch fires once per
+change, so a change whose load failed would otherwise stay unseen until the next change
+of the same topic (a coordinator that never loads a partition it leads, a leader whose
+ISR writes keep failing on a stale version). Owned by the event loop.
 """
 
 from __future__ import annotations
@@ -11,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from strom.cluster import log_dir_failures, model
 from strom.cluster.store import MetadataStore, StoreError
 
 log = logging.getLogger(__name__)
+
+# back-off between tries of a failed refresh: doubles from the first to the last
+RETRY_BACKOFF_S = (0.1, 2.0)
 
 TopicsListener = Callable[[set[str]], None]
 
@@ -64,8 +73,13 @@ class MetadataCache:
         if self._stopped:
             return
         self._dirty.add(topic if topic is not None else "*")
+        self._ensure_refresher()
+
+    def _ensure_refresher(self) -> None:
         if self._refresh_task is None or self._refresh_task.done():
-            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
+            self._refresh_task = asyncio.get_running_loop().create_task(
+                _retrying(self._refresh, lambda: bool(self._dirty) and not self._stopped,
+                          "Metadata refresh"))
             self._refresh_task.add_done_callback(_log_failure)
 
     def _schedule_brokers(self) -> None:
@@ -80,9 +94,17 @@ class MetadataCache:
             self._brokers_task.add_done_callback(_log_failure)
 
     async def _reload_brokers(self) -> None:
-        while self._brokers_dirty and not self._stopped:
-            self._brokers_dirty = False
-            await self._load_brokers()
+        async def reload() -> None:
+            while self._brokers_dirty and not self._stopped:
+                self._brokers_dirty = False
+                try:
+                    await self._load_brokers()
+                except BaseException:
+                    self._brokers_dirty = True  # not loaded: the next try loads them
+                    raise
+
+        await _retrying(reload, lambda: self._brokers_dirty and not self._stopped,
+                        "Broker list refresh")
 
     async def _refresh(self) -> None:
         # loads run one at a time (refresh_now may run beside the watch-driven task): a
@@ -90,25 +112,40 @@ class MetadataCache:
         async with self._load_lock:
             while self._dirty and not self._stopped:
                 dirty, self._dirty = self._dirty, set()
-                if "*" in dirty:
-                    changed = await self._load_all_topics(notify=False)
-                else:
-                    changed = set()
-                    for name in dirty:
-                        await self._load_topic(name)
-                        changed.add(name)
+                try:
+                    if "*" in dirty:
+                        changed = await self._load_all_topics(notify=False)
+                    else:
+                        changed = set()
+                        for name in dirty:
+                            await self._load_topic(name)
+                            changed.add(name)
+                except BaseException:
+                    # loaded in part (and listeners not told): all of it again next time
+                    self._dirty |= dirty
+                    raise
                 self._notify(changed)
 
     async def refresh_now(self, topics: set[str] | None = None) -> None:
         """Load `topics` (and anything pending) now: after this broker's own controller
-        wrote, so the answer to the request that caused the write already shows it."""
+        wrote, so the answer to the request that caused the write already shows it.
+        Raises the store's error; the load is then retried in the background."""
         self._dirty |= topics or set()
-        await self._refresh()
+        try:
+            await self._refresh()
+        except Exception:
+            if not self._stopped:
+                self._ensure_refresher()
+            raise
 
     def _notify(self, changed: set[str]) -> None:
         if changed:
             for listener in self._listeners:
-                listener(changed)
+                try:
+                    listener(changed)
+                except Exception:
+                    log.exception("Metadata listener %r failed on a change of %s", listener,
+                                  sorted(changed))
 
     async def _load_brokers(self) -> None:
         brokers = {}
@@ -187,12 +224,30 @@ class MetadataCache:
         return b.endpoints[0] if b.endpoints else None
 
 
+async def _retrying(load: Callable[[], Awaitable[None]], pending: Callable[[], bool],
+                    what: str) -> None:
+    """Run `load` until it succeeds or nothing is `pending`; a store error is logged and
+    tried again after a back-off (RETRY_BACKOFF_S)."""
+    delay, failures = RETRY_BACKOFF_S[0], 0
+    while True:
+        try:
+            await load()
+            return
+        except StoreError as e:
+            if not pending():
+                return
+            failures += 1
+            # ZooKeeper may be away for minutes: the first failure and every 20th are told
+            level = logging.WARNING if failures % 20 == 1 else logging.DEBUG
+            log.log(level, "%s failed (%d in a row; next try in %.1f s): %s", what,
+                    failures, delay, e)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_BACKOFF_S[1])
+        if not pending():
+            return
+
+
 def _log_failure(task: asyncio.Task) -> None:
-    if task.cancelled() or task.exception() is None:
-        return
-    e = task.exception()
-    if isinstance(e, StoreError):
-        # ZooKeeper unreachable (or closing): the watches fire again once it is back
-        log.warning("Metadata refresh failed: %s", e)
-    else:
-        log.error("Metadata refresh failed", exc_info=e)
+    # store errors are retried (_retrying): what ends a refresh task is a bug
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Metadata refresh failed", exc_info=task.exception())

@@ -122,17 +122,20 @@ class GroupCoordinator(ClassicProtocol):
         if OFFSETS_TOPIC not in topics:
             return
         info = self.cache.topic(OFFSETS_TOPIC)
-        led = set()
+        # led partition -> its leader epoch: a partition led again at a newer epoch (its
+        # leadership went elsewhere and came back between two looks) is loaded again, as
+        # the other leader may have written to it meanwhile
+        led: dict[int, int] = {}
         if info is not None:
             for p, pinfo in info.partitions.items():
-                if pinfo.leader == self.broker_id and (OFFSETS_TOPIC, p) in \
-                        self.replicas.partitions:
-                    led.add(p)
-        for p in list(self.registry.partitions):
-            if p not in led:
+                replica = self.replicas.partitions.get((OFFSETS_TOPIC, p))
+                if pinfo.leader == self.broker_id and replica is not None:
+                    led[p] = replica.leader_epoch
+        for p, state in list(self.registry.partitions.items()):
+            if led.get(p) != state.coordinator_epoch:
                 self._unload(p)
-        for p in sorted(led - set(self.registry.partitions)):
-            self.registry.add_partition(p)
+        for p in sorted(set(led) - set(self.registry.partitions)):
+            self.registry.add_partition(p, led[p])
             spawn(run_until_done(lambda p=p: self._load(p),
                                  f"Loading groups of {OFFSETS_TOPIC}-{p}"),
                   f"group-loader-{p}", self._loaders)

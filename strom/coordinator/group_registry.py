@@ -24,10 +24,12 @@ Group = ClassicGroup | ConsumerGroup
 
 @dataclass(slots=True)
 class PartitionState:
-    """A led partition of __consumer_offsets: loading until its records are replayed."""
+    """A led partition of __consumer_offsets: loading until its records are replayed;
+    `coordinator_epoch` is the leader epoch it was loaded at."""
 
     loading: bool = True
     groups: set[str] = field(default_factory=set)
+    coordinator_epoch: int = -1
 
 
 class GroupRegistry:
@@ -85,9 +87,10 @@ class GroupRegistry:
         return self._groups.pop(group_id, None)
 
     # --- partitions -------------------------------------------------------------------
-    def add_partition(self, p: int) -> PartitionState:
-        """Start leading partition `p`: its groups load (COORDINATOR_LOAD_IN_PROGRESS)."""
-        state = self.partitions[p] = PartitionState()
+    def add_partition(self, p: int, coordinator_epoch: int = -1) -> PartitionState:
+        """Start leading partition `p` (at leader epoch `coordinator_epoch`): its groups
+        load (COORDINATOR_LOAD_IN_PROGRESS)."""
+        state = self.partitions[p] = PartitionState(coordinator_epoch=coordinator_epoch)
         return state
 
     def loaded(self, p: int, state: PartitionState, groups: list[Group]) -> bool:

@@ -150,7 +150,7 @@ class TransactionCoordinator:
                     led[p] = replica.leader_epoch
         for p, state in list(self.partitions.items()):
             if led.get(p) != state.coordinator_epoch:
-                self._unload(p)
+                self._unload(p, info.partitions.get(p) if info is not None else None)
         for p in sorted(set(led) - set(self.partitions)):
             state = TxnPartition(led[p])
             self.partitions[p] = state
@@ -158,15 +158,17 @@ class TransactionCoordinator:
                                  f"Loading transactions of {TRANSACTION_STATE_TOPIC}-{p}"),
                   f"txn-loader-{p}", state.tasks)
 
-    def _unload(self, p: int) -> None:
+    def _unload(self, p: int, now=None) -> None:
         """Another broker (or this one at a newer epoch) coordinates the partition now:
         its loader and marker tasks stop; the new coordinator completes what they did
-        not."""
+        not. `now` is the partition's PartitionInfo as the cache has it (for the log)."""
         state = self.partitions.pop(p)
         for task in list(state.tasks):
             task.cancel()
-        log.info("Unloaded %d transactional ids of %s-%d", len(state.txns),
-                 TRANSACTION_STATE_TOPIC, p)
+        log.info("Unloaded %d transactional ids of %s-%d (coordinator epoch %d; the leader "
+                 "is now %s at epoch %s)", len(state.txns), TRANSACTION_STATE_TOPIC, p,
+                 state.coordinator_epoch, now.leader if now else "unknown",
+                 now.state.leader_epoch if now else "unknown")
 
     async def _load(self, p: int, state: TxnPartition) -> None:
         replica = self.replicas.partitions.get((TRANSACTION_STATE_TOPIC, p))
@@ -215,12 +217,27 @@ class TransactionCoordinator:
             if txn.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
                 self._spawn_markers(p, state, txn)
 
+    def _leads(self, p: int) -> bool:
+        """Whether this broker leads partition `p`, in the metadata and as its replica."""
+        info = self.cache.partition(TRANSACTION_STATE_TOPIC, p)
+        replica = self.replicas.partitions.get((TRANSACTION_STATE_TOPIC, p))
+        return info is not None and info.leader == self.broker_id and replica is not None \
+            and replica.leader_epoch == info.state.leader_epoch
+
     def _owner(self, transactional_id: str) -> tuple[int, TxnPartition]:
         if not transactional_id:
             raise kafka_error(ErrorCode.invalid_request, "The transactional id is empty")
         p = self.partition_for(transactional_id)
         state = self.partitions.get(p)
         if state is None:
+            if self._leads(p):
+                # the metadata says this broker leads it, yet it was never loaded: a
+                # change this coordinator was not told of. Load it now rather than answer
+                # NOT_COORDINATOR to clients that FindCoordinator keeps sending here.
+                log.warning("%s-%d is led by this broker but was not loaded: loading it "
+                            "now", TRANSACTION_STATE_TOPIC, p)
+                self._on_topics_changed({TRANSACTION_STATE_TOPIC})
+                raise kafka_error(ErrorCode.coordinator_load_in_progress)
             raise kafka_error(ErrorCode.not_coordinator)
         if state.loading:
             raise kafka_error(ErrorCode.coordinator_load_in_progress)

@@ -83,9 +83,20 @@ class Partition:
     def make_leader(self, state: PartitionState, replicas: tuple[int, ...], now_ms: int
                     ) -> bool:
         """Apply a state naming this broker leader; True if leadership is new (a new
-        epoch), False if only the ISR or replicas moved within the same epoch."""
+        epoch), False if only the ISR or replicas moved within the same epoch.
+
+        A state of this epoch older than the one this leader holds (a lower znode
+        version: read by a metadata refresh before this leader's own ISR write landed)
+        is not applied, as Kafka ignores a LeaderAndIsr with an older partition epoch:
+        it would bring back the old ISR and version, and each ISR write after it would
+        fail on the stale version until the next refresh."""
         new = not self.is_leader or state.leader_epoch != self.leader_epoch
-        self._apply_state(self.broker_id, state, replicas)
+        if not new and 0 <= state.version < self.state_version:
+            log.debug("%s: ignoring the older state version %d (holding %d)", self,
+                      state.version, self.state_version)
+            self.replicas = replicas
+        else:
+            self._apply_state(self.broker_id, state, replicas)
         if new:
             # as Kafka: every follower is given until now + replica.lag.time.max.ms
             self.followers = {b: ReplicaState(b, last_caught_up_ms=now_ms)

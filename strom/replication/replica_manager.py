@@ -196,6 +196,7 @@ class ReplicaManager:
                 st = pinfo.state
                 if st.leader == self.broker_id:
                     if partition.is_leader and st.leader_epoch == partition.leader_epoch \
+                            and st.version >= partition.state_version \
                             and len(st.isr) < len(partition.isr):
                         self.isr_shrinks += 1  # the controller took a dead broker out
                     if partition.make_leader(st, pinfo.replicas, now) and self.fetchers:

@@ -184,7 +184,12 @@ def check(cluster: Cluster, producer: BackgroundProducer, faults: int,
             previous = max(previous, seq)
             at[p][offset] = seq
     for p, offset, seq in producer.acked:
-        if at[p].get(offset) != seq:
+        if offset is None:
+            # acknowledged without an offset (librdkafka's answer to a retried idempotent
+            # batch the broker found a duplicate of): it must be somewhere in p
+            if where.get(seq, (-1,))[0] != p:
+                lost.append(f"seq {seq} acknowledged (no offset) in p{p}, not found")
+        elif at[p].get(offset) != seq:
             lost.append(f"seq {seq} acknowledged at p{p}@{offset}, read "
                         f"{at[p].get(offset)}")
     divergent = _divergent_replicas(cluster, topic, ends, replica_timeout)

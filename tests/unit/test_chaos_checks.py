@@ -32,6 +32,14 @@ def test_a_clean_history_passes():
     assert judge(values, outcomes, SIZES, {0: 2, 1: 2}, ACKED, 2) == []
 
 
+def test_an_acknowledgement_without_an_offset_is_matched_by_its_value():
+    values, outcomes = good()
+    acked = ACKED + [(1, None, 4)]  # seq 4 again, acknowledged without its offset
+    assert judge(values, outcomes, SIZES, {0: 2, 1: 2}, acked, 2) == []
+    missing = judge(values, outcomes, SIZES, {0: 2, 1: 2}, ACKED + [(1, None, 7)], 2)
+    assert missing == ["1 acknowledged inputs never transformed: ['p1@None']"]
+
+
 def test_each_violation_is_found():
     values, outcomes = good()
     # a record of the aborted transaction visible

@@ -59,7 +59,7 @@ class FakeReplicas:
     """Appends go straight to real partition logs of __consumer_offsets."""
 
     def __init__(self, logs: dict[int, PartitionLog]) -> None:
-        self.partitions = {(OFFSETS_TOPIC, p): SimpleNamespace(log=plog)
+        self.partitions = {(OFFSETS_TOPIC, p): SimpleNamespace(log=plog, leader_epoch=0)
                            for p, plog in logs.items()}
         self.marker_listeners = []
 
@@ -383,4 +383,23 @@ def test_transactional_offsets_count_on_commit_only_and_replay(tmp_path):
         third = await h.load(h.new_coordinator())
         assert [f.error for f in third.fetch_offsets(group_id, [("t", 1)], True)] == \
             [ErrorCode.unstable_offset_commit]
+    run(main())
+
+
+def test_a_partition_led_again_at_a_newer_epoch_is_loaded_again(tmp_path):
+    # Leadership went to another broker and came back between two looks at the metadata:
+    # what the other leader wrote meanwhile must be read, not the groups held before.
+    async def main():
+        h = Harness(tmp_path)
+        first = await h.load()
+        group_id = h.group_in(0)
+        await first.commit_offsets(group_id, -1, "", None,
+                                   [OffsetCommitRequest("t", 0, 5, -1, None)])
+        other = await h.load(h.new_coordinator())  # the other leader, same log
+        await other.commit_offsets(group_id, -1, "", None,
+                                   [OffsetCommitRequest("t", 0, 9, -1, None)])
+        first.replicas.partitions[(OFFSETS_TOPIC, 0)].leader_epoch = 2
+        await h.load(first)
+        assert first.registry.partitions[0].coordinator_epoch == 2
+        assert first.fetch_offsets(group_id, None)[0].offset == 9
     run(main())

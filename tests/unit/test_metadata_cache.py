@@ -1,6 +1,7 @@
 """cluster/metadata_cache.py against an in-memory store: what a start loads, how watches
-keep the view current (listeners told which topics changed), refresh_now, the queries, and
-no refresh after stop."""
+keep the view current (listeners told which topics changed), refresh_now, the queries, no
+refresh after stop, a failed refresh tried again until it loads (a watch fires once per
+change), and a failing listener not keeping the others from being told."""
 
 from __future__ import annotations
 
@@ -11,6 +12,29 @@ from cluster_fakes import MemoryStore, add_broker, add_topic, set_isr, wait_for
 
 from strom.cluster import model
 from strom.cluster.metadata_cache import MetadataCache
+from strom.cluster.store import StoreError
+
+
+class FlakyStore(MemoryStore):
+    """Reads of a path in `failing` raise StoreError (ZooKeeper unreachable, a timed-out
+    request) while its count lasts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: dict[str, int] = {}
+
+    def _maybe_fail(self, path: str) -> None:
+        if self.failing.get(path, 0) > 0:
+            self.failing[path] -= 1
+            raise StoreError(f"zookeeper get {path}: ConnectionLoss")
+
+    async def get(self, path: str):
+        self._maybe_fail(path)
+        return await super().get(path)
+
+    async def get_children(self, path: str) -> list[str]:
+        self._maybe_fail(path)
+        return await super().get_children(path)
 
 
 def run(coro):
@@ -132,5 +156,79 @@ def test_no_refresh_after_stop():
         await wait_for(lambda: len(fired) == 2)
         assert cache.partition("t", 0).isr == (1,)
         assert 5 not in cache.brokers and changes == []
+
+    run(main())
+
+
+def test_a_failed_refresh_is_tried_again_until_it_loads():
+    # The one watch event of a change whose load fails must not be lost: before, the
+    # cache kept the old state until the topic changed again (a coordinator that never
+    # loaded a partition it had become leader of answered NOT_COORDINATOR meanwhile).
+    async def main():
+        store = FlakyStore()
+        await add_broker(store, 1)
+        await add_topic(store, "t", {0: ((1, 2), 1, (1, 2)), 1: ((2, 1), 2, (2, 1))})
+        cache, changes = await started(store)
+        changes.clear()
+        store.failing[model.partition_state_path("t", 1)] = 2
+        st = store.state("t", 0)
+        await store.set(model.partition_state_path("t", 0), model.PartitionState(
+            2, st.leader_epoch + 1, (2,), 1).to_json(), st.version)  # one watch event
+        await wait_for(lambda: cache.partition("t", 0).leader == 2)
+        assert store.failing[model.partition_state_path("t", 1)] == 0  # failed twice
+        assert changes == [{"t"}]  # told once, after the load that succeeded
+
+        # the same for the broker list, and for a whole reload after a reconnection
+        store.failing[model.BROKER_IDS] = 1
+        await add_broker(store, 2)
+        await wait_for(lambda: sorted(cache.brokers) == [1, 2])
+        store.failing[model.TOPICS] = 1
+        await add_topic(store, "u", {0: ((1,), 1, (1,))})
+        await wait_for(lambda: cache.topic("u") is not None)
+
+    run(main())
+
+
+def test_refresh_now_raises_the_store_error_and_the_load_is_retried():
+    async def main():
+        store = FlakyStore()
+        await add_topic(store, "t", {0: ((1,), 1, (1,))})
+        cache, changes = await started(store)
+        changes.clear()
+        store.failing[model.partition_state_path("t", 0)] = 1
+        # a change whose watch event is spent already (written past the watches)
+        path = model.partition_state_path("t", 0)
+        data, version = store.nodes[path]
+        store.nodes[path] = (model.PartitionState(1, 0, (), 1).to_json(), version + 1)
+        try:
+            await cache.refresh_now({"t"})
+        except StoreError:
+            pass
+        else:
+            raise AssertionError("refresh_now hid the store error")
+        await wait_for(lambda: cache.partition("t", 0).isr == ())
+        assert {"t"} in changes
+
+    run(main())
+
+
+def test_a_failing_listener_does_not_keep_the_others_from_being_told():
+    async def main():
+        store = MemoryStore()
+        await add_topic(store, "t", {0: ((1,), 1, (1,))})
+        cache = MetadataCache(store)
+        told: list[set[str]] = []
+
+        def broken(_topics: set[str]) -> None:
+            raise OSError(28, "No space left on device")
+
+        cache.on_change(broken)
+        cache.on_change(told.append)
+        await cache.start()
+        await set_isr(store, "t", 0, ())
+        await wait_for(lambda: told[-1:] == [{"t"}] and cache.partition("t", 0).isr == ())
+        await set_isr(store, "t", 0, (1,))  # the cache goes on following changes
+        await wait_for(lambda: cache.partition("t", 0).isr == (1,))
+        assert len(told) == 3
 
     run(main())

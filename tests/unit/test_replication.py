@@ -32,6 +32,25 @@ def test_new_leader_records_where_its_epoch_starts(tmp_path):
     assert p.followers[2].log_end_offset == 3 and p.isr == (1,)
 
 
+def test_a_state_older_than_the_leaders_own_isr_write_is_not_applied(tmp_path):
+    # A metadata refresh that read the state before the leader's ISR write landed ends
+    # after it: applying it brought the old ISR and version back, and every ISR write after
+    # it failed on the stale version (BadVersionError) until the next refresh.
+    p = leader(tmp_path, isr=(1, 2), epoch=4)
+    p.update_follower(3, 0, NOW)
+    assert p.isr_to_expand({1: None, 2: None, 3: None}) == (1, 2, 3)
+    p.pending_isr = (1, 2, 3)
+    p.isr_written((1, 2, 3), 1)
+    assert not p.make_leader(PartitionState(1, 4, (1, 2), 1, 0), (1, 2, 3), NOW)
+    assert (p.isr, p.state_version) == ((1, 2, 3), 1)
+    assert p.isr_to_expand({1: None, 2: None, 3: None}) is None
+    # a newer version (the controller took 3 out) and a new epoch apply as before
+    assert not p.make_leader(PartitionState(1, 4, (1, 2), 1, 2), (1, 2, 3), NOW)
+    assert (p.isr, p.state_version) == ((1, 2), 2)
+    assert p.make_leader(PartitionState(1, 5, (1,), 1, 0), (1, 2, 3), NOW)
+    assert (p.isr, p.leader_epoch, p.state_version) == ((1,), 5, 0)
+
+
 def test_high_watermark_is_the_minimum_over_the_isr(tmp_path):
     p = leader(tmp_path)
     for _ in range(4):

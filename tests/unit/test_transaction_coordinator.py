@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from txn_fakes import TxnHarness, settle
+from txn_fakes import TXN_PARTITIONS, TxnHarness, settle, topic
 
+from strom.coordinator.transaction_coordinator import TRANSACTION_STATE_TOPIC
 from strom.coordinator.transaction_metadata import TxnState
 from strom.protocol.errors import ErrorCode, KafkaError
 
@@ -155,13 +156,33 @@ def test_not_coordinator_and_load_in_progress(tmp_path):
     async def main():
         h = TxnHarness(tmp_path)
         c = h.coordinator
+        h.cache.topics[TRANSACTION_STATE_TOPIC] = topic(TRANSACTION_STATE_TOPIC,
+                                                        TXN_PARTITIONS, leader=2)
         assert await code_of(c.init_producer_id("tx", 1000)) == ErrorCode.not_coordinator
+        h.cache.topics[TRANSACTION_STATE_TOPIC] = topic(TRANSACTION_STATE_TOPIC,
+                                                        TXN_PARTITIONS)
         c._on_topics_changed({"__transaction_state"})
         assert await code_of(c.init_producer_id("tx", 1000)) == \
             ErrorCode.coordinator_load_in_progress
         with pytest.raises(KafkaError) as e:
             c.list_transactions()
         assert e.value.code == ErrorCode.coordinator_load_in_progress
+    run(main())
+
+
+def test_a_partition_led_but_not_loaded_is_loaded_when_asked_for(tmp_path):
+    # The metadata names this broker leader of the id's partition, but the coordinator was
+    # never told (a metadata change it missed): it used to answer NOT_COORDINATOR while
+    # FindCoordinator kept sending the client here, until the topic changed again.
+    async def main():
+        h = TxnHarness(tmp_path)
+        c = h.coordinator
+        assert not c.partitions
+        assert await code_of(c.init_producer_id("tx", 1000)) == \
+            ErrorCode.coordinator_load_in_progress
+        await settle()
+        pid, epoch = await c.init_producer_id("tx", 1000)
+        assert epoch == 0 and c.describe("tx").producer_id == pid
     run(main())
 
 
