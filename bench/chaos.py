@@ -9,7 +9,8 @@ min.insync.replicas=2), a committing group consumer and (unless --no-transaction
 transactional consume-transform-produce pipeline (strom.testing.chaos_txn) run throughout
 while faults drawn from --seed (kill -9 / SIGSTOP of a broker, kill -9 of a ZooKeeper
 member, a broker cut off from ZooKeeper, a broker nobody reaches, a link between two
-brokers cut, a full log dir) are injected one at a time, each held 2-8 s, healed, and the
+brokers cut, the same one way only, one direction between a broker and ZooKeeper cut, a
+full log dir) are injected one at a time, each held 2-8 s, healed, and the
 cluster allowed to settle; faults stop after --minutes. strom.testing.chaos then reads
 everything back and compares replicas. The last line is
 

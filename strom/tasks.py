@@ -60,9 +60,12 @@ def spawn(coro: Coroutine[Any, Any, Any], name: str,
 
 
 def off_loop(job: Callable[..., Any], *args: Any, name: str,
-             tracked: set[asyncio.Task] | None = None) -> asyncio.Task | None:
+             tracked: set[asyncio.Task] | None = None,
+             on_os_error: Callable[[OSError], None] | None = None) -> asyncio.Task | None:
     """Run the blocking `job(*args)` in the default executor as a spawned task (tracked,
-    its failure logged); without a running loop, run it now and return None."""
+    its failure logged); without a running loop, run it now and return None. An OSError
+    the job raises goes to `on_os_error`, on the loop, when given (a failed write taking
+    its log dir offline, KIP-112), and is logged as any failure."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -70,7 +73,12 @@ def off_loop(job: Callable[..., Any], *args: Any, name: str,
         return None
 
     async def run_job() -> None:
-        await loop.run_in_executor(None, job, *args)
+        try:
+            await loop.run_in_executor(None, job, *args)
+        except OSError as e:
+            if on_os_error is not None:
+                on_os_error(e)
+            raise
 
     return spawn(run_job(), name, tracked)
 

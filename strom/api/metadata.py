@@ -51,9 +51,11 @@ def brokers_entities(ctx: RequestContext, cls):
 
 def partition_entities(ctx: RequestContext, info, cls):
     live = set(ctx.broker.controller.live_brokers())
+    failed = ctx.broker.cache.failed_replicas  # in a failed log dir (KIP-112)
     parts = []
     for p in sorted(info.partitions.values(), key=lambda p: p.partition):
-        offline = tuple(b for b in p.replicas if b not in live)
+        gone = failed.get((info.name, p.partition), frozenset())
+        offline = tuple(b for b in p.replicas if b not in live or b in gone)
         leader_ok = p.leader >= 0 and p.leader in live
         parts.append(make(
             cls,

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from strom.cluster import leadership, model, reassignment, topic_names
+from strom.cluster import leadership, log_dir_failures, model, reassignment, topic_names
 from strom.cluster.controller_context import StateChange
 from strom.cluster.liveness import BrokerLiveness
 from strom.cluster.metadata_cache import MetadataCache
@@ -348,33 +348,20 @@ class Controller:
                 await self._reelect_topic(name, live, offline)
 
     async def _offline_replicas(self, registrations: dict[int, bytes]
-                                ) -> dict[tuple[str, int], set[int]]:
+                                ) -> dict[tuple[str, int], frozenset[int]]:
         """KIP-112: partition -> the registered brokers whose replica of it sits in a failed
-        log dir, from the brokers' log dir events (each broker deletes its own when it
-        starts again, before it registers, so the events of a running broker are current).
-        Kafka's onBrokerLogDirFailure deletes the events and keeps the replicas in memory;
-        here they stay until the broker restarts, so a new controller reads them too."""
-        out: dict[tuple[str, int], set[int]] = {}
-        for child in await self.store.get_children(model.LOG_DIR_EVENT_NOTIFICATION):
-            node = await self.store.get(f"{model.LOG_DIR_EVENT_NOTIFICATION}/{child}")
-            if node is None:
-                continue
-            try:
-                broker, partitions = model.decode_log_dir_event(node[0])
-            except (ValueError, KeyError, TypeError):
-                log.warning("Ignoring the malformed log dir event %s", child)
-                continue
-            if broker not in registrations:
-                continue
-            for tp in partitions:
-                out.setdefault(tp, set()).add(broker)
+        log dir (log_dir_failures.py). Kafka's onBrokerLogDirFailure deletes the events and
+        keeps the replicas in memory; here they stay until the broker restarts, so a new
+        controller reads them too."""
+        out = await log_dir_failures.read(self.store, registrations)
         if out:
             log.info("Controller %d: replicas in failed log dirs: %s", self.broker_id,
                      {f"{t}-{p}": sorted(b) for (t, p), b in sorted(out.items())})
         return out
 
     async def _reelect_topic(self, name: str, live: set[int],
-                             offline: dict[tuple[str, int], set[int]] | None = None) -> None:
+                             offline: dict[tuple[str, int], frozenset[int]] | None = None
+                             ) -> None:
         node = await self.store.get(model.topic_path(name))
         if node is None:
             return
@@ -391,18 +378,15 @@ class Controller:
                 name, q, st, r, live, unclean), create_missing=(replicas, live))
 
     def _elect_without(self, name: str, p: int, st: model.PartitionState,
-                       replicas: tuple[int, ...], live: set[int], offline: set[int],
+                       replicas: tuple[int, ...], live: set[int], offline: frozenset[int],
                        unclean: bool) -> model.PartitionState | None:
-        """As `_elect`, with the `offline` replicas (in a failed log dir) counted as dead:
-        a new leader from the rest of the ISR, and they leave the ISR. But when no other
-        replica can lead, the state stays as it is (the leader answers
-        KAFKA_STORAGE_ERROR) rather than the partition going leaderless (Kafka's
-        OfflinePartition): either way nothing can be written, and a single broker with a
-        failed dir keeps its partitions' states as they were."""
-        new = self._elect(name, p, st, replicas, live - offline, unclean)
-        if new is not None and new.leader == model.NO_LEADER and st.leader in live:
-            return None
-        return new
+        """As `_elect`, with the `offline` replicas (in a failed log dir) counted as dead,
+        as Kafka's controller moves them to OfflineReplica: a new leader from the rest of
+        the ISR, and they leave the ISR; when no other replica can lead (nor, with
+        unclean.leader.election.enable, any live replica outside it) the partition goes
+        offline: leader -1, the ISR kept (Kafka keeps an ISR of one as it is), so that
+        the broker leads again once it restarts with the dir healthy."""
+        return self._elect(name, p, st, replicas, live - offline, unclean)
 
     def _unclean_allowed(self, name: str) -> bool:
         info = self.cache.topic(name)

@@ -7,6 +7,7 @@ ElectLeaders (kafka-leader-election / `strom leader-election`):
 - unclean: give a partition without a live leader one: a live ISR member if there is one,
   else any live replica (ELIGIBLE_LEADERS_NOT_AVAILABLE if none; ELECTION_NOT_NEEDED if
   the leader is live).
+A replica in a failed log dir (KIP-112, log_dir_failures.py) counts as not live in both.
 
 auto.leader.rebalance.enable: every leader.imbalance.check.interval.seconds the
 controller counts, per broker, the partitions it is the preferred leader of but does not
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from strom.cluster import model, reassignment
+from strom.cluster import log_dir_failures, model, reassignment
 from strom.cluster.controller_context import ControllerContext, run_periodically
 from strom.protocol.errors import (
     ErrorCode,
@@ -52,6 +53,7 @@ async def elect_leaders(controller: ControllerContext, election_type: int,
     results: dict[TopicPartition, KafkaError | None] = {}
     async with controller.lock:
         live = await controller.live_set()
+        failed = await log_dir_failures.read(store, live)  # KIP-112: these cannot lead
         assignments: dict[str, model.TopicAssignment | None] = {}
         if partitions is None:
             partitions = []
@@ -69,7 +71,8 @@ async def elect_leaders(controller: ControllerContext, election_type: int,
                 results[tp] = UnknownTopicOrPartition(
                     f"The partition {name}-{p} does not exist.")
                 continue
-            results[tp] = await _elect_one(controller, tp, a.replicas[p], live, election_type)
+            results[tp] = await _elect_one(controller, tp, a.replicas[p],
+                                           live - failed.get(tp, frozenset()), election_type)
     return results
 
 
@@ -152,7 +155,8 @@ async def rebalance_once(controller: ControllerContext) -> list[TopicPartition]:
                 continue
             preferred = info.replicas[0]
             totals[preferred] = totals.get(preferred, 0) + 1
-            if info.leader != preferred and preferred in live and preferred in info.isr:
+            if info.leader != preferred and preferred in live and preferred in info.isr \
+                    and preferred not in cache.failed_replicas.get((t.name, p), ()):
                 per_broker.setdefault(preferred, []).append((t.name, p))
     wanted = []
     for broker, tps in per_broker.items():

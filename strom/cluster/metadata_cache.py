@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from strom.cluster import model
+from strom.cluster import log_dir_failures, model
 from strom.cluster.store import MetadataStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class MetadataCache:
         self.topics: dict[str, model.TopicInfo] = {}
         self.controller_id: int = -1
         self.cluster_id: str | None = None
+        # KIP-112: partition -> the brokers whose replica of it is in a failed log dir
+        self.failed_replicas: dict[tuple[str, int], frozenset[int]] = {}
         self._listeners: list[TopicsListener] = []
         self._dirty: set[str] = set()
         self._refresh_task: asyncio.Task | None = None
@@ -61,6 +63,8 @@ class MetadataCache:
         self.store.watch_children(model.TOPICS, lambda _: self._schedule(None))
         self.store.watch_children(model.BROKER_IDS, lambda _: self._schedule_brokers())
         self.store.watch_data(model.CONTROLLER, lambda _: self._schedule_brokers())
+        self.store.watch_children(model.LOG_DIR_EVENT_NOTIFICATION,
+                                  lambda _: self._schedule_brokers())
         await self._load_brokers()
         await self._load_all_topics()
 
@@ -150,6 +154,7 @@ class MetadataCache:
             if node is not None:
                 brokers[int(child)] = model.BrokerInfo.from_json(int(child), node[0])
         self.brokers = brokers
+        self.failed_replicas = await log_dir_failures.read(self.store, brokers)
         node = await self.store.get(model.CONTROLLER)
         self.controller_id = json.loads(node[0])["brokerid"] if node and node[0] else -1
         node = await self.store.get(model.CLUSTER_ID)

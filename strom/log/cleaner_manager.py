@@ -40,7 +40,8 @@ divided by the threads); in place, the threads share one throttle. This class's 
 
 A failure while cleaning a log (an OSError such as ENOSPC, a corrupt batch) marks that log
 uncleanable until the broker restarts and is logged; the broker keeps serving it, and the
-other logs are still cleaned.
+other logs are still cleaned. A `cleaner-offset-checkpoint` that cannot be written takes its
+log dir offline (KIP-112), and logs in an offline dir are not cleaned.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class LogCleanerManager:
             busy = self._in_progress | self.uncleanable
             self._live = set(self.logs.logs)
         for tp, plog in list(self.logs.logs.items()):
-            if tp in busy or not plog.config.compact or plog.deleted:
+            if tp in busy or not plog.config.compact or plog.deleted or plog.offline:
                 continue
             d = self.logs.dir_of(*tp)
             if d is None:
@@ -310,7 +311,12 @@ class LogCleanerManager:
                 for gone in [k for k in entries if k not in live]:
                     del entries[gone]  # deleted topics
                 snapshot = dict(entries)
-            if d:
+            if not d:
+                return
+            try:
                 checkpoint.write_offsets(os.path.join(d, CLEANER_OFFSET_CHECKPOINT),
                                          snapshot)
+            except OSError as e:  # KIP-112: as Kafka's LogDirFailureChannel, the dir fails
+                log.error("Writing %s in %s failed: %s", CLEANER_OFFSET_CHECKPOINT, d, e)
+                self.run_on_owner(lambda e=e: self.logs.mark_dir_offline(d, e))
 

@@ -369,29 +369,44 @@ class LogManager:
                                   self._checkpoint_order, self._checkpoint_order.taken)
 
     @staticmethod
-    def write_checkpoint_snapshot(snapshot: CheckpointSnapshot) -> None:
+    def write_checkpoint_snapshot(snapshot: CheckpointSnapshot) -> list[tuple[str, OSError]]:
         """Blocking (off the loop): write and fsync the checkpoint files of a snapshot;
-        touches no state the loop owns. Skipped if a newer snapshot was written."""
+        touches no state the loop owns. Skipped if a newer snapshot was written. Returns
+        the dirs whose files could not be written (ENOSPC, EIO) with the error: the
+        caller takes them offline on the loop (`checkpoint_failed`), as Kafka's
+        LogDirFailureChannel; the other dirs' files are written all the same."""
         order = snapshot.order
+        failed: list[tuple[str, OSError]] = []
         with order.lock:
             if snapshot.number <= order.written:
-                return
+                return failed
             for d, recovery, starts, hws in snapshot.dirs:
-                checkpoint.write_offsets(os.path.join(d, files.RECOVERY_POINT_CHECKPOINT),
-                                         recovery)
-                checkpoint.write_offsets(os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT),
-                                         starts)
-                checkpoint.write_offsets(
-                    os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT), hws)
+                try:
+                    checkpoint.write_offsets(
+                        os.path.join(d, files.RECOVERY_POINT_CHECKPOINT), recovery)
+                    checkpoint.write_offsets(
+                        os.path.join(d, files.LOG_START_OFFSET_CHECKPOINT), starts)
+                    checkpoint.write_offsets(
+                        os.path.join(d, files.REPLICATION_OFFSET_CHECKPOINT), hws)
+                except OSError as e:
+                    failed.append((d, e))
             order.written = snapshot.number
+        return failed
+
+    def checkpoint_failed(self, failed: list[tuple[str, OSError]]) -> None:
+        """On the loop: the dirs `write_checkpoint_snapshot` could not write go offline."""
+        for d, e in failed:
+            log.error("Writing the checkpoint files in %s failed: %s", d, e)
+            self.mark_dir_offline(d, e)
 
     def remove_expired_producers(self) -> int:
         """Producer id expiration over every partition; returns how many were forgotten."""
         return sum(plog.remove_expired_producers() for plog in list(self.logs.values()))
 
     def write_checkpoints(self) -> None:
-        """Snapshot and write now, on the caller's thread (shutdown, tests)."""
-        self.write_checkpoint_snapshot(self.checkpoint_snapshot())
+        """Snapshot and write now, on the caller's thread (shutdown, tests); a dir that
+        cannot be written is offline after (so gets no clean-shutdown marker)."""
+        self.checkpoint_failed(self.write_checkpoint_snapshot(self.checkpoint_snapshot()))
 
     # --- shutdown ---------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -399,9 +414,14 @@ class LogManager:
         if not self.loaded:
             self.release_locks()
             return
+        # a dir that fails now only goes offline here (no marker): nobody is told
+        self.on_dir_offline = self.on_all_dirs_offline = None
         for plog in self.logs.values():
             if not plog.offline:
-                plog.fsync()
+                try:
+                    plog.fsync()
+                except OSError as e:
+                    plog.dir_failed(e)
         self.write_checkpoints()
         for plog in self.logs.values():
             plog.close()

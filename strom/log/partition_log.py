@@ -627,7 +627,13 @@ class PartitionLog:
         self._epoch_file.update(self.leader_epochs)
         off_loop(self._epoch_file.write_latest,
                  name=f"leader-epoch-checkpoint-{self.topic}-{self.partition}",
-                 tracked=self._epoch_writes)
+                 tracked=self._epoch_writes, on_os_error=self.dir_failed)
+
+    def dir_failed(self, e: OSError) -> None:
+        """A write of this log's files failed (ENOSPC, EIO): its dir goes offline, as
+        Kafka's LogDirFailureChannel (the LogManager's `on_dir_failure`)."""
+        if self.on_dir_failure is not None and not self.deleted:
+            self.on_dir_failure(e)
 
     def _truncate_leader_epochs_after(self, end_offset: int) -> None:
         kept = [(e, o) for e, o in self.leader_epochs if o < end_offset or o == 0]
@@ -1045,6 +1051,7 @@ class PartitionLog:
             except OSError as e:
                 log.warning("%s-%d: cannot write a producer-state snapshot: %s", self.topic,
                             self.partition, e)
+                self.dir_failed(e)  # no clean-shutdown marker: recovered at the next start
         for seg in self.segments:
             seg.close()
         for seg in self.take_retired():

@@ -48,6 +48,7 @@ from strom.protocol.errors import (
     ErrorCode,
     InvalidTopic,
     KafkaError,
+    KafkaStorageError,
     NotLeaderOrFollower,
     RequestTimedOut,
     TransactionalIdAuthorizationFailed,
@@ -249,6 +250,8 @@ class ReplicaManager:
                     f"Broker {self.broker_id} does not host {topic}-{partition}")
             raise UnknownTopicOrPartition(
                 f"This server does not host this topic-partition: {topic}-{partition}")
+        if p.log.offline:  # its log dir failed (KIP-112): as Kafka's HostedPartition.Offline
+            raise KafkaStorageError(f"The log dir of {topic}-{partition} is offline")
         return p
 
     def leader_partition(self, topic: str, partition: int, epoch: int = -1) -> Partition:

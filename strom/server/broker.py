@@ -526,7 +526,12 @@ class Broker:
         for plog in self.logs.logs_needing_flush():
             end, segments = plog.start_flush()
             begun = self.clock.monotonic()
-            await loop.run_in_executor(None, plog.fsync_segments, segments)
+            try:
+                await loop.run_in_executor(None, plog.fsync_segments, segments)
+            except OSError as e:  # an fsync or the leader-epoch-checkpoint (KIP-112)
+                log.error("Flushing %s-%d failed: %s", plog.topic, plog.partition, e)
+                plog.dir_failed(e)
+                continue
             if timed is not None:  # Kafka's LogFlushRateAndTimeMs
                 timed.record((self.clock.monotonic() - begun) * 1000.0)
             plog.flushed(end)
@@ -535,8 +540,9 @@ class Broker:
         for plog in self.logs.logs.values():
             plog.flush_to_os()
         snapshot = self.logs.checkpoint_snapshot()  # on the loop, which owns the logs
-        await asyncio.get_running_loop().run_in_executor(
+        failed = await asyncio.get_running_loop().run_in_executor(
             None, LogManager.write_checkpoint_snapshot, snapshot)
+        self.logs.checkpoint_failed(failed)  # KIP-112: those dirs go offline
 
     async def _retention(self) -> None:
         self.logs.run_retention()

@@ -212,11 +212,12 @@ def _divergent_replicas(cluster: Cluster, topic: str, ends: dict[int, int], time
     """Partitions whose replicas differ below the high watermark. A replica that has not
     fetched up to it yet is waited for (`timeout`), then reported as behind."""
     deadline = time.monotonic() + timeout
+    replicas = {p: _replicas(cluster, topic, p) for p in ends}
     while True:
         problems: list[str] = []
         for p, end in ends.items():
             copies = {}
-            for b in cluster.brokers:
+            for b in replicas[p]:
                 try:
                     copies[b] = cluster.log_bytes(b, topic, p, end)
                 except (OSError, ValueError) as e:
@@ -237,7 +238,14 @@ def settle(cluster: Cluster, topic: str, partitions: int, timeout: float = 90) -
     and all its replicas in sync: the cluster healed."""
     cluster.wait_for_brokers(set(cluster.brokers), timeout=timeout)
     for p in range(partitions):
-        cluster.wait_for_isr(topic, p, set(cluster.brokers), timeout=timeout)
+        cluster.wait_for_isr(topic, p, _replicas(cluster, topic, p), timeout=timeout)
+
+
+def _replicas(cluster: Cluster, topic: str, partition: int) -> set[int]:
+    """The brokers assigned a replica of the partition (with more brokers than the
+    replication factor, not every broker)."""
+    return set(wait_until(lambda: cluster.partition(topic, partition).replicas, 30,
+                          what=f"the replicas of {topic}-{partition}"))
 
 
 def run_schedule(chaos: ChaosCluster, faults: list[Fault], seed: int,

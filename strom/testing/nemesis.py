@@ -29,6 +29,18 @@ Faults (`FAULT_KINDS`):
                  tells who connected (the broker process owning the client socket, read
                  from /proc) and holds only that one's connections. Healed by letting them
                  through again.
+- `one-way-brokers` what `target` sends to `peer` is lost, what `peer` sends to `target`
+                 arrives: on target's connections to peer the requests wait (peer never
+                 sees them), on peer's connections to target the answers wait (target
+                 handles peer's requests, follower fetches included, but peer never hears
+                 back), as when IP packets one way are dropped and TCP retransmits them.
+                 Healed by letting the waiting bytes through, in order.
+- `one-way-zk`   one direction between a broker and every ZooKeeper member: `to-zk` (what
+                 the broker sends never arrives: its session expires as in zk-partition,
+                 but its connections stay open) or `from-zk` (ZooKeeper gets the broker's
+                 requests and pings, so its session lives on and its writes are applied,
+                 but the broker hears nothing back: it cannot tell whether a write of
+                 its own was). Healed by letting the waiting bytes through.
 - `full-disk`    the broker's log dir (a small tmpfs of its own, `SmallDisk`) is filled to
                  the last byte: its next append fails, the dir goes offline and the broker,
                  with no dir left, stops (KIP-112); healed by deleting the filler file and
@@ -38,7 +50,8 @@ Network partitions use `TcpProxy` (strom.testing.zookeeper) rather than network 
 those need privileges and tools a test machine often lacks, while a proxy gives the same
 failure to both sides. A broker has one advertised address, so `isolate-broker` cuts what
 comes in to it from every peer and client at once, and `partition-brokers` tells one peer's
-connections from the others' by the process that owns them.
+connections from the others' by the process that owns them. A one-way cut holds one
+direction of a connection in the proxy (`TcpProxy.stall`) while the other passes.
 
 A schedule is a pure function of its seed, so the seed printed with a failure reproduces the
 same faults in the same order.
@@ -59,25 +72,33 @@ from pathlib import Path
 from strom.testing.cluster import Cluster
 from strom.testing.zookeeper import TcpProxy, ZooKeeperEnsemble
 
-__all__ = ["FAULT_KINDS", "ChaosCluster", "Fault", "Nemesis", "SmallDisk", "ZkLink", "schedule"]
+__all__ = ["FAULT_KINDS", "ZK_DIRECTIONS", "ChaosCluster", "Fault", "Nemesis", "SmallDisk", "ZkLink", "schedule"]
 
 FAULT_KINDS = ("kill-broker", "pause-broker", "kill-zk", "zk-partition", "isolate-broker",
-               "partition-brokers", "full-disk")
+               "partition-brokers", "one-way-brokers", "one-way-zk", "full-disk")
+ZK_DIRECTIONS = ("to-zk", "from-zk")  # of a one-way-zk: which way the bytes are lost
 
 
 @dataclass(frozen=True)
 class Fault:
     """One fault of a schedule: `kind` applied to `target` (a broker id, or a ZooKeeper
     member id for kill-zk) for `seconds`; `peer` is the other broker of a
-    partition-brokers."""
+    partition-brokers or one-way-brokers (whose lost direction is target -> peer);
+    `direction` is a one-way-zk's (ZK_DIRECTIONS)."""
 
     kind: str
     target: int
     seconds: float
     peer: int | None = None
+    direction: str | None = None
 
     def __str__(self) -> str:
-        target = self.target if self.peer is None else f"{self.target}|{self.peer}"
+        if self.kind == "one-way-brokers":
+            target = f"{self.target}->{self.peer}"
+        elif self.direction is not None:
+            target = f"{self.target} {self.direction}"
+        else:
+            target = self.target if self.peer is None else f"{self.target}|{self.peer}"
         return f"{self.kind}({target}, {self.seconds:.1f}s)"
 
 
@@ -96,10 +117,12 @@ def schedule(seed: int, count: int, kinds: tuple[str, ...], brokers: list[int],
         kind = pool.pop()
         targets = zk_members if kind == "kill-zk" and zk_members else brokers
         target = rng.choice(targets)
-        peer = None
-        if kind == "partition-brokers":
+        peer = direction = None
+        if kind in ("partition-brokers", "one-way-brokers"):
             peer = rng.choice([b for b in brokers if b != target])
-        out.append(Fault(kind, target, round(rng.uniform(min_s, max_s), 1), peer))
+        elif kind == "one-way-zk":
+            direction = rng.choice(ZK_DIRECTIONS)
+        out.append(Fault(kind, target, round(rng.uniform(min_s, max_s), 1), peer, direction))
     return out
 
 
@@ -148,6 +171,11 @@ class ZkLink:
     def cut(self) -> None:
         for p in self.proxies:
             p.cut()
+
+    def stall(self, direction: str) -> None:
+        """One way only: `to-zk` holds what the broker sends, `from-zk` what it gets."""
+        for p in self.proxies:
+            p.stall(TcpProxy.UPSTREAM if direction == "to-zk" else TcpProxy.DOWNSTREAM)
 
     def restore(self) -> None:
         for p in self.proxies:
@@ -236,9 +264,11 @@ class Nemesis:
 
     def supports(self, kind: str) -> bool:
         return {"kill-zk": self.ensemble is not None, "zk-partition": bool(self.links),
+                "one-way-zk": bool(self.links),
                 "full-disk": bool(self.disks),
                 "isolate-broker": bool(self.fronts),
-                "partition-brokers": len(self.fronts) > 1}.get(kind, True)
+                "partition-brokers": len(self.fronts) > 1,
+                "one-way-brokers": len(self.fronts) > 1}.get(kind, True)
 
     def inject(self, fault: Fault) -> None:
         assert self.current is None, f"{self.current} is not healed yet"
@@ -259,6 +289,14 @@ class Nemesis:
             assert fault.peer is not None
             self.fronts[n].block(fault.peer)
             self.fronts[fault.peer].block(n)
+        elif fault.kind == "one-way-brokers":
+            assert fault.peer is not None
+            # n's requests to peer wait, and so do n's answers to peer's requests
+            self.fronts[fault.peer].stall(TcpProxy.UPSTREAM, n)
+            self.fronts[n].stall(TcpProxy.DOWNSTREAM, fault.peer)
+        elif fault.kind == "one-way-zk":
+            assert fault.direction in ZK_DIRECTIONS
+            self.links[n].stall(fault.direction)
         elif fault.kind == "full-disk":
             self.disks[n].fill()
         else:
@@ -288,6 +326,12 @@ class Nemesis:
             assert fault.peer is not None
             self.fronts[n].unblock(fault.peer)
             self.fronts[fault.peer].unblock(n)
+        elif fault.kind == "one-way-brokers":
+            assert fault.peer is not None
+            self.fronts[fault.peer].unstall(TcpProxy.UPSTREAM, n)
+            self.fronts[n].unstall(TcpProxy.DOWNSTREAM, fault.peer)
+        elif fault.kind == "one-way-zk":
+            self.links[n].restore()
         elif fault.kind == "full-disk":
             self.disks[n].free()
             if not c.brokers[n].is_alive():  # its only log dir went offline: it stopped

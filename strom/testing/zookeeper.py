@@ -359,13 +359,26 @@ class TcpProxy:
 
     With `origin` (the client's port -> who connected, e.g. which broker process, or None)
     `block(who)` holds only that one's connections, existing and new, as `hold()` holds
-    all, until `unblock(who)` or `restore()`: a partition between two chosen peers."""
+    all, until `unblock(who)` or `restore()`: a partition between two chosen peers.
+
+    `stall(direction, who=EVERYONE)` is a one-way partition: the bytes of one direction
+    (UPSTREAM: from whoever connected to the target; DOWNSTREAM: from the target back)
+    wait in the kernel's buffers, as when IP packets that way are lost and TCP keeps
+    retransmitting them, while the other direction passes: a server that gets requests
+    but whose answers never arrive, or the reverse; `unstall` or `restore()` lets them
+    through, in order. Each direction of a connection has its own thread, so one that
+    waits never holds up the other."""
+
+    UPSTREAM = "upstream"  # client -> target
+    DOWNSTREAM = "downstream"  # target -> client
+    EVERYONE = object()  # `stall` of every connection, whoever made it
 
     def __init__(self, target_port: int, target_host: str = HOST,
                  origin: Callable[[int], object] | None = None) -> None:
         self.target = (target_host, target_port)
         self._origin = origin
         self._blocked: set[object] = set()
+        self._stalled: set[tuple[object, str]] = set()  # (who or EVERYONE, direction)
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -417,29 +430,39 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._conns.update((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream, who),
-                             daemon=True).start()
+            for src, dst, direction in ((client, upstream, self.UPSTREAM),
+                                        (upstream, client, self.DOWNSTREAM)):
+                threading.Thread(target=self._pump, args=(src, dst, direction, who),
+                                 daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket, who: object = None) -> None:
-        peer = {a: b, b: a}
+    def _passes(self, direction: str, who: object) -> bool:
+        if self._held or (who is not None and who in self._blocked):
+            return False
+        return (self.EVERYONE, direction) not in self._stalled and \
+            (who is None or (who, direction) not in self._stalled)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, direction: str,
+              who: object = None) -> None:
+        """Copy `src` to `dst` while this direction passes; at the end of either, both
+        sockets close (which ends the other direction's thread too)."""
         try:
             while not self._closed:
-                if self._held or (who is not None and who in self._blocked):
+                if not self._passes(direction, who):
                     time.sleep(0.05)
                     continue
-                readable, _, _ = select.select([a, b], [], [], 0.2)
-                for s in readable:
-                    data = s.recv(65536)
+                readable, _, _ = select.select([src], [], [], 0.2)
+                if readable and self._passes(direction, who):  # (it may have changed)
+                    data = src.recv(65536)
                     if not data:
                         return
-                    peer[s].sendall(data)
+                    dst.sendall(data)
         except (OSError, ValueError):
             return
         finally:
             with self._lock:
-                self._conns.discard(a)
-                self._conns.discard(b)
-            for s in (a, b):
+                self._conns.discard(src)
+                self._conns.discard(dst)
+            for s in (src, dst):
                 try:
                     s.close()
                 except OSError:
@@ -472,10 +495,20 @@ class TcpProxy:
     def unblock(self, who: object) -> None:
         self._blocked.discard(who)
 
+    def stall(self, direction: str, who: object = EVERYONE) -> None:
+        """Let the bytes of `direction` (UPSTREAM, DOWNSTREAM) wait, on `who`'s
+        connections (see `origin`) or everyone's, until unstall() or restore()."""
+        assert direction in (self.UPSTREAM, self.DOWNSTREAM), direction
+        self._stalled.add((who, direction))
+
+    def unstall(self, direction: str, who: object = EVERYONE) -> None:
+        self._stalled.discard((who, direction))
+
     def restore(self) -> None:
         self._cut = False
         self._held = False
         self._blocked.clear()
+        self._stalled.clear()
 
     def close(self) -> None:
         self._closed = True

@@ -6,7 +6,8 @@ that consumers and committed offsets never go backwards.
 
 The default run is one fixed schedule with one fault of every kind (kill -9 of a broker,
 a SIGSTOP longer than the ZooKeeper session, kill -9 of a ZooKeeper member, a broker cut
-off from ZooKeeper, a full log dir). `STROM_CHAOS_SEEDS=3,4,5` runs those seeds instead and
+off from ZooKeeper, a broker nobody reaches, a link between two brokers cut both ways or
+one way only, one direction between a broker and ZooKeeper cut, a full log dir). `STROM_CHAOS_SEEDS=3,4,5` runs those seeds instead and
 `STROM_CHAOS_FAULTS=N` makes each schedule N faults long. A failure prints the seed and
 the history of the run.
 

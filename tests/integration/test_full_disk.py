@@ -103,3 +103,34 @@ def test_full_dir_goes_offline_and_the_others_serve(small_disk, start_broker, to
     again, failed = produce(broker.bootstrap, on_small, [b"again"])
     assert not failed
     assert read_all(broker.bootstrap, on_small, again[-1][0] + 1) == before + again
+
+
+def test_a_failed_checkpoint_write_takes_the_dir_offline(small_disk, start_broker,
+                                                        topic_names, tmp_path):
+    """The first write a full dir refuses is a periodic checkpoint, not an append: the
+    dir goes offline all the same (Kafka's LogDirFailureChannel), before any producer
+    meets the full disk, and its records are all there after a restart."""
+    small, healthy = small_disk.path / "data", tmp_path / "healthy"
+    broker = start_broker({"log.dirs": f"{small},{healthy}",
+                           "log.flush.offset.checkpoint.interval.ms": "300"})
+    on_small, on_healthy = topic_names.new(), topic_names.new()
+    before, failed = produce(broker.bootstrap, on_small, [b"small-%d" % i for i in range(10)])
+    assert not failed and (small / f"{on_small}-0").is_dir()
+    ok, failed = produce(broker.bootstrap, on_healthy, [b"healthy"])
+    assert not failed and (healthy / f"{on_healthy}-0").is_dir()
+
+    small_disk.fill()  # nothing is appended from here: only the checkpoints write
+    wait_until(lambda: f"Log directory {small} is offline" in broker.log_text(), 30,
+               what="the small dir to go offline")
+    assert "Writing the checkpoint files in" in broker.log_text()
+    small_disk.free()
+    _, failed = produce(broker.bootstrap, on_small, [b"refused"])
+    assert failed == ["KAFKA_STORAGE_ERROR"]  # offline until a restart
+    more, failed = produce(broker.bootstrap, on_healthy, [b"more"])
+    assert not failed and broker.is_alive()
+
+    broker.restart()
+    again, failed = produce(broker.bootstrap, on_small, [b"again"])
+    assert not failed
+    assert read_all(broker.bootstrap, on_small, again[-1][0] + 1) == before + again
+    assert read_all(broker.bootstrap, on_healthy, more[-1][0] + 1) == ok + more

@@ -1,5 +1,6 @@
 """KIP-112 at the controller: a broker's reported failed log dir makes its replicas there
-offline, as if the broker were dead for those partitions only."""
+offline, as if the broker were dead for those partitions only; a partition with no other
+replica to lead goes offline until the broker is back."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 
 from cluster_fakes import MemoryStore, add_broker, add_topic
 
-from strom.cluster import model
+from strom.cluster import leadership, model
 from strom.cluster.controller import Controller
 from strom.cluster.metadata_cache import MetadataCache
 from strom.config import BrokerConfig
+from strom.protocol.errors import ErrorCode
 
 
 async def controller(store: MemoryStore) -> Controller:
@@ -40,10 +42,28 @@ def test_offline_replicas_move_leadership_and_leave_the_isr():
         assert (followed.leader, followed.leader_epoch, followed.isr) == (2, 0, (2, 3))
         healthy = store.state("healthy", 0)
         assert (healthy.leader, healthy.isr) == (1, (1, 2, 3))
-        # no other replica can lead: the state stays (its leader answers
-        # KAFKA_STORAGE_ERROR) rather than the partition going leaderless
+        # no other replica can lead: offline, as Kafka's OfflinePartition (leader -1, the
+        # ISR of one kept so that broker 1 can lead again)
         alone = store.state("alone", 0)
-        assert (alone.leader, alone.leader_epoch, alone.isr) == (1, 0, (1,))
+        assert (alone.leader, alone.leader_epoch, alone.isr) == (-1, 1, (1,))
+        # every broker's cache knows the offline replicas (Metadata's offline_replicas)
+        cache = MetadataCache(store)
+        await cache.start()
+        assert cache.failed_replicas == {("failed", 0): {1}, ("failed", 1): {1},
+                                         ("alone", 0): {1}}
+        # an election asked for (preferred, or unclean) cannot pick the failed replica
+        results = await leadership.elect_leaders(c, leadership.PREFERRED,
+                                                 [("failed", 0), ("alone", 0)])
+        assert all(e is not None and e.code == ErrorCode.preferred_leader_not_available
+                   for e in results.values()), results
+        results = await leadership.elect_leaders(c, leadership.UNCLEAN, [("alone", 0)])
+        assert results[("alone", 0)].code == ErrorCode.eligible_leaders_not_available
+        assert store.state("alone", 0).leader == -1
+        # broker 1 restarts with its dir back: it deletes its event, and leads again
+        await store.delete(model.log_dir_event_path(1, 0))
+        await c.on_brokers_changed()
+        alone = store.state("alone", 0)
+        assert (alone.leader, alone.leader_epoch, alone.isr) == (1, 2, (1,))
 
     asyncio.run(main())
 
