@@ -13,9 +13,11 @@ Version notes: v2+ flexible; v1+ pattern types (v0 is not served, as Kafka 4).
 
 from __future__ import annotations
 
+from strom.api.answers import request_error
 from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import make, response_module, response_schema
 from strom.security.acls import (
@@ -96,7 +98,12 @@ async def create(ctx: RequestContext, request):
             results.append((ErrorCode.none, None))
     if valid:
         assert ctx.broker.authorizer is not None
-        await ctx.broker.authorizer.create(valid)
+        try:
+            await ctx.broker.authorizer.create(valid)
+        except StoreError as exc:
+            e = request_error(exc)
+            results = [(e.code, e.message) if code == ErrorCode.none else (code, message)
+                       for code, message in results]
     return make(response_schema(CREATE_ACLS, ctx.version), results=tuple(
         make(mod.AclCreationResult, error_code=code, error_message=message)
         for code, message in results))
@@ -120,9 +127,14 @@ async def delete(ctx: RequestContext, request):
             answers.append((ErrorCode.none, None, []))
     if good:
         assert ctx.broker.authorizer is not None
-        deleted = iter(await ctx.broker.authorizer.delete(good))
-        answers = [(code, message, next(deleted) if code == ErrorCode.none else [])
-                   for code, message, _ in answers]
+        try:
+            deleted = iter(await ctx.broker.authorizer.delete(good))
+            answers = [(code, message, next(deleted) if code == ErrorCode.none else [])
+                       for code, message, _ in answers]
+        except StoreError as exc:
+            e = request_error(exc)
+            answers = [(e.code, e.message, []) if code == ErrorCode.none else
+                       (code, message, bindings) for code, message, bindings in answers]
     return make(response_schema(DELETE_ACLS, ctx.version), filter_results=tuple(make(
         mod.DeleteAclsFilterResult, error_code=code, error_message=message,
         matching_acls=tuple(make(

@@ -21,10 +21,12 @@ the topic (TOPIC_AUTHORIZATION_FAILED) or, for brokers and loggers, on the clust
 from __future__ import annotations
 
 from strom.api import broker_loggers
+from strom.api.answers import refresh_after_write, request_error
 from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster.broker_configs import DYNAMIC_KEYS, validate_broker_configs
+from strom.cluster.store import StoreError
 from strom.config import (
     BROKER_KEYS,
     TOPIC_KEYS,
@@ -153,7 +155,8 @@ async def describe_configs(ctx: RequestContext, request):
             else:
                 raise KafkaError(f"Unsupported resource type {r.resource_type}",
                                  ErrorCode.invalid_request)
-        except KafkaError as e:
+        except (KafkaError, StoreError) as exc:
+            e = request_error(exc)
             error, message = e.code, e.message
         results.append(make(mod.DescribeConfigsResult, error_code=error, error_message=message,
                             resource_type=r.resource_type, resource_name=r.resource_name,
@@ -247,12 +250,13 @@ async def _alter_each(ctx: RequestContext, request, api_key: int, new_overrides)
             else:
                 raise KafkaError(f"Unsupported resource type {r.resource_type}",
                                  ErrorCode.invalid_request)
-        except KafkaError as e:
+        except (KafkaError, StoreError) as exc:
+            e = request_error(exc)
             error, message = e.code, e.message
         results.append(make(mod.AlterConfigsResourceResponse, error_code=error,
                             error_message=message, resource_type=r.resource_type,
                             resource_name=r.resource_name))
-    await ctx.broker.cache.refresh_now({r.resource_name for r in request.resources
+    await refresh_after_write(ctx, {r.resource_name for r in request.resources
                                          if r.resource_type == TOPIC})
     return make(response_schema(api_key, ctx.version), responses=tuple(results))
 

@@ -15,9 +15,11 @@ Version notes: v1 is flexible.
 
 from __future__ import annotations
 
+from strom.api.answers import request_error
 from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import make, response_module, response_schema
 from strom.security.quotas import CLIENT_ID, DEFAULT, USER, QuotaError
@@ -94,6 +96,9 @@ async def alter(ctx: RequestContext, request):
                                             for op in entry.ops], request.validate_only)
         except QuotaError as e:
             code, message = ErrorCode.invalid_request, str(e)
+        except StoreError as exc:
+            e = request_error(exc)
+            code, message = e.code, e.message
         results.append(make(mod.EntryData, error_code=code, error_message=message,
                             entity=tuple(make(mod.EntityData, entity_type=e.entity_type,
                                               entity_name=e.entity_name)

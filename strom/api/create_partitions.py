@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+from strom.api.answers import refresh_after_write, request_error
 from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.api.throttling import ControllerMutationQuota
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
@@ -44,9 +46,10 @@ async def handle(ctx: RequestContext, request):
                 quota.record(t.count - (len(info.partitions) if info else 0))
             await controller.create_partitions(t.name, t.count, assignment,
                                                request.validate_only)
-        except KafkaError as e:
+        except (KafkaError, StoreError) as exc:
+            e = request_error(exc)
             error, message = e.code, e.message
         results.append(make(mod.CreatePartitionsTopicResult, name=t.name, error_code=error,
                             error_message=message))
-    await ctx.broker.cache.refresh_now({t.name for t in request.topics})
+    await refresh_after_write(ctx, {t.name for t in request.topics})
     return make(response_schema(API_KEY, ctx.version), results=tuple(results))

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+from strom.api.answers import refresh_after_write, request_error
 from strom.api.authorization import Op, Res, allowed, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.api.throttling import ControllerMutationQuota
 from strom.cluster.controller import NewTopic
+from strom.cluster.store import StoreError
 from strom.config import TOPIC_KEYS, TopicConfig, render
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
@@ -64,9 +66,10 @@ async def handle(ctx: RequestContext, request):
                           configs=config_entities(ctx, mod.CreatableTopicConfigs,
                                                   created.configs)
                           if hasattr(mod, "CreatableTopicConfigs") else None)
-        except KafkaError as e:
+        except (KafkaError, StoreError) as exc:
+            e = request_error(exc)
             fields.update(error_code=e.code, error_message=e.message)
         results.append(make(mod.CreatableTopicResult, **fields))
     if not request.validate_only:
-        await ctx.broker.cache.refresh_now({t.name for t in request.topics})
+        await refresh_after_write(ctx, {t.name for t in request.topics})
     return make(response_schema(API_KEY, ctx.version), topics=tuple(results))

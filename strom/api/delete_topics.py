@@ -12,10 +12,12 @@ THROTTLING_QUOTA_EXCEEDED for a topic while it is exceeded; older: throttled onl
 
 from __future__ import annotations
 
+from strom.api.answers import refresh_after_write, request_error
 from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.api.throttling import ControllerMutationQuota
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
@@ -49,9 +51,10 @@ async def handle(ctx: RequestContext, request):
             if info is not None:
                 quota.record(len(info.partitions))
             topic_id = await ctx.broker.controller.delete_topic(name)
-        except KafkaError as e:
+        except (KafkaError, StoreError) as exc:
+            e = request_error(exc)
             error, message = e.code, e.message
         results.append(make(mod.DeletableTopicResult, name=name, topic_id=topic_id,
                             error_code=error, error_message=message))
-    await cache.refresh_now({r.name for r in results if r.name})
+    await refresh_after_write(ctx, {r.name for r in results if r.name})
     return make(response_schema(API_KEY, ctx.version), responses=tuple(results))

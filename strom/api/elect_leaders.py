@@ -12,10 +12,12 @@ With an authorizer: CLUSTER_AUTHORIZATION_FAILED without ALTER on the cluster.
 
 from __future__ import annotations
 
+from strom.api.answers import refresh_after_write, request_error
 from strom.api.authorization import Op, Res, check
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster import leadership
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
@@ -33,7 +35,8 @@ async def handle(ctx: RequestContext, request):
     try:
         check(ctx, Op.ALTER, Res.CLUSTER)
         results = await leadership.elect_leaders(ctx.broker.controller, election_type, wanted)
-    except KafkaError as e:
+    except (KafkaError, StoreError) as exc:
+        e = request_error(exc)
         by_topic_err: dict[str, list] = {}
         for name, p in wanted or []:
             by_topic_err.setdefault(name, []).append(make(
@@ -41,7 +44,7 @@ async def handle(ctx: RequestContext, request):
         return make(cls, error_code=e.code, replica_election_results=tuple(
             make(mod.ReplicaElectionResult, topic=t, partition_result=tuple(ps))
             for t, ps in by_topic_err.items()))
-    await ctx.broker.cache.refresh_now({t for t, _ in results})
+    await refresh_after_write(ctx, {t for t, _ in results})
     if wanted is None:
         # as Kafka: an election over every partition reports only the partitions that
         # were elected or failed, not the many that needed no election

@@ -22,6 +22,7 @@ from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster import topic_names
 from strom.cluster.controller import NewTopic
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
@@ -77,6 +78,8 @@ async def auto_create(ctx: RequestContext, name: str) -> ErrorCode:
         await ctx.broker.cache.refresh_now({name})
         return ErrorCode.leader_not_available if ctx.broker.cache.topic(name) is None \
             else ErrorCode.none
+    except StoreError:  # ZooKeeper did not answer: the client asks again, as for a new topic
+        return ErrorCode.leader_not_available
     except KafkaError as e:
         if e.code == ErrorCode.topic_already_exists:
             return ErrorCode.none

@@ -16,10 +16,12 @@ on the cluster.
 
 from __future__ import annotations
 
+from strom.api.answers import refresh_after_write, request_error
 from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.registry import register
 from strom.cluster import reassignment
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 
@@ -46,10 +48,11 @@ async def alter(ctx: RequestContext, request):
     try:
         results: dict = await reassignment.alter(controller, changes, keep_rf) \
             if changes else {}
-    except KafkaError as e:
+    except (KafkaError, StoreError) as exc:
+        e = request_error(exc)
         return make(cls, error_code=e.code, error_message=e.message, responses=())
     results.update(early)
-    await ctx.broker.cache.refresh_now({t for t, _ in results})
+    await refresh_after_write(ctx, {t for t, _ in results})
     by_topic: dict[str, list] = {}
     for (name, p), e in results.items():
         by_topic.setdefault(name, []).append(make(

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from strom.api.answers import request_error
 from strom.api.context import RequestContext
 from strom.api.registry import register
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import make, response_module, response_schema
 from strom.security.credentials import ScramCredentials
@@ -92,7 +94,8 @@ async def alter(ctx: RequestContext, request):
                 raise KafkaError("Attempt to delete a user credential that does not exist",
                                  ErrorCode.resource_not_found)
             await store.alter(user, upserts, deletions)
-        except KafkaError as e:
+        except (KafkaError, StoreError) as exc:
+            e = request_error(exc)
             error, message = e.code, e.message
         results.append(make(mod.AlterUserScramCredentialsResult, user=user, error_code=error,
                             error_message=message))

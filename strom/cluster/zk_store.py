@@ -14,7 +14,9 @@ NoNodeError, BadVersionError and StoreNotEmpty; everything else (connection loss
 expired, closed client) is a plain StoreError. kazoo holds requests made while it is
 reconnecting; one that has no answer within `connection_timeout_ms` (Kafka's
 zookeeper.connection.timeout.ms, default: the session timeout) fails with StoreError, and
-like a ZooKeeper ConnectionLoss the outcome of such a write is unknown.
+like a ZooKeeper ConnectionLoss the outcome of such a write is unknown. A read that was in
+flight when the connection dropped (ConnectionLoss) is sent again once kazoo reconnects,
+as Kafka's client retries until connected; a write is not.
 
 Fenced writes are one ZooKeeper multi: `check(fence path, fence version)` followed by the
 write (and, for a fenced create with make_parents, the creates of the missing parents),
@@ -43,10 +45,10 @@ from typing import Any
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError as KzBadVersionError
+from kazoo.exceptions import ConnectionLoss, RolledBackError, RuntimeInconsistency
 from kazoo.exceptions import NodeExistsError as KzNodeExistsError
 from kazoo.exceptions import NoNodeError as KzNoNodeError
 from kazoo.exceptions import NotEmptyError as KzNotEmptyError
-from kazoo.exceptions import RolledBackError, RuntimeInconsistency
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.retry import KazooRetry
 
@@ -222,10 +224,28 @@ class ZkMetadataStore(MetadataStore):
             raise StoreError(f"ZooKeeper store {self.connect!r} is not started (or closed)")
         return client
 
-    async def _call(self, op: str, path: str,
-                    begin: Callable[[KazooClient], Any]) -> Any:
+    async def _call(self, op: str, path: str, begin: Callable[[KazooClient], Any],
+                    read: bool = False) -> Any:
         """Start a kazoo async call and await its result on the loop; kazoo errors come out
-        as the store's."""
+        as the store's. A read that fails with ConnectionLoss (it was in flight when the
+        connection to a ZooKeeper member dropped) is sent again once kazoo has reconnected,
+        as Kafka's ZooKeeper client retries requests until connected, within
+        `connection_timeout_ms` in all; a write is not (its outcome is unknown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connection_timeout_ms / 1000.0
+        while True:
+            try:
+                return await self._call_once(op, path, begin, deadline)
+            except StoreError as exc:
+                if not (read and isinstance(exc.__cause__, ConnectionLoss)):
+                    raise
+                if loop.time() >= deadline or self._closing:
+                    raise
+                log.info("Retrying zookeeper %s %s after a connection loss", op, path)
+                await asyncio.sleep(0.05)  # kazoo holds the retry until it has reconnected
+
+    async def _call_once(self, op: str, path: str, begin: Callable[[KazooClient], Any],
+                         deadline: float) -> Any:
         client = self._require_client()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
@@ -246,10 +266,9 @@ class ZkMetadataStore(MetadataStore):
             except RuntimeError:  # the loop is closed
                 pass
 
-        timeout = self.connection_timeout_ms / 1000.0
         try:
             begin(client).rawlink(done)
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         except (StoreError, asyncio.CancelledError):
             raise
         except TimeoutError:
@@ -286,7 +305,8 @@ class ZkMetadataStore(MetadataStore):
 
     async def get(self, path: str) -> tuple[bytes, int] | None:
         try:
-            data, stat = await self._call("get", path, lambda c: c.get_async(path))
+            data, stat = await self._call("get", path, lambda c: c.get_async(path),
+                                          read=True)
         except NoNodeError:
             return None
         return (data or b"", stat.version)
@@ -295,7 +315,8 @@ class ZkMetadataStore(MetadataStore):
         """(the session id owning the node at `path`, 0 if it is persistent; its version),
         or None if there is no such node."""
         try:
-            _data, stat = await self._call("get", path, lambda c: c.get_async(path))
+            _data, stat = await self._call("get", path, lambda c: c.get_async(path),
+                                          read=True)
         except NoNodeError:
             return None
         return stat.ephemeralOwner, stat.version
@@ -303,13 +324,14 @@ class ZkMetadataStore(MetadataStore):
     async def get_children(self, path: str) -> list[str]:
         try:
             children = await self._call("get_children", path,
-                                        lambda c: c.get_children_async(path))
+                                        lambda c: c.get_children_async(path), read=True)
         except NoNodeError:
             return []
         return sorted(children)
 
     async def exists(self, path: str) -> bool:
-        return await self._call("exists", path, lambda c: c.exists_async(path)) is not None
+        return await self._call("exists", path, lambda c: c.exists_async(path),
+                                read=True) is not None
 
     # -- create ----------------------------------------------------------------------------
 

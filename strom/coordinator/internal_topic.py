@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from strom.cluster.controller import Controller, NewTopic
 from strom.cluster.metadata_cache import MetadataCache
+from strom.cluster.store import StoreError
 from strom.protocol.errors import ErrorCode, KafkaError, kafka_error
 
 
@@ -78,4 +79,11 @@ class InternalTopic:
         except KafkaError as e:
             if e.code != ErrorCode.topic_already_exists:
                 raise
-        await self.cache.refresh_now({self.name})
+        except StoreError as e:  # ZooKeeper did not answer: the client asks again
+            raise kafka_error(ErrorCode.coordinator_not_available,
+                              f"The coordinator is not available: {e}") from e
+        try:
+            await self.cache.refresh_now({self.name})
+        except StoreError as e:
+            raise kafka_error(ErrorCode.coordinator_not_available,
+                              f"The coordinator is not available: {e}") from e

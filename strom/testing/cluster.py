@@ -260,8 +260,20 @@ class Cluster:
                            config=config or {})
         else:
             new = NewTopic(name, partitions, replication_factor, config=config or {})
-        fs = admin.create_topics([new])
-        fs[name].result(timeout=30)
+        from confluent_kafka import KafkaError, KafkaException
+
+        # as an operator's tool does: a retriable error (ZooKeeper did not answer the
+        # controller in time) is asked again; the first try may have gone through
+        for attempt in range(3):
+            try:
+                admin.create_topics([new])[name].result(timeout=30)
+                break
+            except KafkaException as e:
+                code = e.args[0].code()
+                if attempt > 0 and code == KafkaError.TOPIC_ALREADY_EXISTS:
+                    break
+                if code != KafkaError.REQUEST_TIMED_OUT or attempt == 2:
+                    raise
         # a broker may answer from a cache that has the assignment but not yet the
         # partition states (leader -1, empty ISR): wait for one answer with both
         for p in range(partitions):

@@ -498,6 +498,36 @@ def test_requests_fail_while_disconnected(zk_backend):
     run(main())
 
 
+def test_read_in_flight_at_a_connection_loss_is_sent_again(zk_backend):
+    """A read that was on the wire when the connection dropped (kazoo fails it with
+    ConnectionLoss) is sent again after kazoo reconnects, as Kafka's ZooKeeper client
+    retries until connected; a write in the same position fails (its outcome is unknown)."""
+    async def main():
+        with TcpProxy(zk_backend.zk.port) as proxy:
+            s = ZkMetadataStore(proxy.connect_string + zk_backend.chroot,
+                                session_timeout_ms=10000, connection_timeout_ms=8000)
+            try:
+                await s.start()
+                await s.create("/n", b"1")
+                proxy.stall(TcpProxy.DOWNSTREAM)  # requests arrive, answers wait
+                read = asyncio.ensure_future(s.get("/n"))
+                children = asyncio.ensure_future(s.get_children("/"))
+                write = asyncio.ensure_future(s.set("/n", b"2"))
+                await asyncio.sleep(0.5)
+                assert not (read.done() or children.done() or write.done())
+                proxy.cut()  # the connection goes with the three requests in flight
+                with pytest.raises(StoreError) as info:
+                    await write
+                assert "ConnectionLoss" in str(info.value), info.value
+                await asyncio.sleep(0.3)
+                proxy.restore()
+                assert await read in ((b"1", 0), (b"2", 1))
+                assert "n" in await children
+            finally:
+                await s.close()
+    run(main())
+
+
 def test_session_expiry_then_new_session(zk_backend):
     async def main():
         with TcpProxy(zk_backend.zk.port) as proxy:
