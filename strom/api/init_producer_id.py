@@ -35,7 +35,10 @@ async def handle(ctx: RequestContext, request):
                 or allowed_any(ctx, Op.WRITE, Res.TOPIC)):
             return make(cls, error_code=ErrorCode.cluster_authorization_failed,
                         producer_id=-1, producer_epoch=-1)
-        pid = await ctx.broker.producer_ids.generate()
+        try:
+            pid = await ctx.broker.producer_ids.generate()
+        except KafkaError as e:  # no producer id block: the store does not answer
+            return make(cls, error_code=e.code, producer_id=-1, producer_epoch=-1)
         return make(cls, error_code=ErrorCode.none, producer_id=pid, producer_epoch=0)
     if not allowed(ctx, Op.WRITE, Res.TRANSACTIONAL_ID, request.transactional_id):
         return make(cls, error_code=ErrorCode.transactional_id_authorization_failed,

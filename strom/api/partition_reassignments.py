@@ -77,7 +77,11 @@ async def list_(ctx: RequestContext, request):
     wanted = None
     if request.topics is not None:
         wanted = [(t.name, p) for t in request.topics for p in t.partition_indexes]
-    found = await reassignment.ongoing(controller, wanted)
+    try:
+        found = await reassignment.ongoing(controller, wanted)
+    except StoreError as exc:
+        e = request_error(exc)
+        return make(cls, error_code=e.code, error_message=e.message, topics=())
     by_topic: dict[str, list] = {}
     for r in found:
         by_topic.setdefault(r.topic, []).append(make(

@@ -37,7 +37,12 @@ def _credentials(ctx: RequestContext) -> ScramCredentials:
 async def describe(ctx: RequestContext, request):
     mod = response_module(DESCRIBE, ctx.version)
     store = _credentials(ctx)
-    names = [u.name for u in request.users] if request.users else await store.users()
+    try:
+        names = [u.name for u in request.users] if request.users else await store.users()
+    except StoreError as exc:
+        e = request_error(exc)
+        return make(response_schema(DESCRIBE, ctx.version), error_code=e.code,
+                    error_message=e.message, results=())
     counts = Counter(names)
     results = []
     for name in dict.fromkeys(names):
@@ -47,12 +52,16 @@ async def describe(ctx: RequestContext, request):
             message = f"Cannot describe SCRAM credentials for the same user twice in a " \
                       f"single request: {name}"
         else:
-            described = await store.describe(name)
-            if not described:
+            try:
+                described = await store.describe(name)
+            except StoreError as exc:
+                e = request_error(exc)
+                error, message, described = e.code, e.message, None
+            if described is not None and not described:
                 error = ErrorCode.resource_not_found
                 message = f"Attempt to describe a user credential that does not exist: {name}"
             infos = tuple(make(mod.CredentialInfo, mechanism=CODES[m], iterations=i)
-                          for m, i in sorted(described.items()))
+                          for m, i in sorted((described or {}).items()))
         results.append(make(mod.DescribeUserScramCredentialsResult, user=name,
                             error_code=error, error_message=message, credential_infos=infos))
     return make(response_schema(DESCRIBE, ctx.version), error_code=ErrorCode.none,

@@ -3,7 +3,8 @@
 Ids are claimed in blocks from the znode `/latest_producer_id_block` (as Kafka did on
 ZooKeeper) with compare-and-set, so brokers sharing a store never hand out the same id:
     {"version":1,"broker":1,"block_start":"0","block_end":"999"}
-Owned by the event loop; `generate` is serialized by a lock.
+Owned by the event loop; `generate` is serialized by a lock. While the store does not
+answer, `generate` raises COORDINATOR_LOAD_IN_PROGRESS (clients retry InitProducerId).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from strom.cluster.store import BadVersionError, MetadataStore, NodeExistsError
+from strom.cluster.store import BadVersionError, MetadataStore, NodeExistsError, StoreError
+from strom.protocol.errors import ErrorCode, kafka_error
 
 PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 BLOCK_SIZE = 1000
@@ -26,9 +28,16 @@ class ProducerIdManager:
         self._lock = asyncio.Lock()
 
     async def generate(self) -> int:
+        """The next producer id. While no block can be claimed (the store does not answer)
+        COORDINATOR_LOAD_IN_PROGRESS, retriable, as Kafka's manager answers while it has
+        no block."""
         async with self._lock:
             if self._next > self._end:
-                await self._claim_block()
+                try:
+                    await self._claim_block()
+                except StoreError as e:
+                    raise kafka_error(ErrorCode.coordinator_load_in_progress,
+                                      f"Producer ID block is not available yet: {e}") from e
             pid = self._next
             self._next += 1
             return pid
@@ -51,4 +60,4 @@ class ProducerIdManager:
                 continue
             self._next, self._end = start, start + BLOCK_SIZE - 1
             return
-        raise RuntimeError("Could not claim a producer id block")
+        raise StoreError("Could not claim a producer id block in 100 tries")

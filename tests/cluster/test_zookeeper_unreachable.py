@@ -2,8 +2,8 @@
 
 A request the controller cannot finish because ZooKeeper does not answer within
 zookeeper.connection.timeout.ms is answered with REQUEST_TIMED_OUT (retriable, as in
-Kafka), never by closing the client's connection; once ZooKeeper answers again the same
-request succeeds.
+Kafka), never by closing the client's connection; FindCoordinator and InitProducerId
+answer their retriable errors; once ZooKeeper answers again the same requests succeed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from strom.testing.cluster import Cluster
@@ -44,8 +44,19 @@ def test_admin_requests_time_out_cleanly_while_zookeeper_is_unreachable(zookeepe
             assert err.code() == KafkaError.REQUEST_TIMED_OUT, err
             err = _error_of(admin.delete_topics(["before"])["before"])
             assert err.code() == KafkaError.REQUEST_TIMED_OUT, err
+            err = _error_of(admin.describe_user_scram_credentials(["alice"])["alice"])
+            assert err.code() == KafkaError.REQUEST_TIMED_OUT, err
             # the client's connection is still open and served
             assert "before" in admin.list_topics(timeout=10).topics
+            # an idempotent producer needs a producer id block from ZooKeeper:
+            # InitProducerId answers COORDINATOR_LOAD_IN_PROGRESS and the client asks again
+            producer = Producer({"bootstrap.servers": cluster.bootstrap,
+                                 "enable.idempotence": True})
+            delivered: list = []
+            producer.produce("before", b"idempotent",
+                             on_delivery=lambda err, msg: delivered.append(err))
+            producer.poll(3)
+            assert delivered == []
             # the first consumer group needs __consumer_offsets, which cannot be created
             # now: FindCoordinator answers COORDINATOR_NOT_AVAILABLE, the client asks again
             consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "g",
@@ -63,6 +74,8 @@ def test_admin_requests_time_out_cleanly_while_zookeeper_is_unreachable(zookeepe
                     consumer.poll(0.5)
                 assert [(p.topic, p.partition) for p in consumer.assignment()] == \
                     [("before", 0)]
+                assert producer.flush(30) == 0
+                assert delivered == [None]
             finally:
                 consumer.close()
             for broker in cluster.brokers.values():
