@@ -33,4 +33,5 @@ if [ $# -eq 0 ]; then
     "$PY" bench/latency.py --quick
 fi
 echo "== pytest"
-exec "$PY" -m pytest -q -p no:cacheprovider "$@"
+# the slowest tests are listed at the end: the suite must stay under 25 minutes on 2 cores
+exec "$PY" -m pytest -q -p no:cacheprovider --durations=25 "$@"
