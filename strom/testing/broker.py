@@ -19,7 +19,9 @@ names given as `--override key=value`:
   process exits or the deadline passes.
 - `argv_template=` runs another command instead (e.g. a peer broker, to tell a test's
   mistake from the broker's), with `{host}`, `{port}`, `{bootstrap}`, `{log_dir}` filled in.
-- `stop()` is SIGTERM then SIGKILL after `stop_timeout`; `kill()` is SIGKILL (crash tests);
+- `stop()` is SIGTERM then SIGKILL after `stop_timeout` (with a warning that shows the end
+  of the broker's log, so a slow shutdown is seen even in a passing test); `kill()` is
+  SIGKILL (crash tests);
   `restart()` is stop (or kill) then start on the same port and data.
 
 Every process this module starts is tracked by PID and SIGKILLed by an `atexit` hook if it is
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from strom.testing.processes import HOST, ChildProcess, end, free_port, keep_dir, remove_dir, track
@@ -246,7 +249,13 @@ class BrokerProcess(ChildProcess):
         proc = self._proc
         if proc is None:
             return None
-        end(proc, sig, timeout)
+        if end(proc, sig, timeout) and sig != signal.SIGKILL:
+            # a broker that does not finish its shutdown is worth knowing about even when
+            # the test passes: pytest lists the warning, with the end of the broker's log
+            tail = "\n".join(self.log_text(current_run_only=True).splitlines()[-15:])
+            warnings.warn(f"broker {self.bootstrap} did not stop within {timeout:.0f} s of "
+                          f"signal {sig} and was killed; the end of its log:\n{tail}",
+                          stacklevel=3)
         self._reap()
         return proc.returncode
 

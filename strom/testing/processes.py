@@ -55,11 +55,11 @@ def release_dir(path: Path) -> None:
         _tmp_dirs.discard(path)
 
 
-def end(proc: subprocess.Popen, sig: int, timeout: float) -> None:
+def end(proc: subprocess.Popen, sig: int, timeout: float) -> bool:
     """Send `sig` to `proc` if it is still running and wait up to `timeout` seconds for it to
-    exit, then SIGKILL it (waiting up to 10 s more)."""
+    exit, then SIGKILL it (waiting up to 10 s more). True when it had to be killed."""
     if proc.poll() is not None:
-        return
+        return False
     try:
         os.kill(proc.pid, sig)
     except ProcessLookupError:
@@ -69,6 +69,8 @@ def end(proc: subprocess.Popen, sig: int, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+        return True
+    return False
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ never mistake another program for the broker, and keep the port across restarts.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -73,4 +74,13 @@ def test_restart_keeps_port_and_data_and_stop_reports_exit_code():
         assert b.log_text().count("=== strom.testing: start #") == 3
         assert b.log_text(current_run_only=True).startswith("=== strom.testing: start #3")
         assert b.stop() == 0
+        assert not b.is_alive()
+
+
+def test_a_broker_that_does_not_stop_is_killed_with_a_warning():
+    with BrokerProcess() as b:
+        os.kill(b.pid, signal.SIGSTOP)  # it cannot act on SIGTERM
+        with pytest.warns(UserWarning, match="did not stop within 1 s") as caught:
+            assert b.stop(timeout=1) == -signal.SIGKILL
+        assert "started in" in str(caught[0].message)  # the end of the broker's log
         assert not b.is_alive()
