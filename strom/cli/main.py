@@ -38,7 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `strom` parser. With `command`, only that sub-command's module is imported (the
+    others are listed by name and help only): `strom server` then starts without importing
+    every tool, some of which import kio's schemas at module level."""
     parser = argparse.ArgumentParser(
         prog="strom",
         description="strom: a Kafka-compatible event streaming platform.",
@@ -46,16 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=help_text, description=module.__doc__,
+        p = sub.add_parser(name, help=help_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if command is not None and name != command:
+            continue
+        module = importlib.import_module(module_name)
+        p.description = module.__doc__
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
     if getattr(args, "command_config", None):
         # the tool's own requests (beside confluent-kafka's) use the same security
         from strom.cli._common import ToolError, set_tool_properties
