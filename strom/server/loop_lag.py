@@ -6,7 +6,11 @@ that only waits on the network has lags of tens of microseconds (up to a millise
 uvloop, whose timers have millisecond resolution); a request handler that
 blocks the loop (a disk read, a long parse) shows up as a lag as long as the block.
 Samples go into fixed buckets (no allocation per sample), so the monitor costs one timer
-callback per interval and nothing per request.
+callback per interval and nothing per request. While the loop's thread is idle (under
+BUSY_FRACTION of the wall time on the CPU since the previous tick) the next tick comes
+after `idle_interval` instead: every wake-up of an idle process costs CPU, and 50 ticks a
+second were most of an idle broker's wake-ups. A loop with nothing to do has no lag to
+speak of; the first busy interval brings the short one back.
 
 `report()` returns the percentiles since the previous report and starts a new window;
 the broker logs it on SIGUSR1 (`bench/latency.py` reads it from there). It is also the
@@ -29,15 +33,20 @@ log = logging.getLogger(__name__)
 
 # bucket upper bounds in milliseconds; the last bucket holds everything above
 BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+# the loop's thread on the CPU for at least this fraction of the time since the last tick:
+# busy, sample every `interval`; below it, every `idle_interval`
+BUSY_FRACTION = 0.01
 
 
 class LoopLagMonitor:
     bounds_ms = BUCKETS_MS
 
-    def __init__(self, clock: Clock, interval: float = 0.02,
+    def __init__(self, clock: Clock, interval: float = 0.02, idle_interval: float = 1.0,
                  cpu_time: Callable[[], float] = time.thread_time) -> None:
         self.clock = clock  # its monotonic() measures; the loop's own timers schedule
         self.interval = interval
+        self.idle_interval = max(idle_interval, interval)
+        self._last_tick: tuple[float, float] = (0.0, 0.0)  # (wall, CPU) at the last tick
         # the CPU time of the loop's thread (read on that thread): busy = CPU / wall time
         self.cpu_time = cpu_time
         self._idle_from: tuple[float, float] | None = None
@@ -67,8 +76,13 @@ class LoopLagMonitor:
         # the clock's monotonic time, not loop.time(): uvloop's clock has millisecond
         # resolution and is read once per loop iteration, which would hide every lag
         # below a millisecond
-        self._due = self.clock.monotonic() + self.interval
-        self._handle = self._loop.call_later(self.interval, self._tick)
+        now, cpu = self.clock.monotonic(), self.cpu_time()
+        wall0, cpu0 = self._last_tick
+        self._last_tick = (now, cpu)
+        idle = now > wall0 and (cpu - cpu0) < BUSY_FRACTION * (now - wall0)
+        interval = self.idle_interval if idle else self.interval
+        self._due = now + interval
+        self._handle = self._loop.call_later(interval, self._tick)
 
     def _tick(self) -> None:
         self.record((self.clock.monotonic() - self._due) * 1000.0)

@@ -44,3 +44,34 @@ def test_a_late_tick_is_measured_on_the_clock():
     on_time, late = asyncio.run(main())
     assert on_time["samples"] >= 1 and on_time["max_ms"] == 0.0
     assert late["max_ms"] == 195.0
+
+
+def test_an_idle_loop_is_sampled_every_idle_interval_a_busy_one_every_interval():
+    """The next tick's delay follows the loop thread's CPU since the last tick: under 1 %
+    of the wall time, `idle_interval`; at or above it, `interval`."""
+    clock = ManualClock()
+    cpu = [0.0]
+    delays: list[float] = []
+
+    class Loop:  # records the delays; the test runs the ticks itself
+        def call_later(self, delay, callback):
+            delays.append(delay)
+            return None
+
+    m = LoopLagMonitor(clock, interval=0.02, idle_interval=1.0, cpu_time=lambda: cpu[0])
+    m._loop = Loop()
+    m._last_tick = (clock.monotonic(), 0.0)
+    clock.advance(1000)  # 1 s with no CPU: idle
+    m._tick()
+    clock.advance(20)
+    cpu[0] += 0.005  # 5 ms of CPU in 20 ms: busy
+    m._tick()
+    clock.advance(20)
+    cpu[0] += 0.0001  # 0.1 ms in 20 ms (0.5 %): idle again
+    m._tick()
+    assert delays == [1.0, 0.02, 1.0]
+    assert m.report()["samples"] == 3
+
+
+def test_idle_interval_is_never_shorter_than_interval():
+    assert LoopLagMonitor(ManualClock(), interval=2.0, idle_interval=1.0).idle_interval == 2.0
