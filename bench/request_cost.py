@@ -79,6 +79,11 @@ async def measure(rounds: int, repeat: int, metrics: bool = False,
         frames = [produce_frame(i) for i in range(64)]  # a few distinct correlation ids
         results = []
         offset = 0
+
+        async def round_trip(i: int, fetch: bytes) -> None:
+            await dispatch(frames[i & 63], "127.0.0.1:1", "/127.0.0.1", "PLAINTEXT")
+            await dispatch(fetch, "127.0.0.1:2", "/127.0.0.1", "PLAINTEXT")
+
         for _ in range(repeat):
             fetches = [fetch_frame(i, offset + i) for i in range(rounds)]
             offset += rounds
@@ -87,15 +92,13 @@ async def measure(rounds: int, repeat: int, metrics: bool = False,
                 for i in range(rounds):
                     await asyncio.sleep(pace)
                     t0 = time.thread_time()
-                    await dispatch(frames[i & 63], "127.0.0.1:1", "/127.0.0.1", "PLAINTEXT")
-                    await dispatch(fetches[i], "127.0.0.1:2", "/127.0.0.1", "PLAINTEXT")
+                    await round_trip(i, fetches[i])
                     spent += time.thread_time() - t0
                 results.append(spent / rounds * 1e6)
                 continue
             t0 = time.process_time()
             for i in range(rounds):
-                await dispatch(frames[i & 63], "127.0.0.1:1", "/127.0.0.1", "PLAINTEXT")
-                await dispatch(fetches[i], "127.0.0.1:2", "/127.0.0.1", "PLAINTEXT")
+                await round_trip(i, fetches[i])
             results.append((time.process_time() - t0) / rounds * 1e6)
         return results
     finally:

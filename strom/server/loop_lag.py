@@ -46,7 +46,7 @@ class LoopLagMonitor:
         self.clock = clock  # its monotonic() measures; the loop's own timers schedule
         self.interval = interval
         self.idle_interval = max(idle_interval, interval)
-        self._last_tick: tuple[float, float] = (0.0, 0.0)  # (wall, CPU) at the last tick
+        self._last_tick = (0.0, 0.0)  # (wall, CPU) when the last tick was scheduled
         # the CPU time of the loop's thread (read on that thread): busy = CPU / wall time
         self.cpu_time = cpu_time
         self._idle_from: tuple[float, float] | None = None
@@ -63,7 +63,7 @@ class LoopLagMonitor:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._idle_from = (self.clock.monotonic(), self.cpu_time())
+        self._idle_from = self._last_tick = (self.clock.monotonic(), self.cpu_time())
         self._schedule()
 
     def stop(self) -> None:
