@@ -7,8 +7,8 @@ uvloop, whose timers have millisecond resolution); a request handler that
 blocks the loop (a disk read, a long parse) shows up as a lag as long as the block.
 Samples go into fixed buckets (no allocation per sample), so the monitor costs one timer
 callback per interval and nothing per request. While the loop's thread is idle (under
-BUSY_FRACTION of the wall time on the CPU since the previous tick) the next tick comes
-after `idle_interval` instead: every wake-up of an idle process costs CPU, and 50 ticks a
+BUSY_FRACTION of the wall time on the CPU since the previous tick, beyond OWN_WAKE_S for
+the tick's own wake-up) the next tick comes after `idle_interval` instead: every wake-up of an idle process costs CPU, and 50 ticks a
 second were most of an idle broker's wake-ups. A loop with nothing to do has no lag to
 speak of; the first busy interval brings the short one back.
 
@@ -36,6 +36,9 @@ BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 200
 # the loop's thread on the CPU for at least this fraction of the time since the last tick:
 # busy, sample every `interval`; below it, every `idle_interval`
 BUSY_FRACTION = 0.01
+# CPU not counted towards it: the tick's own wake-up, which on a virtual machine can cost
+# a millisecond (more than 1 % of a 20 ms interval: the monitor would keep itself busy)
+OWN_WAKE_S = 0.002
 
 
 class LoopLagMonitor:
@@ -79,7 +82,7 @@ class LoopLagMonitor:
         now, cpu = self.clock.monotonic(), self.cpu_time()
         wall0, cpu0 = self._last_tick
         self._last_tick = (now, cpu)
-        idle = now > wall0 and (cpu - cpu0) < BUSY_FRACTION * (now - wall0)
+        idle = now > wall0 and cpu - cpu0 - OWN_WAKE_S < BUSY_FRACTION * (now - wall0)
         interval = self.idle_interval if idle else self.interval
         self._due = now + interval
         self._handle = self._loop.call_later(interval, self._tick)
