@@ -18,6 +18,11 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 BASE_CLIENT_CONFIG: dict[str, object] = {
     # An idle connection closed by the broker is not worth a log line in a CLI tool.
     "log.connection.close": False,
+    # Nor are librdkafka's informational (level 6) lines: a client closed right after an
+    # answer (a tool reporting an error, a describe that fell back from one API to another)
+    # can print "Purging 1 unserved events from background queue" to stderr. Notices,
+    # warnings and errors still show, as Kafka's tools log at WARN.
+    "log_level": 5,
 }
 
 

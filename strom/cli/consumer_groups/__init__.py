@@ -58,12 +58,6 @@ _ACTIONS = {
 }
 
 DEFAULT_TIMEOUT_MS = 30000
-# librdkafka's informational (level 6) lines are noise here: it describes a group with
-# ConsumerGroupDescribe (KIP-848) first and falls back to DescribeGroups for classic groups (or
-# brokers without that API), and the first attempt can leave an event that it reports when the
-# client closes ("Purging 1 unserved events from background queue"). Warnings and errors still
-# show.
-QUIET_CONFIG: dict[str, object] = {"log_level": 5}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(str(e), file=sys.stderr)
         return 1
     try:
-        conf = common.client_config(args.bootstrap_server, args.command_config, QUIET_CONFIG)
+        conf = common.client_config(args.bootstrap_server, args.command_config)
         tool = GroupAdmin(AdminClient(conf), args, conf)
         return _ACTIONS[action](tool)
     except (*common.client_errors(), TimeoutError) as e:
