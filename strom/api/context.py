@@ -46,7 +46,7 @@ class BrokerServices:
     quotas: ClientQuotaManager | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestContext:
     header: RequestHeader
     broker: BrokerServices

@@ -37,7 +37,7 @@ from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
 from strom.api.metadata import live_brokers
 from strom.api.registry import CloseConnection, register
-from strom.api.throttling import PRODUCE_QUOTA, record_quota
+from strom.api.throttling import PRODUCE_QUOTA, quota_applies, record_quota
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import (
     ResponseTemplate,
@@ -59,7 +59,6 @@ async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
     replicas = ctx.broker.replicas
     acks = request.acks
-    timeout_ms = int(request.timeout.total_seconds() * 1000)
     results: list[tuple[str, list[dict]]] = []
     waits: list[tuple[dict, str, int, int]] = []  # acks=-1: (out, topic, partition, end)
     writable: dict[str, bool] = {}
@@ -107,7 +106,7 @@ async def handle(ctx: RequestContext, request):
         # one after the other within one deadline: the request is answered when the last
         # partition is replicated (or failed), and each wait is woken directly
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_ms / 1000
+        deadline = loop.time() + request.timeout.total_seconds()
         for out, name, index, end in waits:
             try:
                 await replicas.wait_for_replication(
@@ -116,19 +115,19 @@ async def handle(ctx: RequestContext, request):
                 _fail(out, e, mod)
     throttle_ms = record_quota(ctx, PRODUCE_QUOTA, sum(
         len(pd.records) for t in request.topic_data for pd in t.partition_data
-        if pd.records is not None))
+        if pd.records is not None)) if quota_applies(ctx) else 0
     leaders: set[int] = set()
-    if hasattr(mod, "LeaderIdAndEpoch"):  # v10+: tell the client where the leader is
-        for name, parts in results:
-            for out in parts:
-                if out["error_code"] in (ErrorCode.not_leader_or_follower,
-                                         ErrorCode.fenced_leader_epoch):
-                    info = ctx.broker.cache.partition(name, out["index"])
-                    if info is not None and info.leader >= 0:
-                        out["current_leader"] = make(mod.LeaderIdAndEpoch,
-                                                     leader_id=info.leader,
-                                                     leader_epoch=info.leader_epoch)
-                        leaders.add(info.leader)
+    for name, parts in results:
+        for out in parts:
+            if out["error_code"] in (ErrorCode.not_leader_or_follower,
+                                     ErrorCode.fenced_leader_epoch) and \
+                    hasattr(mod, "LeaderIdAndEpoch"):  # v10+: where the leader is
+                info = ctx.broker.cache.partition(name, out["index"])
+                if info is not None and info.leader >= 0:
+                    out["current_leader"] = make(mod.LeaderIdAndEpoch,
+                                                 leader_id=info.leader,
+                                                 leader_epoch=info.leader_epoch)
+                    leaders.add(info.leader)
     if acks != 0 and len(results) == 1 and len(results[0][1]) == 1 and not throttle_ms:
         fast = _one_partition_response(ctx, mod, results[0][0], results[0][1][0])
         if fast is not None:

@@ -9,15 +9,22 @@ from strom.security.quotas import MUTATION as MUTATION_QUOTA
 from strom.security.quotas import PRODUCE as PRODUCE_QUOTA
 
 __all__ = ["FETCH_QUOTA", "PRODUCE_QUOTA", "ControllerMutationQuota", "fetch_bytes_cap",
-           "record_quota", "unrecord_quota"]
+           "quota_applies", "record_quota", "unrecord_quota"]
+
+
+def quota_applies(ctx: RequestContext) -> bool:
+    """Whether `record_quota` may throttle this request (some client quota is set): else
+    the caller need not count what it would record."""
+    quotas = ctx.broker.quotas
+    return quotas is not None and ctx.throttled is not None and bool(quotas.quotas)
 
 
 def record_quota(ctx: RequestContext, key: str, value: float) -> int:
     """Record `value` (bytes) against the client's quota `key`; the throttle time in ms,
     also reported to the connection (`RequestContext.throttled`) so it mutes the channel."""
-    quotas = ctx.broker.quotas
-    if quotas is None or ctx.throttled is None or not quotas.quotas:
+    if not quota_applies(ctx):
         return 0
+    quotas = ctx.broker.quotas
     throttle_ms = quotas.record(key, ctx.principal, ctx.header.client_id or "", value)
     if throttle_ms:
         ctx.throttled(throttle_ms)

@@ -60,7 +60,7 @@ INT32_MAX = (1 << 31) - 1
 PRODUCER_STATE_SEGMENTS = 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendResult:
     base_offset: int
     last_offset: int
@@ -68,7 +68,7 @@ class AppendResult:
     duplicate: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadResult:
     slice: FileSlice | None
     log_start_offset: int

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 PREREAD_MAX_BYTES = 64 * 1024 - 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FileSlice:
     """`size` bytes at `position` of an open segment file: sent with sendfile or pread, or,
     when `cold` (maybe not in the page cache, see log/page_cache.py), read off the loop."""

@@ -112,7 +112,7 @@ class TimestampType(IntEnum):
         return "CreateTime" if self is TimestampType.CREATE_TIME else "LogAppendTime"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchHeader:
     base_offset: int
     batch_length: int

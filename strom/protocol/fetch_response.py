@@ -49,7 +49,7 @@ _I64 = struct.Struct(">q")
 _ZERO_UUID = bytes(16)  # kio reads the all-zero topic id as None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FetchPartitionData:
     partition_index: int
     error_code: int
@@ -63,7 +63,7 @@ class FetchPartitionData:
     diverging_epoch: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FetchTopicData:
     name: str
     topic_id: uuid.UUID

@@ -41,7 +41,7 @@ class UnsupportedRequest(Exception):
         self.correlation_id = correlation_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHeader:
     api_key: int
     api_version: int

@@ -79,7 +79,7 @@ TxnVerifier = Callable[[str, int, int, str, int, bool], Awaitable[int]]
 TxnMarkerListener = Callable[[str, int, int, bool], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FetchPartitionRequest:
     topic: str
     partition: int
@@ -89,7 +89,7 @@ class FetchPartitionRequest:
     log_start_offset: int = -1  # a follower's own (Fetch v5+)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FetchPartitionResult:
     topic: str
     partition: int
@@ -583,14 +583,23 @@ class ReplicaManager:
                      isolation_level: int) -> list[FetchPartitionResult]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait_ms / 1000
+        # a consumer tailing the log asks at the end, where there is nothing to read: it
+        # parks at once (an error or a moved partition is found by the read after the wait)
+        tailing = replica_id < 0 and min_bytes > 0 and max_wait_ms > 0 and \
+            self._all_at_end(requests, isolation_level)
+        results = None
         while True:
-            results = self.read_all(requests, max_bytes, replica_id, isolation_level)
-            total = sum(r.size for r in results)
-            if total >= min_bytes or max_wait_ms <= 0 or any(r.error for r in results) \
-                    or not requests:
-                return results
+            if not tailing:
+                results = self.read_all(requests, max_bytes, replica_id, isolation_level)
+                total = sum(r.size for r in results)
+                if total >= min_bytes or max_wait_ms <= 0 or any(r.error for r in results) \
+                        or not requests:
+                    return results
+            tailing = False
             timeout = deadline - loop.time()
             if timeout <= 0:
+                if results is None:
+                    results = self.read_all(requests, max_bytes, replica_id, isolation_level)
                 return results
             fut = loop.create_future()
             keys = [(r.topic, r.partition) for r in requests]
@@ -612,6 +621,26 @@ class ReplicaManager:
                             del waiters[k]
             if expired:
                 return self.read_all(requests, max_bytes, replica_id, isolation_level)
+
+    def _all_at_end(self, requests: list[FetchPartitionRequest], isolation_level: int
+                    ) -> bool:
+        """Every partition of a consumer's fetch is led here, at the epoch it names, and
+        the fetch offset is where its reads stop (the high watermark, or the last stable
+        offset for read_committed): a read would return nothing and no error."""
+        if not requests:
+            return False
+        partitions = self.partitions
+        for req in requests:
+            p = partitions.get((req.topic, req.partition))
+            if p is None or p.leader != self.broker_id or p.log.offline or \
+                    req.current_leader_epoch not in (-1, p.leader_epoch):
+                return False
+            plog = p.log
+            end = plog.last_stable_offset if isolation_level == READ_COMMITTED else \
+                plog.high_watermark
+            if req.fetch_offset != end:
+                return False
+        return True
 
     def _wake(self, tp: TopicPartition) -> None:
         """Answer every fetch parked on `tp` (data arrived, or the partition changed)."""

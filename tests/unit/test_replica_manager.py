@@ -168,6 +168,56 @@ def test_a_parked_fetch_is_answered_when_data_arrives(tmp_path):
     assert results[0].size == len(batch())
 
 
+def test_a_tailing_fetch_parks_without_reading(tmp_path, monkeypatch):
+    """A consumer's fetch at the high watermark parks at once (no read of the log); the
+    one read is made when data arrives."""
+    rm = manager(tmp_path, {0: ((1,), 1, (1,))})
+    rm.append("t", 0, batch(), acks=1)
+    reads = []
+    real_read_all = rm.read_all
+    monkeypatch.setattr(rm, "read_all", lambda *a, **k: reads.append(a) or real_read_all(*a, **k))
+
+    async def go():
+        parked = asyncio.ensure_future(fetch(rm, [fetch_req(1)], min_bytes=1,
+                                             max_wait_ms=60_000))
+        await asyncio.sleep(0)
+        assert not parked.done() and reads == []
+        rm.append("t", 0, batch(b"second"), acks=1)
+        return await parked
+
+    results = run(go())
+    assert len(reads) == 1 and results[0].size == len(batch(b"second"))
+
+
+@pytest.mark.parametrize("offset, epoch, expected", [
+    (0, -1, ErrorCode.none),  # behind the end: read at once
+    (1, EPOCH - 1, ErrorCode.fenced_leader_epoch),
+    (1, EPOCH + 1, ErrorCode.unknown_leader_epoch),
+    (5, -1, ErrorCode.offset_out_of_range),
+])
+def test_a_fetch_not_at_the_end_is_answered_at_once(tmp_path, offset, epoch, expected):
+    rm = manager(tmp_path, {0: ((1,), 1, (1,))})
+    rm.append("t", 0, batch(), acks=1)
+    results = run(asyncio.wait_for(fetch(rm, [fetch_req(offset, epoch=epoch)], min_bytes=1,
+                                         max_wait_ms=60_000), 5))
+    assert code(results[0]) == expected
+
+
+def test_a_parked_tailing_fetch_learns_that_leadership_moved(tmp_path):
+    rm = manager(tmp_path, {0: ((1, 2), 1, (1, 2))})
+
+    async def go():
+        parked = asyncio.ensure_future(fetch(rm, [fetch_req(0)], min_bytes=1,
+                                             max_wait_ms=60_000))
+        await asyncio.sleep(0)
+        assert not parked.done()
+        set_topic(rm.cache, {0: ((1, 2), 2, (2,))})
+        rm.on_topics_changed({"t"})
+        return await asyncio.wait_for(parked, 5)
+
+    assert code(run(go())[0]) == ErrorCode.not_leader_or_follower
+
+
 def test_acks_all_waiters_fail_when_leadership_moves(tmp_path):
     rm = manager(tmp_path)
 
