@@ -127,7 +127,7 @@ class ConnectionProtocol(FrameReader):
         while not self.frames:
             if self.eof or self.bad_size is not None:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             await self._waiter
         frame = self.frames.popleft()
         self.queued_bytes -= len(frame)
@@ -200,9 +200,11 @@ class Connection:
         if self.authenticator is not None and self.max_idle_s is not None:
             auth_deadline = asyncio.get_running_loop().call_later(
                 self.max_idle_s, self._authentication_overdue)
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                await self._wait_throttle()
+                if self._throttled_until:  # set once the client was first throttled
+                    await self._wait_throttle()
                 frame = await requests.next_frame()
                 if frame is None:
                     if requests.bad_size is not None:
@@ -221,7 +223,7 @@ class Connection:
                         return
                 finally:
                     self._busy -= 1
-                    requests.last_active = asyncio.get_running_loop().time()
+                    requests.last_active = loop.time()
                     requests.release(len(frame))  # its bytes are no longer needed
         except (ConnectionError, RuntimeError) as e:
             # uvloop raises RuntimeError when writing to a transport the peer reset
@@ -546,4 +548,5 @@ class Connection:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
-        await self.protocol.drain()
+        if self.protocol.writing_paused or transport.is_closing():
+            await self.protocol.drain()
