@@ -127,12 +127,15 @@ def scrape_every(port, seconds, stop):
     return count
 
 
-def start_broker(name, port, tmpdir, logf, tansu, ready_timeout, metrics_port=None):
-    """Start the broker; return (proc, info) with ready_s once it answers ApiVersions, else info["error"]."""
+def start_broker(name, port, tmpdir, logf, tansu, ready_timeout, metrics_port=None,
+                 cwd=REPO):
+    """Start the broker; return (proc, info) with ready_s once it answers ApiVersions, else
+    info["error"]. `python -m strom` imports strom from `cwd` first (before PYTHONPATH):
+    another source tree is run with cwd set to it."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OTEL_", "LISTENER_URL", "ADVERTISED_", "STORAGE_ENGINE"))}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(broker_command(name, port, tmpdir, tansu, metrics_port), cwd=REPO,
+    proc = subprocess.Popen(broker_command(name, port, tmpdir, tansu, metrics_port), cwd=cwd,
                             env=env,
                             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                             start_new_session=True)

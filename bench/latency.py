@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import (  # noqa: E402
+    REPO,
     RESULTS,
     cpu_s,
     find_tansu,
@@ -224,8 +225,8 @@ def spin(stop_at):
 
 
 def bench(name, label, tree, args, tansu, out):
-    """Start one broker (strom from `tree` when given, through PYTHONPATH), run the passes,
-    stop it."""
+    """Start one broker (strom from `tree` when given: run in that directory, with it on
+    PYTHONPATH), run the passes, stop it."""
     tmpdir = tempfile.mkdtemp(prefix=f"{name}-latency-")
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
@@ -237,7 +238,8 @@ def bench(name, label, tree, args, tansu, out):
         if tree is not None:
             os.environ["PYTHONPATH"] = str(Path(tree).resolve())
         try:
-            proc, info = start_broker(name, port, tmpdir, logf, tansu, 30)
+            proc, info = start_broker(name, port, tmpdir, logf, tansu, 30,
+                                      cwd=REPO if tree is None else Path(tree).resolve())
         finally:
             if tree is not None:
                 if saved is None:
@@ -320,7 +322,7 @@ def main():
                     help="do not ask strom for its event-loop lag")
     ap.add_argument("--strom-tree", action="append", default=[], metavar="LABEL=DIR",
                     help="also run strom from another source tree (e.g. a worktree of an "
-                         "older commit), imported through PYTHONPATH, as series LABEL; its "
+                         "older commit), run in that directory (python -m strom imports from it), as series LABEL; its "
                          "loop lag is not asked for (older builds lack the SIGUSR1 report)")
     ap.add_argument("--quick", action="store_true",
                     help="regression guard: strom only, 2 runs of 2000 records")

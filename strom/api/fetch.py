@@ -109,18 +109,7 @@ async def handle(ctx: RequestContext, request):
                 parts.append(fetch_response.FetchPartitionData(
                     index, ErrorCode.topic_authorization_failed, -1, -1, -1, b""))
                 continue
-            r = by_tp[(name, index)]
-            code = r.error.code if r.error else ErrorCode.none
-            leader = None
-            if code in (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch):
-                pinfo = cache.partition(name, index)
-                if pinfo is not None:
-                    leader = (pinfo.leader, pinfo.leader_epoch)
-            parts.append(fetch_response.FetchPartitionData(
-                index, code, r.high_watermark, r.last_stable_offset, r.log_start_offset,
-                r.read.slice if r.read and r.read.slice else b"",
-                aborted_transactions=_aborted(r, request.isolation_level),
-                current_leader=leader))
+            parts.append(partition_data(cache, by_tp[(name, index)], request.isolation_level))
         topics.append(fetch_response.FetchTopicData(
             name, info.topic_id if info else None, parts))
     for topic_id, partitions in unknown_ids:
@@ -128,6 +117,20 @@ async def handle(ctx: RequestContext, request):
             fetch_response.FetchPartitionData(i, ErrorCode.unknown_topic_id, -1, -1, -1, b"")
             for i in partitions]))
     return _framed(ctx, replica_id, ErrorCode.none, 0, topics)
+
+
+def partition_data(cache, r, isolation_level: int) -> fetch_response.FetchPartitionData:
+    """A partition's answer in a sessionless fetch, from its read result."""
+    code = r.error.code if r.error else ErrorCode.none
+    leader = None
+    if code in (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch):
+        pinfo = cache.partition(r.topic, r.partition)
+        if pinfo is not None:
+            leader = (pinfo.leader, pinfo.leader_epoch)
+    return fetch_response.FetchPartitionData(
+        r.partition, code, r.high_watermark, r.last_stable_offset, r.log_start_offset,
+        r.read.slice if r.read and r.read.slice else b"",
+        aborted_transactions=_aborted(r, isolation_level), current_leader=leader)
 
 
 def _framed(ctx: RequestContext, replica_id: int, error: ErrorCode, session_id: int,

@@ -157,6 +157,12 @@ MAX_TEMPLATES = 4096
 _templates: dict[tuple[int, str, int], ResponseTemplate | None] = {}
 
 
+def answer_template(version: int, topic: str, index: int) -> ResponseTemplate | None:
+    """The template of a one-partition answer without error, once `handle` has built it
+    (for strom.api.fast_path); None until then."""
+    return _templates.get((version, topic, index)) or None
+
+
 def _one_partition_response(ctx: RequestContext, mod, topic: str, out: dict) -> bytes | None:
     if out["error_code"] != ErrorCode.none or out["log_append_time"] is not None \
             or out.get("current_leader") is not None:
@@ -182,6 +188,8 @@ def _one_partition_response(ctx: RequestContext, mod, topic: str, out: dict) -> 
 def _fail(out: dict, e: KafkaError, mod) -> None:
     out["error_code"], out["error_message"] = e.code, e.message
     out["base_offset"], out["log_append_time"], out["log_start_offset"] = -1, None, -1
+    # record_errors from v8; an older version carries only the error code (Kafka's too)
     out["record_errors"] = tuple(
         make(mod.BatchIndexAndErrorMessage, batch_index=i, batch_index_error_message=m)
-        for i, m in getattr(e, "record_errors", ()))
+        for i, m in getattr(e, "record_errors", ())) \
+        if hasattr(mod, "BatchIndexAndErrorMessage") else ()

@@ -339,6 +339,24 @@ class ReplicaManager:
         self._wake((topic, partition))
         return result
 
+    def append_plain(self, topic: str, partition: int, data: bytes | memoryview, acks: int
+                     ) -> tuple[AppendResult, Partition] | None:
+        """`append_produced` for the plain case, on the loop: a client's batch (acks 0 or
+        1) for a partition led here, not transactional, that needs no record-level work,
+        with the stats off. None, with nothing done, for anything else: the caller then
+        takes the full path. A KafkaError is raised as `append_produced` raises it."""
+        if self.stats.enabled or acks not in (0, 1) or topic in INTERNAL_TOPICS:
+            return None
+        p = self.leader_partition(topic, partition)
+        batch = bytearray(data)
+        config = p.log.config
+        header = validate_header(batch, config, self.clock.now_ms())
+        if header.is_transactional or needs_records(header, config):
+            return None
+        result = p.append_as_leader(batch, header, acks)
+        self._wake((topic, partition))
+        return result, p
+
     # --- transaction markers -------------------------------------------------------------
     def add_txn_marker_listener(self, callback: TxnMarkerListener) -> None:
         """`callback(topic, partition, producer_id, commit)` runs on the loop after each

@@ -25,6 +25,7 @@ from typing import Any
 
 from strom.api.api_versions import build_response as api_versions_response
 from strom.api.context import BrokerServices, RequestContext
+from strom.api.fast_path import FastPath
 from strom.api.fetch import RawResponse
 from strom.api.produce import NO_RESPONSE
 from strom.api.registry import CloseConnection as HandlerClose
@@ -43,7 +44,7 @@ from strom.security.quotas import REQUEST
 log = logging.getLogger(__name__)
 
 API_VERSIONS = 18
-FETCH = 1
+PRODUCE, FETCH = 0, 1
 
 
 class CloseConnection(Exception):
@@ -60,6 +61,9 @@ class Dispatcher:
         self._api_stats = {key: stats.api(key, _request_name(spec.name), spec.max_version)
                            for key, spec in self.handlers.items()} if stats else {}
         self._now = services.clock.monotonic
+        # the commonest Produce and Fetch requests, read straight from the frame
+        # (strom.api.fast_path); not when requests are counted for the metrics
+        self.fast_path = FastPath(services) if stats is None else None
 
     async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
                        appended: Callable[[], None] | None = None,
@@ -83,6 +87,21 @@ class Dispatcher:
                     0, ErrorCode.unsupported_version))
             raise CloseConnection(f"unsupported version {version} of {spec.name} "
                                   f"(served: {spec.min_parsed}-{spec.max_version})")
+        fast = self.fast_path
+        if fast is not None and api_key <= FETCH and fast.applies():
+            if api_key == PRODUCE:
+                answer = fast.produce(frame)
+                if answer is not None:
+                    return None if answer is NO_RESPONSE else answer
+            else:
+                read = fast.fetch_request(frame)
+                if read is not None:
+                    try:
+                        return await fast.fetch(*read)
+                    except Exception:
+                        log.exception("Unexpected error handling %s v%d (correlation id %d) "
+                                      "from %s", spec.name, version, correlation_id, client)
+                        raise CloseConnection("unexpected server error") from None
         try:
             header, body = parse_request(frame)
         except MalformedRequest as e:

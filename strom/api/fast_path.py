@@ -1,0 +1,303 @@
+"""The two commonest requests, served without building the request entity.
+
+A producer with `linger.ms=0` sends one partition's batch per Produce request, and a consumer
+tailing a partition sends a sessionless one-partition Fetch after each answer. For such a
+request most of the broker's CPU went to the generic path around the work: kio's parse with
+its length and null checks, the request context, the handler's loops and tables; and on a
+small machine that code, run once per wake-up, is also what falls out of the CPU's caches
+between requests (see docs/performance.md, "fast path").
+
+`FastPath` reads exactly these shapes from the frame (Produce v3-v12: no transactional id,
+acks 0 or 1, one topic with one partition and its records; Fetch v4-v17: a consumer's
+sessionless fetch of one partition, nothing forgotten, no tagged fields in the request body)
+and calls what the handlers call: `ReplicaManager.append_plain` (the plain case of
+`append_produced`) and the Produce answer's template, `ReplicaManager.fetch` and the Fetch
+encoder. It answers only when the broker has no authorizer, no client quota, and no metrics
+to count (the handlers' work for those is not repeated here). Anything else returns None
+before any work is done, and the dispatcher serves the request as usual: another shape or
+version, a frame it cannot read to the end or whose strings are not UTF-8, a null where
+the handlers would refuse one, an internal topic, a transactional or compacted batch, an
+unknown topic id, a missing Produce answer template, or any KafkaError from the append
+(raised before anything is written; the full path then answers with the error). So every
+answer it gives is the one the handlers give, which tests/unit/test_fast_path.py checks
+frame by frame against the full path.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from typing import TYPE_CHECKING
+
+from strom.api import produce
+from strom.api.fetch import RawResponse, partition_data
+from strom.protocol import fetch_response
+from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.varint import VarintError, read_uvarint
+from strom.replication.replica_manager import FetchPartitionRequest
+
+if TYPE_CHECKING:
+    from strom.api.context import BrokerServices
+
+PRODUCE, FETCH = 0, 1
+PRODUCE_VERSIONS = range(3, 13)
+FETCH_VERSIONS = range(4, 18)
+NO_RESPONSE = produce.NO_RESPONSE
+
+_HEAD = struct.Struct(">hhi")  # api key, version, correlation id
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_FETCH_HEAD = struct.Struct(">iiiib")  # replica_id, max_wait_ms, min/max_bytes, isolation
+_FETCH_HEAD_15 = struct.Struct(">iiib")  # v15+: the same without replica_id
+_SESSION = struct.Struct(">ii")  # v7+: session_id, session_epoch
+_I64 = struct.Struct(">q")
+
+
+class _Unread(Exception):
+    """The frame is not one of the shapes read here (or not readable): the full path."""
+
+
+def _uvarint(frame, pos: int, end: int) -> tuple[int, int]:
+    try:
+        return read_uvarint(frame, pos, end)
+    except VarintError:
+        raise _Unread from None
+
+
+def _string(frame, pos: int, end: int, flexible: bool) -> tuple[str, int]:
+    """A non-null string (compact in a flexible version)."""
+    if flexible:
+        n, pos = _uvarint(frame, pos, end)
+        n -= 1
+    else:
+        if pos + 2 > end:
+            raise _Unread
+        n = _I16.unpack_from(frame, pos)[0]
+        pos += 2
+    if n < 0 or pos + n > end:
+        raise _Unread
+    try:
+        return str(frame[pos:pos + n], "utf-8"), pos + n
+    except UnicodeDecodeError:
+        raise _Unread from None
+
+
+def _count(frame, pos: int, end: int, flexible: bool) -> tuple[int, int]:
+    """An array's length (-1: null)."""
+    if flexible:
+        n, pos = _uvarint(frame, pos, end)
+        return n - 1, pos
+    if pos + 4 > end:
+        raise _Unread
+    return _I32.unpack_from(frame, pos)[0], pos + 4
+
+
+def _skip_tags(frame, pos: int, end: int) -> tuple[int, int]:
+    """Tagged fields: (how many, position after them)."""
+    count, pos = _uvarint(frame, pos, end)
+    for _ in range(count):
+        _tag, pos = _uvarint(frame, pos, end)
+        size, pos = _uvarint(frame, pos, end)
+        pos += size
+        if pos > end:
+            raise _Unread
+    return count, pos
+
+
+def _header(frame, end: int, flexible: bool) -> int:
+    """Past the request header: the client id (a non-compact nullable string, which must
+    be UTF-8 as the full parse requires) and, from header v2, its tagged fields."""
+    pos = 8
+    if pos + 2 > end:
+        raise _Unread
+    n = _I16.unpack_from(frame, pos)[0]
+    pos += 2
+    if n > 0:
+        if pos + n > end:
+            raise _Unread
+        try:
+            str(frame[pos:pos + n], "utf-8")
+        except UnicodeDecodeError:
+            raise _Unread from None
+        pos += n
+    if flexible:
+        _count_, pos = _skip_tags(frame, pos, end)
+    return pos
+
+
+class FastPath:
+    def __init__(self, services: BrokerServices) -> None:
+        self.services = services
+
+    def applies(self) -> bool:
+        """No authorizer, no client quota: nothing the handlers would check beyond the work."""
+        services = self.services
+        quotas = services.quotas
+        return services.authorizer is None and (quotas is None or not quotas.quotas)
+
+    # --- Produce ---------------------------------------------------------------------------
+    def produce(self, frame) -> bytes | object | None:
+        """The framed answer, NO_RESPONSE (acks=0), or None: the full path."""
+        try:
+            return self._produce(frame)
+        except (_Unread, struct.error, KafkaError):
+            return None
+
+    def _produce(self, frame) -> bytes | object | None:
+        _key, version, correlation_id = _HEAD.unpack_from(frame, 0)
+        if version not in PRODUCE_VERSIONS:
+            return None
+        flexible = version >= 9
+        end = len(frame)
+        pos = _header(frame, end, flexible)
+        # transactional_id: null only
+        if flexible:
+            n, pos = _uvarint(frame, pos, end)
+            if n != 0:
+                return None
+        else:
+            if pos + 2 > end or _I16.unpack_from(frame, pos)[0] != -1:
+                return None
+            pos += 2
+        if pos + 6 > end:
+            return None
+        acks = _I16.unpack_from(frame, pos)[0]
+        if acks not in (0, 1):
+            return None
+        pos += 6  # acks, timeout_ms (unused by acks 0 and 1)
+        n, pos = _count(frame, pos, end, flexible)
+        if n != 1:
+            return None
+        topic, pos = _string(frame, pos, end, flexible)
+        n, pos = _count(frame, pos, end, flexible)
+        if n != 1 or pos + 4 > end:
+            return None
+        index = _I32.unpack_from(frame, pos)[0]
+        pos += 4
+        size, pos = _count(frame, pos, end, flexible)  # the records' length (-1: null)
+        if size < 0 or pos + size > end:
+            return None
+        records = memoryview(frame)[pos:pos + size]
+        pos += size
+        if flexible:  # the partition's, the topic's and the request's tagged fields
+            for _ in range(3):
+                _n, pos = _skip_tags(frame, pos, end)
+        template = None
+        if acks:
+            template = produce.answer_template(version, topic, index)
+            if template is None:
+                return None
+        replicas = self.services.replicas
+        p = replicas.partitions.get((topic, index))
+        if p is None or p.log.config.log_append_time:
+            return None
+        appended = replicas.append_plain(topic, index, records, acks)
+        if appended is None:
+            return None
+        result, p = appended
+        if not acks:
+            return NO_RESPONSE
+        return template.render(correlation_id, result.base_offset, p.log.log_start_offset)
+
+    # --- Fetch -----------------------------------------------------------------------------
+    def fetch_request(self, frame) -> tuple[int, int, FetchPartitionRequest, int, int,
+                                             int, int] | None:
+        """(version, correlation id, the partition's request, max_bytes, min_bytes,
+        max_wait_ms, isolation_level) of a frame of the shape served here, else None."""
+        try:
+            return self._fetch_request(frame)
+        except (_Unread, struct.error):
+            return None
+
+    def _fetch_request(self, frame):
+        _key, version, correlation_id = _HEAD.unpack_from(frame, 0)
+        if version not in FETCH_VERSIONS:
+            return None
+        flexible = version >= 12
+        end = len(frame)
+        pos = _header(frame, end, flexible)
+        if version < 15:
+            replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level = \
+                _FETCH_HEAD.unpack_from(frame, pos)
+            pos += _FETCH_HEAD.size
+            if replica_id != -1:
+                return None
+        else:  # the replica's state is a tagged field: none is allowed below
+            max_wait_ms, min_bytes, max_bytes, isolation_level = \
+                _FETCH_HEAD_15.unpack_from(frame, pos)
+            pos += _FETCH_HEAD_15.size
+        if isolation_level not in (0, 1):
+            return None
+        if version >= 7:
+            session_id, session_epoch = _SESSION.unpack_from(frame, pos)
+            pos += _SESSION.size
+            if session_id != 0 or session_epoch != -1:
+                return None
+        n, pos = _count(frame, pos, end, flexible)
+        if n != 1:
+            return None
+        if version >= 13:
+            if pos + 16 > end:
+                return None
+            topic_id = uuid.UUID(bytes=bytes(frame[pos:pos + 16]))
+            pos += 16
+            info = self.services.cache.topic_by_id(topic_id)
+            if info is None:
+                return None
+            topic = info.name
+        else:
+            topic, pos = _string(frame, pos, end, flexible)
+        n, pos = _count(frame, pos, end, flexible)
+        if n != 1 or pos + 4 > end:
+            return None
+        partition = _I32.unpack_from(frame, pos)[0]
+        pos += 4
+        leader_epoch = -1
+        if version >= 9:
+            leader_epoch = _I32.unpack_from(frame, pos)[0]
+            pos += 4
+        fetch_offset = _I64.unpack_from(frame, pos)[0]
+        pos += 8
+        if version >= 12:
+            pos += 4  # last_fetched_epoch: for followers
+        log_start_offset = -1
+        if version >= 5:
+            log_start_offset = _I64.unpack_from(frame, pos)[0]
+            pos += 8
+        partition_max_bytes = _I32.unpack_from(frame, pos)[0]
+        pos += 4
+        if flexible:  # the partition's and the topic's tagged fields
+            for _ in range(2):
+                _n, pos = _skip_tags(frame, pos, end)
+        if version >= 7:
+            n, pos = _count(frame, pos, end, flexible)  # forgotten_topics_data: none
+            if n != 0:
+                return None
+        if version >= 11:
+            _rack, pos = _string(frame, pos, end, flexible)
+        if flexible:
+            tags, pos = _skip_tags(frame, pos, end)
+            if tags:  # cluster id, a replica's state: the full path
+                return None
+        if pos > end:
+            return None
+        request = FetchPartitionRequest(topic, partition, fetch_offset, partition_max_bytes,
+                                        leader_epoch, log_start_offset)
+        return (version, correlation_id, request, max_bytes, min_bytes, max_wait_ms,
+                isolation_level)
+
+    async def fetch(self, version: int, correlation_id: int, request: FetchPartitionRequest,
+                    max_bytes: int, min_bytes: int, max_wait_ms: int, isolation_level: int
+                    ) -> RawResponse:
+        """The answer to a request `fetch_request` read (the handler's, for one partition)."""
+        services = self.services
+        results = await services.replicas.fetch([request], max_bytes, min_bytes, max_wait_ms,
+                                                -1, isolation_level)
+        cache = services.cache
+        info = cache.topic(request.topic)
+        topics = [fetch_response.FetchTopicData(
+            request.topic, info.topic_id if info else None,
+            [partition_data(cache, results[0], isolation_level)])]
+        parts, size = fetch_response.encode(version, correlation_id, 0, ErrorCode.none, 0,
+                                            topics)
+        return RawResponse(parts, size)
