@@ -21,7 +21,14 @@ from strom.api.fetch import RawResponse
 from strom.cluster.controller import NewTopic
 from strom.config import BrokerConfig
 from strom.log.records import NewRecord, build_batch
-from strom.protocol.messages import encode_request, make, request_module, request_schema
+from strom.protocol.errors import ErrorCode
+from strom.protocol.messages import (
+    encode_request,
+    make,
+    parse_response,
+    request_module,
+    request_schema,
+)
 from strom.server.broker import Broker
 from strom.server.dispatcher import CloseConnection
 
@@ -317,3 +324,23 @@ def test_no_fast_path_with_an_authorizer_quotas_or_metrics(tmp_path, setting):
             await broker.shutdown()
 
     assert run(go())
+
+
+def test_record_errors_are_answered_at_every_produce_version(tmp_path):
+    """A keyless record on a compacted topic is INVALID_RECORD at every version; before
+    v8 (no record_errors in the answer) it closed the connection."""
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            codes = {}
+            for version in PRODUCE_VERSIONS:
+                response = await answer(broker, produce_frame(version, 1, topic="compacted"),
+                                        fast=True)
+                assert isinstance(response, bytes), version
+                body = parse_response(0, version, response[4:])
+                codes[version] = body.responses[0].partition_responses[0].error_code
+            return codes
+        finally:
+            await broker.shutdown()
+
+    assert set(run(go()).values()) == {ErrorCode.invalid_record}
