@@ -30,6 +30,7 @@ import os
 from collections.abc import Callable
 
 from strom.api.fetch import RawResponse
+from strom.api.produce import NO_RESPONSE
 from strom.log.page_cache import read_cold
 from strom.protocol.framing import FrameReader, MemoryPool
 from strom.protocol.messages import peek_produce_acks
@@ -79,6 +80,8 @@ class ConnectionProtocol(FrameReader):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future | None = None
         self._reading_paused = False
+        # set by Connection.serve: answers a frame as it arrives, True if it did
+        self.at_once: Callable[[bytes | bytearray], bool] | None = None
 
     # --- asyncio.BufferedProtocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,6 +99,11 @@ class ConnectionProtocol(FrameReader):
         super().resume_writing()
 
     def frame_received(self, frame: bytes | bytearray) -> None:
+        # the connection may answer it at once when it is waiting for the next request
+        # (`Connection._answer_at_once`): nothing queued before it, nothing in progress
+        if self.at_once is not None and not self.frames and self._waiter is not None and \
+                self.at_once(frame):
+            return
         self.frames.append(frame)
         self.queued_bytes += len(frame)
         if self.queued_bytes > MAX_READ_AHEAD_BYTES and not self._reading_paused:
@@ -196,6 +204,8 @@ class Connection:
             transport.close()
             return
         self._arm_idle_timer()
+        if self.authenticator is None and self.dispatcher.fast_path is not None:
+            requests.at_once = self._answer_at_once
         auth_deadline = None
         if self.authenticator is not None and self.max_idle_s is not None:
             auth_deadline = asyncio.get_running_loop().call_later(
@@ -241,6 +251,32 @@ class Connection:
             if self._pipeline_writer is not None:
                 self._pipeline_writer.cancel()
             transport.close()
+
+    def _answer_at_once(self, frame: bytes | bytearray) -> bool:
+        """A Produce the fast path answers on the spot (acks 0 or 1, one partition), taken
+        as it arrives while `serve` waits for the next request: written (or, acks=0, not
+        answered) without the round through `serve`'s task. False, with nothing done, for
+        anything else: `serve` then takes it from the queue as usual."""
+        if self._busy or self._pipeline or self._pipeline_writer is not None or \
+                self._throttled_until:
+            return False
+        transport = self.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+            return False
+        try:
+            answer = self.dispatcher.produce_at_once(frame)
+        except Exception:  # as the dispatcher treats a handler's: logged, connection closed
+            log.exception("Unexpected error handling a Produce from %s", self.client)
+            transport.close()
+            return True
+        if answer is None:
+            return False
+        if answer is not NO_RESPONSE:
+            transport.write(answer)
+        protocol = self.protocol
+        protocol.release(len(frame))
+        protocol.last_active = protocol._loop.time()
+        return True
 
     # --- client quotas (KIP-219) -----------------------------------------------------------
     def _throttle(self, throttle_ms: int) -> None:

@@ -141,6 +141,21 @@ class Dispatcher:
             if api_stats is not None:
                 self._record(api_stats, version, api_key, body, started)
 
+    def produce_at_once(self, frame: bytes | bytearray) -> bytes | object | None:
+        """A Produce the fast path answers without waiting for anything (strom.api.fast_path):
+        its answer, or NO_RESPONSE for acks=0; None for any other frame, with nothing done
+        (then `dispatch` serves it as usual). For the connection, which calls it as the
+        frame arrives when nothing else of the client's is in progress."""
+        fast = self.fast_path
+        if fast is None or len(frame) < 8 or frame[0] != 0 or frame[1] != PRODUCE or \
+                not fast.applies():
+            return None
+        spec = self.handlers.get(PRODUCE)
+        version = frame[2] << 8 | frame[3]
+        if spec is None or not spec.min_parsed <= version <= spec.max_version:
+            return None
+        return fast.produce(frame)
+
     def _record(self, api_stats: ApiStats, version: int, api_key: int, body: Any,
                 started: float) -> None:
         """Kafka's RequestMetrics of one request: its count by version, its total time."""

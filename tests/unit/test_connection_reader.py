@@ -29,6 +29,8 @@ class Echo:
     def __init__(self) -> None:
         self.seen: list[int] = []
 
+    fast_path = None  # a Dispatcher without one (as with metrics on)
+
     async def dispatch(self, frame, client, client_host, listener, appended=None,
                        principal="User:ANONYMOUS", throttled=None):
         self.seen.append(len(frame))
@@ -201,6 +203,8 @@ class Replicating:
         self.release: dict[int, asyncio.Event] = {}
         self.closing: set[int] = set()  # these close the connection, as a failed acks=0
 
+    fast_path = None  # a Dispatcher without one (as with metrics on)
+
     async def dispatch(self, request, client, client_host, listener, appended=None,
                        principal="User:ANONYMOUS", throttled=None):
         n = struct.unpack(">i", bytes(request[-4:]))[0]
@@ -296,6 +300,8 @@ class SegmentFetch:
         self.path, self.decoy_path = path, decoy_path
         self.reused = self.decoy = None
 
+    fast_path = None  # a Dispatcher without one (as with metrics on)
+
     async def dispatch(self, frame, client, client_host, listener, appended=None,
                        principal="User:ANONYMOUS", throttled=None):
         fd = os.open(self.path, os.O_RDONLY)
@@ -348,6 +354,8 @@ class ColdFetch:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
+    fast_path = None  # a Dispatcher without one (as with metrics on)
+
     async def dispatch(self, frame, client, client_host, listener, appended=None,
                        principal="User:ANONYMOUS", throttled=None):
         parts = [FileSlice(self.fd, i << 20, 1 << 20, cold=True) for i in range(16)]
@@ -389,6 +397,8 @@ class Held:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.seen: list[bytes] = []
+
+    fast_path = None  # a Dispatcher without one (as with metrics on)
 
     async def dispatch(self, frame, client, client_host, listener, appended=None,
                        principal="User:ANONYMOUS", throttled=None):
@@ -525,6 +535,8 @@ class CloseOnBad:
 
     def __init__(self) -> None:
         self.go = asyncio.Event()
+
+    fast_path = None  # a Dispatcher without one (as with metrics on)
 
     async def dispatch(self, frame, client, client_host, listener, appended=None,
                        principal="User:ANONYMOUS", throttled=None):

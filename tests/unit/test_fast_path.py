@@ -344,3 +344,48 @@ def test_record_errors_are_answered_at_every_produce_version(tmp_path):
             await broker.shutdown()
 
     assert set(run(go()).values()) == {ErrorCode.invalid_record}
+
+
+async def _exchange(broker: Broker, frames: list[bytes], answers: int) -> list[int]:
+    """Send `frames` in one write on one connection; the correlation ids of the first
+    `answers` responses, in the order they come."""
+    port = broker.servers[0].sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(len(f).to_bytes(4, "big") + f for f in frames))
+        ids = []
+        for _ in range(answers):
+            size = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 5), "big")
+            body = await reader.readexactly(size)
+            ids.append(int.from_bytes(body[:4], "big"))
+        return ids
+    finally:
+        writer.close()
+
+
+def test_produces_answered_on_arrival_keep_the_order_of_answers(tmp_path):
+    """Produces answered as they arrive (Connection._answer_at_once) never overtake a
+    request before them: a parked Fetch's answer comes before the Produce sent after it on
+    the same connection, and the Produce that wakes it comes from another connection."""
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            await answer(broker, produce_frame(9, 0), fast=False)  # the answer template
+            end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
+            in_a_row = await _exchange(broker, [
+                produce_frame(9, 1), produce_frame(9, 2, acks=0), fetch_frame(12, 3, 0),
+                produce_frame(9, 4), produce_frame(9, 5, partition=1)], 4)
+            parked = asyncio.ensure_future(_exchange(broker, [
+                fetch_frame(12, 6, end + 3, max_wait_ms=30_000), produce_frame(9, 7)], 2))
+            await asyncio.sleep(0.2)
+            assert not parked.done()
+            await _exchange(broker, [produce_frame(9, 8)], 1)  # wakes the parked fetch
+            return in_a_row, await asyncio.wait_for(parked, 5), \
+                broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset - end
+        finally:
+            await broker.shutdown()
+
+    in_a_row, after_parked, appended = run(go())
+    assert in_a_row == [1, 3, 4, 5]  # acks=0 (2) has no answer
+    assert after_parked == [6, 7]
+    assert appended == 5  # 1, 2, 4, 7, 8 on partition 0

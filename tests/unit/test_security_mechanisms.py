@@ -303,6 +303,8 @@ class _Principals:
         self.services = SimpleNamespace(clock=ManualClock())
         self.seen: list[str] = []
 
+    fast_path = None  # a Dispatcher without one (as with metrics on)
+
     async def dispatch(self, frame, client, client_host, listener, appended=None,
                        principal="User:ANONYMOUS", throttled=None):
         from strom.api.api_versions import build_response
