@@ -12,8 +12,9 @@ acks 0 or 1, one topic with one partition and its records; Fetch v4-v17: a consu
 sessionless fetch of one partition, nothing forgotten, no tagged fields in the request body)
 and calls what the handlers call: `ReplicaManager.append_plain` (the plain case of
 `append_produced`) and the Produce answer's template, `ReplicaManager.fetch` and the Fetch
-encoder. It answers only when the broker has no authorizer, no client quota, and no metrics
-to count (the handlers' work for those is not repeated here). Anything else returns None
+encoder. It answers only when the broker has no authorizer and no client quota (the
+handlers' work for those is not repeated here); with metrics on, the dispatcher counts its
+requests and `append_plain` its records and bytes, as for the full path. Anything else returns None
 before any work is done, and the dispatcher serves the request as usual: another shape or
 version, a frame it cannot read to the end or whose strings are not UTF-8, a null where
 the handlers would refuse one, an internal topic, a transactional or compacted batch, an

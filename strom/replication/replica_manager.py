@@ -342,10 +342,11 @@ class ReplicaManager:
     def append_plain(self, topic: str, partition: int, data: bytes | memoryview, acks: int
                      ) -> tuple[AppendResult, Partition] | None:
         """`append_produced` for the plain case, on the loop: a client's batch (acks 0 or
-        1) for a partition led here, not transactional, that needs no record-level work,
-        with the stats off. None, with nothing done, for anything else: the caller then
-        takes the full path. A KafkaError is raised as `append_produced` raises it."""
-        if self.stats.enabled or acks not in (0, 1) or topic in INTERNAL_TOPICS:
+        1) for a partition led here, not transactional, that needs no record-level work.
+        None, with nothing done (nor counted), for anything else: the caller then takes the
+        full path. A KafkaError is raised as `append_produced` raises it, before anything
+        is written or counted (the full path, taken then, counts the failed request)."""
+        if acks not in (0, 1) or topic in INTERNAL_TOPICS:
             return None
         p = self.leader_partition(topic, partition)
         batch = bytearray(data)
@@ -355,6 +356,11 @@ class ReplicaManager:
             return None
         result = p.append_as_leader(batch, header, acks)
         self._wake((topic, partition))
+        if self.stats.enabled:
+            stats = p.stats
+            stats.produce_requests += 1
+            stats.messages_in += result.last_offset - result.base_offset + 1
+            stats.bytes_in += len(data)
         return result, p
 
     # --- transaction markers -------------------------------------------------------------

@@ -62,8 +62,8 @@ class Dispatcher:
                            for key, spec in self.handlers.items()} if stats else {}
         self._now = services.clock.monotonic
         # the commonest Produce and Fetch requests, read straight from the frame
-        # (strom.api.fast_path); not when requests are counted for the metrics
-        self.fast_path = FastPath(services) if stats is None else None
+        # (strom.api.fast_path)
+        self.fast_path: FastPath | None = FastPath(services)
 
     async def dispatch(self, frame: bytes, client: str, client_host: str, listener: str,
                        appended: Callable[[], None] | None = None,
@@ -89,9 +89,13 @@ class Dispatcher:
                                   f"(served: {spec.min_parsed}-{spec.max_version})")
         fast = self.fast_path
         if fast is not None and api_key <= FETCH and fast.applies():
+            api_stats = self._api_stats.get(api_key)
+            started = self._now() if api_stats is not None else 0.0
             if api_key == PRODUCE:
                 answer = fast.produce(frame)
                 if answer is not None:
+                    if api_stats is not None:
+                        self._record(api_stats, version, api_key, False, started)
                     return None if answer is NO_RESPONSE else answer
             else:
                 read = fast.fetch_request(frame)
@@ -102,6 +106,9 @@ class Dispatcher:
                         log.exception("Unexpected error handling %s v%d (correlation id %d) "
                                       "from %s", spec.name, version, correlation_id, client)
                         raise CloseConnection("unexpected server error") from None
+                    finally:
+                        if api_stats is not None:  # a consumer's, as the fast path reads
+                            self._record(api_stats, version, api_key, False, started)
         try:
             header, body = parse_request(frame)
         except MalformedRequest as e:
@@ -139,7 +146,9 @@ class Dispatcher:
             raise CloseConnection("unexpected server error") from None
         finally:
             if api_stats is not None:
-                self._record(api_stats, version, api_key, body, started)
+                self._record(api_stats, version, api_key, api_key == FETCH and (
+                    body.replica_state.replica_id if version >= 15 else body.replica_id) >= 0,
+                    started)
 
     def produce_at_once(self, frame: bytes | bytearray) -> bytes | object | None:
         """A Produce the fast path answers without waiting for anything (strom.api.fast_path):
@@ -154,19 +163,23 @@ class Dispatcher:
         version = frame[2] << 8 | frame[3]
         if spec is None or not spec.min_parsed <= version <= spec.max_version:
             return None
-        return fast.produce(frame)
+        api_stats = self._api_stats.get(PRODUCE)
+        started = self._now() if api_stats is not None else 0.0
+        answer = fast.produce(frame)
+        if answer is not None and api_stats is not None:
+            self._record(api_stats, version, PRODUCE, False, started)
+        return answer
 
-    def _record(self, api_stats: ApiStats, version: int, api_key: int, body: Any,
+    def _record(self, api_stats: ApiStats, version: int, api_key: int, follower: bool,
                 started: float) -> None:
-        """Kafka's RequestMetrics of one request: its count by version, its total time."""
+        """Kafka's RequestMetrics of one request: its count by version, its total time
+        (a Fetch's under FetchFollower when a follower sent it, else FetchConsumer)."""
         api_stats.versions[version] += 1
         ms = (self._now() - started) * 1000.0
         if api_key != FETCH:
             api_stats.latency.record(ms)
         else:  # timed once, under FetchFollower or FetchConsumer (Fetch is their sum)
             assert self.stats is not None
-            follower = (body.replica_state.replica_id if version >= 15 else
-                        body.replica_id) >= 0
             (self.stats.fetch_follower if follower else self.stats.fetch_consumer).record(ms)
 
 

@@ -306,12 +306,11 @@ def test_every_prefix_and_many_mutations_agree_with_the_full_path(tmp_path):
     assert answered > 100  # the comparison is not only of refusals
 
 
-@pytest.mark.parametrize("setting", ["authorizer", "quota", "metrics"])
-def test_no_fast_path_with_an_authorizer_quotas_or_metrics(tmp_path, setting):
+@pytest.mark.parametrize("setting", ["authorizer", "quota"])
+def test_no_fast_path_with_an_authorizer_or_quotas(tmp_path, setting):
     async def go():
         settings = {"authorizer": ("authorizer.class.name=kafka.security.authorizer."
                                    "AclAuthorizer", "allow.everyone.if.no.acl.found=true"),
-                    "metrics": ("metrics.listener=http://127.0.0.1:0",),
                     "quota": ()}[setting]
         broker = await start_broker(tmp_path, "a", *settings)
         try:
@@ -389,3 +388,48 @@ def test_produces_answered_on_arrival_keep_the_order_of_answers(tmp_path):
     assert in_a_row == [1, 3, 4, 5]  # acks=0 (2) has no answer
     assert after_parked == [6, 7]
     assert appended == 5  # 1, 2, 4, 7, 8 on partition 0
+
+
+def test_with_metrics_on_the_fast_path_counts_what_the_full_path_counts(tmp_path):
+    """Requests by API and version, their timings, and the topic's messages, bytes and
+    requests in and out: the same on two brokers in lockstep, one with the fast path."""
+    metrics = "metrics.listener=http://127.0.0.1:0"
+
+    async def go():
+        fast_broker = await start_broker(tmp_path, "a", metrics)
+        full_broker = await start_broker(tmp_path, "b", metrics)
+        try:
+            frames = [produce_frame(version, i, acks=acks)
+                      for i, (version, acks) in enumerate(
+                          (v, a) for v in PRODUCE_VERSIONS for a in (1, 1, 0))]
+            frames += [produce_frame(9, 99, topic="missing"), produce_frame(9, 98, acks=-1)]
+            frames += [fetch_frame(v, 200 + v, offset) for v in range(4, 13)
+                       for offset in (0, 5)]
+            answered = 0
+            for frame in frames:
+                a = await answer(fast_broker, frame, fast=True)
+                b = await answer(full_broker, frame, fast=False)
+                assert a == b, frame.hex()
+            # as the connection answers a Produce on arrival
+            for i in range(3):
+                frame = produce_frame(9, 300 + i)
+                answered += fast_broker.dispatcher.produce_at_once(frame) is not None
+                await answer(full_broker, frame, fast=False)
+            figures = []
+            for broker in (fast_broker, full_broker):
+                stats = broker.dispatcher.stats
+                totals = broker.replicas.stats.totals()
+                figures.append((
+                    stats.requests,
+                    {a.name: a.latency.count for a in stats.apis.values()},
+                    stats.fetch_consumer.count, stats.fetch_follower.count,
+                    {name: getattr(totals, name) for name in totals.FIELDS}))
+            return answered, figures
+        finally:
+            await fast_broker.shutdown()
+            await full_broker.shutdown()
+
+    answered, (fast_figures, full_figures) = run(go())
+    assert answered == 3
+    assert fast_figures[0] == full_figures[0] and fast_figures[1:] == full_figures[1:]
+    assert fast_figures[4]["messages_in"] > 0 and fast_figures[2] > 0
