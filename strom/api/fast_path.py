@@ -26,8 +26,11 @@ frame by frame against the full path.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from strom.api import produce
@@ -35,10 +38,12 @@ from strom.api.fetch import RawResponse, partition_data
 from strom.protocol import fetch_response
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.varint import VarintError, read_uvarint
-from strom.replication.replica_manager import FetchPartitionRequest
+from strom.replication.replica_manager import FetchPartitionRequest, FetchPartitionResult
 
 if TYPE_CHECKING:
     from strom.api.context import BrokerServices
+
+log = logging.getLogger(__name__)
 
 PRODUCE, FETCH = 0, 1
 PRODUCE_VERSIONS = range(3, 13)
@@ -291,14 +296,81 @@ class FastPath:
                     max_bytes: int, min_bytes: int, max_wait_ms: int, isolation_level: int
                     ) -> RawResponse:
         """The answer to a request `fetch_request` read (the handler's, for one partition)."""
-        services = self.services
-        results = await services.replicas.fetch([request], max_bytes, min_bytes, max_wait_ms,
-                                                -1, isolation_level)
-        cache = services.cache
+        results = await self.services.replicas.fetch([request], max_bytes, min_bytes,
+                                                     max_wait_ms, -1, isolation_level)
+        return self._answer(version, correlation_id, request, results[0], isolation_level)
+
+    def _answer(self, version: int, correlation_id: int, request: FetchPartitionRequest,
+                result: FetchPartitionResult, isolation_level: int) -> RawResponse:
+        cache = self.services.cache
         info = cache.topic(request.topic)
         topics = [fetch_response.FetchTopicData(
             request.topic, info.topic_id if info else None,
-            [partition_data(cache, results[0], isolation_level)])]
+            [partition_data(cache, result, isolation_level)])]
         parts, size = fetch_response.encode(version, correlation_id, 0, ErrorCode.none, 0,
                                             topics)
         return RawResponse(parts, size)
+
+    def park_tailing(self, read: tuple, answer: Callable[[RawResponse | None], None]
+                     ) -> ParkedFetch | None:
+        """A fetch `fetch_request` read, when it tails its partition (`ReplicaManager.
+        all_at_end`, a wait and min_bytes above 0), parked without a task: `answer` is
+        called from the loop with the answer `fetch` would give (None after an unexpected
+        error, logged: the connection is to close). None, nothing done, for any other
+        fetch."""
+        _version, _cid, request, _max_bytes, min_bytes, max_wait_ms, isolation_level = read
+        replicas = self.services.replicas
+        if min_bytes <= 0 or max_wait_ms <= 0 or \
+                not replicas.all_at_end([request], isolation_level):
+            return None
+        return ParkedFetch(self, read, answer, max_wait_ms / 1000)
+
+
+class ParkedFetch:
+    """A tailing consumer's fetch parked by `FastPath.park_tailing`: woken, it reads as
+    `ReplicaManager._fetch` does (parked again while short of min_bytes with time left),
+    then answers once. `cancel()` unparks it without an answer (the connection closed)."""
+
+    __slots__ = ("fast_path", "read", "answer", "deadline", "parked", "_loop")
+
+    def __init__(self, fast_path: FastPath, read: tuple,
+                 answer: Callable[[RawResponse | None], None], timeout_s: float) -> None:
+        self.fast_path = fast_path
+        self.read = read
+        self.answer = answer
+        self._loop = asyncio.get_running_loop()
+        self.deadline = self._loop.time() + timeout_s
+        self.parked: asyncio.Future | None = None
+        self._park(timeout_s)
+
+    def _park(self, timeout_s: float) -> None:
+        request = self.read[2]
+        self.parked = self.fast_path.services.replicas.park(
+            (request.topic, request.partition), timeout_s, self._woken)
+
+    def _woken(self, expired: bool) -> None:
+        self.parked = None
+        version, correlation_id, request, max_bytes, min_bytes, _wait, isolation_level = \
+            self.read
+        try:
+            replicas = self.fast_path.services.replicas
+            result = replicas.read_all([request], max_bytes, -1, isolation_level)[0]
+            if not expired and result.size < min_bytes and result.error is None:
+                timeout_s = self.deadline - self._loop.time()
+                if timeout_s > 0:
+                    self._park(timeout_s)
+                    return
+            if replicas.stats.enabled:
+                replicas.count_fetch([result], -1)
+            response = self.fast_path._answer(version, correlation_id, request, result,
+                                              isolation_level)
+        except Exception:  # as the dispatcher treats a handler's: logged, connection closed
+            log.exception("Unexpected error handling a parked Fetch v%d (correlation id %d)",
+                          version, correlation_id)
+            response = None
+        self.answer(response)
+
+    def cancel(self) -> None:
+        parked, self.parked = self.parked, None
+        if parked is not None:
+            parked.cancel()

@@ -588,8 +588,12 @@ class ReplicaManager:
             self._update_followers(requests, replica_id)
         results = await self._fetch(requests, max_bytes, min_bytes, max_wait_ms, replica_id,
                                     isolation_level)
-        if not self.stats.enabled:
-            return results
+        if self.stats.enabled:
+            self.count_fetch(results, replica_id)
+        return results
+
+    def count_fetch(self, results: list[FetchPartitionResult], replica_id: int) -> None:
+        """Kafka's fetch meters for an answered fetch (stats on)."""
         partitions = self.partitions
         unattributed = self.stats.unattributed
         for r in results:  # Kafka's fetch meters, per partition read; bytes out: consumers
@@ -600,7 +604,6 @@ class ReplicaManager:
                 stats.failed_fetch_requests += 1
             elif replica_id < 0 and r.read is not None and r.read.slice:
                 stats.bytes_out += r.read.slice.size
-        return results
 
     async def _fetch(self, requests: list[FetchPartitionRequest], max_bytes: int,
                      min_bytes: int, max_wait_ms: int, replica_id: int,
@@ -610,7 +613,7 @@ class ReplicaManager:
         # a consumer tailing the log asks at the end, where there is nothing to read: it
         # parks at once (an error or a moved partition is found by the read after the wait)
         tailing = replica_id < 0 and min_bytes > 0 and max_wait_ms > 0 and \
-            self._all_at_end(requests, isolation_level)
+            self.all_at_end(requests, isolation_level)
         results = None
         while True:
             if not tailing:
@@ -646,7 +649,32 @@ class ReplicaManager:
             if expired:
                 return self.read_all(requests, max_bytes, replica_id, isolation_level)
 
-    def _all_at_end(self, requests: list[FetchPartitionRequest], isolation_level: int
+    def park(self, tp: TopicPartition, timeout_s: float, woken: Callable[[bool], None]
+             ) -> asyncio.Future:
+        """A consumer's fetch of `tp` parked without a task, as `_fetch` parks one:
+        `woken(expired)` is called from the loop once data arrives or the partition changes
+        (False) or `timeout_s` has passed (True). Cancelling the returned future unparks it
+        without a call."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        waiters = self._waiters
+        waiters[tp].add(fut)
+        timer = loop.call_later(timeout_s, _expire, fut)
+
+        def done(f: asyncio.Future) -> None:
+            timer.cancel()
+            s = waiters.get(tp)
+            if s is not None:
+                s.discard(f)
+                if not s:
+                    del waiters[tp]
+            if not f.cancelled():
+                woken(f.result() is True)
+
+        fut.add_done_callback(done)
+        return fut
+
+    def all_at_end(self, requests: list[FetchPartitionRequest], isolation_level: int
                     ) -> bool:
         """Every partition of a consumer's fetch is led here, at the epoch it names, and
         the fetch offset is where its reads stop (the high watermark, or the last stable

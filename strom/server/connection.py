@@ -12,6 +12,10 @@ log line; other connections are not affected.
 buffered protocol (strom.protocol.framing): a large request (a Produce) lands in a bytearray
 of its own with no copy in Python. `Connection.serve` takes its frames one by one and writes
 the responses to its transport, waiting while the transport's write buffer is full.
+While it waits for the next request, the commonest ones are taken as they arrive, without
+a round through its task (`Connection._answer_at_once`): a plain Produce with acks 0 or 1
+is answered on the spot, and a tailing consumer's Fetch is parked with a callback that
+writes its answer; a request arriving meanwhile waits for that answer, so the order holds.
 
 With queued.max.request.bytes set, the protocols share a `MemoryPool`: each frame's bytes
 are given back once its request is handled (a Produce: once appended), and everything a
@@ -29,6 +33,7 @@ import logging
 import os
 from collections.abc import Callable
 
+from strom.api.fast_path import ParkedFetch
 from strom.api.fetch import RawResponse
 from strom.api.produce import NO_RESPONSE
 from strom.log.page_cache import read_cold
@@ -42,7 +47,7 @@ from strom.server.authenticator import (
     Authenticator,
     SaslState,
 )
-from strom.server.dispatcher import CloseConnection, Dispatcher
+from strom.server.dispatcher import FETCH, CloseConnection, Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +157,7 @@ class ConnectionProtocol(FrameReader):
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _resolve(waiter)
 
 
 class Connection:
@@ -196,6 +200,12 @@ class Connection:
         self._pipeline_writer: asyncio.Task | None = None
         self._pipeline_waiter: asyncio.Future | None = None
         self._throttled_until = 0.0  # loop time: a client over its quota is muted till then
+        # a Fetch taken at once and parked (`_answer_at_once`), then the task writing its
+        # answer when that cannot be done on the spot; `serve` waits for both to end
+        # (`_at_once_done`) before its next request
+        self._parked: ParkedFetch | None = None
+        self._answering: asyncio.Task | None = None
+        self._at_once_waiter: asyncio.Future | None = None
 
     async def serve(self) -> None:
         requests, transport = self.protocol, self.transport
@@ -216,6 +226,11 @@ class Connection:
                 if self._throttled_until:  # set once the client was first throttled
                     await self._wait_throttle()
                 frame = await requests.next_frame()
+                if (self._parked is not None or self._answering is not None) and \
+                        requests.bad_size is None:
+                    # a Fetch taken at once is answered before anything after it
+                    if not await self._at_once_done():
+                        return
                 if frame is None:
                     if requests.bad_size is not None:
                         limit = "socket.request.max.bytes"
@@ -243,6 +258,11 @@ class Connection:
         finally:
             if auth_deadline is not None:
                 auth_deadline.cancel()
+            if self._parked is not None:
+                self._parked.cancel()
+                self._parked = None
+            if self._answering is not None:
+                self._answering.cancel()
             requests.release_all()  # frames left unhandled give their memory back
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
@@ -253,16 +273,33 @@ class Connection:
             transport.close()
 
     def _answer_at_once(self, frame: bytes | bytearray) -> bool:
-        """A Produce the fast path answers on the spot (acks 0 or 1, one partition), taken
-        as it arrives while `serve` waits for the next request: written (or, acks=0, not
-        answered) without the round through `serve`'s task. False, with nothing done, for
-        anything else: `serve` then takes it from the queue as usual."""
+        """A request taken as it arrives while `serve` waits for the next one, without the
+        round through `serve`'s task: a Produce the fast path answers on the spot (acks 0
+        or 1, one partition) is written (or, acks=0, not answered); a tailing consumer's
+        Fetch is parked (`Dispatcher.fetch_at_once`) and answered by `_fetch_answered`.
+        False, with nothing done, for anything else: `serve` then takes it from the queue
+        as usual."""
         if self._busy or self._pipeline or self._pipeline_writer is not None or \
                 self._throttled_until:
             return False
         transport = self.transport
         if transport.is_closing() or transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
             return False
+        if len(frame) > 1 and frame[1] == FETCH:
+            try:
+                parked = self.dispatcher.fetch_at_once(frame, self._fetch_answered)
+            except Exception:  # as the dispatcher treats a handler's: logged, closed
+                log.exception("Unexpected error handling a Fetch from %s", self.client)
+                transport.close()
+                return True
+            if parked is None:
+                return False
+            self._parked = parked
+            self._busy += 1
+            protocol = self.protocol
+            protocol.release(len(frame))
+            protocol.last_active = protocol._loop.time()
+            return True
         try:
             answer = self.dispatcher.produce_at_once(frame)
         except Exception:  # as the dispatcher treats a handler's: logged, connection closed
@@ -277,6 +314,64 @@ class Connection:
         protocol.release(len(frame))
         protocol.last_active = protocol._loop.time()
         return True
+
+    def _fetch_answered(self, response: RawResponse | None) -> None:
+        """The answer of the Fetch `_answer_at_once` parked (None: an unexpected error, the
+        connection closes): written on the spot when it is small and hot (bytes and slices
+        read with one pread each), else by a task as `serve` writes one."""
+        self._parked = None
+        protocol, transport = self.protocol, self.transport
+        protocol.last_active = protocol._loop.time()
+        try:
+            if response is None:
+                transport.close()
+            elif not transport.is_closing() and not self._write_at_once(response.parts):
+                self._answering = protocol._loop.create_task(self._respond_later(response))
+                return
+        except Exception:
+            log.exception("Writing a Fetch response to %s failed", self.client)
+            transport.close()
+        self._busy -= 1
+        self._wake_at_once()
+
+    def _write_at_once(self, parts: list) -> bool:
+        """Write a framed response of bytes and small hot slices in one `writelines`;
+        False, nothing written, if it has a slice for `_write_parts` (large or cold)."""
+        for part in parts:
+            if not isinstance(part, bytes) and part.data is None and (
+                    part.cold or part.size >= SENDFILE_MIN_BYTES):
+                return False
+        self.transport.writelines([
+            part if isinstance(part, bytes) else part.data if part.data is not None
+            else os.pread(part.fd, part.size, part.position) for part in parts])
+        return True
+
+    async def _respond_later(self, response: RawResponse) -> None:
+        try:
+            await self._respond(response)
+        except (ConnectionError, RuntimeError):
+            self.transport.close()
+        except Exception:  # a bug here must not leave the connection hanging
+            log.exception("Writing a Fetch response to %s failed", self.client)
+            self.transport.close()
+        finally:
+            self._answering = None
+            self._busy -= 1
+            self._wake_at_once()
+
+    def _wake_at_once(self) -> None:
+        waiter, self._at_once_waiter = self._at_once_waiter, None
+        _resolve(waiter)
+
+    async def _at_once_done(self) -> bool:
+        """Wait until the Fetch taken at once is answered; False if the connection is
+        closing (then nothing is left to wait for: `serve`'s end unparks it)."""
+        while self._parked is not None or self._answering is not None:
+            if self.transport.is_closing():
+                return False
+            self._at_once_waiter = asyncio.get_running_loop().create_future()
+            await self._at_once_waiter
+        return not self.transport.is_closing()
 
     # --- client quotas (KIP-219) -----------------------------------------------------------
     def _throttle(self, throttle_ms: int) -> None:
@@ -487,8 +582,7 @@ class Connection:
 
     def _wake_pipeline(self) -> None:
         waiter, self._pipeline_waiter = self._pipeline_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _resolve(waiter)
 
     async def _pipeline_progress(self) -> bool:
         """Wait until the pipeline writer answers a request (or stops); False if the
@@ -586,3 +680,9 @@ class Connection:
                     os.close(fd)
         if self.protocol.writing_paused or transport.is_closing():
             await self.protocol.drain()
+
+
+def _resolve(waiter: asyncio.Future | None) -> None:
+    """Wake whoever awaits `waiter` (if anyone still does)."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)

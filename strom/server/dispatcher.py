@@ -25,7 +25,7 @@ from typing import Any
 
 from strom.api.api_versions import build_response as api_versions_response
 from strom.api.context import BrokerServices, RequestContext
-from strom.api.fast_path import FastPath
+from strom.api.fast_path import FastPath, ParkedFetch
 from strom.api.fetch import RawResponse
 from strom.api.produce import NO_RESPONSE
 from strom.api.registry import CloseConnection as HandlerClose
@@ -169,6 +169,33 @@ class Dispatcher:
         if answer is not None and api_stats is not None:
             self._record(api_stats, version, PRODUCE, False, started)
         return answer
+
+    def fetch_at_once(self, frame: bytes | bytearray,
+                      answer: Callable[[RawResponse | None], None]) -> ParkedFetch | None:
+        """A tailing consumer's Fetch the fast path parks without a task, as it arrives
+        (strom.api.fast_path.FastPath.park_tailing): `answer` is called from the loop with
+        its answer (None: an unexpected error, logged; the connection is to close). None
+        for any other frame, with nothing done (then `dispatch` serves it as usual)."""
+        fast = self.fast_path
+        if fast is None or len(frame) < 8 or frame[0] != 0 or frame[1] != FETCH or \
+                not fast.applies():
+            return None
+        spec = self.handlers.get(FETCH)
+        version = frame[2] << 8 | frame[3]
+        if spec is None or not spec.min_parsed <= version <= spec.max_version:
+            return None
+        read = fast.fetch_request(frame)
+        if read is None:
+            return None
+        api_stats = self._api_stats.get(FETCH)
+        if api_stats is not None:
+            started = self._now()
+            respond = answer
+
+            def answer(response: RawResponse | None) -> None:
+                self._record(api_stats, version, FETCH, False, started)
+                respond(response)
+        return fast.park_tailing(read, answer)
 
     def _record(self, api_stats: ApiStats, version: int, api_key: int, follower: bool,
                 started: float) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import random
+import socket
+import struct
 import time
 
 import pytest
@@ -55,7 +57,8 @@ def produce_frame(version: int, correlation_id: int, *, topic: str = TOPIC, part
 def fetch_frame(version: int, correlation_id: int, offset: int, topic_id=None, *,
                 topic: str = TOPIC, partition: int = 0, replica_id: int = -1,
                 session_id: int = 0, session_epoch: int = -1, max_wait_ms: int = 0,
-                isolation_level: int = 0, forgotten: bool = False) -> bytes:
+                isolation_level: int = 0, forgotten: bool = False, min_bytes: int = 1
+                ) -> bytes:
     mod = request_module(1, version)
     part = make(mod.FetchPartition, partition=partition, current_leader_epoch=-1,
                 fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
@@ -63,7 +66,7 @@ def fetch_frame(version: int, correlation_id: int, offset: int, topic_id=None, *
     forgotten_topics = (make(mod.ForgottenTopic, topic=topic, topic_id=topic_id,
                              partitions=(1,)),) if forgotten else ()
     req = make(request_schema(1, version), replica_id=replica_id,
-               max_wait=datetime.timedelta(milliseconds=max_wait_ms), min_bytes=1,
+               max_wait=datetime.timedelta(milliseconds=max_wait_ms), min_bytes=min_bytes,
                max_bytes=52428800, isolation_level=isolation_level, session_id=session_id,
                session_epoch=session_epoch, rack_id="", forgotten_topics_data=forgotten_topics,
                topics=(make(mod.FetchTopic, topic=topic, topic_id=topic_id,
@@ -345,21 +348,28 @@ def test_record_errors_are_answered_at_every_produce_version(tmp_path):
     assert set(run(go()).values()) == {ErrorCode.invalid_record}
 
 
-async def _exchange(broker: Broker, frames: list[bytes], answers: int) -> list[int]:
-    """Send `frames` in one write on one connection; the correlation ids of the first
-    `answers` responses, in the order they come."""
+async def _answers(broker: Broker, frames: list[bytes], count: int,
+                   timeout: float = 5) -> list[bytes]:
+    """Send `frames` in one write on a new connection; the first `count` responses
+    (without their size)."""
     port = broker.servers[0].sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(b"".join(len(f).to_bytes(4, "big") + f for f in frames))
-        ids = []
-        for _ in range(answers):
-            size = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 5), "big")
-            body = await reader.readexactly(size)
-            ids.append(int.from_bytes(body[:4], "big"))
-        return ids
+        out = []
+        for _ in range(count):
+            size = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), timeout),
+                                  "big")
+            out.append(await reader.readexactly(size))
+        return out
     finally:
         writer.close()
+
+
+async def _exchange(broker: Broker, frames: list[bytes], answers: int) -> list[int]:
+    """Send `frames` in one write on one connection; the correlation ids of the first
+    `answers` responses, in the order they come."""
+    return [int.from_bytes(body[:4], "big") for body in await _answers(broker, frames, answers)]
 
 
 def test_produces_answered_on_arrival_keep_the_order_of_answers(tmp_path):
@@ -433,3 +443,170 @@ def test_with_metrics_on_the_fast_path_counts_what_the_full_path_counts(tmp_path
     assert answered == 3
     assert fast_figures[0] == full_figures[0] and fast_figures[1:] == full_figures[1:]
     assert fast_figures[4]["messages_in"] > 0 and fast_figures[2] > 0
+
+
+def _count_parked(broker: Broker) -> list:
+    """The Fetches the connections park as they arrive (Dispatcher.fetch_at_once)."""
+    dispatcher = broker.dispatcher
+    parked = []
+    fetch_at_once = dispatcher.fetch_at_once
+
+    def counting(frame, answer_):
+        result = fetch_at_once(frame, answer_)
+        if result is not None:
+            parked.append(int.from_bytes(frame[4:8], "big"))
+        return result
+    dispatcher.fetch_at_once = counting
+    return parked
+
+
+@pytest.mark.parametrize("version", [4, 11, 12, 13, 17])
+def test_a_tailing_fetch_parked_as_it_arrives_gets_the_full_paths_answer(tmp_path, version):
+    """Woken by a Produce on another connection, or at its max wait with nothing new: the
+    answer is byte for byte the one the full path gives for the same fetch."""
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            parked = _count_parked(broker)
+            await answer(broker, produce_frame(9, 0), fast=False)
+            end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
+            topic_id = broker.cache.topic(TOPIC).topic_id if version >= 13 else None
+            waiting = asyncio.ensure_future(_answers(broker, [
+                fetch_frame(version, 1, end, topic_id, max_wait_ms=30_000)], 1))
+            await asyncio.sleep(0.2)
+            assert not waiting.done() and parked == [1]
+            await _answers(broker, [produce_frame(9, 2)], 1)
+            (woken,) = await asyncio.wait_for(waiting, 5)
+            full = await answer(broker, fetch_frame(version, 1, end, topic_id), fast=False)
+            # nothing new: answered at its max wait
+            (expired,) = await _answers(broker, [
+                fetch_frame(version, 3, end + 1, topic_id, max_wait_ms=100)], 1)
+            full_expired = await answer(broker, fetch_frame(version, 3, end + 1, topic_id),
+                                        fast=False)
+            return parked, woken, full[4:], expired, full_expired[4:], \
+                dict(broker.replicas._waiters)
+        finally:
+            await broker.shutdown()
+
+    parked, woken, full, expired, full_expired, waiters = run(go())
+    assert parked == [1, 3]
+    assert woken == full and b"v2" in woken
+    assert expired == full_expired
+    assert waiters == {}
+
+
+def test_a_parked_fetch_short_of_min_bytes_parks_again_until_its_max_wait(tmp_path):
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            parked = _count_parked(broker)
+            end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
+            frame = fetch_frame(12, 1, end, max_wait_ms=600, min_bytes=1 << 20)
+            waiting = asyncio.ensure_future(_answers(broker, [frame], 1))
+            await asyncio.sleep(0.1)
+            await _answers(broker, [produce_frame(9, 2)], 1)  # wakes it: too little
+            await asyncio.sleep(0.1)
+            early = waiting.done()
+            (response,) = await asyncio.wait_for(waiting, 5)
+            full = await answer(broker, fetch_frame(12, 1, end), fast=False)
+            return parked, early, response, full[4:]
+        finally:
+            await broker.shutdown()
+
+    parked, early, response, full = run(go())
+    assert parked == [1] and not early
+    assert response == full and b"v2" in response
+
+
+def test_a_client_that_leaves_while_its_fetch_is_parked_leaves_no_waiter(tmp_path):
+    """A reset connection unparks its fetch at once (a half-closed one is still answered,
+    as a fetch parked by the serving task is: see the ordering test above)."""
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            parked = _count_parked(broker)
+            end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
+            port = broker.servers[0].sockets[0].getsockname()[1]
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            frame = fetch_frame(12, 1, end, max_wait_ms=60_000)
+            writer.write(len(frame).to_bytes(4, "big") + frame)
+            await writer.drain()
+            deadline = time.monotonic() + 5
+            while not broker.replicas._waiters and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            while_parked = {k: len(v) for k, v in broker.replicas._waiters.items()}
+            sock = writer.get_extra_info("socket")  # closed with a reset, not a FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            while broker.replicas._waiters and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            after = dict(broker.replicas._waiters)
+            # the partition still serves: a Produce and a fetch after it
+            await _answers(broker, [produce_frame(9, 2)], 1)
+            (response,) = await _answers(broker, [fetch_frame(12, 3, end)], 1)
+            return parked, while_parked, after, response
+        finally:
+            await broker.shutdown()
+
+    parked, while_parked, after, response = run(go())
+    assert parked == [1]
+    assert while_parked == {(TOPIC, 0): 1}
+    assert after == {}
+    assert b"v2" in response
+
+
+def test_an_unexpected_error_answering_a_parked_fetch_closes_only_its_connection(
+        tmp_path, caplog):
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
+            port = broker.servers[0].sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            frame = fetch_frame(12, 1, end, max_wait_ms=60_000)
+            writer.write(len(frame).to_bytes(4, "big") + frame)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            read_all = broker.replicas.read_all
+
+            def broken(*args, **kwargs):
+                raise RuntimeError("a bug")
+            broker.replicas.read_all = broken
+            try:
+                await _answers(broker, [produce_frame(9, 2)], 1)
+                closed = await asyncio.wait_for(reader.read(), 5)
+            finally:
+                broker.replicas.read_all = read_all
+                writer.close()
+            (response,) = await _answers(broker, [fetch_frame(12, 3, end)], 1)
+            return closed, response
+        finally:
+            await broker.shutdown()
+
+    closed, response = run(go())
+    assert closed == b""
+    assert b"v2" in response
+    assert "Unexpected error handling a parked Fetch" in caplog.text
+
+
+def test_with_metrics_on_a_fetch_parked_as_it_arrives_is_counted(tmp_path):
+    async def go():
+        broker = await start_broker(tmp_path, "a", "metrics.listener=http://127.0.0.1:0")
+        try:
+            parked = _count_parked(broker)
+            end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
+            waiting = asyncio.ensure_future(_answers(broker, [
+                fetch_frame(12, 1, end, max_wait_ms=30_000)], 1))
+            await asyncio.sleep(0.2)
+            await _answers(broker, [produce_frame(9, 2)], 1)
+            await asyncio.wait_for(waiting, 5)
+            stats = broker.dispatcher.stats
+            totals = broker.replicas.stats.totals()
+            return parked, stats.fetch_consumer.count, stats.apis[1].versions[12], \
+                totals.fetch_requests, totals.bytes_out
+        finally:
+            await broker.shutdown()
+
+    parked, timed, counted, fetch_requests, bytes_out = run(go())
+    assert parked == [1]
+    assert timed == 1 and counted == 1 and fetch_requests == 1 and bytes_out > 0
