@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from strom.clock import Clock
@@ -640,12 +640,7 @@ class ReplicaManager:
                 expired = await fut
             finally:
                 timer.cancel()
-                for k in keys:
-                    s = waiters.get(k)
-                    if s is not None:
-                        s.discard(fut)
-                        if not s:
-                            del waiters[k]
+                _unpark(waiters, keys, fut)
             if expired:
                 return self.read_all(requests, max_bytes, replica_id, isolation_level)
 
@@ -663,11 +658,7 @@ class ReplicaManager:
 
         def done(f: asyncio.Future) -> None:
             timer.cancel()
-            s = waiters.get(tp)
-            if s is not None:
-                s.discard(f)
-                if not s:
-                    del waiters[tp]
+            _unpark(waiters, (tp,), f)
             if not f.cancelled():
                 woken(f.result() is True)
 
@@ -737,6 +728,17 @@ def _fail(waiters: _Waiters, tp: TopicPartition, exc: KafkaError) -> None:
 
 def _aborted_pairs(txns: list[AbortedTxn]) -> tuple[tuple[int, int], ...]:
     return tuple((t.producer_id, t.first_offset) for t in txns)
+
+
+def _unpark(waiters: dict[TopicPartition, set[asyncio.Future]],
+            keys: Iterable[TopicPartition], fut: asyncio.Future) -> None:
+    """Take a parked fetch's future out of `waiters` (a woken one is out already)."""
+    for k in keys:
+        s = waiters.get(k)
+        if s is not None:
+            s.discard(fut)
+            if not s:
+                del waiters[k]
 
 
 def _expire(fut: asyncio.Future) -> None:

@@ -317,38 +317,36 @@ class Connection:
 
     def _fetch_answered(self, response: RawResponse | None) -> None:
         """The answer of the Fetch `_answer_at_once` parked (None: an unexpected error, the
-        connection closes): written on the spot when it is small and hot (bytes and slices
-        read with one pread each), else by a task as `serve` writes one."""
+        connection closes), held at once (`_hold_parts`): written on the spot when that
+        left only bytes (small hot slices read with one pread each), else by a task."""
         self._parked = None
         protocol, transport = self.protocol, self.transport
         protocol.last_active = protocol._loop.time()
         try:
             if response is None:
                 transport.close()
-            elif not transport.is_closing() and not self._write_at_once(response.parts):
-                self._answering = protocol._loop.create_task(self._respond_later(response))
-                return
+            elif not transport.is_closing():
+                parts, fds = self._hold_parts(response.parts)
+                if max(fds, default=-1) < 0:
+                    transport.writelines(parts)
+                else:  # the duplicates are closed even if the task never runs
+                    task = protocol._loop.create_task(self._respond_later(parts, fds))
+                    task.add_done_callback(lambda _task: _close_all(fds))
+                    self._answering = task
+                    return
         except Exception:
             log.exception("Writing a Fetch response to %s failed", self.client)
             transport.close()
         self._busy -= 1
         self._wake_at_once()
 
-    def _write_at_once(self, parts: list) -> bool:
-        """Write a framed response of bytes and small hot slices in one `writelines`;
-        False, nothing written, if it has a slice for `_write_parts` (large or cold)."""
-        for part in parts:
-            if not isinstance(part, bytes) and part.data is None and (
-                    part.cold or part.size >= SENDFILE_MIN_BYTES):
-                return False
-        self.transport.writelines([
-            part if isinstance(part, bytes) else part.data if part.data is not None
-            else os.pread(part.fd, part.size, part.position) for part in parts])
-        return True
-
-    async def _respond_later(self, response: RawResponse) -> None:
+    async def _respond_later(self, parts: list, fds: list[int]) -> None:
+        transport = self.transport
         try:
-            await self._respond(response)
+            if not transport.is_closing():
+                await self._write_held(parts, fds)
+                if transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+                    await self.protocol.drain()
         except (ConnectionError, RuntimeError):
             self.transport.close()
         except Exception:  # a bug here must not leave the connection hanging
@@ -614,13 +612,21 @@ class Connection:
         first await: while the response waits for the client, the segment may be closed
         (topic deletion, shutdown) and its descriptor number given to another file; the
         duplicate still reads the file the records were found in."""
-        transport = self.transport
-        # before the first await: small hot slices are read now (no duplicate needed),
-        # the others get a duplicate of their descriptor
+        await self._write_held(*self._hold_parts(parts))
+
+    @staticmethod
+    def _hold_parts(parts: list) -> tuple[list, list[int]]:
+        """A response's parts taken before any await: small hot slices are read now (no
+        duplicate needed), the others get a duplicate of their descriptor (-1 for bytes),
+        which `_write_held` closes."""
         parts = [part if isinstance(part, bytes) else part.data if part.data is not None
                  else part if part.cold or part.size >= SENDFILE_MIN_BYTES
                  else os.pread(part.fd, part.size, part.position) for part in parts]
-        fds = [-1 if isinstance(part, bytes) else os.dup(part.fd) for part in parts]
+        return parts, [-1 if isinstance(part, bytes) else os.dup(part.fd) for part in parts]
+
+    async def _write_held(self, parts: list, fds: list[int]) -> None:
+        """Write the parts `_hold_parts` took, as `_write_parts` describes."""
+        transport = self.transport
         pending: list = []  # gathered for one writelines
         try:
             for i, part in enumerate(parts):
@@ -675,11 +681,17 @@ class Connection:
             if pending:
                 transport.writelines(pending)
         finally:
-            for fd in fds:
-                if fd >= 0:
-                    os.close(fd)
+            _close_all(fds)
         if self.protocol.writing_paused or transport.is_closing():
             await self.protocol.drain()
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close the descriptors still open in `fds` (-1 once closed, so twice is harmless)."""
+    for i, fd in enumerate(fds):
+        if fd >= 0:
+            fds[i] = -1
+            os.close(fd)
 
 
 def _resolve(waiter: asyncio.Future | None) -> None:

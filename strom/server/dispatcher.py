@@ -155,14 +155,10 @@ class Dispatcher:
         its answer, or NO_RESPONSE for acks=0; None for any other frame, with nothing done
         (then `dispatch` serves it as usual). For the connection, which calls it as the
         frame arrives when nothing else of the client's is in progress."""
+        version = self._at_once_version(frame, PRODUCE)
+        if version is None:
+            return None
         fast = self.fast_path
-        if fast is None or len(frame) < 8 or frame[0] != 0 or frame[1] != PRODUCE or \
-                not fast.applies():
-            return None
-        spec = self.handlers.get(PRODUCE)
-        version = frame[2] << 8 | frame[3]
-        if spec is None or not spec.min_parsed <= version <= spec.max_version:
-            return None
         api_stats = self._api_stats.get(PRODUCE)
         started = self._now() if api_stats is not None else 0.0
         answer = fast.produce(frame)
@@ -176,14 +172,10 @@ class Dispatcher:
         (strom.api.fast_path.FastPath.park_tailing): `answer` is called from the loop with
         its answer (None: an unexpected error, logged; the connection is to close). None
         for any other frame, with nothing done (then `dispatch` serves it as usual)."""
+        version = self._at_once_version(frame, FETCH)
+        if version is None:
+            return None
         fast = self.fast_path
-        if fast is None or len(frame) < 8 or frame[0] != 0 or frame[1] != FETCH or \
-                not fast.applies():
-            return None
-        spec = self.handlers.get(FETCH)
-        version = frame[2] << 8 | frame[3]
-        if spec is None or not spec.min_parsed <= version <= spec.max_version:
-            return None
         read = fast.fetch_request(frame)
         if read is None:
             return None
@@ -196,6 +188,19 @@ class Dispatcher:
                 self._record(api_stats, version, FETCH, False, started)
                 respond(response)
         return fast.park_tailing(read, answer)
+
+    def _at_once_version(self, frame: bytes | bytearray, api_key: int) -> int | None:
+        """The version of a frame of `api_key` that the fast path may take as it arrives
+        (one `dispatch` serves, with a fast path that applies), else None."""
+        fast = self.fast_path
+        if fast is None or len(frame) < 8 or frame[0] != 0 or frame[1] != api_key or \
+                not fast.applies():
+            return None
+        spec = self.handlers.get(api_key)
+        version = frame[2] << 8 | frame[3]
+        if spec is None or not spec.min_parsed <= version <= spec.max_version:
+            return None
+        return version
 
     def _record(self, api_stats: ApiStats, version: int, api_key: int, follower: bool,
                 started: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import random
 import socket
 import struct
@@ -460,6 +461,15 @@ def _count_parked(broker: Broker) -> list:
     return parked
 
 
+async def _send(broker: Broker, frame: bytes):
+    """A new connection with `frame` sent on it: (reader, writer)."""
+    port = broker.servers[0].sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(len(frame).to_bytes(4, "big") + frame)
+    await writer.drain()
+    return reader, writer
+
+
 @pytest.mark.parametrize("version", [4, 11, 12, 13, 17])
 def test_a_tailing_fetch_parked_as_it_arrives_gets_the_full_paths_answer(tmp_path, version):
     """Woken by a Produce on another connection, or at its max wait with nothing new: the
@@ -526,11 +536,7 @@ def test_a_client_that_leaves_while_its_fetch_is_parked_leaves_no_waiter(tmp_pat
         try:
             parked = _count_parked(broker)
             end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
-            port = broker.servers[0].sockets[0].getsockname()[1]
-            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            frame = fetch_frame(12, 1, end, max_wait_ms=60_000)
-            writer.write(len(frame).to_bytes(4, "big") + frame)
-            await writer.drain()
+            _reader, writer = await _send(broker, fetch_frame(12, 1, end, max_wait_ms=60_000))
             deadline = time.monotonic() + 5
             while not broker.replicas._waiters and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
@@ -561,11 +567,7 @@ def test_an_unexpected_error_answering_a_parked_fetch_closes_only_its_connection
         broker = await start_broker(tmp_path, "a")
         try:
             end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
-            port = broker.servers[0].sockets[0].getsockname()[1]
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            frame = fetch_frame(12, 1, end, max_wait_ms=60_000)
-            writer.write(len(frame).to_bytes(4, "big") + frame)
-            await writer.drain()
+            reader, writer = await _send(broker, fetch_frame(12, 1, end, max_wait_ms=60_000))
             await asyncio.sleep(0.2)
             read_all = broker.replicas.read_all
 
@@ -610,3 +612,43 @@ def test_with_metrics_on_a_fetch_parked_as_it_arrives_is_counted(tmp_path):
     parked, timed, counted, fetch_requests, bytes_out = run(go())
     assert parked == [1]
     assert timed == 1 and counted == 1 and fetch_requests == 1 and bytes_out > 0
+
+
+def test_a_parked_fetch_with_a_large_answer_is_written_by_a_task_and_closes_its_fds(
+        tmp_path, monkeypatch):
+    """A slice of 64 KiB or more is not read on the spot: its descriptor is duplicated at
+    once and the answer written by a task (sendfile), the same bytes as the full path's;
+    no duplicate is left open."""
+    from strom.server.connection import Connection
+    written_later = []
+    respond_later = Connection._respond_later
+
+    async def counting(self, parts, fds):
+        written_later.append(len(parts))
+        await respond_later(self, parts, fds)
+    monkeypatch.setattr(Connection, "_respond_later", counting)
+
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            parked = _count_parked(broker)
+            end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
+            open_fds = len(os.listdir("/proc/self/fd"))
+            waiting = asyncio.ensure_future(_answers(broker, [
+                fetch_frame(12, 1, end, max_wait_ms=30_000)], 1))
+            await asyncio.sleep(0.2)
+            big = build_batch([NewRecord(os.urandom(100_000),
+                                         timestamp=int(time.time() * 1000))])
+            await _answers(broker, [produce_frame(9, 2, records=big)], 1)
+            (response,) = await asyncio.wait_for(waiting, 5)
+            await asyncio.sleep(0.1)  # the serving task of the closed connection ends
+            left_open = len(os.listdir("/proc/self/fd")) - open_fds
+            full = await answer(broker, fetch_frame(12, 1, end), fast=False)
+            return parked, response, full[4:], left_open
+        finally:
+            await broker.shutdown()
+
+    parked, response, full, left_open = run(go())
+    assert parked == [1] and written_later
+    assert len(response) > 100_000 and response == full
+    assert left_open <= 0
