@@ -10,12 +10,15 @@ change to the request path can be measured on a busy machine. The socket writes 
 event loop's own work are not in it: bench/latency.py measures the whole.
 
     python bench/request_cost.py [--rounds 20000] [--repeat 5] [--metrics off|on|both]
-                                 [--pace SECONDS]
+                                 [--pace SECONDS] [--at-once]
 
 `--metrics on` sets `metrics.listener` (the dispatcher then times every request); `both`
 alternates runs without and with it and prints the ratio. `--pace 0.0005` sleeps before each
 round trip and counts only the round trips' own CPU: what a request costs when it wakes an
-idle process, as at 2,000 requests/s.
+idle process, as at 2,000 requests/s. `--at-once` takes the path the latency scenario's
+requests take instead: a tailing consumer's Fetch v16 parked as it arrives
+(`Dispatcher.fetch_at_once`), woken by a Produce answered as it arrives
+(`Dispatcher.produce_at_once`).
 """
 
 from __future__ import annotations
@@ -47,20 +50,25 @@ def produce_frame(correlation_id: int) -> bytes:
     return encode_request(correlation_id, "rdkafka", req)[4:]
 
 
-def fetch_frame(correlation_id: int, offset: int) -> bytes:
-    mod = request_module(1, 12)
-    req = make(request_schema(1, 12), replica_id=-1, max_wait=datetime.timedelta(0),
+def fetch_frame(correlation_id: int, offset: int, topic_id=None) -> bytes:
+    """A Fetch at `offset`: v12 with no wait (by topic name), or, given the topic's id,
+    v16 with a 500 ms wait, as librdkafka's tailing consumer sends it."""
+    version = 12 if topic_id is None else 16
+    mod = request_module(1, version)
+    topic = make(mod.FetchTopic, **({"topic": TOPIC} if topic_id is None else
+                                    {"topic_id": topic_id}), partitions=(make(
+        mod.FetchPartition, partition=0, current_leader_epoch=-1, fetch_offset=offset,
+        last_fetched_epoch=-1, log_start_offset=-1, partition_max_bytes=1048576),))
+    head = {"replica_id": -1} if version < 15 else {}
+    req = make(request_schema(1, version), **head,
+               max_wait=datetime.timedelta(milliseconds=0 if topic_id is None else 500),
                min_bytes=1, max_bytes=52428800, isolation_level=0, session_id=0,
-               session_epoch=-1, rack_id="", forgotten_topics_data=(), topics=(make(
-                   mod.FetchTopic, topic=TOPIC, partitions=(make(
-                       mod.FetchPartition, partition=0, current_leader_epoch=-1,
-                       fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
-                       partition_max_bytes=1048576),)),))
+               session_epoch=-1, rack_id="", forgotten_topics_data=(), topics=(topic,))
     return encode_request(correlation_id, "rdkafka", req)[4:]
 
 
 async def measure(rounds: int, repeat: int, metrics: bool = False,
-                  pace: float = 0.0) -> list[float]:
+                  pace: float = 0.0, at_once: bool = False) -> list[float]:
     tmp = tempfile.mkdtemp(prefix="strom-request-cost-")
     settings = [f"log.dirs={tmp}", "listeners=PLAINTEXT://127.0.0.1:0"]
     if metrics:
@@ -84,8 +92,30 @@ async def measure(rounds: int, repeat: int, metrics: bool = False,
             await dispatch(frames[i & 63], "127.0.0.1:1", "/127.0.0.1", "PLAINTEXT")
             await dispatch(fetch, "127.0.0.1:2", "/127.0.0.1", "PLAINTEXT")
 
+        topic_id = None
+        if at_once:
+            dispatcher = broker.dispatcher
+            answers = []
+            topic_id = broker.cache.topic(TOPIC).topic_id
+            # a client's first Produce of a partition takes the full path (it builds the
+            # answer's template the fast path renders)
+            await dispatch(frames[0], "127.0.0.1:1", "/127.0.0.1", "PLAINTEXT")
+            offset = 1
+
+            async def round_trip(i: int, fetch: bytes) -> None:  # noqa: F811
+                # the tailing consumer's Fetch parks as it arrives; the Produce, answered
+                # as it arrives, wakes it (its answer may need a turn of the loop)
+                if dispatcher.fetch_at_once(fetch, answers.append) is None:
+                    raise RuntimeError("the Fetch was not parked: not the at-once path")
+                if dispatcher.produce_at_once(frames[i & 63]) is None:
+                    raise RuntimeError("the Produce was not answered at once")
+                while not answers:
+                    await asyncio.sleep(0)
+                if answers.pop() is None:
+                    raise RuntimeError("the parked Fetch failed")
+
         for _ in range(repeat):
-            fetches = [fetch_frame(i, offset + i) for i in range(rounds)]
+            fetches = [fetch_frame(i, offset + i, topic_id) for i in range(rounds)]
             offset += rounds
             if pace:  # only the round trips' own CPU, each after `pace` seconds idle
                 spent = 0.0
@@ -110,6 +140,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--metrics", choices=["off", "on", "both"], default="off")
+    ap.add_argument("--at-once", action="store_true",
+                    help="the latency scenario's path: a tailing Fetch v16 parked as it "
+                         "arrives (Dispatcher.fetch_at_once), then woken by a Produce "
+                         "answered as it arrives (Dispatcher.produce_at_once)")
     ap.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
                     help="sleep this long before each round trip and count only the round "
                          "trips' own CPU (thread time): the cost of a request that wakes "
@@ -117,14 +151,15 @@ def main() -> int:
     args = ap.parse_args()
     if args.metrics != "both":
         results = asyncio.run(measure(args.rounds, args.repeat, args.metrics == "on",
-                                      args.pace))
+                                      args.pace, args.at_once))
         print(f"CPU per produce+fetch round trip: median {statistics.median(results):.1f} us "
               f"(runs: {', '.join(f'{r:.1f}' for r in results)})")
         return 0
     runs: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.repeat):  # alternated, so machine load falls on both alike
         for metrics in (False, True):
-            runs[metrics] += asyncio.run(measure(args.rounds, 1, metrics))
+            runs[metrics] += asyncio.run(measure(args.rounds, 1, metrics, args.pace,
+                                                 args.at_once))
     off, on = statistics.median(runs[False]), statistics.median(runs[True])
     for metrics, label in ((False, "metrics off"), (True, "metrics on ")):
         print(f"{label}: CPU per produce+fetch round trip: median "

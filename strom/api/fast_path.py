@@ -38,7 +38,11 @@ from strom.api.fetch import RawResponse, partition_data
 from strom.protocol import fetch_response
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.varint import VarintError, read_uvarint
-from strom.replication.replica_manager import FetchPartitionRequest, FetchPartitionResult
+from strom.replication.replica_manager import (
+    FetchPartitionRequest,
+    FetchPartitionResult,
+    ParkedCall,
+)
 
 if TYPE_CHECKING:
     from strom.api.context import BrokerServices
@@ -49,6 +53,7 @@ PRODUCE, FETCH = 0, 1
 PRODUCE_VERSIONS = range(3, 13)
 FETCH_VERSIONS = range(4, 18)
 NO_RESPONSE = produce.NO_RESPONSE
+MAX_TOPIC_IDS = 1024  # topic ids whose UUID FastPath keeps (all dropped when full)
 
 _HEAD = struct.Struct(">hhi")  # api key, version, correlation id
 _I16 = struct.Struct(">h")
@@ -64,6 +69,10 @@ class _Unread(Exception):
 
 
 def _uvarint(frame, pos: int, end: int) -> tuple[int, int]:
+    if pos < end:
+        b = frame[pos]
+        if b < 0x80:  # one byte: most lengths, counts and tag counts
+            return b, pos + 1
     try:
         return read_uvarint(frame, pos, end)
     except VarintError:
@@ -134,6 +143,16 @@ def _header(frame, end: int, flexible: bool) -> int:
 class FastPath:
     def __init__(self, services: BrokerServices) -> None:
         self.services = services
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # a Fetch's topic id (v13+) -> its UUID: the same few ids come in every request
+        self._topic_ids: dict[bytes, uuid.UUID] = {}
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop (asked once: Python 3.11 makes a system call to ask)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def applies(self) -> bool:
         """No authorizer, no client quota: nothing the handlers would check beyond the work."""
@@ -245,7 +264,12 @@ class FastPath:
         if version >= 13:
             if pos + 16 > end:
                 return None
-            topic_id = uuid.UUID(bytes=bytes(frame[pos:pos + 16]))
+            raw = bytes(frame[pos:pos + 16])
+            topic_id = self._topic_ids.get(raw)
+            if topic_id is None:
+                if len(self._topic_ids) >= MAX_TOPIC_IDS:
+                    self._topic_ids.clear()
+                topic_id = self._topic_ids[raw] = uuid.UUID(bytes=raw)
             pos += 16
             info = self.services.cache.topic_by_id(topic_id)
             if info is None:
@@ -315,8 +339,9 @@ class FastPath:
                      ) -> ParkedFetch | None:
         """A fetch `fetch_request` read, when it tails its partition (`ReplicaManager.
         all_at_end`, a wait and min_bytes above 0), parked without a task: `answer` is
-        called from the loop with the answer `fetch` would give (None after an unexpected
-        error, logged: the connection is to close). None, nothing done, for any other
+        called with the answer `fetch` would give (None after an unexpected error, logged:
+        the connection is to close) by whatever wakes the partition's fetches (an append,
+        a high watermark move, a change of leader) as it does, or by the max wait's timer. None, nothing done, for any other
         fetch."""
         _version, _cid, request, _max_bytes, min_bytes, max_wait_ms, isolation_level = read
         replicas = self.services.replicas
@@ -338,9 +363,9 @@ class ParkedFetch:
         self.fast_path = fast_path
         self.read = read
         self.answer = answer
-        self._loop = asyncio.get_running_loop()
+        self._loop = fast_path.loop()
         self.deadline = self._loop.time() + timeout_s
-        self.parked: asyncio.Future | None = None
+        self.parked: ParkedCall | None = None
         self._park(timeout_s)
 
     def _park(self, timeout_s: float) -> None:

@@ -35,6 +35,7 @@ class MetadataCache:
         self.store = store
         self.brokers: dict[int, model.BrokerInfo] = {}
         self.topics: dict[str, model.TopicInfo] = {}
+        self._names_by_id: dict = {}  # topic id -> name, for `topic_by_id`
         self.controller_id: int = -1
         self.cluster_id: str | None = None
         # KIP-112: partition -> the brokers whose replica of it is in a failed log dir
@@ -165,7 +166,7 @@ class MetadataCache:
         names = set(await self.store.get_children(model.TOPICS))
         changed = set(self.topics) - names
         for gone in changed:
-            del self.topics[gone]
+            self._names_by_id.pop(self.topics.pop(gone).topic_id, None)
         for name in names:
             await self._load_topic(name)
         changed |= names
@@ -176,7 +177,9 @@ class MetadataCache:
     async def _load_topic(self, name: str) -> None:
         node = await self.store.get(model.topic_path(name))
         if node is None:
-            self.topics.pop(name, None)
+            gone = self.topics.pop(name, None)
+            if gone is not None:
+                self._names_by_id.pop(gone.topic_id, None)
             return
         if name not in self._watched_topics:
             self._watched_topics.add(name)
@@ -196,17 +199,28 @@ class MetadataCache:
             partitions[p] = model.PartitionInfo(p, replicas, state)
         cfg = await self.store.get(model.topic_config_path(name))
         configs = model.decode_topic_config(cfg[0]) if cfg and cfg[0] else {}
+        before = self.topics.get(name)
+        if before is not None:  # a topic made anew under its name has another id
+            self._names_by_id.pop(before.topic_id, None)
         self.topics[name] = model.TopicInfo(
             name, assignment.topic_id, partitions, configs,
             frozenset(assignment.adding) | frozenset(assignment.removing))
+        self._names_by_id[assignment.topic_id] = name
 
     # --- queries ------------------------------------------------------------------------
     def topic(self, name: str) -> model.TopicInfo | None:
         return self.topics.get(name)
 
     def topic_by_id(self, topic_id) -> model.TopicInfo | None:
+        """The topic with this id (every Fetch v13+ asks): found by the map of ids to names
+        the loads keep, else by a scan (what is in `topics` is the truth), which mends the
+        map."""
+        t = self.topics.get(self._names_by_id.get(topic_id))
+        if t is not None and t.topic_id == topic_id:
+            return t
         for t in self.topics.values():
             if t.topic_id == topic_id:
+                self._names_by_id[topic_id] = t.name
                 return t
         return None
 

@@ -11,6 +11,7 @@ import bisect
 import contextlib
 import logging
 import os
+import struct
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from strom.log.index import CorruptIndexError, OffsetIndex, TimeIndex
 from strom.log.page_cache import PageCacheWindow
 from strom.protocol.batch import (
     HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC_V2,
     BatchHeader,
     InvalidBatch,
     crc_is_valid,
@@ -34,6 +37,9 @@ from strom.protocol.batch import (
 )
 
 log = logging.getLogger(__name__)
+
+# a batch's baseOffset, batchLength, partitionLeaderEpoch and magic (see protocol/batch.py)
+_BASE_LENGTH_MAGIC = struct.Struct(">qiib")
 
 # a hot slice of the tail map up to this size is read at once (see LogSegment.read); the
 # connection sends larger ones with sendfile (server/connection.py, SENDFILE_MIN_BYTES)
@@ -452,9 +458,15 @@ class LogSegment:
         """The file still holds the batch the tail map says is at `position` (one header
         read, or `data` read from there: what a scan from the index would have read of the
         first batch); CorruptBatch if not, OSError if the file cannot be read."""
+        if data is None:
+            data = os.pread(self.fd, HEADER_SIZE, position)
+        if len(data) >= HEADER_SIZE:
+            # the common case, without the whole header parsed: the fields the map names
+            found_base, length, _epoch, magic = _BASE_LENGTH_MAGIC.unpack_from(data)
+            if found_base == base_offset and length + LOG_OVERHEAD == size and \
+                    magic == MAGIC_V2:
+                return
         try:
-            if data is None:
-                data = os.pread(self.fd, HEADER_SIZE, position)
             header = read_header(data)
         except InvalidBatch as e:
             raise CorruptBatch(self.log_path, position, str(e)) from None

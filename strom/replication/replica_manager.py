@@ -138,6 +138,7 @@ class ReplicaManager:
         self.stats = BrokerTopicStats()
         self.isr_shrinks = 0
         self.isr_expands = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # for `park`, once it runs
         cache.on_change(self.on_topics_changed)
 
     def start(self) -> None:
@@ -645,25 +646,19 @@ class ReplicaManager:
                 return self.read_all(requests, max_bytes, replica_id, isolation_level)
 
     def park(self, tp: TopicPartition, timeout_s: float, woken: Callable[[bool], None]
-             ) -> asyncio.Future:
+             ) -> ParkedCall:
         """A consumer's fetch of `tp` parked without a task, as `_fetch` parks one:
-        `woken(expired)` is called from the loop once data arrives or the partition changes
-        (False) or `timeout_s` has passed (True). Cancelling the returned future unparks it
-        without a call."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        waiters = self._waiters
-        waiters[tp].add(fut)
-        timer = loop.call_later(timeout_s, _expire, fut)
-
-        def done(f: asyncio.Future) -> None:
-            timer.cancel()
-            _unpark(waiters, (tp,), f)
-            if not f.cancelled():
-                woken(f.result() is True)
-
-        fut.add_done_callback(done)
-        return fut
+        `woken(expired)` is called once data arrives or the partition changes (False), on
+        the spot, by the code that wakes the partition's fetches (an append, a high
+        watermark move: the consumer's answer needs no further turn of the loop), or once
+        `timeout_s` has passed (True). `cancel()` unparks it without a call."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        call = ParkedCall(woken, tp, self._waiters)
+        self._waiters[tp].add(call)
+        call.timer = loop.call_later(timeout_s, call.set_result, True)
+        return call
 
     def all_at_end(self, requests: list[FetchPartitionRequest], isolation_level: int
                     ) -> bool:
@@ -739,6 +734,43 @@ def _unpark(waiters: dict[TopicPartition, set[asyncio.Future]],
             s.discard(fut)
             if not s:
                 del waiters[k]
+
+
+class ParkedCall:
+    """A fetch `ReplicaManager.park` parked: it sits in the consumers' waiters beside the
+    futures of fetches parked by a task and is woken the same way (`set_result`), but by
+    calling its `woken` there and then rather than a loop turn later. Called once at most;
+    an error in `woken` is logged, never raised into the code that woke it."""
+
+    __slots__ = ("woken", "timer", "tp", "waiters")
+
+    def __init__(self, woken: Callable[[bool], None], tp: TopicPartition,
+                 waiters: dict[TopicPartition, set]) -> None:
+        self.woken: Callable[[bool], None] | None = woken
+        self.timer: asyncio.TimerHandle | None = None
+        self.tp = tp
+        self.waiters = waiters
+
+    def done(self) -> bool:
+        return self.woken is None
+
+    def set_result(self, expired: bool | None) -> None:
+        """Woken: by data or a change of the partition (None), or by the timer (True)."""
+        woken = self.woken
+        if woken is None:
+            return
+        self.cancel()
+        try:
+            woken(expired is True)
+        except Exception:
+            log.exception("Answering a parked fetch of %s-%d failed", *self.tp)
+
+    def cancel(self) -> None:
+        """Unpark without a call (the connection closed)."""
+        self.woken = None
+        if self.timer is not None:
+            self.timer.cancel()
+        _unpark(self.waiters, (self.tp,), self)
 
 
 def _expire(fut: asyncio.Future) -> None:

@@ -169,9 +169,10 @@ class Dispatcher:
     def fetch_at_once(self, frame: bytes | bytearray,
                       answer: Callable[[RawResponse | None], None]) -> ParkedFetch | None:
         """A tailing consumer's Fetch the fast path parks without a task, as it arrives
-        (strom.api.fast_path.FastPath.park_tailing): `answer` is called from the loop with
-        its answer (None: an unexpected error, logged; the connection is to close). None
-        for any other frame, with nothing done (then `dispatch` serves it as usual)."""
+        (strom.api.fast_path.FastPath.park_tailing): `answer` is called with its answer
+        (None: an unexpected error, logged; the connection is to close) by the append that
+        wakes it or by its max wait's timer. None for any other frame, with nothing done
+        (then `dispatch` serves it as usual)."""
         version = self._at_once_version(frame, FETCH)
         if version is None:
             return None

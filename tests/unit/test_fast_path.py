@@ -17,9 +17,11 @@ import random
 import socket
 import struct
 import time
+import uuid
 
 import pytest
 
+from strom.api import fast_path
 from strom.api.fetch import RawResponse
 from strom.cluster.controller import NewTopic
 from strom.config import BrokerConfig
@@ -218,7 +220,6 @@ def test_fetch_answers_equal_the_full_path(tmp_path):
                     frames.append(fetch_frame(version, 9, 0, tid, **kwargs))
                     expect_fast.append(False)
             if True:  # an unknown topic id (v13+) and an unknown topic name
-                import uuid
                 frames.append(fetch_frame(13, 10, 0, uuid.uuid4()))
                 expect_fast.append(False)
                 frames.append(fetch_frame(12, 11, 0, topic="missing"))
@@ -652,3 +653,33 @@ def test_a_parked_fetch_with_a_large_answer_is_written_by_a_task_and_closes_its_
     assert parked == [1] and written_later
     assert len(response) > 100_000 and response == full
     assert left_open <= 0
+
+
+def test_topic_ids_kept_by_the_fast_path_stay_bounded_and_right(tmp_path, monkeypatch):
+    """Fetch v13+ names its topic by id; the fast path keeps the ids it has read (at most
+    MAX_TOPIC_IDS, all dropped when full): a client sending many unknown ids neither grows
+    it without bound nor changes what a known id is answered."""
+    monkeypatch.setattr(fast_path, "MAX_TOPIC_IDS", 3)
+
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        fast = broker.dispatcher.fast_path
+        topic_id = broker.cache.topic(TOPIC).topic_id
+        try:
+            await answer(broker, produce_frame(9, 0), fast=True)
+            sizes, pairs = [], []
+            for i in range(10):
+                unknown = fetch_frame(16, i, 0, uuid.uuid4())
+                assert fast.fetch_request(unknown) is None  # the full path answers it
+                sizes.append(len(fast._topic_ids))
+                known = fetch_frame(16, 100 + i, 0, topic_id)
+                pairs.append((await answer(broker, known, fast=True),
+                              await answer(broker, known, fast=False)))
+            return sizes, pairs
+        finally:
+            await broker.shutdown()
+
+    sizes, pairs = run(go())
+    assert max(sizes) <= 3
+    for a, b in pairs:
+        assert a == b and b"v" in a

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 from cluster_fakes import MemoryStore, add_broker, add_topic, set_isr, wait_for
 
@@ -230,5 +231,31 @@ def test_a_failing_listener_does_not_keep_the_others_from_being_told():
         await set_isr(store, "t", 0, (1,))  # the cache goes on following changes
         await wait_for(lambda: cache.partition("t", 0).isr == (1,))
         assert len(told) == 3
+
+    run(main())
+
+
+def test_topic_by_id_follows_deletion_and_a_topic_made_anew_under_its_name():
+    """Fetch v13+ names topics by id: the map of ids the loads keep answers for the topic
+    now under the name, never an old id's; a topic put into `topics` by other means is
+    still found (by the scan, which mends the map)."""
+    async def main():
+        store = MemoryStore()
+        old = await add_topic(store, "t", {0: ((1,), 1, (1,))})
+        cache, _ = await started(store)
+        assert cache.topic_by_id(old).name == "t"
+        await store.delete(model.topic_path("t"), recursive=True)
+        await cache.refresh_now({"t"})
+        assert cache.topic("t") is None and cache.topic_by_id(old) is None
+        new = await add_topic(store, "t", {0: ((1,), 1, (1,))})
+        await cache.refresh_now({"t"})
+        assert new != old
+        assert cache.topic_by_id(new).name == "t" and cache.topic_by_id(old) is None
+        assert old not in cache._names_by_id  # nothing kept for ids that are gone
+        other = model.TopicInfo("u", uuid.uuid4(), {}, {})
+        cache.topics["u"] = other
+        assert cache.topic_by_id(other.topic_id) is other
+        del cache.topics["u"]
+        assert cache.topic_by_id(other.topic_id) is None
 
     run(main())

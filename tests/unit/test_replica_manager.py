@@ -261,3 +261,64 @@ def test_a_corrupt_partition_fails_alone(tmp_path):
     results = run(fetch(rm, [fetch_req(1, partition=0), fetch_req(0, partition=1)]))
     assert code(results[0]) == ErrorCode.corrupt_message
     assert code(results[1]) == ErrorCode.none and results[1].size == 3 * len(batch())
+
+
+# --- fetches parked without a task (ReplicaManager.park, for the connection's at-once path) --
+def test_a_fetch_parked_without_a_task_is_answered_by_the_append_itself(tmp_path):
+    """`woken` runs inside the append that wakes the partition (no turn of the loop between
+    them), once; the call leaves the waiters as it is woken."""
+    rm = manager(tmp_path, {0: ((1,), 1, (1,))})
+    calls = []
+
+    async def go():
+        rm.park(("t", 0), 60, calls.append)
+        assert calls == [] and len(rm._waiters[("t", 0)]) == 1
+        rm.append("t", 0, batch(), acks=1)
+        woken_by_append = list(calls)
+        rm.append("t", 0, batch(), acks=1)  # woken once only
+        return woken_by_append, dict(rm._waiters)
+
+    woken_by_append, waiters = run(go())
+    assert woken_by_append == [False] and calls == [False]
+    assert waiters == {}
+
+
+def test_a_fetch_parked_without_a_task_expires_or_is_cancelled_without_a_trace(tmp_path):
+    rm = manager(tmp_path, {0: ((1,), 1, (1,))})
+    calls = []
+
+    async def go():
+        rm.park(("t", 0), 0.05, calls.append)
+        await asyncio.sleep(0.3)
+        expired = list(calls)
+        after_expiry = dict(rm._waiters)
+        cancelled = rm.park(("t", 0), 0.05, calls.append)
+        cancelled.cancel()
+        after_cancel = dict(rm._waiters)
+        await asyncio.sleep(0.3)
+        rm.append("t", 0, batch(), acks=1)
+        return expired, after_expiry, after_cancel
+
+    expired, after_expiry, after_cancel = run(go())
+    assert expired == [True] and calls == [True]  # the cancelled one was never called
+    assert after_expiry == {} and after_cancel == {}
+
+
+def test_an_error_answering_a_parked_fetch_does_not_fail_the_append_that_woke_it(
+        tmp_path, caplog):
+    rm = manager(tmp_path, {0: ((1,), 1, (1,))})
+    calls = []
+
+    def broken(expired: bool) -> None:
+        raise RuntimeError("a bug")
+
+    async def go():
+        rm.park(("t", 0), 60, broken)
+        rm.park(("t", 0), 60, calls.append)  # a second waiter is still woken
+        result = rm.append("t", 0, batch(), acks=1)
+        return result, rm.read_partition(fetch_req(0), 1 << 20, min_one=True)
+
+    result, read = run(go())
+    assert result.base_offset == 0 and read.size == len(batch())
+    assert calls == [False]
+    assert "Answering a parked fetch of t-0 failed" in caplog.text
