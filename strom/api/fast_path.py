@@ -328,6 +328,13 @@ class FastPath:
                 result: FetchPartitionResult, isolation_level: int) -> RawResponse:
         cache = self.services.cache
         info = cache.topic(request.topic)
+        if result.error is None and not isolation_level:  # the commonest answer
+            read = result.read
+            parts, size = fetch_response.encode_one(
+                version, correlation_id, request.topic, info.topic_id if info else None,
+                request.partition, result.high_watermark, result.last_stable_offset,
+                result.log_start_offset, read.slice if read and read.slice else b"")
+            return RawResponse(parts, size)
         topics = [fetch_response.FetchTopicData(
             request.topic, info.topic_id if info else None,
             [partition_data(cache, result, isolation_level)])]

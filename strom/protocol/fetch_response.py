@@ -47,6 +47,8 @@ _I64 = struct.Struct(">q")
 
 
 _ZERO_UUID = bytes(16)  # kio reads the all-zero topic id as None
+_NULL_ARRAY = _I32.pack(-1)
+_NO_REPLICA = _I32.pack(-1)
 
 
 @dataclass(slots=True)
@@ -141,6 +143,56 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
     total = sum(len(x) if isinstance(x, bytes) else x.size for x in parts)
     parts.insert(0, _I32.pack(total))
     return parts, total + 4
+
+
+# the bytes between the correlation id and a lone partition's fields, by (version, topic,
+# topic id): the same for every answer `encode_one` gives a consumer tailing its partition
+_one_heads: dict[tuple[int, str, uuid.UUID | None], bytes] = {}
+MAX_ONE_HEADS = 1024
+
+
+def encode_one(version: int, correlation_id: int, topic: str, topic_id: uuid.UUID | None,
+               partition: int, high_watermark: int, last_stable_offset: int,
+               log_start_offset: int, records: Any) -> tuple[list[Any], int]:
+    """`encode` of the commonest answer, a sessionless one-partition fetch without errors,
+    throttle or aborted-transaction list (read_uncommitted): the same bytes, the fields
+    before the partition's kept per topic. `records`: b"" or a FileSlice (its bytes go in
+    the parts when it holds them)."""
+    flexible = version >= 12
+    head = _one_heads.get((version, topic, topic_id))
+    if head is None:
+        buf = bytearray(b"\0" if flexible else b"")
+        buf += _I32.pack(0)  # throttle_time_ms
+        if version >= 7:
+            buf += _I16.pack(0) + _I32.pack(0)  # error_code, session_id
+        buf += b"\x02" if flexible else _I32.pack(1)
+        if version >= 13:
+            buf += topic_id.bytes if topic_id is not None else _ZERO_UUID
+        else:
+            name = topic.encode()
+            buf += uvarint(len(name) + 1) if flexible else _I16.pack(len(name))
+            buf += name
+        buf += b"\x02" if flexible else _I32.pack(1)
+        if len(_one_heads) >= MAX_ONE_HEADS:
+            _one_heads.clear()
+        head = _one_heads[(version, topic, topic_id)] = bytes(buf)
+    body = _PART_HEAD.pack(partition, 0, high_watermark, last_stable_offset)
+    if version >= 5:
+        body += _I64.pack(log_start_offset)
+    body += b"\0" if flexible else _NULL_ARRAY  # aborted_transactions: null
+    if version >= 11:
+        body += _NO_REPLICA  # preferred_read_replica
+    size = records.size if records else 0
+    body += uvarint(size + 1) if flexible else _I32.pack(size)
+    tail = b"\0\0\0" if flexible else b""  # the partition's, topic's, response's tags
+    total = 4 + len(head) + len(body) + size + len(tail)
+    first = _I32.pack(total) + _I32.pack(correlation_id) + head + body
+    if not size:
+        return [first + tail], total + 4
+    data = records.data
+    if data is not None:
+        return [first + data + tail], total + 4
+    return ([first, records, tail] if tail else [first, records]), total + 4
 
 
 # --- the client side: a follower reading the leader's answer --------------------------------

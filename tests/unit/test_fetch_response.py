@@ -5,10 +5,12 @@ and topic ids) and against the broker's own hand-framed encoder."""
 from __future__ import annotations
 
 import datetime
+import os
 import uuid
 
 import pytest
 
+from strom.log.segment import FileSlice
 from strom.protocol import fetch_response
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import encode_response, make, response_module, response_schema
@@ -108,3 +110,30 @@ def test_truncated_frame_raises_value_error(cut):
 def test_non_flexible_version_is_refused():
     with pytest.raises(ValueError):
         fetch_response.decode(b"\0" * 32, 11)
+
+
+@pytest.mark.parametrize("version", range(4, 18))
+def test_encode_one_gives_the_bytes_encode_gives(version, tmp_path):
+    """The fast path's encoder of a lone error-free partition (read_uncommitted): the same
+    bytes as `encode` for no records, records read already, and a slice still in its file
+    (sent with sendfile); its kept heads do not leak between topics or versions."""
+    path = tmp_path / "segment"
+    path.write_bytes(b"\x07" * 100 + bytes(range(200)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        def joined(parts):
+            return b"".join(p if isinstance(p, bytes) else os.pread(p.fd, p.size, p.position)
+                            for p in parts)
+
+        for topic, topic_id in (("tä", TOPIC_ID), ("other", uuid.UUID(int=5)), ("x", None)):
+            for records in (b"", FileSlice(fd, 100, 200, False, bytes(range(200))),
+                            FileSlice(fd, 100, 200, False)):
+                one, one_size = fetch_response.encode_one(
+                    version, 77, topic, topic_id, 3, 120, 110, 4, records)
+                part = fetch_response.FetchPartitionData(3, 0, 120, 110, 4, records)
+                full, full_size = fetch_response.encode(
+                    version, 77, 0, 0, 0, [fetch_response.FetchTopicData(topic, topic_id,
+                                                                          [part])])
+                assert joined(one) == joined(full) and one_size == full_size == len(joined(one))
+    finally:
+        os.close(fd)
