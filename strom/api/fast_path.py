@@ -26,7 +26,6 @@ frame by frame against the full path.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 import uuid
@@ -143,16 +142,8 @@ def _header(frame, end: int, flexible: bool) -> int:
 class FastPath:
     def __init__(self, services: BrokerServices) -> None:
         self.services = services
-        self._loop: asyncio.AbstractEventLoop | None = None
         # a Fetch's topic id (v13+) -> its UUID: the same few ids come in every request
         self._topic_ids: dict[bytes, uuid.UUID] = {}
-
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The running loop (asked once: Python 3.11 makes a system call to ask)."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
 
     def applies(self) -> bool:
         """No authorizer, no client quota: nothing the handlers would check beyond the work."""
@@ -348,8 +339,8 @@ class FastPath:
         all_at_end`, a wait and min_bytes above 0), parked without a task: `answer` is
         called with the answer `fetch` would give (None after an unexpected error, logged:
         the connection is to close) by whatever wakes the partition's fetches (an append,
-        a high watermark move, a change of leader) as it does, or by the max wait's timer. None, nothing done, for any other
-        fetch."""
+        a high watermark move, a change of leader) as it does, or by the max wait's timer.
+        None, nothing done, for any other fetch."""
         _version, _cid, request, _max_bytes, min_bytes, max_wait_ms, isolation_level = read
         replicas = self.services.replicas
         if min_bytes <= 0 or max_wait_ms <= 0 or \
@@ -370,7 +361,7 @@ class ParkedFetch:
         self.fast_path = fast_path
         self.read = read
         self.answer = answer
-        self._loop = fast_path.loop()
+        self._loop = fast_path.services.replicas.loop()
         self.deadline = self._loop.time() + timeout_s
         self.parked: ParkedCall | None = None
         self._park(timeout_s)

@@ -47,8 +47,7 @@ _I64 = struct.Struct(">q")
 
 
 _ZERO_UUID = bytes(16)  # kio reads the all-zero topic id as None
-_NULL_ARRAY = _I32.pack(-1)
-_NO_REPLICA = _I32.pack(-1)
+_MINUS_ONE = _I32.pack(-1)  # a null array's length; no preferred read replica
 
 
 @dataclass(slots=True)
@@ -179,9 +178,9 @@ def encode_one(version: int, correlation_id: int, topic: str, topic_id: uuid.UUI
     body = _PART_HEAD.pack(partition, 0, high_watermark, last_stable_offset)
     if version >= 5:
         body += _I64.pack(log_start_offset)
-    body += b"\0" if flexible else _NULL_ARRAY  # aborted_transactions: null
+    body += b"\0" if flexible else _MINUS_ONE  # aborted_transactions: null
     if version >= 11:
-        body += _NO_REPLICA  # preferred_read_replica
+        body += _MINUS_ONE  # preferred_read_replica
     size = records.size if records else 0
     body += uvarint(size + 1) if flexible else _I32.pack(size)
     tail = b"\0\0\0" if flexible else b""  # the partition's, topic's, response's tags

@@ -652,13 +652,17 @@ class ReplicaManager:
         the spot, by the code that wakes the partition's fetches (an append, a high
         watermark move: the consumer's answer needs no further turn of the loop), or once
         `timeout_s` has passed (True). `cancel()` unparks it without a call."""
+        call = ParkedCall(woken, tp, self._waiters)
+        self._waiters[tp].add(call)
+        call.timer = self.loop().call_later(timeout_s, call.set_result, True)
+        return call
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, asked for once (Python 3.11 makes a system call each time)."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        call = ParkedCall(woken, tp, self._waiters)
-        self._waiters[tp].add(call)
-        call.timer = loop.call_later(timeout_s, call.set_result, True)
-        return call
+        return loop
 
     def all_at_end(self, requests: list[FetchPartitionRequest], isolation_level: int
                     ) -> bool:
