@@ -8,7 +8,12 @@ The scenario of issue 17, run against strom and (when installed) Tansu in one ru
   every `1/--rate` seconds (2,000 requests/s by default), so every record is its own
   Produce request;
 - a consumer `assign()`ed to the partition at its end tails it with `fetch.wait.max.ms=500`
-  (the consumer's long poll is answered when data arrives, not when the wait expires);
+  (the consumer's long poll is answered when data arrives, not when the wait expires):
+  confluent-kafka's by default (librdkafka fetches without a fetch session), or with
+  `--consumer kafka-python` kafka-python's, which fetches in an incremental fetch session
+  (KIP-227), as the Java client does (`--consumer-conf` then takes kafka-python's
+  settings, e.g. `enable_incremental_fetch_sessions=False`; values are parsed as Python
+  literals);
 - `--runs` runs back to back against the same broker process, `--msgs` records each.
 
 For each run it reports delivery latency (produce() to the delivery report) and end-to-end
@@ -27,6 +32,7 @@ Never used as a timed assertion.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import multiprocessing
 import os
@@ -80,17 +86,61 @@ def create_topic(bootstrap, topic):
     raise RuntimeError(f"topic {topic} has no leader after 30 s")
 
 
+class ConfluentTail:
+    """confluent-kafka's consumer tailing partition 0 from its end."""
+
+    def __init__(self, bootstrap, topic, conf):
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": "latency-bench",
+            "enable.auto.commit": False, "fetch.wait.max.ms": 500, "fetch.min.bytes": 1,
+            **dict(kv.split("=", 1) for kv in conf),
+        })
+        lo, hi = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        self.consumer.assign([TopicPartition(topic, 0, hi)])
+
+    def poll(self, timeout_s):
+        """The values of the records that came (at most one here)."""
+        msg = self.consumer.poll(timeout_s)
+        if msg is None or msg.error():
+            return []
+        return [msg.value()]
+
+    def close(self):
+        self.consumer.close()
+
+
+class KafkaPythonTail:
+    """kafka-python's consumer tailing partition 0 from its end, in a fetch session."""
+
+    def __init__(self, bootstrap, topic, conf):
+        from kafka import KafkaConsumer
+        from kafka import TopicPartition as KTopicPartition
+        settings = {"fetch_max_wait_ms": 500, "fetch_min_bytes": 1,
+                    "enable_auto_commit": False}
+        settings.update((k, ast.literal_eval(v)) for k, v in
+                        (kv.split("=", 1) for kv in conf))
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, **settings)
+        tp = KTopicPartition(topic, 0)
+        self.consumer.assign([tp])
+        self.consumer.seek_to_end(tp)
+        self.consumer.position(tp)
+
+    def poll(self, timeout_s):
+        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        return [r.value for records in batches.values() for r in records]
+
+    def close(self):
+        self.consumer.close()
+
+
+CONSUMERS = {"confluent-kafka": ConfluentTail, "kafka-python": KafkaPythonTail}
+
+
 def one_run(bootstrap, topic, args, pid):
     """Produce args.msgs records at args.rate while a consumer tails them; returns a dict."""
     n, interval = args.msgs, 1.0 / args.rate
     pad = os.urandom(max(0, args.size - 12))
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "latency-bench",
-        "enable.auto.commit": False, "fetch.wait.max.ms": 500, "fetch.min.bytes": 1,
-        **dict(kv.split("=", 1) for kv in args.consumer_conf),
-    })
-    lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    consumer.assign([TopicPartition(topic, 0, hi)])
+    consumer = CONSUMERS[args.consumer](bootstrap, topic, args.consumer_conf)
     settle = time.monotonic() + 1.0  # the first fetches, so we measure the steady state
     while time.monotonic() < settle:
         consumer.poll(0.05)
@@ -158,14 +208,13 @@ def one_run(bootstrap, topic, args, pid):
     th.start()
     deadline = time.monotonic() + n * interval + 30
     while received < n and time.monotonic() < deadline:
-        msg = consumer.poll(0.05)
-        if msg is None or msg.error():
-            continue
+        values = consumer.poll(0.05)
         now = time.perf_counter_ns()
-        sent, seq = struct.unpack_from(">qI", msg.value())
-        if e2e_ns[seq] is None:
-            e2e_ns[seq] = now - sent
-            received += 1
+        for value in values:
+            sent, seq = struct.unpack_from(">qI", value)
+            if e2e_ns[seq] is None:
+                e2e_ns[seq] = now - sent
+                received += 1
     th.join(30)
     producing.clear()
     if reporter is not None:
@@ -179,7 +228,8 @@ def one_run(bootstrap, topic, args, pid):
     dl = sorted(x / 1e6 for x in delivery_ns if x is not None)
     e2e = sorted(x / 1e6 for x in e2e_ns if x is not None)
     rec = {
-        "msgs": n, "rate": args.rate, "size": args.size, "delivered": len(dl),
+        "consumer": args.consumer, "msgs": n, "rate": args.rate, "size": args.size,
+        "delivered": len(dl),
         "received": received, "errors": len(errors), "first_error": errors[0] if errors else None,
         "producer_max_lateness_ms": round(late_max[0], 3), "wall_s": round(wall, 3),
         "broker_cpu_s": round(cpu, 3),
@@ -313,8 +363,12 @@ def main():
                     help="also run with a process spinning on one core")
     ap.add_argument("--producer-conf", action="append", default=[], metavar="K=V",
                     help="extra producer setting (repeatable), the same for every broker")
+    ap.add_argument("--consumer", choices=sorted(CONSUMERS), default="confluent-kafka",
+                    help="the tailing consumer's client (default confluent-kafka; "
+                         "kafka-python fetches in a fetch session, as the Java client does)")
     ap.add_argument("--consumer-conf", action="append", default=[], metavar="K=V",
-                    help="extra consumer setting (repeatable), the same for every broker")
+                    help="extra consumer setting (repeatable), the same for every broker "
+                         "(kafka-python: its own names, values as Python literals)")
     ap.add_argument("--spin-pacing", action="store_true",
                     help="pace the producer with poll(wait) as before: librdkafka rounds a "
                          "wait under 1 ms to 0, so the client spins on a core")

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 
+from strom.api.fast_path import ParkedFetch
 from strom.cluster.controller import NewTopic
 from strom.config import BrokerConfig
 from strom.log.records import NewRecord, build_batch
@@ -105,7 +106,8 @@ async def measure(rounds: int, repeat: int, metrics: bool = False,
             async def round_trip(i: int, fetch: bytes) -> None:  # noqa: F811
                 # the tailing consumer's Fetch parks as it arrives; the Produce, answered
                 # as it arrives, wakes it (its answer may need a turn of the loop)
-                if dispatcher.fetch_at_once(fetch, answers.append) is None:
+                if not isinstance(dispatcher.fetch_at_once(fetch, answers.append),
+                                  ParkedFetch):
                     raise RuntimeError("the Fetch was not parked: not the at-once path")
                 if dispatcher.produce_at_once(frames[i & 63]) is None:
                     raise RuntimeError("the Produce was not answered at once")

@@ -1,27 +1,32 @@
 """The two commonest requests, served without building the request entity.
 
-A producer with `linger.ms=0` sends one partition's batch per Produce request, and a consumer
-tailing a partition sends a sessionless one-partition Fetch after each answer. For such a
-request most of the broker's CPU went to the generic path around the work: kio's parse with
-its length and null checks, the request context, the handler's loops and tables; and on a
-small machine that code, run once per wake-up, is also what falls out of the CPU's caches
-between requests (see docs/performance.md, "fast path").
+A producer with `linger.ms=0` sends one partition's batch per Produce request, and a
+consumer tailing a partition sends a one-partition Fetch after each answer (sessionless from
+librdkafka and aiokafka, incremental in a fetch session from kafka-python and the Java
+client). For such a request most of the broker's CPU went to the generic path around the
+work: kio's parse with its length and null checks, the request context, the handler's loops
+and tables; and on a small machine that code, run once per wake-up, is also what falls out
+of the CPU's caches between requests (see docs/performance.md, "fast path").
 
 `FastPath` reads exactly these shapes from the frame (Produce v3-v12: no transactional id,
-acks 0 or 1, one topic with one partition and its records; Fetch v4-v17: a consumer's
-sessionless fetch of one partition, nothing forgotten, no tagged fields in the request body)
-and calls what the handlers call: `ReplicaManager.append_plain` (the plain case of
-`append_produced`) and the Produce answer's template, `ReplicaManager.fetch` and the Fetch
-encoder. It answers only when the broker has no authorizer and no client quota (the
+acks 0 or 1, one topic with one partition and its records; Fetch v4-v17: a consumer's fetch
+of one partition, nothing forgotten, no tagged fields in the request body, either
+sessionless or incremental in a session of that one partition at the epoch the session
+expects, naming that partition or none) and calls what the handlers call:
+`ReplicaManager.append_plain` (the plain case of `append_produced`) and the Produce answer's
+template, `ReplicaManager.fetch` and the Fetch encoder; a session is moved on by
+`FetchSessionCache.new_context` and its answer built by `fetch.session_topics`, as the
+handler does. It answers only when the broker has no authorizer and no client quota (the
 handlers' work for those is not repeated here); with metrics on, the dispatcher counts its
-requests and `append_plain` its records and bytes, as for the full path. Anything else returns None
-before any work is done, and the dispatcher serves the request as usual: another shape or
-version, a frame it cannot read to the end or whose strings are not UTF-8, a null where
-the handlers would refuse one, an internal topic, a transactional or compacted batch, an
-unknown topic id, a missing Produce answer template, or any KafkaError from the append
-(raised before anything is written; the full path then answers with the error). So every
-answer it gives is the one the handlers give, which tests/unit/test_fast_path.py checks
-frame by frame against the full path.
+requests and `append_plain` its records and bytes, as for the full path. Anything else
+returns None before any work is done, and the dispatcher serves the request as usual:
+another shape or version, a frame it cannot read to the end or whose strings are not
+UTF-8, a null where the handlers would refuse one, a session being opened or closed,
+unknown, at another epoch or holding other partitions, an internal topic, a transactional
+or compacted batch, an unknown topic id, a missing Produce answer template, or any
+KafkaError from the append (raised before anything is written; the full path then answers
+with the error). So every answer it gives is the one the handlers give, which
+tests/unit/test_fast_path.py checks frame by frame against the full path.
 """
 
 from __future__ import annotations
@@ -32,8 +37,14 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from strom.api import produce
+from strom.api import fetch, produce
 from strom.api.fetch import RawResponse, partition_data
+from strom.api.fetch_session import (
+    FetchSessionCache,
+    IncrementalContext,
+    PartitionRequest,
+    SessionError,
+)
 from strom.protocol import fetch_response
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.varint import VarintError, read_uvarint
@@ -53,6 +64,7 @@ PRODUCE_VERSIONS = range(3, 13)
 FETCH_VERSIONS = range(4, 18)
 NO_RESPONSE = produce.NO_RESPONSE
 MAX_TOPIC_IDS = 1024  # topic ids whose UUID FastPath keeps (all dropped when full)
+_NONE_DENIED: frozenset[str] = frozenset()  # no authorizer on the fast path
 
 _HEAD = struct.Struct(">hhi")  # api key, version, correlation id
 _I16 = struct.Struct(">h")
@@ -217,9 +229,11 @@ class FastPath:
 
     # --- Fetch -----------------------------------------------------------------------------
     def fetch_request(self, frame) -> tuple[int, int, FetchPartitionRequest, int, int,
-                                             int, int] | None:
+                                             int, int, SessionFetch | None] | None:
         """(version, correlation id, the partition's request, max_bytes, min_bytes,
-        max_wait_ms, isolation_level) of a frame of the shape served here, else None."""
+        max_wait_ms, isolation_level, the session it continues or None) of a frame of the
+        shape served here, else None. Nothing is changed: a session moves to its next epoch
+        only when the fetch is served (`fetch`, `serve_at_once`)."""
         try:
             return self._fetch_request(frame)
         except (_Unread, struct.error):
@@ -244,17 +258,47 @@ class FastPath:
             pos += _FETCH_HEAD_15.size
         if isolation_level not in (0, 1):
             return None
+        session_id, session_epoch = 0, -1
         if version >= 7:
             session_id, session_epoch = _SESSION.unpack_from(frame, pos)
             pos += _SESSION.size
-            if session_id != 0 or session_epoch != -1:
-                return None
+            if (session_id != 0 or session_epoch != -1) and \
+                    (session_id == 0 or session_epoch <= 0):
+                return None  # opens or closes a session: the full path
         n, pos = _count(frame, pos, end, flexible)
-        if n != 1:
+        if n != 1 and (n != 0 or not session_id):
             return None
+        request = key = None
+        if n:
+            request, key, pos = self._fetch_partition(frame, pos, end, version, flexible)
+            if request is None:
+                return None
+        if version >= 7:
+            n, pos = _count(frame, pos, end, flexible)  # forgotten_topics_data: none
+            if n != 0:
+                return None
+        if version >= 11:
+            _rack, pos = _string(frame, pos, end, flexible)
+        if flexible:
+            tags, pos = _skip_tags(frame, pos, end)
+            if tags:  # cluster id, a replica's state: the full path
+                return None
+        if pos > end:
+            return None
+        if session_id:
+            return self._in_session(version, correlation_id, session_id, session_epoch, request,
+                                    key, max_bytes, min_bytes, max_wait_ms, isolation_level)
+        return (version, correlation_id, request, max_bytes, min_bytes, max_wait_ms,
+                isolation_level, None)
+
+    def _fetch_partition(self, frame, pos: int, end: int, version: int, flexible: bool
+                         ) -> tuple[FetchPartitionRequest | None, object, int]:
+        """The one topic with one partition of a Fetch: (request, the topic's key in a
+        session: its id from v13, else its name, position after it); (None, None, pos)
+        for any other shape or an unknown topic id."""
         if version >= 13:
             if pos + 16 > end:
-                return None
+                return None, None, pos
             raw = bytes(frame[pos:pos + 16])
             topic_id = self._topic_ids.get(raw)
             if topic_id is None:
@@ -264,13 +308,15 @@ class FastPath:
             pos += 16
             info = self.services.cache.topic_by_id(topic_id)
             if info is None:
-                return None
+                return None, None, pos
             topic = info.name
+            key = topic_id
         else:
             topic, pos = _string(frame, pos, end, flexible)
+            key = topic
         n, pos = _count(frame, pos, end, flexible)
         if n != 1 or pos + 4 > end:
-            return None
+            return None, None, pos
         partition = _I32.unpack_from(frame, pos)[0]
         pos += 4
         leader_epoch = -1
@@ -290,41 +336,83 @@ class FastPath:
         if flexible:  # the partition's and the topic's tagged fields
             for _ in range(2):
                 _n, pos = _skip_tags(frame, pos, end)
-        if version >= 7:
-            n, pos = _count(frame, pos, end, flexible)  # forgotten_topics_data: none
-            if n != 0:
-                return None
-        if version >= 11:
-            _rack, pos = _string(frame, pos, end, flexible)
-        if flexible:
-            tags, pos = _skip_tags(frame, pos, end)
-            if tags:  # cluster id, a replica's state: the full path
-                return None
-        if pos > end:
+        return FetchPartitionRequest(topic, partition, fetch_offset, partition_max_bytes,
+                                     leader_epoch, log_start_offset), key, pos
+
+    def _in_session(self, version: int, correlation_id: int, session_id: int, epoch: int,
+                    request: FetchPartitionRequest | None, key: object, max_bytes: int,
+                    min_bytes: int, max_wait_ms: int, isolation_level: int) -> tuple | None:
+        """An incremental fetch in a consumer's session of one partition, at the epoch the
+        session expects, naming that partition (its new position) or none: what
+        `fetch_request` returns, with the session to continue (`SessionFetch`). None,
+        the session untouched, for anything else (the full path gives the errors)."""
+        by_id = version >= 13
+        session = self.services.fetch_sessions.get(session_id)
+        if session is None or session.epoch != epoch or session.uses_topic_ids != by_id or \
+                session.privileged or len(session.partitions) != 1:
             return None
-        request = FetchPartitionRequest(topic, partition, fetch_offset, partition_max_bytes,
-                                        leader_epoch, log_start_offset)
+        ((tp, cached),) = session.partitions.items()
+        entry = None
+        if request is not None:
+            if tp != (key, request.partition):
+                return None
+            entry = PartitionRequest(key, request.partition, request.fetch_offset,
+                                     request.max_bytes, request.current_leader_epoch,
+                                     request.log_start_offset)
+        else:
+            name = cached.key
+            if by_id:
+                info = self.services.cache.topic_by_id(cached.key)
+                if info is None:
+                    return None
+                name = info.name
+            request = FetchPartitionRequest(name, cached.partition, cached.fetch_offset,
+                                            cached.max_bytes, cached.leader_epoch,
+                                            cached.log_start_offset)
         return (version, correlation_id, request, max_bytes, min_bytes, max_wait_ms,
-                isolation_level)
+                isolation_level, SessionFetch(self.services.fetch_sessions, session_id, epoch,
+                                              entry, by_id))
 
     async def fetch(self, version: int, correlation_id: int, request: FetchPartitionRequest,
-                    max_bytes: int, min_bytes: int, max_wait_ms: int, isolation_level: int
-                    ) -> RawResponse:
+                    max_bytes: int, min_bytes: int, max_wait_ms: int, isolation_level: int,
+                    session: SessionFetch | None) -> RawResponse:
         """The answer to a request `fetch_request` read (the handler's, for one partition)."""
+        context = session.context() if session is not None else None
+        if isinstance(context, SessionError):
+            return self._session_error(version, correlation_id, context)
         results = await self.services.replicas.fetch([request], max_bytes, min_bytes,
                                                      max_wait_ms, -1, isolation_level)
-        return self._answer(version, correlation_id, request, results[0], isolation_level)
+        return self._answer(version, correlation_id, request, results[0], isolation_level,
+                            context)
 
     def _answer(self, version: int, correlation_id: int, request: FetchPartitionRequest,
-                result: FetchPartitionResult, isolation_level: int) -> RawResponse:
+                result: FetchPartitionResult, isolation_level: int,
+                context: IncrementalContext | None = None) -> RawResponse:
         cache = self.services.cache
         info = cache.topic(request.topic)
+        session_id = 0
+        if context is not None:  # the handler's session answer: this partition if it changed
+            topics = fetch.session_topics(
+                cache, context, context.partitions(), [request.topic],
+                {(request.topic, request.partition): result}, _NONE_DENIED, isolation_level,
+                version >= 13)
+            if context.error_code or not topics:
+                parts, size = fetch_response.encode(version, correlation_id, 0,
+                                                    context.error_code, context.session_id,
+                                                    topics)
+                return RawResponse(parts, size)
+            session_id = context.session_id
         if result.error is None and not isolation_level:  # the commonest answer
             read = result.read
             parts, size = fetch_response.encode_one(
                 version, correlation_id, request.topic, info.topic_id if info else None,
                 request.partition, result.high_watermark, result.last_stable_offset,
-                result.log_start_offset, read.slice if read and read.slice else b"")
+                result.log_start_offset, read.slice if read and read.slice else b"",
+                session_id)
+            return RawResponse(parts, size)
+        if context is not None:
+            parts, size = fetch_response.encode(version, correlation_id, 0, 0, session_id,
+                                                topics)
             return RawResponse(parts, size)
         topics = [fetch_response.FetchTopicData(
             request.topic, info.topic_id if info else None,
@@ -333,63 +421,109 @@ class FastPath:
                                             topics)
         return RawResponse(parts, size)
 
-    def park_tailing(self, read: tuple, answer: Callable[[RawResponse | None], None]
-                     ) -> ParkedFetch | None:
-        """A fetch `fetch_request` read, when it tails its partition (`ReplicaManager.
-        all_at_end`, a wait and min_bytes above 0), parked without a task: `answer` is
-        called with the answer `fetch` would give (None after an unexpected error, logged:
-        the connection is to close) by whatever wakes the partition's fetches (an append,
-        a high watermark move, a change of leader) as it does, or by the max wait's timer.
-        None, nothing done, for any other fetch."""
-        _version, _cid, request, _max_bytes, min_bytes, max_wait_ms, isolation_level = read
-        replicas = self.services.replicas
-        if min_bytes <= 0 or max_wait_ms <= 0 or \
-                not replicas.all_at_end([request], isolation_level):
-            return None
-        return ParkedFetch(self, read, answer, max_wait_ms / 1000)
+    @staticmethod
+    def _session_error(version: int, correlation_id: int, error: SessionError) -> RawResponse:
+        parts, size = fetch_response.encode(version, correlation_id, 0, error.error_code, 0, [])
+        return RawResponse(parts, size)
+
+    def serve_at_once(self, read: tuple, answer: Callable[[RawResponse | None], None]
+                      ) -> ParkedFetch | RawResponse:
+        """A fetch `fetch_request` read, served without a task: its answer when it can be
+        given now (data to read, an error, no wait asked for: what `fetch` would answer at
+        once), else the fetch parked (`ParkedFetch`: a consumer tailing its partition, or
+        short of min_bytes): `answer` is then called with the answer `fetch` would give
+        (None after an unexpected error, logged: the connection is to close) by whatever
+        wakes the partition's fetches (an append, a high watermark move, a change of
+        leader), as it does, or by the max wait's timer. An unexpected error here is
+        raised."""
+        version, correlation_id, request, _max_bytes, min_bytes, max_wait_ms, \
+            isolation_level, session = read
+        context = None
+        if session is not None:
+            context = session.context()
+            if isinstance(context, SessionError):
+                return self._session_error(version, correlation_id, context)
+        fetch = ParkedFetch(self, read, answer, max_wait_ms / 1000, context)
+        if min_bytes > 0 and max_wait_ms > 0 and \
+                self.services.replicas.all_at_end([request], isolation_level):
+            fetch.park(max_wait_ms / 1000)  # nothing to read yet: no read first
+            return fetch
+        response = fetch.respond(False)
+        return fetch if response is None else response
+
+
+class SessionFetch:
+    """An incremental fetch `FastPath.fetch_request` read in a consumer's session of one
+    partition: `context()` moves the session on as the handler does (its next epoch, the
+    partition's new position) and gives the context its answer is built with."""
+
+    __slots__ = ("sessions", "session_id", "epoch", "entry", "by_id")
+
+    def __init__(self, sessions: FetchSessionCache, session_id: int, epoch: int,
+                 entry: PartitionRequest | None, by_id: bool) -> None:
+        self.sessions = sessions
+        self.session_id = session_id
+        self.epoch = epoch
+        self.entry = entry
+        self.by_id = by_id
+
+    def context(self) -> IncrementalContext | SessionError:
+        context = self.sessions.new_context(self.session_id, self.epoch, False, self.by_id,
+                                            [self.entry] if self.entry else [], [])
+        if not isinstance(context, IncrementalContext | SessionError):  # the session emptied
+            raise RuntimeError(f"fetch session {self.session_id} has no partition left")
+        return context
 
 
 class ParkedFetch:
-    """A tailing consumer's fetch parked by `FastPath.park_tailing`: woken, it reads as
-    `ReplicaManager._fetch` does (parked again while short of min_bytes with time left),
-    then answers once. `cancel()` unparks it without an answer (the connection closed)."""
+    """A consumer's fetch served by `FastPath.serve_at_once` that waits for data: woken, it
+    reads as `ReplicaManager._fetch` does (parked again while short of min_bytes with time
+    left), then answers once. `cancel()` unparks it without an answer (the connection
+    closed)."""
 
-    __slots__ = ("fast_path", "read", "answer", "deadline", "parked", "_loop")
+    __slots__ = ("fast_path", "read", "answer", "context", "deadline", "parked", "_loop")
 
     def __init__(self, fast_path: FastPath, read: tuple,
-                 answer: Callable[[RawResponse | None], None], timeout_s: float) -> None:
+                 answer: Callable[[RawResponse | None], None], timeout_s: float,
+                 context: IncrementalContext | None = None) -> None:
         self.fast_path = fast_path
         self.read = read
         self.answer = answer
+        self.context = context
         self._loop = fast_path.services.replicas.loop()
         self.deadline = self._loop.time() + timeout_s
         self.parked: ParkedCall | None = None
-        self._park(timeout_s)
 
-    def _park(self, timeout_s: float) -> None:
+    def park(self, timeout_s: float) -> None:
         request = self.read[2]
         self.parked = self.fast_path.services.replicas.park(
             (request.topic, request.partition), timeout_s, self._woken)
 
+    def respond(self, expired: bool) -> RawResponse | None:
+        """Read; the answer, or None when parked again (short of min_bytes, time left)."""
+        version, correlation_id, request, max_bytes, min_bytes, _wait, isolation_level, \
+            _session = self.read
+        replicas = self.fast_path.services.replicas
+        result = replicas.read_all([request], max_bytes, -1, isolation_level)[0]
+        if not expired and result.size < min_bytes and result.error is None:
+            timeout_s = self.deadline - self._loop.time()
+            if timeout_s > 0:
+                self.park(timeout_s)
+                return None
+        if replicas.stats.enabled:
+            replicas.count_fetch([result], -1)
+        return self.fast_path._answer(version, correlation_id, request, result,
+                                      isolation_level, self.context)
+
     def _woken(self, expired: bool) -> None:
         self.parked = None
-        version, correlation_id, request, max_bytes, min_bytes, _wait, isolation_level = \
-            self.read
         try:
-            replicas = self.fast_path.services.replicas
-            result = replicas.read_all([request], max_bytes, -1, isolation_level)[0]
-            if not expired and result.size < min_bytes and result.error is None:
-                timeout_s = self.deadline - self._loop.time()
-                if timeout_s > 0:
-                    self._park(timeout_s)
-                    return
-            if replicas.stats.enabled:
-                replicas.count_fetch([result], -1)
-            response = self.fast_path._answer(version, correlation_id, request, result,
-                                              isolation_level)
+            response = self.respond(expired)
+            if response is None:
+                return  # parked again
         except Exception:  # as the dispatcher treats a handler's: logged, connection closed
             log.exception("Unexpected error handling a parked Fetch v%d (correlation id %d)",
-                          version, correlation_id)
+                          self.read[0], self.read[1])
             response = None
         self.answer(response)
 

@@ -8,8 +8,10 @@ are available the request parks (without blocking the loop) until an append to o
 partitions or max_wait_ms. Records are sent as file slices (zero-copy where the loop allows).
 Fetch sessions (KIP-227, strom.api.fetch_session): session_epoch -1 is a sessionless full
 fetch (the common path, kept lean: librdkafka and aiokafka always fetch so; strom's
-follower fetcher opens a session, as Kafka's); epoch 0 opens a session (session_id in the response, 0 when the cache is
-full); a later epoch must be the session's expected one (else INVALID_FETCH_SESSION_EPOCH;
+follower fetcher opens a session, as Kafka's; strom.api.fast_path serves a sessionless
+fetch of one partition, and an incremental one in a consumer's session of one partition
+with `session_topics` below); epoch 0 opens a session (session_id in the response, 0 when
+the cache is full); a later epoch must be the session's expected one (else INVALID_FETCH_SESSION_EPOCH;
 an unknown session FETCH_SESSION_ID_NOT_FOUND, a v12 request in a v13 session or the
 reverse FETCH_SESSION_TOPIC_ID_ERROR), carries only changed partitions and
 forgotten_topics_data, and is answered with only the partitions that have records, a new
@@ -196,6 +198,18 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
         wanted, fetch_bytes_cap(ctx, request.max_bytes, replica_id), request.min_bytes,
         int(request.max_wait.total_seconds() * 1000), replica_id, request.isolation_level)
     by_tp = {(r.topic, r.partition): r for r in results}
+    topics = session_topics(cache, context, partitions, names, by_tp, denied,
+                            request.isolation_level, by_id)
+    return _framed(ctx, replica_id, context.error_code, context.session_id, topics)
+
+
+def session_topics(cache, context, partitions: list[PartitionRequest], names: list[str | None],
+                   by_tp: dict, denied: set[str], isolation_level: int, by_id: bool
+                   ) -> list[fetch_response.FetchTopicData]:
+    """The topics a session's answer carries: every partition of `partitions` (named
+    `names`, None for an unknown topic id) is passed to `context.respond` with its read
+    result in `by_tp`, and those it keeps are answered (an incremental session keeps only
+    what changed; shared with the fast path, strom.api.fast_path)."""
     rows = []
     for e, name in zip(partitions, names, strict=True):
         r = by_tp.get((name, e.partition)) if name is not None else None
@@ -220,7 +234,7 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
         data = fetch_response.FetchPartitionData(
             e.partition, code, hw, lso, start,
             r.read.slice if r is not None and r.read and r.read.slice else b"",
-            aborted_transactions=_aborted(r, request.isolation_level) if r is not None and
+            aborted_transactions=_aborted(r, isolation_level) if r is not None and
             not code else None,
             current_leader=leader)
         if current is None or current[0] != e.key:
@@ -229,7 +243,7 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
             topics.append(fetch_response.FetchTopicData(
                 name or "", e.key if by_id else (info.topic_id if info else None), current[1]))
         current[1].append(data)
-    return _framed(ctx, replica_id, context.error_code, context.session_id, topics)
+    return topics
 
 
 def _aborted(r, isolation_level: int) -> tuple[tuple[int, int], ...] | None:

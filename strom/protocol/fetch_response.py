@@ -145,25 +145,27 @@ def encode(version: int, correlation_id: int, throttle_ms: int, error_code: int,
 
 
 # the bytes between the correlation id and a lone partition's fields, by (version, topic,
-# topic id): the same for every answer `encode_one` gives a consumer tailing its partition
-_one_heads: dict[tuple[int, str, uuid.UUID | None], bytes] = {}
+# topic id, session id): the same for every answer `encode_one` gives a consumer tailing its
+# partition
+_one_heads: dict[tuple[int, str, uuid.UUID | None, int], bytes] = {}
 MAX_ONE_HEADS = 1024
 
 
 def encode_one(version: int, correlation_id: int, topic: str, topic_id: uuid.UUID | None,
                partition: int, high_watermark: int, last_stable_offset: int,
-               log_start_offset: int, records: Any) -> tuple[list[Any], int]:
-    """`encode` of the commonest answer, a sessionless one-partition fetch without errors,
-    throttle or aborted-transaction list (read_uncommitted): the same bytes, the fields
-    before the partition's kept per topic. `records`: b"" or a FileSlice (its bytes go in
-    the parts when it holds them)."""
+               log_start_offset: int, records: Any, session_id: int = 0
+               ) -> tuple[list[Any], int]:
+    """`encode` of the commonest answer, one partition without errors, throttle or
+    aborted-transaction list (read_uncommitted), sessionless or in session `session_id`:
+    the same bytes, the fields before the partition's kept per topic and session.
+    `records`: b"" or a FileSlice (its bytes go in the parts when it holds them)."""
     flexible = version >= 12
-    head = _one_heads.get((version, topic, topic_id))
+    head = _one_heads.get((version, topic, topic_id, session_id))
     if head is None:
         buf = bytearray(b"\0" if flexible else b"")
         buf += _I32.pack(0)  # throttle_time_ms
         if version >= 7:
-            buf += _I16.pack(0) + _I32.pack(0)  # error_code, session_id
+            buf += _I16.pack(0) + _I32.pack(session_id)  # error_code, session_id
         buf += b"\x02" if flexible else _I32.pack(1)
         if version >= 13:
             buf += topic_id.bytes if topic_id is not None else _ZERO_UUID
@@ -174,7 +176,7 @@ def encode_one(version: int, correlation_id: int, topic: str, topic_id: uuid.UUI
         buf += b"\x02" if flexible else _I32.pack(1)
         if len(_one_heads) >= MAX_ONE_HEADS:
             _one_heads.clear()
-        head = _one_heads[(version, topic, topic_id)] = bytes(buf)
+        head = _one_heads[(version, topic, topic_id, session_id)] = bytes(buf)
     body = _PART_HEAD.pack(partition, 0, high_watermark, last_stable_offset)
     if version >= 5:
         body += _I64.pack(log_start_offset)

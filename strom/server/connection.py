@@ -275,8 +275,9 @@ class Connection:
     def _answer_at_once(self, frame: bytes | bytearray) -> bool:
         """A request taken as it arrives while `serve` waits for the next one, without the
         round through `serve`'s task: a Produce the fast path answers on the spot (acks 0
-        or 1, one partition) is written (or, acks=0, not answered); a tailing consumer's
-        Fetch is parked (`Dispatcher.fetch_at_once`) and answered by `_fetch_answered`.
+        or 1, one partition) is written (or, acks=0, not answered); a consumer's Fetch the
+        fast path reads (`Dispatcher.fetch_at_once`) is answered by `_fetch_answered`, now
+        when it has its answer, else once woken (a tailing consumer's, parked).
         False, with nothing done, for anything else: `serve` then takes it from the queue
         as usual."""
         if self._busy or self._pipeline or self._pipeline_writer is not None or \
@@ -287,18 +288,21 @@ class Connection:
             return False
         if len(frame) > 1 and frame[1] == FETCH:
             try:
-                parked = self.dispatcher.fetch_at_once(frame, self._fetch_answered)
+                served = self.dispatcher.fetch_at_once(frame, self._fetch_answered)
             except Exception:  # as the dispatcher treats a handler's: logged, closed
                 log.exception("Unexpected error handling a Fetch from %s", self.client)
                 transport.close()
                 return True
-            if parked is None:
+            if served is None:
                 return False
-            self._parked = parked
             self._busy += 1
             protocol = self.protocol
             protocol.release(len(frame))
             protocol.last_active = protocol._loop.time()
+            if isinstance(served, ParkedFetch):
+                self._parked = served
+            else:  # answered now: written as a woken fetch's answer is
+                self._fetch_answered(served)
             return True
         try:
             answer = self.dispatcher.produce_at_once(frame)
@@ -316,7 +320,7 @@ class Connection:
         return True
 
     def _fetch_answered(self, response: RawResponse | None) -> None:
-        """The answer of the Fetch `_answer_at_once` parked (None: an unexpected error, the
+        """The answer of the Fetch `_answer_at_once` took (None: an unexpected error, the
         connection closes), held at once (`_hold_parts`): written on the spot when that
         left only bytes (small hot slices read with one pread each), else by a task."""
         self._parked = None

@@ -167,12 +167,14 @@ class Dispatcher:
         return answer
 
     def fetch_at_once(self, frame: bytes | bytearray,
-                      answer: Callable[[RawResponse | None], None]) -> ParkedFetch | None:
-        """A tailing consumer's Fetch the fast path parks without a task, as it arrives
-        (strom.api.fast_path.FastPath.park_tailing): `answer` is called with its answer
-        (None: an unexpected error, logged; the connection is to close) by the append that
-        wakes it or by its max wait's timer. None for any other frame, with nothing done
-        (then `dispatch` serves it as usual)."""
+                      answer: Callable[[RawResponse | None], None]
+                      ) -> ParkedFetch | RawResponse | None:
+        """A consumer's Fetch the fast path serves without a task, as it arrives
+        (strom.api.fast_path.FastPath.serve_at_once): its answer when it has one now, else
+        the fetch parked, and `answer` is called with its answer (None: an unexpected error,
+        logged; the connection is to close) by the append that wakes it or by its max
+        wait's timer. None for any other frame, with nothing done (then `dispatch` serves
+        it as usual). An unexpected error is raised."""
         version = self._at_once_version(frame, FETCH)
         if version is None:
             return None
@@ -181,14 +183,18 @@ class Dispatcher:
         if read is None:
             return None
         api_stats = self._api_stats.get(FETCH)
-        if api_stats is not None:
-            started = self._now()
-            respond = answer
+        if api_stats is None:
+            return fast.serve_at_once(read, answer)
+        started = self._now()
+        respond = answer
 
-            def answer(response: RawResponse | None) -> None:
-                self._record(api_stats, version, FETCH, False, started)
-                respond(response)
-        return fast.park_tailing(read, answer)
+        def answer(response: RawResponse | None) -> None:
+            self._record(api_stats, version, FETCH, False, started)
+            respond(response)
+        served = fast.serve_at_once(read, answer)
+        if not isinstance(served, ParkedFetch):
+            self._record(api_stats, version, FETCH, False, started)
+        return served
 
     def _at_once_version(self, frame: bytes | bytearray, api_key: int) -> int | None:
         """The version of a frame of `api_key` that the fast path may take as it arrives

@@ -60,8 +60,8 @@ def produce_frame(version: int, correlation_id: int, *, topic: str = TOPIC, part
 def fetch_frame(version: int, correlation_id: int, offset: int, topic_id=None, *,
                 topic: str = TOPIC, partition: int = 0, replica_id: int = -1,
                 session_id: int = 0, session_epoch: int = -1, max_wait_ms: int = 0,
-                isolation_level: int = 0, forgotten: bool = False, min_bytes: int = 1
-                ) -> bytes:
+                isolation_level: int = 0, forgotten: bool = False, min_bytes: int = 1,
+                no_partition: bool = False) -> bytes:
     mod = request_module(1, version)
     part = make(mod.FetchPartition, partition=partition, current_leader_epoch=-1,
                 fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
@@ -72,8 +72,8 @@ def fetch_frame(version: int, correlation_id: int, offset: int, topic_id=None, *
                max_wait=datetime.timedelta(milliseconds=max_wait_ms), min_bytes=min_bytes,
                max_bytes=52428800, isolation_level=isolation_level, session_id=session_id,
                session_epoch=session_epoch, rack_id="", forgotten_topics_data=forgotten_topics,
-               topics=(make(mod.FetchTopic, topic=topic, topic_id=topic_id,
-                            partitions=(part,)),))
+               topics=() if no_partition else (make(mod.FetchTopic, topic=topic,
+                                                    topic_id=topic_id, partitions=(part,)),))
     return encode_request(correlation_id, "rdkafka", req)[4:]
 
 
@@ -279,6 +279,21 @@ def test_every_prefix_and_many_mutations_agree_with_the_full_path(tmp_path):
             for frame in fetches:
                 for cut in range(len(frame)):
                     assert fast.fetch_request(frame[:cut]) is None, (cut, frame.hex())
+            # by topic id, and incremental fetches in open sessions (reading them changes
+            # nothing: every prefix is read against the same session)
+            topic_id = fast_broker.cache.topic(TOPIC).topic_id
+            whole = [fetch_frame(13, 1, 0, topic_id), fetch_frame(16, 1, 0, topic_id)]
+            for v, tid in ((12, None), (16, topic_id)):
+                opened = await answer(fast_broker, fetch_frame(v, 1, 0, tid, session_epoch=0),
+                                      fast=False)
+                sid = parse_response(1, v, opened[4:]).session_id
+                whole += [fetch_frame(v, 1, 3, tid, session_id=sid, session_epoch=1),
+                          fetch_frame(v, 1, 0, tid, session_id=sid, session_epoch=1,
+                                      no_partition=True)]
+            for frame in whole:
+                assert fast.fetch_request(frame) is not None, frame.hex()
+                for cut in range(len(frame)):
+                    assert fast.fetch_request(frame[:cut]) is None, (cut, frame.hex())
             # a fetch's max_wait_ms (after the header and replica_id) stays 0: it never
             # parks, so every answer comes at once
             keep = {frame: range(_body_start(frame) + 4, _body_start(frame) + 8)
@@ -288,8 +303,27 @@ def test_every_prefix_and_many_mutations_agree_with_the_full_path(tmp_path):
             fast.produce = lambda f: answered.append(produce_(f)) or answered[-1]
             fast.fetch_request = lambda f: answered.append(fetch_request(f)) or answered[-1]
             mismatches = []
+            # incremental fetches in a session both brokers hold (the same id drawn), at
+            # the epoch it expects when the frame is made
+            for broker in (fast_broker, full_broker):
+                broker.fetch_sessions._rng = random.Random(3)
+            session_id = 0
             for i in range(1500):
-                base = rng.choice(bases + fetches)
+                base = rng.choice(bases + fetches + ["in a session"] * 2)
+                if base == "in a session":
+                    session = fast_broker.fetch_sessions.get(session_id)
+                    if session is None or list(session.partitions) != [(TOPIC, 0)]:
+                        # (re)opened on both: gone, or a mutated frame changed it
+                        for broker in (fast_broker, full_broker):
+                            opened = await answer(broker, fetch_frame(
+                                12, 1, 0, session_id=session_id, session_epoch=0), fast=False)
+                        session_id = parse_response(1, 12, opened[4:]).session_id
+                        session = fast_broker.fetch_sessions.get(session_id)
+                    base = fetch_frame(12, 2, rng.choice((0, 3)), session_id=session_id,
+                                       session_epoch=session.epoch,
+                                       no_partition=rng.random() < 0.3)
+                    assert fast.fetch_request(base) is not None
+                    keep[base] = range(_body_start(base) + 4, _body_start(base) + 8)
                 frame = bytearray(base)
                 for _ in range(rng.randint(1, 3)):
                     at = rng.randrange(8, len(frame))
@@ -455,7 +489,7 @@ def _count_parked(broker: Broker) -> list:
 
     def counting(frame, answer_):
         result = fetch_at_once(frame, answer_)
-        if result is not None:
+        if isinstance(result, fast_path.ParkedFetch):
             parked.append(int.from_bytes(frame[4:8], "big"))
         return result
     dispatcher.fetch_at_once = counting
@@ -592,27 +626,29 @@ def test_an_unexpected_error_answering_a_parked_fetch_closes_only_its_connection
     assert "Unexpected error handling a parked Fetch" in caplog.text
 
 
-def test_with_metrics_on_a_fetch_parked_as_it_arrives_is_counted(tmp_path):
+def test_with_metrics_on_a_fetch_served_as_it_arrives_is_counted(tmp_path):
+    """Parked and woken, or answered there and then: each is counted once."""
     async def go():
         broker = await start_broker(tmp_path, "a", "metrics.listener=http://127.0.0.1:0")
         try:
-            parked = _count_parked(broker)
+            parked, now = _count_at_once(broker)
             end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
             waiting = asyncio.ensure_future(_answers(broker, [
                 fetch_frame(12, 1, end, max_wait_ms=30_000)], 1))
             await asyncio.sleep(0.2)
             await _answers(broker, [produce_frame(9, 2)], 1)
             await asyncio.wait_for(waiting, 5)
+            await _answers(broker, [fetch_frame(12, 2, end, max_wait_ms=30_000)], 1)
             stats = broker.dispatcher.stats
             totals = broker.replicas.stats.totals()
-            return parked, stats.fetch_consumer.count, stats.apis[1].versions[12], \
+            return parked, now, stats.fetch_consumer.count, stats.apis[1].versions[12], \
                 totals.fetch_requests, totals.bytes_out
         finally:
             await broker.shutdown()
 
-    parked, timed, counted, fetch_requests, bytes_out = run(go())
-    assert parked == [1]
-    assert timed == 1 and counted == 1 and fetch_requests == 1 and bytes_out > 0
+    parked, now, timed, counted, fetch_requests, bytes_out = run(go())
+    assert parked == [1] and now == [2]
+    assert timed == 2 and counted == 2 and fetch_requests == 2 and bytes_out > 0
 
 
 def test_a_parked_fetch_with_a_large_answer_is_written_by_a_task_and_closes_its_fds(
@@ -683,3 +719,207 @@ def test_topic_ids_kept_by_the_fast_path_stay_bounded_and_right(tmp_path, monkey
     assert max(sizes) <= 3
     for a, b in pairs:
         assert a == b and b"v" in a
+
+
+def _session_steps(version: int, topic_id) -> list[tuple[str, dict, bool]]:
+    """A consumer's fetch session, step by step: (what, fetch_frame's arguments, whether
+    the fast path reads it). "produce" steps append two records instead. The session's
+    id is filled in when it is opened (both brokers draw the same one)."""
+    tid = topic_id if version >= 13 else None
+    steps = [
+        ("open", dict(offset=0, session_epoch=0), False),
+        ("at the end, nothing new", dict(offset=5, session_epoch=1), True),
+        ("produce", {}, False),
+        ("no partition named: the session's position", dict(
+            offset=0, session_epoch=2, no_partition=True), True),
+        ("nothing new", dict(offset=7, session_epoch=3), True),
+        ("read_committed", dict(offset=5, session_epoch=4, isolation_level=1), True),
+        ("a wrong epoch", dict(offset=7, session_epoch=9), False),
+        ("a second partition", dict(offset=0, session_epoch=5, partition=1), False),
+        ("two partitions", dict(offset=0, session_epoch=6, no_partition=True), False),
+        ("one forgotten", dict(offset=7, session_epoch=7, forgotten=True), False),
+        ("out of range", dict(offset=99, session_epoch=8), True),
+        ("back to the start", dict(offset=0, session_epoch=9), True),
+        ("produce", {}, False),
+        ("min_bytes above what is there, no wait", dict(
+            offset=7, session_epoch=10, min_bytes=1 << 20), True),
+        ("an unknown session", dict(offset=7, session_epoch=11, unknown=True), False),
+        ("closed", dict(offset=7, session_epoch=-1), False),
+    ]
+    if version >= 13:  # a session by topic id continued by name
+        steps.insert(5, ("v12 in a v13 session", dict(offset=7, session_epoch=4, v12=True),
+                         False))
+    return [(what, {**kwargs, "topic_id": tid}, fast) for what, kwargs, fast in steps]
+
+
+@pytest.mark.parametrize("version", [7, 11, 12, 13, 17])
+def test_a_fetch_session_gets_the_full_paths_answers_in_lockstep(tmp_path, version):
+    """An incremental fetch in a consumer's session of one partition (the Java client and
+    kafka-python fetch so) is read by the fast path; the session moves on exactly as the
+    handler moves it: two brokers drawing the same session id, one with the fast path and
+    one without, give the same bytes at every step, errors included, and the steps the
+    fast path leaves (a session opened, closed or not found, a wrong epoch, two
+    partitions, a forgotten one) change nothing before the full path sees them."""
+    async def go():
+        brokers = [await start_broker(tmp_path, "fast"), await start_broker(tmp_path, "full")]
+        try:
+            for i in range(5):
+                frame = produce_frame(9, i)  # the same batch (its timestamps) for both
+                for b in brokers:
+                    await answer(b, frame, fast=False)
+            for b in brokers:
+                b.fetch_sessions._rng = random.Random(17)
+            fast = brokers[0].dispatcher.fast_path
+            topic_id = brokers[0].cache.topic(TOPIC).topic_id
+            other_id = brokers[1].cache.topic(TOPIC).topic_id
+            session_id, out = 0, []
+            for n, (what, kwargs, expect_fast) in enumerate(
+                    _session_steps(version, topic_id), start=1):
+                if what == "produce":
+                    for i in range(2):
+                        frame = produce_frame(9, 100 * n + i)
+                        for b in brokers:
+                            await answer(b, frame, fast=False)
+                    continue
+                kwargs = dict(kwargs)
+                offset, v = kwargs.pop("offset"), 12 if kwargs.pop("v12", False) else version
+                sid = session_id + 1 if kwargs.pop("unknown", False) else session_id
+                answers = []
+                for b, on in zip(brokers, (True, False), strict=True):
+                    tid = b.cache.topic(TOPIC).topic_id if kwargs["topic_id"] else None
+                    frame = fetch_frame(v, n, offset, **{**kwargs, "topic_id": tid},
+                                        session_id=sid)
+                    if on:
+                        assert (fast.fetch_request(frame) is not None) == expect_fast, what
+                    answers.append(await answer(b, frame, fast=on))
+                if what == "open":
+                    body = parse_response(1, version, answers[0][4:])
+                    session_id = body.session_id
+                    assert session_id and session_id == parse_response(
+                        1, version, answers[1][4:]).session_id
+                out.append((what, answers))
+            sessions = [(s.epoch, [(p.partition, p.fetch_offset, p.high_watermark)
+                                   for p in s.partitions.values()])
+                        for b in brokers for s in b.fetch_sessions._sessions.values()]
+            return out, sessions, topic_id, other_id
+        finally:
+            for b in brokers:
+                await b.shutdown()
+
+    out, sessions, topic_id, other_id = run(go())
+    for what, (a, b) in out:
+        # the brokers gave the topic different ids: v13+ answers name them
+        assert a == b.replace(other_id.bytes, topic_id.bytes), what
+    assert sessions == []  # the last step closed the session on both
+    records = [what for what, (a, _b) in out if b"v30" in a or b"v31" in a]
+    assert "no partition named: the session's position" in records
+
+
+def _count_at_once(broker: Broker) -> tuple[list, list]:
+    """The Fetches the connections serve as they arrive (Dispatcher.fetch_at_once), by
+    correlation id: (parked, answered there and then)."""
+    dispatcher = broker.dispatcher
+    parked, now = [], []
+    fetch_at_once = dispatcher.fetch_at_once
+
+    def counting(frame, answer_):
+        result = fetch_at_once(frame, answer_)
+        if result is not None:
+            (parked if isinstance(result, fast_path.ParkedFetch) else now).append(
+                int.from_bytes(frame[4:8], "big"))
+        return result
+    dispatcher.fetch_at_once = counting
+    return parked, now
+
+
+@pytest.mark.parametrize("version", [4, 12, 13, 17])
+def test_a_fetch_with_data_to_read_is_answered_as_it_arrives(tmp_path, version):
+    """A consumer catching up (data at its offset), or asking for no wait, is answered as its
+    Fetch arrives, without the serving task; one short of min_bytes is parked there and
+    answered at its max wait. Every answer is the full path's."""
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            parked, now = _count_at_once(broker)
+            dispatched = []
+            dispatch = broker.dispatcher.dispatch
+
+            async def counting(frame, *args):
+                dispatched.append(frame[1])
+                return await dispatch(frame, *args)
+            broker.dispatcher.dispatch = counting
+            await _answers(broker, [produce_frame(9, 0), produce_frame(9, 1)], 2)
+            end = broker.replicas.partitions[(TOPIC, 0)].log.log_end_offset
+            tid = broker.cache.topic(TOPIC).topic_id if version >= 13 else None
+            frames = [fetch_frame(version, 1, 0, tid, max_wait_ms=30_000),
+                      fetch_frame(version, 2, end, tid),  # no wait: answered empty
+                      fetch_frame(version, 3, 99, tid, max_wait_ms=30_000),  # out of range
+                      fetch_frame(version, 4, 0, tid, max_wait_ms=300, min_bytes=1 << 20)]
+            served = [(await _answers(broker, [frame], 1))[0] for frame in frames]
+            broker.dispatcher.dispatch = dispatch
+            full = [(await answer(broker, frame, fast=False))[4:] for frame in frames]
+            return parked, now, dispatched, served, full
+        finally:
+            await broker.shutdown()
+
+    parked, now, dispatched, served, full = run(go())
+    assert now == [1, 2, 3] and parked == [4]
+    assert dispatched == []  # neither the Produces nor the Fetches went through the task
+    assert served == full
+    assert b"v0" in served[0] and b"v1" in served[0] and b"v0" in served[3]
+
+
+@pytest.mark.parametrize("version", [7, 12, 13])
+def test_a_fetch_in_a_session_parked_as_it_arrives_gets_the_full_paths_answer(
+        tmp_path, version):
+    """A consumer tailing its partition in a fetch session (kafka-python, the Java client)
+    is parked as its incremental Fetch arrives and answered by the Produce that brings data,
+    or at its max wait with nothing new; a Fetch in the session with data to read is
+    answered as it arrives. The answers and the session's state are the full path's (a
+    second broker, the same session id drawn, served without the fast path)."""
+    async def go():
+        brokers = [await start_broker(tmp_path, "fast"), await start_broker(tmp_path, "full")]
+        try:
+            parked, now = _count_at_once(brokers[0])
+            for b in brokers:
+                b.fetch_sessions._rng = random.Random(5)
+            ids = [b.cache.topic(TOPIC).topic_id if version >= 13 else None for b in brokers]
+
+            def frames(n, offset, epoch, **kwargs):
+                return [fetch_frame(version, n, offset, tid, session_id=sid,
+                                    session_epoch=epoch, **kwargs) for tid in ids]
+            sid = 0
+            opened = [await answer(b, f, fast=False)
+                      for b, f in zip(brokers, frames(1, 0, 0), strict=True)]
+            sid = parse_response(1, version, opened[0][4:]).session_id
+            out = []
+            for n, (offset, epoch, kwargs, produce) in enumerate([
+                    (0, 1, {"max_wait_ms": 30_000}, True),  # parked, woken by a Produce
+                    (1, 2, {"max_wait_ms": 100}, False),  # parked, nothing new: max wait
+                    (0, 3, {"no_partition": True, "max_wait_ms": 100}, False),
+                    (0, 4, {"max_wait_ms": 30_000}, False),  # data to read: at once
+            ], start=2):
+                fast_frame, full_frame = frames(n, offset, epoch, **kwargs)
+                waiting = asyncio.ensure_future(_answers(brokers[0], [fast_frame], 1))
+                full = asyncio.ensure_future(answer(brokers[1], full_frame, fast=False))
+                await asyncio.sleep(0.1)
+                if produce:
+                    frame = produce_frame(9, n)
+                    await _answers(brokers[0], [frame], 1)
+                    await answer(brokers[1], frame, fast=False)
+                (served,) = await asyncio.wait_for(waiting, 5)
+                out.append((served, (await full)[4:]))
+            sessions = [[(s.id, s.epoch, [(p.fetch_offset, p.high_watermark)
+                                          for p in s.partitions.values()])
+                         for s in b.fetch_sessions._sessions.values()] for b in brokers]
+            return parked, now, out, sessions, ids
+        finally:
+            for b in brokers:
+                await b.shutdown()
+
+    parked, now, out, sessions, ids = run(go())
+    assert parked == [2, 3, 4] and now == [5]
+    for served, full in out:
+        assert served == (full.replace(ids[1].bytes, ids[0].bytes) if ids[0] else full)
+    assert b"v2" in out[0][0] and b"v2" in out[3][0]
+    assert sessions[0] == sessions[1] and sessions[0][0][1] == 5
