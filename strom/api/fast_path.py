@@ -9,7 +9,8 @@ and tables; and on a small machine that code, run once per wake-up, is also what
 of the CPU's caches between requests (see docs/performance.md, "fast path").
 
 `FastPath` reads exactly these shapes from the frame (Produce v3-v12: no transactional id,
-acks 0 or 1, one topic with one partition and its records; Fetch v4-v17: a consumer's fetch
+acks 0, 1 or -1, one topic with one partition and its records, acks=-1 only where this
+broker is the partition's whole ISR, so that the append itself completes it; Fetch v4-v17: a consumer's fetch
 of one partition, nothing forgotten, no tagged fields in the request body, either
 sessionless or incremental in a session of that one partition at the epoch the session
 expects, naming that partition or none) and calls what the handlers call:
@@ -190,9 +191,9 @@ class FastPath:
         if pos + 6 > end:
             return None
         acks = _I16.unpack_from(frame, pos)[0]
-        if acks not in (0, 1):
+        if acks not in (0, 1, -1):
             return None
-        pos += 6  # acks, timeout_ms (unused by acks 0 and 1)
+        pos += 6  # acks, timeout_ms (unused: `append_plain` takes no acks=-1 it must wait for)
         n, pos = _count(frame, pos, end, flexible)
         if n != 1:
             return None

@@ -343,13 +343,17 @@ class ReplicaManager:
     def append_plain(self, topic: str, partition: int, data: bytes | memoryview, acks: int
                      ) -> tuple[AppendResult, Partition] | None:
         """`append_produced` for the plain case, on the loop: a client's batch (acks 0 or
-        1) for a partition led here, not transactional, that needs no record-level work.
+        1, or -1 when this broker is the partition's whole ISR: the append moves the high
+        watermark over the batch, so `wait_for_replication` would have nothing to wait for)
+        for a partition led here, not transactional, that needs no record-level work.
         None, with nothing done (nor counted), for anything else: the caller then takes the
         full path. A KafkaError is raised as `append_produced` raises it, before anything
         is written or counted (the full path, taken then, counts the failed request)."""
-        if acks not in (0, 1) or topic in INTERNAL_TOPICS:
+        if acks not in (0, 1, -1) or topic in INTERNAL_TOPICS:
             return None
         p = self.leader_partition(topic, partition)
+        if acks == -1 and p.isr != (self.broker_id,):
+            return None
         batch = bytearray(data)
         config = p.log.config
         header = validate_header(batch, config, self.clock.now_ms())

@@ -125,12 +125,12 @@ def run(coro):
 
 
 def produce_frames() -> list[bytes]:
-    """Every served version, acks 0 and 1, a few client ids; and shapes the fast path
+    """Every served version, acks 0, 1 and -1, a few client ids; and shapes the fast path
     leaves to the full path."""
     frames = []
     cid = 0
     for version in PRODUCE_VERSIONS:
-        for acks in (1, 1, 0, 1):
+        for acks in (1, 1, 0, 1, -1):
             cid += 1
             frames.append(produce_frame(version, cid, acks=acks, partition=cid % 2))
         cid += 1
@@ -138,7 +138,7 @@ def produce_frames() -> list[bytes]:
         cid += 1
         frames.append(produce_frame(version, cid, client_id="\u00e9t\u00e9"))
     cid += 1
-    for kwargs in ({"acks": -1}, {"acks": 2}, {"partitions": 2}, {"topic": "missing"},
+    for kwargs in ({"acks": -2}, {"acks": 2}, {"partitions": 2}, {"topic": "missing"},
                    {"partition": 7}, {"topic": "__consumer_offsets"},
                    {"topic": "compacted"}, {"records": b""},
                    {"records": b"\0" * 70}, {"transactional_id": "tx"}):
@@ -178,20 +178,29 @@ def test_the_common_produce_shapes_take_the_fast_path(tmp_path):
             taken = []
             for version in PRODUCE_VERSIONS:
                 await answer(broker, produce_frame(version, 1), fast=False)  # the template
-                for acks in (0, 1):
+                for acks in (0, 1, -1):
                     answered = fast.produce(produce_frame(version, 2, acks=acks)) is not None
                     # v3 and v4 answers have no log start offset: no template to patch
                     taken.append(answered == (acks == 0 or version >= 5))
             refused = [fast.produce(produce_frame(9, 3, **kwargs)) for kwargs in (
-                {"acks": -1}, {"partitions": 2}, {"transactional_id": "tx"},
+                {"acks": 2}, {"partitions": 2}, {"transactional_id": "tx"},
                 {"topic": "compacted"}, {"topic": "append-time"}, {"topic": "missing"})]
-            return taken, refused
+            # acks=-1 where another replica is in the ISR: the full path waits for it
+            p = broker.replicas.partitions[(TOPIC, 0)]
+            end, isr = p.log.log_end_offset, p.isr
+            p.isr = (*isr, 99)
+            try:
+                refused.append(fast.produce(produce_frame(9, 4, acks=-1)))
+            finally:
+                p.isr = isr
+            return taken, refused, p.log.log_end_offset - end
         finally:
             await broker.shutdown()
 
-    taken, refused = run(go())
+    taken, refused, appended = run(go())
     assert all(taken)
     assert refused == [None] * len(refused)
+    assert appended == 0
 
 
 def test_fetch_answers_equal_the_full_path(tmp_path):
@@ -923,3 +932,65 @@ def test_a_fetch_in_a_session_parked_as_it_arrives_gets_the_full_paths_answer(
         assert served == (full.replace(ids[1].bytes, ids[0].bytes) if ids[0] else full)
     assert b"v2" in out[0][0] and b"v2" in out[3][0]
     assert sessions[0] == sessions[1] and sessions[0][0][1] == 5
+
+
+def test_idempotent_produces_with_acks_all_get_the_full_paths_answers_in_lockstep(tmp_path):
+    """An idempotent producer's batches (a producer id and sequence numbers, acks=-1 as the
+    Java client and librdkafka with enable.idempotence send them) on the fast path: the
+    next sequence, a retried batch (a duplicate: the first write's offset, nothing
+    written), a gap or a batch overlapping one written (OUT_OF_ORDER_SEQUENCE_NUMBER), a
+    new producer epoch, the old one after it (INVALID_PRODUCER_EPOCH), and
+    NOT_ENOUGH_REPLICAS where min.insync.replicas asks for more than the ISR, all answered
+    as the full path answers them, with the same logs after."""
+    async def go():
+        brokers = [await start_broker(tmp_path, "fast"), await start_broker(tmp_path, "full")]
+        fast = brokers[0].dispatcher.fast_path
+        try:
+            for b in brokers:  # the answer templates, and a producer id on both
+                await answer(b, produce_frame(9, 0, acks=-1), fast=False)
+            now = int(time.time() * 1000)
+
+            def batch(sequence, epoch=0, n=2):
+                return build_batch([NewRecord(b"i%d" % (sequence + i), timestamp=now)
+                                    for i in range(n)], producer_id=4242,
+                                   producer_epoch=epoch, base_sequence=sequence)
+            steps = [batch(0), batch(2), batch(2), batch(0), batch(7), batch(4), batch(4, n=1),
+                     batch(0, epoch=1), batch(2, epoch=0)]
+            out, taken = [], []
+            produce_ = fast.produce
+            fast.produce = lambda f: taken.append(produce_(f)) or taken[-1]
+            for cid, records in enumerate(steps, start=1):
+                frame = produce_frame(9, cid, acks=-1, records=records)
+                out.append([await answer(b, frame, fast=fast_on)
+                            for b, fast_on in zip(brokers, (True, False), strict=True)])
+            # a topic that asks for two in-sync replicas: refused before anything is written
+            for b in brokers:
+                await b.controller.create_topic(NewTopic(
+                    "two-isr", 1, 1, configs={"min.insync.replicas": "2"}))
+            deadline = time.monotonic() + 10
+            while any(("two-isr", 0) not in b.replicas.partitions for b in brokers):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            for b in brokers:
+                await answer(b, produce_frame(9, 50, topic="two-isr"), fast=False)
+            frame = produce_frame(9, 51, acks=-1, topic="two-isr")
+            out.append([await answer(b, frame, fast=fast_on)
+                        for b, fast_on in zip(brokers, (True, False), strict=True)])
+            logs = [[(k, p.log.log_end_offset, p.log.high_watermark)
+                     for k, p in sorted(b.replicas.partitions.items())] for b in brokers]
+            return out, logs, [t is not None for t in taken]
+        finally:
+            for b in brokers:
+                await b.shutdown()
+
+    out, logs, taken = run(go())
+    assert taken[:4] == [True] * 4 and not all(taken)  # the errors: the full path
+    for i, (a, b) in enumerate(out):
+        assert a == b, i
+    assert logs[0] == logs[1]
+    codes = [parse_response(0, 9, a[4:]).responses[0].partition_responses[0].error_code
+             for a, _b in out]
+    assert codes[:4] == [0, 0, 0, 0]  # two writes, then two retries answered as written
+    assert codes[4:] == [ErrorCode.out_of_order_sequence_number, 0,
+                         ErrorCode.out_of_order_sequence_number, 0,
+                         ErrorCode.invalid_producer_epoch, ErrorCode.not_enough_replicas]
