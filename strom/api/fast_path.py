@@ -1,7 +1,7 @@
 """The two commonest requests, served without building the request entity.
 
 A producer with `linger.ms=0` sends one partition's batch per Produce request, and a
-consumer tailing a partition sends a one-partition Fetch after each answer (sessionless from
+consumer tailing its partitions sends a Fetch after each answer (sessionless from
 librdkafka and aiokafka, incremental in a fetch session from kafka-python and the Java
 client). For such a request most of the broker's CPU went to the generic path around the
 work: kio's parse with its length and null checks, the request context, the handler's loops
@@ -10,10 +10,11 @@ of the CPU's caches between requests (see docs/performance.md, "fast path").
 
 `FastPath` reads exactly these shapes from the frame (Produce v3-v12: no transactional id,
 acks 0, 1 or -1, one topic with one partition and its records, acks=-1 only where this
-broker is the partition's whole ISR, so that the append itself completes it; Fetch v4-v17: a consumer's fetch
-of one partition, nothing forgotten, no tagged fields in the request body, either
-sessionless or incremental in a session of that one partition at the epoch the session
-expects, naming that partition or none) and calls what the handlers call:
+broker is the partition's whole ISR, so that the append itself completes it; Fetch v4-v17:
+a consumer's fetch with nothing forgotten and no tagged fields in the request body, either
+sessionless, of one or more partitions (no topic or partition named twice), or
+incremental in a session of one partition at the epoch the session expects, naming that
+partition or none) and calls what the handlers call:
 `ReplicaManager.append_plain` (the plain case of `append_produced`) and the Produce answer's
 template, `ReplicaManager.fetch` and the Fetch encoder; a session is moved on by
 `FetchSessionCache.new_context` and its answer built by `fetch.session_topics`, as the
@@ -267,13 +268,19 @@ class FastPath:
                     (session_id == 0 or session_epoch <= 0):
                 return None  # opens or closes a session: the full path
         n, pos = _count(frame, pos, end, flexible)
-        if n != 1 and (n != 0 or not session_id):
+        if n < 1 and (n != 0 or not session_id):
             return None
-        request = key = None
-        if n:
-            request, key, pos = self._fetch_partition(frame, pos, end, version, flexible)
-            if request is None:
-                return None
+        requests: list[FetchPartitionRequest] = []
+        key = None
+        names: set[str] = set()
+        for _ in range(n):
+            key, pos = self._fetch_topic(frame, pos, end, version, flexible, requests)
+            if key is None or requests[-1].topic in names:
+                return None  # an unknown topic id, or a topic named twice
+            names.add(requests[-1].topic)
+        if len(requests) > 1 and (session_id or len(requests) != len(
+                {(r.topic, r.partition) for r in requests})):
+            return None  # a session of several partitions, or a partition named twice
         if version >= 7:
             n, pos = _count(frame, pos, end, flexible)  # forgotten_topics_data: none
             if n != 0:
@@ -287,19 +294,20 @@ class FastPath:
         if pos > end:
             return None
         if session_id:
-            return self._in_session(version, correlation_id, session_id, session_epoch, request,
-                                    key, max_bytes, min_bytes, max_wait_ms, isolation_level)
-        return (version, correlation_id, request, max_bytes, min_bytes, max_wait_ms,
+            return self._in_session(version, correlation_id, session_id, session_epoch,
+                                    requests[0] if requests else None, key, max_bytes,
+                                    min_bytes, max_wait_ms, isolation_level)
+        return (version, correlation_id, requests, max_bytes, min_bytes, max_wait_ms,
                 isolation_level, None)
 
-    def _fetch_partition(self, frame, pos: int, end: int, version: int, flexible: bool
-                         ) -> tuple[FetchPartitionRequest | None, object, int]:
-        """The one topic with one partition of a Fetch: (request, the topic's key in a
-        session: its id from v13, else its name, position after it); (None, None, pos)
-        for any other shape or an unknown topic id."""
+    def _fetch_topic(self, frame, pos: int, end: int, version: int, flexible: bool,
+                     requests: list[FetchPartitionRequest]) -> tuple[object, int]:
+        """One topic of a Fetch, its partitions appended to `requests`: (the topic's key in
+        a session: its id from v13, else its name; the position after it); (None, pos)
+        for an unknown topic id or a topic with no partition."""
         if version >= 13:
             if pos + 16 > end:
-                return None, None, pos
+                return None, pos
             raw = bytes(frame[pos:pos + 16])
             topic_id = self._topic_ids.get(raw)
             if topic_id is None:
@@ -309,36 +317,42 @@ class FastPath:
             pos += 16
             info = self.services.cache.topic_by_id(topic_id)
             if info is None:
-                return None, None, pos
+                return None, pos
             topic = info.name
             key = topic_id
         else:
             topic, pos = _string(frame, pos, end, flexible)
             key = topic
         n, pos = _count(frame, pos, end, flexible)
-        if n != 1 or pos + 4 > end:
-            return None, None, pos
-        partition = _I32.unpack_from(frame, pos)[0]
-        pos += 4
-        leader_epoch = -1
-        if version >= 9:
-            leader_epoch = _I32.unpack_from(frame, pos)[0]
+        if n < 1:
+            return None, pos
+        for _ in range(n):
+            if pos + 4 > end:
+                raise _Unread
+            partition = _I32.unpack_from(frame, pos)[0]
             pos += 4
-        fetch_offset = _I64.unpack_from(frame, pos)[0]
-        pos += 8
-        if version >= 12:
-            pos += 4  # last_fetched_epoch: for followers
-        log_start_offset = -1
-        if version >= 5:
-            log_start_offset = _I64.unpack_from(frame, pos)[0]
+            leader_epoch = -1
+            if version >= 9:
+                leader_epoch = _I32.unpack_from(frame, pos)[0]
+                pos += 4
+            fetch_offset = _I64.unpack_from(frame, pos)[0]
             pos += 8
-        partition_max_bytes = _I32.unpack_from(frame, pos)[0]
-        pos += 4
-        if flexible:  # the partition's and the topic's tagged fields
-            for _ in range(2):
+            if version >= 12:
+                pos += 4  # last_fetched_epoch: for followers
+            log_start_offset = -1
+            if version >= 5:
+                log_start_offset = _I64.unpack_from(frame, pos)[0]
+                pos += 8
+            partition_max_bytes = _I32.unpack_from(frame, pos)[0]
+            pos += 4
+            if flexible:  # the partition's tagged fields
                 _n, pos = _skip_tags(frame, pos, end)
-        return FetchPartitionRequest(topic, partition, fetch_offset, partition_max_bytes,
-                                     leader_epoch, log_start_offset), key, pos
+            requests.append(FetchPartitionRequest(topic, partition, fetch_offset,
+                                                  partition_max_bytes, leader_epoch,
+                                                  log_start_offset))
+        if flexible:  # the topic's tagged fields
+            _n, pos = _skip_tags(frame, pos, end)
+        return key, pos
 
     def _in_session(self, version: int, correlation_id: int, session_id: int, epoch: int,
                     request: FetchPartitionRequest | None, key: object, max_bytes: int,
@@ -370,26 +384,40 @@ class FastPath:
             request = FetchPartitionRequest(name, cached.partition, cached.fetch_offset,
                                             cached.max_bytes, cached.leader_epoch,
                                             cached.log_start_offset)
-        return (version, correlation_id, request, max_bytes, min_bytes, max_wait_ms,
+        return (version, correlation_id, [request], max_bytes, min_bytes, max_wait_ms,
                 isolation_level, SessionFetch(self.services.fetch_sessions, session_id, epoch,
                                               entry, by_id))
 
-    async def fetch(self, version: int, correlation_id: int, request: FetchPartitionRequest,
-                    max_bytes: int, min_bytes: int, max_wait_ms: int, isolation_level: int,
-                    session: SessionFetch | None) -> RawResponse:
-        """The answer to a request `fetch_request` read (the handler's, for one partition)."""
+    async def fetch(self, version: int, correlation_id: int,
+                    requests: list[FetchPartitionRequest], max_bytes: int, min_bytes: int,
+                    max_wait_ms: int, isolation_level: int, session: SessionFetch | None
+                    ) -> RawResponse:
+        """The answer to a request `fetch_request` read (the handler's)."""
         context = session.context() if session is not None else None
         if isinstance(context, SessionError):
             return self._session_error(version, correlation_id, context)
-        results = await self.services.replicas.fetch([request], max_bytes, min_bytes,
+        results = await self.services.replicas.fetch(requests, max_bytes, min_bytes,
                                                      max_wait_ms, -1, isolation_level)
-        return self._answer(version, correlation_id, request, results[0], isolation_level,
+        return self._answer(version, correlation_id, requests, results, isolation_level,
                             context)
 
-    def _answer(self, version: int, correlation_id: int, request: FetchPartitionRequest,
-                result: FetchPartitionResult, isolation_level: int,
-                context: IncrementalContext | None = None) -> RawResponse:
+    def _answer(self, version: int, correlation_id: int,
+                requests: list[FetchPartitionRequest], results: list[FetchPartitionResult],
+                isolation_level: int, context: IncrementalContext | None = None
+                ) -> RawResponse:
         cache = self.services.cache
+        if len(requests) > 1:  # the handler's answer: topics and partitions as asked
+            topics: list[fetch_response.FetchTopicData] = []
+            for request, result in zip(requests, results, strict=True):
+                if not topics or topics[-1].name != request.topic:
+                    info = cache.topic(request.topic)
+                    topics.append(fetch_response.FetchTopicData(
+                        request.topic, info.topic_id if info else None, []))
+                topics[-1].partitions.append(partition_data(cache, result, isolation_level))
+            parts, size = fetch_response.encode(version, correlation_id, 0, ErrorCode.none, 0,
+                                                topics)
+            return RawResponse(parts, size)
+        request, result = requests[0], results[0]
         info = cache.topic(request.topic)
         session_id = 0
         if context is not None:  # the handler's session answer: this partition if it changed
@@ -437,7 +465,7 @@ class FastPath:
         wakes the partition's fetches (an append, a high watermark move, a change of
         leader), as it does, or by the max wait's timer. An unexpected error here is
         raised."""
-        version, correlation_id, request, _max_bytes, min_bytes, max_wait_ms, \
+        version, correlation_id, requests, _max_bytes, min_bytes, max_wait_ms, \
             isolation_level, session = read
         context = None
         if session is not None:
@@ -446,7 +474,7 @@ class FastPath:
                 return self._session_error(version, correlation_id, context)
         fetch = ParkedFetch(self, read, answer, max_wait_ms / 1000, context)
         if min_bytes > 0 and max_wait_ms > 0 and \
-                self.services.replicas.all_at_end([request], isolation_level):
+                self.services.replicas.all_at_end(requests, isolation_level):
             fetch.park(max_wait_ms / 1000)  # nothing to read yet: no read first
             return fetch
         response = fetch.respond(False)
@@ -496,24 +524,24 @@ class ParkedFetch:
         self.parked: ParkedCall | None = None
 
     def park(self, timeout_s: float) -> None:
-        request = self.read[2]
         self.parked = self.fast_path.services.replicas.park(
-            (request.topic, request.partition), timeout_s, self._woken)
+            tuple((r.topic, r.partition) for r in self.read[2]), timeout_s, self._woken)
 
     def respond(self, expired: bool) -> RawResponse | None:
         """Read; the answer, or None when parked again (short of min_bytes, time left)."""
-        version, correlation_id, request, max_bytes, min_bytes, _wait, isolation_level, \
+        version, correlation_id, requests, max_bytes, min_bytes, _wait, isolation_level, \
             _session = self.read
         replicas = self.fast_path.services.replicas
-        result = replicas.read_all([request], max_bytes, -1, isolation_level)[0]
-        if not expired and result.size < min_bytes and result.error is None:
+        results = replicas.read_all(requests, max_bytes, -1, isolation_level)
+        if not expired and sum(r.size for r in results) < min_bytes and \
+                not any(r.error for r in results):
             timeout_s = self.deadline - self._loop.time()
             if timeout_s > 0:
                 self.park(timeout_s)
                 return None
         if replicas.stats.enabled:
-            replicas.count_fetch([result], -1)
-        return self.fast_path._answer(version, correlation_id, request, result,
+            replicas.count_fetch(results, -1)
+        return self.fast_path._answer(version, correlation_id, requests, results,
                                       isolation_level, self.context)
 
     def _woken(self, expired: bool) -> None:

@@ -8,9 +8,9 @@ are available the request parks (without blocking the loop) until an append to o
 partitions or max_wait_ms. Records are sent as file slices (zero-copy where the loop allows).
 Fetch sessions (KIP-227, strom.api.fetch_session): session_epoch -1 is a sessionless full
 fetch (the common path, kept lean: librdkafka and aiokafka always fetch so; strom's
-follower fetcher opens a session, as Kafka's; strom.api.fast_path serves a sessionless
-fetch of one partition, and an incremental one in a consumer's session of one partition
-with `session_topics` below); epoch 0 opens a session (session_id in the response, 0 when
+follower fetcher opens a session, as Kafka's; strom.api.fast_path serves a consumer's
+sessionless fetch, and an incremental one in a consumer's session of one partition with
+`session_topics` below); epoch 0 opens a session (session_id in the response, 0 when
 the cache is full); a later epoch must be the session's expected one (else INVALID_FETCH_SESSION_EPOCH;
 an unknown session FETCH_SESSION_ID_NOT_FOUND, a v12 request in a v13 session or the
 reverse FETCH_SESSION_TOPIC_ID_ERROR), carries only changed partitions and

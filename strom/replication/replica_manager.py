@@ -649,15 +649,16 @@ class ReplicaManager:
             if expired:
                 return self.read_all(requests, max_bytes, replica_id, isolation_level)
 
-    def park(self, tp: TopicPartition, timeout_s: float, woken: Callable[[bool], None]
-             ) -> ParkedCall:
-        """A consumer's fetch of `tp` parked without a task, as `_fetch` parks one:
+    def park(self, tps: tuple[TopicPartition, ...], timeout_s: float,
+             woken: Callable[[bool], None]) -> ParkedCall:
+        """A consumer's fetch of `tps` parked without a task, as `_fetch` parks one:
         `woken(expired)` is called once data arrives or the partition changes (False), on
         the spot, by the code that wakes the partition's fetches (an append, a high
         watermark move: the consumer's answer needs no further turn of the loop), or once
         `timeout_s` has passed (True). `cancel()` unparks it without a call."""
-        call = ParkedCall(woken, tp, self._waiters)
-        self._waiters[tp].add(call)
+        call = ParkedCall(woken, tps, self._waiters)
+        for tp in tps:
+            self._waiters[tp].add(call)
         call.timer = self.loop().call_later(timeout_s, call.set_result, True)
         return call
 
@@ -750,13 +751,13 @@ class ParkedCall:
     calling its `woken` there and then rather than a loop turn later. Called once at most;
     an error in `woken` is logged, never raised into the code that woke it."""
 
-    __slots__ = ("woken", "timer", "tp", "waiters")
+    __slots__ = ("woken", "timer", "tps", "waiters")
 
-    def __init__(self, woken: Callable[[bool], None], tp: TopicPartition,
+    def __init__(self, woken: Callable[[bool], None], tps: tuple[TopicPartition, ...],
                  waiters: dict[TopicPartition, set]) -> None:
         self.woken: Callable[[bool], None] | None = woken
         self.timer: asyncio.TimerHandle | None = None
-        self.tp = tp
+        self.tps = tps
         self.waiters = waiters
 
     def done(self) -> bool:
@@ -771,14 +772,15 @@ class ParkedCall:
         try:
             woken(expired is True)
         except Exception:
-            log.exception("Answering a parked fetch of %s-%d failed", *self.tp)
+            log.exception("Answering a parked fetch of %s failed",
+                          ", ".join(f"{t}-{p}" for t, p in self.tps))
 
     def cancel(self) -> None:
         """Unpark without a call (the connection closed)."""
         self.woken = None
         if self.timer is not None:
             self.timer.cancel()
-        _unpark(self.waiters, (self.tp,), self)
+        _unpark(self.waiters, self.tps, self)
 
 
 def _expire(fut: asyncio.Future) -> None:

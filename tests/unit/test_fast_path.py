@@ -61,19 +61,26 @@ def fetch_frame(version: int, correlation_id: int, offset: int, topic_id=None, *
                 topic: str = TOPIC, partition: int = 0, replica_id: int = -1,
                 session_id: int = 0, session_epoch: int = -1, max_wait_ms: int = 0,
                 isolation_level: int = 0, forgotten: bool = False, min_bytes: int = 1,
-                no_partition: bool = False) -> bytes:
+                no_partition: bool = False, partitions: tuple[int, ...] | None = None,
+                more_topics: tuple = ()) -> bytes:
+    """One topic's `partition` (or `partitions`, all at `offset`), then `more_topics`:
+    (name, topic id, partitions) each."""
     mod = request_module(1, version)
-    part = make(mod.FetchPartition, partition=partition, current_leader_epoch=-1,
-                fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
-                partition_max_bytes=1 << 20)
+
+    def parts(indexes):
+        return tuple(make(mod.FetchPartition, partition=i, current_leader_epoch=-1,
+                          fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
+                          partition_max_bytes=1 << 20) for i in indexes)
     forgotten_topics = (make(mod.ForgottenTopic, topic=topic, topic_id=topic_id,
                              partitions=(1,)),) if forgotten else ()
     req = make(request_schema(1, version), replica_id=replica_id,
                max_wait=datetime.timedelta(milliseconds=max_wait_ms), min_bytes=min_bytes,
                max_bytes=52428800, isolation_level=isolation_level, session_id=session_id,
                session_epoch=session_epoch, rack_id="", forgotten_topics_data=forgotten_topics,
-               topics=() if no_partition else (make(mod.FetchTopic, topic=topic,
-                                                    topic_id=topic_id, partitions=(part,)),))
+               topics=() if no_partition else tuple(
+                   make(mod.FetchTopic, topic=name, topic_id=tid, partitions=parts(indexes))
+                   for name, tid, indexes in ((topic, topic_id, partitions or (partition,)),
+                                              *more_topics)))
     return encode_request(correlation_id, "rdkafka", req)[4:]
 
 
@@ -208,9 +215,13 @@ def test_fetch_answers_equal_the_full_path(tmp_path):
         broker = await start_broker(tmp_path, "a")
         fast = broker.dispatcher.fast_path
         topic_id = broker.cache.topic(TOPIC).topic_id
+        ids = {name: broker.cache.topic(name).topic_id for name in (TOPIC, "append-time")}
         try:
             for i in range(5):
                 await answer(broker, produce_frame(9, i), fast=True)
+                await answer(broker, produce_frame(9, 20 + i, partition=1), fast=True)
+                await answer(broker, produce_frame(9, 40 + i, topic="append-time",
+                                                   partition=i % 2), fast=False)
             frames, expect_fast = [], []
             for version in FETCH_VERSIONS:
                 tid = topic_id if version >= 13 else None
@@ -221,6 +232,18 @@ def test_fetch_answers_equal_the_full_path(tmp_path):
                 expect_fast.append(True)
                 frames.append(fetch_frame(version, 8, 0, tid, partition=5))
                 expect_fast.append(True)
+                # several partitions, in any order, of one topic or more
+                other = ("append-time", ids["append-time"] if version >= 13 else None, (1, 0))
+                for kwargs in ({"partitions": (0, 1)}, {"partitions": (1, 0)},
+                               {"partitions": (0, 1, 5)}, {"more_topics": (other,)}):
+                    for offset in (0, 3):
+                        frames.append(fetch_frame(version, 12, offset, tid, **kwargs))
+                        expect_fast.append(True)
+                # a partition or a topic named twice: the full path
+                for kwargs in ({"partitions": (0, 0)},
+                               {"more_topics": ((TOPIC, tid, (1,)),)}):
+                    frames.append(fetch_frame(version, 13, 0, tid, **kwargs))
+                    expect_fast.append(False)
                 others = [{"replica_id": 2}] if version < 15 else []
                 if version >= 7:
                     others += [{"session_epoch": 0}, {"session_id": 5, "session_epoch": 1},
@@ -281,7 +304,10 @@ def test_every_prefix_and_many_mutations_agree_with_the_full_path(tmp_path):
                 for broker in (fast_broker, full_broker):
                     await answer(broker, frame, fast=False)
             bases = [produce_frame(v, 1) for v in (3, 8, 9, 12)]
-            fetches = [fetch_frame(v, 1, 0) for v in (4, 7, 11, 12)]
+            fetches = [fetch_frame(v, 1, 0) for v in (4, 7, 11, 12)] + [
+                fetch_frame(v, 1, 0, partitions=(1, 0), more_topics=(("append-time", None,
+                                                                       (0,)),))
+                for v in (4, 12)]
             for frame in bases:
                 for cut in range(len(frame)):
                     assert fast.produce(frame[:cut]) is None, (cut, frame.hex())
@@ -994,3 +1020,34 @@ def test_idempotent_produces_with_acks_all_get_the_full_paths_answers_in_lockste
     assert codes[4:] == [ErrorCode.out_of_order_sequence_number, 0,
                          ErrorCode.out_of_order_sequence_number, 0,
                          ErrorCode.invalid_producer_epoch, ErrorCode.not_enough_replicas]
+
+
+@pytest.mark.parametrize("version", [4, 12, 13])
+def test_a_tailing_fetch_of_several_partitions_is_parked_on_all_and_woken_by_any(
+        tmp_path, version):
+    """A consumer tailing two partitions (one Fetch for both, as librdkafka sends it) is
+    parked as its Fetch arrives under both; a Produce to either wakes it, its answer is the
+    full path's, and it leaves no waiter under the other partition."""
+    async def go():
+        broker = await start_broker(tmp_path, "a")
+        try:
+            parked, _now = _count_at_once(broker)
+            tid = broker.cache.topic(TOPIC).topic_id if version >= 13 else None
+            frame = fetch_frame(version, 1, 0, tid, partitions=(0, 1), max_wait_ms=30_000)
+            waiting = asyncio.ensure_future(_answers(broker, [frame], 1))
+            await asyncio.sleep(0.2)
+            early = waiting.done()
+            while_parked = {k: len(v) for k, v in broker.replicas._waiters.items()}
+            await _answers(broker, [produce_frame(9, 2, partition=1)], 1)
+            (woken,) = await asyncio.wait_for(waiting, 5)
+            full = await answer(broker, fetch_frame(version, 1, 0, tid, partitions=(0, 1)),
+                                fast=False)
+            return parked, early, while_parked, woken, full[4:], dict(broker.replicas._waiters)
+        finally:
+            await broker.shutdown()
+
+    parked, early, while_parked, woken, full, after = run(go())
+    assert parked == [1] and not early
+    assert while_parked == {(TOPIC, 0): 1, (TOPIC, 1): 1}
+    assert woken == full and b"v2" in woken
+    assert after == {}

@@ -271,7 +271,7 @@ def test_a_fetch_parked_without_a_task_is_answered_by_the_append_itself(tmp_path
     calls = []
 
     async def go():
-        rm.park(("t", 0), 60, calls.append)
+        rm.park((("t", 0),), 60, calls.append)
         assert calls == [] and len(rm._waiters[("t", 0)]) == 1
         rm.append("t", 0, batch(), acks=1)
         woken_by_append = list(calls)
@@ -288,11 +288,11 @@ def test_a_fetch_parked_without_a_task_expires_or_is_cancelled_without_a_trace(t
     calls = []
 
     async def go():
-        rm.park(("t", 0), 0.05, calls.append)
+        rm.park((("t", 0),), 0.05, calls.append)
         await asyncio.sleep(0.3)
         expired = list(calls)
         after_expiry = dict(rm._waiters)
-        cancelled = rm.park(("t", 0), 0.05, calls.append)
+        cancelled = rm.park((("t", 0),), 0.05, calls.append)
         cancelled.cancel()
         after_cancel = dict(rm._waiters)
         await asyncio.sleep(0.3)
@@ -313,8 +313,8 @@ def test_an_error_answering_a_parked_fetch_does_not_fail_the_append_that_woke_it
         raise RuntimeError("a bug")
 
     async def go():
-        rm.park(("t", 0), 60, broken)
-        rm.park(("t", 0), 60, calls.append)  # a second waiter is still woken
+        rm.park((("t", 0),), 60, broken)
+        rm.park((("t", 0),), 60, calls.append)  # a second waiter is still woken
         result = rm.append("t", 0, batch(), acks=1)
         return result, rm.read_partition(fetch_req(0), 1 << 20, min_one=True)
 
