@@ -467,6 +467,7 @@ def _execute(cluster: _Cluster, args) -> int:
 
 
 WAIT_POLL_S = 0.5
+METADATA_GRACE_S = 5.0  # --wait: how long a finished move may take to show in Metadata
 
 
 def _wait(cluster: _Cluster, partitions: set[TopicPartition], timeout_ms: int) -> None:
@@ -494,7 +495,17 @@ def _verify(cluster: _Cluster, args) -> int:
     if args.wait and args.verify:
         _wait(cluster, set(targets), args.wait_timeout_ms)
     ongoing = cluster.list_reassignments()
-    assignments = cluster.replicas({tp[0] for tp in targets if tp not in ongoing})
+    finished = {tp: want for tp, want in targets.items() if tp not in ongoing}
+    assignments = cluster.replicas({tp[0] for tp in finished})
+    if args.wait:
+        # the controller drops a finished move before every broker's metadata shows its
+        # replica set: give the answering broker a few seconds to catch up
+        deadline = time.monotonic() + METADATA_GRACE_S
+        while time.monotonic() < deadline and any(
+                (assignments.get(tp[0]) or {}).get(tp[1], []) != want
+                for tp, want in finished.items()):
+            time.sleep(WAIT_POLL_S)
+            assignments = cluster.replicas({tp[0] for tp in finished})
     print("Status of partition reassignment:")
     for tp in sorted(targets):
         if tp in ongoing:
