@@ -395,7 +395,7 @@ class FastPath:
         """The answer to a request `fetch_request` read (the handler's)."""
         context = session.context() if session is not None else None
         if isinstance(context, SessionError):
-            return self._session_error(version, correlation_id, context)
+            return fetch.session_error_response(version, correlation_id, context)
         results = await self.services.replicas.fetch(requests, max_bytes, min_bytes,
                                                      max_wait_ms, -1, isolation_level)
         return self._answer(version, correlation_id, requests, results, isolation_level,
@@ -450,11 +450,6 @@ class FastPath:
                                             topics)
         return RawResponse(parts, size)
 
-    @staticmethod
-    def _session_error(version: int, correlation_id: int, error: SessionError) -> RawResponse:
-        parts, size = fetch_response.encode(version, correlation_id, 0, error.error_code, 0, [])
-        return RawResponse(parts, size)
-
     def serve_at_once(self, read: tuple, answer: Callable[[RawResponse | None], None]
                       ) -> ParkedFetch | RawResponse:
         """A fetch `fetch_request` read, served without a task: its answer when it can be
@@ -471,14 +466,14 @@ class FastPath:
         if session is not None:
             context = session.context()
             if isinstance(context, SessionError):
-                return self._session_error(version, correlation_id, context)
-        fetch = ParkedFetch(self, read, answer, max_wait_ms / 1000, context)
+                return fetch.session_error_response(version, correlation_id, context)
+        parked = ParkedFetch(self, read, answer, max_wait_ms / 1000, context)
         if min_bytes > 0 and max_wait_ms > 0 and \
                 self.services.replicas.all_at_end(requests, isolation_level):
-            fetch.park(max_wait_ms / 1000)  # nothing to read yet: no read first
-            return fetch
-        response = fetch.respond(False)
-        return fetch if response is None else response
+            parked.park(max_wait_ms / 1000)  # nothing to read yet: no read first
+            return parked
+        response = parked.respond(False)
+        return parked if response is None else response
 
 
 class SessionFetch:

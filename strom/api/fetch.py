@@ -175,9 +175,7 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
     context = ctx.broker.fetch_sessions.new_context(
         request.session_id, request.session_epoch, replica_id >= 0, by_id, entries, forgotten)
     if isinstance(context, SessionError):
-        parts, size = fetch_response.encode(ctx.version, ctx.header.correlation_id, 0,
-                                            context.error_code, 0, [])
-        return RawResponse(parts, size)
+        return session_error_response(ctx.version, ctx.header.correlation_id, context)
     partitions = context.partitions()
     names: list[str | None] = []
     wanted: list[FetchPartitionRequest] = []
@@ -201,6 +199,14 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
     topics = session_topics(cache, context, partitions, names, by_tp, denied,
                             request.isolation_level, by_id)
     return _framed(ctx, replica_id, context.error_code, context.session_id, topics)
+
+
+def session_error_response(version: int, correlation_id: int, error: SessionError
+                           ) -> RawResponse:
+    """The answer to a fetch that names a session it cannot use: the error alone (shared
+    with the fast path, strom.api.fast_path)."""
+    parts, size = fetch_response.encode(version, correlation_id, 0, error.error_code, 0, [])
+    return RawResponse(parts, size)
 
 
 def session_topics(cache, context, partitions: list[PartitionRequest], names: list[str | None],
