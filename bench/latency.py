@@ -3,7 +3,8 @@
 
 The scenario of issue 17, run against strom and (when installed) Tansu in one run:
 
-- one single-partition topic per broker;
+- one single-partition topic per broker (`--partitions` N: N partitions, record i sent to
+  partition i mod N, the consumer assigned to all of them);
 - a confluent-kafka producer with `linger.ms=0`, `acks=1` sends one record (`--size` bytes)
   every `1/--rate` seconds (2,000 requests/s by default), so every record is its own
   Produce request;
@@ -71,32 +72,33 @@ def pct(vals, p):
     return round(vals[k], 3)
 
 
-def create_topic(bootstrap, topic):
+def create_topic(bootstrap, topic, partitions=1):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    fut = admin.create_topics([NewTopic(topic, 1, 1)])[topic]
+    fut = admin.create_topics([NewTopic(topic, partitions, 1)])[topic]
     fut.result(timeout=30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         md = admin.list_topics(topic, timeout=5)
         t = md.topics.get(topic)
-        if t is not None and t.error is None and t.partitions and \
-                t.partitions[0].leader >= 0:
+        if t is not None and t.error is None and len(t.partitions) == partitions and \
+                all(p.leader >= 0 for p in t.partitions.values()):
             return
         time.sleep(0.05)
     raise RuntimeError(f"topic {topic} has no leader after 30 s")
 
 
 class ConfluentTail:
-    """confluent-kafka's consumer tailing partition 0 from its end."""
+    """confluent-kafka's consumer tailing the topic's partitions from their ends."""
 
-    def __init__(self, bootstrap, topic, conf):
+    def __init__(self, bootstrap, topic, conf, partitions=1):
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": "latency-bench",
             "enable.auto.commit": False, "fetch.wait.max.ms": 500, "fetch.min.bytes": 1,
             **dict(kv.split("=", 1) for kv in conf),
         })
-        lo, hi = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        self.consumer.assign([TopicPartition(topic, 0, hi)])
+        self.consumer.assign([
+            TopicPartition(topic, i, self.consumer.get_watermark_offsets(
+                TopicPartition(topic, i), timeout=10)[1]) for i in range(partitions)])
 
     def poll(self, timeout_s):
         """The values of the records that came (at most one here)."""
@@ -110,9 +112,10 @@ class ConfluentTail:
 
 
 class KafkaPythonTail:
-    """kafka-python's consumer tailing partition 0 from its end, in a fetch session."""
+    """kafka-python's consumer tailing the topic's partitions from their ends, in a fetch
+    session."""
 
-    def __init__(self, bootstrap, topic, conf):
+    def __init__(self, bootstrap, topic, conf, partitions=1):
         from kafka import KafkaConsumer
         from kafka import TopicPartition as KTopicPartition
         settings = {"fetch_max_wait_ms": 500, "fetch_min_bytes": 1,
@@ -120,10 +123,11 @@ class KafkaPythonTail:
         settings.update((k, ast.literal_eval(v)) for k, v in
                         (kv.split("=", 1) for kv in conf))
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, **settings)
-        tp = KTopicPartition(topic, 0)
-        self.consumer.assign([tp])
-        self.consumer.seek_to_end(tp)
-        self.consumer.position(tp)
+        tps = [KTopicPartition(topic, i) for i in range(partitions)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            self.consumer.position(tp)
 
     def poll(self, timeout_s):
         batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
@@ -140,7 +144,7 @@ def one_run(bootstrap, topic, args, pid):
     """Produce args.msgs records at args.rate while a consumer tails them; returns a dict."""
     n, interval = args.msgs, 1.0 / args.rate
     pad = os.urandom(max(0, args.size - 12))
-    consumer = CONSUMERS[args.consumer](bootstrap, topic, args.consumer_conf)
+    consumer = CONSUMERS[args.consumer](bootstrap, topic, args.consumer_conf, args.partitions)
     settle = time.monotonic() + 1.0  # the first fetches, so we measure the steady state
     while time.monotonic() < settle:
         consumer.poll(0.05)
@@ -179,7 +183,8 @@ def one_run(bootstrap, topic, args, pid):
             late_max[0] = max(late_max[0], (time.perf_counter() - target) * 1000)
             now = time.perf_counter_ns()
             sent_ns[i] = now
-            producer.produce(topic, struct.pack(">qI", now, i) + pad)
+            producer.produce(topic, struct.pack(">qI", now, i) + pad,
+                             partition=i % args.partitions)
             if args.spin_pacing:
                 producer.poll(0)
         producer.flush(30)
@@ -228,7 +233,7 @@ def one_run(bootstrap, topic, args, pid):
     dl = sorted(x / 1e6 for x in delivery_ns if x is not None)
     e2e = sorted(x / 1e6 for x in e2e_ns if x is not None)
     rec = {
-        "consumer": args.consumer, "msgs": n, "rate": args.rate, "size": args.size,
+        "consumer": args.consumer, "partitions": args.partitions, "msgs": n, "rate": args.rate, "size": args.size,
         "delivered": len(dl),
         "received": received, "errors": len(errors), "first_error": errors[0] if errors else None,
         "producer_max_lateness_ms": round(late_max[0], 3), "wall_s": round(wall, 3),
@@ -301,7 +306,7 @@ def bench(name, label, tree, args, tansu, out):
                 log(f"{name}: {info['error']}")
                 return records
             topic = f"latency-{args.stamp}"
-            create_topic(bootstrap, topic)
+            create_topic(bootstrap, topic, args.partitions)
             passes = [False, True] if args.busy else [False]
             for busy in passes:
                 spinner = None
@@ -359,6 +364,9 @@ def main():
     ap.add_argument("--msgs", type=int, default=6000, help="records per run (default 6000)")
     ap.add_argument("--rate", type=float, default=2000.0, help="records per second (2000)")
     ap.add_argument("--size", type=int, default=100, help="record value bytes (100)")
+    ap.add_argument("--partitions", type=int, default=1,
+                    help="partitions of the topic (1); record i goes to partition i mod N "
+                         "and the consumer tails them all")
     ap.add_argument("--busy", action="store_true",
                     help="also run with a process spinning on one core")
     ap.add_argument("--producer-conf", action="append", default=[], metavar="K=V",

@@ -13,18 +13,19 @@ acks 0, 1 or -1, one topic with one partition and its records, acks=-1 only wher
 broker is the partition's whole ISR, so that the append itself completes it; Fetch v4-v17:
 a consumer's fetch with nothing forgotten and no tagged fields in the request body, either
 sessionless, of one or more partitions (no topic or partition named twice), or
-incremental in a session of one partition at the epoch the session expects, naming that
-partition or none) and calls what the handlers call:
+incremental in a session at the epoch the session expects, naming partitions it holds or
+none) and calls what the handlers call:
 `ReplicaManager.append_plain` (the plain case of `append_produced`) and the Produce answer's
 template, `ReplicaManager.fetch` and the Fetch encoder; a session is moved on by
-`FetchSessionCache.new_context` and its answer built by `fetch.session_topics`, as the
-handler does. It answers only when the broker has no authorizer and no client quota (the
+`FetchSessionCache.new_context`, its partitions read as `fetch.session_reads` gives them
+and its answer built by `fetch.session_topics`, as the handler does. It answers only when the broker has no authorizer and no client quota (the
 handlers' work for those is not repeated here); with metrics on, the dispatcher counts its
 requests and `append_plain` its records and bytes, as for the full path. Anything else
 returns None before any work is done, and the dispatcher serves the request as usual:
 another shape or version, a frame it cannot read to the end or whose strings are not
 UTF-8, a null where the handlers would refuse one, a session being opened or closed,
-unknown, at another epoch or holding other partitions, an internal topic, a transactional
+unknown, at another epoch, adding a partition or holding a topic id no longer known, an
+internal topic, a transactional
 or compacted batch, an unknown topic id, a missing Produce answer template, or any
 KafkaError from the append (raised before anything is written; the full path then answers
 with the error). So every answer it gives is the one the handlers give, which
@@ -271,16 +272,17 @@ class FastPath:
         if n < 1 and (n != 0 or not session_id):
             return None
         requests: list[FetchPartitionRequest] = []
-        key = None
+        keys: list[object] = []  # each request's topic key in a session
         names: set[str] = set()
         for _ in range(n):
             key, pos = self._fetch_topic(frame, pos, end, version, flexible, requests)
             if key is None or requests[-1].topic in names:
                 return None  # an unknown topic id, or a topic named twice
             names.add(requests[-1].topic)
-        if len(requests) > 1 and (session_id or len(requests) != len(
-                {(r.topic, r.partition) for r in requests})):
-            return None  # a session of several partitions, or a partition named twice
+            keys += [key] * (len(requests) - len(keys))
+        if len(requests) > 1 and len(requests) != len(
+                {(r.topic, r.partition) for r in requests}):
+            return None  # a partition named twice
         if version >= 7:
             n, pos = _count(frame, pos, end, flexible)  # forgotten_topics_data: none
             if n != 0:
@@ -295,8 +297,8 @@ class FastPath:
             return None
         if session_id:
             return self._in_session(version, correlation_id, session_id, session_epoch,
-                                    requests[0] if requests else None, key, max_bytes,
-                                    min_bytes, max_wait_ms, isolation_level)
+                                    requests, keys, max_bytes, min_bytes, max_wait_ms,
+                                    isolation_level)
         return (version, correlation_id, requests, max_bytes, min_bytes, max_wait_ms,
                 isolation_level, None)
 
@@ -355,56 +357,72 @@ class FastPath:
         return key, pos
 
     def _in_session(self, version: int, correlation_id: int, session_id: int, epoch: int,
-                    request: FetchPartitionRequest | None, key: object, max_bytes: int,
-                    min_bytes: int, max_wait_ms: int, isolation_level: int) -> tuple | None:
-        """An incremental fetch in a consumer's session of one partition, at the epoch the
-        session expects, naming that partition (its new position) or none: what
-        `fetch_request` returns, with the session to continue (`SessionFetch`). None,
-        the session untouched, for anything else (the full path gives the errors)."""
+                    requests: list[FetchPartitionRequest], keys: list[object],
+                    max_bytes: int, min_bytes: int, max_wait_ms: int, isolation_level: int
+                    ) -> tuple | None:
+        """An incremental fetch in a consumer's session, at the epoch the session expects,
+        naming partitions of the session (their new positions) or none: what
+        `fetch_request` returns, with the session to continue (`SessionFetch`) and no
+        partition yet (what is read comes from the session once it has moved on:
+        `SessionFetch.reads`). None, the session untouched, for anything else (a partition
+        added, an unknown topic id in the session: the full path; it gives the errors)."""
         by_id = version >= 13
         session = self.services.fetch_sessions.get(session_id)
         if session is None or session.epoch != epoch or session.uses_topic_ids != by_id or \
-                session.privileged or len(session.partitions) != 1:
+                session.privileged:
             return None
-        ((tp, cached),) = session.partitions.items()
-        entry = None
-        if request is not None:
-            if tp != (key, request.partition):
+        cached = session.partitions
+        entries = []
+        for request, key in zip(requests, keys, strict=True):
+            if (key, request.partition) not in cached:
                 return None
-            entry = PartitionRequest(key, request.partition, request.fetch_offset,
-                                     request.max_bytes, request.current_leader_epoch,
-                                     request.log_start_offset)
-        else:
-            name = cached.key
-            if by_id:
-                info = self.services.cache.topic_by_id(cached.key)
-                if info is None:
+            entries.append(PartitionRequest(key, request.partition, request.fetch_offset,
+                                            request.max_bytes, request.current_leader_epoch,
+                                            request.log_start_offset))
+        if by_id:
+            topic_by_id = self.services.cache.topic_by_id
+            for key, _partition in cached:
+                if topic_by_id(key) is None:
                     return None
-                name = info.name
-            request = FetchPartitionRequest(name, cached.partition, cached.fetch_offset,
-                                            cached.max_bytes, cached.leader_epoch,
-                                            cached.log_start_offset)
-        return (version, correlation_id, [request], max_bytes, min_bytes, max_wait_ms,
+        return (version, correlation_id, None, max_bytes, min_bytes, max_wait_ms,
                 isolation_level, SessionFetch(self.services.fetch_sessions, session_id, epoch,
-                                              entry, by_id))
+                                              entries, by_id))
 
     async def fetch(self, version: int, correlation_id: int,
-                    requests: list[FetchPartitionRequest], max_bytes: int, min_bytes: int,
-                    max_wait_ms: int, isolation_level: int, session: SessionFetch | None
-                    ) -> RawResponse:
+                    requests: list[FetchPartitionRequest] | None, max_bytes: int,
+                    min_bytes: int, max_wait_ms: int, isolation_level: int,
+                    session: SessionFetch | None) -> RawResponse:
         """The answer to a request `fetch_request` read (the handler's)."""
-        context = session.context() if session is not None else None
-        if isinstance(context, SessionError):
-            return fetch.session_error_response(version, correlation_id, context)
+        moved = self._move_on(version, correlation_id, requests, session)
+        if isinstance(moved, RawResponse):
+            return moved
+        context, rows, requests = moved
         results = await self.services.replicas.fetch(requests, max_bytes, min_bytes,
                                                      max_wait_ms, -1, isolation_level)
         return self._answer(version, correlation_id, requests, results, isolation_level,
-                            context)
+                            context, rows)
+
+    def _move_on(self, version: int, correlation_id: int,
+                 requests: list[FetchPartitionRequest] | None, session: SessionFetch | None
+                 ) -> RawResponse | tuple[IncrementalContext | None, tuple | None, list]:
+        """A fetch being served: (None, None, `requests`) without a session; in a session,
+        the session moved on and (its context, the rows its answer is built from, the
+        reads), or the answer to a session it cannot use."""
+        if session is None:
+            return None, None, requests
+        context = session.context()
+        if isinstance(context, SessionError):
+            return fetch.session_error_response(version, correlation_id, context)
+        rows, requests = session.reads(self.services.cache, context)
+        return context, rows, requests
 
     def _answer(self, version: int, correlation_id: int,
                 requests: list[FetchPartitionRequest], results: list[FetchPartitionResult],
-                isolation_level: int, context: IncrementalContext | None = None
-                ) -> RawResponse:
+                isolation_level: int, context: IncrementalContext | None = None,
+                rows: tuple | None = None) -> RawResponse:
+        if context is not None:
+            return self._session_answer(version, correlation_id, results, isolation_level,
+                                        context, rows)
         cache = self.services.cache
         if len(requests) > 1:  # the handler's answer: topics and partitions as asked
             topics: list[fetch_response.FetchTopicData] = []
@@ -419,35 +437,41 @@ class FastPath:
             return RawResponse(parts, size)
         request, result = requests[0], results[0]
         info = cache.topic(request.topic)
-        session_id = 0
-        if context is not None:  # the handler's session answer: this partition if it changed
-            topics = fetch.session_topics(
-                cache, context, context.partitions(), [request.topic],
-                {(request.topic, request.partition): result}, _NONE_DENIED, isolation_level,
-                version >= 13)
-            if context.error_code or not topics:
-                parts, size = fetch_response.encode(version, correlation_id, 0,
-                                                    context.error_code, context.session_id,
-                                                    topics)
-                return RawResponse(parts, size)
-            session_id = context.session_id
         if result.error is None and not isolation_level:  # the commonest answer
             read = result.read
             parts, size = fetch_response.encode_one(
                 version, correlation_id, request.topic, info.topic_id if info else None,
                 request.partition, result.high_watermark, result.last_stable_offset,
-                result.log_start_offset, read.slice if read and read.slice else b"",
-                session_id)
-            return RawResponse(parts, size)
-        if context is not None:
-            parts, size = fetch_response.encode(version, correlation_id, 0, 0, session_id,
-                                                topics)
+                result.log_start_offset, read.slice if read and read.slice else b"", 0)
             return RawResponse(parts, size)
         topics = [fetch_response.FetchTopicData(
             request.topic, info.topic_id if info else None,
             [partition_data(cache, result, isolation_level)])]
         parts, size = fetch_response.encode(version, correlation_id, 0, ErrorCode.none, 0,
                                             topics)
+        return RawResponse(parts, size)
+
+    def _session_answer(self, version: int, correlation_id: int,
+                        results: list[FetchPartitionResult], isolation_level: int,
+                        context: IncrementalContext, rows: tuple) -> RawResponse:
+        """The handler's answer in a session: the partitions with something new
+        (`fetch.session_topics`, given the session's partitions and their names as read,
+        `SessionFetch.reads`)."""
+        partitions, names = rows
+        by_tp = {(r.topic, r.partition): r for r in results}
+        topics = fetch.session_topics(self.services.cache, context, partitions, names, by_tp,
+                                      _NONE_DENIED, isolation_level, version >= 13)
+        if len(partitions) == 1 and len(results) == 1 and topics and \
+                not context.error_code and not isolation_level and results[0].error is None:
+            result, topic = results[0], topics[0]  # the commonest answer
+            read = result.read
+            parts, size = fetch_response.encode_one(
+                version, correlation_id, topic.name, topic.topic_id, result.partition,
+                result.high_watermark, result.last_stable_offset, result.log_start_offset,
+                read.slice if read and read.slice else b"", context.session_id)
+            return RawResponse(parts, size)
+        parts, size = fetch_response.encode(version, correlation_id, 0, context.error_code,
+                                            context.session_id, topics)
         return RawResponse(parts, size)
 
     def serve_at_once(self, read: tuple, answer: Callable[[RawResponse | None], None]
@@ -462,12 +486,13 @@ class FastPath:
         raised."""
         version, correlation_id, requests, _max_bytes, min_bytes, max_wait_ms, \
             isolation_level, session = read
-        context = None
+        moved = self._move_on(version, correlation_id, requests, session)
+        if isinstance(moved, RawResponse):
+            return moved
+        context, rows, requests = moved
         if session is not None:
-            context = session.context()
-            if isinstance(context, SessionError):
-                return fetch.session_error_response(version, correlation_id, context)
-        parked = ParkedFetch(self, read, answer, max_wait_ms / 1000, context)
+            read = (version, correlation_id, requests, *read[3:])
+        parked = ParkedFetch(self, read, answer, max_wait_ms / 1000, context, rows)
         if min_bytes > 0 and max_wait_ms > 0 and \
                 self.services.replicas.all_at_end(requests, isolation_level):
             parked.park(max_wait_ms / 1000)  # nothing to read yet: no read first
@@ -477,26 +502,34 @@ class FastPath:
 
 
 class SessionFetch:
-    """An incremental fetch `FastPath.fetch_request` read in a consumer's session of one
-    partition: `context()` moves the session on as the handler does (its next epoch, the
-    partition's new position) and gives the context its answer is built with."""
+    """An incremental fetch `FastPath.fetch_request` read in a consumer's session:
+    `context()` moves the session on as the handler does (its next epoch, the named
+    partitions' new positions) and gives the context its answer is built with; `reads`
+    what is then read, as the handler reads it."""
 
-    __slots__ = ("sessions", "session_id", "epoch", "entry", "by_id")
+    __slots__ = ("sessions", "session_id", "epoch", "entries", "by_id")
 
     def __init__(self, sessions: FetchSessionCache, session_id: int, epoch: int,
-                 entry: PartitionRequest | None, by_id: bool) -> None:
+                 entries: list[PartitionRequest], by_id: bool) -> None:
         self.sessions = sessions
         self.session_id = session_id
         self.epoch = epoch
-        self.entry = entry
+        self.entries = entries
         self.by_id = by_id
 
     def context(self) -> IncrementalContext | SessionError:
         context = self.sessions.new_context(self.session_id, self.epoch, False, self.by_id,
-                                            [self.entry] if self.entry else [], [])
+                                            self.entries, [])
         if not isinstance(context, IncrementalContext | SessionError):  # the session emptied
             raise RuntimeError(f"fetch session {self.session_id} has no partition left")
         return context
+
+    def reads(self, cache, context: IncrementalContext
+              ) -> tuple[tuple[list, list], list[FetchPartitionRequest]]:
+        """((the session's partitions in fetch order, their topic names), the reads):
+        `fetch.session_reads`, with no authorizer."""
+        partitions, names, wanted, _denied = fetch.session_reads(cache, context, self.by_id)
+        return (partitions, names), wanted
 
 
 class ParkedFetch:
@@ -505,15 +538,18 @@ class ParkedFetch:
     left), then answers once. `cancel()` unparks it without an answer (the connection
     closed)."""
 
-    __slots__ = ("fast_path", "read", "answer", "context", "deadline", "parked", "_loop")
+    __slots__ = ("fast_path", "read", "answer", "context", "rows", "deadline", "parked",
+                 "_loop")
 
     def __init__(self, fast_path: FastPath, read: tuple,
                  answer: Callable[[RawResponse | None], None], timeout_s: float,
-                 context: IncrementalContext | None = None) -> None:
+                 context: IncrementalContext | None = None, rows: tuple | None = None
+                 ) -> None:
         self.fast_path = fast_path
         self.read = read
         self.answer = answer
         self.context = context
+        self.rows = rows
         self._loop = fast_path.services.replicas.loop()
         self.deadline = self._loop.time() + timeout_s
         self.parked: ParkedCall | None = None
@@ -528,7 +564,7 @@ class ParkedFetch:
             _session = self.read
         replicas = self.fast_path.services.replicas
         results = replicas.read_all(requests, max_bytes, -1, isolation_level)
-        if not expired and sum(r.size for r in results) < min_bytes and \
+        if not expired and requests and sum(r.size for r in results) < min_bytes and \
                 not any(r.error for r in results):
             timeout_s = self.deadline - self._loop.time()
             if timeout_s > 0:
@@ -537,7 +573,7 @@ class ParkedFetch:
         if replicas.stats.enabled:
             replicas.count_fetch(results, -1)
         return self.fast_path._answer(version, correlation_id, requests, results,
-                                      isolation_level, self.context)
+                                      isolation_level, self.context, self.rows)
 
     def _woken(self, expired: bool) -> None:
         self.parked = None

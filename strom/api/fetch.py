@@ -9,8 +9,8 @@ partitions or max_wait_ms. Records are sent as file slices (zero-copy where the 
 Fetch sessions (KIP-227, strom.api.fetch_session): session_epoch -1 is a sessionless full
 fetch (the common path, kept lean: librdkafka and aiokafka always fetch so; strom's
 follower fetcher opens a session, as Kafka's; strom.api.fast_path serves a consumer's
-sessionless fetch, and an incremental one in a consumer's session of one partition with
-`session_topics` below); epoch 0 opens a session (session_id in the response, 0 when
+sessionless fetch, and an incremental one in a consumer's session with `session_reads`
+and `session_topics` below); epoch 0 opens a session (session_id in the response, 0 when
 the cache is full); a later epoch must be the session's expected one (else INVALID_FETCH_SESSION_EPOCH;
 an unknown session FETCH_SESSION_ID_NOT_FOUND, a v12 request in a v13 session or the
 reverse FETCH_SESSION_TOPIC_ID_ERROR), carries only changed partitions and
@@ -39,6 +39,8 @@ Version notes: v13+ names topics by id; v11+ preferred_read_replica is always -1
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from strom.api.authorization import Op, Res, allowed
 from strom.api.context import RequestContext
@@ -176,6 +178,24 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
         request.session_id, request.session_epoch, replica_id >= 0, by_id, entries, forgotten)
     if isinstance(context, SessionError):
         return session_error_response(ctx.version, ctx.header.correlation_id, context)
+    partitions, names, wanted, denied = session_reads(
+        cache, context, by_id, lambda name: _may_read(ctx, name, replica_id))
+    results = await ctx.broker.replicas.fetch(
+        wanted, fetch_bytes_cap(ctx, request.max_bytes, replica_id), request.min_bytes,
+        int(request.max_wait.total_seconds() * 1000), replica_id, request.isolation_level)
+    by_tp = {(r.topic, r.partition): r for r in results}
+    topics = session_topics(cache, context, partitions, names, by_tp, denied,
+                            request.isolation_level, by_id)
+    return _framed(ctx, replica_id, context.error_code, context.session_id, topics)
+
+
+def session_reads(cache, context, by_id: bool, may_read: Callable[[str], bool] | None = None
+                  ) -> tuple[list[PartitionRequest], list[str | None],
+                             list[FetchPartitionRequest], set[str]]:
+    """What a fetch in a session reads, from its context: (the session's partitions in
+    fetch order, their topic names (None for an unknown topic id), the reads of those
+    known and allowed (`may_read`; None: no authorizer), the topics denied). Shared with
+    the fast path, strom.api.fast_path."""
     partitions = context.partitions()
     names: list[str | None] = []
     wanted: list[FetchPartitionRequest] = []
@@ -187,18 +207,14 @@ async def _fetch_in_session(ctx: RequestContext, request, replica_id: int) -> Ra
         else:
             name = e.key
         names.append(name)
-        if name is not None and not _may_read(ctx, name, replica_id):
+        if name is None:
+            continue
+        if may_read is not None and not may_read(name):
             denied.add(name)
-        elif name is not None:
+        else:
             wanted.append(FetchPartitionRequest(name, e.partition, e.fetch_offset, e.max_bytes,
                                                 e.leader_epoch, e.log_start_offset))
-    results = await ctx.broker.replicas.fetch(
-        wanted, fetch_bytes_cap(ctx, request.max_bytes, replica_id), request.min_bytes,
-        int(request.max_wait.total_seconds() * 1000), replica_id, request.isolation_level)
-    by_tp = {(r.topic, r.partition): r for r in results}
-    topics = session_topics(cache, context, partitions, names, by_tp, denied,
-                            request.isolation_level, by_id)
-    return _framed(ctx, replica_id, context.error_code, context.session_id, topics)
+    return partitions, names, wanted, denied
 
 
 def session_error_response(version: int, correlation_id: int, error: SessionError

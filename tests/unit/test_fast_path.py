@@ -325,6 +325,13 @@ def test_every_prefix_and_many_mutations_agree_with_the_full_path(tmp_path):
                 whole += [fetch_frame(v, 1, 3, tid, session_id=sid, session_epoch=1),
                           fetch_frame(v, 1, 0, tid, session_id=sid, session_epoch=1,
                                       no_partition=True)]
+                opened = await answer(fast_broker, fetch_frame(
+                    v, 1, 0, tid, session_epoch=0, partitions=(0, 1)), fast=False)
+                sid = parse_response(1, v, opened[4:]).session_id  # of two partitions
+                whole += [fetch_frame(v, 1, 3, tid, session_id=sid, session_epoch=1,
+                                      partitions=(1, 0)),
+                          fetch_frame(v, 1, 3, tid, session_id=sid, session_epoch=1,
+                                      partition=1)]
             for frame in whole:
                 assert fast.fetch_request(frame) is not None, frame.hex()
                 for cut in range(len(frame)):
@@ -342,21 +349,27 @@ def test_every_prefix_and_many_mutations_agree_with_the_full_path(tmp_path):
             # the epoch it expects when the frame is made
             for broker in (fast_broker, full_broker):
                 broker.fetch_sessions._rng = random.Random(3)
-            session_id = 0
+            session_ids = {(0,): 0, (0, 1): 0}  # sessions of one and of two partitions
             for i in range(1500):
-                base = rng.choice(bases + fetches + ["in a session"] * 2)
+                base = rng.choice(bases + fetches + ["in a session"] * 3)
                 if base == "in a session":
-                    session = fast_broker.fetch_sessions.get(session_id)
-                    if session is None or list(session.partitions) != [(TOPIC, 0)]:
+                    shape = rng.choice(list(session_ids))
+                    session = fast_broker.fetch_sessions.get(session_ids[shape])
+                    if session is None or sorted(session.partitions) != [
+                            (TOPIC, p) for p in shape]:
                         # (re)opened on both: gone, or a mutated frame changed it
                         for broker in (fast_broker, full_broker):
                             opened = await answer(broker, fetch_frame(
-                                12, 1, 0, session_id=session_id, session_epoch=0), fast=False)
-                        session_id = parse_response(1, 12, opened[4:]).session_id
-                        session = fast_broker.fetch_sessions.get(session_id)
-                    base = fetch_frame(12, 2, rng.choice((0, 3)), session_id=session_id,
-                                       session_epoch=session.epoch,
-                                       no_partition=rng.random() < 0.3)
+                                12, 1, 0, session_id=session_ids[shape], session_epoch=0,
+                                partitions=shape), fast=False)
+                        session_ids[shape] = parse_response(1, 12, opened[4:]).session_id
+                        session = fast_broker.fetch_sessions.get(session_ids[shape])
+                    named = rng.choice([(), (0,), (1,), (0, 1), (1, 0)] if len(shape) > 1
+                                       else [(), (0,)])
+                    base = fetch_frame(12, 2, rng.choice((0, 3)),
+                                       session_id=session_ids[shape],
+                                       session_epoch=session.epoch, no_partition=not named,
+                                       partitions=named or None)
                     assert fast.fetch_request(base) is not None
                     keep[base] = range(_body_start(base) + 4, _body_start(base) + 8)
                 frame = bytearray(base)
@@ -771,14 +784,29 @@ def _session_steps(version: int, topic_id) -> list[tuple[str, dict, bool]]:
         ("read_committed", dict(offset=5, session_epoch=4, isolation_level=1), True),
         ("a wrong epoch", dict(offset=7, session_epoch=9), False),
         ("a second partition", dict(offset=0, session_epoch=5, partition=1), False),
-        ("two partitions", dict(offset=0, session_epoch=6, no_partition=True), False),
-        ("one forgotten", dict(offset=7, session_epoch=7, forgotten=True), False),
-        ("out of range", dict(offset=99, session_epoch=8), True),
-        ("back to the start", dict(offset=0, session_epoch=9), True),
+        ("two partitions", dict(offset=0, session_epoch=6, no_partition=True), True),
+        ("produce", {"partition": 1}, False),
+        ("two partitions, the second named", dict(offset=0, session_epoch=7, partition=1),
+         True),
+        ("two partitions, none named: the same positions", dict(
+            offset=0, session_epoch=8, no_partition=True), True),
+        ("two partitions, both named", dict(offset=0, session_epoch=9, partitions=(1, 0)),
+         True),
+        ("two partitions, read_committed", dict(offset=0, session_epoch=10,
+                                                no_partition=True, isolation_level=1), True),
+        ("two partitions, one out of range", dict(offset=99, session_epoch=11, partition=1),
+         True),
+        ("two partitions, one named twice", dict(offset=2, session_epoch=12,
+                                                 partitions=(1, 1)), False),
+        ("two partitions, min_bytes above what is there, no wait", dict(
+            offset=7, session_epoch=13, min_bytes=1 << 20, partitions=(0, 1)), True),
+        ("one forgotten", dict(offset=7, session_epoch=14, forgotten=True), False),
+        ("out of range", dict(offset=99, session_epoch=15), True),
+        ("back to the start", dict(offset=0, session_epoch=16), True),
         ("produce", {}, False),
         ("min_bytes above what is there, no wait", dict(
-            offset=7, session_epoch=10, min_bytes=1 << 20), True),
-        ("an unknown session", dict(offset=7, session_epoch=11, unknown=True), False),
+            offset=7, session_epoch=17, min_bytes=1 << 20), True),
+        ("an unknown session", dict(offset=7, session_epoch=18, unknown=True), False),
         ("closed", dict(offset=7, session_epoch=-1), False),
     ]
     if version >= 13:  # a session by topic id continued by name
@@ -812,7 +840,8 @@ def test_a_fetch_session_gets_the_full_paths_answers_in_lockstep(tmp_path, versi
                     _session_steps(version, topic_id), start=1):
                 if what == "produce":
                     for i in range(2):
-                        frame = produce_frame(9, 100 * n + i)
+                        frame = produce_frame(9, 100 * n + i,
+                                              partition=kwargs.get("partition", 0))
                         for b in brokers:
                             await answer(b, frame, fast=False)
                     continue
@@ -848,6 +877,13 @@ def test_a_fetch_session_gets_the_full_paths_answers_in_lockstep(tmp_path, versi
     assert sessions == []  # the last step closed the session on both
     records = [what for what, (a, _b) in out if b"v30" in a or b"v31" in a]
     assert "no partition named: the session's position" in records
+    second = 100 * next(n for n, (what, kwargs, _fast) in enumerate(
+        _session_steps(version, topic_id), start=1) if kwargs.get("partition") == 1 and
+        what == "produce")
+    records = [what for what, (a, _b) in out if b"v%d" % second in a]
+    assert records == ["two partitions, the second named",
+                       "two partitions, none named: the same positions",
+                       "two partitions, both named", "two partitions, read_committed"]
 
 
 def _count_at_once(broker: Broker) -> tuple[list, list]:
@@ -904,14 +940,27 @@ def test_a_fetch_with_data_to_read_is_answered_as_it_arrives(tmp_path, version):
     assert b"v0" in served[0] and b"v1" in served[0] and b"v0" in served[3]
 
 
+_PARKED_SESSION_STEPS = {  # (offset, epoch, fetch_frame's arguments, partition produced to)
+    (0,): [(0, 1, {"max_wait_ms": 30_000}, 0),  # parked, woken by a Produce
+           (1, 2, {"max_wait_ms": 100}, None),  # parked, nothing new: its max wait
+           (0, 3, {"no_partition": True, "max_wait_ms": 100}, None),
+           (0, 4, {"max_wait_ms": 30_000}, None)],  # data to read: at once
+    (0, 1): [(0, 1, {"no_partition": True, "max_wait_ms": 30_000}, 1),
+             (1, 2, {"partition": 1, "max_wait_ms": 100}, None),
+             (0, 3, {"max_wait_ms": 30_000}, 0),  # partition 0 named, woken by its Produce
+             (0, 4, {"partitions": (1, 0), "max_wait_ms": 30_000}, None)],
+}
+
+
 @pytest.mark.parametrize("version", [7, 12, 13])
+@pytest.mark.parametrize("shape", list(_PARKED_SESSION_STEPS))
 def test_a_fetch_in_a_session_parked_as_it_arrives_gets_the_full_paths_answer(
-        tmp_path, version):
-    """A consumer tailing its partition in a fetch session (kafka-python, the Java client)
-    is parked as its incremental Fetch arrives and answered by the Produce that brings data,
-    or at its max wait with nothing new; a Fetch in the session with data to read is
-    answered as it arrives. The answers and the session's state are the full path's (a
-    second broker, the same session id drawn, served without the fast path)."""
+        tmp_path, version, shape):
+    """A consumer tailing its partitions in a fetch session (kafka-python, the Java client)
+    is parked as its incremental Fetch arrives and answered by the Produce that brings data
+    to any of them, or at its max wait with nothing new; a Fetch in the session with data
+    to read is answered as it arrives. The answers and the session's state are the full
+    path's (a second broker, the same session id drawn, served without the fast path)."""
     async def go():
         brokers = [await start_broker(tmp_path, "fast"), await start_broker(tmp_path, "full")]
         try:
@@ -925,26 +974,22 @@ def test_a_fetch_in_a_session_parked_as_it_arrives_gets_the_full_paths_answer(
                                     session_epoch=epoch, **kwargs) for tid in ids]
             sid = 0
             opened = [await answer(b, f, fast=False)
-                      for b, f in zip(brokers, frames(1, 0, 0), strict=True)]
+                      for b, f in zip(brokers, frames(1, 0, 0, partitions=shape), strict=True)]
             sid = parse_response(1, version, opened[0][4:]).session_id
             out = []
-            for n, (offset, epoch, kwargs, produce) in enumerate([
-                    (0, 1, {"max_wait_ms": 30_000}, True),  # parked, woken by a Produce
-                    (1, 2, {"max_wait_ms": 100}, False),  # parked, nothing new: max wait
-                    (0, 3, {"no_partition": True, "max_wait_ms": 100}, False),
-                    (0, 4, {"max_wait_ms": 30_000}, False),  # data to read: at once
-            ], start=2):
+            for n, (offset, epoch, kwargs, produce) in enumerate(_PARKED_SESSION_STEPS[shape],
+                                                                 start=2):
                 fast_frame, full_frame = frames(n, offset, epoch, **kwargs)
                 waiting = asyncio.ensure_future(_answers(brokers[0], [fast_frame], 1))
                 full = asyncio.ensure_future(answer(brokers[1], full_frame, fast=False))
                 await asyncio.sleep(0.1)
-                if produce:
-                    frame = produce_frame(9, n)
+                if produce is not None:
+                    frame = produce_frame(9, n, partition=produce)
                     await _answers(brokers[0], [frame], 1)
                     await answer(brokers[1], frame, fast=False)
                 (served,) = await asyncio.wait_for(waiting, 5)
                 out.append((served, (await full)[4:]))
-            sessions = [[(s.id, s.epoch, [(p.fetch_offset, p.high_watermark)
+            sessions = [[(s.id, s.epoch, [(p.partition, p.fetch_offset, p.high_watermark)
                                           for p in s.partitions.values()])
                          for s in b.fetch_sessions._sessions.values()] for b in brokers]
             return parked, now, out, sessions, ids
@@ -957,6 +1002,8 @@ def test_a_fetch_in_a_session_parked_as_it_arrives_gets_the_full_paths_answer(
     for served, full in out:
         assert served == (full.replace(ids[1].bytes, ids[0].bytes) if ids[0] else full)
     assert b"v2" in out[0][0] and b"v2" in out[3][0]
+    if len(shape) > 1:  # the Produce to the partition named woke it too
+        assert b"v4" in out[2][0] and b"v4" in out[3][0]
     assert sessions[0] == sessions[1] and sessions[0][0][1] == 5
 
 
