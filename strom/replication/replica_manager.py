@@ -55,6 +55,7 @@ from strom.protocol.errors import (
     UnknownTopicOrPartition,
     error,
 )
+from strom.replication.fetch_deadlines import FetchDeadlines
 from strom.replication.fetcher import ReplicaFetcherManager
 from strom.replication.partition import Partition
 from strom.tasks import essential, run_forever, spawn
@@ -139,6 +140,7 @@ class ReplicaManager:
         self.isr_shrinks = 0
         self.isr_expands = 0
         self._loop: asyncio.AbstractEventLoop | None = None  # for `park`, once it runs
+        self._fetch_deadlines: FetchDeadlines | None = None  # the max waits `park` times
         cache.on_change(self.on_topics_changed)
 
     def start(self) -> None:
@@ -638,13 +640,12 @@ class ReplicaManager:
             waiters = self._replica_waiters if replica_id >= 0 else self._waiters
             for k in keys:
                 waiters[k].add(fut)
-            # a plain timer resolving the same future (lighter than asyncio.timeout, which
-            # a parked fetch would pay for on every request)
-            timer = loop.call_later(timeout, _expire, fut)
+            # its max wait resolves the same future (lighter than asyncio.timeout, which a
+            # parked fetch would pay for on every request)
+            self.fetch_deadlines().add(fut, timeout)
             try:
                 expired = await fut
             finally:
-                timer.cancel()
                 _unpark(waiters, keys, fut)
             if expired:
                 return self.read_all(requests, max_bytes, replica_id, isolation_level)
@@ -659,8 +660,15 @@ class ReplicaManager:
         call = ParkedCall(woken, tps, self._waiters)
         for tp in tps:
             self._waiters[tp].add(call)
-        call.timer = self.loop().call_later(timeout_s, call.set_result, True)
+        self.fetch_deadlines().add(call, timeout_s)
         return call
+
+    def fetch_deadlines(self) -> FetchDeadlines:
+        """The max waits of parked fetches, under one loop timer."""
+        deadlines = self._fetch_deadlines
+        if deadlines is None:
+            deadlines = self._fetch_deadlines = FetchDeadlines(self.loop())
+        return deadlines
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, asked for once (Python 3.11 makes a system call each time)."""
@@ -751,12 +759,11 @@ class ParkedCall:
     calling its `woken` there and then rather than a loop turn later. Called once at most;
     an error in `woken` is logged, never raised into the code that woke it."""
 
-    __slots__ = ("woken", "timer", "tps", "waiters")
+    __slots__ = ("woken", "tps", "waiters")
 
     def __init__(self, woken: Callable[[bool], None], tps: tuple[TopicPartition, ...],
                  waiters: dict[TopicPartition, set]) -> None:
         self.woken: Callable[[bool], None] | None = woken
-        self.timer: asyncio.TimerHandle | None = None
         self.tps = tps
         self.waiters = waiters
 
@@ -764,7 +771,8 @@ class ParkedCall:
         return self.woken is None
 
     def set_result(self, expired: bool | None) -> None:
-        """Woken: by data or a change of the partition (None), or by the timer (True)."""
+        """Woken: by data or a change of the partition (None), or by its max wait (True,
+        `FetchDeadlines`)."""
         woken = self.woken
         if woken is None:
             return
@@ -776,14 +784,9 @@ class ParkedCall:
                           ", ".join(f"{t}-{p}" for t, p in self.tps))
 
     def cancel(self) -> None:
-        """Unpark without a call (the connection closed)."""
+        """Unpark without a call (the connection closed). Its max wait stays in
+        `FetchDeadlines` until due, then is dropped."""
         self.woken = None
-        if self.timer is not None:
-            self.timer.cancel()
         _unpark(self.waiters, self.tps, self)
 
 
-def _expire(fut: asyncio.Future) -> None:
-    """A parked fetch's max wait is over: wake it with True (data wakes it with None)."""
-    if not fut.done():
-        fut.set_result(True)
