@@ -722,6 +722,10 @@ class TopicConfig:
             for name in TOPIC_KEYS}
         for name, value in self._values.items():
             setattr(self, name.replace(".", "_"), value)
+        # what every append asks
+        self.compact: bool = "compact" in self._values["cleanup.policy"]
+        self.log_append_time: bool = \
+            self._values["message.timestamp.type"] == "LogAppendTime"
 
     @classmethod
     def of(cls, broker: BrokerConfig, stored: Mapping[str, str | None] | None = None
@@ -757,10 +761,3 @@ class TopicConfig:
             return ConfigSource.DYNAMIC_TOPIC_CONFIG
         return self.broker.broker_default(name)[1]
 
-    @property
-    def compact(self) -> bool:
-        return "compact" in self.get("cleanup.policy")
-
-    @property
-    def log_append_time(self) -> bool:
-        return self.get("message.timestamp.type") == "LogAppendTime"

@@ -123,6 +123,8 @@ def _count(frame, pos: int, end: int, flexible: bool) -> tuple[int, int]:
 
 def _skip_tags(frame, pos: int, end: int) -> tuple[int, int]:
     """Tagged fields: (how many, position after them)."""
+    if pos < end and not frame[pos]:  # none: nearly always
+        return 0, pos + 1
     count, pos = _uvarint(frame, pos, end)
     for _ in range(count):
         _tag, pos = _uvarint(frame, pos, end)

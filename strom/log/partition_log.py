@@ -577,9 +577,10 @@ class PartitionLog:
             waited = header.max_timestamp - first_batch_timestamp
         else:
             waited = now - seg.created_ms
-        if seg_size + size > self.config.get("segment.bytes"):
+        config = self.config
+        if seg_size + size > config.segment_bytes:
             return "segment.bytes"
-        if waited > self.config.get("segment.ms"):
+        if waited > config.segment_ms:
             return "segment.ms"
         if header.last_offset - seg.base_offset > INT32_MAX:
             return "offset overflow"

@@ -59,10 +59,10 @@ def validate_header(data: bytes | bytearray, config: TopicConfig, now_ms: int) -
     size = batch_size_at(data, 0)
     if size is None:
         raise CorruptMessage(f"Record data of {len(data)} bytes is too short for a batch")
-    if size > config.get("max.message.bytes"):
+    if size > config.max_message_bytes:
         raise MessageTooLarge(
             f"The batch of {size} bytes is larger than max.message.bytes "
-            f"({config.get('max.message.bytes')})")
+            f"({config.max_message_bytes})")
     try:
         header = read_header(data)
     except InvalidBatch as e:
@@ -80,9 +80,8 @@ def validate_header(data: bytes | bytearray, config: TopicConfig, now_ms: int) -
     if header.is_control:
         raise InvalidRecord("Clients may not produce control batches")
     if not config.log_append_time:
-        after = config.get("message.timestamp.after.max.ms")
-        before = config.get("message.timestamp.before.max.ms")
-        if header.max_timestamp - now_ms > after or now_ms - header.base_timestamp > before:
+        if header.max_timestamp - now_ms > config.message_timestamp_after_max_ms or \
+                now_ms - header.base_timestamp > config.message_timestamp_before_max_ms:
             raise InvalidTimestamp(
                 f"Timestamp {header.max_timestamp} of the batch is out of the range allowed "
                 f"by message.timestamp.before.max.ms/after.max.ms")
@@ -91,7 +90,7 @@ def validate_header(data: bytes | bytearray, config: TopicConfig, now_ms: int) -
 
 def _wanted_codec(header: BatchHeader, config: TopicConfig) -> Compression | None:
     """The codec the topic wants the batch in, when it is not the producer's."""
-    wanted = Compression.for_topic_config(config.get("compression.type"))
+    wanted = Compression.for_topic_config(config.compression_type)
     if wanted is None or wanted == header.compression_id:
         return None
     return wanted
