@@ -18,15 +18,15 @@ none) and calls what the handlers call:
 `ReplicaManager.append_plain` (the plain case of `append_produced`) and the Produce answer's
 template, `ReplicaManager.fetch` and the Fetch encoder; a session is moved on by
 `FetchSessionCache.new_context`, its partitions read as `fetch.session_reads` gives them
-and its answer built by `fetch.session_topics`, as the handler does. It answers only when the broker has no authorizer and no client quota (the
-handlers' work for those is not repeated here); with metrics on, the dispatcher counts its
-requests and `append_plain` its records and bytes, as for the full path. Anything else
-returns None before any work is done, and the dispatcher serves the request as usual:
-another shape or version, a frame it cannot read to the end or whose strings are not
-UTF-8, a null where the handlers would refuse one, a session being opened or closed,
-unknown, at another epoch, adding a partition or holding a topic id no longer known, an
-internal topic, a transactional
-or compacted batch, an unknown topic id, a missing Produce answer template, or any
+and its answer built by `fetch.session_topics`, as the handler does. It answers only when
+the broker has no authorizer and no client quota (the handlers' work for those is not
+repeated here); with metrics on, the dispatcher counts its requests and `append_plain`
+its records and bytes, as for the full path. Anything else returns None before any work
+is done, and the dispatcher serves the request as usual: another shape or version, a
+frame it cannot read to the end or whose strings are not UTF-8, a null where the handlers
+would refuse one, a session being opened or closed, unknown, at another epoch, adding a
+partition or holding a topic id no longer known, an internal topic, a transactional or
+compacted batch, an unknown topic id, a missing Produce answer template, or any
 KafkaError from the append (raised before anything is written; the full path then answers
 with the error). So every answer it gives is the one the handlers give, which
 tests/unit/test_fast_path.py checks frame by frame against the full path.

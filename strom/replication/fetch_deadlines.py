@@ -3,16 +3,17 @@
 A tailing consumer's Fetch is parked until data arrives or its max wait
 (`fetch.wait.max.ms`, typically 500 ms) passes (`ReplicaManager.park`, or a future
 `ReplicaManager._fetch` awaits: a follower's, or a consumer's on the full path), and nearly
-every one is woken by data long before that: a consumer tailing a partition at 2,000 records/s parks 2,000 times a second.
-A loop timer per parked fetch, armed and then cancelled, cost ~1.7 µs of the ~40 µs the
-broker's code spends per produce-and-fetch round trip; an entry in a heap costs ~0.1 µs.
+every one is woken by data long before that: a consumer tailing a partition at 2,000
+records/s parks 2,000 times a second. A loop timer per parked fetch, armed and then
+cancelled, cost ~1.7 µs of the ~40 µs the broker's code spends per produce-and-fetch round
+trip; an entry in a heap costs ~0.1 µs.
 
 `FetchDeadlines` keeps (deadline, sequence, call) entries in a heap and one timer at the
 earliest deadline of a call still parked; a call is anything with `done()` and
-`set_result(True)`, a `ParkedCall` or an asyncio future. A call woken early is not taken out (that would
-cost what the timer did): it stays until its deadline passes, when it is dropped unseen,
-or until the heap holds `PURGE_AT` entries (or twice the calls still parked at the last
-sweep, whichever is more), when the finished ones are swept out at once.
+`set_result(True)`, a `ParkedCall` or an asyncio future. A call woken early is not taken
+out (that would cost what the timer did): it stays until its deadline passes, when it is
+dropped unseen, or until the heap holds `PURGE_AT` entries (or twice the calls still
+parked at the last sweep, whichever is more), when the finished ones are swept out at once.
 """
 
 from __future__ import annotations
