@@ -10,7 +10,7 @@ change to the request path can be measured on a busy machine. The socket writes 
 event loop's own work are not in it: bench/latency.py measures the whole.
 
     python bench/request_cost.py [--rounds 20000] [--repeat 5] [--metrics off|on|both]
-                                 [--pace SECONDS] [--at-once]
+                                 [--pace SECONDS] [--at-once] [--produce-partitions N]
 
 `--metrics on` sets `metrics.listener` (the dispatcher then times every request); `both`
 alternates runs without and with it and prints the ratio. `--pace 0.0005` sleeps before each
@@ -18,7 +18,9 @@ round trip and counts only the round trips' own CPU: what a request costs when i
 idle process, as at 2,000 requests/s. `--at-once` takes the path the latency scenario's
 requests take instead: a tailing consumer's Fetch v16 parked as it arrives
 (`Dispatcher.fetch_at_once`), woken by a Produce answered as it arrives
-(`Dispatcher.produce_at_once`).
+(`Dispatcher.produce_at_once`). `--produce-partitions 3` measures a Produce alone that
+carries three partitions (as kafka-python, aiokafka and the Java client group the batches
+ready for one broker), through the full path: CPU microseconds per Produce.
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ from strom.server.broker import Broker
 TOPIC = "cost"
 
 
-def produce_frame(correlation_id: int) -> bytes:
+def produce_frame(correlation_id: int, partitions: int = 1) -> bytes:
     mod = request_module(0, 9)
     batch = build_batch([NewRecord(b"v" * 100, timestamp=int(time.time() * 1000))])
     req = make(request_schema(0, 9), transactional_id=None, acks=1,
                timeout=datetime.timedelta(seconds=30), topic_data=(make(
-                   mod.TopicProduceData, name=TOPIC, partition_data=(make(
-                       mod.PartitionProduceData, index=0, records=batch),)),))
+                   mod.TopicProduceData, name=TOPIC, partition_data=tuple(make(
+                       mod.PartitionProduceData, index=i, records=batch)
+                       for i in range(partitions))),))
     return encode_request(correlation_id, "rdkafka", req)[4:]
 
 
@@ -69,7 +72,8 @@ def fetch_frame(correlation_id: int, offset: int, topic_id=None) -> bytes:
 
 
 async def measure(rounds: int, repeat: int, metrics: bool = False,
-                  pace: float = 0.0, at_once: bool = False) -> list[float]:
+                  pace: float = 0.0, at_once: bool = False, produce_partitions: int = 0
+                  ) -> list[float]:
     tmp = tempfile.mkdtemp(prefix="strom-request-cost-")
     settings = [f"log.dirs={tmp}", "listeners=PLAINTEXT://127.0.0.1:0"]
     if metrics:
@@ -78,9 +82,9 @@ async def measure(rounds: int, repeat: int, metrics: bool = False,
     broker = Broker(config)
     await broker.startup()
     try:
-        await broker.controller.create_topic(NewTopic(TOPIC, 1, 1))
+        await broker.controller.create_topic(NewTopic(TOPIC, max(produce_partitions, 1), 1))
         deadline = time.monotonic() + 10
-        while broker.replicas.partitions.get((TOPIC, 0)) is None:
+        while len(broker.replicas.partitions) < max(produce_partitions, 1):
             if time.monotonic() > deadline:
                 raise RuntimeError("the topic has no leader")
             await asyncio.sleep(0.01)
@@ -94,7 +98,12 @@ async def measure(rounds: int, repeat: int, metrics: bool = False,
             await dispatch(fetch, "127.0.0.1:2", "/127.0.0.1", "PLAINTEXT")
 
         topic_id = None
-        if at_once:
+        if produce_partitions:
+            frames = [produce_frame(i, produce_partitions) for i in range(64)]
+
+            async def round_trip(i: int, fetch: bytes) -> None:  # noqa: F811
+                await dispatch(frames[i & 63], "127.0.0.1:1", "/127.0.0.1", "PLAINTEXT")
+        elif at_once:
             dispatcher = broker.dispatcher
             answers = []
             topic_id = broker.cache.topic(TOPIC).topic_id
@@ -150,21 +159,25 @@ def main() -> int:
                     help="sleep this long before each round trip and count only the round "
                          "trips' own CPU (thread time): the cost of a request that wakes "
                          "an idle process, as at a steady low rate")
+    ap.add_argument("--produce-partitions", type=int, default=0, metavar="N",
+                    help="measure a Produce of N partitions alone (full path), per Produce")
     args = ap.parse_args()
+    what = f"Produce of {args.produce_partitions} partitions" if args.produce_partitions \
+        else "produce+fetch round trip"
     if args.metrics != "both":
         results = asyncio.run(measure(args.rounds, args.repeat, args.metrics == "on",
-                                      args.pace, args.at_once))
-        print(f"CPU per produce+fetch round trip: median {statistics.median(results):.1f} us "
+                                      args.pace, args.at_once, args.produce_partitions))
+        print(f"CPU per {what}: median {statistics.median(results):.1f} us "
               f"(runs: {', '.join(f'{r:.1f}' for r in results)})")
         return 0
     runs: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.repeat):  # alternated, so machine load falls on both alike
         for metrics in (False, True):
             runs[metrics] += asyncio.run(measure(args.rounds, 1, metrics, args.pace,
-                                                 args.at_once))
+                                                 args.at_once, args.produce_partitions))
     off, on = statistics.median(runs[False]), statistics.median(runs[True])
     for metrics, label in ((False, "metrics off"), (True, "metrics on ")):
-        print(f"{label}: CPU per produce+fetch round trip: median "
+        print(f"{label}: CPU per {what}: median "
               f"{statistics.median(runs[metrics]):.1f} us "
               f"(runs: {', '.join(f'{r:.1f}' for r in runs[metrics])})")
     print(f"on/off: {on / off:.3f}")

@@ -38,6 +38,7 @@ from strom.api.context import RequestContext
 from strom.api.metadata import live_brokers
 from strom.api.registry import CloseConnection, register
 from strom.api.throttling import PRODUCE_QUOTA, quota_applies, record_quota
+from strom.protocol import produce_response
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import (
     ResponseTemplate,
@@ -113,9 +114,10 @@ async def handle(ctx: RequestContext, request):
                     name, index, end, max(deadline - loop.time(), 0) * 1000)
             except KafkaError as e:
                 _fail(out, e, mod)
-    throttle_ms = record_quota(ctx, PRODUCE_QUOTA, sum(
-        len(pd.records) for t in request.topic_data for pd in t.partition_data
-        if pd.records is not None)) if quota_applies(ctx) else 0
+    if quota_applies(ctx):  # the throttle goes to the connection and the dispatcher
+        record_quota(ctx, PRODUCE_QUOTA, sum(
+            len(pd.records) for t in request.topic_data for pd in t.partition_data
+            if pd.records is not None))
     leaders: set[int] = set()
     for name, parts in results:
         for out in parts:
@@ -128,10 +130,19 @@ async def handle(ctx: RequestContext, request):
                                                  leader_id=info.leader,
                                                  leader_epoch=info.leader_epoch)
                     leaders.add(info.leader)
-    if acks != 0 and len(results) == 1 and len(results[0][1]) == 1 and not throttle_ms:
-        fast = _one_partition_response(ctx, mod, results[0][0], results[0][1][0])
-        if fast is not None:
-            return fast
+    # framed here when nothing can raise its throttle time (no client quota is set: the
+    # dispatcher adds a request quota's throttle only to an entity)
+    if acks != 0 and not quota_applies(ctx):
+        if len(results) == 1 and len(results[0][1]) == 1:
+            fast = _one_partition_response(ctx, mod, results[0][0], results[0][1][0])
+            if fast is not None:
+                return fast
+        elif all(out["error_code"] == ErrorCode.none for _name, parts in results
+                 for out in parts):
+            return produce_response.encode_ok(ctx.version, ctx.header.correlation_id, [
+                (name, [(out["index"], out["base_offset"], _append_time_ms(out),
+                         out["log_start_offset"]) for out in parts])
+                for name, parts in results])
     topics = [make(mod.TopicProduceResponse, name=name, partition_responses=tuple(
         make(mod.PartitionProduceResponse, **out) for out in parts)) for name, parts in results]
     if acks == 0:
@@ -183,6 +194,12 @@ def _one_partition_response(ctx: RequestContext, mod, topic: str, out: dict) -> 
         return None
     return template.render(ctx.header.correlation_id, out["base_offset"],
                            out["log_start_offset"])
+
+
+def _append_time_ms(out: dict) -> int:
+    """A partition's log_append_time as the answer's int64 (-1: none)."""
+    stamp = out["log_append_time"]
+    return -1 if stamp is None else (stamp - _EPOCH) // datetime.timedelta(milliseconds=1)
 
 
 def _fail(out: dict, e: KafkaError, mod) -> None:

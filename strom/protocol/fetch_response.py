@@ -1,10 +1,12 @@
 """The Fetch response, framed by hand so record bytes go from segment files to the socket,
 and read by hand on the follower so they go from the socket to its log without a copy.
 
-Every other response is written by kio; this one is split into `parts`: bytes we encode,
-and `FileSlice`-like objects the connection sends with sendfile (or pread). `decode` is the
-follower's side (flexible versions, 12+): every field a leader may send is parsed or
-skipped (tagged fields included) and each partition's records stay a view into the frame.
+Every other response is written by kio (but the error-free Produce answer of several
+partitions, strom/protocol/produce_response.py); this one is split into `parts`: bytes
+we encode, and `FileSlice`-like objects the connection sends with sendfile (or pread).
+`decode` is the follower's side (flexible versions, 12+): every field a leader may send
+is parsed or skipped (tagged fields included) and each partition's records stay a view
+into the frame.
 Layout per version (fields in Kafka's FetchResponse.json):
 
     ResponseHeader          correlation_id int32 [v12+: tagged fields]
