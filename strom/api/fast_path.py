@@ -24,9 +24,9 @@ repeated here); with metrics on, the dispatcher counts its requests and `append_
 its records and bytes, as for the full path. Anything else returns None before any work
 is done, and the dispatcher serves the request as usual: another shape or version, a
 frame it cannot read to the end or whose strings are not UTF-8, a null where the handlers
-would refuse one, a session being opened or closed, unknown, at another epoch, adding a
-partition or holding a topic id no longer known, an internal topic, a transactional or
-compacted batch, an unknown topic id, a missing Produce answer template, or any
+would refuse one, a session being opened or closed, unknown, at another epoch or adding
+a partition, an internal topic, a transactional or compacted batch, an unknown topic id
+in the request, a missing Produce answer template, or any
 KafkaError from the append (raised before anything is written; the full path then answers
 with the error). So every answer it gives is the one the handlers give, which
 tests/unit/test_fast_path.py checks frame by frame against the full path.
@@ -366,8 +366,9 @@ class FastPath:
         naming partitions of the session (their new positions) or none: what
         `fetch_request` returns, with the session to continue (`SessionFetch`) and no
         partition yet (what is read comes from the session once it has moved on:
-        `SessionFetch.reads`). None, the session untouched, for anything else (a partition
-        added, an unknown topic id in the session: the full path; it gives the errors)."""
+        `SessionFetch.reads`; a topic id no longer known is answered UNKNOWN_TOPIC_ID there,
+        as the handler answers it). None, the session untouched, for anything else (a
+        partition added: the full path; it gives the errors)."""
         by_id = version >= 13
         session = self.services.fetch_sessions.get(session_id)
         if session is None or session.epoch != epoch or session.uses_topic_ids != by_id or \
@@ -381,11 +382,6 @@ class FastPath:
             entries.append(PartitionRequest(key, request.partition, request.fetch_offset,
                                             request.max_bytes, request.current_leader_epoch,
                                             request.log_start_offset))
-        if by_id:
-            topic_by_id = self.services.cache.topic_by_id
-            for key, _partition in cached:
-                if topic_by_id(key) is None:
-                    return None
         return (version, correlation_id, None, max_bytes, min_bytes, max_wait_ms,
                 isolation_level, SessionFetch(self.services.fetch_sessions, session_id, epoch,
                                               entries, by_id))

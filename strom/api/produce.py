@@ -114,7 +114,8 @@ async def handle(ctx: RequestContext, request):
                     name, index, end, max(deadline - loop.time(), 0) * 1000)
             except KafkaError as e:
                 _fail(out, e, mod)
-    if quota_applies(ctx):  # the throttle goes to the connection and the dispatcher
+    quotas_set = quota_applies(ctx)
+    if quotas_set:  # the throttle goes to the connection and the dispatcher
         record_quota(ctx, PRODUCE_QUOTA, sum(
             len(pd.records) for t in request.topic_data for pd in t.partition_data
             if pd.records is not None))
@@ -132,7 +133,7 @@ async def handle(ctx: RequestContext, request):
                     leaders.add(info.leader)
     # framed here when nothing can raise its throttle time (no client quota is set: the
     # dispatcher adds a request quota's throttle only to an entity)
-    if acks != 0 and not quota_applies(ctx):
+    if acks != 0 and not quotas_set:
         if len(results) == 1 and len(results[0][1]) == 1:
             fast = _one_partition_response(ctx, mod, results[0][0], results[0][1][0])
             if fast is not None:

@@ -1098,3 +1098,62 @@ def test_a_tailing_fetch_of_several_partitions_is_parked_on_all_and_woken_by_any
     assert while_parked == {(TOPIC, 0): 1, (TOPIC, 1): 1}
     assert woken == full and b"v2" in woken
     assert after == {}
+
+
+@pytest.mark.parametrize("version", [13, 17])
+def test_a_session_holding_a_deleted_topic_gets_the_full_paths_answer(tmp_path, version):
+    """A consumer's session of two topics, one deleted under it (its id no longer known):
+    the fast path serves the incremental fetch and answers UNKNOWN_TOPIC_ID for the
+    deleted topic's partition, as the handler does (`fetch.session_reads` and
+    `session_topics`, shared), byte for byte, the session left as the handler leaves it."""
+    async def go():
+        brokers = [await start_broker(tmp_path, "fast"), await start_broker(tmp_path, "full")]
+        try:
+            produced = produce_frame(9, 1)  # the same batch (its timestamps) for both
+            for b in brokers:
+                b.fetch_sessions._rng = random.Random(11)
+                await answer(b, produced, fast=False)
+
+            def frame(b, n, **kwargs):
+                tid = b.cache.topic(TOPIC).topic_id
+                other = b.cache.topic("append-time").topic_id
+                return fetch_frame(version, n, 0, tid, more_topics=(
+                    ("append-time", other, (0,)),), **kwargs)
+            opened = [await answer(b, frame(b, 1, session_epoch=0), fast=False)
+                      for b in brokers]
+            sid = parse_response(1, version, opened[0][4:]).session_id
+            ids = [(b.cache.topic(TOPIC).topic_id, b.cache.topic("append-time").topic_id)
+                   for b in brokers]
+            for b in brokers:
+                await b.controller.delete_topic("append-time")
+            deadline = time.monotonic() + 10
+            while any(b.cache.topic("append-time") for b in brokers):
+                assert time.monotonic() < deadline, "the topic is still known"
+                await asyncio.sleep(0.01)
+            fast = brokers[0].dispatcher.fast_path
+            out = []
+            for epoch in (1, 2):
+                frames = [fetch_frame(version, 10 + epoch, 0, session_id=sid,
+                                      session_epoch=epoch, no_partition=True)
+                          for _b in brokers]
+                read = fast.fetch_request(frames[0])
+                out.append((read is not None,
+                            await answer(brokers[0], frames[0], fast=True),
+                            await answer(brokers[1], frames[1], fast=False)))
+            sessions = [[(s.epoch, sorted(p.partition for p in s.partitions.values()))
+                         for s in b.fetch_sessions._sessions.values()] for b in brokers]
+            return out, sessions, ids
+        finally:
+            for b in brokers:
+                await b.shutdown()
+
+    out, sessions, ids = run(go())
+    for taken, fast_answer, full_answer in out:
+        assert taken
+        for fast_id, full_id in zip(*ids, strict=True):  # the brokers' own topic ids
+            full_answer = full_answer.replace(full_id.bytes, fast_id.bytes)
+        assert fast_answer == full_answer
+    body = parse_response(1, version, out[0][1][4:])
+    codes = {p.error_code for t in body.responses for p in t.partitions}
+    assert ErrorCode.unknown_topic_id in codes
+    assert sessions[0] == sessions[1] and sessions[0][0][0] == 3
