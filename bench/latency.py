@@ -230,6 +230,11 @@ def one_run(bootstrap, topic, args, pid):
     client_cpu = (client1.ru_utime - client0.ru_utime) + (client1.ru_stime - client0.ru_stime)
     lag = read_loop_lag(args, pid) if args.lag else None
     consumer.close()
+    # the producer's connections end with the run, so later runs do not share the broker
+    # with it (older confluent-kafka has no close(): there only its collection ends them)
+    close = getattr(producer, "close", None)
+    if close is not None:
+        close()
     dl = sorted(x / 1e6 for x in delivery_ns if x is not None)
     e2e = sorted(x / 1e6 for x in e2e_ns if x is not None)
     rec = {
