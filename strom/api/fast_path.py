@@ -11,10 +11,10 @@ of the CPU's caches between requests (see docs/performance.md, "fast path").
 `FastPath` reads exactly these shapes from the frame (Produce v3-v12: no transactional id,
 acks 0, 1 or -1, one topic with one partition and its records, acks=-1 only where this
 broker is the partition's whole ISR, so that the append itself completes it; Fetch v4-v17:
-a consumer's fetch with nothing forgotten and no tagged fields in the request body, either
-sessionless, of one or more partitions (no topic or partition named twice), or
-incremental in a session at the epoch the session expects, naming partitions it holds or
-none) and calls what the handlers call:
+a consumer's fetch with nothing forgotten, either sessionless, of one or more partitions
+(no topic or partition named twice), or incremental in a session at the epoch the session
+expects, naming partitions it holds or none; either request with no tagged field anywhere
+in the frame, header included) and calls what the handlers call:
 `ReplicaManager.append_plain` (the plain case of `append_produced`) and the Produce answer's
 template, `ReplicaManager.fetch` and the Fetch encoder; a session is moved on by
 `FetchSessionCache.new_context`, its partitions read as `fetch.session_reads` gives them
@@ -121,18 +121,13 @@ def _count(frame, pos: int, end: int, flexible: bool) -> tuple[int, int]:
     return _I32.unpack_from(frame, pos)[0], pos + 4
 
 
-def _skip_tags(frame, pos: int, end: int) -> tuple[int, int]:
-    """Tagged fields: (how many, position after them)."""
-    if pos < end and not frame[pos]:  # none: nearly always
-        return 0, pos + 1
-    count, pos = _uvarint(frame, pos, end)
-    for _ in range(count):
-        _tag, pos = _uvarint(frame, pos, end)
-        size, pos = _uvarint(frame, pos, end)
-        pos += size
-        if pos > end:
-            raise _Unread
-    return count, pos
+def _no_tags(frame, pos: int, end: int) -> int:
+    """Past an empty tagged-field section. A section with any field in it sends the frame
+    to the full path, which reads the fields the version knows (a wrong size refused) and
+    refuses unknown ones: clients send none on these requests."""
+    if pos < end and not frame[pos]:
+        return pos + 1
+    raise _Unread
 
 
 def _header(frame, end: int, flexible: bool) -> int:
@@ -143,6 +138,8 @@ def _header(frame, end: int, flexible: bool) -> int:
         raise _Unread
     n = _I16.unpack_from(frame, pos)[0]
     pos += 2
+    if n < -1:  # kio refuses a negative length other than null's
+        raise _Unread
     if n > 0:
         if pos + n > end:
             raise _Unread
@@ -152,7 +149,7 @@ def _header(frame, end: int, flexible: bool) -> int:
             raise _Unread from None
         pos += n
     if flexible:
-        _count_, pos = _skip_tags(frame, pos, end)
+        pos = _no_tags(frame, pos, end)
     return pos
 
 
@@ -214,7 +211,7 @@ class FastPath:
         pos += size
         if flexible:  # the partition's, the topic's and the request's tagged fields
             for _ in range(3):
-                _n, pos = _skip_tags(frame, pos, end)
+                pos = _no_tags(frame, pos, end)
         template = None
         if acks:
             template = produce.answer_template(version, topic, index)
@@ -291,10 +288,8 @@ class FastPath:
                 return None
         if version >= 11:
             _rack, pos = _string(frame, pos, end, flexible)
-        if flexible:
-            tags, pos = _skip_tags(frame, pos, end)
-            if tags:  # cluster id, a replica's state: the full path
-                return None
+        if flexible:  # none (a cluster id, a replica's state: the full path)
+            pos = _no_tags(frame, pos, end)
         if pos > end:
             return None
         if session_id:
@@ -349,13 +344,13 @@ class FastPath:
                 pos += 8
             partition_max_bytes = _I32.unpack_from(frame, pos)[0]
             pos += 4
-            if flexible:  # the partition's tagged fields
-                _n, pos = _skip_tags(frame, pos, end)
+            if flexible:  # the partition's tagged fields: none
+                pos = _no_tags(frame, pos, end)
             requests.append(FetchPartitionRequest(topic, partition, fetch_offset,
                                                   partition_max_bytes, leader_epoch,
                                                   log_start_offset))
-        if flexible:  # the topic's tagged fields
-            _n, pos = _skip_tags(frame, pos, end)
+        if flexible:  # the topic's tagged fields: none
+            pos = _no_tags(frame, pos, end)
         return key, pos
 
     def _in_session(self, version: int, correlation_id: int, session_id: int, epoch: int,

@@ -177,6 +177,83 @@ def test_produce_answers_equal_the_full_path_in_lockstep(tmp_path):
     assert run(go()) > 0
 
 
+def _tagged(frame: bytes, at: int, fields: bytes) -> bytes:
+    """`frame` with the empty tagged-field section at `at` replaced by `fields`."""
+    assert frame[at] == 0
+    return frame[:at] + fields + frame[at + 1:]
+
+
+def _client_id_length(frame: bytes, length: int) -> bytes:
+    """`frame` whose client id is replaced by a bare length (no bytes after it)."""
+    return frame[:8] + struct.pack(">h", length) + frame[10 + int.from_bytes(frame[8:10],
+                                                                               "big"):]
+
+
+def test_tagged_fields_and_bad_client_id_lengths_go_to_the_full_path(tmp_path):
+    """A tagged field anywhere in the frame (kio reads the ones a version knows, checking
+    their size, and refuses unknown ones) and a client id length below -1 (which kio
+    refuses) are the full path's: the fast path reads neither, so both paths answer alike
+    (here: the full path closes the connection, or answers a well-formed known tag)."""
+    unknown = b"\x01\x07\x00"  # one field, tag 7, empty
+
+    def header_tags(frame):  # after the client id
+        return 10 + int.from_bytes(frame[8:10], "big")
+
+    def cases(topic_id):
+        for version in (9, 12):  # Produce: partition, topic, request tags are the last 3
+            frame = produce_frame(version, 500 + version)
+            yield frame, header_tags(frame), unknown
+            for at in (-3, -2, -1):
+                yield frame, len(frame) + at, unknown
+        for version in (12, 16, 17):  # Fetch: ... partition, topic tags, forgotten, rack,
+            frame = fetch_frame(version, 600 + version, 0,  # request tags
+                                topic_id if version >= 13 else None)
+            yield frame, header_tags(frame), unknown
+            for at in (-5, -4, -1):
+                yield frame, len(frame) + at, unknown
+            if version == 17:  # tag 0 of a partition: replica_directory_id, 16 bytes
+                for size in (0, 4, 16, 20):
+                    yield frame, len(frame) - 5, b"\x01\x00" + bytes([size]) + b"u" * size
+
+    async def go():
+        fast_broker = await start_broker(tmp_path, "a")
+        full_broker = await start_broker(tmp_path, "b")
+        fast = fast_broker.dispatcher.fast_path
+        topic_id = fast_broker.cache.topic(TOPIC).topic_id
+        try:
+            for broker in (fast_broker, full_broker):  # the answer templates
+                for version in (8, 9, 12):
+                    await answer(broker, produce_frame(version, 1), fast=False)
+            frames = [_tagged(frame, at, fields) for frame, at, fields in cases(topic_id)]
+            for version in (8, 9):
+                frames += [_client_id_length(produce_frame(version, 700), n)
+                           for n in (-2, -32768)]
+            for version in (4, 12):
+                frames += [_client_id_length(fetch_frame(version, 800, 0), n)
+                           for n in (-2, -32768)]
+            closed = 0
+            for frame in frames:
+                if frame[1] == 1:  # Fetch
+                    assert fast.fetch_request(frame) is None, frame.hex()
+                    a = await answer(fast_broker, frame, fast=True)
+                    b = await answer(fast_broker, frame, fast=False)
+                else:
+                    a = await answer(fast_broker, frame, fast=True)
+                    b = await answer(full_broker, frame, fast=False)
+                assert a == b, frame.hex()
+                closed += a == "closed"
+            for (topic, index), p in fast_broker.replicas.partitions.items():
+                q = full_broker.replicas.partitions[(topic, index)]
+                assert p.log.log_end_offset == q.log.log_end_offset, (topic, index)
+        finally:
+            await fast_broker.shutdown()
+            await full_broker.shutdown()
+        return closed, len(frames)
+
+    closed, count = run(go())
+    assert closed == count - 1  # all but the well-formed replica_directory_id tag
+
+
 def test_the_common_produce_shapes_take_the_fast_path(tmp_path):
     async def go():
         broker = await start_broker(tmp_path, "a")
