@@ -60,46 +60,13 @@ async def handle(ctx: RequestContext, request):
     mod = response_module(API_KEY, ctx.version)
     replicas = ctx.broker.replicas
     acks = request.acks
-    results: list[tuple[str, list[dict]]] = []
-    waits: list[tuple[dict, str, int, int]] = []  # acks=-1: (out, topic, partition, end)
-    writable: dict[str, bool] = {}
-    for topic in request.topic_data:
-        parts = []
-        for pd in topic.partition_data:
-            out = {"index": pd.index, "error_code": ErrorCode.none, "base_offset": -1,
-                   "log_append_time": None, "log_start_offset": -1, "record_errors": (),
-                   "error_message": None}
-            try:
-                if acks not in (-1, 0, 1):
-                    raise KafkaError(f"Invalid required acks {acks}",
-                                     ErrorCode.invalid_required_acks)
-                if request.transactional_id is not None and not allowed(
-                        ctx, Op.WRITE, Res.TRANSACTIONAL_ID, request.transactional_id):
-                    raise KafkaError("Transactional Id authorization failed.",
-                                     ErrorCode.transactional_id_authorization_failed)
-                if not writable.setdefault(topic.name, allowed(ctx, Op.WRITE, Res.TOPIC,
-                                                               topic.name)):
-                    raise KafkaError(f"Not authorized to WRITE topic {topic.name!r}",
-                                     ErrorCode.topic_authorization_failed)
-                if pd.records is None:
-                    raise KafkaError("No record batch", ErrorCode.invalid_record)
-                result = await replicas.append_produced(
-                    topic.name, pd.index, pd.records, acks,
-                    internal_topics_allowed=ctx.header.client_id == ADMIN_CLIENT_ID,
-                    transactional_id=request.transactional_id,
-                    add_to_txn=ctx.version >= TXN_V2_VERSION)
-                out["base_offset"] = result.base_offset
-                if result.log_append_time >= 0:
-                    out["log_append_time"] = _EPOCH + datetime.timedelta(
-                        milliseconds=result.log_append_time)
-                p = replicas.partitions.get((topic.name, pd.index))
-                out["log_start_offset"] = p.log.log_start_offset if p else -1
-                if acks == -1:
-                    waits.append((out, topic.name, pd.index, result.last_offset + 1))
-            except KafkaError as e:
-                _fail(out, e, mod)
-            parts.append(out)
-        results.append((topic.name, parts))
+    # a consumer's fetch parked on several of these partitions is answered once all are
+    # appended, not by the first (as Kafka completes delayed fetches after the append)
+    woken: dict[tuple[str, int], None] = {}
+    try:
+        results, waits = await _append_all(ctx, request, mod, woken)
+    finally:
+        replicas.wake_consumers(woken)
     if waits:
         if ctx.appended is not None and not all(
                 replicas.replicated(name, index, end) for _, name, index, end in waits):
@@ -158,6 +125,56 @@ async def handle(ctx: RequestContext, request):
                           for i, h, port, r in live_brokers(ctx) if i in leaders)
     return make(response_schema(API_KEY, ctx.version), responses=tuple(topics),
                 node_endpoints=endpoints)
+
+
+async def _append_all(ctx: RequestContext, request, mod, woken: dict
+                      ) -> tuple[list[tuple[str, list[dict]]], list[tuple[dict, str, int, int]]]:
+    """Each partition's batch appended (or its error): the answer's partitions per topic,
+    and for acks=-1 what to wait for: (the partition's answer, topic, partition, end).
+    The partitions appended go into `woken` (`ReplicaManager.append_produced`)."""
+    replicas = ctx.broker.replicas
+    acks = request.acks
+    results: list[tuple[str, list[dict]]] = []
+    waits: list[tuple[dict, str, int, int]] = []  # acks=-1: (out, topic, partition, end)
+    writable: dict[str, bool] = {}
+    for topic in request.topic_data:
+        parts = []
+        for pd in topic.partition_data:
+            out = {"index": pd.index, "error_code": ErrorCode.none, "base_offset": -1,
+                   "log_append_time": None, "log_start_offset": -1, "record_errors": (),
+                   "error_message": None}
+            try:
+                if acks not in (-1, 0, 1):
+                    raise KafkaError(f"Invalid required acks {acks}",
+                                     ErrorCode.invalid_required_acks)
+                if request.transactional_id is not None and not allowed(
+                        ctx, Op.WRITE, Res.TRANSACTIONAL_ID, request.transactional_id):
+                    raise KafkaError("Transactional Id authorization failed.",
+                                     ErrorCode.transactional_id_authorization_failed)
+                if not writable.setdefault(topic.name, allowed(ctx, Op.WRITE, Res.TOPIC,
+                                                               topic.name)):
+                    raise KafkaError(f"Not authorized to WRITE topic {topic.name!r}",
+                                     ErrorCode.topic_authorization_failed)
+                if pd.records is None:
+                    raise KafkaError("No record batch", ErrorCode.invalid_record)
+                result = await replicas.append_produced(
+                    topic.name, pd.index, pd.records, acks,
+                    internal_topics_allowed=ctx.header.client_id == ADMIN_CLIENT_ID,
+                    transactional_id=request.transactional_id,
+                    add_to_txn=ctx.version >= TXN_V2_VERSION, woken=woken)
+                out["base_offset"] = result.base_offset
+                if result.log_append_time >= 0:
+                    out["log_append_time"] = _EPOCH + datetime.timedelta(
+                        milliseconds=result.log_append_time)
+                p = replicas.partitions.get((topic.name, pd.index))
+                out["log_start_offset"] = p.log.log_start_offset if p else -1
+                if acks == -1:
+                    waits.append((out, topic.name, pd.index, result.last_offset + 1))
+            except KafkaError as e:
+                _fail(out, e, mod)
+            parts.append(out)
+        results.append((topic.name, parts))
+    return results, waits
 
 
 # The answer to a one-partition Produce without error (what a producer with linger.ms=0

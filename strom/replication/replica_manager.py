@@ -122,6 +122,9 @@ class ReplicaManager:
         # parked fetches: consumers wait for the high watermark, followers for appends
         self._waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
         self._replica_waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
+        # while a metadata change is applied: the partitions whose consumers' parked
+        # fetches it wakes once it is whole (`on_topics_changed`)
+        self._held: dict[TopicPartition, None] | None = None
         # acks=all produces: partition -> [(offset the high watermark must reach, future)]
         self._produce_waiters: _Waiters = {}
         # DeleteRecords: partition -> [(offset the low watermark must reach, future)]
@@ -176,6 +179,20 @@ class ReplicaManager:
         return TopicConfig.of(self.config, info.configs if info else None)
 
     def on_topics_changed(self, topics: set[str]) -> None:
+        """Follow the metadata of `topics`. Consumers' fetches parked on a partition that
+        changes are answered once the whole change is applied, so a fetch of several
+        partitions sees all of them changed (a topic deleted: each one's error)."""
+        if self._held is not None:  # within a change already
+            self._apply_topics(topics)
+            return
+        held = self._held = {}
+        try:
+            self._apply_topics(topics)
+        finally:
+            self._held = None
+            self.wake_consumers(held)
+
+    def _apply_topics(self, topics: set[str]) -> None:
         now = self.clock.now_ms()
         for name in topics:
             info = self.cache.topic(name)
@@ -280,7 +297,8 @@ class ReplicaManager:
     async def append_produced(self, topic: str, partition: int, data: bytes, acks: int, *,
                               internal_topics_allowed: bool = False,
                               transactional_id: str | None = None,
-                              add_to_txn: bool = False) -> AppendResult:
+                              add_to_txn: bool = False,
+                              woken: dict[TopicPartition, None] | None = None) -> AppendResult:
         """A client's batch: as `append`, but when the topic needs its records read (keys on
         a compacted topic, another compression.type) and the batch is compressed or larger
         than INLINE_RECORDS_BYTES, that work runs in the default executor, off the loop.
@@ -288,18 +306,21 @@ class ReplicaManager:
         authorizer answers a null id, TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and, when its
         producer has no transaction open here, the `txn_verifier`'s approval (with
         `add_to_txn`, Produce v12: the verifier adds the partition to the transaction).
-        Counted in the topic's stats (the unattributed ones for a partition not hosted)."""
+        Counted in the topic's stats (the unattributed ones for a partition not hosted).
+        Given `woken`, the partition is added to it and its consumers' parked fetches are
+        left for the caller to answer (`wake_consumers`) once its other appends are done;
+        followers' fetches are woken at once."""
         if not self.stats.enabled:
             return await self._append_produced(topic, partition, data, acks,
                                                internal_topics_allowed, transactional_id,
-                                               add_to_txn)
+                                               add_to_txn, woken)
         p = self.partitions.get((topic, partition))
         stats = p.stats if p is not None else self.stats.unattributed
         stats.produce_requests += 1
         try:
             result = await self._append_produced(topic, partition, data, acks,
                                                  internal_topics_allowed, transactional_id,
-                                                 add_to_txn)
+                                                 add_to_txn, woken)
         except KafkaError:
             stats.failed_produce_requests += 1
             raise
@@ -310,7 +331,9 @@ class ReplicaManager:
     async def _append_produced(self, topic: str, partition: int, data: bytes, acks: int,
                                internal_topics_allowed: bool,
                                transactional_id: str | None,
-                               add_to_txn: bool = False) -> AppendResult:
+                               add_to_txn: bool = False,
+                               woken: dict[TopicPartition, None] | None = None
+                               ) -> AppendResult:
         self._check_internal(topic, internal_topics_allowed)
         p = self.leader_partition(topic, partition)
         batch = bytearray(data)
@@ -339,7 +362,11 @@ class ReplicaManager:
                     None, validate_records, batch, header, config)
                 p = self.leader_partition(topic, partition)  # it may have moved meanwhile
         result = p.append_as_leader(batch, header, acks)
-        self._wake((topic, partition))
+        if woken is None:
+            self._wake((topic, partition))
+        else:
+            woken[(topic, partition)] = None
+            self._wake_waiters(self._replica_waiters, (topic, partition))
         return result
 
     def append_plain(self, topic: str, partition: int, data: bytes | memoryview, acks: int
@@ -440,7 +467,7 @@ class ReplicaManager:
         self._complete_produce_waiters(tp, p)
         # consumers may read further; a parked follower has no more data to fetch than
         # before (as in Kafka, a high watermark move does not complete its fetch)
-        self._wake_waiters(self._waiters, tp)
+        self._wake_consumers(tp)
 
     # --- DeleteRecords -------------------------------------------------------------------
     async def delete_records(self, topic: str, partition: int, offset: int,
@@ -655,8 +682,9 @@ class ReplicaManager:
         """A consumer's fetch of `tps` parked without a task, as `_fetch` parks one:
         `woken(expired)` is called once data arrives or the partition changes (False), on
         the spot, by the code that wakes the partition's fetches (an append, a high
-        watermark move: the consumer's answer needs no further turn of the loop), or once
-        `timeout_s` has passed (True). `cancel()` unparks it without a call."""
+        watermark move: the consumer's answer needs no further turn of the loop; a Produce
+        of several partitions or a metadata change once it is whole), or once `timeout_s`
+        has passed (True). `cancel()` unparks it without a call."""
         call = ParkedCall(woken, tps, self._waiters)
         for tp in tps:
             self._waiters[tp].add(call)
@@ -699,8 +727,21 @@ class ReplicaManager:
 
     def _wake(self, tp: TopicPartition) -> None:
         """Answer every fetch parked on `tp` (data arrived, or the partition changed)."""
-        self._wake_waiters(self._waiters, tp)
+        self._wake_consumers(tp)
         self._wake_waiters(self._replica_waiters, tp)
+
+    def _wake_consumers(self, tp: TopicPartition) -> None:
+        held = self._held
+        if held is not None:
+            held[tp] = None
+        else:
+            self._wake_waiters(self._waiters, tp)
+
+    def wake_consumers(self, tps: Iterable[TopicPartition]) -> None:
+        """Answer the consumers' fetches parked on any of `tps` (see `append_produced`'s
+        `woken`)."""
+        for tp in tps:
+            self._wake_consumers(tp)
 
     @staticmethod
     def _wake_waiters(waiters: dict[TopicPartition, set[asyncio.Future]], tp: TopicPartition

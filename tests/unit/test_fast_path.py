@@ -1177,6 +1177,53 @@ def test_a_tailing_fetch_of_several_partitions_is_parked_on_all_and_woken_by_any
     assert after == {}
 
 
+@pytest.mark.parametrize("change", ["produce to both", "topic deleted"])
+@pytest.mark.parametrize("version", [4, 12, 13])
+def test_a_fetch_parked_on_two_partitions_sees_a_change_of_both_whole(
+        tmp_path, version, change):
+    """A consumer's Fetch of two partitions parked as it arrives is answered by the change
+    that wakes it there and then; a change of both partitions at once (a Produce of both,
+    as the Java client, kafka-python and aiokafka send one; the topic deleted) wakes it
+    once both are changed (ReplicaManager.wakes_held), so its answer is the one the full
+    path gives a loop turn later: both partitions' records, or both partitions' error."""
+    produce = produce_frame(9, 2, partitions=2)  # the same bytes to both brokers
+
+    async def fetch_answer(name: str, fast: bool) -> bytes:
+        broker = await start_broker(tmp_path, name)
+        try:
+            tid = broker.cache.topic(TOPIC).topic_id if version >= 13 else None
+            frame = fetch_frame(version, 1, 0, tid, partitions=(0, 1), max_wait_ms=30_000)
+            if not fast:
+                broker.dispatcher.fast_path = None
+            waiting = asyncio.ensure_future(_answers(broker, [frame], 1))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            if change == "topic deleted":
+                await broker.controller.delete_topic(TOPIC)
+            else:  # a Produce of two partitions: the full path's either way
+                saved, broker.dispatcher.fast_path = broker.dispatcher.fast_path, None
+                await answer(broker, produce, fast=False)
+                broker.dispatcher.fast_path = saved
+            (woken,) = await asyncio.wait_for(waiting, 5)
+            return woken if tid is None else woken.replace(tid.bytes, b"\x17" * 16)
+        finally:
+            await broker.shutdown()
+
+    async def go():  # two brokers: each topic has an id of its own (made alike above)
+        return await fetch_answer("a", True), await fetch_answer("b", False)
+
+    fast, full = run(go())
+    assert fast == full
+    body = parse_response(1, version, fast)
+    partitions = [p for t in body.responses for p in t.partitions]
+    assert [p.partition_index for p in partitions] == [0, 1]
+    if change == "topic deleted":  # the id was known when the fetch was read
+        assert [p.error_code for p in partitions] == [ErrorCode.unknown_topic_or_partition] * 2
+    else:
+        assert [p.high_watermark for p in partitions] == [1, 1]
+        assert all(p.records for p in partitions)
+
+
 @pytest.mark.parametrize("version", [13, 17])
 def test_a_session_holding_a_deleted_topic_gets_the_full_paths_answer(tmp_path, version):
     """A consumer's session of two topics, one deleted under it (its id no longer known):

@@ -304,6 +304,49 @@ def test_a_fetch_parked_without_a_task_expires_or_is_cancelled_without_a_trace(t
     assert after_expiry == {} and after_cancel == {}
 
 
+def test_a_produce_of_several_partitions_wakes_consumers_once_all_are_appended(tmp_path):
+    """`append_produced` with `woken` leaves the consumers' parked fetches of the partition
+    to the caller (`wake_consumers`, after its last append) and wakes followers at once."""
+    rm = manager(tmp_path, {0: ((1, 2), 1, (1, 2)), 1: ((1, 2), 1, (1, 2))})
+    tps = (("t", 0), ("t", 1))
+
+    async def go():
+        seen: list = []
+        rm.park(tps, 60, lambda expired: seen.append(
+            [rm.partitions[tp].log.log_end_offset for tp in tps]))
+        follower = asyncio.get_running_loop().create_future()
+        rm._replica_waiters[("t", 0)].add(follower)
+        woken: dict = {}
+        await rm.append_produced("t", 0, batch(), 1, woken=woken)
+        after_first = (list(seen), follower.done())
+        await rm.append_produced("t", 1, batch(), 1, woken=woken)
+        before_wake = list(seen)
+        rm.wake_consumers(woken)
+        return after_first, before_wake, seen, list(woken), dict(rm._waiters)
+
+    after_first, before_wake, seen, woken, waiters = run(go())
+    assert after_first == ([], True) and before_wake == []
+    assert seen == [[1, 1]]  # once, with both appended
+    assert woken == [("t", 0), ("t", 1)] and waiters == {}
+
+
+def test_a_metadata_change_wakes_consumers_once_it_is_whole(tmp_path):
+    """A consumer's fetch parked on two partitions of a topic that is deleted is answered
+    once both are gone, not while the first is stopped."""
+    rm = manager(tmp_path, {0: ((1,), 1, (1,)), 1: ((1,), 1, (1,))})
+    tps = (("t", 0), ("t", 1))
+
+    async def go():
+        seen: list = []
+        rm.park(tps, 60, lambda expired: seen.append([tp in rm.partitions for tp in tps]))
+        del rm.cache.topics["t"]
+        rm.on_topics_changed({"t"})
+        return seen, dict(rm._waiters)
+
+    seen, waiters = run(go())
+    assert seen == [[False, False]] and waiters == {}
+
+
 def test_an_error_answering_a_parked_fetch_does_not_fail_the_append_that_woke_it(
         tmp_path, caplog):
     rm = manager(tmp_path, {0: ((1,), 1, (1,))})
