@@ -626,7 +626,14 @@ class Connection:
         parts = [part if isinstance(part, bytes) else part.data if part.data is not None
                  else part if part.cold or part.size >= SENDFILE_MIN_BYTES
                  else os.pread(part.fd, part.size, part.position) for part in parts]
-        return parts, [-1 if isinstance(part, bytes) else os.dup(part.fd) for part in parts]
+        fds: list[int] = []
+        try:
+            for part in parts:
+                fds.append(-1 if isinstance(part, bytes) else os.dup(part.fd))
+        except OSError:  # out of descriptors: none of those taken is left open
+            _close_all(fds)
+            raise
+        return parts, fds
 
     async def _write_held(self, parts: list, fds: list[int]) -> None:
         """Write the parts `_hold_parts` took, as `_write_parts` describes."""
