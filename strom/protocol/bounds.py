@@ -12,10 +12,14 @@ allocate a collection of size N, but there are only M bytes remaining."
 `check_request` walks the request header and body as the schema says, reading only the
 length prefixes and skipping the rest, and raises `LengthError` for a length that does not
 fit in the bytes left (an element takes at least one byte), a varint longer than 5 bytes,
-or a frame that ends early. It does not check values: kio does that when it parses.
-`check_response` does the same for a response frame that strom's inter-broker client
-(strom.protocol.client) receives: a leader or coordinator that sends garbage must cost the
-follower a connection, never its process.
+or a frame that ends early. It does not check values: kio does that when it parses. On the
+way it notes the tagged fields a request's version does not know: Kafka's readers skip
+them (KIP-482 lets a newer client send tags an older broker does not know), kio refuses
+them, so `without_unknown_tags` drops them from the frame before kio reads it. (A tag
+inside a known tagged field's value is not dropped: that field's size would change.)
+`check_response` makes the length checks on a response frame that strom's inter-broker
+client (strom.protocol.client) receives: a leader or coordinator that sends garbage must
+cost the follower a connection, never its process.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import types
 import typing
 from typing import Any
 
-from strom.protocol.varint import VarintError, read_uvarint
+from strom.protocol.varint import VarintError, read_uvarint, uvarint
 
 _FIXED = {"int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint16": 2, "uint32": 4,
           "float64": 8, "bool": 1, "uuid": 16, "timedelta_i32": 4, "timedelta_i64": 8,
@@ -150,9 +154,9 @@ class _Source:
                 self.emit(depth, "if pos >= end: raise _short(pos + 1, end)")
                 self.emit(depth, "pos += 1")
                 self.emit(depth, "if buf[pos - 1] < 0x80:  # int8 marker: -1 is null")
-                self.emit(depth + 1, f"pos = {name}(buf, pos, end)")
+                self.emit(depth + 1, f"pos = {name}(buf, pos, end, found)")
             else:
-                self.emit(depth, f"pos = {name}(buf, pos, end)")
+                self.emit(depth, f"pos = {name}(buf, pos, end, found)")
         else:
             self.length(depth, flexible, 4)
             if kind == _ARRAY_FIX:
@@ -163,7 +167,7 @@ class _Source:
             self.emit(depth, "if n > end - pos: raise _too_many(n, pos, end)")
             self.emit(depth, "for _ in range(n):")
             if kind == _ARRAY_ENTITY:
-                self.emit(depth + 1, f"pos = {_ref(refs, arg)}(buf, pos, end)")
+                self.emit(depth + 1, f"pos = {_ref(refs, arg)}(buf, pos, end, found)")
             else:
                 self.field(depth + 1, _STR if kind == _ARRAY_STR else _BYTES, None, False,
                            flexible, refs)
@@ -182,12 +186,12 @@ def _checker(cls: type):
     """The compiled checker of one kio entity class: (buf, pos, end) -> pos after it."""
     plan = _plan(cls)
     src, refs = _Source(), {}
-    src.emit(0, "def check(buf, pos, end):")
+    src.emit(0, "def check(buf, pos, end, found=None):")
     for kind, arg, nullable in plan.fields:
         src.field(1, kind, arg, nullable, plan.flexible, refs)
     if plan.flexible:  # tagged fields: mostly none, a single zero byte
         src.emit(1, "if pos < end and buf[pos] == 0: pos += 1")
-        src.emit(1, "else: pos = _tagged(buf, pos, end, _plan_)")
+        src.emit(1, "else: pos = _tagged(buf, pos, end, _plan_, found)")
     src.emit(1, "return pos")
     namespace = {"_I16": _I16, "_I32": _I32, "_short": _short, "_too_many": _too_many,
                  "_uvarint": _uvarint, "_tagged": _tagged, "_plan_": plan, **refs}
@@ -195,11 +199,18 @@ def _checker(cls: type):
     return namespace["check"]
 
 
-def _tagged(buf: bytes | memoryview, pos: int, end: int, plan: _Plan | None) -> int:
+def _tagged(buf: bytes | memoryview, pos: int, end: int, plan: _Plan | None,
+            found: list[UnknownTags] | None = None) -> int:
+    """Past a tagged-field section; with `found`, its tags unknown to `plan` (all, without
+    one) are added to it."""
+    count_at = pos
     n, pos = _uvarint(buf, pos, end)
     if n * 2 > end - pos:
         raise _too_many(n, pos, end)
+    count_end = pos
+    unknown: list[tuple[int, int]] = []
     for _ in range(n):
+        tag_at = pos
         tag, pos = _uvarint(buf, pos, end)
         size, pos = _uvarint(buf, pos, end)
         start, pos = pos, pos + size
@@ -207,7 +218,11 @@ def _tagged(buf: bytes | memoryview, pos: int, end: int, plan: _Plan | None) -> 
             raise _short(pos, end)
         entry = plan.tagged.get(tag) if plan is not None else None
         if entry is not None:  # a known tagged field: its own lengths are checked too
-            _tagged_field(*entry)(buf, start, pos)
+            _tagged_field(*entry)(buf, start, pos)  # (not collected: its size would change)
+        else:
+            unknown.append((tag_at, pos))
+    if unknown and found is not None:
+        found.append(UnknownTags(count_at, count_end, n, tuple(unknown)))
     return pos
 
 
@@ -215,7 +230,7 @@ def _tagged(buf: bytes | memoryview, pos: int, end: int, plan: _Plan | None) -> 
 def _tagged_field(kind: int, arg: Any, nullable: bool):
     """A checker of one tagged field's value (always in a flexible version)."""
     src, refs = _Source(), {}
-    src.emit(0, "def check(buf, pos, end):")
+    src.emit(0, "def check(buf, pos, end, found=None):")
     src.field(1, kind, arg, nullable, True, refs)
     src.emit(1, "return pos")
     namespace = {"_I16": _I16, "_I32": _I32, "_short": _short, "_too_many": _too_many,
@@ -224,18 +239,48 @@ def _tagged_field(kind: int, arg: Any, nullable: bool):
     return namespace["check"]
 
 
-def check_request(frame: bytes | memoryview, schema: type) -> None:
+def check_request(frame: bytes | memoryview, schema: type) -> list[UnknownTags]:
     """Check every length prefix of a request frame (without its size) for `schema`, the
-    kio request class of its API key and version. Raises LengthError."""
+    kio request class of its API key and version. Raises LengthError. Returns the
+    tagged-field sections that hold tags the schema does not know (`without_unknown_tags`
+    drops them; kio refuses them), in the frame's order."""
     end = len(frame)
     if end < 10:
         raise _short(10, end)
     pos = 10 + max(_I16.unpack_from(frame, 8)[0], 0)  # api key, version, correlation, client id
     if pos > end:
         raise _short(pos, end)
+    found: list[UnknownTags] = []
     if schema.__header_schema__.__flexible__:
-        pos = _tagged(frame, pos, end, None)
-    _checker(schema)(frame, pos, end)
+        pos = _tagged(frame, pos, end, None, found)
+    _checker(schema)(frame, pos, end, found)
+    return found
+
+
+class UnknownTags(typing.NamedTuple):
+    """A tagged-field section holding tags its schema does not know: where its count is
+    (`count_at` to `count_end`), the count, and each unknown tag's bytes (start, end)."""
+
+    count_at: int
+    count_end: int
+    count: int
+    tags: tuple[tuple[int, int], ...]
+
+
+def without_unknown_tags(frame: bytes | memoryview, sections: list[UnknownTags]) -> bytes:
+    """`frame` without the unknown tagged fields of `sections` (each section's count
+    lowered to match), as Kafka's readers skip tags they do not know (KIP-482)."""
+    out = bytearray()
+    last = 0
+    for section in sorted(sections):
+        out += frame[last:section.count_at]
+        out += uvarint(section.count - len(section.tags))
+        last = section.count_end
+        for start, end in section.tags:
+            out += frame[last:start]
+            last = end
+    out += frame[last:]
+    return bytes(out)
 
 
 def check_response(frame: bytes | memoryview, schema: type) -> None:

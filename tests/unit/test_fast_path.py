@@ -190,10 +190,12 @@ def _client_id_length(frame: bytes, length: int) -> bytes:
 
 
 def test_tagged_fields_and_bad_client_id_lengths_go_to_the_full_path(tmp_path):
-    """A tagged field anywhere in the frame (kio reads the ones a version knows, checking
-    their size, and refuses unknown ones) and a client id length below -1 (which kio
-    refuses) are the full path's: the fast path reads neither, so both paths answer alike
-    (here: the full path closes the connection, or answers a well-formed known tag)."""
+    """A tagged field anywhere in the frame (the full path skips tags the version does not
+    know, as Kafka does, and checks the size of those it knows) and a client id length
+    below -1 (which kio refuses) are the full path's: the fast path reads neither, so both
+    paths answer alike: unknown tags are answered as without them (a Produce appended on
+    both brokers), a known tag of the wrong size and a bad client id length close the
+    connection."""
     unknown = b"\x01\x07\x00"  # one field, tag 7, empty
 
     def header_tags(frame):  # after the client id
@@ -231,7 +233,7 @@ def test_tagged_fields_and_bad_client_id_lengths_go_to_the_full_path(tmp_path):
             for version in (4, 12):
                 frames += [_client_id_length(fetch_frame(version, 800, 0), n)
                            for n in (-2, -32768)]
-            closed = 0
+            closed = answered = 0
             for frame in frames:
                 if frame[1] == 1:  # Fetch
                     assert fast.fetch_request(frame) is None, frame.hex()
@@ -242,16 +244,22 @@ def test_tagged_fields_and_bad_client_id_lengths_go_to_the_full_path(tmp_path):
                     b = await answer(full_broker, frame, fast=False)
                 assert a == b, frame.hex()
                 closed += a == "closed"
+                answered += isinstance(a, bytes) and a[4:8] == frame[4:8]
+            ends = {}
             for (topic, index), p in fast_broker.replicas.partitions.items():
                 q = full_broker.replicas.partitions[(topic, index)]
                 assert p.log.log_end_offset == q.log.log_end_offset, (topic, index)
+                ends[(topic, index)] = p.log.log_end_offset
         finally:
             await fast_broker.shutdown()
             await full_broker.shutdown()
-        return closed, len(frames)
+        return closed, answered, ends[(TOPIC, 0)]
 
-    closed, count = run(go())
-    assert closed == count - 1  # all but the well-formed replica_directory_id tag
+    closed, answered, end = run(go())
+    # closed: a replica_directory_id of 0, 4 or 20 bytes, the 8 bad client id lengths;
+    # answered: the 20 frames with an unknown tag and the 16-byte replica_directory_id
+    assert (closed, answered) == (11, 21)
+    assert end == 3 + 8  # the 3 answer templates' Produces and the 8 with an unknown tag
 
 
 def test_the_common_produce_shapes_take_the_fast_path(tmp_path):
