@@ -183,7 +183,8 @@ def _ref(refs: dict[str, Any], cls: type) -> str:
 
 @functools.cache
 def _checker(cls: type):
-    """The compiled checker of one kio entity class: (buf, pos, end) -> pos after it."""
+    """The compiled checker of one kio entity class: (buf, pos, end, found=None) -> pos
+    after it; the sections with unknown tags go into `found` when it is a list."""
     plan = _plan(cls)
     src, refs = _Source(), {}
     src.emit(0, "def check(buf, pos, end, found=None):")
@@ -201,8 +202,8 @@ def _checker(cls: type):
 
 def _tagged(buf: bytes | memoryview, pos: int, end: int, plan: _Plan | None,
             found: list[UnknownTags] | None = None) -> int:
-    """Past a tagged-field section; with `found`, its tags unknown to `plan` (all, without
-    one) are added to it."""
+    """Past a tagged-field section; with `found`, the section is added to it when it holds
+    tags `plan` does not know (without a plan, the request header's, every tag)."""
     count_at = pos
     n, pos = _uvarint(buf, pos, end)
     if n * 2 > end - pos:
