@@ -12,11 +12,12 @@ allocate a collection of size N, but there are only M bytes remaining."
 `check_request` walks the request header and body as the schema says, reading only the
 length prefixes and skipping the rest, and raises `LengthError` for a length that does not
 fit in the bytes left (an element takes at least one byte), a varint longer than 5 bytes,
-or a frame that ends early. It does not check values: kio does that when it parses. On the
-way it notes the tagged fields a request's version does not know: Kafka's readers skip
-them (KIP-482 lets a newer client send tags an older broker does not know), kio refuses
-them, so `without_unknown_tags` drops them from the frame before kio reads it. (A tag
-inside a known tagged field's value is not dropped: that field's size would change.)
+or a frame that ends early, and for more than MAX_TAGGED_FIELDS tagged fields in one
+request. It does not check values: kio does that when it parses. On the way it notes the
+tagged fields a request's version does not know: Kafka's readers skip them (KIP-482 lets a
+newer client send tags an older broker does not know), kio refuses them, so
+`check_request` returns the frame without them for kio to read. (A tag inside a known
+tagged field's value is not dropped: that field's size would change.)
 `check_response` makes the length checks on a response frame that strom's inter-broker
 client (strom.protocol.client) receives: a leader or coordinator that sends garbage must
 cost the follower a connection, never its process.
@@ -38,6 +39,9 @@ _FIXED = {"int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint16": 2, "uint32": 
           "datetime_i64": 8, "error_code": 2}
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+# tagged fields in one request, all sections together: a real client sends a few; a frame
+# of two-byte tags would otherwise hold the loop for seconds per 10 MB
+MAX_TAGGED_FIELDS = 100_000
 
 # plan entries: (kind, arg, nullable)
 _FIX, _STR, _BYTES, _ENTITY, _ARRAY_FIX, _ARRAY_STR, _ARRAY_BYTES, _ARRAY_ENTITY = range(8)
@@ -201,17 +205,20 @@ def _checker(cls: type):
 
 
 def _tagged(buf: bytes | memoryview, pos: int, end: int, plan: _Plan | None,
-            found: list[UnknownTags] | None = None) -> int:
-    """Past a tagged-field section; with `found`, the section is added to it when it holds
-    tags `plan` does not know (without a plan, the request header's, every tag)."""
+            found: _WithoutUnknownTags | None = None) -> int:
+    """Past a tagged-field section; with `found`, a section holding tags `plan` does not
+    know (without a plan, the request header's: every tag) is copied to it without them."""
     count_at = pos
     n, pos = _uvarint(buf, pos, end)
     if n * 2 > end - pos:
         raise _too_many(n, pos, end)
-    count_end = pos
-    unknown: list[tuple[int, int]] = []
+    if found is not None:
+        found.tags += n
+        if found.tags > MAX_TAGGED_FIELDS:
+            raise LengthError(f"more than {MAX_TAGGED_FIELDS} tagged fields in a request")
+    tags_at = pos
+    unknown = 0
     for _ in range(n):
-        tag_at = pos
         tag, pos = _uvarint(buf, pos, end)
         size, pos = _uvarint(buf, pos, end)
         start, pos = pos, pos + size
@@ -219,12 +226,48 @@ def _tagged(buf: bytes | memoryview, pos: int, end: int, plan: _Plan | None,
             raise _short(pos, end)
         entry = plan.tagged.get(tag) if plan is not None else None
         if entry is not None:  # a known tagged field: its own lengths are checked too
-            _tagged_field(*entry)(buf, start, pos)  # (not collected: its size would change)
+            _tagged_field(*entry)(buf, start, pos)  # (tags inside it are not dropped)
         else:
-            unknown.append((tag_at, pos))
+            unknown += 1
     if unknown and found is not None:
-        found.append(UnknownTags(count_at, count_end, n, tuple(unknown)))
+        found.drop(buf, count_at, tags_at, pos, n - unknown, plan)
     return pos
+
+
+class _WithoutUnknownTags:
+    """The request frame being rebuilt without its unknown tagged fields: the sections
+    that hold some are copied as `_tagged` meets them (in the frame's order, each section's
+    count lowered), the bytes between them as they are. Nothing is kept per tag, so a
+    frame of millions of tags costs no more memory than its own size."""
+
+    __slots__ = ("out", "copied", "tags")
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.copied = 0  # the frame's bytes before this are in `out`
+        self.tags = 0  # tagged fields met so far, known or not (MAX_TAGGED_FIELDS)
+
+    def drop(self, buf: bytes | memoryview, count_at: int, tags_at: int, end: int,
+             kept: int, plan: _Plan | None) -> None:
+        out = self.out
+        out += buf[self.copied:count_at]
+        out += uvarint(kept)
+        pos = tags_at
+        while pos < end:  # read and checked by `_tagged` already
+            tag_at = pos
+            tag, pos = read_uvarint(buf, pos, end)
+            size, pos = read_uvarint(buf, pos, end)
+            pos += size
+            if plan is not None and tag in plan.tagged:
+                out += buf[tag_at:pos]
+        self.copied = end
+
+    def frame(self, buf: bytes | memoryview) -> bytes | None:
+        """The frame without its unknown tags, or None when it had none."""
+        if not self.copied:
+            return None
+        self.out += buf[self.copied:]
+        return bytes(self.out)
 
 
 @functools.cache
@@ -240,48 +283,22 @@ def _tagged_field(kind: int, arg: Any, nullable: bool):
     return namespace["check"]
 
 
-def check_request(frame: bytes | memoryview, schema: type) -> list[UnknownTags]:
+def check_request(frame: bytes | memoryview, schema: type) -> bytes | None:
     """Check every length prefix of a request frame (without its size) for `schema`, the
-    kio request class of its API key and version. Raises LengthError. Returns the
-    tagged-field sections that hold tags the schema does not know (`without_unknown_tags`
-    drops them; kio refuses them), in the frame's order."""
+    kio request class of its API key and version. Raises LengthError. Returns the frame
+    without the tagged fields the schema does not know, as Kafka's readers skip them
+    (KIP-482) and kio refuses them; None when there are none."""
     end = len(frame)
     if end < 10:
         raise _short(10, end)
     pos = 10 + max(_I16.unpack_from(frame, 8)[0], 0)  # api key, version, correlation, client id
     if pos > end:
         raise _short(pos, end)
-    found: list[UnknownTags] = []
+    found = _WithoutUnknownTags()
     if schema.__header_schema__.__flexible__:
         pos = _tagged(frame, pos, end, None, found)
     _checker(schema)(frame, pos, end, found)
-    return found
-
-
-class UnknownTags(typing.NamedTuple):
-    """A tagged-field section holding tags its schema does not know: where its count is
-    (`count_at` to `count_end`), the count, and each unknown tag's bytes (start, end)."""
-
-    count_at: int
-    count_end: int
-    count: int
-    tags: tuple[tuple[int, int], ...]
-
-
-def without_unknown_tags(frame: bytes | memoryview, sections: list[UnknownTags]) -> bytes:
-    """`frame` without the unknown tagged fields of `sections` (each section's count
-    lowered to match), as Kafka's readers skip tags they do not know (KIP-482)."""
-    out = bytearray()
-    last = 0
-    for section in sorted(sections):
-        out += frame[last:section.count_at]
-        out += uvarint(section.count - len(section.tags))
-        last = section.count_end
-        for start, end in section.tags:
-            out += frame[last:start]
-            last = end
-    out += frame[last:]
-    return bytes(out)
+    return found.frame(frame)
 
 
 def check_response(frame: bytes | memoryview, schema: type) -> None:

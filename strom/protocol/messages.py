@@ -19,12 +19,7 @@ from kio.schema.index import api_key_map, schema_name_map
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
-from strom.protocol.bounds import (
-    LengthError,
-    check_request,
-    check_response,
-    without_unknown_tags,
-)
+from strom.protocol.bounds import LengthError, check_request, check_response
 from strom.protocol.errors import ErrorCode
 from strom.protocol.varint import read_uvarint
 
@@ -133,11 +128,13 @@ def parse_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     except (UnknownAPIKey, UnknownEntity):
         raise UnsupportedRequest(api_key, api_version, correlation_id) from None
     try:
-        unknown = check_request(frame, schema)  # before kio sizes anything from a prefix
+        # before kio sizes anything from a length prefix; tags this version does not
+        # know are skipped, as Kafka's readers skip them
+        without_unknown_tags = check_request(frame, schema)
     except LengthError as e:
         raise MalformedRequest(f"{api_name(api_key)} v{api_version}: {e}") from None
-    if unknown:  # tags this version does not know are skipped, as Kafka's readers do
-        frame = without_unknown_tags(frame, unknown)
+    if without_unknown_tags is not None:
+        frame = without_unknown_tags
     try:
         header, offset = _reader(schema.__header_schema__)(frame, 0)
         body, _size = _reader(schema)(frame, offset)

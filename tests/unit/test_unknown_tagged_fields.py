@@ -2,17 +2,20 @@
 generated readers skip them (KIP-482: a newer client may send tags an older broker does not
 know), and the rest of the request reads as without them; a known tag is still read and
 checked, and a tag cut short is still a malformed request (strom.protocol.bounds
-`check_request` / `without_unknown_tags`, used by `messages.parse_request`)."""
+`check_request`, used by `messages.parse_request`); a frame of very many unknown tags costs
+memory in proportion to its size, not a Python object per tag."""
 
 from __future__ import annotations
 
 import datetime
 import time
+import tracemalloc
 import uuid
 
 import pytest
 
 from strom.log.records import NewRecord, build_batch
+from strom.protocol.bounds import MAX_TAGGED_FIELDS
 from strom.protocol.messages import (
     MalformedRequest,
     encode_request,
@@ -97,3 +100,39 @@ def test_a_tag_cut_short_is_a_malformed_request(tag):
     frame = fetch(12)
     with pytest.raises(MalformedRequest):
         parse_request(frame[:-1] + b"\x01" + tag)
+
+
+def test_a_frame_of_many_unknown_tags_costs_memory_as_its_size():
+    """30,000 two-byte unknown tags in the header's section and 30,000 more between
+    copies of a known one in the request's: the frame parses as without them, and the
+    rebuild keeps no object per tag (which took ~57 bytes of memory per byte of frame)."""
+    plain = fetch(12, cluster_id="c")
+    count = 30_000
+    header = header_tags(plain)
+    section = plain.rindex(b"\x01\x00\x02\x02c")  # the request's tags: cluster_id "c"
+    frame = (plain[:header] + uvarint(count) + b"\x07\x00" * count
+             + plain[header + 1:section] + uvarint(2 * count + 1)
+             + (b"\x00\x02\x02c" + b"\x07\x00") * count + b"\x00\x02\x02c")
+    tracemalloc.start()
+    try:
+        parsed = parse_request(frame)
+        _size, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert parsed == parse_request(plain)
+    assert peak < 8 * len(frame), (peak, len(frame))
+
+
+def test_more_tagged_fields_than_a_request_may_hold_are_refused():
+    """MAX_TAGGED_FIELDS in one request, all sections together: one more is a malformed
+    request (walking millions of two-byte tags held the event loop for seconds)."""
+    plain = fetch(12)
+    header = header_tags(plain)
+
+    def frame(in_header: int, in_request: int) -> bytes:
+        return (plain[:header] + uvarint(in_header) + b"\x07\x00" * in_header
+                + plain[header + 1:-1] + uvarint(in_request) + b"\x08\x00" * in_request)
+    half = MAX_TAGGED_FIELDS // 2
+    assert parse_request(frame(half, MAX_TAGGED_FIELDS - half)) == parse_request(plain)
+    with pytest.raises(MalformedRequest, match="tagged fields"):
+        parse_request(frame(half, MAX_TAGGED_FIELDS - half + 1))
