@@ -243,13 +243,15 @@ class _WithoutUnknownTags:
     __slots__ = ("out", "copied", "tags")
 
     def __init__(self) -> None:
-        self.out = bytearray()
+        self.out: bytearray | None = None  # made when a first section is dropped
         self.copied = 0  # the frame's bytes before this are in `out`
         self.tags = 0  # tagged fields met so far, known or not (MAX_TAGGED_FIELDS)
 
     def drop(self, buf: bytes | memoryview, count_at: int, tags_at: int, end: int,
              kept: int, plan: _Plan | None) -> None:
         out = self.out
+        if out is None:
+            out = self.out = bytearray()
         out += buf[self.copied:count_at]
         out += uvarint(kept)
         pos = tags_at
@@ -264,10 +266,11 @@ class _WithoutUnknownTags:
 
     def frame(self, buf: bytes | memoryview) -> bytes | None:
         """The frame without its unknown tags, or None when it had none."""
-        if not self.copied:
+        out = self.out
+        if out is None:
             return None
-        self.out += buf[self.copied:]
-        return bytes(self.out)
+        out += buf[self.copied:]
+        return bytes(out)
 
 
 @functools.cache
@@ -294,9 +297,11 @@ def check_request(frame: bytes | memoryview, schema: type) -> bytes | None:
     pos = 10 + max(_I16.unpack_from(frame, 8)[0], 0)  # api key, version, correlation, client id
     if pos > end:
         raise _short(pos, end)
+    if not schema.__header_schema__.__flexible__:  # no tagged fields in this version
+        _checker(schema)(frame, pos, end)
+        return None
     found = _WithoutUnknownTags()
-    if schema.__header_schema__.__flexible__:
-        pos = _tagged(frame, pos, end, None, found)
+    pos = _tagged(frame, pos, end, None, found)
     _checker(schema)(frame, pos, end, found)
     return found.frame(frame)
 
