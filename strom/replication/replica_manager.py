@@ -122,8 +122,8 @@ class ReplicaManager:
         # parked fetches: consumers wait for the high watermark, followers for appends
         self._waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
         self._replica_waiters: dict[TopicPartition, set[asyncio.Future]] = defaultdict(set)
-        # while a metadata change is applied: the partitions whose consumers' parked
-        # fetches it wakes once it is whole (`on_topics_changed`)
+        # while a metadata change or a follower's positions are applied: the partitions
+        # whose consumers' parked fetches are woken once it is whole (`_with_wakes_held`)
         self._held: dict[TopicPartition, None] | None = None
         # acks=all produces: partition -> [(offset the high watermark must reach, future)]
         self._produce_waiters: _Waiters = {}
@@ -182,12 +182,17 @@ class ReplicaManager:
         """Follow the metadata of `topics`. Consumers' fetches parked on a partition that
         changes are answered once the whole change is applied, so a fetch of several
         partitions sees all of them changed (a topic deleted: each one's error)."""
-        if self._held is not None:  # within a change already
-            self._apply_topics(topics)
+        self._with_wakes_held(self._apply_topics, topics)
+
+    def _with_wakes_held(self, apply: Callable[..., None], *args) -> None:
+        """`apply(*args)` (synchronous) with consumers' wakes held until it returns, so a
+        fetch parked on several of the partitions it changes sees all of them changed."""
+        if self._held is not None:  # within such a change already
+            apply(*args)
             return
         held = self._held = {}
         try:
-            self._apply_topics(topics)
+            apply(*args)
         finally:
             self._held = None
             self.wake_consumers(held)
@@ -499,6 +504,12 @@ class ReplicaManager:
     # --- replication: leader side ---------------------------------------------------------
     def _update_followers(self, requests: list[FetchPartitionRequest], replica_id: int
                           ) -> None:
+        """A follower's fetch positions: high watermarks move, the ISR may grow. Consumers
+        parked on several of its partitions are answered once all have moved."""
+        self._with_wakes_held(self._follower_positions, requests, replica_id)
+
+    def _follower_positions(self, requests: list[FetchPartitionRequest], replica_id: int
+                            ) -> None:
         now = self.clock.now_ms()
         for req in requests:
             tp = (req.topic, req.partition)

@@ -347,6 +347,25 @@ def test_a_metadata_change_wakes_consumers_once_it_is_whole(tmp_path):
     assert seen == [[False, False]] and waiters == {}
 
 
+def test_a_follower_fetch_wakes_consumers_once_every_high_watermark_moved(tmp_path):
+    """acks=all with a follower in the ISR: the follower's one fetch of two partitions moves
+    both high watermarks; a consumer's fetch parked on both sees both moved."""
+    rm = manager(tmp_path, {0: ((1, 2), 1, (1, 2)), 1: ((1, 2), 1, (1, 2))})
+    tps = (("t", 0), ("t", 1))
+
+    async def go():
+        seen: list = []
+        for tp in tps:
+            rm.append(*tp, batch(), acks=-1)
+        rm.park(tps, 60, lambda expired: seen.append(
+            [rm.partitions[tp].high_watermark for tp in tps]))
+        rm._update_followers([fetch_req(1, 0), fetch_req(1, 1)], 2)
+        return seen, dict(rm._waiters)
+
+    seen, waiters = run(go())
+    assert seen == [[1, 1]] and waiters == {}
+
+
 def test_an_error_answering_a_parked_fetch_does_not_fail_the_append_that_woke_it(
         tmp_path, caplog):
     rm = manager(tmp_path, {0: ((1,), 1, (1,))})

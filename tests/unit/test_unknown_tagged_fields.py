@@ -63,14 +63,16 @@ def header_tags(frame: bytes) -> int:
     return 10 + int.from_bytes(frame[8:10], "big")
 
 
-@pytest.mark.parametrize("frame, sections", [
-    (produce(9), (-3, -2, -1)),  # the partition's, the topic's, the request's
-    (produce(12), (-3, -2, -1)),
-    (fetch(12), (-5, -4, -1)),  # the partition's, the topic's, (forgotten, rack) the request's
-    (fetch(17), (-5, -4, -1)),
-])
-@pytest.mark.parametrize("tags", [(SMALL,), (LARGE,), (SMALL, LARGE), (SMALL,) * 130])
-def test_unknown_tags_in_any_section_read_as_without_them(frame, sections, tags):
+@pytest.mark.parametrize("request_of, sections", [
+    (lambda: produce(9), (-3, -2, -1)),  # the partition's, the topic's, the request's
+    (lambda: produce(12), (-3, -2, -1)),
+    (lambda: fetch(12), (-5, -4, -1)),  # partition, topic, (forgotten, rack) request
+    (lambda: fetch(17), (-5, -4, -1)),
+], ids=["produce-v9", "produce-v12", "fetch-v12", "fetch-v17"])
+@pytest.mark.parametrize("tags", [(SMALL,), (LARGE,), (SMALL, LARGE), (SMALL,) * 130],
+                         ids=["small", "large", "both", "130"])
+def test_unknown_tags_in_any_section_read_as_without_them(request_of, sections, tags):
+    frame = request_of()
     plain = parse_request(frame)
     for at in (header_tags(frame), *(len(frame) + s for s in sections)):
         assert parse_request(with_tags(frame, at, *tags)) == plain, at
@@ -95,7 +97,7 @@ def test_a_known_tag_beside_unknown_ones_is_still_read():
 @pytest.mark.parametrize("tag", [
     uvarint(7) + uvarint(10) + b"abc",  # its size runs past the frame
     uvarint(0) + uvarint(3) + b"\x05ab",  # cluster_id (tag 0) whose string is cut short
-])
+], ids=["size-past-the-end", "cluster-id-cut-short"])
 def test_a_tag_cut_short_is_a_malformed_request(tag):
     frame = fetch(12)
     with pytest.raises(MalformedRequest):
