@@ -124,7 +124,7 @@ def _count(frame, pos: int, end: int, flexible: bool) -> tuple[int, int]:
 def _no_tags(frame, pos: int, end: int) -> int:
     """Past an empty tagged-field section. A section with any field in it sends the frame
     to the full path, which reads the fields the version knows (a wrong size refused) and
-    refuses unknown ones: clients send none on these requests."""
+    skips unknown ones: clients send none on these requests."""
     if pos < end and not frame[pos]:
         return pos + 1
     raise _Unread

@@ -275,8 +275,9 @@ class Connection:
     def _answer_at_once(self, frame: bytes | bytearray) -> bool:
         """A request taken as it arrives while `serve` waits for the next one, without the
         round through `serve`'s task: a Produce the fast path answers on the spot (one
-        partition; acks 0, 1, or -1 where this broker is the whole ISR) is written (or, acks=0, not answered); a consumer's Fetch the
-        fast path reads (`Dispatcher.fetch_at_once`) is answered by `_fetch_answered`, now
+        partition; acks 0, 1, or -1 where this broker is the whole ISR) is written (or,
+        acks=0, not answered); a consumer's Fetch the fast path reads
+        (`Dispatcher.fetch_at_once`) is answered by `_fetch_answered`, now
         when it has its answer, else once woken (a tailing consumer's, parked).
         False, with nothing done, for anything else: `serve` then takes it from the queue
         as usual."""
